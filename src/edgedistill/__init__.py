@@ -1,0 +1,38 @@
+"""edgedistill: distil large models into small ones for wearables, phones and microcontrollers.
+
+``edgedistill.run(recipe, **overrides)`` runs a recipe and returns its summary; ``edgedistill.losses``
+holds the loss functions. Heavy modules (torch, Lightning Fabric) load only when used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+__version__ = "0.1.0"
+
+
+def run(
+    recipe: str | Path | dict[str, Any],
+    *,
+    out: Optional[str | Path] = None,
+    smoke: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Run a recipe (YAML path or dict) and return its summary.
+
+    Overrides are keyword arguments with dotted or double-underscore keys:
+    ``edgedistill.run("recipes/kd.yaml", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.
+    """
+    from edgedistill.experiment.runner import run as _run
+
+    flat = {k.replace("__", "."): v for k, v in overrides.items()}
+    return _run(recipe, flat, out=out, smoke=smoke, progress=progress)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("losses", "models", "data", "methods", "engine", "experiment", "metrics", "config"):
+        import importlib
+
+        return importlib.import_module(f"edgedistill.{name}")
+    raise AttributeError(f"module 'edgedistill' has no attribute '{name}'")

@@ -1,0 +1,270 @@
+"""Typed recipe configuration (pydantic) and YAML loading with ``key.sub=value`` overrides.
+
+Every key is validated before anything trains: a misspelt key, a wrong type or an out-of-range value
+fails with the key's dotted path and what was expected. YAML is read with ``safe_load``; no tag or value
+is ever imported or executed. Keys that a model factory or a loss takes as keyword arguments (``width``,
+``temperature``) are checked against that callable's signature when the run is built.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgedistill.errors import UserInputError
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 demands a dot: ``1.0e-3``)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: Any) -> Any:
+    """``yaml.safe_load`` semantics (no tags execute anything) with scientific-notation floats."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - _YamlLoader is a SafeLoader
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Strict):
+    by: Literal["auto", "subject", "stratified", "random"] = "auto"
+    val: float = Field(0.2, gt=0.0, lt=1.0)
+    # Fraction held out for test when the dataset has no official test split (or `official_test` is off).
+    test: float = Field(0.2, gt=0.0, lt=1.0)
+    official_test: bool = True
+    seed: int = 0  # the split is fixed across training seeds so every seed sees the same test set
+
+
+class WindowConfig(_Strict):
+    length: int = Field(gt=1)
+    stride: Optional[int] = Field(None, gt=0)
+
+
+class DataConfig(_Strict):
+    name: Optional[str] = None
+    path: Optional[Path] = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    normalize: Literal["per_channel", "global", "none"] = "per_channel"
+    window: Optional[WindowConfig] = None
+    # Regression targets are standardised on the training split; metrics are reported in original units.
+    normalize_target: bool = True
+
+    @model_validator(mode="after")
+    def _name_or_path(self) -> "DataConfig":
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of data.name (a bundled dataset) or data.path (.npz or .csv file)")
+        return self
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["cosine", "constant", "step"] = "cosine"
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # fractions of `epochs` (step schedule)
+    gamma: float = Field(0.1, gt=0)
+    grad_clip: Optional[float] = Field(None, gt=0)
+
+
+class ModelConfig(BaseModel):
+    """``model`` names a zoo entry; every other key is a keyword argument of that model's factory."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    checkpoint: Optional[Path] = None  # start from these weights (state_dict file, loaded weights-only)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TeacherConfig(ModelConfig):
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=100))
+    seed: int = 0
+    view: str = "x"  # the batch view the teacher reads (a privileged view for cross-modal teachers)
+
+
+class TermConfig(BaseModel):
+    """One weighted loss term; every key besides ``loss`` and ``weight`` is a keyword of that loss."""
+
+    model_config = ConfigDict(extra="allow")
+    loss: str
+    weight: float = 1.0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class MethodConfig(_Strict):
+    name: str = "offline"
+    terms: list[TermConfig] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineConfig(_Strict):
+    accelerator: Literal["cpu", "cuda", "auto"] = "cpu"
+    devices: int = Field(1, ge=1)
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
+    threads: Optional[int] = Field(None, ge=1)
+    progress: bool = True
+    deterministic: bool = True
+
+
+class ReportConfig(_Strict):
+    # Which checkpoint's test numbers the summary reports: best on validation, or the last epoch.
+    select: Literal["best", "last"] = "best"
+
+
+class Recipe(_Strict):
+    name: str = "run"
+    data: DataConfig
+    student: ModelConfig
+    teacher: Optional[TeacherConfig] = None
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    # Also train the student alone (same budget) so the report can say whether distillation helped.
+    baseline: bool = True
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    cache_dir: Optional[Path] = None  # trained-model cache; default ~/.cache/edgedistill or $EDGEDISTILL_CACHE
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("seeds must list at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must not repeat")
+        return v
+
+
+# --------------------------------------------------------------------------------------------------
+def check_kwargs(fn: Any, params: dict[str, Any], key: str, reserved: tuple[str, ...] = ()) -> None:
+    """Every key in ``params`` must be a keyword of ``fn`` that the toolkit does not fill in itself."""
+    import inspect
+
+    allowed = [p for p in inspect.signature(fn).parameters if p not in reserved and p != "self"]
+    for name in params:
+        if name not in allowed:
+            raise UserInputError(f"{key}.{name}: unknown parameter; expected one of: {', '.join(allowed) or '(none)'}")
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        parts.append(f"{key}: {msg}{got_s}")
+    more = f" (+{len(err.errors()) - 5} more)" if len(err.errors()) > 5 else ""
+    return f"{source}: " + "; ".join(parts) + more
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001); the value is parsed as YAML (safe_load)."""
+    if "=" not in text:
+        raise UserInputError(f"override '{text}': expected key.sub=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".")]
+    if not all(path):
+        raise UserInputError(f"override '{text}': empty key segment")
+    try:
+        value = safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
+    for key, value in items:
+        path = key.split(".") if isinstance(key, str) else key
+        node: Any = out
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserInputError(f"override '{'.'.join(path)}': '{part}' is not an index of that list")
+                node = node[int(part)]
+                continue
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, (dict, list)):
+                raise UserInputError(f"override '{'.'.join(path)}': '{'.'.join(path[: i + 1])}' is not a mapping")
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise UserInputError(f"override '{'.'.join(path)}': '{last}' is not an index of that list")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"recipe file '{path}' does not exist")
+    try:
+        with path.open() as fh:
+            data = safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"recipe file '{path}' is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"recipe file '{path}': expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_recipe(
+    source: str | Path | dict[str, Any], overrides: list[str] | dict[str, Any] | None = None
+) -> Recipe:
+    """Load a recipe from a YAML path or a dict, apply overrides, validate. Raises ``UserInputError``."""
+    if isinstance(source, dict):
+        data, where = copy.deepcopy(source), "recipe"
+    else:
+        data, where = read_yaml(Path(source)), f"recipe '{source}'"
+        base = Path(source).parent
+        # Relative data paths in a recipe file are relative to the recipe, not the working directory.
+        path = (data.get("data") or {}).get("path") if isinstance(data.get("data"), dict) else None
+        if isinstance(path, str) and not Path(path).is_absolute() and not Path(path).exists():
+            data["data"]["path"] = str(base / path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise UserInputError(_format_validation_error(err, where)) from None
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """JSON/YAML-safe dict of a validated recipe (paths as strings)."""
+    return recipe.model_dump(mode="json")

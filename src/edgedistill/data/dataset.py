@@ -1,0 +1,101 @@
+"""In-memory datasets with named views, batched by index (no per-sample __getitem__ + collate).
+
+A batch is a plain dict: ``x`` (what the student sees), optional privileged views (``pi``,
+``x_full``, ...), ``y``, ``index`` (positions in this dataset, for cached teacher outputs) and
+``group`` (subject id, ``-1`` where unknown).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal, Optional
+
+import torch
+
+from edgedistill.errors import UserInputError
+
+Task = Literal["classification", "regression"]
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class TensorData:
+    views: dict[str, torch.Tensor]  # "x" required; every view has the same first dimension
+    y: torch.Tensor  # int64 (n,) for classification, float32 (n,) or (n, k) for regression
+    group: Optional[torch.Tensor] = None  # int64 (n,) subject ids
+
+    def __post_init__(self) -> None:
+        if "x" not in self.views:
+            raise UserInputError("dataset: the view 'x' (what the student sees) is missing")
+        n = len(self.y)
+        for name, v in self.views.items():
+            if v.shape[0] != n:
+                raise UserInputError(f"dataset: view '{name}' has {v.shape[0]} rows but y has {n}")
+        if self.group is not None and len(self.group) != n:
+            raise UserInputError(f"dataset: group has {len(self.group)} rows but y has {n}")
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.views["x"]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor | list[int]) -> "TensorData":
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return TensorData(
+            {k: v[idx] for k, v in self.views.items()},
+            self.y[idx],
+            None if self.group is None else self.group[idx],
+        )
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        out: Batch = {k: v[index] for k, v in self.views.items()}
+        out["y"] = self.y[index]
+        out["index"] = index
+        out["group"] = self.group[index] if self.group is not None else torch.full_like(index, -1)
+        return out
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: Optional[torch.Generator] = None,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        """Yield index-sliced batches. ``drop_last`` drops an incomplete final batch only when at least one
+        full batch exists (a BatchNorm layer fed a batch of 1-2 samples gives noisy statistics)."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if (drop_last and n >= batch_size) else n
+        for start in range(0, stop, batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if (drop_last and n >= batch_size) else -(-n // batch_size)
+
+
+@dataclass
+class DataInfo:
+    """What the rest of the toolkit needs to know about a prepared dataset."""
+
+    name: str
+    task: Task
+    input_shape: tuple[int, ...]  # per-sample shape of "x": (channels, length) or (channels, h, w)
+    n_outputs: int  # classes, or regression targets
+    classes: Optional[list[str]] = None
+    views: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-sample shape of every view
+    has_groups: bool = False
+    split_by: str = "stratified"
+    normalization: dict[str, Any] = field(default_factory=dict)  # per-view mean/std lists, fitted on train
+    target_scale: Optional[tuple[list[float], list[float]]] = None  # regression (mean, std), fitted on train
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DataSplits:
+    train: TensorData
+    val: TensorData
+    test: TensorData
+    info: DataInfo

@@ -1,0 +1,1 @@
+"""Training engine: the Fabric loop, checkpoints, evaluation and progress display."""

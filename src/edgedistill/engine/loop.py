@@ -1,0 +1,245 @@
+"""The training loop on Lightning Fabric: epochs, evaluation, checkpoints, exact resume, NaN guard.
+
+A stage directory holds ``metrics.jsonl`` (one JSON line per epoch, every loss term logged),
+``checkpoints/last.pt`` (full training state, rewritten atomically each epoch), ``checkpoints/best.pt``
+(weights of the best-on-validation epoch) and, once finished, ``summary.json``. Resuming from
+``last.pt`` gives the same result as an uninterrupted run: shuffling is seeded per epoch and the RNG
+states are restored.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from edgedistill.config import EngineConfig, TrainConfig
+from edgedistill.data.dataset import DataInfo, DataSplits
+from edgedistill.engine import checkpoint as ckpt
+from edgedistill.engine.evaluate import evaluate
+from edgedistill.engine.progress import StageProgress
+from edgedistill.errors import TrainingDiverged
+from edgedistill.io import write_json, write_text
+from edgedistill.metrics import selection_score
+from edgedistill.methods.base import Method, Step
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+    if cfg.schedule == "step":
+        passed = sum(epoch >= m * cfg.epochs for m in cfg.milestones)
+        return cfg.gamma**passed
+    return 1.0
+
+
+def make_fabric(cfg: EngineConfig) -> Any:
+    from lightning_fabric import Fabric  # heavy import (~3-6 s): only when training starts
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
+    if cfg.devices > 1:
+        fabric.launch()
+    return fabric
+
+
+@dataclass
+class Stage:
+    """Where and how one network (or one regime) is trained."""
+
+    label: str  # shown on the progress bar and in errors, e.g. "teacher", "kd seed 1"
+    directory: Path
+    seed: int
+    train: TrainConfig
+
+
+def _truncate_log(path: Path, epochs_kept: int) -> None:
+    """On resume, drop log lines written after the checkpoint we resume from."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_kept]
+    write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def _FabricModule() -> type:
+    from lightning_fabric.wrappers import _FabricModule as cls
+
+    return cls
+
+
+def _finite_params(method: Method) -> bool:
+    return all(torch.isfinite(p).all() for p in method.networks.parameters())
+
+
+class Trainer:
+    def __init__(self, engine: EngineConfig, progress: Optional[StageProgress] = None, fabric: Any = None) -> None:
+        self.fabric = fabric or make_fabric(engine)
+        self.progress = progress or StageProgress(enabled=False)
+        self.deterministic = engine.deterministic
+
+    def fit(self, method: Method, splits: DataSplits, stage: Stage) -> dict[str, Any]:
+        fabric, cfg, info = self.fabric, stage.train, splits.info
+        ckdir = stage.directory / "checkpoints"
+        log_path = stage.directory / "metrics.jsonl"
+        device = fabric.device
+        if self.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        for name in list(method.networks):
+            # Fabric wraps each trained network (DDP/FSDP when devices > 1); the wrapper's state_dict
+            # is the original module's, so checkpoints stay plain.
+            if not isinstance(method.networks[name], _FabricModule()):
+                method.networks[name] = fabric.setup_module(method.networks[name])
+        optimizers = method.optimizers(cfg)
+        base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in optimizers.items()}
+        start_epoch, best_score, best_epoch = 0, None, 0
+        if (ckdir / "last.pt").exists():
+            state = ckpt.load(ckdir / "last.pt")
+            for name, net in method.networks.items():
+                ckpt.load_state_dict_checked(net, state["networks"][name], str(ckdir / "last.pt"))
+            for name, opt in optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            start_epoch, best_epoch = int(state["epoch"]), int(state["best_epoch"])
+            best_score = tuple(state["best_score"]) if state["best_score"] is not None else None
+            ckpt.set_rng_state(state["rng"])
+            _truncate_log(log_path, start_epoch)
+        else:
+            stage.directory.mkdir(parents=True, exist_ok=True)
+            self._save_last(method, optimizers, ckdir, 0, None, 0)
+        if not method.manual_optimization:
+            for name in list(optimizers):
+                optimizers[name] = fabric.setup_optimizers(optimizers[name])
+        method.setup(splits.train, device)
+
+        train = splits.train
+        steps_per_epoch = train.num_batches(cfg.batch_size, drop_last=True)
+        total_steps = steps_per_epoch * cfg.epochs
+        self.progress.start(stage.label, total_steps, done=start_epoch * steps_per_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            for net in method.networks.values():
+                net.train()
+            sums: dict[str, float] = {}
+            gen = torch.Generator().manual_seed(stage.seed * 1_000_003 + epoch)
+            for i, batch in enumerate(train.batches(cfg.batch_size, shuffle=True, generator=gen, drop_last=True)):
+                step = Step(epoch, epoch * steps_per_epoch + i, cfg.epochs, steps_per_epoch)
+                for name, opt in optimizers.items():
+                    for group, base in zip(opt.param_groups, base_lrs[name]):
+                        group["lr"] = base * lr_factor(cfg, step.step, total_steps, epoch)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                terms = method.training_step(batch, step)
+                total = sum(terms.values())
+                if not torch.isfinite(total):
+                    self._diverged(stage, terms, epoch, step.step, ckdir)
+                if not method.manual_optimization:
+                    for opt in optimizers.values():
+                        opt.zero_grad(set_to_none=True)
+                    fabric.backward(total)
+                    if cfg.grad_clip:
+                        for net in method.networks.values():
+                            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                    for opt in optimizers.values():
+                        opt.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums["total"] = sums.get("total", 0.0) + float(total.detach())
+                self.progress.advance()
+            if not _finite_params(method):
+                self._diverged(stage, {"parameters": torch.tensor(float("nan"))}, epoch, (epoch + 1) * steps_per_epoch, ckdir)
+            val = evaluate(method.deliverable(), splits.val, info, device)
+            score = selection_score(val)
+            improved = best_score is None or score > best_score
+            if improved:
+                best_score, best_epoch = score, epoch + 1
+                if fabric.is_global_zero:
+                    ckpt.save(ckdir / "best.pt", {"networks": self._weights(method), "epoch": epoch + 1})
+            record = {
+                "epoch": epoch + 1,
+                "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"],
+                "train": {k: v / max(1, steps_per_epoch) for k, v in sums.items()},
+                "val": val,
+                "best": improved,
+                "time_s": round(time.perf_counter() - t0, 4),
+            }
+            if fabric.is_global_zero:
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
+            self.progress.note(_brief(val, best_epoch))
+        return self._finish(method, splits, stage, best_epoch)
+
+    # ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _weights(method: Method) -> dict[str, Any]:
+        return {name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in method.networks.items()}
+
+    def _save_last(self, method: Method, optimizers: dict, ckdir: Path, epoch: int, best: Optional[tuple], best_epoch: int) -> None:
+        if not self.fabric.is_global_zero:
+            return
+        ckpt.save(
+            ckdir / "last.pt",
+            {
+                "networks": self._weights(method),
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "epoch": epoch,
+                "best_score": list(best) if best is not None else None,
+                "best_epoch": best_epoch,
+                "rng": ckpt.rng_state(),
+            },
+        )
+
+    def _diverged(self, stage: Stage, terms: dict[str, torch.Tensor], epoch: int, step: int, ckdir: Path) -> None:
+        bad = [k for k, v in terms.items() if not torch.isfinite(v).all()] or ["total"]
+        self.progress.finish("diverged")
+        raise TrainingDiverged(
+            f"{stage.label}: loss term(s) {', '.join(repr(b) for b in bad)} became non-finite at epoch {epoch + 1}, "
+            f"step {step}; training stopped. The last good checkpoint is kept at {ckdir / 'last.pt'}. "
+            f"Try a lower train.lr, train.grad_clip, or smaller loss weights."
+        )
+
+    def _finish(self, method: Method, splits: DataSplits, stage: Stage, best_epoch: int) -> dict[str, Any]:
+        device, info = self.fabric.device, splits.info
+        model = method.deliverable()
+        last_val = evaluate(model, splits.val, info, device)
+        last_test = evaluate(model, splits.test, info, device)
+        best = ckpt.load(stage.directory / "checkpoints" / "best.pt")
+        last_weights = self._weights(method)
+        for name, net in method.networks.items():
+            net.load_state_dict(best["networks"][name])
+        best_val = evaluate(model, splits.val, info, device)
+        best_test = evaluate(model, splits.test, info, device)
+        for name, net in method.networks.items():  # leave the method as training left it
+            net.load_state_dict(last_weights[name])
+        summary = {
+            "label": stage.label,
+            "seed": stage.seed,
+            "epochs": stage.train.epochs,
+            "best_epoch": best_epoch,
+            "val": {"best": best_val, "last": last_val},
+            "test": {"best": best_test, "last": last_test},
+            "method": method.describe(),
+        }
+        if self.fabric.is_global_zero:
+            write_json(stage.directory / "summary.json", summary)
+        self.progress.finish(_brief(best_test, best_epoch, prefix="test "))
+        return summary
+
+
+def _brief(metrics: dict[str, float], best_epoch: int, prefix: str = "val ") -> str:
+    key = "acc" if "acc" in metrics else "rmse"
+    return f"{prefix}{key} {metrics[key]:.3f} (best epoch {best_epoch})"
+
+
+def deliverable_weights(stage_dir: Path, which: str) -> dict[str, Any]:
+    """State dict of the student from a finished stage: ``which`` is "best" or "last"."""
+    state = ckpt.load(stage_dir / "checkpoints" / f"{which}.pt")
+    return state["networks"]["student"]
+
+
+__all__ = ["Trainer", "Stage", "DataInfo", "deliverable_weights", "lr_factor", "make_fabric"]

@@ -1,0 +1,1 @@
+"""Experiments: recipe -> runs, the trained-model cache, results and reports."""

@@ -1,0 +1,81 @@
+"""Build models and methods from a validated recipe, and check them on one batch before training.
+
+Everything that can be wrong with a recipe (unknown names, bad knobs, weights that do not fit, views
+whose shapes the models cannot take, teacher and student disagreeing on the output size) fails here,
+before the run directory exists.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedistill.config import ModelConfig, Recipe
+from edgedistill.data.dataset import DataInfo, DataSplits
+from edgedistill.engine import checkpoint as ckpt
+from edgedistill.errors import UserInputError
+from edgedistill.methods.base import Method
+from edgedistill.registry import METHODS
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_network(cfg: ModelConfig, info: DataInfo, key: str, view: str = "x", seed: int = 0) -> nn.Module:
+    from edgedistill.models import build_model
+
+    seed_everything(seed)
+    shape = info.views.get(view, info.input_shape)
+    model = build_model(cfg.model, shape[0], info.n_outputs, tuple(shape[1:]), key=key, **cfg.kwargs)
+    if cfg.checkpoint is not None:
+        state = ckpt.load(cfg.checkpoint)
+        state = state.get("networks", {}).get("student", state) if "networks" in state else state
+        ckpt.load_state_dict_checked(model, state, f"{key}.checkpoint '{cfg.checkpoint}'")
+    return model
+
+
+def build_method(recipe: Recipe, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo) -> Method:
+    cls = METHODS.get(recipe.method.name, key="method.name")
+    try:
+        return cls.from_recipe(recipe, student=student, teacher=teacher, info=info)
+    except TypeError as exc:
+        raise UserInputError(f"method.params: {exc}") from None
+
+
+def dry_run(splits: DataSplits, student: nn.Module, teacher: Optional[nn.Module], teacher_view: str) -> None:
+    """One forward pass of each network on two training samples: shape problems surface now, named."""
+    batch = splits.train.batch(torch.arange(min(2, len(splits.train))))
+    with torch.no_grad():
+        s_out = _forward("student", student, batch["x"], "x")
+        if teacher is None:
+            return
+        if teacher_view not in batch:
+            raise UserInputError(f"teacher.view: the dataset has no view '{teacher_view}'; it has: {', '.join(splits.info.views)}")
+        t_out = _forward("teacher", teacher, batch[teacher_view], teacher_view)
+    if s_out.shape[1:] != t_out.shape[1:]:
+        raise UserInputError(
+            f"teacher outputs shape {tuple(t_out.shape[1:])} per sample but the student outputs {tuple(s_out.shape[1:])}; "
+            "they must match (same classes or regression targets)"
+        )
+
+
+def _forward(role: str, model: nn.Module, x: torch.Tensor, view: str) -> torch.Tensor:
+    was = model.training
+    model.eval()
+    try:
+        out = model(x)
+    except (RuntimeError, ValueError) as exc:
+        msg = str(exc).strip().splitlines()[0]
+        raise UserInputError(f"{role}: cannot run on view '{view}' of shape {tuple(x.shape[1:])} per sample: {msg}") from None
+    finally:
+        model.train(was)
+    if not torch.is_tensor(out) or out.dim() != 2:
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise UserInputError(f"{role}: forward must return a (N, outputs) tensor, got {got}")
+    return out

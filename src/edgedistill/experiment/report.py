@@ -1,0 +1,90 @@
+"""Aggregate per-seed results into mean ± std rows, and render them as Markdown and a rich table."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+CLASSIFICATION_COLUMNS = [("acc", "accuracy"), ("f1", "macro-F1"), ("ece", "ECE"), ("nll", "NLL")]
+REGRESSION_COLUMNS = [("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²")]
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single seed)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "n": n}
+
+
+def aggregate(per_seed: list[dict[str, Any]], select: str) -> dict[str, Any]:
+    """Mean ± std over seeds of the test metrics of the ``select`` ("best" or "last") checkpoint."""
+    keys = per_seed[0]["test"][select].keys()
+    return {k: mean_std([s["test"][select][k] for s in per_seed]) for k in keys}
+
+
+def gap_closed(method_acc: float, student_acc: float, teacher_acc: float) -> Optional[float]:
+    gap = teacher_acc - student_acc
+    return (method_acc - student_acc) / gap if gap > 1e-9 else None
+
+
+def _fmt(stat: dict[str, float], digits: int = 3) -> str:
+    if stat["n"] == 1:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    cols = CLASSIFICATION_COLUMNS if summary["task"] == "classification" else REGRESSION_COLUMNS
+    header = ["model", "role", "params", "KB"] + [label for _, label in cols]
+    if summary["task"] == "classification":
+        header.append("gap closed")
+    rows = []
+    for row in summary["rows"]:
+        cells = [row["model"], row["role"], f"{row['params']:,}", f"{row['size_kb']:.1f}"]
+        cells += [_fmt(row["metrics"][k]) for k, _ in cols]
+        if summary["task"] == "classification":
+            g = row.get("gap_closed")
+            cells.append("" if g is None else f"{g:+.2f}")
+        rows.append(cells)
+    return header, rows
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    header, rows = table_rows(summary)
+    lines = [
+        f"# {summary['name']}",
+        "",
+        f"Data: **{summary['data']['name']}** ({summary['task']}; train/val/test = "
+        f"{summary['data']['sizes'].get('train')}/{summary['data']['sizes'].get('val')}/{summary['data']['sizes'].get('test')}, "
+        f"split by {summary['data']['split_by']}). Test metrics of the **{summary['select']}** checkpoint "
+        f"({'best epoch on validation' if summary['select'] == 'best' else 'last epoch'}), "
+        f"mean ± sample std over seeds {summary['seeds']}; the teacher is one model (seed {summary.get('teacher_seed')}).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if summary["task"] == "classification":
+        lines += ["", "*gap closed* = (method − student alone) / (teacher − student alone) accuracy; negative means distillation hurt."]
+    verdict = summary.get("verdict")
+    if verdict:
+        lines += ["", verdict]
+    lines += ["", f"Command: `{summary['command']}`", ""]
+    return "\n".join(lines)
+
+
+def verdict(summary: dict[str, Any]) -> Optional[str]:
+    """One plain sentence: did the method beat the student alone, beyond the seeds' spread?"""
+    rows = {r["role"]: r for r in summary["rows"]}
+    if "method" not in rows or "student alone" not in rows:
+        return None
+    key, better = ("acc", 1) if summary["task"] == "classification" else ("rmse", -1)
+    m, s = rows["method"]["metrics"][key], rows["student alone"]["metrics"][key]
+    diff = better * (m["mean"] - s["mean"])
+    spread = max(m["std"], s["std"])
+    name = rows["method"]["model"]
+    if diff > spread and diff > 0:
+        return f"**{name}** beat the student alone on test {key} by {diff:.3f} (more than one seed std, {spread:.3f})."
+    if diff > 0:
+        return f"**{name}** was ahead of the student alone by {diff:.3f} test {key}, within the seeds' spread ({spread:.3f}): not a clear win."
+    return f"**{name}** did not beat the student alone: {abs(diff):.3f} test {key} {'worse' if diff < 0 else 'equal'}."

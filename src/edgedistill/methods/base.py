@@ -1,0 +1,89 @@
+"""The method contract: a training regime owns its networks and returns named loss terms for a batch.
+
+The engine sums the terms, back-propagates, steps the optimizers, logs every term, evaluates
+``deliverable()`` and checkpoints ``networks``. A teacher is not in ``networks``: it is frozen here
+(``eval()``, ``requires_grad_(False)``) and run under ``no_grad``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from edgedistill.config import Recipe, TrainConfig, check_kwargs
+from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Step:
+    epoch: int  # 0-based
+    step: int  # global optimisation step, 0-based
+    epochs: int
+    steps_per_epoch: int
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1)."""
+        return self.step / max(1, self.epochs * self.steps_per_epoch)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Frozen teacher: eval mode (BatchNorm uses running statistics) and no gradients."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class Method:
+    """Base class: one trained network, ``student``, plus optional trainable extras (adapters)."""
+
+    #: True for regimes that step their own optimizers inside ``training_step`` (mutual learning, GANs).
+    manual_optimization: bool = False
+
+    def __init__(self, student: nn.Module, info: DataInfo) -> None:
+        self.networks = nn.ModuleDict({"student": student})
+        self.info = info
+        self.teacher: Optional[nn.Module] = None
+
+    #: Whether ``method.terms`` means anything to this regime.
+    takes_terms: bool = False
+    #: Keyword arguments the toolkit fills in; a recipe's ``method.params`` may set the others.
+    reserved = ("student", "info")
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo) -> "Method":
+        if recipe.method.terms and not cls.takes_terms:
+            raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms")
+        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved)
+        return cls(student, info, **recipe.method.params)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.teacher is not None
+
+    def setup(self, train: TensorData, device: torch.device) -> None:
+        """Called once before training (and again on resume), after networks are on ``device``."""
+
+    def optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        params = [p for net in self.networks.values() for p in net.parameters() if p.requires_grad]
+        return {"student": make_optimizer(params, cfg)}
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def deliverable(self) -> nn.Module:
+        return self.networks["student"]
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": type(self).__name__}

@@ -1,0 +1,59 @@
+import pytest
+
+from edgedistill.config import apply_overrides, load_recipe, parse_override
+from edgedistill.errors import UserInputError
+
+BASE = {
+    "name": "t",
+    "data": {"name": "synthetic"},
+    "student": {"model": "cnn1d", "width": 8},
+    "teacher": {"model": "fcn", "train": {"epochs": 2}},
+    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 4}]},
+    "train": {"epochs": 3},
+}
+
+
+def test_valid_recipe_and_extras():
+    r = load_recipe(BASE)
+    assert r.student.kwargs == {"width": 8}
+    assert r.method.terms[1].params == {"temperature": 4}
+    assert r.teacher.train.epochs == 2 and r.train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["train.epohcs=3"], "train.epohcs: unknown key"),
+        (["train.epochs=0"], "train.epochs: Input should be greater than or equal to 1"),
+        (["train.optimizer=lbfgs"], "train.optimizer"),
+        (["seeds=[]"], "seeds"),
+        (["data.path=x.npz"], "exactly one of data.name"),
+    ],
+)
+def test_bad_keys_name_the_path(override, message):
+    with pytest.raises(UserInputError, match=message.replace("[", "\\[")):
+        load_recipe(BASE, override)
+
+
+def test_overrides_parse_yaml_values_and_lists():
+    assert parse_override("train.lr=1e-3") == (["train", "lr"], 0.001)
+    assert parse_override("seeds=[0, 1]") == (["seeds"], [0, 1])
+    d = apply_overrides(BASE, ["method.terms.1.temperature=8", "student.width=32"])
+    assert d["method"]["terms"][1]["temperature"] == 8 and d["student"]["width"] == 32
+    assert BASE["student"]["width"] == 8  # the input is not mutated
+    with pytest.raises(UserInputError, match="not an index"):
+        apply_overrides(BASE, ["method.terms.5.weight=1"])
+    with pytest.raises(UserInputError, match="expected key.sub=value"):
+        parse_override("train.lr")
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        load_recipe(p)
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score, mean_absolute_error, r2_score
+
+from edgedistill.metrics import classification_metrics, ece, macro_f1, regression_metrics, selection_score
+
+
+def test_classification_metrics_against_sklearn():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 5, generator=g)
+    y = torch.randint(0, 5, (200,), generator=g)
+    m = classification_metrics(logits, y)
+    pred = logits.argmax(1)
+    assert m["acc"] == pytest.approx(float((pred == y).float().mean()))
+    assert m["f1"] == pytest.approx(f1_score(y.numpy(), pred.numpy(), average="macro"))
+    assert m["nll"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5)
+
+
+def test_macro_f1_ignores_absent_classes_like_sklearn():
+    y, p = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])
+    assert macro_f1(p, y, 4) == pytest.approx(f1_score(y.numpy(), p.numpy(), average="macro"))
+
+
+def test_ece_perfectly_calibrated_and_overconfident():
+    # confident and always right: ECE ~ 1 - confidence
+    logits = torch.tensor([[10.0, 0.0]] * 10)
+    y = torch.zeros(10, dtype=torch.long)
+    conf = float(logits.double().softmax(1).max(1).values[0])
+    assert ece(logits, y) == pytest.approx(1 - conf, abs=1e-9)
+    # confident and half wrong: ECE ~ conf - 0.5
+    y2 = torch.tensor([0, 1] * 5)
+    assert ece(logits, y2) == pytest.approx(conf - 0.5, abs=1e-9)
+
+
+def test_regression_metrics_against_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=50)
+    p = y + rng.normal(scale=0.3, size=50)
+    m = regression_metrics(torch.tensor(p), torch.tensor(y))
+    assert m["mae"] == pytest.approx(mean_absolute_error(y, p))
+    assert m["rmse"] == pytest.approx(float(np.sqrt(((y - p) ** 2).mean())))
+    assert m["r2"] == pytest.approx(r2_score(y, p))
+
+
+def test_selection_prefers_accuracy_then_nll():
+    a = {"acc": 0.9, "nll": 0.5}
+    b = {"acc": 0.9, "nll": 0.3}
+    assert selection_score(b) > selection_score(a)
+    assert selection_score({"rmse": 1.0, "mae": 1.0}) > selection_score({"rmse": 2.0, "mae": 0.1})
