@@ -51,7 +51,7 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
     student = build_network(recipe.student, info, "student")
     build_method(recipe, student, teacher, info)
     dry_run(splits, student, teacher, recipe.teacher.view if recipe.teacher else "x")
-    return Plan(recipe, splits, dataset_fingerprint(recipe.data), smoke)
+    return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke)
 
 
 def open_run_dir(out: Path, recipe: Recipe) -> Path:

@@ -18,7 +18,7 @@ def _kind_and_task(recipe: Recipe) -> tuple[str, str]:
         return meta.get("kind", "1d"), task
     from edgedistill.data.prepare import load_raw
 
-    raw = load_raw(recipe.data)
+    raw, _ = load_raw(recipe.data)
     return ("2d" if raw.x.ndim == 4 else "1d"), raw.task
 
 

@@ -1,0 +1,299 @@
+"""From a ``DataConfig`` to train/val/test tensors: the only place where data is transformed.
+
+Order matters and is fixed: load -> check finite -> window -> encode labels -> split -> fit normalisation
+on train -> tensors. Splitting happens before any statistic is computed so nothing about the validation
+or test data reaches training. Everything is deterministic for ``(cfg, seed)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from edgedistill.config import DataConfig
+from edgedistill.data.dataset import DataInfo, DataSplits, TensorData
+from edgedistill.data.normalize import fit_normalizer
+from edgedistill.data.raw import RawData
+from edgedistill.data.splits import random_split, stratified_split, subject_split
+from edgedistill.data.windowing import window_raw
+from edgedistill.errors import UserInputError
+from edgedistill.registry import DATASETS
+
+PIPELINE_VERSION = "data-v1"  # bump when prepare_data changes what it produces (invalidates cached teachers)
+
+
+def load_raw(cfg: DataConfig) -> tuple[RawData, bool]:
+    """The loader's ``RawData`` and whether it already cut windows (a CSV without a 'window' column)."""
+    if cfg.path is not None:
+        from edgedistill.data.files import load_csv_windows, load_npz
+
+        if cfg.params:
+            raise UserInputError(
+                f"data.params: only used with data.name (a registered dataset), not with data.path; "
+                f"remove {', '.join(sorted(cfg.params))}"
+            )
+
+        suffix = Path(cfg.path).suffix.lower()
+        if suffix == ".npz":
+            return load_npz(cfg.path), False
+        if suffix == ".csv":
+            w = cfg.window
+            return load_csv_windows(cfg.path, w.length if w else None, w.stride if w else None)
+        raise UserInputError(f"data.path: '{cfg.path}' has suffix '{suffix}'; expected a .npz or .csv file")
+    assert cfg.name is not None
+    loader = DATASETS.get(cfg.name, key="data.name")
+    params = inspect.signature(loader).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        for k in cfg.params:
+            if k not in params:
+                raise UserInputError(
+                    f"data.params.{k}: unknown parameter for dataset {cfg.name}; "
+                    f"expected one of: {', '.join(params) or '(none)'}"
+                )
+    raw = loader(**cfg.params)
+    if not isinstance(raw, RawData):
+        raise UserInputError(f"data.name: dataset '{cfg.name}' returned {type(raw).__name__}, expected RawData")
+    return raw, False
+
+
+def _check_arrays(raw: RawData, source: str) -> None:
+    """Shapes agree and every numeric array is finite, each problem named by its array."""
+    x = np.asarray(raw.x)
+    if x.ndim not in (3, 4):
+        raise UserInputError(f"{source}: x must be (n, channels, length) or (n, channels, h, w), got shape {x.shape}")
+    arrays: dict[str, Optional[np.ndarray]] = {"x": raw.x, "y": raw.y, "test_x": raw.test_x, "test_y": raw.test_y}
+    arrays.update(raw.views)
+    arrays.update({f"test_{k}": v for k, v in raw.test_views.items()})
+    for name, arr in arrays.items():
+        if arr is None:
+            continue
+        kind = np.asarray(arr).dtype.kind
+        if name not in ("y", "test_y") and kind not in "iufb":
+            raise UserInputError(f"{source}: array '{name}' must be numeric, got dtype {np.asarray(arr).dtype}")
+        if kind not in "fc":
+            continue
+        bad = ~np.isfinite(np.asarray(arr))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise UserInputError(
+                f"{source}: array '{name}' has {int(bad.sum())} non-finite value(s) (NaN/inf); first at index {first}"
+            )
+    for prefix, xx, yy, gg, vv in (
+        ("", raw.x, raw.y, raw.group, raw.views),
+        ("test_", raw.test_x, raw.test_y, raw.test_group, raw.test_views),
+    ):
+        if xx is None:
+            continue
+        n = len(xx)
+        if np.asarray(xx).shape[1:] != x.shape[1:]:
+            raise UserInputError(
+                f"{source}: array '{prefix}x' has per-sample shape {np.asarray(xx).shape[1:]}, 'x' has {x.shape[1:]}"
+            )
+        for name, arr in {"y": yy, "group": gg, **vv}.items():
+            if arr is not None and len(arr) != n:
+                raise UserInputError(
+                    f"{source}: array '{prefix}{name}' has {len(arr)} rows but '{prefix}x' has {n}"
+                )
+
+
+def _pool_official_test(raw: RawData) -> RawData:
+    """Merge the official test split into the data, so ``split.official_test=false`` re-splits everything."""
+    if raw.test_x is None or raw.test_y is None:
+        return raw
+    views = {k: np.concatenate([v, raw.test_views[k]]) for k, v in raw.views.items() if k in raw.test_views}
+    group = None
+    if raw.group is not None and raw.test_group is not None:
+        group = np.concatenate([np.asarray(raw.group).astype(str), np.asarray(raw.test_group).astype(str)])
+    return replace(
+        raw, x=np.concatenate([raw.x, raw.test_x]), y=np.concatenate([raw.y, raw.test_y]), group=group,
+        views=views, test_x=None, test_y=None, test_group=None, test_views={},
+    )
+
+
+def _natural_sorted(labels: list[str]) -> list[str]:
+    """Sort numerically when every label is a number ('2' before '10'), else as text."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+def _encode(y: np.ndarray, index: dict[str, int], source: str, part: str) -> np.ndarray:
+    keys = [str(v) for v in np.asarray(y).reshape(-1)]
+    unseen = sorted({k for k in keys if k not in index})
+    if unseen:
+        raise UserInputError(
+            f"{source}: the {part} split has label(s) {unseen[:5]} that are not among the classes {list(index)[:20]}"
+        )
+    return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+
+
+def _targets(raw: RawData, official: bool, source: str) -> tuple[Optional[list[str]], np.ndarray, Optional[np.ndarray]]:
+    """(class names, training targets, official test targets): int64 codes 0..C-1 with one mapping for every
+    split, or float64 regression targets."""
+    if raw.task == "classification":
+        if np.asarray(raw.y).ndim != 1:
+            raise UserInputError(f"{source}: class labels y must be 1-D (one per sample), got shape {np.shape(raw.y)}")
+        classes = [str(c) for c in raw.classes] if raw.classes else _natural_sorted(sorted({str(v) for v in raw.y}))
+        index = {c: i for i, c in enumerate(classes)}
+        y_test = _encode(raw.test_y, index, source, "official test") if official else None  # type: ignore[arg-type]
+        return classes, _encode(raw.y, index, source, "training"), y_test
+    for part, yy in (("y", raw.y), ("test_y", raw.test_y if official else None)):
+        if yy is not None and (np.asarray(yy).dtype.kind not in "iuf" or np.asarray(yy).ndim not in (1, 2)):
+            raise UserInputError(
+                f"{source}: regression targets '{part}' must be numbers of shape (n,) or (n, k), "
+                f"got dtype {np.asarray(yy).dtype} and shape {np.shape(yy)}"
+            )
+    y_test = np.asarray(raw.test_y, dtype=np.float64) if official else None
+    return None, np.asarray(raw.y, dtype=np.float64), y_test
+
+
+def _strata(y: np.ndarray, task: str) -> np.ndarray:
+    """Class codes, or for regression the quintile of the (first) target, so both sides see its whole range."""
+    if task == "classification":
+        return y
+    first = y.reshape(len(y), -1)[:, 0]
+    edges = np.quantile(first, [0.2, 0.4, 0.6, 0.8])
+    return np.searchsorted(edges, first, side="right")
+
+
+def _carve(by: str, idx: np.ndarray, y: np.ndarray, groups: Optional[np.ndarray], task: str,
+           fraction: float, seed: int, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions ``idx`` into (rest, held) by the chosen strategy."""
+    try:
+        if by == "subject":
+            assert groups is not None
+            rest, held = subject_split(groups[idx], (1.0 - fraction, fraction), seed)
+        elif by == "stratified":
+            rest, held = stratified_split(_strata(y[idx], task), fraction, seed)
+        else:
+            rest, held = random_split(len(idx), fraction, seed)
+    except UserInputError as exc:
+        raise UserInputError(f"data.split: cannot carve the {part} split ({exc})") from None
+    return idx[rest], idx[held]
+
+
+def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
+    """Load, check, window, encode, split and normalise the data described by ``cfg``."""
+    raw, windowed = load_raw(cfg)
+    source = f"data.path '{cfg.path}'" if cfg.path is not None else f"dataset '{cfg.name}'"
+    _check_arrays(raw, source)
+    if cfg.window is not None and not windowed:
+        raw = window_raw(raw, cfg.window.length, cfg.window.stride)
+    official = raw.test_x is not None and raw.test_y is not None and cfg.split.official_test
+    if not official:
+        raw = _pool_official_test(raw)
+    task = raw.task
+
+    classes, y_all, y_test_official = _targets(raw, official, source)
+
+    # Subject ids become 0..G-1 over all splits jointly, so one subject keeps one id everywhere.
+    gnames = sorted({str(v) for g in (raw.group, raw.test_group if official else None) if g is not None for v in g})
+    gindex = {k: i for i, k in enumerate(gnames)}
+
+    def gcodes(g: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        return None if g is None else np.array([gindex[str(v)] for v in np.asarray(g).reshape(-1)], dtype=np.int64)
+
+    groups = gcodes(raw.group)
+    by = cfg.split.by
+    if by == "auto":
+        by = "subject" if groups is not None else ("stratified" if task == "classification" else "random")
+    if by == "subject" and groups is None:
+        raise UserInputError(
+            f"data.split.by: 'subject' needs subject ids (a 'group' array or column) but {source} has none; "
+            f"use 'stratified' or 'random'"
+        )
+    if by == "subject":
+        n_subj, need = len(np.unique(groups)), 2 if official else 3  # type: ignore[arg-type]
+        if n_subj < need:
+            raise UserInputError(
+                f"data.split.by: 'subject' needs at least {need} subjects "
+                f"({'train/val' if official else 'train/val/test'}) but {source} has {n_subj}"
+            )
+
+    everything = np.arange(len(y_all))
+    rng = np.random.default_rng(seed)
+    split_seeds = rng.integers(0, 2**31 - 1, size=2)
+    if official:
+        pool, test_idx = everything, None
+    else:
+        pool, test_idx = _carve(by, everything, y_all, groups, task, cfg.split.test, int(split_seeds[0]), "test")
+    train_idx, val_idx = _carve(by, pool, y_all, groups, task, cfg.split.val, int(split_seeds[1]), "validation")
+
+    def take(idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, Optional[np.ndarray]]:
+        views = {"x": np.asarray(raw.x)[idx], **{k: np.asarray(v)[idx] for k, v in raw.views.items()}}
+        return views, y_all[idx], None if groups is None else groups[idx]
+
+    parts = {"train": take(train_idx), "val": take(val_idx)}
+    if official:
+        tviews = {"x": np.asarray(raw.test_x), **{k: np.asarray(v) for k, v in raw.test_views.items()}}
+        parts["test"] = (tviews, y_test_official, gcodes(raw.test_group))  # type: ignore[assignment]
+    else:
+        parts["test"] = take(test_idx)  # type: ignore[arg-type]
+
+    # Normalisation: each view its own statistics, fitted on the training part only.
+    norms = {name: fit_normalizer(arr, cfg.normalize) for name, arr in parts["train"][0].items()}
+    target_scale = None
+    if task == "regression":
+        y_train = parts["train"][1].reshape(len(parts["train"][1]), -1)
+        if cfg.normalize_target:
+            mu, sd = y_train.mean(axis=0), np.maximum(y_train.std(axis=0), 1e-8)
+        else:
+            mu, sd = np.zeros(y_train.shape[1]), np.ones(y_train.shape[1])
+        target_scale = ([float(v) for v in mu], [float(v) for v in sd])
+
+    def tensors(views: dict[str, np.ndarray], y: np.ndarray, g: Optional[np.ndarray]) -> TensorData:
+        tv = {k: torch.from_numpy(norms[k].apply(v)) for k, v in views.items() if k in norms}
+        if task == "classification":
+            ty = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        else:
+            t_mu, t_sd = np.asarray(target_scale[0]), np.asarray(target_scale[1])  # type: ignore[index]
+            yy = (y.reshape(len(y), -1) - t_mu) / t_sd
+            ty = torch.from_numpy(yy[:, 0] if yy.shape[1] == 1 else yy).float()
+        tg = None if g is None else torch.from_numpy(np.asarray(g, dtype=np.int64))
+        return TensorData(tv, ty, tg)
+
+    out = {name: tensors(*p) for name, p in parts.items()}
+    x_train = out["train"].x
+    info = DataInfo(
+        name=cfg.name if cfg.name is not None else Path(cfg.path).stem,  # type: ignore[arg-type]
+        task=task,
+        input_shape=tuple(x_train.shape[1:]),
+        n_outputs=len(classes) if classes is not None else int(y_all.reshape(len(y_all), -1).shape[1]),
+        classes=classes,
+        views={k: tuple(v.shape[1:]) for k, v in out["train"].views.items()},
+        has_groups=groups is not None,
+        split_by=by,
+        normalization={k: n.to_dict() for k, n in norms.items()},
+        target_scale=target_scale,
+        sizes={k: len(v) for k, v in out.items()},
+    )
+    return DataSplits(out["train"], out["val"], out["test"], info)
+
+
+def dataset_fingerprint(cfg: DataConfig, seed: int = 0) -> str:
+    """Stable sha256 of everything that determines ``prepare_data(cfg, seed)``'s output.
+
+    A file is identified by its content hash, not its path, so moving a file keeps cached teachers valid
+    and editing it invalidates them. The seed is included because it chooses the splits: a teacher trained
+    on one seed's training split must never be reused where that data is validation or test.
+    """
+    doc = cfg.model_dump(mode="json")
+    if cfg.path is not None:
+        path = Path(cfg.path)
+        if not path.is_file():
+            raise UserInputError(f"data.path: '{path}' does not exist")
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        doc["path"] = {"suffix": path.suffix.lower(), "sha256": h.hexdigest()}
+    doc["_pipeline"] = PIPELINE_VERSION
+    doc["_seed"] = int(seed)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

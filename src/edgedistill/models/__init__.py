@@ -1,0 +1,155 @@
+"""Model zoo, the recipe-facing builder, feature taps and size accounting.
+
+Models are plain ``nn.Module``s that map ``(N, C, L)`` or ``(N, C, H, W)`` to ``(N, n_outputs)``; they
+know nothing about distillation. Distillation reads intermediate features through ``FeatureTaps``
+(forward hooks by module path), so any user model works without rewriting it.
+
+Importing this package is cheap: the zoo modules load on the first registry lookup and the torch-backed
+helpers (``FeatureTaps``, ``count_params``, ...) on first attribute access.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import typing
+from typing import TYPE_CHECKING, Any, Callable
+
+from edgedistill.errors import UserInputError
+from edgedistill.registry import MODELS
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgedistill.models.size import count_params, describe, size_kb
+    from edgedistill.models.taps import FeatureTaps, extract, module_paths, resolve
+
+__all__ = [
+    "KnobError",
+    "build_model",
+    "FeatureTaps",
+    "module_paths",
+    "resolve",
+    "extract",
+    "count_params",
+    "size_kb",
+    "describe",
+]
+
+_LAZY = {
+    "FeatureTaps": "taps",
+    "module_paths": "taps",
+    "resolve": "taps",
+    "extract": "taps",
+    "count_params": "size",
+    "size_kb": "size",
+    "describe": "size",
+}
+
+_INPUT_RANK = {"1d": 1, "2d": 2}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"edgedistill.models.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'edgedistill.models' has no attribute '{name}'")
+
+
+class KnobError(UserInputError):
+    """A factory knob has a bad value; carries the knob name so ``build_model`` can report its recipe path."""
+
+    def __init__(self, knob: str, reason: str) -> None:
+        super().__init__(f"{knob}: {reason}")
+        self.knob = knob
+        self.reason = reason
+
+
+def build_model(
+    name: str,
+    in_channels: int,
+    n_outputs: int,
+    input_size: tuple[int, ...],
+    key: str | None = None,
+    **knobs: Any,
+) -> nn.Module:
+    """Build zoo model ``name``; every recipe mistake becomes a one-line ``UserInputError`` naming ``key``.
+
+    ``key`` is the recipe path of the model section (``"student"``, ``"teacher"``) so that messages read
+    ``student.width: ...`` and the user knows which line of the recipe to fix.
+    """
+    entry = MODELS.entry(name, key=key)
+    where = key or "model"
+    _check_dims(entry.meta.get("kind"), name, where, in_channels, n_outputs, input_size)
+    _check_knobs(entry.obj, name, key, knobs)
+    try:
+        return entry.obj(in_channels, n_outputs, tuple(input_size), **knobs)
+    except KnobError as exc:
+        raise UserInputError(f"{_path(key, exc.knob)}: {exc.reason} (model '{name}')") from exc
+    except UserInputError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "default options"
+        raise UserInputError(f"{where}: cannot build model '{name}' with {given}: {exc}") from exc
+
+
+def _path(key: str | None, knob: str) -> str:
+    return f"{key}.{knob}" if key else knob
+
+
+def _check_dims(
+    kind: str | None, name: str, where: str, in_channels: Any, n_outputs: Any, input_size: Any
+) -> None:
+    for label, value in (("in_channels", in_channels), ("n_outputs", n_outputs)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserInputError(f"{where}: model '{name}' needs a positive integer {label}, got {value!r}")
+    try:
+        sizes = tuple(input_size)
+    except TypeError:
+        sizes = ()
+    rank = _INPUT_RANK.get(kind or "", len(sizes))
+    if len(sizes) != rank or not all(isinstance(s, int) and s > 0 for s in sizes):
+        shape = "(length,)" if rank == 1 else "(height, width)"
+        raise UserInputError(
+            f"{where}: model '{name}' takes {rank}-D inputs and needs input_size {shape} of positive "
+            f"integers, got {input_size!r}"
+        )
+
+
+def _check_knobs(factory: Callable[..., Any], name: str, key: str | None, knobs: dict[str, Any]) -> None:
+    """Reject unknown knobs and obvious type/choice mistakes before constructing anything."""
+    params = list(inspect.signature(factory).parameters.values())[3:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # unresolvable annotations only weaken the check, they are not an error
+        hints = {}
+    for knob, value in knobs.items():
+        if knob not in accepted:
+            expected = ", ".join(sorted(accepted)) or "(no options)"
+            close = difflib.get_close_matches(knob, list(accepted), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise UserInputError(
+                f"{_path(key, knob)}: unknown option for model '{name}'; expected one of: {expected}.{hint}"
+            )
+        problem = _value_problem(value, accepted[knob].default, hints.get(knob))
+        if problem:
+            raise UserInputError(f"{_path(key, knob)}: model '{name}' expects {problem}, got {value!r}")
+
+
+def _value_problem(value: Any, default: Any, hint: Any) -> str | None:
+    """Describe what was expected when ``value`` clearly does not fit the knob's default/annotation."""
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    is_bool = isinstance(value, bool)  # bool is an int subclass; `width: true` is a recipe mistake
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not is_bool else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not is_bool else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None
