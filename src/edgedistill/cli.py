@@ -57,14 +57,14 @@ def _print_summary(summary: dict) -> None:
 
     from edgedistill.experiment.report import table_rows
 
-    header, rows = table_rows(summary)
+    header, rows = table_rows(summary, compact=True)
     what = "best-on-validation" if summary["select"] == "best" else "last-epoch"
     table = Table(title=f"{summary['name']}: test metrics ({what} checkpoint), mean ± std over seeds {summary['seeds']}")
     for h in header:
-        table.add_column(h, justify="left" if h in ("model", "role") else "right")
+        table.add_column(h, justify="left" if h in ("model", "role") else "right", overflow="fold", min_width=5 if h == "KB" else None)
     for r in rows:
         table.add_row(*r)
-    console = Console()
+    console = Console(width=max(110, Console().width))  # the table needs ~110 columns; wrap rather than truncate
     console.print(table)
     if summary.get("verdict"):
         console.print(summary["verdict"].replace("**", ""))
@@ -75,6 +75,7 @@ def _print_summary(summary: dict) -> None:
 def list_(kind: str = typer.Argument(..., help="methods, losses, datasets or models")) -> None:
     """List what is registered, with one-line docs."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from edgedistill.registry import REGISTRIES
@@ -84,10 +85,11 @@ def list_(kind: str = typer.Argument(..., help="methods, losses, datasets or mod
         raise typer.Exit(2)
     table = Table(title=kind)
     table.add_column("name")
+    table.add_column("tags")
     table.add_column("description")
     for entry in REGISTRIES[kind]:
-        extra = " ".join(f"[{k}={v}]" for k, v in entry.meta.items())
-        table.add_row(entry.name, f"{entry.doc} {extra}".strip())
+        tags = " ".join(f"{k}={v}" for k, v in entry.meta.items())
+        table.add_row(entry.name, escape(tags), escape(entry.doc))
     Console(width=max(100, Console().width)).print(table)
 
 

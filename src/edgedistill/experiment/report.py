@@ -16,10 +16,10 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": n}
 
 
-def aggregate(per_seed: list[dict[str, Any]], select: str) -> dict[str, Any]:
-    """Mean ± std over seeds of the test metrics of the ``select`` ("best" or "last") checkpoint."""
-    keys = per_seed[0]["test"][select].keys()
-    return {k: mean_std([s["test"][select][k] for s in per_seed]) for k in keys}
+def aggregate(per_seed: list[dict[str, Any]], select: str, split: str = "test") -> dict[str, Any]:
+    """Mean ± std over seeds of one split's metrics of the ``select`` ("best" or "last") checkpoint."""
+    keys = per_seed[0][split][select].keys()
+    return {k: mean_std([s[split][select][k] for s in per_seed]) for k in keys}
 
 
 def gap_closed(method_acc: float, student_acc: float, teacher_acc: float) -> Optional[float]:
@@ -33,8 +33,11 @@ def _fmt(stat: dict[str, float], digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table_rows(summary: dict[str, Any], compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and cells; ``compact`` (the terminal table) leaves NLL to the Markdown report."""
     cols = CLASSIFICATION_COLUMNS if summary["task"] == "classification" else REGRESSION_COLUMNS
+    if compact:
+        cols = [c for c in cols if c[0] != "nll"]
     header = ["model", "role", "params", "KB"] + [label for _, label in cols]
     if summary["task"] == "classification":
         header.append("gap closed")
@@ -44,7 +47,7 @@ def table_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         cells += [_fmt(row["metrics"][k]) for k, _ in cols]
         if summary["task"] == "classification":
             g = row.get("gap_closed")
-            cells.append("" if g is None else f"{g:+.2f}")
+            cells.append("" if g is None else f"{g:+.2f}")  # empty: no teacher-student gap to close
         rows.append(cells)
     return header, rows
 
@@ -83,6 +86,9 @@ def verdict(summary: dict[str, Any]) -> Optional[str]:
     diff = better * (m["mean"] - s["mean"])
     spread = max(m["std"], s["std"])
     name = rows["method"]["model"]
+    if m["n"] == 1:
+        word = "ahead of" if diff > 0 else ("behind" if diff < 0 else "level with")
+        return f"**{name}** was {word} the student alone by {abs(diff):.3f} test {key} on one seed: no spread to judge it by."
     if diff > spread and diff > 0:
         return f"**{name}** beat the student alone on test {key} by {diff:.3f} (more than one seed std, {spread:.3f})."
     if diff > 0:

@@ -73,10 +73,18 @@ def open_run_dir(out: Path, recipe: Recipe) -> Path:
     return out
 
 
-def _model_row(name: str, role: str, model: torch.nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+def _model_row(name: str, role: str, model: torch.nn.Module, per_seed: list[dict], select: str) -> dict[str, Any]:
+    """Test metrics (what is reported) and validation metrics (what choices are made on), mean ± std."""
     from edgedistill.models import describe
 
-    return {"model": name, "role": role, **describe(model), "metrics": metrics}
+    return {
+        "model": name,
+        "role": role,
+        **describe(model),
+        "metrics": report.aggregate(per_seed, select),
+        "val_metrics": report.aggregate(per_seed, select, split="val"),
+        "per_seed_test": [s["test"][select] for s in per_seed],
+    }
 
 
 class Runner:
@@ -191,11 +199,11 @@ def run(
     student = build_network(recipe.student, info, "student")
     rows = []
     if teacher is not None:
-        rows.append(_model_row(recipe.teacher.model, "teacher", teacher, report.aggregate([t_summary], "best")))
+        rows.append(_model_row(recipe.teacher.model, "teacher", teacher, [t_summary], "best"))
     if baselines:
-        rows.append(_model_row(recipe.student.model, "student alone", student, report.aggregate(baselines, select)))
+        rows.append(_model_row(recipe.student.model, "student alone", student, baselines, select))
     role = "student alone" if recipe.method.name == "supervised" else "method"
-    rows.append(_model_row(f"{recipe.student.model} + {method_label(recipe)}", role, student, report.aggregate(results, select)))
+    rows.append(_model_row(f"{recipe.student.model} + {method_label(recipe)}", role, student, results, select))
     if info.task == "classification" and teacher is not None and baselines:
         t_acc, s_acc = rows[0]["metrics"]["acc"]["mean"], rows[1]["metrics"]["acc"]["mean"]
         for row in rows[2:]:
