@@ -108,6 +108,7 @@ def test_lr_schedules():
     assert lr_factor(step, 0, 100, 4) == 1.0 and lr_factor(step, 0, 100, 5) == pytest.approx(0.1)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoints_are_weights_only(tmp_path):
     path = tmp_path / "x.pt"
     ckpt.save(path, {"w": torch.ones(2), "rng": ckpt.rng_state()})
