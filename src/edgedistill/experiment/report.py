@@ -61,7 +61,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{summary['data']['sizes'].get('train')}/{summary['data']['sizes'].get('val')}/{summary['data']['sizes'].get('test')}, "
         f"split by {summary['data']['split_by']}). Test metrics of the **{summary['select']}** checkpoint "
         f"({'best epoch on validation' if summary['select'] == 'best' else 'last epoch'}), "
-        f"mean ± sample std over seeds {summary['seeds']}; the teacher is one model (seed {summary.get('teacher_seed')}).",
+        f"mean ± sample std over seeds {summary['seeds']}; the teacher is one model (seed {summary.get('teacher_seed')}, its best epoch on validation).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -86,11 +86,14 @@ def verdict(summary: dict[str, Any]) -> Optional[str]:
     diff = better * (m["mean"] - s["mean"])
     spread = max(m["std"], s["std"])
     name = rows["method"]["model"]
+    # Seed k of both arms starts from the same initialisation and data order: compare them pairwise too.
+    diffs = [better * (a[key] - b[key]) for a, b in zip(rows["method"]["per_seed_test"], rows["student alone"]["per_seed_test"])]
+    paired = f" Paired by seed it won on {sum(d > 0 for d in diffs)} of {len(diffs)} seeds (differences {', '.join(f'{d:+.3f}' for d in diffs)})."
     if m["n"] == 1:
         word = "ahead of" if diff > 0 else ("behind" if diff < 0 else "level with")
         return f"**{name}** was {word} the student alone by {abs(diff):.3f} test {key} on one seed: no spread to judge it by."
     if diff > spread and diff > 0:
-        return f"**{name}** beat the student alone on test {key} by {diff:.3f} (more than one seed std, {spread:.3f})."
+        return f"**{name}** beat the student alone on test {key} by {diff:.3f} (more than one seed std, {spread:.3f})." + paired
     if diff > 0:
-        return f"**{name}** was ahead of the student alone by {diff:.3f} test {key}, within the seeds' spread ({spread:.3f}): not a clear win."
-    return f"**{name}** did not beat the student alone: {abs(diff):.3f} test {key} {'worse' if diff < 0 else 'equal'}."
+        return f"**{name}** was ahead of the student alone by {diff:.3f} test {key}, within the seeds' spread ({spread:.3f}): not a clear win." + paired
+    return f"**{name}** did not beat the student alone: {abs(diff):.3f} test {key} {'worse' if diff < 0 else 'equal'}." + paired

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 import yaml
 
+from edgedistill import __version__
 from edgedistill.config import Recipe, load_recipe, recipe_to_dict, safe_load
 from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
@@ -98,6 +99,8 @@ class Runner:
     def _cached_supervised(self, role: str, cfg: Any, train_cfg: Any, seed: int, view: str) -> tuple[torch.nn.Module, dict]:
         info = self.p.splits.info
         parts = {
+            "version": __version__,  # a new toolkit version may train differently: never reuse across versions
+            "precision": self.r.engine.precision,
             "role": role,
             "data": self.p.data_key,
             "model": {"name": cfg.model, **cfg.kwargs},
@@ -186,14 +189,20 @@ def run(
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = open_run_dir(run_dir, recipe)
     select = recipe.report.select
-    with StageProgress(enabled=progress and recipe.engine.progress) as prog:
-        runner = Runner(p, run_dir, prog)
-        teacher, t_summary = runner.teacher()
-        baselines, results = [], []
-        for seed in recipe.seeds:
-            if recipe.baseline and recipe.method.name != "supervised":
-                baselines.append(runner.baseline(seed))
-            results.append(runner.distilled(seed, teacher))
+    # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        with StageProgress(enabled=progress and recipe.engine.progress) as prog:
+            runner = Runner(p, run_dir, prog)
+            teacher, t_summary = runner.teacher()
+            baselines, results = [], []
+            for seed in recipe.seeds:
+                if recipe.baseline and recipe.method.name != "supervised":
+                    baselines.append(runner.baseline(seed))
+                results.append(runner.distilled(seed, teacher))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
     info = p.splits.info
     student = build_network(recipe.student, info, "student")
