@@ -113,7 +113,7 @@ def _npz(tmp_path, name="data.npz", **arrays):
         (["method.terms.1.loss=kld"], r"method.terms\[1\].loss: unknown loss 'kld'"),
         (["method.terms.1.temprature=2"], r"method.terms\[1\].temprature: unknown parameter for loss 'kd'"),
         (["method.name=ofline"], "method.name: unknown method 'ofline'"),
-        (["teacher.view=x_full"], "teacher.view: the dataset has no view 'x_full'"),
+        (["teacher.view=x_full"], "teacher.view: the train split has no view 'x_full'"),
         (["data.params.n_subjcts=3"], "data.params.n_subjcts"),
     ],
 )
@@ -143,6 +143,16 @@ def test_bad_data_files_exit_2(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.output, result.output
         assert not (tmp_path / "never").exists()
+
+
+def test_privileged_view_missing_from_the_test_split_exits_2(tmp_path):
+    rng = np.random.default_rng(0)
+    path = _npz(tmp_path, "pi.npz", x_full=rng.normal(size=(40, 6, 32)).astype(np.float32),
+                test_x=rng.normal(size=(10, 3, 32)).astype(np.float32), test_y=np.repeat([0, 1], 5))
+    result = _run(_recipe(tmp_path), "data.name=null", f"data.path={path}", "data.params={}", "data.split.by=stratified",
+                  "teacher.view=x_full", "--out", tmp_path / "never")
+    assert result.exit_code == 2 and "test split has no view 'x_full'" in result.output and "test_x_full" in result.output, result.output
+    assert not (tmp_path / "never").exists()
 
 
 def test_teacher_weights_that_do_not_fit_exit_2(tmp_path):

@@ -68,6 +68,15 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert [json.loads(l)["epoch"] for l in lines] == list(range(1, 7))
 
 
+def test_resume_drops_a_log_line_cut_short_by_a_kill(tmp_path):
+    from edgedistill.engine.loop import _truncate_log
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')
+    _truncate_log(log, 2)
+    assert log.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     splits = toy_splits()
     method = OfflineDistillation(tiny_net(), splits.info, tiny_net(), [TermConfig(loss="ce", weight=1.0), TermConfig(loss="kd", weight=1.0)])

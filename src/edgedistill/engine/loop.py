@@ -59,11 +59,17 @@ class Stage:
 
 
 def _truncate_log(path: Path, epochs_kept: int) -> None:
-    """On resume, drop log lines written after the checkpoint we resume from."""
+    """On resume, drop log lines written after the checkpoint we resume from, and a line cut short by a kill."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_kept]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["epoch"] <= epochs_kept:
+            kept.append(line)
     write_text(path, "".join(ln + "\n" for ln in kept))
 
 

@@ -55,8 +55,6 @@ def dry_run(splits: DataSplits, student: nn.Module, teacher: Optional[nn.Module]
         s_out = _forward("student", student, batch["x"], "x")
         if teacher is None:
             return
-        if teacher_view not in batch:
-            raise UserInputError(f"teacher.view: the dataset has no view '{teacher_view}'; it has: {', '.join(splits.info.views)}")
         t_out = _forward("teacher", teacher, batch[teacher_view], teacher_view)
     if s_out.shape[1:] != t_out.shape[1:]:
         raise UserInputError(

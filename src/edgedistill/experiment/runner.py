@@ -48,6 +48,15 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
         for part in (splits.train, splits.val, splits.test):
             part.views[recipe.teacher.view] = part.views["x"]
         info.views[recipe.teacher.view] = info.views["x"]
+    if recipe.teacher is not None:
+        view = recipe.teacher.view
+        for name in ("train", "val", "test"):
+            if view not in getattr(splits, name).views:
+                # The teacher is selected on validation and reported on test, on its own view.
+                raise UserInputError(
+                    f"teacher.view: the {name} split has no view '{view}' (for a .npz, add 'test_{view}'); "
+                    "the teacher reads it in every split"
+                )
     teacher = build_network(recipe.teacher, info, "teacher", recipe.teacher.view) if recipe.teacher else None
     student = build_network(recipe.student, info, "student")
     build_method(recipe, student, teacher, info)
@@ -129,7 +138,7 @@ class Runner:
         t = self.r.teacher
         if t is None:
             return None, None
-        info, device = self.p.splits.info, torch.device("cpu")
+        info, device = self.p.splits.info, self.trainer.fabric.device
         if t.checkpoint is not None:
             net = build_network(t, info, "teacher", t.view, seed=t.seed)
             splits = _view_as_x(self.p.splits, t.view)
