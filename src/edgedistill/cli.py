@@ -61,10 +61,11 @@ def _print_summary(summary: dict) -> None:
     what = "best-on-validation" if summary["select"] == "best" else "last-epoch"
     table = Table(title=f"{summary['name']}: test metrics ({what} checkpoint), mean ± std over seeds {summary['seeds']}")
     for h in header:
-        table.add_column(h, justify="left" if h in ("model", "role") else "right", overflow="fold", min_width=5 if h == "KB" else None)
+        text = h in ("model", "role")
+        table.add_column(h, justify="left" if text else "right", no_wrap=not text)  # never split "0.720 ± 0.063"
     for r in rows:
         table.add_row(*r)
-    console = Console(width=max(110, Console().width))  # the table needs ~110 columns; wrap rather than truncate
+    console = Console(width=max(120, Console().width))  # the table needs ~120 columns even when piped
     console.print(table)
     if summary.get("verdict"):
         console.print(summary["verdict"].replace("**", ""))
