@@ -88,6 +88,7 @@ class DataInfo:
     views: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-sample shape of every view
     has_groups: bool = False
     split_by: str = "stratified"
+    official_test: bool = False  # True: test is the dataset's own test split; False: held out by `split_by`
     normalization: dict[str, Any] = field(default_factory=dict)  # per-view mean/std lists, fitted on train
     target_scale: Optional[tuple[list[float], list[float]]] = None  # regression (mean, std), fitted on train
     sizes: dict[str, int] = field(default_factory=dict)

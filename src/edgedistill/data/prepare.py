@@ -270,6 +270,7 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
         views={k: tuple(v.shape[1:]) for k, v in out["train"].views.items()},
         has_groups=groups is not None,
         split_by=by,
+        official_test=official,
         normalization={k: n.to_dict() for k, n in norms.items()},
         target_scale=target_scale,
         sizes={k: len(v) for k, v in out.items()},

@@ -52,14 +52,22 @@ def table_rows(summary: dict[str, Any], compact: bool = False) -> tuple[list[str
     return header, rows
 
 
+def _split_words(data: dict[str, Any]) -> str:
+    held = {"subject": "by subject (no subject in two splits)", "stratified": "stratified by class", "random": "at random"}
+    how = held.get(data["split_by"], data["split_by"])
+    if data.get("official_test"):
+        return f"test = the dataset's official test split, validation held out {how}"
+    return f"validation and test held out {how}"
+
+
 def markdown(summary: dict[str, Any]) -> str:
     header, rows = table_rows(summary)
     lines = [
         f"# {summary['name']}",
         "",
         f"Data: **{summary['data']['name']}** ({summary['task']}; train/val/test = "
-        f"{summary['data']['sizes'].get('train')}/{summary['data']['sizes'].get('val')}/{summary['data']['sizes'].get('test')}, "
-        f"split by {summary['data']['split_by']}). Test metrics of the **{summary['select']}** checkpoint "
+        f"{summary['data']['sizes'].get('train')}/{summary['data']['sizes'].get('val')}/{summary['data']['sizes'].get('test')}; "
+        f"{_split_words(summary['data'])}). Test metrics of the **{summary['select']}** checkpoint "
         f"({'best epoch on validation' if summary['select'] == 'best' else 'last epoch'}), "
         f"mean ± sample std over seeds {summary['seeds']}; the teacher is one model (seed {summary.get('teacher_seed')}, its best epoch on validation).",
         "",
