@@ -88,6 +88,18 @@ def test_override_on_the_command_line(tmp_path):
     assert cfg["seeds"] == [5] and cfg["train"]["lr"] == pytest.approx(1e-3)
 
 
+def test_interrupt_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    from edgedistill.experiment import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.Runner, "teacher", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(_recipe(tmp_path), out=tmp_path / "r", progress=False, command="edgedistill run recipe.yaml")
+    assert f"resume with: edgedistill run recipe.yaml --out {tmp_path / 'r'}" in capsys.readouterr().err
+
+
 def test_different_config_in_an_existing_run_directory_is_refused(tmp_path):
     out = tmp_path / "run"
     assert _run(_recipe(tmp_path), "--out", out).exit_code == 0

@@ -48,6 +48,8 @@ def run(
         summary = run_recipe(path, items, out=out, smoke=smoke, progress=progress, command=command_line())
     except EdgeDistillError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # the runner has printed how to resume
     _print_summary(summary)
 
 

@@ -134,6 +134,15 @@ class EngineConfig(_Strict):
     deterministic: bool = True
 
 
+    @field_validator("devices")
+    @classmethod
+    def _one_device(cls, v: int) -> int:
+        # Multi-device (DDP) needs per-rank data shards and rank-0-only run files: not built yet.
+        if v != 1:
+            raise ValueError("multi-device training is not supported yet; use 1 (one CPU or one GPU)")
+        return v
+
+
 class ReportConfig(_Strict):
     # Which checkpoint's test numbers the summary reports: best on validation, or the last epoch.
     select: Literal["best", "last"] = "best"

@@ -42,10 +42,7 @@ def make_fabric(cfg: EngineConfig) -> Any:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
-    if cfg.devices > 1:
-        fabric.launch()
-    return fabric
+    return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
 
 
 @dataclass

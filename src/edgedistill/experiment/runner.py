@@ -200,8 +200,10 @@ def run(
     select = recipe.report.select
     # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    command = command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")"
     try:
         with StageProgress(enabled=progress and recipe.engine.progress) as prog:
+            prog.message(f"Run directory: {run_dir}")
             runner = Runner(p, run_dir, prog)
             teacher, t_summary = runner.teacher()
             baselines, results = [], []
@@ -209,6 +211,10 @@ def run(
                 if recipe.baseline and recipe.method.name != "supervised":
                     baselines.append(runner.baseline(seed))
                 results.append(runner.distilled(seed, teacher))
+    except KeyboardInterrupt:
+        again = command if "--out" in command else f"{command} --out {run_dir}"
+        print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
+        raise
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -237,7 +243,7 @@ def run(
                  "classes": info.classes},
         "rows": rows,
         "run_dir": str(run_dir),
-        "command": command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")",
+        "command": command,
     }
     summary["verdict"] = report.verdict(summary)
     write_json(run_dir / "summary.json", summary)
