@@ -1,4 +1,5 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Each creates .venv if missing.
+SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/edgedistill run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest 2>&1 | tee .pytest-last.log; exit $${PIPESTATUS[0]}
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
