@@ -140,6 +140,12 @@ def test_bad_recipe_input_exits_2_without_a_run_directory(tmp_path, overrides, m
     assert not out.exists()
 
 
+def test_smoke_still_checks_the_real_datasets_parameters(tmp_path):
+    result = _run(_recipe(tmp_path), "data.params.n_subjets=3", "--smoke", "--out", tmp_path / "never")
+    assert result.exit_code == 2 and "data.params.n_subjets" in result.output and "n_subjects" in result.output
+    assert not (tmp_path / "never").exists()
+
+
 def test_bad_data_files_exit_2(tmp_path):
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file")

@@ -24,6 +24,7 @@ def test_gap_closed():
     assert gap_closed(0.85, 0.8, 0.9) == pytest.approx(0.5)
     assert gap_closed(0.75, 0.8, 0.9) == pytest.approx(-0.5)
     assert gap_closed(0.9, 0.9, 0.9) is None  # no gap to close
+    assert gap_closed(0.95, 0.968, 0.975, noise=0.01) is None  # a gap inside the noise
 
 
 def _summary(alone, method):

@@ -7,7 +7,6 @@ or test data reaches training. Everything is deterministic for ``(cfg, seed)``.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from edgedistill.config import DataConfig
+from edgedistill.config import DataConfig, check_kwargs
 from edgedistill.data.dataset import DataInfo, DataSplits, TensorData
 from edgedistill.data.normalize import fit_normalizer
 from edgedistill.data.raw import RawData
@@ -48,14 +47,7 @@ def load_raw(cfg: DataConfig) -> tuple[RawData, bool]:
         raise UserInputError(f"data.path: '{cfg.path}' has suffix '{suffix}'; expected a .npz or .csv file")
     assert cfg.name is not None
     loader = DATASETS.get(cfg.name, key="data.name")
-    params = inspect.signature(loader).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        for k in cfg.params:
-            if k not in params:
-                raise UserInputError(
-                    f"data.params.{k}: unknown parameter for dataset {cfg.name}; "
-                    f"expected one of: {', '.join(params) or '(none)'}"
-                )
+    check_kwargs(loader, cfg.params, "data.params", what=f"dataset {cfg.name}")
     raw = loader(**cfg.params)
     if not isinstance(raw, RawData):
         raise UserInputError(f"data.name: dataset '{cfg.name}' returned {type(raw).__name__}, expected RawData")

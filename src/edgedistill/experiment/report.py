@@ -22,9 +22,11 @@ def aggregate(per_seed: list[dict[str, Any]], select: str, split: str = "test") 
     return {k: mean_std([s[split][select][k] for s in per_seed]) for k in keys}
 
 
-def gap_closed(method_acc: float, student_acc: float, teacher_acc: float) -> Optional[float]:
+def gap_closed(method_acc: float, student_acc: float, teacher_acc: float, noise: float = 0.0) -> Optional[float]:
+    """Fraction of the teacher-student gap the method closed; None when the gap is no larger than the
+    student's seed-to-seed noise (a ratio over a gap that small says nothing)."""
     gap = teacher_acc - student_acc
-    return (method_acc - student_acc) / gap if gap > 1e-9 else None
+    return (method_acc - student_acc) / gap if gap > max(noise, 1e-9) else None
 
 
 def _fmt(stat: dict[str, float], digits: int = 3) -> str:
@@ -76,7 +78,8 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if summary["task"] == "classification":
-        lines += ["", "*gap closed* = (method − student alone) / (teacher − student alone) accuracy; negative means distillation hurt."]
+        lines += ["", "*gap closed* = (method − student alone) / (teacher − student alone) accuracy; negative means distillation hurt; "
+                  "blank when the teacher-student gap is no larger than the student's seed std."]
     verdict = summary.get("verdict")
     if verdict:
         lines += ["", verdict]
@@ -98,7 +101,9 @@ def verdict(summary: dict[str, Any]) -> Optional[str]:
     diffs = [better * (a[key] - b[key]) for a, b in zip(rows["method"]["per_seed_test"], rows["student alone"]["per_seed_test"])]
     paired = f" Paired by seed it won on {sum(d > 0 for d in diffs)} of {len(diffs)} seeds (differences {', '.join(f'{d:+.3f}' for d in diffs)})."
     if m["n"] == 1:
-        word = "ahead of" if diff > 0 else ("behind" if diff < 0 else "level with")
+        if diff == 0:
+            return f"**{name}** scored the same test {key} as the student alone on one seed: no spread to judge it by."
+        word = "ahead of" if diff > 0 else "behind"
         return f"**{name}** was {word} the student alone by {abs(diff):.3f} test {key} on one seed: no spread to judge it by."
     if diff > spread and diff > 0:
         return f"**{name}** beat the student alone on test {key} by {diff:.3f} (more than one seed std, {spread:.3f})." + paired

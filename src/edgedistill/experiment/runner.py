@@ -230,8 +230,9 @@ def run(
     rows.append(_model_row(f"{recipe.student.model} + {method_label(recipe)}", role, student, results, select))
     if info.task == "classification" and teacher is not None and baselines:
         t_acc, s_acc = rows[0]["metrics"]["acc"]["mean"], rows[1]["metrics"]["acc"]["mean"]
+        noise = rows[1]["metrics"]["acc"]["std"]
         for row in rows[2:]:
-            row["gap_closed"] = report.gap_closed(row["metrics"]["acc"]["mean"], s_acc, t_acc)
+            row["gap_closed"] = report.gap_closed(row["metrics"]["acc"]["mean"], s_acc, t_acc, noise)
     summary: dict[str, Any] = {
         "name": recipe.name,
         "task": info.task,

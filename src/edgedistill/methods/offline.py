@@ -58,7 +58,7 @@ class OfflineDistillation(Method):
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo) -> "OfflineDistillation":
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved)
+        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
         view = recipe.teacher.view if recipe.teacher is not None else "x"
         return cls(student, info, teacher, recipe.method.terms, teacher_view=view, **recipe.method.params)
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from edgedistill.config import TermConfig
+from edgedistill.config import TermConfig, check_kwargs
 from edgedistill.errors import UserInputError
 from edgedistill.registry import LOSSES
 
@@ -52,11 +52,8 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
             raise UserInputError(f"{where}: loss '{term.loss}' is for {wants}, but the dataset is a {task} task")
         sig = inspect.signature(entry.obj)
         roles = tuple(p for p in sig.parameters if p in ROLES)
-        hyper = [p for p in sig.parameters if p not in ROLES]
+        check_kwargs(entry.obj, term.params, where, reserved=ROLES, what=f"loss '{term.loss}'")
         for name, value in term.params.items():
-            if name not in hyper:
-                options = ", ".join(hyper) or "(none)"
-                raise UserInputError(f"{where}.{name}: unknown parameter for loss '{term.loss}'; expected one of: {options}")
             default = sig.parameters[name].default
             if isinstance(default, (int, float)) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
