@@ -95,7 +95,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
         for name in list(method.networks):
-            # Fabric wraps each trained network (DDP/FSDP when devices > 1); the wrapper's state_dict
+            # Fabric wraps each trained network (device placement, precision); the wrapper's state_dict
             # is the original module's, so checkpoints stay plain.
             if not isinstance(method.networks[name], _FabricModule()):
                 method.networks[name] = fabric.setup_module(method.networks[name])
