@@ -35,6 +35,7 @@ class Plan:
     splits: DataSplits
     data_key: str
     smoke: bool
+    student: torch.nn.Module  # the checked, untrained student: its size goes into the report
 
 
 def plan(recipe: Recipe, smoke: bool = False) -> Plan:
@@ -61,7 +62,7 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
     student = build_network(recipe.student, info, "student")
     build_method(recipe, student, teacher, info)
     dry_run(splits, student, teacher, recipe.teacher.view if recipe.teacher else "x")
-    return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke)
+    return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke, student)
 
 
 def open_run_dir(out: Path, recipe: Recipe) -> Path:
@@ -219,8 +220,7 @@ def run(
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
-    info = p.splits.info
-    student = build_network(recipe.student, info, "student")
+    info, student = p.splits.info, p.student
     rows = []
     if teacher is not None:
         rows.append(_model_row(recipe.teacher.model, "teacher", teacher, [t_summary], "best"))
