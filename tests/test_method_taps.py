@@ -1,0 +1,93 @@
+"""Feature terms in the offline method: taps named in the recipe, checked before training, read by hooks.
+No feature loss ships before the loss library (issue 3), so these tests register one of their own."""
+import json
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from edgedistill.cli import app
+from edgedistill.config import TermConfig
+from edgedistill.errors import UserInputError
+from edgedistill.methods.offline import OfflineDistillation
+from edgedistill.methods.base import Step
+from edgedistill.models import build_model
+from edgedistill.registry import LOSSES
+from tests.helpers import toy_splits
+
+SEEN: dict[str, tuple] = {}
+
+
+def _mean_match(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    """Test-only feature loss: squared difference of the two maps' means (shape-agnostic)."""
+    SEEN["shapes"] = (tuple(student_feat.shape), tuple(teacher_feat.shape))
+    return (student_feat.mean() - teacher_feat.mean()) ** 2
+
+
+if "test_mean_match" not in LOSSES:
+    LOSSES.register("test_mean_match")(_mean_match)
+
+RECIPE = {
+    "name": "taps",
+    "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 12, "length": 32}},
+    "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 1, "batch_size": 16}},
+    "student": {"model": "cnn1d", "width": 4, "depth": 2},
+    "method": {"name": "offline", "terms": [
+        {"loss": "ce", "weight": 1.0},
+        {"loss": "test_mean_match", "weight": 1.0, "student_tap": "blocks.1", "teacher_tap": "emb"},
+    ]},
+    "train": {"epochs": 2, "batch_size": 16},
+    "engine": {"progress": False},
+}
+
+
+def _run(tmp_path, recipe, out="run"):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / out), "--no-progress"])
+
+
+def test_feature_terms_read_the_named_taps_and_are_logged(tmp_path):
+    result = _run(tmp_path, RECIPE)
+    assert result.exit_code == 0, result.output
+    # student blocks.1 is (N, 4, 32); the teacher's default "emb" tap is its pooled embedding (N, 32)
+    assert SEEN["shapes"][0][1:] == (4, 32) and len(SEEN["shapes"][1]) == 2
+    line = json.loads((tmp_path / "run" / "offline" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
+    assert set(line["train"]) == {"ce", "test_mean_match", "total"}
+    summary = json.loads((tmp_path / "run" / "offline" / "seed0" / "summary.json").read_text())
+    assert summary["method"]["teacher_cached"] is False  # teacher features need a forward pass each step
+
+
+@pytest.mark.parametrize(
+    "term, message",
+    [
+        ({"student_tap": "blocks.9"}, r"method.terms\[1\].student_tap: tap 'blocks.9' does not exist in CNN1d; valid paths: .*blocks.0"),
+        ({"teacher_tap": "stages.7"}, r"method.terms\[1\].teacher_tap: tap 'stages.7' does not exist in FCN"),
+    ],
+)
+def test_a_tap_that_does_not_exist_lists_the_valid_ones(tmp_path, term, message):
+    import re
+
+    recipe = json.loads(json.dumps(RECIPE))
+    recipe["method"]["terms"][1].update(term)
+    result = _run(tmp_path, recipe, out="never")
+    assert result.exit_code == 2 and re.search(message, result.output), result.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_tap_on_a_loss_that_reads_no_features_is_refused():
+    splits = toy_splits()
+    s, t = build_model("cnn1d", 3, 3, (16,)), build_model("cnn1d", 3, 3, (16,))
+    with pytest.raises(UserInputError, match=r"method.terms\[0\].student_tap: loss 'kd' reads no features"):
+        OfflineDistillation(s, splits.info, t, [TermConfig(loss="kd", student_tap="blocks.0")])
+
+
+def test_default_feat_tap_and_no_hook_left_behind():
+    splits = toy_splits()
+    s, t = build_model("cnn1d", 3, 3, (16,), width=4), build_model("cnn1d", 3, 3, (16,), width=6)
+    m = OfflineDistillation(s, splits.info, t, [TermConfig(loss="test_mean_match")])
+    terms = m.training_step(splits.train.batch(torch.arange(4)), Step(0, 0, 1, 1))
+    assert SEEN["shapes"] == ((4, 4, 16), (4, 6, 16))  # both models' default "feat" tap
+    assert torch.isfinite(terms["test_mean_match"])
+    assert not s.blocks[-1]._forward_hooks and not t.blocks[-1]._forward_hooks
