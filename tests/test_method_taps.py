@@ -79,7 +79,7 @@ def test_a_tap_that_does_not_exist_lists_the_valid_ones(tmp_path, term, message)
 def test_a_tap_on_a_loss_that_reads_no_features_is_refused():
     splits = toy_splits()
     s, t = build_model("cnn1d", 3, 3, (16,)), build_model("cnn1d", 3, 3, (16,))
-    with pytest.raises(UserInputError, match=r"method.terms\[0\].student_tap: loss 'kd' reads no features"):
+    with pytest.raises(UserInputError, match=r"method.terms\[0\].student_tap: loss 'kd' reads no student features"):
         OfflineDistillation(s, splits.info, t, [TermConfig(loss="kd", student_tap="blocks.0")])
 
 
@@ -91,3 +91,47 @@ def test_default_feat_tap_and_no_hook_left_behind():
     assert SEEN["shapes"] == ((4, 4, 16), (4, 6, 16))  # both models' default "feat" tap
     assert torch.isfinite(terms["test_mean_match"])
     assert not s.blocks[-1]._forward_hooks and not t.blocks[-1]._forward_hooks
+
+
+class _AdapterMSE(torch.nn.Module):
+    """Test-only loss module: a linear adapter from the student's embedding to the teacher's."""
+
+    def __init__(self, student_shape, teacher_shape, n_data, train_labels=None, scale: float = 1.0):
+        super().__init__()
+        self.built_with = (student_shape, teacher_shape, n_data, None if train_labels is None else len(train_labels))
+        self.adapter = torch.nn.Linear(student_shape[0], teacher_shape[0])
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.scale = scale
+
+    def forward(self, student_emb, teacher_emb, index):
+        self.calls += 1
+        assert index.dtype == torch.long
+        return self.scale * ((self.adapter(student_emb) - teacher_emb) ** 2).mean()
+
+
+if "test_adapter_mse" not in LOSSES:
+    LOSSES.register("test_adapter_mse")(_AdapterMSE)
+
+
+def test_loss_modules_are_built_from_shapes_trained_and_checkpointed(tmp_path):
+    from edgedistill.config import EngineConfig, TrainConfig
+    from edgedistill.engine import checkpoint as ckpt
+    from edgedistill.engine.loop import Stage, Trainer
+
+    splits = toy_splits()
+    s, t = build_model("cnn1d", 3, 3, (16,), width=4), build_model("cnn1d", 3, 3, (16,), width=6)
+    m = OfflineDistillation(s, splits.info, t, [TermConfig(loss="ce"), TermConfig(loss="test_adapter_mse", scale=2.0)], train=splits.train)
+    module = m.networks["loss_test_adapter_mse"]
+    assert module.built_with == ((4,), (6,), len(splits.train), len(splits.train)) and module.scale == 2.0
+    before = module.adapter.weight.detach().clone()
+    Trainer(EngineConfig(progress=False)).fit(m, splits, Stage("mod", tmp_path / "mod", 0, TrainConfig(epochs=2, batch_size=16)))
+    assert not torch.equal(before, module.adapter.weight.detach())  # the adapter is optimised with the student
+    best = ckpt.load(tmp_path / "mod" / "checkpoints" / "best.pt")
+    assert "loss_test_adapter_mse" in best["networks"] and int(best["networks"]["loss_test_adapter_mse"]["calls"]) > 0
+
+
+def test_a_bad_loss_module_hyperparameter_names_the_term():
+    splits = toy_splits()
+    s, t = build_model("cnn1d", 3, 3, (16,)), build_model("cnn1d", 3, 3, (16,))
+    with pytest.raises(UserInputError, match=r"method.terms\[0\].scal: unknown parameter for loss 'test_adapter_mse'.*Did you mean 'scale'"):
+        OfflineDistillation(s, splits.info, t, [TermConfig(loss="test_adapter_mse", scal=2.0)])

@@ -40,10 +40,10 @@ def build_network(cfg: ModelConfig, info: DataInfo, key: str, view: str = "x", s
     return model
 
 
-def build_method(recipe: Recipe, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo) -> Method:
+def build_method(recipe: Recipe, student: nn.Module, teacher: Optional[nn.Module], splits: DataSplits) -> Method:
     cls = METHODS.get(recipe.method.name, key="method.name")
     try:
-        return cls.from_recipe(recipe, student=student, teacher=teacher, info=info)
+        return cls.from_recipe(recipe, student=student, teacher=teacher, info=splits.info, train=splits.train)
     except TypeError as exc:
         raise UserInputError(f"method.params: {exc}") from None
 

@@ -60,7 +60,7 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
                 )
     teacher = build_network(recipe.teacher, info, "teacher", recipe.teacher.view) if recipe.teacher else None
     student = build_network(recipe.student, info, "student")
-    build_method(recipe, student, teacher, info)
+    build_method(recipe, student, teacher, splits)
     dry_run(splits, student, teacher, recipe.teacher.view if recipe.teacher else "x")
     return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke, student)
 
@@ -161,7 +161,7 @@ class Runner:
         if (stage_dir / "summary.json").is_file():
             return read_json(stage_dir / "summary.json")
         student = build_network(self.r.student, self.p.splits.info, "student", seed=seed)
-        method = build_method(self.r, student, teacher, self.p.splits.info)
+        method = build_method(self.r, student, teacher, self.p.splits)
         seed_everything(seed)
         return self.trainer.fit(method, self.p.splits, Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train))
 

@@ -62,7 +62,9 @@ class Method:
     reserved = ("student", "info")
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo) -> "Method":
+    def from_recipe(
+        cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo, train: Optional[TensorData] = None
+    ) -> "Method":
         if recipe.method.terms and not cls.takes_terms:
             raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms")
         check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")

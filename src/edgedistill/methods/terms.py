@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -19,35 +19,51 @@ from edgedistill.registry import LOSSES
 
 # Tensor roles a method can provide. Aliases name the same tensor: outputs are "logits" for
 # classification and "out" for regression, and a loss uses whichever name reads right.
-ROLES = ("student_logits", "student_out", "teacher_logits", "teacher_out", "target", "student_feat", "teacher_feat")
-TEACHER_ROLES = ("teacher_logits", "teacher_out", "teacher_feat")
-# Feature roles are read through forward hooks; the term says where with these keys (a module path, or a
-# zoo model's default tap name such as "feat"). Without one, the model's default "feat" tap is used.
-TAP_KEYS = {"student_feat": "student_tap", "teacher_feat": "teacher_tap"}
+ROLES = (
+    "student_logits", "student_out", "teacher_logits", "teacher_out", "target", "index",
+    "student_feat", "teacher_feat", "student_emb", "teacher_emb",
+)
+TEACHER_ROLES = ("teacher_logits", "teacher_out", "teacher_feat", "teacher_emb")
+# Feature roles are read through forward hooks: role -> (network, recipe key naming the tap, default tap).
+# A tap is a module path or a zoo model's default tap name ("feat": last feature map, "emb": pooled embedding).
+FEATURE_ROLES = {
+    "student_feat": ("student", "student_tap", "feat"),
+    "student_emb": ("student", "student_tap", "emb"),
+    "teacher_feat": ("teacher", "teacher_tap", "feat"),
+    "teacher_emb": ("teacher", "teacher_tap", "emb"),
+}
+TAP_KEYS = {"student": "student_tap", "teacher": "teacher_tap"}
+# Constructor arguments of a loss module that the method fills in from the data and the models.
+MODULE_ARGS = ("student_shape", "teacher_shape", "n_data", "train_labels")
+
+
+def feature_key(network: str, tap: str) -> str:
+    """Where a method stores a tapped feature among the tensors it offers the terms."""
+    return f"{network}@{tap}"
 
 
 @dataclass
 class BoundTerm:
     label: str  # name logged for this term (loss name, suffixed when a loss appears twice)
-    fn: Callable[..., torch.Tensor]
+    fn: Optional[Callable[..., torch.Tensor]]  # the function, or the built module (None until built)
     weight: float
     roles: tuple[str, ...]
-    params: dict[str, Any]
+    params: dict[str, Any]  # hyperparameters: call arguments of a function, constructor arguments of a module
     taps: dict[str, str]  # feature role -> tap spec, e.g. {"student_feat": "blocks.2"}
     key: str = ""  # the term's recipe path, for errors: "method.terms[2]"
+    module_class: Optional[type] = None  # a loss with trainable parts, built once shapes are known
 
     @property
     def needs_teacher(self) -> bool:
         return any(r in TEACHER_ROLES for r in self.roles)
 
     def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        args = {r: tensors[feature_key(r, self.taps[r])] if r in self.taps else tensors[r] for r in self.roles}
-        return self.weight * self.fn(**args, **self.params)
-
-
-def feature_key(role: str, tap: str) -> str:
-    """Where a method stores a tapped feature among the tensors it offers the terms."""
-    return f"{role}@{tap}"
+        args = {
+            r: tensors[feature_key(FEATURE_ROLES[r][0], self.taps[r])] if r in self.taps else tensors[r]
+            for r in self.roles
+        }
+        extra = {} if self.module_class is not None else self.params
+        return self.weight * self.fn(**args, **extra)  # type: ignore[misc]
 
 
 def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") -> list[BoundTerm]:
@@ -61,24 +77,31 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
         wants = entry.meta.get("task")
         if wants and wants != task:
             raise UserInputError(f"{where}: loss '{term.loss}' is for {wants}, but the dataset is a {task} task")
-        sig = inspect.signature(entry.obj)
+        is_module = inspect.isclass(entry.obj)
+        call = entry.obj.forward if is_module else entry.obj
+        sig = inspect.signature(call)
         roles = tuple(p for p in sig.parameters if p in ROLES)
         params = dict(term.params)
+        specs = {net: params.pop(tap_key, None) for net, tap_key in TAP_KEYS.items()}
         taps = {}
-        for role, tap_key in TAP_KEYS.items():
-            spec = params.pop(tap_key, None)
-            if role in roles:
-                taps[role] = str(spec) if spec is not None else "feat"
-            elif spec is not None:
-                raise UserInputError(f"{where}.{tap_key}: loss '{term.loss}' reads no features, so it takes no {tap_key}")
-        check_kwargs(entry.obj, params, where, reserved=ROLES, what=f"loss '{term.loss}'")
+        for net, tap_key in TAP_KEYS.items():
+            reads = [r for r in roles if r in FEATURE_ROLES and FEATURE_ROLES[r][0] == net]
+            if specs[net] is not None and not reads:
+                raise UserInputError(f"{where}.{tap_key}: loss '{term.loss}' reads no {net} features, so it takes no {tap_key}")
+            for r in reads:
+                taps[r] = str(specs[net]) if specs[net] is not None else FEATURE_ROLES[r][2]
+        hyper_fn = entry.obj.__init__ if is_module else entry.obj
+        check_kwargs(hyper_fn, params, where, reserved=ROLES + MODULE_ARGS, what=f"loss '{term.loss}'")
+        hyper_sig = inspect.signature(hyper_fn)
         for name, value in params.items():
-            default = sig.parameters[name].default
+            default = hyper_sig.parameters[name].default
             if isinstance(default, (int, float)) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise UserInputError(f"{where}.{name}: expected a number, got {value!r}")
         count = seen.get(term.loss, 0)
         seen[term.loss] = count + 1
         label = term.loss if count == 0 else f"{term.loss}_{count + 1}"
-        bound.append(BoundTerm(label, entry.obj, float(term.weight), roles, params, taps, where))
+        fn = None if is_module else entry.obj
+        module_class = entry.obj if is_module else None
+        bound.append(BoundTerm(label, fn, float(term.weight), roles, params, taps, where, module_class))
     return bound
