@@ -1,13 +1,23 @@
-"""Pure loss functions on tensors, registered by name for recipes.
+"""Pure loss functions on tensors (and modules for losses with trainable parts), registered for recipes.
 
 A loss's tensor arguments are named by role, and a method binds them by name: ``student_logits`` /
-``student_out`` (the student's outputs), ``teacher_logits`` / ``teacher_out``, ``target`` (labels).
-Every other argument is a hyperparameter a recipe term may set (``{loss: kd, temperature: 4}``).
+``student_out`` (the student's outputs), ``teacher_logits`` / ``teacher_out``, ``target`` (labels),
+``student_feat`` / ``teacher_feat`` (feature maps read by taps), ``student_emb`` / ``teacher_emb`` (pooled
+embeddings), ``index`` (dataset rows). Every other argument is a hyperparameter a recipe term may set
+(``{loss: kd, temperature: 4}``). Functions that take no roles (``mmd``, ``amc``, ...) are for methods and
+users, not recipe terms, and are not registered.
 """
 from __future__ import annotations
 
+from edgedistill.losses.angular import amc, amd, orthogonal_sphere
+from edgedistill.losses.contrastive import CRD
+from edgedistill.losses.feature import FitNet, Gram, attention_transfer, fitnet, gram, similarity_preserving
+from edgedistill.losses.multiteacher import confidence_weights, correlation_orthogonality
 from edgedistill.losses.regression import mse, mse_to_teacher
+from edgedistill.losses.relation import mmd, pkt, rkd
 from edgedistill.losses.response import ce, kd, reverse_kd
+from edgedistill.losses.response_extra import balanced_kd, dist, dkd, std_normalized_kd
+from edgedistill.losses.sequence import similarity_keeping, time_aware_kd
 from edgedistill.registry import LOSSES
 
 LOSSES.register("ce", task="classification")(ce)
@@ -17,4 +27,11 @@ LOSSES.register("mse", task="regression")(mse)
 # Logit matching (Ba & Caruana) is the same function, so it is allowed on classification logits too.
 LOSSES.register("mse_to_teacher")(mse_to_teacher)
 
-__all__ = ["ce", "kd", "reverse_kd", "mse", "mse_to_teacher"]
+__all__ = [
+    "ce", "kd", "reverse_kd", "mse", "mse_to_teacher",
+    "dkd", "dist", "std_normalized_kd", "balanced_kd",
+    "fitnet", "FitNet", "attention_transfer", "similarity_preserving", "gram", "Gram",
+    "rkd", "pkt", "mmd", "CRD",
+    "amd", "amc", "orthogonal_sphere", "similarity_keeping", "time_aware_kd",
+    "confidence_weights", "correlation_orthogonality",
+]
