@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgedistill.errors import UserInputError
-from edgedistill.losses.angular import amc, amd, amd_terms, attention_map, orthogonal_sphere
+from edgedistill.losses.angular import amc, amd, amd_terms, positive_map, orthogonal_sphere
 from edgedistill.losses.multiteacher import confidence_weights, correlation_map, correlation_orthogonality
-from edgedistill.losses.sequence import batch_gram, cosine_matrix, similarity_keeping, time_aware_kd, time_aware_terms
+from edgedistill.losses.feature import batch_gram
+from edgedistill.losses.sequence import cosine_matrix, similarity_keeping, time_aware_kd, time_aware_terms
 from edgedistill.registry import LOSSES
 
 D = torch.float64
@@ -64,8 +65,8 @@ def test_golden(value, expected):
 def test_amd_positive_maps():
     qs = [[0.2881951424, 0.1152780570, 0.2305561139, 0.9222244557], [0.8528026836, 0.2132006709, 0.2132006709, 0.4264013418]]
     qt = [[0.9513028073, 0.2378257018, 0.0475651404, 0.1902605615], [0.2711630134, 0.9219542457, 0.2711630134, 0.0542326027]]
-    assert torch.allclose(attention_map(XS).flatten(1), torch.tensor(qs, dtype=D), atol=1e-9)
-    assert torch.allclose(attention_map(XT).flatten(1), torch.tensor(qt, dtype=D), atol=1e-9)
+    assert torch.allclose(positive_map(XS).flatten(1), torch.tensor(qs, dtype=D), atol=1e-9)
+    assert torch.allclose(positive_map(XT).flatten(1), torch.tensor(qt, dtype=D), atol=1e-9)
 
 
 def test_similarity_matrices_of_the_muse_form():
@@ -120,7 +121,7 @@ def test_amd_1d_segments_float32_and_gradients():
     s, t = torch.rand(3, 4, 10, dtype=D) + 0.1, torch.rand(3, 6, 10, dtype=D) + 0.1
     halves = [amd(s[..., a:b], t[..., a:b]) for a, b in ((0, 5), (5, 10))]
     # local blocks cut the full-map attention without re-normalising, so they differ from amd on halves ...
-    qs, qt = attention_map(s), attention_map(t)
+    qs, qt = positive_map(s), positive_map(t)
     assert float(amd(s, t, local_weight=1.0)) != pytest.approx(float(sum(halves) / 2), abs=1e-9)
     assert qs.shape == (3, 10) and qt.shape == (3, 10)
     # ... and with one piece the only block is the full map, so local == global

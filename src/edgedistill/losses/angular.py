@@ -18,7 +18,7 @@ _ATT_EPS = 1e-6  # added to the attention-map norm in the official AMD code
 _VARIANTS = ("A", "B", "C")
 
 
-def attention_map(feat: torch.Tensor) -> torch.Tensor:
+def positive_map(feat: torch.Tensor) -> torch.Tensor:
     """Positive map Q_p of AMD: channel energy sum_c F_c^2 per position, L2-normalised over positions.
 
     (N, C, *spatial) -> (N, *spatial), entries in [0, 1], read as cos(theta). Independent of the channel
@@ -63,7 +63,7 @@ def amd_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three global AMD terms (A, P, N), each an element-mean MSE of L2-normalised maps; amd is their mean."""
     _check_maps("amd", student_feat, teacher_feat)
-    return _amd_terms_from_maps(attention_map(student_feat), attention_map(teacher_feat), margin, scale)
+    return _amd_terms_from_maps(positive_map(student_feat), positive_map(teacher_feat), margin, scale)
 
 
 def _blocks(q: torch.Tensor, splits: int) -> list[torch.Tensor]:
@@ -101,7 +101,7 @@ def amd(
         raise UserInputError(f"amd: local_weight must be in [0, 1], got {local_weight}")
     if isinstance(local_splits, bool) or not isinstance(local_splits, int) or local_splits < 1:
         raise UserInputError(f"amd: local_splits must be an integer >= 1, got {local_splits!r}")
-    qs, qt = attention_map(student_feat), attention_map(teacher_feat)
+    qs, qt = positive_map(student_feat), positive_map(teacher_feat)
     total = torch.stack(_amd_terms_from_maps(qs, qt, margin, scale)).mean()
     if local_weight > 0:
         pairs = list(zip(_blocks(qs, local_splits), _blocks(qt, local_splits)))
@@ -160,4 +160,4 @@ def orthogonal_sphere(features: torch.Tensor, variant: str = "A") -> torch.Tenso
     return torch.linalg.matrix_norm(phi.T @ phi - eye)
 
 
-__all__ = ["amd", "amd_terms", "attention_map", "amc", "orthogonal_sphere"]
+__all__ = ["amd", "amd_terms", "positive_map", "amc", "orthogonal_sphere"]

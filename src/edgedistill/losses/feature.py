@@ -143,10 +143,25 @@ def attention_transfer(student_feat: torch.Tensor, teacher_feat: torch.Tensor, p
 # ---------------------------------------------------------------- similarity preserving
 
 
+def unit_rows(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
+    """L2-normalise along ``dim`` like F.normalize, except that a (near-)zero vector stays 0 with a zero gradient.
+
+    F.normalize divides a zero vector by eps, so its gradient is 1/eps = 1e12 (1e23 after two normalisations):
+    one dead, all-zero sample in a batch would wreck a step. Values differ from F.normalize only there.
+    """
+    norm = x.norm(dim=dim, keepdim=True)
+    return torch.where(norm > eps, x / norm.clamp_min(eps), torch.zeros_like(x))
+
+
+def batch_gram(feat: torch.Tensor) -> torch.Tensor:
+    """B x B inter-sample Gram matrix F F^T of features flattened per sample."""
+    flat = feat.flatten(1)
+    return flat @ flat.T
+
+
 def batch_similarity(feat: torch.Tensor) -> torch.Tensor:
-    """(N, ...) -> (N, N): Gram matrix of the flattened samples, each row L2-normalised."""
-    q = feat.reshape(feat.shape[0], -1)
-    return F.normalize(q @ q.t(), p=2, dim=1)
+    """(N, ...) -> (N, N): Gram matrix of the flattened samples, each row L2-normalised (a zero row stays 0)."""
+    return unit_rows(batch_gram(feat))
 
 
 @LOSSES.register("sp")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
 from edgedistill.losses._checks import classes_last, min_dims
-from edgedistill.losses.sequence import batch_gram, unit_rows
+from edgedistill.losses.feature import batch_similarity
 
 Tensors = Union[torch.Tensor, Sequence[torch.Tensor]]
 
@@ -59,7 +59,7 @@ def confidence_weights(teacher_logits_list: Tensors, target: torch.Tensor) -> to
 def correlation_map(feature_map: torch.Tensor) -> torch.Tensor:
     """Row-normalised B x B correlation (similarity) map n_row(F F^T) of one layer, as in TGD / TPKD."""
     min_dims("correlation_map", "feature_map", feature_map, 2, "(B, ...) features")
-    return unit_rows(batch_gram(feature_map))
+    return batch_similarity(feature_map)
 
 
 def correlation_orthogonality(feature_maps: Tensors, patches: int = 1) -> torch.Tensor:

@@ -11,39 +11,17 @@ import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
 from edgedistill.losses._checks import min_dims, same_shape
+from edgedistill.losses.feature import similarity_preserving, unit_rows
 from edgedistill.registry import LOSSES
 
 _SK_FORMS = ("cosine", "sp")
 _REGRESSIONS = ("mse", "l1")
 
 
-def unit_rows(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
-    """L2-normalise along ``dim`` like F.normalize, except that a (near-)zero vector stays 0 with a zero gradient.
-
-    F.normalize divides a zero vector by eps, so its gradient is 1/eps = 1e12 (1e23 after two normalisations):
-    one dead, all-zero sample in a batch would wreck a step. Values differ from F.normalize only there.
-    """
-    norm = x.norm(dim=dim, keepdim=True)
-    return torch.where(norm > eps, x / norm.clamp_min(eps), torch.zeros_like(x))
-
-
-def batch_gram(feat: torch.Tensor) -> torch.Tensor:
-    """B x B inter-sample Gram matrix F F^T of features flattened per sample."""
-    flat = feat.flatten(1)
-    return flat @ flat.T
-
-
 def cosine_matrix(feat: torch.Tensor) -> torch.Tensor:
     """B x B cosine-similarity matrix n(F) n(F)^T of features flattened per sample."""
     unit = unit_rows(feat.flatten(1))
     return unit @ unit.T
-
-
-def sp_distance(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
-    """SP-style ||n_row(G_S) - n_row(G_T)||_F^2 / B^2 of the two batch Gram matrices (Tung & Mori 2019)."""
-    gs = unit_rows(batch_gram(student_feat))
-    gt = unit_rows(batch_gram(teacher_feat))
-    return (gs - gt).pow(2).sum() / student_feat.shape[0] ** 2
 
 
 def _check_batch(loss: str, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
@@ -70,7 +48,7 @@ def similarity_keeping(student_feat: torch.Tensor, teacher_feat: torch.Tensor, f
     if form not in _SK_FORMS:
         raise UserInputError(f"similarity_keeping: form must be one of {', '.join(_SK_FORMS)}, got {form!r}")
     if form == "sp":
-        return sp_distance(student_feat, teacher_feat)
+        return similarity_preserving(student_feat, teacher_feat)
     ss, st = cosine_matrix(student_feat), cosine_matrix(teacher_feat)
     return 1.0 - (unit_rows(ss) * unit_rows(st)).sum(dim=1).mean()
 
@@ -129,7 +107,7 @@ def time_aware_terms(
     compute = {
         "task": lambda: reg(s, y),
         "teacher": lambda: reg(s, t),
-        "similarity": lambda: sp_distance(s, t),
+        "similarity": lambda: similarity_preserving(s, t),
         "difference": lambda: reg(s.diff(dim=-1), t.diff(dim=-1)),
         "autocorr": lambda: F.mse_loss(_autocorrelation(s, lag), _autocorrelation(t, lag)),
         "self_similarity": lambda: F.mse_loss(_self_similarity(s), _self_similarity(t)),
@@ -171,5 +149,5 @@ def time_aware_kd(
 
 
 __all__ = [
-    "similarity_keeping", "time_aware_kd", "time_aware_terms", "batch_gram", "cosine_matrix", "sp_distance", "unit_rows",
+    "similarity_keeping", "time_aware_kd", "time_aware_terms", "cosine_matrix",
 ]
