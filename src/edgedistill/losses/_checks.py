@@ -13,6 +13,14 @@ def same_shape(loss: str, a_name: str, a: torch.Tensor, b_name: str, b: torch.Te
         )
 
 
+def same_batch(loss: str, a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
+    """Paired student/teacher tensors must hold the same samples; their widths may differ."""
+    if a.shape[0] != b.shape[0]:
+        raise UserInputError(
+            f"{loss}: {a_name} has {a.shape[0]} samples but {b_name} has {b.shape[0]}; the batch sizes must match"
+        )
+
+
 def min_dims(loss: str, name: str, t: torch.Tensor, dims: int, what: str) -> None:
     if t.dim() < dims:
         raise UserInputError(f"{loss}: {name} must be {what}, got shape {tuple(t.shape)}")

@@ -17,20 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.errors import UserInputError
-from edgedistill.losses._checks import min_dims, positive, same_shape
+from edgedistill.losses._checks import min_dims, positive, same_batch, same_shape
 from edgedistill.registry import LOSSES
 
 _POOL: dict[int, Callable[..., torch.Tensor]] = {
     1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d,
 }
 _MAP = "a feature map (N, C, L) or (N, C, H, W)"
-
-
-def _same_batch(loss: str, s: torch.Tensor, t: torch.Tensor) -> None:
-    if s.shape[0] != t.shape[0]:
-        raise UserInputError(
-            f"{loss}: student_feat has {s.shape[0]} samples but teacher_feat has {t.shape[0]}; the batch sizes must match"
-        )
 
 
 def match_positions(
@@ -99,7 +92,7 @@ class _Adapted(nn.Module):
                 raise UserInputError(
                     f"{self.loss_name}: {name} has per-sample shape {tuple(t.shape[1:])} but this loss was built for {want}"
                 )
-        _same_batch(self.loss_name, student_feat, teacher_feat)
+        same_batch(self.loss_name, "student_feat", student_feat, "teacher_feat", teacher_feat)
         if student_feat.dim() > 2:  # pool first: a 1x1 adapter commutes with it and runs on fewer positions
             student_feat, teacher_feat = match_positions(self.loss_name, student_feat, teacher_feat)
         return self.adapter(student_feat), teacher_feat
@@ -134,7 +127,7 @@ def attention_transfer(student_feat: torch.Tensor, teacher_feat: torch.Tensor, p
     min_dims("at", "student_feat", student_feat, 3, _MAP)
     min_dims("at", "teacher_feat", teacher_feat, 3, _MAP)
     positive("at", "p", p)
-    _same_batch("at", student_feat, teacher_feat)
+    same_batch("at", "student_feat", student_feat, "teacher_feat", teacher_feat)
     s, t = match_positions("at", student_feat, teacher_feat)
     # RepDistiller's reduction: mean over all N x P entries, i.e. (1/N) sum_i ||a_s,i - a_t,i||^2 / P.
     return (attention_map(s, p) - attention_map(t, p)).pow(2).mean()
@@ -169,7 +162,7 @@ def similarity_preserving(student_feat: torch.Tensor, teacher_feat: torch.Tensor
     """Similarity preserving: ||G_s - G_t||_F^2 / N^2 of row-normalised N x N batch Gram matrices (Tung & Mori 2019)."""
     min_dims("sp", "student_feat", student_feat, 2, "(N, ...) features")
     min_dims("sp", "teacher_feat", teacher_feat, 2, "(N, ...) features")
-    _same_batch("sp", student_feat, teacher_feat)
+    same_batch("sp", "student_feat", student_feat, "teacher_feat", teacher_feat)
     n = student_feat.shape[0]
     return (batch_similarity(student_feat) - batch_similarity(teacher_feat)).pow(2).sum() / (n * n)
 
@@ -188,7 +181,7 @@ def gram(student_feat: torch.Tensor, teacher_feat: torch.Tensor, normalize: bool
     """Channel-Gram matching: mean over batch and C x C entries of (G_s - G_t)^2, G = F F^T per sample."""
     min_dims("gram", "student_feat", student_feat, 3, _MAP)
     min_dims("gram", "teacher_feat", teacher_feat, 3, _MAP)
-    _same_batch("gram", student_feat, teacher_feat)
+    same_batch("gram", "student_feat", student_feat, "teacher_feat", teacher_feat)
     if student_feat.shape[1] != teacher_feat.shape[1]:
         raise UserInputError(
             f"gram: student_feat has {student_feat.shape[1]} channels but teacher_feat has {teacher_feat.shape[1]}; "

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
-from edgedistill.losses._checks import min_dims, positive
+from edgedistill.losses._checks import min_dims, positive, same_batch
 from edgedistill.registry import LOSSES
 
 # RepDistiller's pdist clamps squared distances here before the square root: it keeps sqrt's gradient finite.
@@ -29,10 +29,7 @@ def _rows(loss: str, name: str, t: torch.Tensor) -> torch.Tensor:
 
 def _pair(loss: str, student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     s, t = _rows(loss, "student_emb", student_emb), _rows(loss, "teacher_emb", teacher_emb)
-    if s.shape[0] != t.shape[0]:
-        raise UserInputError(
-            f"{loss}: student_emb has {s.shape[0]} samples but teacher_emb has {t.shape[0]}; the batch sizes must match"
-        )
+    same_batch(loss, "student_emb", s, "teacher_emb", t)
     if s.shape[0] < 2:
         raise UserInputError(f"{loss}: needs at least 2 samples per batch to form relations, got {s.shape[0]}")
     return s, t

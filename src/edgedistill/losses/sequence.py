@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
-from edgedistill.losses._checks import min_dims, same_shape
+from edgedistill.losses._checks import min_dims, same_batch, same_shape
 from edgedistill.losses.feature import similarity_preserving, unit_rows
 from edgedistill.registry import LOSSES
 
@@ -27,11 +27,7 @@ def cosine_matrix(feat: torch.Tensor) -> torch.Tensor:
 def _check_batch(loss: str, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> None:
     min_dims(loss, "student_feat", student_feat, 2, "(N, ...) features")
     min_dims(loss, "teacher_feat", teacher_feat, 2, "(N, ...) features")
-    if student_feat.shape[0] != teacher_feat.shape[0]:
-        raise UserInputError(
-            f"{loss}: student_feat has {student_feat.shape[0]} samples but teacher_feat has "
-            f"{teacher_feat.shape[0]}; the batch sizes must match (feature widths may differ)"
-        )
+    same_batch(loss, "student_feat", student_feat, "teacher_feat", teacher_feat)
 
 
 @LOSSES.register("similarity_keeping")
