@@ -94,7 +94,7 @@ def test_interrupt_says_how_to_resume(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.Runner, "teacher", interrupted)
+    monkeypatch.setattr(runner.Runner, "teachers", interrupted)
     with pytest.raises(KeyboardInterrupt):
         runner.run(_recipe(tmp_path), out=tmp_path / "r", progress=False, command="edgedistill run recipe.yaml")
     assert f"resume with: edgedistill run recipe.yaml --out {tmp_path / 'r'}" in capsys.readouterr().err

@@ -56,5 +56,6 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     a = json.loads((tmp_path / "a" / "summary.json").read_text())
     b = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert [r["metrics"] for r in a["rows"]] == [r["metrics"] for r in b["rows"]]
-    teacher_log = next((tmp_path / "cache-b" / "models").glob("*/metrics.jsonl"))
+    entries = [p.parent for p in (tmp_path / "cache-b" / "models").glob("*/key.json")]
+    teacher_log = next(e / "metrics.jsonl" for e in entries if json.loads((e / "key.json").read_text())["role"] == "teacher")
     assert [json.loads(l)["epoch"] for l in teacher_log.read_text().splitlines()] == list(range(1, 41))

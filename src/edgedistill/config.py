@@ -66,6 +66,9 @@ class DataConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     normalize: Literal["per_channel", "global", "none"] = "per_channel"
     window: Optional[WindowConfig] = None
+    # Named channel subsets of the input, for cross-view distillation: ``{x: [0, 1, 2], full: [0, 1, 2, 3, 4, 5]}``
+    # gives the student ("x") three channels and a teacher (``view: full``) all six.
+    views: dict[str, list[int]] = Field(default_factory=dict)
     # Regression targets are standardised on the training split; metrics are reported in original units.
     normalize_target: bool = True
 
@@ -89,6 +92,18 @@ class TrainConfig(_Strict):
     grad_clip: Optional[float] = Field(None, gt=0)
 
 
+class TermConfig(BaseModel):
+    """One weighted loss term; every key besides ``loss`` and ``weight`` is a keyword of that loss."""
+
+    model_config = ConfigDict(extra="allow")
+    loss: str
+    weight: float = 1.0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class ModelConfig(BaseModel):
     """``model`` names a zoo entry; every other key is a keyword argument of that model's factory."""
 
@@ -105,18 +120,13 @@ class TeacherConfig(ModelConfig):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=100))
     seed: int = 0
     view: str = "x"  # the batch view the teacher reads (a privileged view for cross-modal teachers)
-
-
-class TermConfig(BaseModel):
-    """One weighted loss term; every key besides ``loss`` and ``weight`` is a keyword of that loss."""
-
-    model_config = ConfigDict(extra="allow")
-    loss: str
-    weight: float = 1.0
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+    # In a ``teachers`` list: the name methods and reports use (default teacher1, teacher2, ...).
+    name: Optional[str] = None
+    # Train on this fraction of the training rows, drawn with ``seed`` (RoS-KD's overlapping subsets).
+    train_subset: Optional[float] = Field(None, gt=0, le=1)
+    # Distil this network from an earlier teacher of the list with ``terms`` (teacher-assistant chains).
+    distill_from: Optional[str] = None
+    terms: list[TermConfig] = Field(default_factory=list)
 
 
 class MethodConfig(_Strict):
@@ -153,6 +163,8 @@ class Recipe(_Strict):
     data: DataConfig
     student: ModelConfig
     teacher: Optional[TeacherConfig] = None
+    # Several teachers (multi-teacher regimes, assistant chains, cross-view teachers), in training order.
+    teachers: list[TeacherConfig] = Field(default_factory=list)
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     seeds: list[int] = Field(default_factory=lambda: [0])
@@ -161,6 +173,38 @@ class Recipe(_Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     cache_dir: Optional[Path] = None  # trained-model cache; default ~/.cache/edgedistill or $EDGEDISTILL_CACHE
+
+    @model_validator(mode="after")
+    def _teachers(self) -> "Recipe":
+        if self.teacher is not None and self.teachers:
+            raise ValueError("give either 'teacher' (one) or 'teachers' (a list), not both")
+        seen: set[str] = set()
+        for i, t in enumerate(self.teachers):
+            name = t.name or f"teacher{i + 1}"
+            if name in seen:
+                raise ValueError(f"teachers[{i}].name: '{name}' is used twice")
+            if t.distill_from is not None and t.distill_from not in seen:
+                raise ValueError(
+                    f"teachers[{i}].distill_from: '{t.distill_from}' is not an earlier teacher of the list "
+                    f"(earlier: {', '.join(sorted(seen)) or 'none'})"
+                )
+            if t.distill_from is None and t.terms:
+                raise ValueError(f"teachers[{i}].terms: only a teacher with 'distill_from' takes loss terms")
+            if t.distill_from is not None and t.view != "x":
+                raise ValueError(f"teachers[{i}].view: a teacher distilled from another reads the student's view 'x'")
+            if t.distill_from is not None and not t.terms:
+                raise ValueError(f"teachers[{i}].terms: a teacher distilled from '{t.distill_from}' needs loss terms, "
+                                 "e.g. [{loss: ce, weight: 0.1}, {loss: kd, weight: 0.9, temperature: 4}]")
+            seen.add(name)
+        if self.teacher is not None and (self.teacher.distill_from or self.teacher.terms):
+            raise ValueError("teacher.distill_from: a single teacher has nothing to be distilled from; use 'teachers'")
+        return self
+
+    def teacher_specs(self) -> list[TeacherConfig]:
+        """Every teacher, named: ``teacher`` as [that one, named "teacher"], or the ``teachers`` list."""
+        if self.teacher is not None:
+            return [self.teacher.model_copy(update={"name": self.teacher.name or "teacher"})]
+        return [t.model_copy(update={"name": t.name or f"teacher{i + 1}"}) for i, t in enumerate(self.teachers)]
 
     @field_validator("seeds")
     @classmethod

@@ -171,6 +171,27 @@ def _carve(by: str, idx: np.ndarray, y: np.ndarray, groups: Optional[np.ndarray]
     return idx[rest], idx[held]
 
 
+def channel_views(raw: RawData, views: dict[str, list[int]]) -> RawData:
+    """Add named channel subsets of the input as views; a subset named "x" replaces the student's input."""
+    n_ch = raw.x.shape[1]
+    for name, chans in views.items():
+        if not chans or len(set(chans)) != len(chans) or any(not 0 <= c < n_ch for c in chans):
+            raise UserInputError(
+                f"data.views.{name}: expected distinct channel indices in 0..{n_ch - 1} (the input has {n_ch} channels), got {chans}"
+            )
+        if name in raw.views:
+            raise UserInputError(f"data.views.{name}: the dataset already has a view named '{name}'")
+    pick = lambda a, chans: None if a is None else np.ascontiguousarray(np.asarray(a)[:, chans])  # noqa: E731
+    new_views = {**raw.views, **{k: pick(raw.x, c) for k, c in views.items() if k != "x"}}
+    new_test = dict(raw.test_views)
+    if raw.test_x is not None:
+        new_test.update({k: pick(raw.test_x, c) for k, c in views.items() if k != "x"})
+    x, test_x = raw.x, raw.test_x
+    if "x" in views:
+        x, test_x = pick(raw.x, views["x"]), pick(raw.test_x, views["x"])
+    return replace(raw, x=x, test_x=test_x, views=new_views, test_views=new_test)
+
+
 def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
     """Load, check, window, encode, split and normalise the data described by ``cfg``."""
     raw, windowed = load_raw(cfg)
@@ -178,6 +199,8 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
     _check_arrays(raw, source)
     if cfg.window is not None and not windowed:
         raw = window_raw(raw, cfg.window.length, cfg.window.stride)
+    if cfg.views:
+        raw = channel_views(raw, cfg.views)
     official = raw.test_x is not None and raw.test_y is not None and cfg.split.official_test
     if not official:
         raw = _pool_official_test(raw)

@@ -118,7 +118,7 @@ class Trainer:
         if not method.manual_optimization:
             for name in list(optimizers):
                 optimizers[name] = fabric.setup_optimizers(optimizers[name])
-        method.setup(splits.train, device)
+        method.setup(splits.train, device, val=splits.val)
 
         train = splits.train
         steps_per_epoch = train.num_batches(cfg.batch_size, drop_last=True)
@@ -149,6 +149,7 @@ class Trainer:
                             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
                     for opt in optimizers.values():
                         opt.step()
+                method.after_step(step)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 sums["total"] = sums.get("total", 0.0) + float(total.detach())
@@ -156,6 +157,7 @@ class Trainer:
             if not _finite_params(method):
                 self._diverged(stage, {"parameters": torch.tensor(float("nan"))}, epoch, (epoch + 1) * steps_per_epoch, ckdir)
             val = evaluate(method.deliverable(), splits.val, info, device)
+            others = {name: evaluate(net, splits.val, info, device) for name, net in method.evaluated().items()}
             score = selection_score(val)
             improved = best_score is None or score > best_score
             if improved:
@@ -167,6 +169,7 @@ class Trainer:
                 "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"],
                 "train": {k: v / max(1, steps_per_epoch) for k, v in sums.items()},
                 "val": val,
+                **({"val_others": others} if others else {}),
                 "best": improved,
                 "time_s": round(time.perf_counter() - t0, 4),
             }
@@ -209,14 +212,18 @@ class Trainer:
     def _finish(self, method: Method, splits: DataSplits, stage: Stage, best_epoch: int) -> dict[str, Any]:
         device, info = self.fabric.device, splits.info
         model = method.deliverable()
-        last_val = evaluate(model, splits.val, info, device)
-        last_test = evaluate(model, splits.test, info, device)
+
+        def scores() -> tuple[dict, dict, dict]:
+            others = {name: {"val": evaluate(net, splits.val, info, device), "test": evaluate(net, splits.test, info, device)}
+                      for name, net in method.evaluated().items()}
+            return evaluate(model, splits.val, info, device), evaluate(model, splits.test, info, device), others
+
+        last_val, last_test, last_others = scores()
         best = ckpt.load(stage.directory / "checkpoints" / "best.pt")
         last_weights = self._weights(method)
         for name, net in method.networks.items():
             net.load_state_dict(best["networks"][name])
-        best_val = evaluate(model, splits.val, info, device)
-        best_test = evaluate(model, splits.test, info, device)
+        best_val, best_test, best_others = scores()
         for name, net in method.networks.items():  # leave the method as training left it
             net.load_state_dict(last_weights[name])
         summary = {
@@ -228,6 +235,16 @@ class Trainer:
             "test": {"best": best_test, "last": last_test},
             "method": method.describe(),
         }
+        if last_others:
+            # Other networks at the deliverable's best epoch and at the last epoch, same layout as above.
+            from edgedistill.models import describe
+
+            nets = method.evaluated()
+            summary["others"] = {
+                name: {"size": describe(nets[name]),
+                       **{split: {"best": best_others[name][split], "last": last_others[name][split]} for split in ("val", "test")}}
+                for name in last_others
+            }
         if self.fabric.is_global_zero:
             write_json(stage.directory / "summary.json", summary)
         self.progress.finish(_brief(best_test, best_epoch, prefix="test "))

@@ -17,7 +17,7 @@ from edgedistill.config import ModelConfig, Recipe
 from edgedistill.data.dataset import DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method
+from edgedistill.methods.base import Method, TeacherNet
 from edgedistill.registry import METHODS
 
 
@@ -40,27 +40,28 @@ def build_network(cfg: ModelConfig, info: DataInfo, key: str, view: str = "x", s
     return model
 
 
-def build_method(recipe: Recipe, student: nn.Module, teacher: Optional[nn.Module], splits: DataSplits) -> Method:
+def build_method(recipe: Recipe, student: nn.Module, teachers: list[TeacherNet], splits: DataSplits) -> Method:
     cls = METHODS.get(recipe.method.name, key="method.name")
+    teacher = teachers[-1].model if teachers else None
     try:
-        return cls.from_recipe(recipe, student=student, teacher=teacher, info=splits.info, train=splits.train)
+        return cls.from_recipe(recipe, student=student, teacher=teacher, info=splits.info, train=splits.train, teachers=teachers)
     except TypeError as exc:
         raise UserInputError(f"method.params: {exc}") from None
 
 
-def dry_run(splits: DataSplits, student: nn.Module, teacher: Optional[nn.Module], teacher_view: str) -> None:
+def dry_run(splits: DataSplits, student: nn.Module, teachers: list[TeacherNet]) -> None:
     """One forward pass of each network on two training samples: shape problems surface now, named."""
     batch = splits.train.batch(torch.arange(min(2, len(splits.train))))
     with torch.no_grad():
         s_out = _forward("student", student, batch["x"], "x")
-        if teacher is None:
-            return
-        t_out = _forward("teacher", teacher, batch[teacher_view], teacher_view)
-    if s_out.shape[1:] != t_out.shape[1:]:
-        raise UserInputError(
-            f"teacher outputs shape {tuple(t_out.shape[1:])} per sample but the student outputs {tuple(s_out.shape[1:])}; "
-            "they must match (same classes or regression targets)"
-        )
+        for t in teachers:
+            role = "teacher" if t.name == "teacher" else f"teacher '{t.name}'"
+            t_out = _forward(role, t.model, batch[t.view], t.view)
+            if s_out.shape[1:] != t_out.shape[1:]:
+                raise UserInputError(
+                    f"{role} outputs shape {tuple(t_out.shape[1:])} per sample but the student outputs {tuple(s_out.shape[1:])}; "
+                    "they must match (same classes or regression targets)"
+                )
 
 
 def _forward(role: str, model: nn.Module, x: torch.Tensor, view: str) -> torch.Tensor:

@@ -62,6 +62,12 @@ def _split_words(data: dict[str, Any]) -> str:
     return f"validation and test held out {how}"
 
 
+def _teacher_words(summary: dict[str, Any]) -> str:
+    if summary.get("teacher_seed") is not None:
+        return f"the teacher is one model (seed {summary['teacher_seed']}, its best epoch on validation)."
+    return "each teacher or assistant is its best epoch on validation; one trained once for all seeds counts as one model."
+
+
 def markdown(summary: dict[str, Any]) -> str:
     header, rows = table_rows(summary)
     lines = [
@@ -71,7 +77,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{summary['data']['sizes'].get('train')}/{summary['data']['sizes'].get('val')}/{summary['data']['sizes'].get('test')}; "
         f"{_split_words(summary['data'])}). Test metrics of the **{summary['select']}** checkpoint "
         f"({'best epoch on validation' if summary['select'] == 'best' else 'last epoch'}), "
-        f"mean ± sample std over seeds {summary['seeds']}; the teacher is one model (seed {summary.get('teacher_seed')}, its best epoch on validation).",
+        f"mean ± sample std over seeds {summary['seeds']}; {_teacher_words(summary)}",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -80,6 +86,9 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary["task"] == "classification":
         lines += ["", "*gap closed* = (method − student alone) / (teacher − student alone) accuracy; negative means distillation hurt; "
                   "blank when the teacher-student gap is no larger than the student's seed std."]
+    if any(r["role"].startswith("also trained") for r in summary["rows"]):
+        lines += ["", f"The deliverable is the **method** row ({summary.get('deliverable')}); rows marked *also trained* are "
+                  "networks the regime trains or forms alongside it, at the deliverable's selected epoch."]
     verdict = summary.get("verdict")
     if verdict:
         lines += ["", verdict]

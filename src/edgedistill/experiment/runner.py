@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from edgedistill import __version__
-from edgedistill.config import Recipe, load_recipe, recipe_to_dict, safe_load
+from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict, safe_load
 from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
@@ -26,7 +26,9 @@ from edgedistill.experiment import report
 from edgedistill.experiment.build import build_method, build_network, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key, default_cache_dir
 from edgedistill.io import read_json, write_json, write_text
+from edgedistill.methods.base import TeacherNet
 from edgedistill.methods.supervised import Supervised
+from edgedistill.registry import METHODS
 
 
 @dataclass
@@ -36,6 +38,26 @@ class Plan:
     data_key: str
     smoke: bool
     student: torch.nn.Module  # the checked, untrained student: its size goes into the report
+    teachers: dict[int, list[TeacherConfig]]  # run seed -> the teachers the method needs, in training order
+    teacher_dirs: dict[tuple[int, str], str]  # (run seed, teacher name) -> its folder in the run directory
+
+
+def _teacher_key(recipe: Recipe, name: str) -> str:
+    """The recipe key that names a teacher in errors."""
+    if recipe.teacher is not None:
+        return "teacher"
+    names = [t.name or f"teacher{i + 1}" for i, t in enumerate(recipe.teachers)]
+    return f"teachers[{names.index(name)}]" if name in names else f"teacher '{name}' (made by method '{recipe.method.name}')"
+
+
+def _teacher_dirs(plans: dict[int, list[TeacherConfig]]) -> dict[tuple[int, str], str]:
+    """A teacher specified the same way for every seed is one folder; one that depends on the seed gets one per seed."""
+    dirs = {}
+    for seed, specs in plans.items():
+        for spec in specs:
+            same = all(any(o.name == spec.name and o == spec for o in other) for other in plans.values())
+            dirs[(seed, spec.name)] = spec.name if same else f"{spec.name}/seed{seed}"
+    return dirs
 
 
 def plan(recipe: Recipe, smoke: bool = False) -> Plan:
@@ -44,25 +66,29 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
 
     splits = prepare_data(recipe.data, seed=recipe.data.split.seed)
     info = splits.info
-    if smoke and recipe.teacher is not None and recipe.teacher.view not in info.views:
-        # Synthetic smoke data has only "x": let a privileged-view teacher read it under its own name.
-        for part in (splits.train, splits.val, splits.test):
-            part.views[recipe.teacher.view] = part.views["x"]
-        info.views[recipe.teacher.view] = info.views["x"]
-    if recipe.teacher is not None:
-        view = recipe.teacher.view
+    method_cls = METHODS.get(recipe.method.name, key="method.name")
+    plans = {seed: method_cls.teacher_plan(recipe, seed) for seed in recipe.seeds}
+    specs = plans[recipe.seeds[0]]
+    for spec in (s for ss in plans.values() for s in ss):
+        view = spec.view
+        if smoke and view not in info.views:
+            # Synthetic smoke data has only "x": let a privileged-view teacher read it under its own name.
+            for part in (splits.train, splits.val, splits.test):
+                part.views[view] = part.views["x"]
+            info.views[view] = info.views["x"]
         for name in ("train", "val", "test"):
             if view not in getattr(splits, name).views:
                 # The teacher is selected on validation and reported on test, on its own view.
                 raise UserInputError(
-                    f"teacher.view: the {name} split has no view '{view}' (for a .npz, add 'test_{view}'); "
-                    "the teacher reads it in every split"
+                    f"{_teacher_key(recipe, spec.name)}.view: the {name} split has no view '{view}' (for a .npz, add "
+                    f"'test_{view}'; for channel subsets, data.views); the teacher reads it in every split"
                 )
-    teacher = build_network(recipe.teacher, info, "teacher", recipe.teacher.view) if recipe.teacher else None
+    teachers = [TeacherNet(t.name, build_network(t, info, _teacher_key(recipe, t.name), t.view), t) for t in specs]
     student = build_network(recipe.student, info, "student")
-    build_method(recipe, student, teacher, splits)
-    dry_run(splits, student, teacher, recipe.teacher.view if recipe.teacher else "x")
-    return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke, student)
+    build_method(recipe, student, teachers, splits)
+    dry_run(splits, student, teachers)
+    return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke, student, plans,
+                _teacher_dirs(plans))
 
 
 def open_run_dir(out: Path, recipe: Recipe) -> Path:
@@ -84,14 +110,12 @@ def open_run_dir(out: Path, recipe: Recipe) -> Path:
     return out
 
 
-def _model_row(name: str, role: str, model: torch.nn.Module, per_seed: list[dict], select: str) -> dict[str, Any]:
+def _model_row(name: str, role: str, size: dict[str, Any], per_seed: list[dict], select: str) -> dict[str, Any]:
     """Test metrics (what is reported) and validation metrics (what choices are made on), mean ± std."""
-    from edgedistill.models import describe
-
     return {
         "model": name,
         "role": role,
-        **describe(model),
+        **size,
         "metrics": report.aggregate(per_seed, select),
         "val_metrics": report.aggregate(per_seed, select, split="val"),
         "per_seed_test": [s["test"][select] for s in per_seed],
@@ -105,10 +129,13 @@ class Runner:
         self.cache = ModelCache(cache_root)
         self.trainer = Trainer(self.r.engine, progress)
 
-    # -- cached supervised networks (the teacher, the student alone) ---------------------------------
-    def _cached_supervised(self, role: str, cfg: Any, train_cfg: Any, seed: int, view: str) -> tuple[torch.nn.Module, dict]:
+    # -- cached networks (teachers, assistants, the student alone) -----------------------------------
+    def _cached(
+        self, role: str, label: str, cfg: Any, train_cfg: Any, seed: int, view: str,
+        subset: Optional[float] = None, parent: Optional[tuple[TeacherNet, str]] = None,
+    ) -> tuple[torch.nn.Module, dict]:
         info = self.p.splits.info
-        parts = {
+        parts: dict[str, Any] = {
             "version": __version__,  # a new toolkit version may train differently: never reuse across versions
             "precision": self.r.engine.precision,
             "role": role,
@@ -118,52 +145,79 @@ class Runner:
             "seed": seed,
             "view": view,
         }
+        if subset is not None:
+            parts["train_subset"] = subset
+        if parent is not None:  # a distilled network depends on everything that made its teacher
+            parts["distilled_from"] = parent[1]
+            parts["terms"] = [t.model_dump(mode="json") for t in cfg.terms]
         key = cache_key(parts)
         net = build_network(cfg, info, role, view, seed=seed)
 
         def train(partial: Path) -> tuple[dict, dict]:
+            from edgedistill.methods.offline import OfflineDistillation
+
             seed_everything(seed)
-            method = Supervised(net, info)
-            splits = self.p.splits if view == "x" else _view_as_x(self.p.splits, view)
-            summary = self.trainer.fit(method, splits, Stage(f"{role} seed {seed}", partial, seed, train_cfg))
+            splits = _view_as_x(self.p.splits, view)
+            if subset is not None:
+                splits = _train_subset(splits, subset, seed)
+            if parent is None:
+                method: Any = Supervised(net, info)
+            else:
+                method = OfflineDistillation(net, info, parent[0].model, cfg.terms, teacher_view=parent[0].view, train=splits.train)
+            summary = self.trainer.fit(method, splits, Stage(f"{label} seed {seed}", partial, seed, train_cfg))
             return deliverable_weights(partial, "best"), summary
 
         state, summary, cached = self.cache.get_or_train(key, parts, train)
         net.load_state_dict(state)
         if cached:
-            self.progress.message(f"{role} seed {seed}: reused from cache ({self.cache.entry(key)})")
+            self.progress.message(f"{label} seed {seed}: reused from cache ({self.cache.entry(key)})")
         summary = {**summary, "cache_key": key, "cached": cached}
         return net, summary
 
-    def teacher(self) -> tuple[Optional[torch.nn.Module], Optional[dict]]:
-        t = self.r.teacher
-        if t is None:
-            return None, None
+    def teachers(self, seed: int) -> list[tuple[TeacherNet, dict]]:
+        """Every teacher run seed ``seed`` needs, trained in order (an assistant after its teacher) or reused."""
         info, device = self.p.splits.info, self.trainer.fabric.device
-        if t.checkpoint is not None:
-            net = build_network(t, info, "teacher", t.view, seed=t.seed)
-            splits = _view_as_x(self.p.splits, t.view)
-            metrics = {split: evaluate(net, getattr(splits, split), info, device) for split in ("val", "test")}
-            summary = {"label": "teacher", "checkpoint": str(t.checkpoint), "val": {"best": metrics["val"], "last": metrics["val"]},
-                       "test": {"best": metrics["test"], "last": metrics["test"]}}
-        else:
-            net, summary = self._cached_supervised("teacher", t, t.train, t.seed, t.view)
-        write_json(self.dir / "teacher" / "summary.json", summary)
-        return net, summary
+        done: dict[str, tuple[TeacherNet, str]] = {}
+        out = []
+        for spec in self.p.teachers[seed]:
+            label = "teacher" if spec.name == "teacher" else f"teacher '{spec.name}'"
+            if spec.checkpoint is not None:
+                net = build_network(spec, info, _teacher_key(self.r, spec.name), spec.view, seed=spec.seed)
+                splits = _view_as_x(self.p.splits, spec.view)
+                metrics = {split: evaluate(net, getattr(splits, split), info, device) for split in ("val", "test")}
+                summary = {"label": label, "checkpoint": str(spec.checkpoint), "cache_key": f"checkpoint:{spec.checkpoint}",
+                           "val": {"best": metrics["val"], "last": metrics["val"]},
+                           "test": {"best": metrics["test"], "last": metrics["test"]}}
+            else:
+                parent = done[spec.distill_from] if spec.distill_from else None
+                net, summary = self._cached("teacher", label, spec, spec.train, spec.seed, spec.view, spec.train_subset, parent)
+            t = TeacherNet(spec.name, net, spec)
+            done[spec.name] = (t, summary["cache_key"])
+            write_json(self.dir / self.p.teacher_dirs[(seed, spec.name)] / "summary.json", summary)
+            out.append((t, summary))
+        return out
 
     def baseline(self, seed: int) -> dict:
-        net, summary = self._cached_supervised("student", self.r.student, self.r.train, seed, "x")
+        net, summary = self._cached("student", "student", self.r.student, self.r.train, seed, "x")
         write_json(self.dir / "student_alone" / f"seed{seed}" / "summary.json", summary)
         return summary
 
-    def distilled(self, seed: int, teacher: Optional[torch.nn.Module]) -> dict:
+    def distilled(self, seed: int, teachers: list[TeacherNet]) -> dict:
         stage_dir = self.dir / self.r.method.name / f"seed{seed}"
         if (stage_dir / "summary.json").is_file():
             return read_json(stage_dir / "summary.json")
         student = build_network(self.r.student, self.p.splits.info, "student", seed=seed)
-        method = build_method(self.r, student, teacher, self.p.splits)
+        method = build_method(self.r, student, teachers, self.p.splits)
         seed_everything(seed)
         return self.trainer.fit(method, self.p.splits, Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train))
+
+
+def _train_subset(splits: DataSplits, fraction: float, seed: int) -> DataSplits:
+    """The same splits with training rows reduced to ``fraction`` of them, drawn with ``seed``."""
+    n = len(splits.train)
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(n, generator=g)[: max(1, round(fraction * n))].sort().values
+    return DataSplits(splits.train.subset(keep), splits.val, splits.test, splits.info)
 
 
 def _view_as_x(splits: DataSplits, view: str) -> DataSplits:
@@ -206,12 +260,15 @@ def run(
         with StageProgress(enabled=progress and recipe.engine.progress) as prog:
             prog.message(f"Run directory: {run_dir}")
             runner = Runner(p, run_dir, prog)
-            teacher, t_summary = runner.teacher()
             baselines, results = [], []
+            trained: dict[str, dict[str, tuple[TeacherNet, dict]]] = {}  # teacher name -> cache key -> (net, summary)
             for seed in recipe.seeds:
+                teachers = runner.teachers(seed)
+                for t, t_summary in teachers:
+                    trained.setdefault(t.name, {}).setdefault(t_summary["cache_key"], (t, t_summary))
                 if recipe.baseline and recipe.method.name != "supervised":
                     baselines.append(runner.baseline(seed))
-                results.append(runner.distilled(seed, teacher))
+                results.append(runner.distilled(seed, [t for t, _ in teachers]))
     except KeyboardInterrupt:
         again = command if "--out" in command else f"{command} --out {run_dir}"
         print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
@@ -220,18 +277,29 @@ def run(
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
+    from edgedistill.models import describe
+
     info, student = p.splits.info, p.student
     rows = []
-    if teacher is not None:
-        rows.append(_model_row(recipe.teacher.model, "teacher", teacher, [t_summary], "best"))
+    for name, versions in trained.items():
+        # Teachers are selected on validation ("best"); one shared by every seed is one model (n = 1).
+        t, _ = next(iter(versions.values()))
+        label = t.config.model if len(trained) == 1 else f"{name}: {t.config.model}"
+        role = "teacher" if t.config.distill_from is None else f"assistant (from {t.config.distill_from})"
+        rows.append(_model_row(label, role, describe(t.model), [s for _, s in versions.values()], "best"))
     if baselines:
-        rows.append(_model_row(recipe.student.model, "student alone", student, baselines, select))
+        rows.append(_model_row(recipe.student.model, "student alone", describe(student), baselines, select))
     role = "student alone" if recipe.method.name == "supervised" else "method"
-    rows.append(_model_row(f"{recipe.student.model} + {method_label(recipe)}", role, student, results, select))
-    if info.task == "classification" and teacher is not None and baselines:
-        t_acc, s_acc = rows[0]["metrics"]["acc"]["mean"], rows[1]["metrics"]["acc"]["mean"]
-        noise = rows[1]["metrics"]["acc"]["std"]
-        for row in rows[2:]:
+    rows.append(_model_row(f"{recipe.student.model} + {method_label(recipe)}", role, describe(student), results, select))
+    for name in results[0].get("others", {}):
+        # Networks the regime trains or forms besides the deliverable (peers, a co-trained teacher, ensembles).
+        per_seed = [r["others"][name] for r in results]
+        rows.append(_model_row(name, "also trained (not the deliverable)", per_seed[0].get("size", {}), per_seed, select))
+    ref = next((r for r in rows if r["role"] == "teacher"), None)
+    alone = next((r for r in rows if r["role"] == "student alone"), None)
+    if info.task == "classification" and ref is not None and baselines:
+        t_acc, s_acc, noise = ref["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["std"]
+        for row in rows[rows.index(alone) + 1:]:
             row["gap_closed"] = report.gap_closed(row["metrics"]["acc"]["mean"], s_acc, t_acc, noise)
     summary: dict[str, Any] = {
         "name": recipe.name,
@@ -239,6 +307,7 @@ def run(
         "select": select,
         "seeds": recipe.seeds,
         "teacher_seed": recipe.teacher.seed if recipe.teacher else None,
+        "deliverable": f"{recipe.student.model} + {method_label(recipe)}",
         "smoke": smoke,
         "data": {"name": info.name, "sizes": info.sizes, "split_by": info.split_by, "official_test": info.official_test,
                  "classes": info.classes},

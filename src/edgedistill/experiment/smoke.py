@@ -38,10 +38,9 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     d["data"] = {**data, "split": {"by": "auto", "val": 0.2, "test": 0.2}, "normalize": d["data"]["normalize"]}
     d["train"].update(epochs=1, batch_size=min(d["train"]["batch_size"], 16))
     d["seeds"] = d["seeds"][:1]
-    for role in ("teacher", "student"):
-        if d.get(role):
-            d[role]["checkpoint"] = None  # user weights are for the real data's shapes
-    if d.get("teacher"):
-        d["teacher"]["train"].update(epochs=1, batch_size=min(d["teacher"]["train"]["batch_size"], 16))
+    d["student"]["checkpoint"] = None  # user weights are for the real data's shapes
+    for t in ([d["teacher"]] if d.get("teacher") else []) + d.get("teachers", []):
+        t["checkpoint"] = None
+        t["train"].update(epochs=1, batch_size=min(t["train"]["batch_size"], 16))
     d["name"] = f"{recipe.name}-smoke"
     return load_recipe(d)

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, TrainConfig, check_kwargs
+from edgedistill.config import Recipe, TeacherConfig, TrainConfig, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 
@@ -28,6 +28,19 @@ class Step:
     def progress(self) -> float:
         """Fraction of training done, in [0, 1)."""
         return self.step / max(1, self.epochs * self.steps_per_epoch)
+
+
+@dataclass
+class TeacherNet:
+    """A trained (or, while a recipe is checked, untrained) teacher and how it was specified."""
+
+    name: str
+    model: nn.Module
+    config: TeacherConfig
+
+    @property
+    def view(self) -> str:
+        return self.config.view
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -62,9 +75,23 @@ class Method:
     reserved = ("student", "info")
 
     @classmethod
+    def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
+        """The teachers this regime needs for run seed ``seed``, in training order (each one cached).
+        Default: the recipe's ``teacher`` or ``teachers``. Chains that depend on the seed override this."""
+        return recipe.teacher_specs()
+
+    @classmethod
     def from_recipe(
-        cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo, train: Optional[TensorData] = None
+        cls,
+        recipe: Recipe,
+        *,
+        student: nn.Module,
+        teacher: Optional[nn.Module],
+        info: DataInfo,
+        train: Optional[TensorData] = None,
+        teachers: Optional[list[TeacherNet]] = None,
     ) -> "Method":
+        """``teacher`` is the last of ``teachers`` (the one a single-teacher regime distils from)."""
         if recipe.method.terms and not cls.takes_terms:
             raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms")
         check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
@@ -74,8 +101,12 @@ class Method:
     def needs_teacher(self) -> bool:
         return self.teacher is not None
 
-    def setup(self, train: TensorData, device: torch.device) -> None:
-        """Called once before training (and again on resume), after networks are on ``device``."""
+    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
+        """Called once before training (and again on resume), after networks are on ``device``. ``val`` is
+        for regimes that choose something on validation before training (ensemble weights)."""
+
+    def after_step(self, step: Step) -> None:
+        """Called after every optimizer step (EMA copies and other post-update bookkeeping)."""
 
     def optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         params = [p for net in self.networks.values() for p in net.parameters() if p.requires_grad]
@@ -86,6 +117,11 @@ class Method:
 
     def deliverable(self) -> nn.Module:
         return self.networks["student"]
+
+    def evaluated(self) -> dict[str, nn.Module]:
+        """Other networks worth reporting (online peers, a co-trained teacher, an ensemble), by name.
+        The engine evaluates them every epoch and at the end; the deliverable is always evaluated."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         return {"method": type(self).__name__}

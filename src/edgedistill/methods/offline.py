@@ -16,7 +16,7 @@ from torch import nn
 from edgedistill.config import Recipe, TermConfig, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method, Step, freeze
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze
 from edgedistill.methods.terms import FEATURE_ROLES, MODULE_ARGS, TAP_KEYS, BoundTerm, bind_terms, feature_key
 from edgedistill.registry import METHODS
 
@@ -134,13 +134,21 @@ class OfflineDistillation(Method):
 
     @classmethod
     def from_recipe(
-        cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo, train: Optional[TensorData] = None
+        cls,
+        recipe: Recipe,
+        *,
+        student: nn.Module,
+        teacher: Optional[nn.Module],
+        info: DataInfo,
+        train: Optional[TensorData] = None,
+        teachers: Optional[list[TeacherNet]] = None,
     ) -> "OfflineDistillation":
         check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
-        view = recipe.teacher.view if recipe.teacher is not None else "x"
+        # The student learns from the last teacher listed; earlier ones are its ancestors in a chain.
+        view = teachers[-1].view if teachers else (recipe.teacher.view if recipe.teacher is not None else "x")
         return cls(student, info, teacher, recipe.method.terms, teacher_view=view, train=train, **recipe.method.params)
 
-    def setup(self, train: TensorData, device: torch.device) -> None:
+    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         if self.teacher is None:
             return
         self.teacher.to(device)
