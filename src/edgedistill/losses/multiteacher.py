@@ -6,13 +6,13 @@ Both are functional helpers for multi-teacher regimes, not recipe terms.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
-from edgedistill.losses._checks import classes_last, min_dims
+from edgedistill.losses._checks import classes_last, min_dims, positive
 from edgedistill.losses.feature import batch_similarity
 
 Tensors = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -92,3 +92,20 @@ def correlation_orthogonality(feature_maps: Tensors, patches: int = 1) -> torch.
 
 
 __all__ = ["confidence_weights", "correlation_map", "correlation_orthogonality"]
+
+
+def average_probs(teacher_logits_list: Tensors, temperature: float = 1.0, weights: Optional[Sequence[float] | torch.Tensor] = None) -> torch.Tensor:
+    """sum_k w_k softmax(z_k / T): the teachers' softened predictions averaged in probability space.
+
+    ``weights`` (K,) default to uniform and are renormalised to sum to 1 (so only their ratios matter);
+    they must be non-negative with a positive sum. Returns (N, C) probabilities.
+    """
+    logits = _stack("average_probs", teacher_logits_list, "teacher logits")
+    positive("average_probs", "temperature", temperature)
+    w = torch.ones(len(logits)) if weights is None else torch.as_tensor(weights, dtype=torch.float64).flatten()
+    if len(w) != len(logits) or (w < 0).any() or float(w.sum()) <= 0:
+        raise UserInputError(
+            f"average_probs: weights must be {len(logits)} non-negative numbers with a positive sum, got {w.tolist()}"
+        )
+    w = (w / w.sum()).to(logits[0].dtype)
+    return sum(wk * F.softmax(z / temperature, dim=1) for wk, z in zip(w, logits))

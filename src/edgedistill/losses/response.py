@@ -44,3 +44,18 @@ def reverse_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     positive("reverse_kd", "temperature", temperature)
     rows = _kl_rows(classes_last(student_logits), classes_last(teacher_logits), temperature)
     return temperature**2 * rows.mean()
+
+
+def kd_to_distribution(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """T^2 * mean_i KL(q_i || softmax(z_s,i / T)) for a given target distribution q (rows sum to 1).
+
+    The KD term when the target is not one teacher's softened logits: an average of teachers'
+    probabilities, a virtual teacher, a per-sample choice of expert. Rows with q = 0 contribute 0 log 0 = 0.
+    """
+    same_shape("kd_to_distribution", "student_logits", student_logits, "target_probs", target_probs)
+    min_dims("kd_to_distribution", "student_logits", student_logits, 2, "(N, C, ...) logits")
+    positive("kd_to_distribution", "temperature", temperature)
+    q = classes_last(target_probs)
+    log_s = F.log_softmax(classes_last(student_logits) / temperature, dim=1)
+    rows = (torch.xlogy(q, q) - q * log_s).sum(dim=1)
+    return temperature**2 * rows.mean()
