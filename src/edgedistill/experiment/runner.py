@@ -193,7 +193,9 @@ class Runner:
                 net, summary = self._cached("teacher", label, spec, spec.train, spec.seed, spec.view, spec.train_subset, parent)
             t = TeacherNet(spec.name, net, spec)
             done[spec.name] = (t, summary["cache_key"])
-            write_json(self.dir / self.p.teacher_dirs[(seed, spec.name)] / "summary.json", summary)
+            path = self.dir / self.p.teacher_dirs[(seed, spec.name)] / "summary.json"
+            if not path.is_file() or read_json(path).get("cache_key") != summary["cache_key"]:
+                write_json(path, summary)  # a teacher shared by all seeds: keep the record of how this run got it
             out.append((t, summary))
         return out
 
