@@ -77,7 +77,7 @@ class Registry(Generic[T]):
 
 
 DATASETS: Registry = Registry("dataset", ("edgedistill.data.bundled", "edgedistill.data.synthetic"))
-MODELS: Registry = Registry("model", ("edgedistill.models.zoo1d", "edgedistill.models.zoo2d"))
+MODELS: Registry = Registry("model", ("edgedistill.models.zoo1d", "edgedistill.models.zoo2d", "edgedistill.models.transformer"))
 LOSSES: Registry = Registry("loss", ("edgedistill.losses",))
 METHODS: Registry = Registry("method", ("edgedistill.methods",))
 
