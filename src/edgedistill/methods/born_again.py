@@ -1,0 +1,136 @@
+"""Born-Again Networks: a chain of same-architecture generations, each distilled from the one before.
+
+Furlanello, Lipton, Tschannen, Itti, Anandkumar, "Born Again Neural Networks", ICML 2018, arXiv 1805.04770;
+the multi-generation self-distillation procedure studied in Pham et al., "Revisiting Self-Distillation",
+arXiv 2206.08491 (spec: others.md §17.2 and §14)::
+
+    gen0      = the student's architecture trained on the labels
+    gen k     = trained from scratch to match gen k-1 (frozen):  L_k = -sum_c p^(k-1)_c log p^(k)_c   (T = 1)
+    student   = gen G, trained from gen G-1 by this method's own stage: the last generation is the deliverable
+    BAN ensemble = mean of the softmax outputs of gen0 .. gen G (reported, never shipped)
+
+The soft cross-entropy of BAN equals KL(p^(k-1) || p^(k)) + H(p^(k-1)); the entropy of the frozen teacher
+does not depend on the student, so both have the same gradient. The default generation loss is therefore
+the registered ``kd`` term at T = 1 with weight 1 (``kd`` = T^2 * batch-mean KL). ``method.terms`` replaces
+it for every generation (e.g. BAN + labels, or Tf-KD_self's ``(1-a) CE + a T^2 KL``).
+
+The runner trains and caches gen0 .. gen G-1 (``teacher_plan``); each run seed has its own chain, seeded
+``generation_seed(seed, k)``, so the seeds of a 3-seed report are three independent chains.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from torch import nn
+
+from edgedistill.config import Recipe, TeacherConfig, TermConfig, check_kwargs
+from edgedistill.data.dataset import DataInfo, TensorData
+from edgedistill.errors import UserInputError
+from edgedistill.methods.base import TeacherNet, freeze
+from edgedistill.methods.offline import OfflineDistillation
+from edgedistill.models.ensemble import ProbabilityEnsemble
+from edgedistill.registry import METHODS
+
+#: BAN's loss: soft cross-entropy to the previous generation at T = 1 (same gradient as KD at T = 1).
+DEFAULT_TERMS = (TermConfig(loss="kd", weight=1.0, temperature=1.0),)
+
+
+def generation_seed(seed: int, k: int) -> int:
+    """Seed of generation ``k`` in the chain of run seed ``seed``: distinct for every (seed, k) with k < 1000,
+    and never equal to a run seed in [0, 999], so gen0 is not a copy of the student-alone baseline."""
+    return 1000 * (seed + 1) + k
+
+
+def _generations(params: dict[str, Any]) -> int:
+    g = params.get("generations", 2)
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+        raise UserInputError(f"method.params.generations: expected an integer >= 1 (distilled generations), got {g!r}")
+    return g
+
+
+def _terms(recipe: Recipe) -> list[TermConfig]:
+    return list(recipe.method.terms) or [t.model_copy() for t in DEFAULT_TERMS]
+
+
+@METHODS.register("born_again")
+class BornAgain(OfflineDistillation):
+    """The last of ``generations`` born-again generations; earlier ones are trained by the runner."""
+
+    reserved = OfflineDistillation.reserved + ("ancestors",)
+
+    def __init__(
+        self,
+        student: nn.Module,
+        info: DataInfo,
+        teacher: Optional[nn.Module],
+        terms: list[TermConfig],
+        generations: int = 2,
+        teacher_view: str = "x",
+        cache_teacher: bool = True,
+        train: Optional[TensorData] = None,
+        ancestors: Optional[list[nn.Module]] = None,
+    ) -> None:
+        self.generations = _generations({"generations": generations})
+        if teacher is None:
+            raise UserInputError("method.params.generations: born_again needs the previous generation as its teacher")
+        super().__init__(student, info, teacher, terms or list(DEFAULT_TERMS), teacher_view, cache_teacher, train)
+        # gen0 .. gen G-1, frozen: only for the ensemble row (the loss reads the last one, ``self.teacher``).
+        self.ancestors = [freeze(m) for m in (ancestors or [teacher])]
+
+    @classmethod
+    def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
+        if recipe.teacher is not None or recipe.teachers:
+            raise UserInputError(
+                "teacher: born_again trains its own generations from the student's architecture; "
+                "remove the 'teacher'/'teachers' section"
+            )
+        g, terms = _generations(recipe.method.params), _terms(recipe)
+        plan = []
+        for k in range(g):
+            spec = {
+                **recipe.student.kwargs,
+                "model": recipe.student.model,  # same architecture and knobs; from scratch (no checkpoint)
+                "train": recipe.train,
+                "seed": generation_seed(seed, k),
+                "name": f"gen{k}",
+                "distill_from": f"gen{k - 1}" if k else None,
+                "terms": terms if k else [],
+            }
+            plan.append(TeacherConfig.model_validate(spec))
+        return plan
+
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: Recipe,
+        *,
+        student: nn.Module,
+        teacher: Optional[nn.Module],
+        info: DataInfo,
+        train: Optional[TensorData] = None,
+        teachers: Optional[list[TeacherNet]] = None,
+    ) -> "BornAgain":
+        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'born_again'")
+        g = _generations(recipe.method.params)
+        if not teachers or len(teachers) != g:
+            raise UserInputError(
+                f"method.params.generations: {g} earlier generation(s) expected from born_again's teacher plan, "
+                f"got {len(teachers or [])}"
+            )
+        return cls(student, info, teachers[-1].model, _terms(recipe), train=train,
+                   ancestors=[t.model for t in teachers], **recipe.method.params)
+
+    def setup(self, train: TensorData, device: Any, val: Optional[TensorData] = None) -> None:
+        for m in self.ancestors:
+            freeze(m.to(device))
+        super().setup(train, device, val)
+
+    def evaluated(self) -> dict[str, nn.Module]:
+        # Built on each call: the engine wraps the student after construction. Kept in eval mode so that
+        # evaluation leaves the frozen generations in eval mode (predict() restores the mode it found).
+        ens = ProbabilityEnsemble([*self.ancestors, self.networks["student"]])
+        ens.train(False)
+        return {f"BAN ensemble (gen0-gen{self.generations})": ens}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "method": "born_again", "generations": self.generations}
