@@ -1,0 +1,275 @@
+"""TASKED: a (transformer) HAR model trained with subject-adversarial alignment, MMD and teacher-free self-KD.
+
+Suh, Fortes Rey, Lukowicz, "TASKED: Transformer-based Adversarial learning for human activity recognition
+using wearable sensors via Self-KnowledgE Distillation", Knowledge-Based Systems 260:110143 (2023),
+arXiv 2209.09092 (spec: others.md §11). No official code exists; the abstract names the parts, not their
+formulas, so every formula below is a standard form we chose (docs/methods/tasked.md, "What we chose")::
+
+    L = (1 - alpha) CE(z, y)                                      task loss
+      + alpha T^2 KL(p^d_T || softmax(z / T))                     teacher-free self-KD (Tf-KD_reg virtual teacher)
+      + w_adv CE(D(GRL(e)), s)                                    subject-adversarial alignment (DANN)
+      + w_mmd r(p) mean_{a<b} MMD^2_sigma(e[s = a], e[s = b])     MMD between the subjects of the batch
+
+``e`` is the model's pooled embedding (tap ``emb``), ``s`` the subject id (``batch["group"]``), ``D`` an MLP
+subject classifier (trained, checkpointed, not the deliverable). The gradient-reversal layer (GRL) is the
+identity forward and multiplies the gradient by ``-grl_max r(p)`` backward; ``r(p) = 2 / (1 + exp(-grl_gamma
+p)) - 1`` is DANN's ramp over training progress ``p``: 0 at the start, so the model first learns the task and
+the subject classifier learns the subjects, and the same ramp scales the MMD weight. MMD^2 is the biased
+Gaussian-kernel V-statistic of ``losses.relation.mmd``, averaged over every unordered pair of subjects with
+at least 2 windows in the batch; by default class-balanced over the activities both subjects show (without
+it, the different activity mix of ~6 windows per subject is penalised as if it were a subject difference and
+training stalls at chance, measured). The bandwidth sigma is the median pairwise distance of the batch's
+embeddings (detached) unless ``mmd_sigma`` fixes it, so shrinking all embeddings cannot make the term vanish.
+The self-KD target p^d is ``tfkd.virtual_teacher``: probability ``correct_prob`` on the label, the rest
+uniform, softened as softmax(log p^d / T) (``tfkd.soften``); with both alignment weights 0 this method is
+exactly ``tfkd``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+from torch import nn
+
+from edgedistill.config import Recipe, TeacherConfig, check_kwargs
+from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.errors import UserInputError
+from edgedistill.losses.response import ce, kd_to_distribution
+from edgedistill.methods.base import Method, Step, TeacherNet
+from edgedistill.methods.tfkd import soften, virtual_teacher
+from edgedistill.registry import METHODS
+
+if TYPE_CHECKING:
+    from edgedistill.models.taps import FeatureTaps
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def grad_reverse(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Gradient-reversal layer (Ganin & Lempitsky 2015): identity forward, gradient times ``-scale`` backward."""
+    return _GradReverse.apply(x, scale)
+
+
+def dann_lambda(progress: float, gamma: float = 10.0) -> float:
+    """DANN's adaptation factor 2 / (1 + exp(-gamma p)) - 1: 0 at p = 0, -> 1 as training goes on."""
+    return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
+
+
+def _sq_distances(e: torch.Tensor) -> torch.Tensor:
+    # The expansion (as in losses.relation.mmd) has a finite gradient at zero distance, unlike cdist's sqrt.
+    sq = e.pow(2).sum(1)
+    return (sq[:, None] + sq[None, :] - 2.0 * e @ e.T).clamp_min(0.0)
+
+
+def median_bandwidth(emb: torch.Tensor) -> float:
+    """The median heuristic: median Euclidean distance between distinct rows (detached; 1 if all coincide)."""
+    e = emb.detach().reshape(emb.shape[0], -1)
+    d = _sq_distances(e)[~torch.eye(len(e), dtype=torch.bool, device=e.device)].sqrt()
+    med = float(d.median()) if d.numel() else 0.0
+    return med if med > 1e-6 else 1.0
+
+
+def subject_mmd(emb: torch.Tensor, subject: torch.Tensor, sigma: Optional[float] = None,
+                labels: Optional[torch.Tensor] = None, min_windows: int = 2) -> torch.Tensor:
+    """Mean over all unordered pairs (a, b) of subjects with >= ``min_windows`` rows of the biased Gaussian
+    MMD^2 between their embeddings (subject < 0: unknown, skipped). Zero, on the graph, if no pair qualifies.
+
+    Each pair is u^T K u with K_ij = exp(-|e_i - e_j|^2 / (2 sigma^2)) and u = w_a - w_b: with w_a = 1/n_a on
+    subject a's rows this is exactly ``losses.relation.mmd(e[a], e[b], sigma)`` (one kernel matrix serves every
+    pair). With ``labels`` the weights are class-balanced over the classes both subjects show in the batch
+    (w_a,i = 1 / (m_ab n_a,c_i), Yan et al. 2017's weighted MMD), so a different mix of activities among a
+    subject's few windows is not counted as a subject difference. ``sigma`` None: the median heuristic.
+    """
+    e = emb.reshape(emb.shape[0], -1)
+    ids, counts = torch.unique(subject[subject >= 0], return_counts=True)
+    present = ids[counts >= min_windows]
+    if len(present) < 2:
+        return e.sum() * 0.0
+    member = (subject[:, None] == present[None, :]).to(e.dtype)  # (B, S)
+    ia, ib = torch.triu_indices(len(present), len(present), 1, device=e.device)
+    if labels is None:
+        w = member / member.sum(0)
+        u = w[:, ia] - w[:, ib]  # (B, P)
+    else:
+        n = member.T @ nn.functional.one_hot(labels.long()).to(e.dtype)  # (S, C) windows per subject and class
+        shared = (n[ia] > 0) & (n[ib] > 0)  # (P, C) classes both subjects show
+        keep = shared.any(1)
+        ia, ib, shared = ia[keep], ib[keep], shared[keep].to(e.dtype)
+        if len(ia) == 0:
+            return e.sum() * 0.0
+        per_class = shared / shared.sum(1, keepdim=True)  # (P, C): each shared class weighs 1 / m_ab
+
+        def side(i: torch.Tensor) -> torch.Tensor:  # (B, P): row weight inside subject i of each pair
+            return member[:, i] * (per_class / n[i].clamp_min(1.0))[:, labels].T
+
+        u = side(ia) - side(ib)
+    bw = median_bandwidth(e) if sigma is None else sigma
+    k = torch.exp(-_sq_distances(e) / (2.0 * bw**2))
+    return ((k @ u) * u).sum(0).mean()
+
+
+@METHODS.register("tasked")
+class Tasked(Method):
+    """Task CE + Tf-KD_reg self-distillation + subject-adversarial (GRL) and MMD alignment of the embedding."""
+
+    reserved = ("student", "info", "train")
+
+    def __init__(
+        self,
+        student: nn.Module,
+        info: DataInfo,
+        train: Optional[TensorData] = None,
+        alpha: float = 0.5,
+        temperature: float = 4.0,
+        correct_prob: float = 0.9,
+        adversarial: float = 0.1,
+        mmd: float = 0.5,
+        mmd_sigma: Optional[float] = None,
+        mmd_class_balanced: bool = True,
+        grl_max: float = 1.0,
+        grl_gamma: float = 10.0,
+        subject_hidden: int = 64,
+        embedding_tap: str = "emb",
+    ) -> None:
+        super().__init__(student, info)
+        if info.task != "classification":
+            raise UserInputError(f"data: method 'tasked' recognises activities (classification), not {info.task}")
+        c = info.n_outputs
+        checks = (
+            ("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+            ("temperature", temperature, lambda v: v > 0, "a number > 0"),
+            ("correct_prob", correct_prob, lambda v: 1.0 / c <= v <= 1.0, f"a number in [1/C, 1] = [{1 / c:.3g}, 1]"),
+            ("adversarial", adversarial, lambda v: v >= 0, "a number >= 0 (0 turns the subject classifier off)"),
+            ("mmd", mmd, lambda v: v >= 0, "a number >= 0 (0 turns MMD off)"),
+            ("mmd_sigma", 1.0 if mmd_sigma is None else mmd_sigma, lambda v: v > 0, "null (median heuristic) or > 0"),
+            ("grl_max", grl_max, lambda v: v >= 0, "a number >= 0"),
+            ("grl_gamma", grl_gamma, lambda v: v >= 0, "a number >= 0"),
+            ("subject_hidden", subject_hidden, lambda v: isinstance(v, int) and v > 0, "a positive integer"),
+        )
+        if not isinstance(mmd_class_balanced, bool):
+            raise UserInputError(f"method.params.mmd_class_balanced: expected true/false, got {mmd_class_balanced!r}")
+        for key, value, ok, want in checks:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
+        self.alpha, self.temperature, self.correct_prob = float(alpha), float(temperature), float(correct_prob)
+        self.w_adv, self.w_mmd, self.mmd_sigma = float(adversarial), float(mmd), mmd_sigma
+        self.mmd_class_balanced = mmd_class_balanced
+        self.grl_max, self.grl_gamma = float(grl_max), float(grl_gamma)
+
+        self.aligns = self.w_adv > 0 or self.w_mmd > 0
+        self._subjects = torch.zeros(0, dtype=torch.long)
+        self._taps: Optional[FeatureTaps] = None
+        if not self.aligns:
+            return  # the embedding is only read for subject alignment
+        self._subjects = self._training_subjects(info, train)
+        from edgedistill.models import FeatureTaps
+
+        spec = getattr(student, "default_taps", {}).get(embedding_tap, embedding_tap)
+        try:
+            self._taps = FeatureTaps(student, {"emb": spec})
+        except UserInputError as exc:
+            raise UserInputError(f"method.params.embedding_tap: {exc}") from None
+        if self.w_adv > 0:
+            dim = self._embedding_dim(student, info)
+            self.networks["subject_classifier"] = nn.Sequential(
+                nn.Linear(dim, subject_hidden), nn.ReLU(), nn.Linear(subject_hidden, len(self._subjects)))
+
+    @staticmethod
+    def _training_subjects(info: DataInfo, train: Optional[TensorData]) -> torch.Tensor:
+        """Sorted subject ids of the training split; a clear error when the data has none."""
+        if not info.has_groups or train is None or train.group is None:
+            raise UserInputError(
+                f"data: method 'tasked' aligns subjects and needs subject ids, but dataset '{info.name}' has none "
+                "(use data with a subject/group column, e.g. data.name: synthetic), or set "
+                "method.params.adversarial: 0 and method.params.mmd: 0 to train with self-distillation only"
+            )
+        ids = torch.unique(train.group[train.group >= 0])
+        if len(ids) < 2:
+            raise UserInputError(f"data: method 'tasked' aligns subjects, but the training split holds {len(ids)} "
+                                 "subject(s); it needs at least 2 (split by subject with more subjects)")
+        return ids
+
+    def _embedding_dim(self, student: nn.Module, info: DataInfo) -> int:
+        was = student.training
+        student.eval()
+        try:
+            with torch.no_grad(), self._taps:
+                student(torch.zeros(2, *info.input_shape))
+        finally:
+            student.train(was)
+        if "emb" not in self._taps.outputs:
+            raise UserInputError(f"method.params.embedding_tap: '{self._taps.paths['emb']}' is not run by forward()")
+        return int(self._taps.outputs["emb"][0].numel())
+
+    @classmethod
+    def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
+        if recipe.teacher is not None or recipe.teachers:
+            raise UserInputError("teacher: tasked is teacher-free (self-distillation); remove 'teacher'/'teachers'")
+        return []
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
+                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "Tasked":
+        if recipe.method.terms:
+            raise UserInputError("method.terms: method 'tasked' takes no loss terms; set its weights in method.params")
+        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'tasked'")
+        return cls(student, info, train=train, **recipe.method.params)
+
+    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
+        self._subjects = self._subjects.to(device)
+
+    def subject_index(self, group: torch.Tensor) -> torch.Tensor:
+        """Raw subject ids -> 0..S-1 (the classifier's classes); -1 for unknown ids or ids not in training."""
+        if len(self._subjects) == 0:
+            return torch.full_like(group, -1)
+        pos = torch.searchsorted(self._subjects, group).clamp(max=len(self._subjects) - 1)
+        return torch.where(self._subjects[pos] == group, pos, torch.full_like(pos, -1))
+
+    def ramp(self, step: Step) -> float:
+        """DANN's schedule, 0 -> 1 over training: the GRL's scale (times grl_max) and the MMD weight's factor."""
+        return dann_lambda(step.progress, self.grl_gamma)
+
+    def self_kd(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """T^2 KL(p^d_T || softmax(z / T)), batch mean: zero when z = log p^d + a per-row constant."""
+        p = soften(virtual_teacher(target, logits.shape[1], self.correct_prob).to(logits.dtype), self.temperature)
+        return kd_to_distribution(logits, p, self.temperature)
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        with self._taps or contextlib.nullcontext():
+            z = self.networks["student"](batch["x"])
+        y = batch["y"]
+        terms = {"ce": (1.0 - self.alpha) * ce(z, y)}
+        if self.alpha > 0:
+            terms["self_kd"] = self.alpha * self.self_kd(z, y)
+        if not self.aligns:
+            return terms
+        assert self._taps is not None
+        emb = self._taps.outputs["emb"].reshape(len(z), -1)
+        subject = self.subject_index(batch["group"])
+        if self.w_adv > 0:
+            known = subject >= 0
+            logits = self.networks["subject_classifier"](grad_reverse(emb[known], self.grl_max * self.ramp(step)))
+            # A batch with no known subject still returns the term (0, on the graph) so the log has every key.
+            terms["subject_adv"] = self.w_adv * (ce(logits, subject[known]) if known.any() else logits.sum() * 0.0)
+        if self.w_mmd > 0:
+            labels = y if self.mmd_class_balanced else None
+            terms["mmd"] = self.w_mmd * self.ramp(step) * subject_mmd(emb, subject, self.mmd_sigma, labels)
+        return terms
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "tasked", "alpha": self.alpha, "temperature": self.temperature,
+                "correct_prob": self.correct_prob, "adversarial": self.w_adv, "mmd": self.w_mmd,
+                "mmd_sigma": self.mmd_sigma if self.mmd_sigma is not None else "median heuristic",
+                "mmd_class_balanced": self.mmd_class_balanced,
+                "grl_max": self.grl_max, "grl_gamma": self.grl_gamma, "subjects": len(self._subjects)}
