@@ -1,0 +1,142 @@
+"""CES-KD: the spec's per-sample selection vector, reduction to single-teacher KD, strata and curriculum
+rules, the expert each sample gets in the regime, and the errors (shared/methods/others.md section 4)."""
+import pytest
+import torch
+
+from edgedistill.config import load_recipe
+from edgedistill.errors import UserInputError
+from edgedistill.losses import kd
+from edgedistill.methods.base import Step, TeacherNet
+from edgedistill.methods.ceskd import CESKD, expert_level, final_expert, selected_kd, stratify
+from edgedistill.registry import METHODS
+
+from helpers import tiny_net, toy_splits
+
+ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
+ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
+ZTA = torch.stack([ZT, ZT.flip(1), ZT * 0.5])  # ref_others.py: the three experts
+KD_TERMS = [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 4}]
+
+
+def test_registered():
+    assert METHODS.get("ceskd") is CESKD
+
+
+def test_spec_vector_selection_201():
+    assert float(selected_kd(ZS, ZTA, torch.tensor([2, 0, 1]), 4.0)) == pytest.approx(0.323945, abs=1e-6)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_one_expert_for_all_is_single_teacher_kd(k):
+    got = selected_kd(ZS, ZTA, torch.full((3,), k), 4.0)
+    assert float(got) == pytest.approx(float(kd(ZS, ZTA[k], 4.0)), abs=1e-12)
+
+
+def test_stratify_equal_counts_and_monotone():
+    d = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.0])
+    s = stratify(d, 4)
+    # sorted rows 7, 1 | 5, 3 | 2, 4 | 6, 0 -> strata of rows 0..7:
+    assert s.tolist() == [3, 0, 2, 1, 2, 1, 3, 0]
+    assert torch.bincount(s).tolist() == [2, 2, 2, 2]
+    ties = stratify(torch.zeros(6), 3)  # equal difficulty: split by row order, still equal counts
+    assert ties.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_final_expert_easiest_smallest_hardest_largest():
+    assert final_expert(torch.arange(4), 4, 4).tolist() == [0, 1, 2, 3]
+    assert final_expert(torch.arange(2), 2, 4).tolist() == [0, 3]
+    assert final_expert(torch.arange(5), 5, 3).tolist() == [0, 1, 1, 2, 2]  # round(j * 2 / 4), halves up
+
+
+def test_curriculum_levels():
+    levels = [expert_level(e, 100, 4, "gradual", 0.5) for e in range(100)]
+    assert levels[0] == 0 and levels[-1] == 3
+    assert all(a <= b for a, b in zip(levels, levels[1:]))  # never moves back to a smaller expert
+    assert levels.index(3) == 38  # 4 * 38 / 50 = 3.04: the final assignment from 38 % of training on
+    assert {expert_level(e, 100, 4, "static", 0.5) for e in range(100)} == {3}
+    assert expert_level(0, 100, 4, "gradual", 0.0) == 3
+
+
+def _teachers(splits, widths=(32, 4, 16, 8)):
+    """Teachers in list order: the top teacher (largest) and assistants NOT in size order."""
+    recipe = load_recipe({
+        "data": {"name": "synthetic"}, "student": {"model": "cnn1d"},
+        "teachers": [{"name": "teacher", "model": "fcn"}] + [
+            {"name": f"ta{k}", "model": "cnn1d", "distill_from": "teacher", "terms": KD_TERMS} for k in range(1, len(widths))
+        ],
+    })
+    nets = [tiny_net(classes=splits.info.n_outputs, width=w) for w in widths]
+    return [TeacherNet(s.name, m, s) for s, m in zip(recipe.teacher_specs(), nets)]
+
+
+def test_regime_selects_the_expert_by_difficulty_rule():
+    torch.manual_seed(0)
+    splits = toy_splits()
+    teachers = _teachers(splits)
+    method = CESKD(tiny_net(classes=3), splits.info, teachers, schedule="gradual", ramp=0.5)
+    assert method.experts == ["ta1", "ta3", "ta2", "teacher"]  # ordered by parameter count
+    method.setup(splits.train, torch.device("cpu"))
+    with torch.no_grad():
+        p = torch.softmax(teachers[0].model(splits.train.views["x"]).double(), 1)
+    diff = 1 - p[torch.arange(len(splits.train)), splits.train.y]
+    rank = diff.argsort(stable=True).argsort()
+    want = rank * 4 // len(rank)  # 4 equal-count strata, easiest first, stratum j -> expert j at the end
+    index = torch.arange(len(splits.train))
+    assert torch.equal(method.selection(index, Step(99, 0, 100, 1)), want)
+    assert torch.equal(method.selection(index, Step(0, 0, 100, 1)), torch.zeros_like(want))  # curriculum start
+    assert torch.equal(method.selection(index, Step(20, 0, 100, 1)), want.clamp(max=1))
+    # The hardest sample is taught by the largest expert (the top teacher), the easiest by the smallest.
+    assert int(method.selection(diff.argmax().view(1), Step(99, 0, 100, 1))) == 3
+    assert int(method.selection(diff.argmin().view(1), Step(99, 0, 100, 1))) == 0
+
+    # The KD term uses exactly the chosen experts' logits, row by row; gradients reach the student only.
+    student = method.networks["student"].eval()  # BatchNorm on running stats: the same output twice
+    batch = splits.train.batch(torch.arange(16))
+    step = Step(99, 0, 100, 1)
+    terms = method.training_step(batch, step)
+    with torch.no_grad():
+        s = student(batch["x"])
+        nets = [method.models[e] for e in method.selection(batch["index"], step).tolist()]
+        t = torch.stack([n(batch["x"][i : i + 1])[0] for i, n in enumerate(nets)])
+    assert float(terms["kd"].detach()) == pytest.approx(0.9 * float(kd(s, t, 4.0)), rel=1e-5)
+    sum(terms.values()).backward()
+    assert all(p.grad is not None for p in student.parameters())
+    assert all(p.grad is None and not p.requires_grad for tn in teachers for p in tn.model.parameters())
+    info = method.describe()
+    assert info["stratum_sizes"] == torch.bincount(want, minlength=4).tolist()
+    assert info["taught_per_epoch"][100] == torch.bincount(want[:16], minlength=4).tolist()
+
+
+def test_static_schedule_and_fewer_strata():
+    splits = toy_splits()
+    method = CESKD(tiny_net(classes=3), splits.info, _teachers(splits), schedule="static", strata=2)
+    method.setup(splits.train, torch.device("cpu"))
+    sel = method.selection(torch.arange(len(splits.train)), Step(0, 0, 100, 1))
+    assert set(sel.tolist()) == {0, 3}  # easy half -> smallest, hard half -> largest, from the first epoch
+    easy = int((torch.arange(len(sel)) * 2 // len(sel) == 0).sum())  # stratum = rank * K // N
+    assert method.describe()["final_assignment"] == [easy, 0, 0, len(sel) - easy]
+
+
+def test_errors_name_the_key():
+    splits = toy_splits()
+    teachers = _teachers(splits)
+    make = lambda **kw: CESKD(tiny_net(classes=3), splits.info, teachers, **kw)  # noqa: E731
+    with pytest.raises(UserInputError, match=r"^method\.params\.experts: no teacher named 'big'"):
+        make(experts=["teacher", "big"])
+    with pytest.raises(UserInputError, match=r"^method\.params\.experts: ceskd needs at least two experts"):
+        make(experts=["teacher"])
+    with pytest.raises(UserInputError, match=r"^teachers: ceskd needs at least two experts"):
+        CESKD(tiny_net(classes=3), splits.info, teachers[:1])
+    with pytest.raises(UserInputError, match=r"^method\.params\.strata"):
+        make(strata=1)
+    with pytest.raises(UserInputError, match=r"^method\.params\.schedule"):
+        make(schedule="anti")
+    with pytest.raises(UserInputError, match=r"^method\.params\.ramp"):
+        make(ramp=2.0)
+    with pytest.raises(UserInputError, match=r"^method\.params\.alpha"):
+        make(alpha=-0.1)
+    recipe = load_recipe({"data": {"name": "synthetic"}, "student": {"model": "cnn1d"},
+                          "teachers": [{"name": t.name, **t.config.model_dump(exclude={"name"})} for t in teachers],
+                          "method": {"name": "ceskd", "params": {"stratta": 3}}})
+    with pytest.raises(UserInputError, match=r"method\.params\.stratta"):
+        CESKD.from_recipe(recipe, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)
