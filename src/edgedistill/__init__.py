@@ -31,7 +31,7 @@ def run(
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("losses", "models", "data", "methods", "engine", "experiment", "metrics", "config"):
+    if name in ("losses", "models", "data", "methods", "engine", "experiment", "metrics", "config", "deploy"):
         import importlib
 
         return importlib.import_module(f"edgedistill.{name}")

@@ -96,6 +96,80 @@ def list_(kind: str = typer.Argument(..., help="methods, losses, datasets or mod
     Console(width=max(100, Console().width)).print(table)
 
 
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(escape(h), justify="left" if i < 2 and h in ("variant", "file") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*(escape(c) for c in r))
+    Console(width=max(110, Console().width)).print(table)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory made by 'edgedistill run'."),
+    int8: bool = typer.Option(False, "--int8", help="Also write a static int8 (QDQ, per-channel) model, calibrated on training windows."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output .onnx file (default <run>/export/student_seed<k>_<which>.onnx); int8 goes to <stem>.int8.onnx."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the run's first seed)."),
+    which: str = typer.Option("best", "--which", help="best (on validation) or last checkpoint."),
+    calibration: int = typer.Option(256, "--calibration", help="Training windows used to calibrate int8 (all when fewer)."),
+    max_diff: float = typer.Option(1e-4, "--max-diff", help="Fail if the fp32 file's outputs differ from PyTorch's by more (test windows)."),
+    max_int8_drop: float = typer.Option(1.0, "--max-int8-drop", help="Fail if int8 loses more points of test accuracy (R² x 100 for regression)."),
+    exporter: str = typer.Option("auto", "--exporter", help="auto (dynamo, legacy as fallback), dynamo or legacy."),
+) -> None:
+    """Export the run's student to ONNX (fp32, and int8 with --int8), verified against PyTorch on the test windows."""
+    try:
+        from edgedistill.deploy.export import export as do_export
+
+        result = do_export(run_dir, out, int8=int8, opset=opset, seed=seed, which=which, calibration=calibration,
+                           max_diff=max_diff, max_int8_drop=max_int8_drop, exporter=exporter)
+    except EdgeDistillError as exc:
+        table = getattr(exc, "result", None)
+        if table is not None:
+            from edgedistill.deploy.export import ExportResult
+
+            shown = ExportResult(Path(), None, table, None, "")
+            _table("verification (nothing written)", *shown.table())
+        _fail(exc)
+    for note in result.warnings:
+        typer.echo(f"warning: {note}", err=True)
+    meta = result.metadata
+    _table(f"{meta.model.get('name')} seed {meta.seed} ({meta.checkpoint} checkpoint): {result.verification['test_windows']} test windows",
+           *result.table())
+    for note in result.rewrites:
+        typer.echo(f"rewritten for export (same numbers, checked above): {note}")
+    for variant, path in result.files.items():
+        typer.echo(f"{variant}: {path}")
+
+
+@app.command()
+def profile(
+    target: Path = typer.Argument(..., help="A run directory (its student is exported to a temporary folder) or an .onnx file."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the run's first seed)."),
+    which: str = typer.Option("best", "--which", help="best or last checkpoint."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also profile the static int8 model."),
+    runs: int = typer.Option(200, "--runs", help="Timed runs per variant (after the warm-up)."),
+    warmup: int = typer.Option(20, "--warmup", help="Warm-up runs per variant."),
+    report: bool = typer.Option(True, "--report/--no-report", help="For a run: add the section to report.md and write profile.json."),
+) -> None:
+    """Parameters, file size, MACs per window and batch-1 latency (one thread): ONNX Runtime and PyTorch eager."""
+    try:
+        from edgedistill.deploy.profile import describe, profile as do_profile, table
+
+        result = do_profile(target, seed=seed, which=which, int8=int8, runs=runs, warmup=warmup, write_report=report)
+    except EdgeDistillError as exc:
+        _fail(exc)
+    _table(f"profile: {result['target']}", *table(result))
+    typer.echo(describe(result))
+    if report and Path(target).is_dir():
+        typer.echo(f"Written into {Path(target) / 'report.md'} and {Path(target) / 'profile.json'}")
+
+
 def main() -> None:
     try:
         app()

@@ -98,6 +98,10 @@ def open_run_dir(out: Path, recipe: Recipe) -> Path:
         if cfg_path.is_file():
             with cfg_path.open() as fh:
                 previous = safe_load(fh)
+            try:  # a config written before a key was added: compare it with that key's default filled in
+                previous = recipe_to_dict(Recipe.model_validate(previous))
+            except Exception:  # noqa: BLE001 - an unreadable config is simply different
+                pass
             if previous != resolved:
                 raise UserInputError(
                     f"--out '{out}' holds a run with a different config; choose another --out, or delete it to start over"
@@ -320,7 +324,33 @@ def run(
     summary["verdict"] = report.verdict(summary)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "report.md", report.markdown(summary))
+    if recipe.report.profile:
+        deployment_profile(run_dir, smoke)
     return summary
+
+
+def deployment_profile(run_dir: Path, smoke: bool) -> None:
+    """``report.profile``: add the student's ONNX size / MACs / latency to report.md (edgedistill.deploy)."""
+    import importlib.util
+
+    if smoke:
+        print("report.profile: skipped in a smoke run (nothing worth timing)", file=sys.stderr)
+        return
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"report.profile: skipped, {' and '.join(missing)} not installed (pip install 'edgedistill[deploy]')",
+              file=sys.stderr)
+        return
+    from edgedistill.deploy.profile import profile_run
+    from edgedistill.errors import EdgeDistillError
+
+    try:
+        profile_run(run_dir)
+    except EdgeDistillError as exc:  # the run itself is complete: say why the profile is missing, keep going
+        print(f"report.profile: no deployment profile: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a profiling failure must not hide the finished run's results
+        print(f"report.profile: no deployment profile ({type(exc).__name__}: {exc}); the run itself is complete; "
+              f"retry with: edgedistill profile {run_dir}", file=sys.stderr)
 
 
 def command_line() -> str:

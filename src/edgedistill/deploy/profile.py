@@ -1,0 +1,230 @@
+"""``edgedistill profile RUN_DIR|MODEL.onnx``: what decides whether a student fits a device.
+
+Parameters, file size, MACs per window and batch-1 latency (median and p95 over timed runs after warm-up,
+one thread) with ONNX Runtime and, for a run, with PyTorch eager. Latency is wall-clock time on a machine
+that other processes may share: the load average before and after is recorded beside the numbers, and
+latencies measured under load are upper bounds. A run's profile also goes into its ``report.md`` (section
+"Deployment profile") and ``profile.json``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from edgedistill.errors import UserInputError
+
+SECTION = "## Deployment profile"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "load": [round(v, 2) for v in os.getloadavg()]}
+
+
+def _timed(call: Callable[[], Any], runs: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        call()
+        times[i] = (time.perf_counter_ns() - start) / 1e3
+    return {"median_us": float(np.median(times)), "p95_us": float(np.percentile(times, 95)), "runs": runs}
+
+
+def ort_latency(path: Path, window: np.ndarray, runs: int = 200, warmup: int = 20) -> dict[str, float]:
+    """Batch-1 latency with ONNX Runtime on one thread (intra- and inter-op), all graph optimisations."""
+    from edgedistill.deploy.metadata import _session
+
+    session = _session(Path(path), threads=1)
+    name = session.get_inputs()[0].name
+    feed = {name: np.ascontiguousarray(window[None], dtype=np.float32)}
+    return _timed(lambda: session.run(None, feed), runs, warmup)
+
+
+def torch_latency(model: Any, window: np.ndarray, runs: int = 200, warmup: int = 20) -> dict[str, float]:
+    """Batch-1 latency of the PyTorch model in eager mode on one thread (the thread count is restored)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    x = torch.from_numpy(np.ascontiguousarray(window[None], dtype=np.float32))
+    model.eval()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            return _timed(lambda: model(x), runs, warmup)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def onnx_params(proto: Any) -> int:
+    """Stored weights: initializers except Q/DQ scales and zero points and single numbers (shapes, axes)."""
+    qdq = {n for node in proto.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear") for n in node.input[1:]}
+    return sum(int(np.prod(i.dims)) for i in proto.graph.initializer if i.name not in qdq and int(np.prod(i.dims)) > 2)
+
+
+def profile(target: str | Path, *, seed: Optional[int] = None, which: str = "best", int8: bool = True,
+            calibration: Optional[int] = None, runs: int = 200, warmup: int = 20, write_report: bool = True,
+            exporter: str = "auto") -> dict[str, Any]:
+    """Profile a run's student (exported to a temporary folder, fp32 and with ``int8`` also int8) or an
+    ``.onnx`` file. For a run, ``write_report`` adds the section to ``report.md`` and writes ``profile.json``."""
+    if runs < 1 or warmup < 0:
+        raise UserInputError(f"--runs must be >= 1 and --warmup >= 0, got {runs} and {warmup}")
+    from edgedistill.deploy.metadata import require_onnx, require_onnxruntime
+
+    require_onnx(), require_onnxruntime()
+    path = Path(target)
+    if path.suffix == ".onnx" or path.is_file():
+        return profile_onnx(path, runs=runs, warmup=warmup)
+    return profile_run(path, seed=seed, which=which, int8=int8, calibration=calibration, runs=runs, warmup=warmup,
+                       write_report=write_report, exporter=exporter)
+
+
+def profile_onnx(path: Path, *, runs: int = 200, warmup: int = 20) -> dict[str, Any]:
+    from edgedistill.deploy.macs import count_onnx
+    from edgedistill.deploy.metadata import ModelMetadata, _session, require_onnx
+
+    onnx = require_onnx()
+    session = _session(path)  # a readable model file, or a one-line error
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    try:
+        meta: Optional[ModelMetadata] = ModelMetadata.from_props(props, f"'{path}'")
+        shape = list(meta.input_shape)  # type: ignore[union-attr]
+    except UserInputError:
+        meta = None
+        dims = session.get_inputs()[0].shape[1:]
+        if not all(isinstance(d, int) for d in dims):
+            raise UserInputError(f"'{path}': the per-window input shape {dims} is not fixed; cannot time it") from None
+        shape = list(dims)
+    window = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    before = machine()
+    macs = count_onnx(proto)
+    quant = meta.quantization if meta else "unknown"
+    row = {"variant": "onnxruntime int8" if meta and meta.quantization != "none" else "onnxruntime",
+           "params": onnx_params(proto), "size_bytes": path.stat().st_size, "macs": macs["total"],
+           **ort_latency(path, window, runs, warmup)}
+    return {"target": str(path), "input_shape": shape, "quantization": quant, "macs": macs["total"],
+            "macs_source": macs["source"], "threads": 1, "runs": runs, "warmup": warmup,
+            "machine": {**before, "load_after": machine()["load"]}, "rows": [row]}
+
+
+def profile_run(run_dir: Path, *, seed: Optional[int] = None, which: str = "best", int8: bool = True,
+                calibration: Optional[int] = None, runs: int = 200, warmup: int = 20, write_report: bool = True,
+                exporter: str = "auto") -> dict[str, Any]:
+    from edgedistill.deploy.export import _state_dict_bytes, export_loaded
+    from edgedistill.deploy.macs import count_torch
+    from edgedistill.deploy.quantize import DEFAULT_CALIBRATION
+    from edgedistill.deploy.runs import load_run
+    from edgedistill.models import count_params
+
+    t_start = time.perf_counter()
+    run = load_run(run_dir, seed, which)
+    x_test = run.splits.test.x.numpy()
+    window = np.ascontiguousarray(x_test[0], dtype=np.float32)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgedistill-profile-") as tmp:
+        fp32 = Path(tmp) / "student.onnx"
+        int8_path = Path(tmp) / "student.int8.onnx" if int8 else None
+        # Measure only: no thresholds (``edgedistill export`` is where they are enforced).
+        exported = export_loaded(run, fp32, int8_path, calibration=calibration or DEFAULT_CALIBRATION, max_diff=None,
+                                 max_int8_drop=None, exporter=exporter)
+        export_s = time.perf_counter() - t0
+        import onnx
+
+        before = machine()
+        macs = count_torch(run.student, run.splits.train.x[:1])
+        checks = {r["variant"]: r for r in exported.verification["rows"]}
+        rows = [{"variant": "pytorch eager", "params": count_params(run.student), "size_bytes": _state_dict_bytes(run.student),
+                 "macs": macs["total"], "score": checks["pytorch"]["score"], "max_abs_diff": None,
+                 **torch_latency(run.student, window, runs, warmup)}]
+        for variant, path in exported.files.items():
+            check = checks[f"onnx {variant}"]
+            rows.append({"variant": f"onnxruntime {variant}", "params": onnx_params(onnx.load(str(path))),
+                         "size_bytes": path.stat().st_size, "macs": macs["total"], "score": check["score"],
+                         "max_abs_diff": check["max_abs_diff"], **ort_latency(path, window, runs, warmup)})
+    result = {
+        "target": str(run_dir), "seed": run.seed, "checkpoint": which, "model": exported.metadata.model,
+        "input_shape": exported.metadata.input_shape, "metric": exported.verification["metric"],
+        "test_windows": exported.verification["test_windows"], "exporter": exported.exporter,
+        "macs": macs["total"], "macs_source": macs["source"], "macs_per_layer": macs["per_layer"],
+        "threads": 1, "runs": runs, "warmup": warmup, "export_seconds": round(export_s, 2),
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "machine": {**before, "load_after": machine()["load"]}, "rows": rows,
+    }
+    if write_report:
+        write_into_run(Path(run_dir), result)
+    return result
+
+
+def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the profile table."""
+    has_score = any(r.get("score") is not None for r in result["rows"])
+    header = ["variant", "params", "size KB", "MACs/window"]
+    if has_score:
+        header += [f"test {result.get('metric', 'score')}", "max |diff|"]
+    header += ["median µs", "p95 µs"]
+    cells = []
+    for r in result["rows"]:
+        row = [r["variant"], f"{r['params']:,}", f"{r['size_bytes'] / 1024:.1f}", f"{r['macs']:,}"]
+        if has_score:
+            diff = r.get("max_abs_diff")
+            row += [f"{r['score']:.4f}", "-" if diff is None else f"{diff:.1e}"]
+        row += [f"{r['median_us']:.0f}", f"{r['p95_us']:.0f}"]
+        cells.append(row)
+    return header, cells
+
+
+def describe(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    return (f"Batch 1, one thread, median and p95 of {result['runs']} runs after {result['warmup']} warm-up runs, on "
+            f"{m['cpu']} ({m['cores']} cores; load average {m['load'][0]:.2f} before, {m['load_after'][0]:.2f} after: "
+            f"{'the CPU was shared, latencies are upper bounds' if max(m['load'][0], m['load_after'][0]) > 0.5 else 'an idle machine'}). "
+            f"MACs per window {result['macs_source']}.")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    header, cells = table(result)
+    model = result.get("model", {})
+    what = (f"Student `{model.get('name', '?')}` (seed {result['seed']}, {result['checkpoint']} checkpoint), input "
+            f"{tuple(result['input_shape'])} per window; exported with the {result['exporter']} exporter, int8 = static "
+            f"QDQ per-channel; test scores on the {result['test_windows']} test windows, max |diff| = largest output "
+            "difference from PyTorch. Size: the file (PyTorch: its state dict saved with torch.save); ONNX params: the "
+            "weights stored in the graph, after BatchNorm is folded into the convolutions.")
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731 - "max |diff|" inside a Markdown table
+    lines = [SECTION, "", what + " " + describe(result), "",
+             "| " + " | ".join(map(cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(cell, c)) + " |" for c in cells]
+    lines += ["", f"Command: `edgedistill profile {result['target']}` (`edgedistill export {result['target']} --int8` "
+                  "writes the verified files).", ""]
+    return "\n".join(lines)
+
+
+def with_section(report: str, section: str) -> str:
+    """``report`` with its "Deployment profile" section replaced by (or appended as) ``section``."""
+    start = report.find(SECTION)
+    if start < 0:
+        return report.rstrip("\n") + "\n\n" + section
+    nxt = report.find("\n## ", start + len(SECTION))
+    rest = report[nxt + 1:] if nxt >= 0 else ""
+    return report[:start] + section + ("\n" + rest if rest else "")
+
+
+def write_into_run(run_dir: Path, result: dict[str, Any]) -> None:
+    from edgedistill.io import write_json, write_text
+
+    write_json(run_dir / "profile.json", result)
+    report = run_dir / "report.md"
+    text = report.read_text() if report.is_file() else f"# {run_dir.name}\n"
+    write_text(report, with_section(text, markdown(result)))

@@ -1,0 +1,97 @@
+"""Read a finished run directory back: its recipe, its data (re-prepared, same splits and statistics) and
+the deliverable student of one seed, from ``<method>/seed<k>/checkpoints/{best,last}.pt``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from edgedistill.errors import UserInputError
+
+Which = Literal["best", "last"]
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    recipe: Any  # config.Recipe
+    splits: Any  # data.dataset.DataSplits
+    student: Any  # torch.nn.Module, eval mode, weights loaded
+    seed: int
+    which: str
+    checkpoint: Path
+
+    @property
+    def info(self) -> Any:
+        return self.splits.info
+
+    def metadata(self) -> Any:
+        from edgedistill.deploy.metadata import from_run
+
+        return from_run(self.info, self.recipe.data, self.recipe.student, run_dir=self.run_dir, seed=self.seed,
+                        which=self.which)
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` must be an edgedistill run directory (a ``config.yaml`` written by ``edgedistill run``)."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise UserInputError(f"run directory '{path}' does not exist")
+    if not path.is_dir():
+        raise UserInputError(f"'{path}' is not a run directory (expected a folder made by 'edgedistill run')")
+    if not (path / "config.yaml").is_file():
+        raise UserInputError(f"'{path}' is not an edgedistill run directory: it has no config.yaml")
+    return path
+
+
+def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None, which: str = "best") -> tuple[Any, int, Path]:
+    """(recipe, seed, checkpoint file) of a run, every problem named."""
+    from edgedistill.config import load_recipe
+
+    path = check_run_dir(run_dir)
+    if which not in ("best", "last"):
+        raise UserInputError(f"--which: expected 'best' or 'last', got {which!r}")
+    try:
+        recipe = load_recipe(path / "config.yaml")
+    except UserInputError as exc:
+        raise UserInputError(f"'{path}' holds a config.yaml this toolkit cannot read: {exc}") from None
+    seed = recipe.seeds[0] if seed is None else seed
+    if seed not in recipe.seeds:
+        raise UserInputError(f"--seed: the run has seeds {recipe.seeds}, not {seed}")
+    ckpt = path / recipe.method.name / f"seed{seed}" / "checkpoints" / f"{which}.pt"
+    if not ckpt.is_file():
+        raise UserInputError(
+            f"'{path}': no student checkpoint at {ckpt.relative_to(path)} (is the run finished? "
+            f"resume it with 'edgedistill run {path / 'config.yaml'} --out {path}')"
+        )
+    return recipe, seed, ckpt
+
+
+def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best") -> LoadedRun:
+    """Rebuild the run's data and its student (``seed``: default the run's first seed)."""
+    from edgedistill.data import prepare_data
+    from edgedistill.engine import checkpoint as ckpt_io
+    from edgedistill.experiment.build import build_network
+
+    recipe, seed, ckpt = checkpoint_path(run_dir, seed, which)
+    splits = prepare_data(recipe.data, seed=recipe.data.split.seed)
+    state = ckpt_io.load(ckpt)
+    networks = state.get("networks") if isinstance(state, dict) else None
+    if not isinstance(networks, dict) or "student" not in networks:
+        raise UserInputError(f"checkpoint '{ckpt}' has no 'networks.student' state dict")
+    student_cfg = recipe.student.model_copy(update={"checkpoint": None})
+    student = build_network(student_cfg, splits.info, "student", seed=seed)
+    ckpt_io.load_state_dict_checked(student, networks["student"], f"checkpoint '{ckpt}'")
+    student.eval()
+    return LoadedRun(Path(run_dir), recipe, splits, student, seed, which, ckpt)
+
+
+def default_paths(run: LoadedRun, out: Optional[str | Path]) -> tuple[Path, Path]:
+    """(fp32 file, int8 file): ``--out FILE`` and ``FILE`` with ``.int8.onnx``, or under ``<run>/export/``."""
+    if out is None:
+        fp32 = run.run_dir / "export" / f"student_seed{run.seed}_{run.which}.onnx"
+    else:
+        fp32 = Path(out)
+        if fp32.suffix != ".onnx":
+            raise UserInputError(f"--out: '{fp32}' must end in .onnx")
+    return fp32, fp32.with_name(fp32.name[: -len(".onnx")] + ".int8.onnx")
