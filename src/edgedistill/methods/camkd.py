@@ -1,0 +1,214 @@
+"""CA-MKD: confidence-aware multi-teacher distillation (Zhang, Chen, Wang, ICASSP 2022, arXiv 2201.00007).
+
+Spec: shared/methods/others.md section 5, checked against the official code (Rorozhl/CA-MKD,
+``distiller_zoo/CAMKD.py``, ``helper/loops.py``, ``models/util.py``). We follow the code.
+
+    w_k,i      = (1 - softmax_k CE(z_k,i, y_i)) / (K - 1)                 teacher k's weight on sample i
+    L_KD       = 1/(B K) sum_k sum_i w_k,i T^2 KL(softmax(z_k,i/T) || softmax(z_s,i/T))
+    H_k        = Embed_k(resize(F_s, length of F_k))                        Conv1x1 + BN + ReLU, trainable
+    zhat_k     = head_k(pool_k(H_k))                                        teacher k's own (frozen) pool and head
+    v_k,i      = (1 - softmax_k CE(zhat_k,i, y_i)) / (K - 1)               NOT detached (as in the code)
+    L_inter    = 1/(B K) sum_k sum_i v_k,i mean((H_k,i - F_k,i)^2)
+    L          = gamma CE(z_s, y) + alpha L_KD + beta L_inter               beta term off in the first epoch
+
+F_s is the student's ``feat`` tap, F_k teacher k's ``feat`` tap (the map its ``pool`` and ``head`` read).
+resize: adaptive average pooling when the student map is longer, linear (bilinear for 2-D) interpolation when
+shorter. Defaults gamma = 1, alpha = 1, beta = 50, T = 4 (README). ``reduction: code`` divides by B K as the code
+does (the default); ``reduction: sum`` is the batch mean of the sum over teachers (K times larger).
+Deviation: the code resizes the student map cumulatively across teachers of different sizes (a quirk); we
+resize the original map for every teacher.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgedistill.config import Recipe, check_kwargs
+from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.errors import UserInputError
+from edgedistill.losses.multiteacher import confidence_weights
+from edgedistill.losses.response import _kl_rows, ce
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.methods.multi_teacher import check_params, check_teachers
+from edgedistill.models.taps import FeatureTaps
+from edgedistill.registry import METHODS
+
+REDUCTIONS = ("code", "sum")
+
+
+def _reduce(per_teacher_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(K, B) -> scalar: the code's sum / (B K), or the batch mean of the sum over teachers."""
+    return per_teacher_sample.mean() if reduction == "code" else per_teacher_sample.sum(0).mean()
+
+
+def camkd_kd(student_logits: torch.Tensor, teacher_logits: Sequence[torch.Tensor], target: torch.Tensor,
+             temperature: float = 4.0, reduction: str = "code") -> tuple[torch.Tensor, torch.Tensor]:
+    """CA-MKD logit term and its (K, B) confidence weights (teachers' CE with the label, softmax over teachers)."""
+    w = confidence_weights(teacher_logits, target)
+    kl = torch.stack([temperature**2 * _kl_rows(z, student_logits, temperature) for z in teacher_logits])
+    return _reduce(w * kl, reduction), w
+
+
+def camkd_inter(projected: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor], head_logits: Sequence[torch.Tensor],
+                target: torch.Tensor, reduction: str = "code", detach_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """CA-MKD intermediate term: per-sample MSE of each projected student map to teacher k's map, weighted by the
+    confidence of teacher k's head on the projected map (``head_logits``). Returns the loss and the (K, B) weights."""
+    w = confidence_weights(head_logits, target)
+    if detach_weights:
+        w = w.detach()
+    mse = torch.stack([(h - f).pow(2).flatten(1).mean(1) for h, f in zip(projected, teacher_maps)])
+    return _reduce(w * mse, reduction), w
+
+
+def resize(feat: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Student map (B, C, *spatial) to the teacher's spatial size: average pooling down, interpolation up."""
+    size = tuple(size)
+    if tuple(feat.shape[2:]) == size:
+        return feat
+    if all(s >= t for s, t in zip(feat.shape[2:], size)):
+        return (F.adaptive_avg_pool1d if feat.dim() == 3 else F.adaptive_avg_pool2d)(feat, size)
+    return F.interpolate(feat, size=size, mode="linear" if feat.dim() == 3 else "bilinear", align_corners=False)
+
+
+def embed(c_in: int, c_out: int, dims: int) -> nn.Module:
+    """The code's Embed: 1x1 conv (with bias) + BatchNorm + ReLU, 1-D or 2-D."""
+    conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+    return nn.Sequential(conv(c_in, c_out, 1), bn(c_out), nn.ReLU())
+
+
+def _tap(model: nn.Module, spec: str, key: str, detach: bool = False) -> FeatureTaps:
+    try:
+        return FeatureTaps(model, {"feat": getattr(model, "default_taps", {}).get(spec, spec)}, detach=detach)
+    except UserInputError as exc:
+        raise UserInputError(f"{key}: {exc}") from None
+
+
+@METHODS.register("camkd")
+class CAMKD(Method):
+    """Confidence-aware multi-teacher KD: label-aware per-sample teacher weights on logits and on features."""
+
+    reserved = ("student", "info", "teachers")
+
+    def __init__(
+        self,
+        student: nn.Module,
+        info: DataInfo,
+        teachers: Sequence[TeacherNet],
+        gamma: float = 1.0,
+        alpha: float = 1.0,
+        beta: float = 50.0,
+        temperature: float = 4.0,
+        reduction: Literal["code", "sum"] = "code",
+        detach_inter_weights: bool = False,
+        inter_warmup_epochs: int = 1,
+        student_tap: str = "feat",
+        cache_teacher: bool = True,
+    ) -> None:
+        super().__init__(student, info)
+        self.teachers = check_teachers(teachers, "camkd", info)
+        check_params("camkd", temperature=temperature)
+        for name, value in (("gamma", gamma), ("alpha", alpha), ("beta", beta)):
+            if not value >= 0:
+                raise UserInputError(f"method.params.{name}: must be >= 0, got {value}")
+        if reduction not in REDUCTIONS:
+            raise UserInputError(f"method.params.reduction: expected one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        if isinstance(inter_warmup_epochs, bool) or not isinstance(inter_warmup_epochs, int) or inter_warmup_epochs < 0:
+            raise UserInputError(f"method.params.inter_warmup_epochs: must be an integer >= 0, got {inter_warmup_epochs!r}")
+        self.gamma, self.alpha, self.beta, self.temperature = gamma, alpha, beta, temperature
+        self.reduction, self.detach_inter_weights, self.inter_warmup_epochs = reduction, detach_inter_weights, inter_warmup_epochs
+        self.cache_teacher = cache_teacher
+        self.teacher = self.teachers[-1].model
+        self._student_taps = _tap(student, student_tap, "method.params.student_tap")
+        self._teacher_taps = []
+        for i, t in enumerate(self.teachers):
+            for part in ("pool", "head"):
+                if not isinstance(getattr(t.model, part, None), nn.Module):
+                    raise UserInputError(
+                        f"teachers[{i}]: method 'camkd' feeds the student's projected map through each teacher's own "
+                        f"'pool' and 'head'; teacher '{t.name}' ({type(t.model).__name__}) has no '{part}' module")
+            if "feat" not in getattr(t.model, "default_taps", {}):
+                raise UserInputError(f"teachers[{i}]: method 'camkd' reads each teacher's 'feat' tap (default_taps['feat']); "
+                                     f"teacher '{t.name}' ({type(t.model).__name__}) has none")
+            self._teacher_taps.append(_tap(t.model, "feat", f"teachers[{i}]", detach=True))
+        self._build_embeds()
+        self._cached: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
+
+    def _build_embeds(self) -> None:
+        """One Embed per teacher, sized by a forward pass on zeros; they train and checkpoint with the student."""
+        student = self.networks["student"]
+        mode = student.training
+        student.eval()
+        try:
+            with torch.no_grad(), self._student_taps:
+                student(torch.zeros(2, *self.info.views["x"]))
+            fs = self._student_taps.outputs["feat"]
+        finally:
+            student.train(mode)
+        for k, (t, taps) in enumerate(zip(self.teachers, self._teacher_taps)):
+            with torch.no_grad(), taps:
+                out = t.model(torch.zeros(2, *self.info.views[t.view]))
+            ft = taps.outputs["feat"]
+            if not torch.is_tensor(ft) or ft.dim() != fs.dim() or ft.dim() < 3:
+                raise UserInputError(f"teachers[{k}]: method 'camkd' needs (N, C, *spatial) feature maps of the same "
+                                     f"rank in teacher and student; got {tuple(ft.shape)} and {tuple(fs.shape)}")
+            with torch.no_grad():
+                again = t.model.head(t.model.pool(ft))
+            if again.shape != out.shape or not torch.allclose(again, out, atol=1e-4):
+                raise UserInputError(f"teachers[{k}]: teacher '{t.name}' does not compute head(pool(feat)), which "
+                                     "method 'camkd' relies on to score the projected student map")
+            self.networks[f"embed{k}"] = embed(fs.shape[1], ft.shape[1], ft.dim() - 2)
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
+                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "CAMKD":
+        if recipe.method.terms:
+            raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms; set method.params")
+        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
+        return cls(student, info, teachers=teachers or [], **recipe.method.params)
+
+    @torch.no_grad()
+    def _teacher_pass(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        taps = self._teacher_taps[k]
+        with taps:
+            out = self.teachers[k].model(x)
+        return out, taps.outputs["feat"]
+
+    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
+        for t in self.teachers:
+            freeze(t.model.to(device))
+        if self.cache_teacher:
+            # Logits and feature maps of every training row, once: K * N * C_t * L_t floats on the device.
+            self._cached = []
+            for k, t in enumerate(self.teachers):
+                parts = [self._teacher_pass(k, b[t.view].to(device)) for b in train.batches(256)]
+                self._cached.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
+
+    def _teacher_outputs(self, batch: Batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if self._cached is not None:
+            idx = batch["index"].to(self._cached[0][0].device)
+            return [z[idx] for z, _ in self._cached], [f[idx] for _, f in self._cached]
+        outs = [self._teacher_pass(k, batch[t.view]) for k, t in enumerate(self.teachers)]
+        return [o for o, _ in outs], [f for _, f in outs]
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        with self._student_taps:
+            s = self.networks["student"](batch["x"])
+        fs, y = self._student_taps.outputs["feat"], batch["y"]
+        logits, maps = self._teacher_outputs(batch)
+        terms = {"ce": self.gamma * ce(s, y),
+                 "kd": self.alpha * camkd_kd(s, logits, y, self.temperature, self.reduction)[0]}
+        if step.epoch >= self.inter_warmup_epochs and self.beta > 0:  # the code skips it in epoch 1
+            projected = [self.networks[f"embed{k}"](resize(fs, f.shape[2:])) for k, f in enumerate(maps)]
+            # Frozen teacher pool/head, but gradients flow through them to the embeds and the student.
+            heads = [t.model.head(t.model.pool(h)) for t, h in zip(self.teachers, projected)]
+            terms["inter"] = self.beta * camkd_inter(projected, maps, heads, y, self.reduction, self.detach_inter_weights)[0]
+        return terms
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "camkd", "teachers": [t.name for t in self.teachers], "gamma": self.gamma, "alpha": self.alpha,
+                "beta": self.beta, "temperature": self.temperature, "reduction": self.reduction,
+                "detach_inter_weights": self.detach_inter_weights, "inter_warmup_epochs": self.inter_warmup_epochs,
+                "teacher_cached": self._cached is not None}
