@@ -75,7 +75,8 @@ def main() -> None:
             add("student alone", recipe.student, ckpt.load(cache / read_json(alone)["cache_key"] / "weights.pt"))
         best = run / recipe.method.name / f"seed{seed}" / "checkpoints" / "best.pt"
         if best.is_file():
-            add(f"student ({recipe.method.name})", recipe.student, ckpt.load(best)["networks"]["student"])
+            state = ckpt.load(best)
+            add(f"student ({recipe.method.name})", recipe.student, state["networks"][state.get("deliverable", "student")])
 
     print(f"{run}: {args.split} split ({len(data)} rows), mean over seeds; softened at T = {args.temperature:g}")
     keys = list(next(iter(rows.values()))[0])

@@ -77,11 +77,12 @@ def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best
     splits = prepare_data(recipe.data, seed=recipe.data.split.seed)
     state = ckpt_io.load(ckpt)
     networks = state.get("networks") if isinstance(state, dict) else None
-    if not isinstance(networks, dict) or "student" not in networks:
-        raise UserInputError(f"checkpoint '{ckpt}' has no 'networks.student' state dict")
+    key = state.get("deliverable", "student") if isinstance(state, dict) else "student"  # e.g. RoS-KD ships its EMA copy
+    if not isinstance(networks, dict) or key not in networks:
+        raise UserInputError(f"checkpoint '{ckpt}' has no 'networks.{key}' state dict")
     student_cfg = recipe.student.model_copy(update={"checkpoint": None})
     student = build_network(student_cfg, splits.info, "student", seed=seed)
-    ckpt_io.load_state_dict_checked(student, networks["student"], f"checkpoint '{ckpt}'")
+    ckpt_io.load_state_dict_checked(student, networks[key], f"checkpoint '{ckpt}'")
     student.eval()
     return LoadedRun(Path(run_dir), recipe, splits, student, seed, which, ckpt)
 

@@ -163,7 +163,8 @@ class Trainer:
             if improved:
                 best_score, best_epoch = score, epoch + 1
                 if fabric.is_global_zero:
-                    ckpt.save(ckdir / "best.pt", {"networks": self._weights(method), "epoch": epoch + 1})
+                    ckpt.save(ckdir / "best.pt", {"networks": self._weights(method), "epoch": epoch + 1,
+                                                   "deliverable": method.deliverable_key})
             record = {
                 "epoch": epoch + 1,
                 "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"],
@@ -192,6 +193,7 @@ class Trainer:
             ckdir / "last.pt",
             {
                 "networks": self._weights(method),
+                "deliverable": method.deliverable_key,
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                 "epoch": epoch,
                 "best_score": list(best) if best is not None else None,
@@ -257,9 +259,9 @@ def _brief(metrics: dict[str, float], best_epoch: int, prefix: str = "val ") -> 
 
 
 def deliverable_weights(stage_dir: Path, which: str) -> dict[str, Any]:
-    """State dict of the student from a finished stage: ``which`` is "best" or "last"."""
+    """State dict of the shipped network from a finished stage: ``which`` is "best" or "last"."""
     state = ckpt.load(stage_dir / "checkpoints" / f"{which}.pt")
-    return state["networks"]["student"]
+    return state["networks"][state.get("deliverable", "student")]
 
 
 __all__ = ["Trainer", "Stage", "DataInfo", "deliverable_weights", "lr_factor", "make_fabric"]

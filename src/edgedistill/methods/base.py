@@ -115,8 +115,11 @@ class Method:
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    #: The entry of ``networks`` that is shipped (exported, selected on validation, reported as the method).
+    deliverable_key: str = "student"
+
     def deliverable(self) -> nn.Module:
-        return self.networks["student"]
+        return self.networks[self.deliverable_key]
 
     def evaluated(self) -> dict[str, nn.Module]:
         """Other networks worth reporting (online peers, a co-trained teacher, an ensemble), by name.
