@@ -237,7 +237,7 @@ def test_recipe_errors_name_the_key():
     r["teachers"][1]["view"] = "depth"
     with pytest.raises(UserInputError, match=r"^teachers\[1\]\.view:"):
         edgedistill.run(r, out="r2", progress=False)
-    with pytest.raises(UserInputError, match=r"^method\.terms: method 'pskd' builds its own loss"):
+    with pytest.raises(UserInputError, match=r"^method\.terms: method 'pskd' takes no loss terms"):
         edgedistill.run(_recipe(terms=[{"loss": "ce"}]), out="r3", progress=False)
     with pytest.raises(UserInputError, match=r"^method\.params\.admitt: unknown parameter.*'admit'"):
         edgedistill.run(_recipe(params={"admitt": [0, 0.5]}), out="r4", progress=False)

@@ -7,7 +7,6 @@ before the run directory exists.
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
 
 import numpy as np
 import torch

@@ -6,6 +6,7 @@ The engine sums the terms, back-propagates, steps the optimizers, logs every ter
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -91,11 +92,16 @@ class Method:
         train: Optional[TensorData] = None,
         teachers: Optional[list[TeacherNet]] = None,
     ) -> "Method":
-        """``teacher`` is the last of ``teachers`` (the one a single-teacher regime distils from)."""
+        """``teacher`` is the last of ``teachers`` (the one a single-teacher regime distils from). The
+        constructor gets ``student``, ``info``, whichever of ``teacher`` / ``teachers`` / ``train`` it names
+        (by parameter name, so a regime overrides this only to check or reshape its input), and
+        ``method.params``."""
         if recipe.method.terms and not cls.takes_terms:
-            raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms")
+            raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms; set method.params")
         check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
-        return cls(student, info, **recipe.method.params)
+        accepts = inspect.signature(cls.__init__).parameters
+        filled = {k: v for k, v in (("teacher", teacher), ("teachers", teachers or []), ("train", train)) if k in accepts}
+        return cls(student, info, **filled, **recipe.method.params)
 
     @property
     def needs_teacher(self) -> bool:

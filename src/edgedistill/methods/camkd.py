@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import confidence_weights
@@ -160,14 +159,6 @@ class CAMKD(Method):
                 raise UserInputError(f"teachers[{k}]: teacher '{t.name}' does not compute head(pool(feat)), which "
                                      "method 'camkd' relies on to score the projected student map")
             self.networks[f"embed{k}"] = embed(fs.shape[1], ft.shape[1], ft.dim() - 2)
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "CAMKD":
-        if recipe.method.terms:
-            raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms; set method.params")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
-        return cls(student, info, teachers=teachers or [], **recipe.method.params)
 
     @torch.no_grad()
     def _teacher_pass(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

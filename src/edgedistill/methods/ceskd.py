@@ -32,7 +32,6 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
@@ -124,16 +123,6 @@ class CESKD(Method):
         self._final: Optional[torch.Tensor] = None  # (N,) final expert per training row
         self._strata: Optional[torch.Tensor] = None
         self._taught: dict[int, list[int]] = {}  # epoch (1-based) -> samples each expert taught
-
-    @classmethod
-    def from_recipe(
-        cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-        train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None,
-    ) -> "CESKD":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: ceskd takes no loss terms; set method.params alpha and temperature")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'ceskd'")
-        return cls(student, info, teachers or [], **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         for m in self.models:

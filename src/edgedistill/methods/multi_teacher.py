@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import average_probs
@@ -119,14 +118,6 @@ class MultiTeacher(Method):
         self.teacher = self.teachers[-1].model
         self._cached: Optional[torch.Tensor] = None
         self._ensemble: Optional[nn.Module] = None
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "MultiTeacher":
-        if recipe.method.terms:
-            raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms; set method.params")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
-        return cls(student, info, teachers=teachers or [], **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         for t in self.teachers:

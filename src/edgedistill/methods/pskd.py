@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import _kl_rows
@@ -68,8 +67,10 @@ def acs_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
 
 @METHODS.register("pskd")
 class PSKD(Method):
-    """Several frozen teachers on their own views, admitted progressively; per sample the student mimics the
-    best correct-and-confident admitted teacher, or the label when none is (our ACS rule)."""
+    """Teachers on their own views, admitted progressively; per sample: best confident teacher, else the label.
+
+    Per sample the student mimics the best correct-and-confident admitted teacher, or follows the label when
+    none is (our ACS rule; the paper's is not published in a source we could read)."""
 
     reserved = ("student", "info", "teachers")
 
@@ -116,15 +117,6 @@ class PSKD(Method):
         self.rank: list[int] = list(range(k))  # teachers in admission order (indices into self.teachers)
         self._cached: Optional[torch.Tensor] = None  # (K, N, C), in admission order
         self._train_y: Optional[torch.Tensor] = None
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "PSKD":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: method 'pskd' builds its own loss (CE + KD from the selected teacher); "
-                                 "set method.params.alpha / temperature instead")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'pskd'")
-        return cls(student, info, teachers or [], **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         for t in self.teachers:

@@ -24,7 +24,6 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
@@ -90,14 +89,6 @@ class RoSKD(Method):
         self.networks["ema"] = ema
         self._cached: Optional[torch.Tensor] = None
         self.last_teacher: Optional[int] = None
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "RoSKD":
-        if recipe.method.terms:
-            raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms; set method.params")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
-        return cls(student, info, teachers=teachers or [], **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         for t in self.teachers:

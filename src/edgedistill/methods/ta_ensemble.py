@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import average_probs
@@ -138,16 +137,6 @@ class TAEnsemble(Method):
         self._targets: Optional[torch.Tensor] = None
         self._ensemble: Optional[nn.Module] = None
         self._val_acc: dict[str, float] = {}
-
-    @classmethod
-    def from_recipe(
-        cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-        train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None,
-    ) -> "TAEnsemble":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: ta_ensemble takes no loss terms; set method.params alpha and temperature")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'ta_ensemble'")
-        return cls(student, info, teachers or [], **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         for m in self.members:

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, TeacherConfig, check_kwargs
+from edgedistill.config import Recipe, TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd_to_distribution
-from edgedistill.methods.base import Method, Step, TeacherNet
+from edgedistill.methods.base import Method, Step
 from edgedistill.methods.tfkd import soften, virtual_teacher
 from edgedistill.registry import METHODS
 
@@ -217,14 +217,6 @@ class Tasked(Method):
         if recipe.teacher is not None or recipe.teachers:
             raise UserInputError("teacher: tasked is teacher-free (self-distillation); remove 'teacher'/'teachers'")
         return []
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "Tasked":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: method 'tasked' takes no loss terms; set its weights in method.params")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'tasked'")
-        return cls(student, info, train=train, **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         self._subjects = self._subjects.to(device)
