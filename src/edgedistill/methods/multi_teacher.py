@@ -8,7 +8,7 @@ w defaults to uniform and is renormalised to sum to 1. This is the classic multi
 al. 2015 distil an ensemble; the weighted form is the TA-ensemble target of Ganta et al., arXiv 2206.12005,
 shared/methods/others.md section 3, whose averaging space is UNKNOWN: both are offered, probabilities by our
 choice as the default; its differential-evolution search for w is not implemented). The teachers' outputs
-on the training split are cached once in ``setup``. The helpers here (``check_teachers``, ``cached_logits``)
+on the training split are cached once in ``setup``. The helpers here (``check_teachers``, ``check_params``)
 are shared with the other multi-teacher regimes (camkd, roskd).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import average_probs
 from edgedistill.losses.response import ce, kd_to_distribution
 from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.offline import teacher_outputs
+from edgedistill.methods.offline import stacked_teacher_outputs
 from edgedistill.models.ensemble import ProbabilityEnsemble
 from edgedistill.registry import METHODS
 
@@ -53,12 +53,6 @@ def check_params(method: str, *, alpha: Optional[float] = None, temperature: Opt
         raise UserInputError(f"method.params.alpha: must be in [0, 1] for method '{method}', got {alpha}")
     if temperature is not None and not temperature > 0:
         raise UserInputError(f"method.params.temperature: must be > 0 for method '{method}', got {temperature}")
-
-
-@torch.no_grad()
-def cached_logits(teachers: Sequence[TeacherNet], train: TensorData, device: torch.device) -> torch.Tensor:
-    """(K, N, C): every teacher's outputs on every training row (its own view), in row order."""
-    return torch.stack([teacher_outputs(t.model.to(device), train, t.view, device) for t in teachers])
 
 
 def ensemble_target(teacher_logits: Sequence[torch.Tensor], temperature: float, space: str = "probs",
@@ -123,7 +117,7 @@ class MultiTeacher(Method):
         for t in self.teachers:
             freeze(t.model.to(device))
         if self.cache_teacher:
-            self._cached = cached_logits(self.teachers, train, device)
+            self._cached = stacked_teacher_outputs(self.teachers, train, device)
         if all(t.view == "x" for t in self.teachers):
             # Reported as an extra row; only when every teacher reads the student's view, since the engine
             # evaluates extra networks on "x". Built in eval mode so evaluation never flips the teachers to train.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -29,6 +29,11 @@ def teacher_outputs(teacher: nn.Module, data: TensorData, view: str, device: tor
     """Teacher outputs for every row of ``data`` (eval mode, no grad), in row order."""
     outs = [teacher(b[view].to(device)) for b in data.batches(batch_size)]
     return torch.cat(outs)
+
+
+def stacked_teacher_outputs(teachers: Sequence[TeacherNet], data: TensorData, device: torch.device) -> torch.Tensor:
+    """(K, N, C): every teacher's outputs on every row of ``data``, each on its own view, in row order."""
+    return torch.stack([teacher_outputs(t.model.to(device), data, t.view, device) for t in teachers])
 
 
 def feature_taps(model: nn.Module, terms: list[BoundTerm], network: str) -> Optional[FeatureTaps]:

@@ -34,7 +34,7 @@ from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import _kl_rows
 from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.offline import teacher_outputs
+from edgedistill.methods.offline import stacked_teacher_outputs, teacher_outputs
 from edgedistill.registry import METHODS
 
 ORDERS = ("gap", "recipe")
@@ -123,9 +123,7 @@ class PSKD(Method):
             freeze(t.model.to(device))
         if self.order_by == "gap" and val is not None and len(val) > 0:
             self.rank = sorted(range(len(self.teachers)), key=lambda k: self._closeness(k, val, device))
-        with torch.no_grad():
-            self._cached = torch.stack([teacher_outputs(self.teachers[k].model, train, self.teachers[k].view, device)
-                                        for k in self.rank])
+        self._cached = stacked_teacher_outputs([self.teachers[k] for k in self.rank], train, device)
         self._train_y = train.y.to(self._cached.device)
 
     def _closeness(self, k: int, val: TensorData, device: torch.device) -> tuple[float, float]:

@@ -28,7 +28,8 @@ from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.multi_teacher import cached_logits, check_params, check_teachers
+from edgedistill.methods.multi_teacher import check_params, check_teachers
+from edgedistill.methods.offline import stacked_teacher_outputs
 from edgedistill.registry import METHODS
 
 
@@ -94,7 +95,7 @@ class RoSKD(Method):
         for t in self.teachers:
             freeze(t.model.to(device))
         if self.cache_teacher:
-            self._cached = cached_logits(self.teachers, train, device)
+            self._cached = stacked_teacher_outputs(self.teachers, train, device)
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         k = draw_teacher(len(self.teachers), step.step, self.sample_seed)
