@@ -153,6 +153,54 @@ class EngineConfig(_Strict):
         return v
 
 
+class AugmentStep(BaseModel):
+    """One augmentation: ``name`` (``edgedistill list augmentations``); every other key is its parameter."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _steps(value: Any) -> Any:
+    """A bare name is shorthand for ``{name: ...}``: ``student: [jitter, shift]``."""
+    if isinstance(value, (str, dict)):
+        value = [value]
+    return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+
+class AugmentConfig(_Strict):
+    # Sample-level augmentations applied in order to the student's input, a fresh draw every step.
+    student: list[AugmentStep] = Field(default_factory=list)
+    # What a teacher reading the student's view sees: the same augmented input (MIX-KD, the usual KD
+    # choice: its soft targets describe what the student saw), the clean input (then its outputs are
+    # cached), or its own separate augmentation (``teacher``).
+    teacher_sees: Literal["same", "clean", "separate"] = "same"
+    teacher: list[AugmentStep] = Field(default_factory=list)
+    # One batch-level mixing augmentation (mixup, partial_mixup, cutmix) after the sample-level ones.
+    mix: Optional[AugmentStep] = None
+
+    @field_validator("student", "teacher", mode="before")
+    @classmethod
+    def _bare_names(cls, v: Any) -> Any:
+        return _steps(v)
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _bare_mix(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AugmentConfig":
+        if self.teacher and self.teacher_sees != "separate":
+            raise ValueError("augment.teacher: a teacher pipeline is only used with teacher_sees: separate")
+        if self.mix is not None and self.teacher_sees != "same":
+            raise ValueError("augment.mix: a mixed batch must reach the teacher too; use teacher_sees: same")
+        return self
+
+
 class ReportConfig(_Strict):
     # Which checkpoint's test numbers the summary reports: best on validation, or the last epoch.
     select: Literal["best", "last"] = "best"
@@ -169,6 +217,7 @@ class Recipe(_Strict):
     # Several teachers (multi-teacher regimes, assistant chains, cross-view teachers), in training order.
     teachers: list[TeacherConfig] = Field(default_factory=list)
     method: MethodConfig = Field(default_factory=MethodConfig)
+    augment: Optional[AugmentConfig] = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     seeds: list[int] = Field(default_factory=lambda: [0])
     # Also train the student alone (same budget) so the report can say whether distillation helped.

@@ -80,6 +80,9 @@ DATASETS: Registry = Registry("dataset", ("edgedistill.data.bundled", "edgedisti
 MODELS: Registry = Registry("model", ("edgedistill.models.zoo1d", "edgedistill.models.zoo2d", "edgedistill.models.transformer"))
 LOSSES: Registry = Registry("loss", ("edgedistill.losses",))
 METHODS: Registry = Registry("method", ("edgedistill.methods",))
+# Augmentations: meta kind = "sample" (x, generator) -> x, or "batch" (x, y_probs, generator) -> (x, y_probs);
+# data = "1d" | "2d" | "any"; label_preserving = bool.
+AUGMENTS: Registry = Registry("augmentation", ("edgedistill.augment",))
 
 REGISTRIES: dict[str, Registry] = {
     "datasets": DATASETS,

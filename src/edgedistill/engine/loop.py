@@ -13,12 +13,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
+from edgedistill.augment.pipeline import step_generator
 from edgedistill.config import EngineConfig, TrainConfig
-from edgedistill.data.dataset import DataInfo, DataSplits
+from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.engine.progress import StageProgress
@@ -53,6 +54,8 @@ class Stage:
     directory: Path
     seed: int
     train: TrainConfig
+    # Training-batch augmentation, ``augment(batch, generator) -> batch`` (edgedistill.augment.pipeline).
+    augment: Optional[Callable[[Batch, torch.Generator], Batch]] = None
 
 
 def _truncate_log(path: Path, epochs_kept: int) -> None:
@@ -136,6 +139,8 @@ class Trainer:
                     for group, base in zip(opt.param_groups, base_lrs[name]):
                         group["lr"] = base * lr_factor(cfg, step.step, total_steps, epoch)
                 batch = {k: v.to(device) for k, v in batch.items()}
+                if stage.augment is not None:
+                    batch = stage.augment(batch, step_generator(stage.seed, step.step))
                 terms = method.training_step(batch, step)
                 total = sum(terms.values())
                 if not torch.isfinite(total):

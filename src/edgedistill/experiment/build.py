@@ -6,7 +6,9 @@ before the run directory exists.
 """
 from __future__ import annotations
 
+import inspect
 import random
+from typing import Optional
 
 import numpy as np
 import torch
@@ -16,8 +18,9 @@ from edgedistill.config import ModelConfig, Recipe
 from edgedistill.data.dataset import DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.errors import UserInputError
+from edgedistill.augment.pipeline import Augmenter
 from edgedistill.methods.base import Method, TeacherNet
-from edgedistill.registry import METHODS
+from edgedistill.registry import LOSSES, METHODS
 
 
 def seed_everything(seed: int) -> None:
@@ -39,18 +42,51 @@ def build_network(cfg: ModelConfig, info: DataInfo, key: str, view: str = "x", s
     return model
 
 
-def build_method(recipe: Recipe, student: nn.Module, teachers: list[TeacherNet], splits: DataSplits) -> Method:
+def build_method(
+    recipe: Recipe, student: nn.Module, teachers: list[TeacherNet], splits: DataSplits, augmenter: Optional[Augmenter] = None
+) -> Method:
     cls = METHODS.get(recipe.method.name, key="method.name")
     teacher = teachers[-1].model if teachers else None
     try:
-        return cls.from_recipe(recipe, student=student, teacher=teacher, info=splits.info, train=splits.train, teachers=teachers)
+        method = cls.from_recipe(recipe, student=student, teacher=teacher, info=splits.info, train=splits.train, teachers=teachers)
     except TypeError as exc:
         raise UserInputError(f"method.params: {exc}") from None
+    if augmenter is not None:
+        check_augmentation(recipe, method, bool(teachers), augmenter)
+        method.teacher_input_changes = augmenter.teacher_input_changes
+    return method
 
 
-def dry_run(splits: DataSplits, student: nn.Module, teachers: list[TeacherNet]) -> None:
-    """One forward pass of each network on two training samples: shape problems surface now, named."""
+def check_augmentation(recipe: Recipe, method: Method, has_teachers: bool, augmenter: Augmenter) -> None:
+    """Refuse, before training, an augmentation the regime would silently ignore or misread."""
+    name, support = recipe.method.name, method.augmentation_support
+    if augmenter.mixes_labels and "soft_targets" not in support:
+        raise UserInputError(f"augment.mix: method '{name}' reads integer labels and cannot train on mixed ones; "
+                             "mixing works with offline and supervised")
+    if has_teachers and augmenter.teacher_input_changes and "teacher_input" not in support:
+        raise UserInputError(
+            f"augment.teacher_sees: method '{name}' computes its teachers' outputs once on clean inputs, so its "
+            f"teachers cannot see '{augmenter.teacher_sees}' augmented inputs; set augment.teacher_sees: clean"
+        )
+    for i, term in enumerate(recipe.method.terms if augmenter.mixes_labels else []):
+        loss = LOSSES.get(term.loss)
+        if term.loss != "ce" and "target" in inspect.signature(loss.forward if inspect.isclass(loss) else loss).parameters:
+            raise UserInputError(f"method.terms[{i}]: loss '{term.loss}' reads integer labels and cannot take the mixed "
+                                 "labels of augment.mix")
+
+
+def dry_run(splits: DataSplits, student: nn.Module, teachers: list[TeacherNet], augmenter: Optional[Augmenter] = None) -> None:
+    """One forward pass of each network on two training samples (augmented as in training): shape problems and
+    augmentations that do not fit the data surface now, named."""
     batch = splits.train.batch(torch.arange(min(2, len(splits.train))))
+    if augmenter is not None:
+        from edgedistill.augment.pipeline import step_generator
+
+        batch = augmenter(batch, step_generator(0, 0))
+        for key in ("x", "x_teacher"):
+            if batch[key].shape != batch["x_clean"].shape:
+                raise UserInputError(f"augment: the pipeline changed the input shape {tuple(batch['x_clean'].shape[1:])} "
+                                     f"to {tuple(batch[key].shape[1:])}; augmentations must keep it")
     with torch.no_grad():
         s_out = _forward("student", student, batch["x"], "x")
         for t in teachers:

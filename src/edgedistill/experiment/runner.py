@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from edgedistill import __version__
+from edgedistill.augment.pipeline import Augmenter
 from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict, safe_load
 from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
@@ -40,6 +41,7 @@ class Plan:
     student: torch.nn.Module  # the checked, untrained student: its size goes into the report
     teachers: dict[int, list[TeacherConfig]]  # run seed -> the teachers the method needs, in training order
     teacher_dirs: dict[tuple[int, str], str]  # (run seed, teacher name) -> its folder in the run directory
+    augmenter: Optional[Augmenter] = None  # the recipe's ``augment`` section, checked against the data
 
 
 def _teacher_key(recipe: Recipe, name: str) -> str:
@@ -85,10 +87,11 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
                 )
     teachers = [TeacherNet(t.name, build_network(t, info, _teacher_key(recipe, t.name), t.view), t) for t in specs]
     student = build_network(recipe.student, info, "student")
-    build_method(recipe, student, teachers, splits)
-    dry_run(splits, student, teachers)
+    augmenter = Augmenter(recipe.augment, info) if recipe.augment is not None else None
+    build_method(recipe, student, teachers, splits, augmenter)
+    dry_run(splits, student, teachers, augmenter)
     return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke, student, plans,
-                _teacher_dirs(plans))
+                _teacher_dirs(plans), augmenter)
 
 
 def open_run_dir(out: Path, recipe: Recipe) -> Path:
@@ -136,7 +139,7 @@ class Runner:
     # -- cached networks (teachers, assistants, the student alone) -----------------------------------
     def _cached(
         self, role: str, label: str, cfg: Any, train_cfg: Any, seed: int, view: str,
-        subset: Optional[float] = None, parent: Optional[tuple[TeacherNet, str]] = None,
+        subset: Optional[float] = None, parent: Optional[tuple[TeacherNet, str]] = None, augment: bool = False,
     ) -> tuple[torch.nn.Module, dict]:
         info = self.p.splits.info
         parts: dict[str, Any] = {
@@ -151,6 +154,9 @@ class Runner:
         }
         if subset is not None:
             parts["train_subset"] = subset
+        augmenter = self.p.augmenter if augment else None
+        if augmenter is not None:  # the student alone trains on what the student sees (augmented, maybe mixed)
+            parts["augment"] = {"student": augmenter.describe()["student"], "mix": augmenter.describe()["mix"]}
         if parent is not None:  # a distilled network depends on everything that made its teacher
             parts["distilled_from"] = parent[1]
             parts["terms"] = [t.model_dump(mode="json") for t in cfg.terms]
@@ -168,7 +174,7 @@ class Runner:
                 method: Any = Supervised(net, info)
             else:
                 method = OfflineDistillation(net, info, parent[0].model, cfg.terms, teacher_view=parent[0].view, train=splits.train)
-            summary = self.trainer.fit(method, splits, Stage(f"{label} seed {seed}", partial, seed, train_cfg))
+            summary = self.trainer.fit(method, splits, Stage(f"{label} seed {seed}", partial, seed, train_cfg, augmenter))
             return deliverable_weights(partial, "best"), summary
 
         state, summary, cached = self.cache.get_or_train(key, parts, train)
@@ -204,7 +210,7 @@ class Runner:
         return out
 
     def baseline(self, seed: int) -> dict:
-        net, summary = self._cached("student", "student", self.r.student, self.r.train, seed, "x")
+        net, summary = self._cached("student", "student", self.r.student, self.r.train, seed, "x", augment=True)
         write_json(self.dir / "student_alone" / f"seed{seed}" / "summary.json", summary)
         return summary
 
@@ -213,9 +219,10 @@ class Runner:
         if (stage_dir / "summary.json").is_file():
             return read_json(stage_dir / "summary.json")
         student = build_network(self.r.student, self.p.splits.info, "student", seed=seed)
-        method = build_method(self.r, student, teachers, self.p.splits)
+        method = build_method(self.r, student, teachers, self.p.splits, self.p.augmenter)
         seed_everything(seed)
-        return self.trainer.fit(method, self.p.splits, Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train))
+        stage = Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train, self.p.augmenter)
+        return self.trainer.fit(method, self.p.splits, stage)
 
 
 def _train_subset(splits: DataSplits, fraction: float, seed: int) -> DataSplits:

@@ -14,10 +14,14 @@ from edgedistill.losses._checks import classes_last, min_dims, positive, same_sh
 
 
 def ce(student_logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy with the labels, batch mean: mean_i -log softmax(z_i)[y_i]."""
+    """Cross-entropy with the labels, batch mean: mean_i -log softmax(z_i)[y_i]; with soft targets (mixup),
+    ``target`` holds class probabilities shaped like the logits: mean_i -sum_c y_ic log softmax(z_i)_c."""
     min_dims("ce", "student_logits", student_logits, 2, "(N, C, ...) logits")
-    if target.dtype.is_floating_point:
-        raise UserInputError(f"ce: target must hold integer class indices, got dtype {target.dtype}")
+    if target.dtype.is_floating_point and target.shape != student_logits.shape:
+        raise UserInputError(
+            f"ce: target must hold integer class indices, or class probabilities shaped like the logits "
+            f"{tuple(student_logits.shape)}; got dtype {target.dtype}, shape {tuple(target.shape)}"
+        )
     return F.cross_entropy(student_logits, target, label_smoothing=label_smoothing)
 
 

@@ -64,6 +64,12 @@ class Method:
 
     #: True for regimes that step their own optimizers inside ``training_step`` (mutual learning, GANs).
     manual_optimization: bool = False
+    #: What the regime can do with an augmented batch; the runner refuses the rest before training, naming
+    #: the key. "teacher_input": its teachers read ``batch["x_teacher"]`` every step (so an augmented teacher
+    #: input is honoured); "soft_targets": its losses take mixed label probabilities in ``batch["y"]``.
+    augmentation_support: frozenset[str] = frozenset()
+    #: Set before ``setup``: a teacher reading view "x" sees a different input every step (no output cache).
+    teacher_input_changes: bool = False
 
     def __init__(self, student: nn.Module, info: DataInfo) -> None:
         self.networks = nn.ModuleDict({"student": student})

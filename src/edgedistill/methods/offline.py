@@ -135,6 +135,7 @@ class OfflineDistillation(Method):
             self.networks[f"loss_{term.label}"] = term.fn
 
     takes_terms = True
+    augmentation_support = frozenset({"teacher_input", "soft_targets"})
     reserved = ("student", "info", "teacher", "terms", "teacher_view", "train")
 
     @classmethod
@@ -158,14 +159,21 @@ class OfflineDistillation(Method):
             return
         self.teacher.to(device)
         freeze(self.teacher)
-        if self.cache_teacher:
+        # A teacher that sees an augmented input every step cannot be cached (the issue's "switches itself off").
+        if self.cache_teacher and not (self.teacher_input_changes and self.teacher_view == "x"):
             self._cached = teacher_outputs(self.teacher, train, self.teacher_view, device)
+
+    def _teacher_input(self, batch: Batch) -> torch.Tensor:
+        """What the teacher reads: its own view, or for view "x" what ``augment.teacher_sees`` gives it."""
+        if self.teacher_view == "x":
+            return batch.get("x_teacher", batch["x"])
+        return batch[self.teacher_view]
 
     def _teacher(self, batch: Batch) -> torch.Tensor:
         if self._cached is not None:
             return self._cached[batch["index"].to(self._cached.device)]
         with torch.no_grad():
-            return self.teacher(batch[self.teacher_view])  # type: ignore[misc]
+            return self.teacher(self._teacher_input(batch))  # type: ignore[misc]
 
     def _tensors(self, batch: Batch, use_cache: bool = True) -> dict[str, torch.Tensor]:
         """Everything a term may read: outputs, labels, indices and the tapped features of both networks."""
@@ -177,7 +185,7 @@ class OfflineDistillation(Method):
             return tensors
         if self._teacher_taps is not None or not use_cache:
             with torch.no_grad(), self._teacher_taps or contextlib.nullcontext():
-                t = self.teacher(batch[self.teacher_view])
+                t = self.teacher(self._teacher_input(batch))
             tensors.update(_features("teacher", self._teacher_taps))
         else:
             t = self._teacher(batch)

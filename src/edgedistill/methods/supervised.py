@@ -14,6 +14,8 @@ from edgedistill.registry import METHODS
 class Supervised(Method):
     """Train one network on the labels only (cross-entropy, or MSE for regression); the baseline."""
 
+    augmentation_support = frozenset({"soft_targets"})  # ce takes mixed label probabilities
+
     def __init__(self, student: nn.Module, info: DataInfo, label_smoothing: float = 0.0) -> None:
         super().__init__(student, info)
         self.label_smoothing = label_smoothing
