@@ -74,8 +74,51 @@ def _print_summary(summary: dict) -> None:
     console.print(f"Report: {Path(summary['run_dir']) / 'report.md'}")
 
 
+@app.command()
+def sweep(
+    recipe: str = typer.Argument(..., help="Recipe YAML with a top-level 'sweep:' section (grid, seeds, metric, name): docs/sweep.md."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of the recipe, e.g. train.epochs=20 or sweep.seeds=[0,1]"),
+    smoke: bool = typer.Option(False, "--smoke", help="The whole grid on tiny synthetic data, one epoch, one seed: seconds."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default sweeps/<name>-<time>; a temporary one with --smoke); give the same one again to resume."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run in this many parallel processes (each gets cores // jobs threads unless the recipe sets engine.threads)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///<out>/study.db); one shared URL lets several machines work on one study."),
+    study: Optional[str] = typer.Option(None, "--study", help="Optuna study name (default: the sweep's name)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars inside each trial (with --jobs 1)."),
+) -> None:
+    """Run a grid of recipe variants (each over every seed); write results.csv, results.md and heatmap.png."""
+    try:
+        from edgedistill.experiment.runner import command_line
+        from edgedistill.experiment.sweep import sweep as run_sweep
+
+        summary = run_sweep(find_recipe(recipe), list(overrides or []), out=out, smoke=smoke, jobs=jobs, storage=storage,
+                            study=study, progress=progress, command=command_line())
+    except EdgeDistillError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # the sweep has printed how to resume
+    from edgedistill.experiment.sweep_report import label
+
+    def cell(stat: Optional[dict]) -> str:
+        return "" if not stat else f"{stat['mean']:.3f}" if stat["n"] == 1 else f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+    metric = summary["metric"]
+    rows = [[*(label(r["point"][k]) for k in summary["axes"]),
+             cell(r["method"]) if r["method"] else r["state"], cell(r["alone"]),
+             "" if r["diff"] is None else f"{r['diff']:+.3f}", "" if r["wins"] is None else f"{r['wins']}/{r['n']}",
+             "" if r["teacher"] is None else f"{r['teacher']:.3f}"] for r in summary["rows"]]
+    _table(f"{summary['name']}: test {metric}, mean ± std over seeds {summary['seeds']}",
+           [*(k.split(".")[-1] if len(summary["axes"]) > 1 else k for k in summary["axes"]), f"method {metric}", "student alone",
+            "paired diff", "wins", "teacher"], rows)
+    files = summary["files"]
+    typer.echo(f"Results: {files['markdown']}, {files['csv']}, {files['heatmap']}")
+    if summary["failed"]:
+        typer.echo(f"error: {summary['failed']} of {summary['total']} grid points failed (reasons in {files['markdown']}); "
+                   f"run the same command with --out {summary['sweep_dir']} to retry them", err=True)
+        raise typer.Exit(1)
+
+
 @app.command("list")
-def list_(kind: str = typer.Argument(..., help="methods, losses, datasets or models")) -> None:
+def list_(kind: str = typer.Argument(..., help="methods, losses, datasets, models or augmentations")) -> None:
     """List what is registered, with one-line docs."""
     from rich.console import Console
     from rich.markup import escape

@@ -89,4 +89,5 @@ REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
     "losses": LOSSES,
     "methods": METHODS,
+    "augmentations": AUGMENTS,
 }
