@@ -10,14 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from edgedistill.io import write_text
+from edgedistill.io import atomic_write, write_text
 
 MAXIMIZE = {"acc", "f1", "r2"}  # every other metric (ece, nll, mae, rmse) is better when lower
 
@@ -188,15 +186,4 @@ def heatmap(path: Path, info: dict[str, Any], rows: list[dict[str, Any]], values
         title += f"\n{alone_txt}"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120), mode="wb")
