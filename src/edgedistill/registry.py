@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -25,7 +26,8 @@ class Entry:
 
 
 class Registry(Generic[T]):
-    """Name -> callable. ``modules`` are imported on first lookup so heavy code loads lazily."""
+    """Name -> callable. ``modules`` are imported on first lookup so heavy code loads lazily; a name ending in
+    ``.*`` imports every module of that package."""
 
     def __init__(self, kind: str, modules: tuple[str, ...] = ()) -> None:
         self.kind = kind
@@ -47,7 +49,12 @@ class Registry(Generic[T]):
         if not self._loaded:
             self._loaded = True
             for mod in self._modules:
-                importlib.import_module(mod)
+                if mod.endswith(".*"):  # every module of the package: a new model file registers itself
+                    package = importlib.import_module(mod[:-2])
+                    for info in pkgutil.iter_modules(package.__path__):
+                        importlib.import_module(f"{mod[:-2]}.{info.name}")
+                else:
+                    importlib.import_module(mod)
 
     def entry(self, name: str, *, key: str | None = None) -> Entry:
         self._load()
@@ -77,7 +84,7 @@ class Registry(Generic[T]):
 
 
 DATASETS: Registry = Registry("dataset", ("edgedistill.data.bundled", "edgedistill.data.synthetic"))
-MODELS: Registry = Registry("model", ("edgedistill.models.zoo1d", "edgedistill.models.zoo2d", "edgedistill.models.transformer"))
+MODELS: Registry = Registry("model", ("edgedistill.models.*",))
 LOSSES: Registry = Registry("loss", ("edgedistill.losses",))
 METHODS: Registry = Registry("method", ("edgedistill.methods",))
 # Augmentations: meta kind = "sample" (x, generator) -> x, or "batch" (x, y_probs, generator) -> (x, y_probs);
