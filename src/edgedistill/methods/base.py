@@ -80,6 +80,14 @@ class Method:
     takes_terms: bool = False
     #: Keyword arguments the toolkit fills in; a recipe's ``method.params`` may set the others.
     reserved = ("student", "info")
+    #: Set (to what the regime trains instead) by regimes that train every network from scratch: a recipe
+    #: with a ``teacher``/``teachers`` section is then refused, instead of the teacher being silently unused.
+    trains_own_teacher: Optional[str] = None
+
+    @classmethod
+    def default_params(cls, recipe: Recipe) -> dict[str, Any]:
+        """``method.params`` defaults that depend on the recipe (the recipe's own params override them)."""
+        return {}
 
     @classmethod
     def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
@@ -104,10 +112,15 @@ class Method:
         ``method.params``."""
         if recipe.method.terms and not cls.takes_terms:
             raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms; set method.params")
+        if teachers and cls.trains_own_teacher:
+            raise UserInputError(
+                f"teacher: method '{recipe.method.name}' uses no pre-trained teacher ({cls.trains_own_teacher}); "
+                f"remove the 'teacher'/'teachers' section"
+            )
         check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
         accepts = inspect.signature(cls.__init__).parameters
         filled = {k: v for k, v in (("teacher", teacher), ("teachers", teachers or []), ("train", train)) if k in accepts}
-        return cls(student, info, **filled, **recipe.method.params)
+        return cls(student, info, **filled, **{**cls.default_params(recipe), **recipe.method.params})
 
     @property
     def needs_teacher(self) -> bool:

@@ -24,12 +24,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
-from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.losses.response_extra import balanced_kd
-from edgedistill.methods.base import Method, Step, TeacherNet
+from edgedistill.methods.base import Method, Step
 from edgedistill.methods.mutual import build_online_network, check_temperature, require_classification
 from edgedistill.registry import METHODS
 
@@ -87,24 +86,7 @@ class OnlineBalancedKD(Method):
         if tuple(out.shape) != (2, info.n_outputs):
             raise UserInputError(f"method.params.large: outputs {tuple(out.shape[1:])} per sample, expected ({info.n_outputs},)")
 
-    @classmethod
-    def from_recipe(
-        cls,
-        recipe: Recipe,
-        *,
-        student: nn.Module,
-        teacher: Optional[nn.Module],
-        info: DataInfo,
-        train: Optional[TensorData] = None,
-        teachers: Optional[list[TeacherNet]] = None,
-    ) -> "OnlineBalancedKD":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: method 'bdkd' takes no loss terms; its loss is fixed (set method.params)")
-        if teachers:
-            raise UserInputError("teacher: method 'bdkd' trains its large network with the student from scratch and uses "
-                                 "no pre-trained teacher; remove the 'teacher'/'teachers' section (use method.params.large)")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'bdkd'")
-        return cls(student, info, **recipe.method.params)
+    trains_own_teacher = "its large network trains with the student from scratch, set in method.params.large"
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         z_s = self.networks["student"](batch["x"])

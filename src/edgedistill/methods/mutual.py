@@ -24,11 +24,11 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from edgedistill.config import ModelConfig, Recipe, check_kwargs
-from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.config import ModelConfig, Recipe
+from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
-from edgedistill.methods.base import Method, Step, TeacherNet
+from edgedistill.methods.base import Method, Step
 from edgedistill.models.ensemble import ProbabilityEnsemble
 from edgedistill.registry import METHODS
 
@@ -135,27 +135,12 @@ class DeepMutualLearning(Method):
     def _index(name: str) -> int:
         return int(name[4:]) - 1 if name.startswith("peer") else -1
 
+    trains_own_teacher = "its peers train from scratch, set in method.params.peers"
+
     @classmethod
-    def from_recipe(
-        cls,
-        recipe: Recipe,
-        *,
-        student: nn.Module,
-        teacher: Optional[nn.Module],
-        info: DataInfo,
-        train: Optional[TensorData] = None,
-        teachers: Optional[list[TeacherNet]] = None,
-    ) -> "DeepMutualLearning":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: method 'dml' takes no loss terms; its loss is fixed (set method.params)")
-        if teachers:
-            raise UserInputError("teacher: method 'dml' trains its peers from scratch and uses no pre-trained teacher; "
-                                 "remove the 'teacher'/'teachers' section (peers go in method.params.peers)")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'dml'")
-        params = dict(recipe.method.params)
-        # Default: one peer with the student's architecture (its own section, without the student's checkpoint).
-        params.setdefault("peers", [{"model": recipe.student.model, **recipe.student.kwargs}])
-        return cls(student, info, **params)
+    def default_params(cls, recipe: Recipe) -> dict[str, Any]:
+        # One peer with the student's architecture (its own section, without the student's checkpoint).
+        return {"peers": [{"model": recipe.student.model, **recipe.student.kwargs}]}
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         names = list(self.networks)
