@@ -13,313 +13,36 @@ each trial's run directory by its own lock, and a RUNNING trial whose sweep proc
 gone; elsewhere: its heartbeat stopped) is marked failed and run again. Failed points are re-run by the next
 invocation, not this one (a deterministic failure would fail again). The table keeps the first finished trial
 of each grid point, so every point is counted once whatever happened.
+
+The grid (reading, naming, validating points) is in ``sweep_grid``; one trial and the Optuna study in
+``sweep_store``; the table and heatmap in ``sweep_report``. This module schedules.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import fcntl
 import hashlib
-import itertools
-import json
 import os
 import re
 import socket
 import sys
 import tempfile
-import threading
 import time
-import traceback
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
-from edgedistill.config import apply_overrides, load_recipe, read_yaml
-from edgedistill.errors import EdgeDistillError, UserInputError
+from edgedistill.errors import UserInputError
 from edgedistill.experiment import sweep_report
 from edgedistill.experiment.sweep_report import MAXIMIZE, label
+from edgedistill.experiment.sweep_grid import (
+    _canon, encode, point_id, read_sweep, points_of, trial_overrides, _shared_smoke_recipe, validate,
+)
+from edgedistill.experiment.sweep_store import (
+    GRACE_S, POLL_S, _locked, run_trial, open_study, _pid_alive, _Heartbeat,
+)
 from edgedistill.io import read_json, write_json
-
-SPEC_KEYS = ("grid", "seeds", "metric", "name")
-METRICS = {"classification": ("acc", "f1", "ece", "nll"), "regression": ("rmse", "mae", "r2")}
-HEARTBEAT_S, GRACE_S, POLL_S = 20, 120, 10.0
-
-
-# -- the grid ------------------------------------------------------------------------------------------------
-def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def encode(value: Any) -> Any:
-    """A grid value as an Optuna categorical choice: scalars as they are, lists and mappings as JSON text."""
-    return value if value is None or isinstance(value, (bool, int, float, str)) else _canon(value)
-
-
-def point_id(point: dict[str, Any]) -> str:
-    """Stable folder name of a grid point: readable ``temperature=2,weight=0.5`` plus a hash of the whole point."""
-    digest = hashlib.sha256(_canon(sorted(point.items())).encode()).hexdigest()[:8]
-    def text(v: Any) -> str:
-        flat = isinstance(v, list) and all(x is None or isinstance(x, (bool, int, float, str)) for x in v)
-        return "+".join(label(x) for x in v) if flat else label(v)
-
-    slug = ",".join(f"{k.split('.')[-1]}={text(v)}" for k, v in point.items())
-    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", slug).strip("_")[:80]
-    return f"{slug}-{digest}" if slug else digest
-
-
-def read_sweep(path: Path, overrides: Optional[list[str]] = None) -> dict[str, Any]:
-    """The recipe (without ``sweep``) and the checked sweep section: ``{base, axes, values, seeds, metric, name}``."""
-    data = read_yaml(Path(path))
-    if overrides:
-        data = apply_overrides(data, overrides)
-    raw = data.pop("sweep", None)
-    if raw is None:
-        raise UserInputError(f"recipe '{path}' has no 'sweep' section; add e.g. sweep: {{grid: {{method.terms.1.temperature: "
-                             "[1, 2, 4]}}}} (docs/sweep.md)")
-    if not isinstance(raw, dict):
-        raise UserInputError(f"sweep: expected a mapping with keys {', '.join(SPEC_KEYS)} (got {raw!r})")
-    for key in raw:
-        if key not in SPEC_KEYS:
-            raise UserInputError(f"sweep.{key}: unknown key; expected one of: {', '.join(SPEC_KEYS)}")
-    grid = raw.get("grid")
-    if not isinstance(grid, dict) or not grid:
-        raise UserInputError("sweep.grid: expected a mapping of recipe keys to lists of values, e.g. "
-                             "{method.terms.1.temperature: [1, 2, 4]}")
-    values: dict[str, list[Any]] = {}
-    for key, vals in grid.items():
-        if not isinstance(key, str) or not key or not all(key.split(".")):
-            raise UserInputError(f"sweep.grid.{key}: expected a dotted recipe key such as train.lr")
-        if key.split(".")[0] in ("seeds", "name", "sweep"):
-            raise UserInputError(f"sweep.grid.{key}: not a grid axis (a trial runs every seed: set sweep.seeds)")
-        if not isinstance(vals, list) or not vals:
-            raise UserInputError(f"sweep.grid.{key}: expected a non-empty list of values (got {vals!r})")
-        for i, v in enumerate(vals):
-            if any(_canon(v) == _canon(w) or (encode(v) == encode(w) and not isinstance(v, (list, dict))) for w in vals[:i]):
-                raise UserInputError(f"sweep.grid.{key}: the value {label(v)} is listed twice")
-            if isinstance(v, float) and v != v:
-                raise UserInputError(f"sweep.grid.{key}: NaN is not a grid value")
-        codes = [encode(v) for v in vals]
-        if len(set(map(_canon, codes))) != len(codes):
-            raise UserInputError(f"sweep.grid.{key}: a text value collides with a list/mapping value written as JSON")
-        values[key] = vals
-    seeds = raw.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-                              or len(set(seeds)) != len(seeds)):
-        raise UserInputError(f"sweep.seeds: expected a non-empty list of distinct integers (got {seeds!r})")
-    metric = raw.get("metric")
-    if metric is not None and metric not in (*METRICS["classification"], *METRICS["regression"]):
-        raise UserInputError(f"sweep.metric: unknown metric {metric!r}; expected one of: "
-                             f"{', '.join(METRICS['classification'])} (classification), {', '.join(METRICS['regression'])} (regression)")
-    name = raw.get("name", data.get("name", "run"))
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UserInputError(f"sweep.name: expected letters, digits, '.', '_' or '-' (got {name!r})")
-    # Relative data paths are relative to the recipe file (as for `edgedistill run`); trials get the recipe as a dict.
-    d = data.get("data")
-    if isinstance(d, dict) and isinstance(d.get("path"), str) and not Path(d["path"]).is_absolute() and not Path(d["path"]).exists():
-        d["path"] = str(Path(path).parent / d["path"])
-    return {"base": data, "axes": list(values), "values": values, "seeds": seeds, "metric": metric, "name": name}
-
-
-def points_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    axes = spec["axes"]
-    return [dict(zip(axes, combo)) for combo in itertools.product(*(spec["values"][k] for k in axes))]
-
-
-def trial_overrides(spec: dict[str, Any], point: dict[str, Any], smoke: bool) -> dict[str, Any]:
-    extra: dict[str, Any] = {"seeds": spec["seeds"]} if spec["seeds"] is not None else {}
-    if smoke:
-        extra["report.profile"] = False  # nothing worth timing in a smoke run
-    return {**point, **extra}
-
-
-def _check(spec: dict[str, Any], overrides: dict[str, Any], smoke: bool) -> str:
-    """What ``edgedistill run`` checks before training (keys, names, shapes, one forward pass); returns the task."""
-    from edgedistill.experiment.runner import plan
-
-    recipe = load_recipe(spec["base"], overrides)
-    if smoke:
-        from edgedistill.experiment.smoke import smoke_recipe
-
-        recipe = smoke_recipe(recipe)
-    return plan(recipe, smoke).splits.info.task
-
-
-def _shared_smoke_recipe(spec: dict[str, Any], overrides: dict[str, Any], cache: Path) -> Optional[dict[str, Any]]:
-    """A smoke run keeps its trained models in its own run directory, so every trial would train its own teacher
-    and baseline. Run the smoke recipe as a plain run with one cache for the whole sweep instead: the same
-    networks, trained once. Not where a teacher reads a view the synthetic data lacks (smoke mode aliases it)."""
-    from edgedistill.config import recipe_to_dict
-    from edgedistill.experiment.smoke import smoke_recipe
-    from edgedistill.registry import METHODS
-
-    recipe = smoke_recipe(load_recipe(spec["base"], overrides))
-    method = METHODS.get(recipe.method.name, key="method.name")
-    if any(t.view != "x" for seed in recipe.seeds for t in method.teacher_plan(recipe, seed)):
-        return None
-    return {**recipe_to_dict(recipe), "cache_dir": str(cache.resolve())}
-
-
-def _loads(base: dict[str, Any], overrides: dict[str, Any]) -> bool:
-    try:
-        load_recipe(base, overrides)
-    except UserInputError:
-        return False
-    return True
-
-
-def validate(spec: dict[str, Any], points: list[dict[str, Any]], smoke: bool) -> tuple[str, str]:
-    """Check every grid point; an error names ``sweep.grid.<key>`` (and the value) where one axis is to blame.
-    Returns (task, metric)."""
-    axes = spec["axes"]
-    base_ok = _loads(spec["base"], {})  # (the grid may supply what the recipe leaves out)
-    outcome: dict[int, Any] = {}
-    for i, point in enumerate(points):
-        try:
-            outcome[i] = _check(spec, trial_overrides(spec, point, smoke), smoke)
-        except UserInputError as exc:
-            outcome[i] = exc
-    for i, point in enumerate(points):
-        exc = outcome[i]
-        if not isinstance(exc, UserInputError):
-            continue
-        text = re.sub(r"\[(\d+)\]", r".\1", str(exc))
-        blamed = [k for k in axes if re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", text)]
-        if not blamed:  # the axis whose other values make this point valid
-            for k in axes:
-                if any(not isinstance(outcome[j], UserInputError) for j, q in enumerate(points)
-                       if q[k] != point[k] and all(q[o] == point[o] for o in axes if o != k)):
-                    blamed = [k]
-                    break
-        if not blamed and base_ok:  # the axis whose value alone breaks the recipe (an unknown key, a wrong type)
-            blamed = [k for k in axes if not _loads(spec["base"], {k: point[k]})]
-        if blamed:
-            raise UserInputError(f"sweep.grid.{blamed[0]}: {label(point[blamed[0]])}: {exc}")
-        if all(isinstance(o, UserInputError) for o in outcome.values()) and not base_ok:
-            raise UserInputError(str(exc))
-        where = ", ".join(f"{k}={label(point[k])}" for k in axes)
-        raise UserInputError(f"sweep.grid ({', '.join(axes)}): the grid point {where}: {exc}")
-    tasks = set(outcome.values())
-    if len(tasks) != 1:
-        raise UserInputError(f"sweep.grid: the grid mixes tasks ({', '.join(sorted(tasks))}); one metric cannot rank them")
-    task = tasks.pop()
-    metric = spec["metric"] or ("acc" if task == "classification" else "rmse")
-    if metric not in METRICS[task]:
-        raise UserInputError(f"sweep.metric: '{metric}' is not a {task} metric; expected one of: {', '.join(METRICS[task])}")
-    return task, metric
-
-
-# -- one trial (inline, or in a worker process) --------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _extract(summary: dict[str, Any], metric: str) -> dict[str, Any]:
-    rows = summary["rows"]
-    method = next((r for r in rows if r["role"] == "method"), None) or [r for r in rows if r["role"] == "student alone"][-1]
-    alone = next((r for r in rows if r["role"] == "student alone" and r is not method), None)
-    teacher = next((r for r in rows if r["role"] == "teacher"), None)
-    per_m = [s[metric] for s in method["per_seed_test"]]
-    per_a = [s[metric] for s in alone["per_seed_test"]] if alone else None
-    diffs = [m - a for m, a in zip(per_m, per_a)] if per_a else None
-    sign = 1 if metric in MAXIMIZE else -1
-    return {
-        "method": method["metrics"][metric], "alone": alone["metrics"][metric] if alone else None,
-        "teacher": teacher["metrics"][metric]["mean"] if teacher and metric in teacher["metrics"] else None,
-        "per_seed": per_m, "alone_per_seed": per_a, "diff": sum(diffs) / len(diffs) if diffs else None,
-        "wins": sum(sign * d > 0 for d in diffs) if diffs else None, "n": len(diffs) if diffs else None,
-        "seeds": summary["seeds"], "select": summary["select"], "deliverable": summary["deliverable"], "run_dir": summary["run_dir"],
-    }
-
-
-def run_trial(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one grid point (a whole ``edgedistill.run`` over the seeds); errors come back as text, never raised."""
-    start = time.time()
-    try:
-        if job["threads"]:
-            import torch
-
-            torch.set_num_threads(job["threads"])
-        from edgedistill.experiment.runner import run
-
-        with _locked(Path(job["lock"])):  # a duplicate of this point waits here, then reads the finished run back
-            summary = run(job["recipe"], job["overrides"], out=job["run_dir"], smoke=job["smoke"], progress=job["progress"],
-                          command=job["command"])
-        return {"result": _extract(summary, job["metric"]), "seconds": time.time() - start}
-    except EdgeDistillError as exc:
-        return {"error": f"{type(exc).__name__}: {exc}", "seconds": time.time() - start}
-    except Exception as exc:  # noqa: BLE001 - one broken grid point must not stop the sweep
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-1500:]
-        return {"error": f"{type(exc).__name__}: {exc}\n{tb}", "seconds": time.time() - start}
-
-
-# -- the study -----------------------------------------------------------------------------------------------
-def _grid_sampler(space: dict[str, list[Any]]) -> Any:
-    import optuna
-
-    class _Grid(optuna.samplers.GridSampler):
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            pass  # the sweep decides when it is done (ask-and-tell: GridSampler's study.stop() would raise)
-
-    return _Grid(space, seed=0)
-
-
-def open_study(url: str, name: str, direction: str, space: dict[str, list[Any]], identity: str) -> tuple[Any, Any]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, engine_kwargs=kwargs)
-        study = optuna.create_study(study_name=name, storage=storage, sampler=_grid_sampler(space), direction=direction,
-                                    load_if_exists=True)
-    except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable server, a missing driver
-        raise UserInputError(f"--storage '{url}': cannot open it as an Optuna storage ({type(exc).__name__}: {exc})") from None
-    found = study.user_attrs.get("edgedistill_sweep")
-    if found is None:
-        study.set_user_attr("edgedistill_sweep", identity)
-    elif found != identity:
-        raise UserInputError(f"--study '{name}' in '{url}' holds a different sweep (recipe, grid, seeds, metric or smoke "
-                             "differ); choose another --study (or --out)")
-    return study, storage
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class _Heartbeat(threading.Thread):
-    """Records a heartbeat for every trial this process is running, so other machines can tell it is alive."""
-
-    def __init__(self, storage: Any) -> None:
-        super().__init__(daemon=True, name="edgedistill-sweep-heartbeat")
-        self.storage, self.ids, self.stop = storage, set(), threading.Event()
-
-    def beat(self, trial_id: int) -> None:
-        with contextlib.suppress(Exception):
-            self.storage.record_heartbeat(trial_id)
-
-    def run(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
-            for tid in list(self.ids):
-                self.beat(tid)
 
 
 class Sweep:
