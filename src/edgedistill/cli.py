@@ -213,6 +213,59 @@ def profile(
         typer.echo(f"Written into {Path(target) / 'report.md'} and {Path(target) / 'profile.json'}")
 
 
+topo_app = typer.Typer(no_args_is_help=True, help="Topological views: persistence images and PI-Net (docs/topology.md).")
+app.add_typer(topo_app, name="topo")
+
+
+@topo_app.command("pis")
+def topo_pis(
+    recipe: str = typer.Argument(..., help="A recipe with a data.topology section."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Compute the recipe's persistence images into the cache (interrupt with Ctrl-C and rerun to resume)."""
+    try:
+        from edgedistill.methods.topo_kd_pinet import precompute_pis
+
+        result = precompute_pis(find_recipe(recipe), list(overrides or []), progress=progress)
+    except EdgeDistillError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished chunks are cached; rerun the same command to resume", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"{result['windows']} windows, PIs of shape {tuple(result['shape'])} per window, cached")
+
+
+@topo_app.command("pinet")
+def topo_pinet(
+    recipe: str = typer.Argument(..., help="A recipe with a data.topology section (its data and PI parameters are used)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides"),
+    out: Path = typer.Option(Path("runs/pinet"), "--out", help="Folder for pinet.pt (the checkpoint) and pinet.json (metrics)."),
+    epochs: int = typer.Option(200, "--epochs", min=1, help="Training epochs."),
+    width: List[int] = typer.Option([32, 64, 128, 256], "--width", help="Conv widths of the four blocks (repeat the option)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Adam learning rate (cosine decay)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Batch size."),
+    seed: int = typer.Option(0, "--seed", help="Initialisation and shuffling seed."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads (training and the timing)."),
+    augment: int = typer.Option(0, "--augment", min=0, help="Perturbed copies of each training window (with exact PIs) added to PI-Net's training set."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar of the exact PIs."),
+) -> None:
+    """Train a PI-Net (window -> persistence images) on the recipe's training windows; report MSE and speed-up."""
+    try:
+        from edgedistill.methods.topo_kd_pinet import train_pinet_from_recipe
+
+        m = train_pinet_from_recipe(find_recipe(recipe), list(overrides or []), out, epochs=epochs, widths=tuple(width),
+                                    lr=lr, batch_size=batch_size, seed=seed, threads=threads, progress=progress,
+                                    augment=augment, log=lambda t: typer.echo(t, err=True))
+    except EdgeDistillError as exc:
+        _fail(exc)
+    typer.echo(f"PI-Net: best epoch {m['epoch'] + 1}, val MSE {m['val_mse']:.5f}, test MSE {m['test_mse']:.5f} "
+               f"(mean-PI predictor {m['test_mse_mean_pi']:.5f})")
+    typer.echo(f"per 1000 windows: gudhi {m['seconds_per_1000_gudhi']:.3f} s, PI-Net {m['seconds_per_1000_pinet']:.4f} s "
+               f"-> {m['speedup']:.0f}x ({m['threads']} thread(s), load {m['load_avg'][0]:.2f})")
+    typer.echo(f"use it: data.topology.source=pinet data.topology.pinet={out / 'pinet.pt'}")
+
+
 def main() -> None:
     try:
         app()

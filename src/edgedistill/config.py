@@ -59,6 +59,29 @@ class WindowConfig(_Strict):
     stride: Optional[int] = Field(None, gt=0)
 
 
+class TopologyConfig(_Strict):
+    """Persistence images of every input channel as the privileged view "pi" (data/topology.py, docs/topology.md).
+    Defaults are the spec's PAMAP2 settings (asu-group.md 6.1): 64x64 pixels, spread 0.015, range [-1, 1]."""
+
+    resolution: int = Field(64, ge=2, le=256)
+    spread: float = Field(0.015, gt=0)
+    min_bd: float = -1.0
+    max_bd: float = Field(1.0, gt=0)
+    threshold: float = Field(0.01, ge=0)  # pairs with lifetime <= threshold are dropped
+    rips: bool = False  # also the H1 PI of each channel's delay embedding (Vietoris-Rips): 2C channels
+    embed_dim: int = Field(3, ge=2)
+    delay: int = Field(1, ge=1)
+    source: Literal["exact", "pinet"] = "exact"  # exact: gudhi; pinet: a trained PI-Net (`edgedistill topo pinet`)
+    pinet: Optional[Path] = None  # the PI-Net checkpoint for source: pinet
+    workers: Optional[int] = Field(None, ge=1)  # processes computing PIs (default min(4, CPUs))
+
+    @model_validator(mode="after")
+    def _pinet_path(self) -> "TopologyConfig":
+        if (self.source == "pinet") != (self.pinet is not None):
+            raise ValueError("data.topology.pinet: give a PI-Net checkpoint exactly when source is 'pinet'")
+        return self
+
+
 class DataConfig(_Strict):
     name: Optional[str] = None
     path: Optional[Path] = None
@@ -71,6 +94,9 @@ class DataConfig(_Strict):
     views: dict[str, list[int]] = Field(default_factory=dict)
     # Regression targets are standardised on the training split; metrics are reported in original units.
     normalize_target: bool = True
+    # Persistence images of the (windowed) input as the view "pi", for topological teachers (docs/topology.md).
+    # Left out of dumps when unset, so data fingerprints (and cached teachers) of recipes without it do not change.
+    topology: Optional[TopologyConfig] = Field(None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _name_or_path(self) -> "DataConfig":

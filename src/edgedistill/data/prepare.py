@@ -201,6 +201,10 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
         raw = window_raw(raw, cfg.window.length, cfg.window.stride)
     if cfg.views:
         raw = channel_views(raw, cfg.views)
+    if cfg.topology is not None:  # persistence images of the student's input, before any split (label-free)
+        from edgedistill.data.topology import add_pi_view
+
+        raw = add_pi_view(raw, cfg.topology)
     official = raw.test_x is not None and raw.test_y is not None and cfg.split.official_test
     if not official:
         raw = _pool_official_test(raw)

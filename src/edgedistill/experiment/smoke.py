@@ -35,7 +35,10 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
             "name": "synthetic",
             "params": {"task": task, "n_subjects": 5, "windows_per_subject": 10, "n_classes": 3, "length": 48},
         }
+    topology = d["data"].get("topology")
     d["data"] = {**data, "split": {"by": "auto", "val": 0.2, "test": 0.2}, "normalize": d["data"]["normalize"]}
+    if topology:  # PI teachers read the "pi" view: exact PIs of the synthetic windows (a PI-Net is for real shapes)
+        d["data"]["topology"] = {**topology, "source": "exact", "pinet": None}
     d["train"].update(epochs=1, batch_size=min(d["train"]["batch_size"], 16))
     d["seeds"] = d["seeds"][:1]
     d["student"]["checkpoint"] = None  # user weights are for the real data's shapes

@@ -1,0 +1,220 @@
+"""Topological distillation: a raw-signal teacher and a persistence-image teacher -> a raw-signal student.
+
+Spec: shared/methods/asu-group.md section 6 (TDA-KD Asilomar 2022 [CODE], TGD GRaM@ICML 2024 [CODE], TPKD
+arXiv 2407.05315 [PAPER-FIG eq. 9 + NOTES]). Teachers k = 1, 2 (in the order of the recipe's ``teachers`` list,
+each on its own view, e.g. "x" and "pi"), weights a_1 = alpha, a_2 = 1 - alpha; the student reads "x" only.
+
+    L = (1 - lam) CE(r(z_S), y) + lam T^2 sum_k a_k KL(sigma(q(z_k)) || sigma(q(z_S)))        [TDA-KD / TGD / TPKD]
+        + sim_weight  * sum_l MSE(n_row(G(F_S^l)), n_row(sum_k a_k G(F_k^l)))                 [TGD, merged maps]
+        + orth_weight * sum_l L_orth^l                                                      [TPKD; OUR form]
+
+* G(F) = F F^T, the B x B similarity map of a layer's activations flattened per sample; n_row: unit L2 rows.
+* Temperature rule ``temperature_rule: std`` (TDA-KD code): q(z) = 2 z / std(z) per sample (unbiased std), and
+  r(z) = z / std(z) for the CE; T only multiplies (T^2). ``fixed``: q(z) = z / T, r(z) = z (Hinton).
+* ``kl_reduction: mean`` is ``nn.KLDivLoss()``'s default (divides by B*C, as the TDA_KD/TGD code does);
+  ``batchmean`` divides by B.
+* L_orth (TPKD's orthogonality on feature correlation maps; the patching and the operator are UNKNOWN, so this is
+  our choice): the batch is cut into ``patches`` contiguous groups; for each group the diagonal block of the merged
+  teacher map and of the student's map is row-normalised (P = n_row(block)) and turned into O(P) = P P^T, the
+  correlations between the rows; L_orth^l = mean over groups of ||O(P_T) - O(P_S)||_F^2 / b^2. The note's guess
+  "normalise, then subtract I" cancels in a difference, so I is not subtracted.
+* ``init: scratch`` (TPKD/TDA-KD initialise the student from a same-architecture model trained from scratch): the
+  plan adds a network named ``student_init`` with the student's architecture, trained on the labels with the
+  run's ``train`` settings and seed (cached like a teacher), and the student starts from its weights.
+
+With one teacher (``topo_kd_single``: the PI teacher alone) alpha is 1 and the merged map is that teacher's map.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgedistill.config import Recipe, TeacherConfig
+from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.errors import UserInputError
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.registry import METHODS
+
+INIT_NAME = "student_init"
+
+
+def std_scaled(z: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+    """factor * z / std(z) per row (unbiased std, floored so a constant row stays finite)."""
+    return factor * z / z.std(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def kd_term(z_s: torch.Tensor, z_t: torch.Tensor, temperature: float, rule: str = "std",
+            reduction: str = "mean") -> torch.Tensor:
+    """T^2 KL(sigma(q(z_t)) || sigma(q(z_s))) with the temperature rule q (see the module docstring)."""
+    q = (lambda z: std_scaled(z, 2.0)) if rule == "std" else (lambda z: z / temperature)
+    kl = F.kl_div(F.log_softmax(q(z_s), dim=1), F.softmax(q(z_t), dim=1), reduction="sum")
+    denom = z_s.numel() if reduction == "mean" else z_s.shape[0]
+    return temperature**2 * kl / denom
+
+
+def similarity_map(f: torch.Tensor) -> torch.Tensor:
+    """B x B map F F^T of activations flattened per sample."""
+    flat = f.reshape(f.shape[0], -1)
+    return flat @ flat.t()
+
+
+def merged_map(teacher_feats: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """sum_k w_k G(F_k): merged before any normalisation (so the teachers' relative scale matters)."""
+    return sum(w * similarity_map(f) for f, w in zip(teacher_feats, weights))  # type: ignore[return-value]
+
+
+def merged_similarity_loss(student_feat: torch.Tensor, teacher_feats: Sequence[torch.Tensor],
+                           weights: Sequence[float]) -> torch.Tensor:
+    """TGD: MSE(n_row(G(F_S)), n_row(sum_k w_k G(F_k))), the mean over the B x B entries."""
+    g_t = F.normalize(merged_map(teacher_feats, weights), dim=1)
+    g_s = F.normalize(similarity_map(student_feat), dim=1)
+    return F.mse_loss(g_s, g_t)
+
+
+def _patch_bounds(b: int, patches: int) -> list[tuple[int, int]]:
+    k = max(1, min(patches, b))
+    edges = [round(i * b / k) for i in range(k + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(k) if edges[i + 1] > edges[i]]
+
+
+def orthogonality_loss(student_feat: torch.Tensor, teacher_feats: Sequence[torch.Tensor], weights: Sequence[float],
+                       patches: int = 4) -> torch.Tensor:
+    """Our form of TPKD's L_orth (module docstring): per diagonal patch, ||O(P_T) - O(P_S)||_F^2 / b^2 with
+    P = n_row(block of the map) and O(P) = P P^T; the mean over patches."""
+    g_t, g_s = merged_map(teacher_feats, weights), similarity_map(student_feat)
+    total = g_s.new_zeros(())
+    bounds = _patch_bounds(g_s.shape[0], patches)
+    for lo, hi in bounds:
+        p_t = F.normalize(g_t[lo:hi, lo:hi], dim=1)
+        p_s = F.normalize(g_s[lo:hi, lo:hi], dim=1)
+        total = total + ((p_t @ p_t.t() - p_s @ p_s.t()) ** 2).sum() / (hi - lo) ** 2
+    return total / len(bounds)
+
+
+def _check_number(name: str, value: Any, ok: Any, want: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise UserInputError(f"method.params.{name}: must be a number {want}, got {value!r}")
+
+
+@METHODS.register("topo_kd")
+class TopoKD(Method):
+    """One or two frozen teachers on their own views (raw signal, persistence images) -> raw-signal student."""
+
+    reserved = ("student", "info", "teachers")
+
+    def __init__(
+        self,
+        student: nn.Module,
+        info: DataInfo,
+        teachers: Sequence[TeacherNet],
+        lam: float = 0.99,
+        alpha: float = 0.3,
+        temperature: float = 4.0,
+        temperature_rule: Literal["std", "fixed"] = "std",
+        kl_reduction: Literal["mean", "batchmean"] = "mean",
+        sim_weight: float = 0.0,
+        orth_weight: float = 200.0,
+        patches: int = 4,
+        layers: Optional[list[str]] = None,
+        init: Literal["scratch", "none"] = "scratch",
+    ) -> None:
+        super().__init__(student, info)
+        teachers = list(teachers or [])
+        init_net = next((t for t in teachers if t.name == INIT_NAME), None)
+        teachers = [t for t in teachers if t.name != INIT_NAME]
+        if len(teachers) not in (1, 2):
+            raise UserInputError(f"teachers: method 'topo_kd' needs 1 (PI) or 2 (raw signal, PI) teachers in a "
+                                 f"'teachers:' list, got {len(teachers)}")
+        if info.task != "classification":
+            raise UserInputError(f"data: method 'topo_kd' distils class probabilities; got a {info.task} dataset")
+        for i, t in enumerate(teachers):
+            if t.view not in info.views:
+                raise UserInputError(f"teachers[{i}].view: the dataset has no view '{t.view}'; available: "
+                                     f"{', '.join(info.views)} (the 'pi' view needs data.topology)")
+            freeze(t.model)
+        _check_number("lam", lam, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check_number("alpha", alpha, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check_number("temperature", temperature, lambda v: v > 0, "> 0")
+        _check_number("sim_weight", sim_weight, lambda v: v >= 0, ">= 0")
+        _check_number("orth_weight", orth_weight, lambda v: v >= 0, ">= 0")
+        if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
+            raise UserInputError(f"method.params.patches: must be an integer >= 1, got {patches!r}")
+        for name, value, allowed in (("temperature_rule", temperature_rule, ("std", "fixed")),
+                                     ("kl_reduction", kl_reduction, ("mean", "batchmean")),
+                                     ("init", init, ("scratch", "none"))):
+            if value not in allowed:
+                raise UserInputError(f"method.params.{name}: expected one of {', '.join(allowed)}, got {value!r}")
+        self.teachers = teachers
+        self.teacher = teachers[-1].model
+        self.weights = [1.0] if len(teachers) == 1 else [float(alpha), 1.0 - float(alpha)]
+        self.lam, self.temperature, self.rule, self.reduction = float(lam), float(temperature), temperature_rule, kl_reduction
+        self.sim_weight, self.orth_weight, self.patches = float(sim_weight), float(orth_weight), patches
+        self.layers = list(layers) if layers is not None else ["stage1", "stage2", "feat"]
+        self.init = init
+        if init == "scratch" and init_net is not None:
+            # Initialisation from a same-architecture network trained from scratch (TDA-KD/TGD --student-checkpoint).
+            student.load_state_dict(init_net.model.state_dict())
+        self._taps: dict[str, Any] = {}
+        if self.sim_weight > 0 or self.orth_weight > 0:
+            from edgedistill.models import FeatureTaps
+
+            def taps(model: nn.Module, role: str, detach: bool) -> Any:
+                defaults = getattr(model, "default_taps", {})
+                try:
+                    return FeatureTaps(model, {n: defaults.get(n, n) for n in self.layers}, detach=detach)
+                except UserInputError as exc:
+                    raise UserInputError(f"method.params.layers ({role}): {exc}") from None
+
+            self._taps["student"] = taps(student, "student", False)
+            for t in teachers:
+                self._taps[t.name] = taps(t.model, f"teacher {t.name}", True)
+
+    @classmethod
+    def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
+        plan = recipe.teacher_specs()
+        if recipe.method.params.get("init", "scratch") == "scratch":
+            spec = {**recipe.student.kwargs, "model": recipe.student.model, "train": recipe.train, "seed": seed,
+                    "name": INIT_NAME}
+            plan.append(TeacherConfig.model_validate(spec))
+        return plan
+
+    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
+        for t in self.teachers:
+            freeze(t.model.to(device))
+
+    def _run(self, name: str, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        tap = self._taps.get(name)
+        if tap is None:
+            return model(x), {}
+        with tap:
+            out = model(x)
+        return out, dict(tap.outputs)
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        z_s, f_s = self._run("student", self.networks["student"], batch["x"])
+        z_t, f_t = [], []
+        with torch.no_grad():
+            for t in self.teachers:
+                z, f = self._run(t.name, t.model, batch[t.view])
+                z_t.append(z.to(z_s.dtype))
+                f_t.append(f)
+        ce_in = std_scaled(z_s) if self.rule == "std" else z_s
+        out = {"ce": (1.0 - self.lam) * F.cross_entropy(ce_in, batch["y"])}
+        for t, z, w in zip(self.teachers, z_t, self.weights):
+            out[f"kd_{t.name}"] = self.lam * w * kd_term(z_s, z, self.temperature, self.rule, self.reduction)
+        if self.sim_weight > 0:
+            out["sim"] = self.sim_weight * sum(
+                merged_similarity_loss(f_s[n], [f[n] for f in f_t], self.weights) for n in self.layers)
+        if self.orth_weight > 0:
+            out["orth"] = self.orth_weight * sum(
+                orthogonality_loss(f_s[n], [f[n] for f in f_t], self.weights, self.patches) for n in self.layers)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "topo_kd", "teachers": [t.name for t in self.teachers], "weights": self.weights,
+                "lam": self.lam, "temperature": self.temperature, "temperature_rule": self.rule,
+                "kl_reduction": self.reduction, "sim_weight": self.sim_weight, "orth_weight": self.orth_weight,
+                "layers": self.layers, "init": self.init}

@@ -1,0 +1,170 @@
+"""topo_kd: the spec's test vectors (TDA-KD loss 6.3, TGD merged similarity map 6.4), the 6.7 properties, our
+orthogonality term's invariances, frozen teachers on their own views, gradients reaching only the student, the
+scratch initialisation, clear errors, and an end-to-end run with a PI teacher on synthetic windows."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import edgedistill
+from edgedistill.config import TeacherConfig, load_recipe
+from edgedistill.data.dataset import DataInfo
+from edgedistill.errors import UserInputError
+from edgedistill.methods.base import Step, TeacherNet
+from edgedistill.methods.topo_kd import (INIT_NAME, TopoKD, kd_term, merged_map, merged_similarity_loss,
+                                         orthogonality_loss, similarity_map, std_scaled)
+
+D = torch.float64
+STEP = Step(epoch=0, step=0, epochs=1, steps_per_epoch=1)
+
+
+def test_tda_kd_test_vector():
+    zs = torch.tensor([[1, 0, 2, -1], [0.5, 0.5, 0, 1]], dtype=D)
+    zi = torch.tensor([[2, 0, 3, -2], [0, 1, 0, 2]], dtype=D)
+    zg = torch.tensor([[0, 0, 1, 0], [1, 0, 0, 1.5]], dtype=D)
+    y = torch.tensor([2, 3])
+    ce = F.cross_entropy(std_scaled(zs), y)
+    assert float(ce) == pytest.approx(0.5434405330, abs=1e-9)
+    assert float(kd_term(zs, zi, 4.0, "std", "mean")) / 16 == pytest.approx(0.0106594217, abs=1e-9)
+    assert float(kd_term(zs, zg, 4.0, "std", "mean")) / 16 == pytest.approx(0.0320608370, abs=1e-9)
+    total = 0.01 * ce + 0.99 * (0.7 * kd_term(zs, zi, 4.0) + 0.3 * kd_term(zs, zg, 4.0))
+    assert float(total) == pytest.approx(0.2759791706, abs=1e-9)
+
+
+def test_fixed_rule_batchmean_is_hinton_kd():
+    zs, zt = torch.randn(5, 3, dtype=D), torch.randn(5, 3, dtype=D)
+    ref = F.kl_div(F.log_softmax(zs / 2, 1), F.softmax(zt / 2, 1), reduction="batchmean") * 4
+    assert float(kd_term(zs, zt, 2.0, "fixed", "batchmean")) == pytest.approx(float(ref))
+    assert float(kd_term(zt, zt, 2.0, "fixed", "batchmean")) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_tgd_merged_similarity_test_vector():
+    fs = torch.tensor([[1, 0, 1], [0, 2, 0], [1, 1, 1]], dtype=D)
+    t1 = torch.tensor([[2, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 1]], dtype=D)
+    t2 = torch.tensor([[0, 1], [1, 0], [1, 1]], dtype=D)
+    assert float(merged_similarity_loss(fs, [t1, t2], [0.99, 0.01])) == pytest.approx(0.0184942181, abs=1e-9)
+
+
+def test_alpha_one_merged_map_is_teacher_one_and_global_scale_does_not_matter():
+    f1, f2, fs = torch.randn(6, 4, 5, dtype=D), torch.randn(6, 7, dtype=D), torch.randn(6, 3, 2, dtype=D)
+    assert torch.allclose(merged_map([f1, f2], [1.0, 0.0]), similarity_map(f1))
+    base = merged_similarity_loss(fs, [f1, f2], [0.7, 0.3])
+    assert float(merged_similarity_loss(3 * fs, [f1, f2], [0.7, 0.3])) == pytest.approx(float(base))
+    # scaling one teacher against the other changes the merge (6.7.3)
+    assert float(merged_similarity_loss(fs, [5 * f1, f2], [0.7, 0.3])) != pytest.approx(float(base))
+    o = orthogonality_loss(fs, [f1, f2], [0.7, 0.3], patches=2)
+    assert float(orthogonality_loss(2.5 * fs, [f1, f2], [0.7, 0.3], patches=2)) == pytest.approx(float(o))
+    assert float(orthogonality_loss(f1, [f1], [1.0], patches=3)) == pytest.approx(0.0, abs=1e-12)
+    assert float(o) > 0
+
+
+class Probe(nn.Module):
+    """A tiny conv net that asserts the channel count it is fed (its view) and exposes default taps."""
+
+    def __init__(self, channels, classes=3, conv=nn.Conv1d):
+        super().__init__()
+        self.channels = channels
+        self.stage1 = conv(channels, 4, 3, padding=1)
+        self.stage2 = conv(4, 4, 3, padding=1)
+        self.feat = conv(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, classes)
+        self.default_taps = {"stage1": "stage1", "stage2": "stage2", "feat": "feat"}
+
+    def forward(self, x):
+        assert x.shape[1] == self.channels, f"fed {x.shape[1]} channels, expected {self.channels}"
+        h = self.feat(torch.relu(self.stage2(torch.relu(self.stage1(x)))))
+        return self.head(h.flatten(2).mean(-1))
+
+
+def _info():
+    return DataInfo(name="toy", task="classification", input_shape=(2, 16), n_outputs=3, classes=["0", "1", "2"],
+                    views={"x": (2, 16), "pi": (2, 8, 8)}, sizes={"train": 8})
+
+
+def _teachers():
+    return [TeacherNet("raw", Probe(2), TeacherConfig(model="fcn", view="x", name="raw")),
+            TeacherNet("pi", Probe(2, conv=nn.Conv2d), TeacherConfig(model="cnn2d", view="pi", name="pi"))]
+
+
+def _batch(b=8):
+    return {"x": torch.randn(b, 2, 16), "pi": torch.randn(b, 2, 8, 8), "y": torch.randint(0, 3, (b,)),
+            "index": torch.arange(b)}
+
+
+def test_step_terms_frozen_teachers_and_student_gradients():
+    teachers = _teachers()
+    before = [copy.deepcopy(t.model.state_dict()) for t in teachers]
+    m = TopoKD(Probe(2), _info(), teachers, sim_weight=10.0, orth_weight=200.0, init="none")
+    out = m.training_step(_batch(), STEP)
+    assert set(out) == {"ce", "kd_raw", "kd_pi", "sim", "orth"}
+    sum(out.values()).backward()
+    assert all(p.grad is not None for p in m.networks["student"].parameters())
+    for t, state in zip(teachers, before):
+        assert not t.model.training and all(not p.requires_grad and p.grad is None for p in t.model.parameters())
+        assert all(torch.equal(v, state[k]) for k, v in t.model.state_dict().items())
+    # the weights: alpha on the first teacher, 1 - alpha on the second
+    assert m.weights == [0.3, 0.7]
+
+
+def test_lambda_zero_and_no_feature_terms_is_plain_ce():
+    m = TopoKD(Probe(2), _info(), _teachers(), lam=0.0, orth_weight=0.0, temperature_rule="fixed", init="none")
+    b = _batch()
+    out = m.training_step(b, STEP)
+    assert float(out["kd_raw"].detach()) == 0 and float(out["kd_pi"].detach()) == 0 and "orth" not in out
+    assert float(out["ce"].detach()) == pytest.approx(float(F.cross_entropy(m.networks["student"](b["x"]), b["y"]).detach()), rel=1e-6)
+
+
+def test_single_pi_teacher_gets_all_the_weight():
+    m = TopoKD(Probe(2), _info(), _teachers()[1:], init="none")
+    assert m.weights == [1.0] and set(m.training_step(_batch(), STEP)) == {"ce", "kd_pi", "orth"}
+
+
+def test_scratch_init_plan_and_loaded_weights():
+    rec = load_recipe({"data": {"name": "synthetic"}, "student": {"model": "cnn1d", "width": 8},
+                       "teachers": [{"name": "pi", "model": "cnn2d", "view": "pi"}],
+                       "method": {"name": "topo_kd"}, "train": {"epochs": 3}})
+    plan = TopoKD.teacher_plan(rec, seed=2)
+    assert [t.name for t in plan] == ["pi", INIT_NAME]
+    assert plan[1].model == "cnn1d" and plan[1].kwargs["width"] == 8 and plan[1].seed == 2 and plan[1].train.epochs == 3
+    rec_none = rec.model_copy(update={"method": rec.method.model_copy(update={"params": {"init": "none"}})})
+    assert [t.name for t in TopoKD.teacher_plan(rec_none, seed=0)] == ["pi"]
+    init = Probe(2)
+    student = Probe(2)
+    TopoKD(student, _info(), _teachers() + [TeacherNet(INIT_NAME, init, TeacherConfig(model="cnn1d", name=INIT_NAME))])
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), init.state_dict().values()))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"alpha": 1.5}, "alpha"), ({"temperature_rule": "cosine"}, "temperature_rule"), ({"patches": 0}, "patches"),
+    ({"layers": ["nope"]}, "layers"), ({"init": "pretrained"}, "init"),
+])
+def test_bad_params_are_named(kwargs, match):
+    with pytest.raises(UserInputError, match=match):
+        TopoKD(Probe(2), _info(), _teachers(), **kwargs)
+
+
+def test_needs_one_or_two_teachers_with_existing_views():
+    with pytest.raises(UserInputError, match="1 \\(PI\\) or 2"):
+        TopoKD(Probe(2), _info(), _teachers() + _teachers()[:1])
+    info = _info()
+    info.views.pop("pi")
+    with pytest.raises(UserInputError, match="data.topology"):
+        TopoKD(Probe(2), info, _teachers())
+
+
+def test_end_to_end_with_a_pi_teacher(tmp_path):
+    recipe = {
+        "name": "topo-e2e",
+        "data": {"name": "synthetic", "params": {"n_subjects": 4, "windows_per_subject": 8, "n_classes": 3, "length": 32},
+                 "topology": {"resolution": 8, "spread": 0.05}},
+        "teachers": [{"name": "raw", "model": "cnn1d", "width": 8, "view": "x", "train": {"epochs": 1, "batch_size": 8}},
+                     {"name": "pi", "model": "cnn2d", "width": 4, "view": "pi", "train": {"epochs": 1, "batch_size": 8}}],
+        "student": {"model": "cnn1d", "width": 4},
+        "method": {"name": "topo_kd", "params": {"sim_weight": 1.0}},
+        "train": {"epochs": 1, "batch_size": 8}, "seeds": [0],
+    }
+    summary = edgedistill.run(recipe, out=tmp_path / "run", progress=False)
+    roles = {r["role"] for r in summary["rows"]}
+    assert "method" in roles and (tmp_path / "run" / "report.md").is_file()
