@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean bench-quality bench-speed
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest 2>&1 | tee .pytest-last.log; exit $${PIPESTATUS[0]}
+
+# Benchmarks (benchmarks/results/): distillation quality on the bundled sets (budgeted for <90 min on 2 idle cores;
+# QUICK=1 for the minutes-long version), and what distillation costs over plain training (minutes).
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py $(if $(QUICK),--quick)
+
+# torchdistill (the anchor compared against) installs without its dependencies; offline, the comparison is skipped.
+bench-speed: $(STAMP)
+	-$(BIN)/pip install --quiet --no-deps torchdistill
+	$(BIN)/python benchmarks/speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,74 @@
+"""Fast checks of the benchmark protocols (no training): every quality run is a valid recipe that shares the
+protocol's teacher, and the speed benchmark's torchdistill arm computes the same loss as ours."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgedistill.config import load_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import quality  # noqa: E402
+import speed  # noqa: E402
+
+
+@pytest.mark.parametrize("dataset", list(quality.PROTOCOL))
+def test_every_applicable_run_is_a_valid_recipe_with_the_protocol_student(dataset: str) -> None:
+    for method in quality.METHODS:
+        if quality.skip_reason(method, has_groups=False):
+            continue
+        r = quality.recipe(dataset, method, [0, 1], div=5)
+        recipe = load_recipe(r)  # schema-checked: misspelt keys or bad values fail here
+        assert recipe.student.model == quality.PROTOCOL[dataset]["student"]["model"]
+        assert recipe.train.epochs == max(2, quality.PROTOCOL[dataset]["train"]["epochs"] // 5)
+        assert recipe.data.name == dataset and recipe.seeds == [0, 1]
+
+
+def _teacher_key(t: dict) -> dict:
+    return {k: v for k, v in t.items() if k != "name"}
+
+
+@pytest.mark.parametrize("method", ["multi_teacher", "camkd", "takd", "ta_ensemble", "ceskd"])
+def test_multi_teacher_runs_reuse_the_single_teacher_checkpoint(method: str) -> None:
+    # The model cache keys a teacher by data, model, training config and seed (not by name): the first
+    # teacher of these regimes must be specified exactly like plain KD's teacher to be the same checkpoint.
+    kd = quality.recipe("osuleaf", "kd", [0])
+    other = quality.recipe("osuleaf", method, [0])
+    first = _teacher_key(other["teachers"][0])
+    first.setdefault("seed", 0)
+    assert first == {**kd["teacher"], "seed": 0}
+
+
+def test_assistants_are_wider_copies_of_the_protocol_student() -> None:
+    r = quality.recipe("digits", "ta_ensemble", [0])
+    widths = [t["width"] for t in r["teachers"] if t.get("distill_from")]
+    assert [t["model"] for t in r["teachers"] if t.get("distill_from")] == ["cnn2d"] * 3
+    assert widths == [24, 16, 32]  # 3x, 2x, 4x the student's 8, as the shipped recipe's 48/32/64 are of 16
+
+
+def test_regression_uses_the_regression_kd_terms_and_skip_rules_say_why() -> None:
+    r = quality.recipe("tecator", "kd", [0])
+    assert [t["loss"] for t in r["method"]["terms"]] == ["mse", "mse_to_teacher"]
+    assert "cross-view" in quality.skip_reason("pskd", has_groups=True)
+    assert quality.skip_reason("tasked", has_groups=True) is None
+    assert "subject" in quality.skip_reason("tasked", has_groups=False)
+    assert quality.skip_reason("kd", has_groups=False) is None
+
+
+def test_gap_closed_is_undefined_within_the_students_noise() -> None:
+    assert quality.gap(0.9, 0.8, 1.0, noise=0.01) == pytest.approx(0.5)
+    assert quality.gap(0.9, 0.8, 0.805, noise=0.01) is None
+
+
+def test_growth_exponent() -> None:
+    assert speed.slope([1000, 4000, 16000], [1.0, 4.0, 16.0]) == pytest.approx(1.0)
+    assert speed.slope([1000, 4000, 16000], [1.0, 2.0, 4.0]) == pytest.approx(0.5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchdistill") is None, reason="torchdistill not installed")
+def test_torchdistill_arm_computes_our_kd_loss() -> None:
+    splits = speed.head(speed.make_data(128), 128)
+    assert speed.same_loss(splits.info, splits, speed.torchdistill_parts()) < 1e-5
