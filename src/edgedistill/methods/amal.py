@@ -1,0 +1,238 @@
+"""AMAL: per-sample mixing weights between the label loss and the KD loss, learned by a meta-gradient.
+
+Sivasubramanian, Maheshwari, Shenoy, Prathosh, Ramakrishnan, "Adaptive Mixing of Auxiliary Losses in Supervised
+Learning", AAAI 2023, arXiv 2202.03250 (spec: shared/methods/others.md §7). Every training sample i has its own
+weight λ_i in [0, 1]::
+
+    inner:  L_train(θ, λ) = 1/B Σ_i [ (1 - λ_i) CE(f_θ(x_i), y_i) + λ_i T² KL(p^t_i || p^s_i) ]
+    outer:  λ* = argmin_λ L_val(θ*(λ)),   L_val = mean CE on the meta (validation) split
+
+solved, as meta-reweighting methods do, with a one-step look-ahead per batch::
+
+    θ'(λ) = θ - η ∇_θ L_train(θ, λ)           g_i = ∂ L_val(θ'(λ)) / ∂ λ_i
+
+computed exactly with ``torch.func`` (``grad`` of a function that itself takes ``grad`` through
+``functional_call``), equal to the spec's closed form -(η/B) ∇_θ' L_val · (∇_θ KD_i - ∇_θ CE_i).
+
+Our choices where the spec says UNKNOWN (docs/methods/amal.md):
+* one λ per training sample on the convex pair (1 - λ_i, λ_i), all initialised to ``init_lambda``;
+* λ is kept in [0, 1] by clipping (projected descent), no sigmoid, so g is the gradient the spec's vector checks;
+* the step on the batch's λ is normalised by the root mean square of its meta-gradient:
+  λ_b <- clip(λ_b - meta_lr · g_b / rms(g_b), 0, 1). g carries the factor η/B and the scale of the
+  network's gradients, both of which change during training; normalising makes ``meta_lr`` the typical change
+  of a weight per visit, whatever the model, batch size and learning-rate schedule;
+* η (the look-ahead step) is the student optimizer's current learning rate unless ``lookahead_lr`` is set
+  (the real step may be AdamW's: the look-ahead is the usual SGD approximation);
+* every step: meta-gradient at θ (before this step's update), update λ_b, then the student's loss with the new λ_b;
+* the meta split is the validation split (as in the paper's bi-level set-up). It is also the model-selection
+  split, so best-on-validation numbers select on data the weights were fitted to; the docs report the last
+  epoch too. The test split is never seen.
+* BatchNorm in the look-ahead uses batch statistics (as the real training forward does) but does not update
+  its running statistics: only the real forward pass moves them.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgedistill.config import Recipe, check_kwargs
+from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.errors import UserInputError
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.methods.offline import teacher_outputs
+from edgedistill.registry import METHODS
+
+
+def per_sample_losses(student_logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE_i, T² KL(softmax(z_t/T) || softmax(z_s/T))_i), each of shape (N,): no reduction, for per-sample weights."""
+    ce_i = F.cross_entropy(student_logits, target, reduction="none")
+    log_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    log_s = F.log_softmax(student_logits / temperature, dim=1)
+    kd_i = temperature**2 * (log_t.exp() * (log_t - log_s)).sum(dim=1)
+    return ce_i, kd_i
+
+
+def mixed_loss(student_logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor,
+               lam: torch.Tensor, temperature: float) -> torch.Tensor:
+    """1/B Σ_i (1 - λ_i) CE_i + λ_i T² KL_i."""
+    ce_i, kd_i = per_sample_losses(student_logits, target, teacher_logits, temperature)
+    return ((1 - lam) * ce_i + lam * kd_i).mean()
+
+
+@contextlib.contextmanager
+def batch_stats_only(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics and leave their running statistics untouched.
+
+    ``torch.func.grad`` refuses in-place updates of captured buffers, and a look-ahead pass must not move
+    the real running statistics anyway: with ``track_running_stats`` off in train mode, ``BatchNorm`` passes
+    no running buffers to ``F.batch_norm`` and skips ``num_batches_tracked``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [m.track_running_stats for m in norms]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, s in zip(norms, saved):
+            m.track_running_stats = s
+
+
+def meta_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor, lam: torch.Tensor,
+                  x_val: torch.Tensor, y_val: torch.Tensor, lookahead_lr: float,
+                  temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L_val(θ'(λ))/∂λ, L_val(θ')) for the one-step look-ahead θ' = θ - η ∇_θ L_train(θ, λ).
+
+    Exact (second-order) through ``torch.func``; the model's parameters and buffers are not changed."""
+    from torch.func import functional_call, grad
+
+    params = {k: p.detach() for k, p in model.named_parameters()}
+
+    def train_loss(p: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        return mixed_loss(functional_call(model, p, (x,)), y, teacher_logits, weights, temperature)
+
+    def val_after_step(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = grad(train_loss)(params, weights)
+        stepped = {k: params[k] - lookahead_lr * g[k] for k in params}
+        loss = F.cross_entropy(functional_call(model, stepped, (x_val,)), y_val)
+        return loss, loss.detach()
+
+    with batch_stats_only(model):
+        return grad(val_after_step, has_aux=True)(lam.detach())
+
+
+def _plain(net: nn.Module) -> nn.Module:
+    """The user's module inside Fabric's wrapper (its parameter names are the ones functional_call needs).
+    Checked by class name so this file does not import lightning_fabric (slow) outside training."""
+    return net.module if type(net).__name__ == "_FabricModule" else net
+
+
+class SampleWeights(nn.Module):
+    """λ_i for every training row, a buffer: checkpointed with the networks, so a resumed run continues exactly."""
+
+    def __init__(self, n: int, init: float) -> None:
+        super().__init__()
+        self.register_buffer("lam", torch.full((n,), float(init)))
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.lam[index]
+
+
+def _number(key: str, value: Any, ok: Any, want: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
+    return float(value)
+
+
+@METHODS.register("amal")
+class AdaptiveMixing(Method):
+    """Frozen teacher -> student with per-sample (1 - λ_i) CE + λ_i KD, λ learned on validation by a meta-gradient."""
+
+    reserved = ("student", "info", "teacher", "train", "teacher_view")
+
+    def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module], train: Optional[TensorData] = None,
+                 temperature: float = 4.0, init_lambda: float = 0.5, meta_lr: float = 0.05,
+                 lookahead_lr: Optional[float] = None, val_batch_size: int = 64, teacher_view: str = "x") -> None:
+        super().__init__(student, info)
+        if info.task != "classification":
+            raise UserInputError(f"method.name: amal mixes CE and KD on class labels and needs a classification task, "
+                                 f"the dataset is {info.task}")
+        if teacher is None:
+            raise UserInputError("teacher: amal distils from a teacher; add a 'teacher' section")
+        self.temperature = _number("temperature", temperature, lambda v: v > 0, "a number > 0")
+        self.init_lambda = _number("init_lambda", init_lambda, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        self.meta_lr = _number("meta_lr", meta_lr, lambda v: v >= 0, "a number >= 0 (0 keeps every weight at init_lambda)")
+        self.lookahead_lr = None if lookahead_lr is None else _number(
+            "lookahead_lr", lookahead_lr, lambda v: v > 0, "a number > 0, or null for the optimizer's current lr")
+        if isinstance(val_batch_size, bool) or not isinstance(val_batch_size, int) or val_batch_size < 1:
+            raise UserInputError(f"method.params.val_batch_size: expected an integer >= 1, got {val_batch_size!r}")
+        self.val_batch_size = val_batch_size
+        if teacher_view not in info.views:
+            raise UserInputError(f"teacher.view: the dataset has no view '{teacher_view}'; available: {', '.join(info.views)}")
+        self.teacher, self.teacher_view = freeze(teacher), teacher_view
+        n = len(train) if train is not None else info.sizes.get("train", 0)
+        if n < 1:
+            raise UserInputError("amal: the training split is empty; it needs one weight per training sample")
+        self.networks["weights"] = SampleWeights(n, self.init_lambda)
+        # Drawn after the runner seeded and built the student: the same per seed, and on resume.
+        self._seed = int(torch.randint(0, 2**62, (1,)))
+        self._cached: Optional[torch.Tensor] = None
+        self._val: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self._optimizer: Optional[torch.optim.Optimizer] = None
+        self.last_val_loss = float("nan")
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
+                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "AdaptiveMixing":
+        if recipe.method.terms:
+            raise UserInputError("method.terms: amal's loss is fixed ((1 - λ_i) CE + λ_i KD); set method.params")
+        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'amal'")
+        view = teachers[-1].view if teachers else "x"
+        return cls(student, info, teacher, train=train, teacher_view=view, **recipe.method.params)
+
+    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
+        if val is None or len(val) == 0:
+            raise UserInputError("data.split.val: amal learns its weights on the validation split, which is empty")
+        if len(train) != len(self.networks["weights"].lam):
+            raise UserInputError(f"amal: built for {len(self.networks['weights'].lam)} training rows, got {len(train)}")
+        self.teacher.to(device)  # type: ignore[union-attr]
+        freeze(self.teacher)  # type: ignore[arg-type]
+        # The teacher is frozen and reads clean inputs: its outputs are the same every epoch.
+        self._cached = teacher_outputs(self.teacher, train, self.teacher_view, device)  # type: ignore[arg-type]
+        self._val = (val.x.to(device), val.y.to(device))
+
+    def optimizers(self, cfg: Any) -> dict[str, torch.optim.Optimizer]:
+        opts = super().optimizers(cfg)
+        self._optimizer = opts["student"]  # its current lr (schedule applied by the loop) is the look-ahead η
+        return opts
+
+    def _val_batch(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        xv, yv = self._val  # type: ignore[misc]
+        if len(yv) <= self.val_batch_size:
+            return xv, yv
+        g = torch.Generator().manual_seed(self._seed + step.step)  # seeded by step: a resumed run draws the same
+        pick = torch.randperm(len(yv), generator=g)[: self.val_batch_size].to(yv.device)
+        return xv[pick], yv[pick]
+
+    def _eta(self) -> float:
+        if self.lookahead_lr is not None:
+            return self.lookahead_lr
+        if self._optimizer is None:
+            raise UserInputError("method.params.lookahead_lr: no optimizer is known yet; set lookahead_lr")
+        return float(self._optimizer.param_groups[0]["lr"])
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        if self._cached is None:
+            raise RuntimeError("amal: setup() was not called")
+        y, index = batch["y"], batch["index"]
+        if y.is_floating_point():
+            raise UserInputError("augment.mix: amal weights integer-labelled samples and cannot train on mixed labels")
+        teacher = self._cached[index.to(self._cached.device)]
+        student = self.networks["student"]
+        weights = self.networks["weights"]
+        lam = weights(index)
+        if self.meta_lr > 0:
+            xv, yv = self._val_batch(step)
+            g, val_loss = meta_gradient(_plain(student), batch["x"], y, teacher, lam, xv, yv, self._eta(), self.temperature)
+            self.last_val_loss = float(val_loss)
+            rms = g.pow(2).mean().sqrt()
+            if torch.isfinite(rms) and rms > 0:
+                lam = (lam - self.meta_lr * g / rms).clamp(0.0, 1.0)
+                _plain(weights).lam[index] = lam
+        ce_i, kd_i = per_sample_losses(student(batch["x"]), y, teacher, self.temperature)
+        return {"ce": ((1 - lam) * ce_i).mean(), "kd": (lam * kd_i).mean()}
+
+    def lambdas(self) -> torch.Tensor:
+        return _plain(self.networks["weights"]).lam.detach().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        lam = self.lambdas()
+        return {"method": "amal", "temperature": self.temperature, "init_lambda": self.init_lambda,
+                "meta_lr": self.meta_lr, "lookahead_lr": self.lookahead_lr or "optimizer lr", "meta_split": "validation",
+                "lambda": {"mean": round(float(lam.mean()), 4), "std": round(float(lam.std()), 4),
+                           "at_0": round(float((lam == 0).float().mean()), 4),
+                           "at_1": round(float((lam == 1).float().mean()), 4)}}
