@@ -1,0 +1,150 @@
+"""Generators for data-free distillation: Gaussian noise ``(N, nz)`` -> a 1-D window ``(N, C, L)`` or a small
+image ``(N, C, H, W)``, sized from the dataset's ``input_shape``.
+
+Shape of the network (DCGAN-style, as the CMI/CuDFKD code base uses for CIFAR): a linear layer to a coarse map
+of ``2*width`` channels at a quarter of the target length (or side), BatchNorm, then two rounds of
+{nearest-neighbour upsampling x2, conv, BatchNorm, LeakyReLU(0.2)}, a final conv to ``C`` channels, a crop to
+the exact target size, and an output layer.
+
+Output layer (our choice; the spec's image generators end in tanh/sigmoid for pixel ranges): ``"bn"``, a
+BatchNorm without affine parameters, so every generated batch has zero mean and unit variance per channel --
+the statistics of data normalised ``per_channel``, which every recipe of ours uses. ``"tanh"`` (range
+[-scale, scale]) and ``"linear"`` are available for data with other ranges.
+
+Generators are not classifiers, so they live in their own registry (``GENERATORS``) rather than ``MODELS``,
+whose entries all map inputs to class outputs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from edgedistill.errors import UserInputError
+from edgedistill.registry import Registry
+
+GENERATORS: Registry = Registry("generator")
+
+Output = Literal["bn", "tanh", "linear"]
+
+
+def _check(key: str, nz: int, width: int, output: str, scale: float) -> None:
+    if isinstance(nz, bool) or not isinstance(nz, int) or nz < 1:
+        raise UserInputError(f"{key}.nz: must be a positive integer, got {nz!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise UserInputError(f"{key}.width: must be a positive integer, got {width!r}")
+    if output not in ("bn", "tanh", "linear"):
+        raise UserInputError(f"{key}.output: expected one of 'bn', 'tanh', 'linear', got {output!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise UserInputError(f"{key}.scale: must be a number > 0, got {scale!r}")
+
+
+class _OutputLayer(nn.Module):
+    def __init__(self, kind: str, channels: int, dims: int, scale: float) -> None:
+        super().__init__()
+        self.kind, self.scale = kind, float(scale)
+        bn = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+        self.norm = bn(channels, affine=False) if kind == "bn" else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "tanh":
+            return self.scale * torch.tanh(x)
+        return self.norm(x)
+
+
+class WindowGenerator(nn.Module):
+    """Noise -> (C, L) sensor window."""
+
+    def __init__(self, channels: int, length: int, nz: int = 64, width: int = 32, output: Output = "bn",
+                 scale: float = 3.0) -> None:
+        super().__init__()
+        self.nz, self.channels, self.length = nz, channels, length
+        self.base = max(1, math.ceil(length / 4))
+        self.fc = nn.Linear(nz, 2 * width * self.base)
+        self.body = nn.Sequential(
+            nn.BatchNorm1d(2 * width),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv1d(2 * width, 2 * width, 5, padding=2, bias=False), nn.BatchNorm1d(2 * width), nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv1d(2 * width, width, 5, padding=2, bias=False), nn.BatchNorm1d(width), nn.LeakyReLU(0.2),
+            # No bias before a BN output: the normalisation would cancel it (a parameter that never learns).
+            nn.Conv1d(width, channels, 5, padding=2, bias=output != "bn"),
+        )
+        self.out = _OutputLayer(output, channels, 1, scale)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], -1, self.base)
+        return self.out(self.body(h)[:, :, : self.length])
+
+
+class ImageGenerator(nn.Module):
+    """Noise -> (C, H, W) small image."""
+
+    def __init__(self, channels: int, height: int, width_px: int, nz: int = 64, width: int = 32,
+                 output: Output = "bn", scale: float = 3.0) -> None:
+        super().__init__()
+        self.nz, self.channels, self.size = nz, channels, (height, width_px)
+        self.base = (max(1, math.ceil(height / 4)), max(1, math.ceil(width_px / 4)))
+        self.fc = nn.Linear(nz, 2 * width * self.base[0] * self.base[1])
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(2 * width),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, channels, 3, padding=1, bias=output != "bn"),
+        )
+        self.out = _OutputLayer(output, channels, 2, scale)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], -1, *self.base)
+        return self.out(self.body(h)[:, :, : self.size[0], : self.size[1]])
+
+
+def dcgan_init(module: nn.Module) -> nn.Module:
+    """DCGAN initialisation N(0, 0.02) for conv/linear weights, N(1, 0.02) for BN scales (as the CuDFKD code
+    re-initialises its generator)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+@GENERATORS.register("dcgan")
+def dcgan(input_shape: tuple[int, ...], nz: int = 64, width: int = 32, output: str = "bn", scale: float = 3.0,
+          key: str = "method.params.generator") -> nn.Module:
+    """DCGAN-style generator: noise -> (C, L) window or (C, H, W) image, chosen from ``input_shape``."""
+    _check(key, nz, width, output, scale)
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 2:
+        net: nn.Module = WindowGenerator(shape[0], shape[1], nz, width, output, scale)  # type: ignore[arg-type]
+    elif len(shape) == 3:
+        net = ImageGenerator(shape[0], shape[1], shape[2], nz, width, output, scale)  # type: ignore[arg-type]
+    else:
+        raise UserInputError(f"{key}: generators make (C, L) windows or (C, H, W) images; the data has input "
+                             f"shape {shape}")
+    return dcgan_init(net)
+
+
+def build_generator(cfg: object, input_shape: tuple[int, ...], key: str = "method.params.generator") -> nn.Module:
+    """A generator from a recipe dict ``{name: dcgan, nz: 64, width: 32, ...}`` (``name`` defaults to dcgan)."""
+    if cfg is None:
+        cfg = {}
+    if not isinstance(cfg, dict):
+        raise UserInputError(f"{key}: expected a mapping such as {{name: dcgan, nz: 64, width: 32}}, got {cfg!r}")
+    cfg = dict(cfg)
+    name = cfg.pop("name", "dcgan")
+    factory = GENERATORS.get(name, key=f"{key}.name")
+    allowed = {"nz", "width", "output", "scale"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise UserInputError(f"{key}.{unknown[0]}: unknown option for generator '{name}'; expected one of: "
+                             f"{', '.join(sorted(allowed | {'name'}))}")
+    return factory(input_shape, key=key, **cfg)
