@@ -11,7 +11,7 @@ from edgedistill.config import TeacherConfig, TrainConfig
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd
 from edgedistill.methods.base import Step, TeacherNet
-from edgedistill.methods.roskd import RoSKD, draw_teacher, ema_update
+from edgedistill.methods.roskd import RoSKD, debiased_momentum, draw_teacher, ema_update
 from tests.helpers import tiny_net, toy_splits
 
 D = torch.float64
@@ -87,11 +87,13 @@ def test_ema_is_the_deliverable_is_not_optimised_and_trails_the_student():
         before = [p.clone() for p in ema.parameters()]
         opt.step()
         method.after_step(Step(0, step, 1, 4))
-        if step < 2:  # warm-up: the average follows the student
+        if step <= 2:  # warm-up, then the first averaged step: the bias-corrected average is the student itself
             assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), student.parameters()))
         else:
+            n = step - 1  # the n-th averaged step: momentum 0.9 (1 - 0.9^(n-1)) / (1 - 0.9^n)
+            m = 0.9 * (1 - 0.9 ** (n - 1)) / (1 - 0.9 ** n)
             for a, b, s in zip(ema.parameters(), before, student.parameters()):
-                assert torch.allclose(a, 0.9 * b + 0.1 * s.detach(), atol=1e-7)
+                assert torch.allclose(a, m * b + (1 - m) * s.detach(), atol=1e-7)
     assert any(not torch.equal(a, b) for a, b in zip(ema.parameters(), initial))  # the copy moved
     assert any(not torch.equal(a, b) for a, b in zip(ema.parameters(), student.parameters()))  # but trails
     assert torch.equal(ema[1].running_mean, student[1].running_mean)
@@ -169,3 +171,17 @@ def test_an_interrupted_run_resumes_to_the_same_ema(tmp_path):
     a, b = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True)["networks"] for d in ("a", "b"))
     for name in ("ema", "student"):
         assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+
+
+def test_debiased_momentum_is_the_bias_corrected_average():
+    """Updates with debiased_momentum give S_n / (1 - m^n), S_n = m S_(n-1) + (1 - m) θ_n, S_0 = 0: the initial
+    weights get no weight at all (the failure on tiny sets was a plain EMA keeping m^n of them)."""
+    m, thetas = 0.99, [3.0, -1.0, 2.0, 5.0, 0.5]
+    avg, s = 123.0, 0.0  # avg starts anywhere: the first update is a copy
+    for n, theta in enumerate(thetas, start=1):
+        mn = debiased_momentum(m, n)
+        avg = mn * avg + (1 - mn) * theta
+        s = m * s + (1 - m) * theta
+        assert abs(avg - s / (1 - m ** n)) < 1e-12
+    assert debiased_momentum(m, 0) == 0.0 and debiased_momentum(0.0, 7) == 0.0
+    assert abs(debiased_momentum(m, 10_000) - m) < 1e-12  # long runs: the plain EMA
