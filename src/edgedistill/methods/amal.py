@@ -42,7 +42,7 @@ from torch import nn
 from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze, param_number
 from edgedistill.methods.offline import teacher_outputs
 from edgedistill.registry import METHODS
 
@@ -122,12 +122,6 @@ class SampleWeights(nn.Module):
         return self.lam[index]
 
 
-def _number(key: str, value: Any, ok: Any, want: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
-    return float(value)
-
-
 @METHODS.register("amal")
 class AdaptiveMixing(Method):
     """Frozen teacher -> student with per-sample (1 - λ_i) CE + λ_i KD, λ learned on validation by a meta-gradient."""
@@ -143,10 +137,10 @@ class AdaptiveMixing(Method):
                                  f"the dataset is {info.task}")
         if teacher is None:
             raise UserInputError("teacher: amal distils from a teacher; add a 'teacher' section")
-        self.temperature = _number("temperature", temperature, lambda v: v > 0, "a number > 0")
-        self.init_lambda = _number("init_lambda", init_lambda, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        self.meta_lr = _number("meta_lr", meta_lr, lambda v: v >= 0, "a number >= 0 (0 keeps every weight at init_lambda)")
-        self.lookahead_lr = None if lookahead_lr is None else _number(
+        self.temperature = param_number("temperature", temperature, lambda v: v > 0, "a number > 0")
+        self.init_lambda = param_number("init_lambda", init_lambda, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        self.meta_lr = param_number("meta_lr", meta_lr, lambda v: v >= 0, "a number >= 0 (0 keeps every weight at init_lambda)")
+        self.lookahead_lr = None if lookahead_lr is None else param_number(
             "lookahead_lr", lookahead_lr, lambda v: v > 0, "a number > 0, or null for the optimizer's current lr")
         if isinstance(val_batch_size, bool) or not isinstance(val_batch_size, int) or val_batch_size < 1:
             raise UserInputError(f"method.params.val_batch_size: expected an integer >= 1, got {val_batch_size!r}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -42,6 +42,13 @@ class TeacherNet:
     @property
     def view(self) -> str:
         return self.config.view
+
+
+def param_number(key: str, value: Any, ok: Callable[[float], bool], want: str) -> float:
+    """``method.params.<key>`` as a float, or a UserInputError naming the key and what was expected (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
+    return float(value)
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -41,7 +41,7 @@ from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze, param_number
 from edgedistill.registry import METHODS
 
 
@@ -83,12 +83,6 @@ def crop_resize_2d(source: torch.Tensor, n: int, min_crop: float, g: torch.Gener
     return F.grid_sample(source.expand(n, *source.shape), grid, mode="bilinear", align_corners=True)
 
 
-def _check(key: str, value: Any, ok: Any, want: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
-    return float(value)
-
-
 @METHODS.register("single_source")
 class SingleSourceDistillation(Method):
     """Student trained only on augmented crops of one training sample, to match a frozen teacher (KL, T = 8)."""
@@ -109,13 +103,13 @@ class SingleSourceDistillation(Method):
             raise UserInputError(f"method.params.source_index: expected a row of the training split in [0, {n_train - 1}], "
                                  f"got {source_index!r}")
         self.source_index = source_index
-        self.temperature = _check("temperature", temperature, lambda v: v > 0, "a number > 0")
-        self.min_crop = _check("min_crop", min_crop, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
-        self.flip = _check("flip", flip, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
-        self.scaling_sigma = _check("scaling_sigma", scaling_sigma, lambda v: v >= 0, "a number >= 0")
-        self.jitter_sigma = _check("jitter_sigma", jitter_sigma, lambda v: v >= 0, "a number >= 0")
-        self.time_warp_sigma = _check("time_warp_sigma", time_warp_sigma, lambda v: v >= 0, "a number >= 0")
-        self.cutmix_alpha = _check("cutmix_alpha", cutmix_alpha, lambda v: v >= 0, "a number >= 0 (0: no CutMix)")
+        self.temperature = param_number("temperature", temperature, lambda v: v > 0, "a number > 0")
+        self.min_crop = param_number("min_crop", min_crop, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+        self.flip = param_number("flip", flip, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+        self.scaling_sigma = param_number("scaling_sigma", scaling_sigma, lambda v: v >= 0, "a number >= 0")
+        self.jitter_sigma = param_number("jitter_sigma", jitter_sigma, lambda v: v >= 0, "a number >= 0")
+        self.time_warp_sigma = param_number("time_warp_sigma", time_warp_sigma, lambda v: v >= 0, "a number >= 0")
+        self.cutmix_alpha = param_number("cutmix_alpha", cutmix_alpha, lambda v: v >= 0, "a number >= 0 (0: no CutMix)")
         if crops_per_step is not None and (isinstance(crops_per_step, bool) or not isinstance(crops_per_step, int)
                                            or crops_per_step < 2):
             raise UserInputError(f"method.params.crops_per_step: expected an integer >= 2 or null, got {crops_per_step!r}")
