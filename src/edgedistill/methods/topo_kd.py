@@ -35,7 +35,7 @@ from torch import nn
 from edgedistill.config import Recipe, TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze, param_number
 from edgedistill.registry import METHODS
 
 INIT_NAME = "student_init"
@@ -94,11 +94,6 @@ def orthogonality_loss(student_feat: torch.Tensor, teacher_feats: Sequence[torch
     return total / len(bounds)
 
 
-def _check_number(name: str, value: Any, ok: Any, want: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise UserInputError(f"method.params.{name}: must be a number {want}, got {value!r}")
-
-
 @METHODS.register("topo_kd")
 class TopoKD(Method):
     """One or two frozen teachers on their own views (raw signal, persistence images) -> raw-signal student."""
@@ -135,11 +130,11 @@ class TopoKD(Method):
                 raise UserInputError(f"teachers[{i}].view: the dataset has no view '{t.view}'; available: "
                                      f"{', '.join(info.views)} (the 'pi' view needs data.topology)")
             freeze(t.model)
-        _check_number("lam", lam, lambda v: 0 <= v <= 1, "in [0, 1]")
-        _check_number("alpha", alpha, lambda v: 0 <= v <= 1, "in [0, 1]")
-        _check_number("temperature", temperature, lambda v: v > 0, "> 0")
-        _check_number("sim_weight", sim_weight, lambda v: v >= 0, ">= 0")
-        _check_number("orth_weight", orth_weight, lambda v: v >= 0, ">= 0")
+        param_number("lam", lam, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        param_number("alpha", alpha, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+        param_number("temperature", temperature, lambda v: v > 0, "a number > 0")
+        param_number("sim_weight", sim_weight, lambda v: v >= 0, "a number >= 0")
+        param_number("orth_weight", orth_weight, lambda v: v >= 0, "a number >= 0")
         if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
             raise UserInputError(f"method.params.patches: must be an integer >= 1, got {patches!r}")
         for name, value, allowed in (("temperature_rule", temperature_rule, ("std", "fixed")),
