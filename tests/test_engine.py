@@ -131,3 +131,19 @@ def test_checkpoints_are_weights_only(tmp_path):
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"x": Evil()}))
     with pytest.raises(UserInputError, match="weights-only"):
         ckpt.load(tmp_path / "evil.pt")
+
+
+def test_outputs_by_batch_matches_a_whole_pass_in_row_order():
+    from edgedistill.engine.evaluate import outputs_by_batch
+
+    splits = toy_splits()
+    net = tiny_net().eval()
+    with torch.no_grad():
+        whole = net(splits.train.x)
+        # 7 does not divide the split: the last, shorter batch must land in the last rows.
+        parts = outputs_by_batch(net, splits.train, "x", torch.device("cpu"), batch_size=7)
+    assert len(splits.train) % 7 != 0
+    assert parts.shape == whole.shape
+    torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
+    empty = outputs_by_batch(net, splits.train.subset(torch.arange(0)), "x", torch.device("cpu"))
+    assert empty.numel() == 0

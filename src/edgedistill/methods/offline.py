@@ -15,6 +15,7 @@ from torch import nn
 
 from edgedistill.config import Recipe, TermConfig, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
+from edgedistill.engine.evaluate import outputs_by_batch
 from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Method, Step, TeacherNet, freeze
 from edgedistill.methods.terms import FEATURE_ROLES, MODULE_ARGS, TAP_KEYS, BoundTerm, bind_terms, feature_key
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 @torch.no_grad()
 def teacher_outputs(teacher: nn.Module, data: TensorData, view: str, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """Teacher outputs for every row of ``data`` (eval mode, no grad), in row order."""
-    outs = [teacher(b[view].to(device)) for b in data.batches(batch_size)]
-    return torch.cat(outs)
+    with torch.no_grad():
+        return outputs_by_batch(teacher, data, view, device, batch_size)
 
 
 def stacked_teacher_outputs(teachers: Sequence[TeacherNet], data: TensorData, device: torch.device) -> torch.Tensor:
