@@ -18,13 +18,43 @@ import speed  # noqa: E402
 @pytest.mark.parametrize("dataset", list(quality.PROTOCOL))
 def test_every_applicable_run_is_a_valid_recipe_with_the_protocol_student(dataset: str) -> None:
     for method in quality.METHODS:
-        if quality.skip_reason(method, has_groups=False):
+        if quality.skip_reason(method, has_groups=False, dataset=dataset):
             continue
         r = quality.recipe(dataset, method, [0, 1], div=5)
         recipe = load_recipe(r)  # schema-checked: misspelt keys or bad values fail here
         assert recipe.student.model == quality.PROTOCOL[dataset]["student"]["model"]
         assert recipe.train.epochs == max(2, quality.PROTOCOL[dataset]["train"]["epochs"] // 5)
         assert recipe.data.name == dataset and recipe.seeds == [0, 1]
+
+
+def test_every_registered_method_is_benchmarked_or_excluded_with_a_reason() -> None:
+    from edgedistill.registry import METHODS
+
+    covered = {quality._shipped(recipe)["method"]["name"] for recipe in quality.METHODS.values()}
+    covered |= {quality._shipped(recipe)["method"]["name"] for recipe in quality.REGRESSION_VARIANT.values()}
+    registered = set(METHODS.names())
+    assert registered - covered == set(quality.NOT_BENCHMARKED), "a registered method is neither run nor excluded"
+    assert all(reason for reason in quality.NOT_BENCHMARKED.values())
+
+
+def test_costly_regimes_run_on_named_protocol_sets_and_say_why_elsewhere() -> None:
+    for method, (sets, why) in quality.COSTLY.items():
+        assert method in quality.METHODS and sets <= set(quality.PROTOCOL) and why
+        for dataset in quality.PROTOCOL:
+            reason = quality.skip_reason(method, has_groups=True, dataset=dataset)
+            assert (reason is None) == (dataset in sets)
+            assert reason is None or reason.startswith("cost:")
+
+
+def test_topo_kd_run_adds_pis_and_keeps_the_protocol_teacher_on_the_raw_signal() -> None:
+    r = quality.recipe("basicmotions", "topo_kd", [0])
+    kd = quality.recipe("basicmotions", "kd", [0])
+    assert r["data"]["topology"]["workers"] == 1 and r["data"]["name"] == "basicmotions"
+    raw, pi = r["teachers"]
+    assert {k: v for k, v in raw.items() if k not in ("name", "view")} == kd["teacher"] and raw["view"] == "x"
+    assert pi["view"] == "pi" and pi["model"] == "cnn2d" and pi["train"] == kd["teacher"]["train"]
+    assert "images" in quality.skip_reason("topo_kd", has_groups=False, dataset="digits")
+    assert load_recipe(r).student.model == "cnn1d"
 
 
 def _teacher_key(t: dict) -> dict:
