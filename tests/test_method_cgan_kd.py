@@ -258,3 +258,23 @@ def test_pipeline_runs_on_small_images():
     assert m.fake_x.shape == (20, 1, 8, 8)
     terms = m.training_step(TensorData({"x": x}, y).batch(torch.arange(8)), Step(0, 0, 1, 1))
     assert set(terms) == {"ce_real", "ce_fake"}
+
+
+def test_smoke_mode_caps_the_pipeline_and_only_smoke_mode_does():
+    from pathlib import Path
+
+    import yaml
+
+    from edgedistill.config import load_recipe
+    from edgedistill.experiment.smoke import smoke_recipe
+
+    path = Path(__file__).resolve().parent.parent / "recipes" / "cgan_kd.yaml"
+    d = yaml.safe_load(path.read_text())
+    d["method"]["params"]["dre_steps"] = 7  # below its cap: kept
+    smoke = smoke_recipe(load_recipe(d)).method.params
+    assert smoke["gan_steps"] == 100 and smoke["n_fake"] == 64 and smoke["dre_steps"] == 7 and smoke["dre_pool"] == 4
+    d["name"] = "mine-smoke"  # a name is not a mode: a real run keeps its sizes whatever it is called
+    d["method"]["params"]["feature_tap"] = "5"
+    splits = toy_splits()
+    m = CGANKD.from_recipe(load_recipe(d), student=tiny_net(), teacher=tiny_net(), info=splits.info)
+    assert m.gan_steps == 1500 and m.n_fake == 1000

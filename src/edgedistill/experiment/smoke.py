@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgedistill.config import Recipe, check_kwargs, load_recipe, recipe_to_dict
-from edgedistill.registry import DATASETS
+from edgedistill.registry import DATASETS, METHODS
 
 
 def _kind_and_task(recipe: Recipe) -> tuple[str, str]:
@@ -45,5 +45,8 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     for t in ([d["teacher"]] if d.get("teacher") else []) + d.get("teachers", []):
         t["checkpoint"] = None
         t["train"].update(epochs=1, batch_size=min(t["train"]["batch_size"], 16))
+    caps = METHODS.entry(d["method"]["name"], key="method.name").obj.smoke_caps
+    for key, cap in caps.items():  # a regime's own pipeline (a GAN in setup) shrinks to seconds, every stage still runs
+        d["method"]["params"][key] = min(d["method"]["params"].get(key, cap), cap)
     d["name"] = f"{recipe.name}-smoke"
     return load_recipe(d)

@@ -90,6 +90,9 @@ class Method:
     #: Set (to what the regime trains instead) by regimes that train every network from scratch: a recipe
     #: with a ``teacher``/``teachers`` section is then refused, instead of the teacher being silently unused.
     trains_own_teacher: Optional[str] = None
+    #: Upper bounds on numeric ``method.params`` in a ``--smoke`` run (experiment/smoke.py applies them), for
+    #: regimes with a pipeline of their own (a GAN trained in ``setup``): it still runs, in seconds.
+    smoke_caps: dict[str, int] = {}
 
     @classmethod
     def default_params(cls, recipe: Recipe) -> dict[str, Any]:

@@ -30,7 +30,7 @@ Our choices where the spec says UNKNOWN or where the paper's setting does not fi
   ``mse_real``/``mse_fake`` are the two parts of the union mean). The paper samples from real U fake.
 * The student trains from its initialisation, not from its vanilla-trained checkpoint as in the paper.
 * ``density_ratio: false`` (an ablation switch) skips step 2: every generated sample is accepted.
-* A ``--smoke`` run (the recipe name ends in "-smoke") cuts the pipeline to ``SMOKE_SIZES``.
+* A ``--smoke`` run cuts the pipeline to ``smoke_caps`` (applied by experiment/smoke.py).
 * Nothing is written to disk: a resumed run retrains the GAN in ``setup``; everything in the pipeline is
   drawn from a private RNG seeded by the run seed, so the resumed run rebuilds the same synthetic set, and the
   global RNG stream the student's training uses is not consumed by it.
@@ -85,16 +85,14 @@ def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
 
-#: Pipeline sizes in a --smoke run (seconds, not minutes): every stage still runs.
-SMOKE_SIZES = {"gan_steps": 100, "dre_steps": 20, "dre_pool": 4, "n_fake": 64, "burn_in": 64}
-
-
 # -- the method ----------------------------------------------------------------------------------------------
 @METHODS.register("cgan_kd")
 class CGANKD(Method):
     """Student trains on real + cGAN samples, kept by density-ratio rejection and teacher loss, relabelled by it."""
 
     reserved = ("student", "info", "teacher")
+    # Pipeline sizes in a --smoke run (seconds, not minutes): every stage still runs.
+    smoke_caps = {"gan_steps": 100, "dre_steps": 20, "dre_pool": 4, "n_fake": 64, "burn_in": 64}
 
     def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module] = None,
                  n_fake: int = 2000, fake_fraction: float = 0.5, rho: float = 0.9,
@@ -156,12 +154,7 @@ class CGANKD(Method):
             raise UserInputError("method.terms: cgan_kd takes no loss terms (it trains on CE/MSE); set method.params")
         check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved + ("progress",),
                      what="method 'cgan_kd'")
-        params = dict(recipe.method.params)
-        if recipe.name.endswith("-smoke"):
-            # A --smoke run (experiment/smoke.py renames the recipe) checks wiring in seconds: a token pipeline.
-            for key, small in SMOKE_SIZES.items():
-                params[key] = min(params.get(key, small), small)
-        return cls(student, info, teacher, progress=recipe.engine.progress, **params)
+        return cls(student, info, teacher, progress=recipe.engine.progress, **recipe.method.params)
 
     # -- pipeline pieces ----------------------------------------------------------------------------------
     @torch.no_grad()
