@@ -223,7 +223,8 @@ def test_a_teacher_without_batchnorm_is_refused_when_bn_matching_is_on():
     ({"adv_loss": "js"}, r"method.params.adv_loss: expected one of 'l1', 'kl'"),
     ({"adv_curriculum": [0.8, 0.2]}, r"method.params.adv_curriculum: expected \[begin, end\]"),
     ({"spl": "sample", "lam": None}, r"method.params.lam: self-paced weights"),
-    ({"bn": -1}, r"method.params.bn: must be >= 0"),
+    ({"bn": -1}, r"method.params.bn: expected a number >= 0"),
+    ({"lam": [1.0, float("nan")]}, r"method.params.lam\[1\]: expected a finite number"),
     ({"temperature": 3}, r"method.params.temperature: unknown parameter for method 'cudfkd'"),
     ({"generator": {"nz": -2}}, r"method.params.generator.nz"),
 ])

@@ -24,6 +24,7 @@ The method never reads ``batch["x"]`` or ``batch["y"]``.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import torch
@@ -36,19 +37,9 @@ from edgedistill.methods._data_free_common import (
     BatchNormStatistics, agreement_kl, class_entropy, curriculum_adv_weight, linear_ramp, logit_l1,
     one_hot_loss, per_sample_kd, per_sample_l1, self_paced_weight,
 )
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze, make_optimizer
+from edgedistill.methods.base import Method, Step, TeacherNet, freeze, make_optimizer, param_number
 from edgedistill.models.generators import build_generator
 from edgedistill.registry import METHODS
-
-
-def _number(value: Any, key: str, *, positive: bool = False, nonneg: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserInputError(f"{key}: must be a number, got {value!r}")
-    if positive and not value > 0:
-        raise UserInputError(f"{key}: must be > 0, got {value!r}")
-    if nonneg and value < 0:
-        raise UserInputError(f"{key}: must be >= 0, got {value!r}")
-    return float(value)
 
 
 def _count(value: Any, key: str, minimum: int = 1) -> int:
@@ -68,7 +59,9 @@ def _pair(value: Any, key: str) -> Optional[tuple[float, float]]:
         return None
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise UserInputError(f"{key}: expected a pair [start, end] or null, got {value!r}")
-    return _number(value[0], f"{key}[0]"), _number(value[1], f"{key}[1]")
+    name = key.removeprefix("method.params.")
+    return (param_number(f"{name}[0]", value[0], math.isfinite, "a finite number"),
+            param_number(f"{name}[1]", value[1], math.isfinite, "a finite number"))
 
 
 class DataFreeDistillation(Method):
@@ -106,22 +99,22 @@ class DataFreeDistillation(Method):
             raise UserInputError(f"teacher: method '{self.name}' needs a trained teacher (add a 'teacher' section)")
         self.teacher = freeze(teacher)
         self.batch_size = _count(batch_size, f"{p}.batch_size", 2)
-        self.generator_lr = _number(generator_lr, f"{p}.generator_lr", positive=True)
+        self.generator_lr = param_number("generator_lr", generator_lr, lambda v: v > 0, "a number > 0")
         self.rounds, self.g_steps = _count(rounds, f"{p}.rounds"), _count(g_steps, f"{p}.g_steps", 0)
         self.kd_steps = _count(kd_steps, f"{p}.kd_steps")
-        self.w_bn = _number(bn, f"{p}.bn", nonneg=True)
-        self.w_oh = _number(one_hot, f"{p}.one_hot", nonneg=True)
-        self.w_ent = _number(entropy, f"{p}.entropy")
-        self.t_ent = _number(entropy_temperature, f"{p}.entropy_temperature", positive=True)
+        self.w_bn = param_number("bn", bn, lambda v: v >= 0, "a number >= 0")
+        self.w_oh = param_number("one_hot", one_hot, lambda v: v >= 0, "a number >= 0")
+        self.w_ent = param_number("entropy", entropy, math.isfinite, "a finite number")
+        self.t_ent = param_number("entropy_temperature", entropy_temperature, lambda v: v > 0, "a number > 0")
         self.adv_loss = _choice(adv_loss, f"{p}.adv_loss", ("l1", "kl"))
-        self.w_adv = _number(adv, f"{p}.adv", nonneg=True)
+        self.w_adv = param_number("adv", adv, lambda v: v >= 0, "a number >= 0")
         self.adv_curriculum = _pair(adv_curriculum, f"{p}.adv_curriculum")
         if self.adv_curriculum is not None and not 0 <= self.adv_curriculum[0] < self.adv_curriculum[1] <= 1:
             raise UserInputError(f"{p}.adv_curriculum: expected [begin, end] fractions with 0 <= begin < end <= 1, "
                                  f"got {list(adv_curriculum or [])}")
-        self.t_adv = _number(adv_temperature, f"{p}.adv_temperature", positive=True)
+        self.t_adv = param_number("adv_temperature", adv_temperature, lambda v: v > 0, "a number > 0")
         self.student_loss = _choice(student_loss, f"{p}.student_loss", ("l1", "kd"))
-        self.t_kd = _number(kd_temperature, f"{p}.kd_temperature", positive=True)
+        self.t_kd = param_number("kd_temperature", kd_temperature, lambda v: v > 0, "a number > 0")
         self.spl = _choice(spl, f"{p}.spl", ("none", "sample", "batch"))
         self.lam = _pair(lam, f"{p}.lam")
         if self.spl != "none" and self.lam is None:
