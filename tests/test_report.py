@@ -47,3 +47,17 @@ def test_verdict_says_plainly_when_distillation_did_not_help():
 def test_markdown_names_the_checkpoint_and_seeds():
     text = markdown(_summary([0.8, 0.8, 0.8], [0.7, 0.75, 0.8]))
     assert "**best** checkpoint" in text and "[0, 1, 2]" in text and "0.750 ± 0.050" in text
+
+
+def test_verdict_names_a_teacher_worse_than_the_student_alone_on_validation():
+    summary = _summary([0.8, 0.82, 0.84], [0.7, 0.72, 0.74])
+    for r in summary["rows"]:
+        r["val_metrics"] = r["metrics"]
+    teacher = [_seed(a) for a in (0.5,)]
+    summary["rows"].insert(0, {"model": "pi: cnn2d", "role": "teacher", "params": 10, "size_kb": 0.1,
+                               "metrics": aggregate(teacher, "best"), "val_metrics": aggregate(teacher, "best"),
+                               "per_seed_test": [teacher[0]["test"]["best"]]})
+    text = verdict(summary)
+    assert "did not beat" in text and "pi: cnn2d 0.500" in text and "0.820 acc" in text
+    summary["rows"][0]["val_metrics"] = aggregate([_seed(0.81)], "best")  # within the student's spread: no warning
+    assert "Teacher(s)" not in verdict(summary)

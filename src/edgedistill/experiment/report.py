@@ -97,7 +97,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def verdict(summary: dict[str, Any]) -> Optional[str]:
-    """One plain sentence: did the method beat the student alone, beyond the seeds' spread?"""
+    """One plain sentence: did the method beat the student alone, beyond the seeds' spread? Then one naming any
+    teacher that was worse than the student alone on validation."""
     rows = {r["role"]: r for r in summary["rows"]}
     if "method" not in rows or "student alone" not in rows:
         return None
@@ -109,6 +110,31 @@ def verdict(summary: dict[str, Any]) -> Optional[str]:
     # Seed k of both arms starts from the same initialisation and data order: compare them pairwise too.
     diffs = [better * (a[key] - b[key]) for a, b in zip(rows["method"]["per_seed_test"], rows["student alone"]["per_seed_test"])]
     paired = f" Paired by seed it won on {sum(d > 0 for d in diffs)} of {len(diffs)} seeds (differences {', '.join(f'{d:+.3f}' for d in diffs)})."
+    warn = weak_teachers(summary)
+    if warn:
+        return _verdict(name, key, m, diff, spread, paired) + " " + warn
+    return _verdict(name, key, m, diff, spread, paired)
+
+
+def weak_teachers(summary: dict[str, Any]) -> Optional[str]:
+    """A sentence naming the teachers that scored below the student alone on validation, beyond its seeds'
+    spread: the student is asked to imitate a worse model, the commonest reason distillation hurts on small
+    sensor sets (e.g. topo_kd's persistence-image teachers in benchmarks/results/quality.md)."""
+    rows = summary["rows"]
+    alone = next((r for r in rows if r["role"] == "student alone"), None)
+    if alone is None or "val_metrics" not in alone:
+        return None
+    key, better = ("acc", 1) if summary["task"] == "classification" else ("rmse", -1)
+    ref, spread = alone["val_metrics"][key]["mean"], alone["val_metrics"][key]["std"]
+    weak = [f"{r['model']} {r['val_metrics'][key]['mean']:.3f}" for r in rows
+            if r["role"] == "teacher" and "val_metrics" in r and better * (ref - r["val_metrics"][key]["mean"]) > spread]
+    if not weak:
+        return None
+    return (f"Teacher(s) below the student alone on validation ({ref:.3f} {key}): {', '.join(weak)}. Distilling from a "
+            "worse model tends to hurt: choose a better teacher or give it less weight.")
+
+
+def _verdict(name: str, key: str, m: dict[str, Any], diff: float, spread: float, paired: str) -> str:
     if m["n"] == 1:
         if diff == 0:
             return f"**{name}** scored the same test {key} as the student alone on one seed: no spread to judge it by."
