@@ -265,7 +265,7 @@ def dataset_table(d: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     best = max((m for m in ms if m not in FITS_ON_VALIDATION) or ms,
                key=lambda m: better * ms[m]["method"]["val_metrics"][key]["mean"])
     cols = ("| method | params | accuracy | macro-F1 | ECE | Δ vs alone | gap closed | won |" if cls
-            else "| method | params | RMSE | MAE | R² | Δ vs alone | gap closed | won |")
+            else "| method | params | RMSE | MAE | R² | Δ RMSE vs alone (lower is better) | gap closed | won |")
     lines = [f"## {d['dataset']}", "", f"{d['task']}; teacher {teacher['model']} ({teacher['params']:,} params); "
              f"{d['minutes']} min.", "", cols, "|---|---|---|---|---|---|---|---|"]
     m2 = ("acc", "f1", "ece") if cls else ("rmse", "mae", "r2")
@@ -335,6 +335,11 @@ def reading(facts: list[dict[str, Any]], methods: list[str]) -> tuple[list[str],
     if no_gap:
         lines.append(f"- No teacher-student gap beyond the student's seed std on: {', '.join(no_gap)} (gap closed left "
                      "blank there; a teacher no better than the student alone has nothing to give).")
+    gapped = [f for f in cls if f["dataset"] not in no_gap]
+    if gapped:
+        lines.append("- Teacher-student gaps (accuracy; the student's seed std in brackets): " + ", ".join(
+            f"{f['dataset']} {f['teacher'] - f['alone']:.3f} ({f['noise']:.3f})" for f in gapped) + ". Where a gap is "
+            "barely above the std, gap-closed values are large and noisy.")
     ahead = {m: [f["delta"][m] for f in cls if m in f["delta"]] for m in methods}
     ahead = {m: v for m, v in ahead.items() if v}
     fmt = lambda group: ", ".join(f"{m} {sum(v) / len(v):+.3f} ({sum(x > 0 for x in v)}/{len(v)})"  # noqa: E731
@@ -356,13 +361,20 @@ def reading(facts: list[dict[str, Any]], methods: list[str]) -> tuple[list[str],
     ranked = sorted(per_method.items(), key=lambda kv: -kv[1][0])
     if ranked:
         lines.append("- Mean gap closed per method over the sets with a gap: " +
-                     ", ".join(f"{m} {g:+.2f} ({n})" for m, (g, n) in ranked) + ".")
+                     ", ".join(f"{m} {g:+.2f} ({n})" for m, (g, n) in ranked if m not in DATA_RESTRICTED) + "; "
+                     "regimes whose student does not see the training set: " +
+                     (", ".join(f"{m} {g:+.2f} ({n})" for m, (g, n) in ranked if m in DATA_RESTRICTED) or "none ran") + ".")
         hurt = [m for m, (g, _) in ranked if g < 0]
         if hurt:
             lines.append(f"- Negative mean gap closed (worse than the student alone where there was a gap): {', '.join(hurt)}.")
     lines.append("- Best on validation per set (" + ", ".join(sorted(FITS_ON_VALIDATION)) + " not eligible: they fit "
                  "weights on the validation split): " + ", ".join(f"{f['dataset']} → {f['best']}" for f in facts if f) + ".")
-    return lines, {"mean_best_gap_closed": mean_best, "sets_counted": len(closed)}
+    # The same target over the sets whose gap is at least twice the student's seed std: a gap-closed value on a
+    # gap near the noise (e.g. +1.3 for a +0.011 gain on a 0.009 gap) can carry the mean by itself.
+    clear = [f["gaps"][f["best"]] for f in cls if f["gaps"].get(f["best"]) is not None
+             and f["teacher"] - f["alone"] >= 2 * f["noise"]]
+    return lines, {"mean_best_gap_closed": mean_best, "sets_counted": len(closed),
+                   "mean_best_gap_closed_clear": sum(clear) / len(clear) if clear else None, "sets_clear": len(clear)}
 
 
 def write_report(results: list[dict[str, Any]], meta: dict[str, Any], quick: bool, methods: list[str]) -> Path:
@@ -400,7 +412,10 @@ def write_report(results: list[dict[str, Any]], meta: dict[str, Any], quick: boo
     lines += ["## Reading", ""] + text + ["", "## Target", "",
               f"- Best distilled student (chosen on validation) closes ≥ half the gap on average across the real "
               f"classification sets with a gap: mean {('n/a' if mb is None else f'{mb:+.2f}')} over {target['sets_counted']} "
-              f"sets → **{verdict}**.", ""]
+              f"sets → **{verdict}**.", "",
+              *([f"- The same over the sets whose gap is at least twice the student's seed std (a gap near the noise "
+                 f"makes gap-closed values large): mean {mc:+.2f} over {target['sets_clear']} sets → "
+                 f"**{'holds' if mc >= 0.5 else 'does not hold'}**.", ""] if (mc := target["mean_best_gap_closed_clear"]) is not None else [])]
     path = RESULTS / f"{name}.md"
     write_text(path, "\n".join(lines))
     write_json(RESULTS / f"{name}.json", {"meta": meta, "results": results, "target": {**target, "holds": holds}})
