@@ -84,7 +84,7 @@ def test_smoke_grid_end_to_end_with_list_values_table_and_heatmap(tmp_path):
         assert (Path(r["run_dir"]) / "summary.json").is_file()
     md = (out / "results.md").read_text()
     assert md.startswith("# grid2: sweep over `method.terms`, `train.lr`") and "4 grid points: 4 finished" in md
-    assert "| method.terms | train.lr | method acc | student alone | paired diff | wins | teacher acc | run |" in md
+    assert "| method.terms | train.lr | method acc | method val acc | student alone | paired diff | wins | teacher acc | run |" in md
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*.tmp")) and (out / "study.db").is_file()
 
@@ -258,7 +258,12 @@ def test_heatmap_for_one_and_three_axes(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     best = sweep_report.best_row(rows, "rmse")
     assert best["method"]["mean"] == pytest.approx(0.1)  # lower is better for rmse
-    assert "Best: a=1, b=x, c=[1]: rmse 0.100 ± 0.010" in sweep_report.markdown(info3, rows)
+    assert "Best on test (no validation recorded): a=1, b=x, c=[1]: test rmse 0.100 ± 0.010" in sweep_report.markdown(info3, rows)
+    # With validation recorded the choice follows validation, not test: the last point is best on validation.
+    for i, r in enumerate(rows):
+        r["val"] = {"mean": 1.0 - 0.1 * i, "std": 0.0, "n": 3}
+    assert sweep_report.best_row(rows, "rmse") is rows[-1]
+    assert "Best on validation rmse 0.300 ± 0.000: a=2, b=y, c=[2]: test rmse 0.800 ± 0.010" in sweep_report.markdown(info3, rows)
 
 
 def test_a_shared_storage_lets_a_second_sweep_directory_skip_what_the_first_finished(tmp_path):

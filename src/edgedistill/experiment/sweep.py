@@ -172,7 +172,7 @@ class Sweep:
         try:
             if ok:
                 trial.set_user_attr("result", outcome["result"])
-                self.study.tell(trial, outcome["result"]["method"]["mean"])
+                self.study.tell(trial, sweep_report.selection_value(outcome["result"]))
             else:
                 trial.set_user_attr("error", outcome["error"][:4000])
                 self.study.tell(trial, state=TrialState.FAIL)
@@ -260,11 +260,12 @@ class Sweep:
         s, rows = self.snapshot(), []
         for pid in self.ids:
             row: dict[str, Any] = {"point": self.by_id[pid], "id": pid, "state": "not run", "trial": None, "run_dir": None,
-                                   "method": None, "alone": None, "diff": None, "wins": None, "n": None, "teacher": None, "error": None}
+                                   "method": None, "val": None, "alone": None, "diff": None, "wins": None, "n": None,
+                                   "teacher": None, "error": None}
             if pid in s["complete"]:
                 t = s["complete"][pid]
                 r = t.user_attrs["result"]
-                row.update(state="complete", trial=t.number, run_dir=r["run_dir"], method=r["method"], alone=r["alone"],
+                row.update(state="complete", trial=t.number, run_dir=r["run_dir"], method=r["method"], val=r.get("val"), alone=r["alone"],
                            diff=r["diff"], wins=r["wins"], n=r["n"], teacher=r["teacher"])
             elif pid in s["running"]:
                 t = s["running"][pid]
@@ -346,7 +347,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
     seeds = runner.info()["seeds"]
     already = len(runner.snapshot()["complete"])
     log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {storage or sweep_dir / 'study.db'})")
-    log(f"{len(points)} grid points x {len(seeds)} seed(s) {seeds}, ranked by test {metric}; {jobs} job(s)"
+    log(f"{len(points)} grid points x {len(seeds)} seed(s) {seeds}, best chosen on validation {metric}; {jobs} job(s)"
         + (f"; {already} point(s) already finished" if already else ""))
     try:
         runner.execute()

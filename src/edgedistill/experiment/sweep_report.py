@@ -43,23 +43,29 @@ def _num(x: Optional[float]) -> str:
     return "" if x is None else repr(float(x))
 
 
+def selection_value(row: dict[str, Any]) -> float:
+    """What a grid point is chosen by: the method's validation mean (select on validation, report on test).
+    Results stored before validation was recorded fall back to the test mean."""
+    return (row.get("val") or row["method"])["mean"]
+
+
 def best_row(rows: list[dict[str, Any]], metric: str) -> Optional[dict[str, Any]]:
     done = [r for r in rows if r["method"] is not None]
     if not done:
         return None
     sign = 1 if metric in MAXIMIZE else -1
-    return max(done, key=lambda r: sign * r["method"]["mean"])
+    return max(done, key=lambda r: sign * selection_value(r))
 
 
 def csv_text(rows: list[dict[str, Any]], axes: list[str], metric: str) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*axes, "state", f"{metric}_mean", f"{metric}_std", "seeds", f"alone_{metric}_mean", f"alone_{metric}_std",
+    w.writerow([*axes, "state", f"{metric}_mean", f"{metric}_std", "seeds", f"val_{metric}_mean", f"alone_{metric}_mean", f"alone_{metric}_std",
                 "paired_diff_mean", "wins", f"teacher_{metric}", "trial", "run_dir", "error"])
     for r in rows:
         m, a = r["method"] or {}, r["alone"] or {}
         w.writerow([*(label(r["point"][k]) for k in axes), r["state"], _num(m.get("mean")), _num(m.get("std")),
-                    m.get("n", ""), _num(a.get("mean")), _num(a.get("std")), _num(r["diff"]),
+                    m.get("n", ""), _num((r.get("val") or {}).get("mean")), _num(a.get("mean")), _num(a.get("std")), _num(r["diff"]),
                     "" if r["wins"] is None else r["wins"], _num(r["teacher"]), "" if r["trial"] is None else r["trial"],
                     r["run_dir"] or "", r["error"] or ""])
     return buf.getvalue()
@@ -77,29 +83,31 @@ def markdown(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [
         f"# {info['name']}: sweep over {', '.join(f'`{a}`' for a in axes)}",
         "",
-        f"Test **{metric}** ({better} is better) of the method's student, mean ± sample std over seeds {info['seeds']}"
+        f"Test **{metric}** ({better} is better) of the method's student, mean ± sample std over seeds {info['seeds']}; "
+        f"the best grid point is chosen on the validation {metric}, never on test"
         f"{' (smoke mode: tiny synthetic data, one epoch)' if info.get('smoke') else ''}. *paired diff* = method − student "
         "alone, averaged over seeds (seed k of both starts from the same initialisation and data order); *wins* = seeds on "
         f"which the method was better. {len(rows)} grid points: {done} finished"
         + (f", {len(failed)} failed" if failed else "") + (f", {len(rows) - done - len(failed)} not finished" if len(rows) - done - len(failed) else "") + ".",
         "",
     ]
-    header = [*axes, f"method {metric}", "student alone", "paired diff", "wins", f"teacher {metric}", "run"]
+    header = [*axes, f"method {metric}", f"method val {metric}", "student alone", "paired diff", "wins", f"teacher {metric}", "run"]
     lines += ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
         if r["method"] is not None:
             wins = "" if r["wins"] is None else f"{r['wins']}/{r['n']}"
             diff = "" if r["diff"] is None else f"{r['diff']:+.3f}"
             teacher = "" if r["teacher"] is None else f"{r['teacher']:.3f}"
-            cells = [_fmt(r["method"]), _fmt(r["alone"]), diff, wins, teacher, f"`{r['run_dir']}`"]
+            cells = [_fmt(r["method"]), _fmt(r.get("val")), _fmt(r["alone"]), diff, wins, teacher, f"`{r['run_dir']}`"]
         else:
-            cells = [r["state"], "", "", "", "", f"`{r['run_dir']}`" if r["run_dir"] else ""]
+            cells = [r["state"], "", "", "", "", "", f"`{r['run_dir']}`" if r["run_dir"] else ""]
         lines.append("| " + " | ".join(_cell(c) for c in [*(label(r["point"][k]) for k in axes), *cells]) + " |")
     best = best_row(rows, metric)
     if best is not None:
         where = ", ".join(f"{k}={label(best['point'][k])}" for k in axes)
         alone = f" (student alone {_fmt(best['alone'])})" if best["alone"] else ""
-        lines += ["", f"Best: {where}: {metric} {_fmt(best['method'])}{alone}."]
+        how = f"validation {metric} {_fmt(best['val'])}" if best.get("val") else "test (no validation recorded)"
+        lines += ["", f"Best on {how}: {where}: test {metric} {_fmt(best['method'])}{alone}."]
     for r in failed:
         where = ", ".join(f"{k}={label(r['point'][k])}" for k in axes)
         lines += ["", f"Failed: {where}: {r['error']}"]

@@ -44,6 +44,8 @@ def _extract(summary: dict[str, Any], metric: str) -> dict[str, Any]:
     sign = 1 if metric in MAXIMIZE else -1
     return {
         "method": method["metrics"][metric], "alone": alone["metrics"][metric] if alone else None,
+        # The grid point is chosen on validation (the protocol); test is what the tables report.
+        "val": method["val_metrics"][metric] if metric in method.get("val_metrics", {}) else None,
         "teacher": teacher["metrics"][metric]["mean"] if teacher and metric in teacher["metrics"] else None,
         "per_seed": per_m, "alone_per_seed": per_a, "diff": sum(diffs) / len(diffs) if diffs else None,
         "wins": sum(sign * d > 0 for d in diffs) if diffs else None, "n": len(diffs) if diffs else None,
