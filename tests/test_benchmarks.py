@@ -32,7 +32,8 @@ def test_every_registered_method_is_benchmarked_or_excluded_with_a_reason() -> N
 
     covered = {quality._shipped(recipe)["method"]["name"] for recipe in quality.METHODS.values()}
     covered |= {quality._shipped(recipe)["method"]["name"] for recipe in quality.REGRESSION_VARIANT.values()}
-    registered = set(METHODS.names())
+    # The package's methods (test modules register their own helpers in the same registry).
+    registered = {n for n in METHODS.names() if METHODS.entry(n).obj.__module__.startswith("edgedistill.")}
     assert registered - covered == set(quality.NOT_BENCHMARKED), "a registered method is neither run nor excluded"
     assert all(reason for reason in quality.NOT_BENCHMARKED.values())
 
