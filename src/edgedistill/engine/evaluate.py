@@ -15,7 +15,7 @@ def outputs_by_batch(fn: Callable[[torch.Tensor], torch.Tensor], data: TensorDat
     """``fn`` over every row of ``data[view]`` in row order, batch by batch, written into one tensor allocated
     at the first batch. Not ``torch.cat`` of a list: hundreds of small per-batch outputs kept alive between
     the batches' freed activations fragment glibc's heap, which then never shrinks. A teacher pass over 64k
-    windows grew the process by ~2 GiB that way and by ~0.1 GiB like this (benchmarks/speed.py, docs/speed)."""
+    windows grew the process by ~2 GiB that way and by ~0.2 GiB like this (benchmarks/speed.py, docs/benchmarks.md)."""
     out: Optional[torch.Tensor] = None
     start = 0
     for b in data.batches(batch_size):
