@@ -285,3 +285,13 @@ def test_help_lists_sweep_without_importing_optuna():
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.split() == ["False", "False"]
     result = CliRunner().invoke(app, ["sweep", "--help"])
     assert result.exit_code == 0 and "--jobs" in result.output and "--storage" in result.output
+
+
+def test_heatmap_cells_with_more_than_two_axes_show_the_point_best_on_validation():
+    values = {"a": [1], "b": ["x"], "c": [1, 2]}
+    best_test = _row({"a": 1, "b": "x", "c": 1}, 0.9)
+    best_val = _row({"a": 1, "b": "x", "c": 2}, 0.7)
+    best_test["val"], best_val["val"] = {"mean": 0.6, "std": 0.0, "n": 3}, {"mean": 0.8, "std": 0.0, "n": 3}
+    cells = sweep_report.cell_points([best_test, best_val], ["a", "b", "c"], values, "acc")
+    assert cells == {(0, 0): best_val}
+    assert sweep_report.cell_points([best_test, best_val], ["a", "b", "c"], values, "rmse") == {(0, 0): best_test}

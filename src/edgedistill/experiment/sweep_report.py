@@ -122,9 +122,23 @@ def write_tables(sweep_dir: Path, info: dict[str, Any], rows: list[dict[str, Any
     write_text(sweep_dir / "results.md", markdown(info, rows))
 
 
+def cell_points(done: list[dict[str, Any]], axes: list[str], values: dict[str, list[Any]],
+                metric: str) -> dict[tuple[int, int], dict[str, Any]]:
+    """The finished row each heatmap cell (index along the first, second axis) shows: with more than two axes,
+    the one best on validation among those sharing the cell (its test value is what is drawn)."""
+    sign = 1 if metric in MAXIMIZE else -1
+    l0, l1 = [label(v) for v in values[axes[0]]], [label(v) for v in values[axes[1]]]
+    cells: dict[tuple[int, int], dict[str, Any]] = {}
+    for r in done:
+        ij = (l0.index(label(r["point"][axes[0]])), l1.index(label(r["point"][axes[1]])))
+        if ij not in cells or sign * selection_value(r) > sign * selection_value(cells[ij]):
+            cells[ij] = r
+    return cells
+
+
 def heatmap(path: Path, info: dict[str, Any], rows: list[dict[str, Any]], values: dict[str, list[Any]]) -> None:
-    """Method mean per grid point: a bar chart (one axis), a heatmap (two), or the first two axes with the
-    best over the others (more than two). Drawn without pyplot (no global backend change), saved atomically."""
+    """Method test mean per grid point: a bar chart (one axis), a heatmap (two), or the first two axes with,
+    in each cell, the point best on validation over the others (more than two). Drawn without pyplot (no global backend change), saved atomically."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -166,14 +180,11 @@ def heatmap(path: Path, info: dict[str, Any], rows: list[dict[str, Any]], values
         grid = np.full((len(values[k0]), len(values[k1])), np.nan)
         text = [["" for _ in values[k1]] for _ in values[k0]]
         l0, l1 = [label(v) for v in values[k0]], [label(v) for v in values[k1]]
-        for r in done.values():
-            i, j = l0.index(label(r["point"][k0])), l1.index(label(r["point"][k1]))
-            m = r["method"]["mean"]
-            if math.isnan(grid[i, j]) or sign * m > sign * grid[i, j]:
-                grid[i, j] = m
-                text[i][j] = _fmt(r["method"], 3).replace(" ± ", "\n± ")
-                if len(axes) > 2:
-                    text[i][j] += "\n" + ", ".join(f"{k.split('.')[-1]}={label(r['point'][k])}" for k in axes[2:])
+        for (i, j), r in cell_points(list(done.values()), axes, values, metric).items():
+            grid[i, j] = r["method"]["mean"]
+            text[i][j] = _fmt(r["method"], 3).replace(" ± ", "\n± ")
+            if len(axes) > 2:
+                text[i][j] += "\n" + ", ".join(f"{k.split('.')[-1]}={label(r['point'][k])}" for k in axes[2:])
         cmap = "viridis" if sign > 0 else "viridis_r"
         im = ax.imshow(grid, cmap=cmap, aspect="auto")
         fig.colorbar(im, ax=ax, label=f"test {metric}" + ("" if sign > 0 else " (lower is better)"))
@@ -189,7 +200,7 @@ def heatmap(path: Path, info: dict[str, Any], rows: list[dict[str, Any]], values
                     dark = (grid[i, j] < mid) if sign > 0 else (grid[i, j] > mid)
                     ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7, color="white" if dark else "black")
         if len(axes) > 2:
-            title += f"\neach cell: the best over {', '.join(axes[2:])}"
+            title += f"\neach cell: the point best on validation over {', '.join(axes[2:])}"
     if alone_txt and len(axes) > 1:
         title += f"\n{alone_txt}"
     ax.set_title(title, fontsize=9)
