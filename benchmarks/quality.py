@@ -19,8 +19,8 @@ apart. Regimes that fit weights on the validation split are marked and cannot be
 
 Run: `python benchmarks/quality.py` (full: 5 seeds, 2 worker processes of one thread each, from an empty model
 cache under --runs; 67.6 min wall and 128 CPU min on 2 idle cores on 2026-12-01, inside the 90-minute budget),
-or `--quick` (2 seeds, a fifth of the epochs, two student sizes; written to results/quality_quick.md, whose
-committed copy predates the six regimes added last; ~30 min on a machine loaded ~9 by other jobs). Finished runs are resumed
+or `--quick` (2 seeds, a fifth of the epochs, two student sizes; written to results/quality_quick.md; 9.2 min on
+2 idle cores). Finished runs are resumed
 from --runs; `--render results/quality.json` rewrites the report from saved numbers without training.
 """
 from __future__ import annotations
