@@ -147,3 +147,17 @@ def test_outputs_by_batch_matches_a_whole_pass_in_row_order():
     torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
     empty = outputs_by_batch(net, splits.train.subset(torch.arange(0)), "x", torch.device("cpu"))
     assert empty.numel() == 0
+
+
+def test_final_test_metrics_carry_the_validation_fitted_temperature():
+    from edgedistill.engine.evaluate import evaluate_val_test
+    from edgedistill.metrics import ece, fit_temperature
+
+    splits = toy_splits()
+    net = tiny_net().eval()
+    val, test = evaluate_val_test(net, splits.val, splits.test, splits.info, torch.device("cpu"))
+    with torch.no_grad():
+        zv, zt = net(splits.val.x), net(splits.test.x)
+    t = fit_temperature(zv, splits.val.y)  # fitted on validation, applied to test
+    assert test["temperature"] == pytest.approx(t) and test["ece_ts"] == pytest.approx(ece(zt / t, splits.test.y), abs=1e-6)
+    assert "ece_ts" not in val and set(test) - set(val) == {"ece_ts", "temperature"}

@@ -55,3 +55,28 @@ def test_ece_golden_value_from_the_reference():
     p = torch.tensor([[0.91, 0.09], [0.62, 0.38], [0.57, 0.43], [0.18, 0.82], [0.29, 0.71], [0.97, 0.03]], dtype=torch.float64)
     y = torch.tensor([0, 1, 0, 1, 0, 0])
     assert ece(p.log(), y) == pytest.approx(0.3433333333333334, abs=1e-9)
+
+
+def test_temperature_scaling_recovers_the_scale_and_keeps_accuracy():
+    from edgedistill.metrics import accuracy, fit_temperature
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3000, 10, generator=g) * 3
+    y = torch.distributions.Categorical(logits=z).sample()  # labels drawn from the logits: calibrated at T = 1
+    assert fit_temperature(z, y) == pytest.approx(1.0, abs=0.08)
+    for scale in (0.05, 4.0):  # shrunk (underconfident) or stretched (overconfident) logits
+        t = fit_temperature(z * scale, y)
+        assert t == pytest.approx(scale, rel=0.08)
+        assert ece(z * scale / t, y) < 0.5 * ece(z * scale, y)
+        assert accuracy(z * scale / t, y) == accuracy(z * scale, y)
+
+
+def test_temperature_minimises_the_nll():
+    from edgedistill.metrics import fit_temperature, nll
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(500, 4, generator=g)
+    y = torch.distributions.Categorical(logits=2 * z).sample()  # informative labels: the optimum is inside the range
+    t = fit_temperature(z, y)
+    assert 0.3 < t < 0.8
+    assert all(nll(z / t, y) <= nll(z / (t * f), y) + 1e-9 for f in (0.9, 1.1, 0.5, 2.0))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgedistill.data.dataset import DataInfo, TensorData
-from edgedistill.metrics import classification_metrics, regression_metrics
+from edgedistill.metrics import classification_metrics, ece, fit_temperature, regression_metrics
 
 
 def outputs_by_batch(fn: Callable[[torch.Tensor], torch.Tensor], data: TensorData, view: str, device: torch.device,
@@ -49,3 +49,16 @@ def evaluate(model: nn.Module, data: TensorData, info: DataInfo, device: torch.d
     if info.task == "classification":
         return classification_metrics(out, data.y)
     return regression_metrics(unscale(out, info), unscale(data.y.float(), info))
+
+
+def evaluate_val_test(model: nn.Module, val: TensorData, test: TensorData, info: DataInfo,
+                      device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """Validation and test metrics. For classification with a validation split, test also gets ``ece_ts``, the
+    ECE after temperature scaling fitted on validation, and that ``temperature``: whether one scalar would
+    calibrate the student (it leaves accuracy unchanged), e.g. DIST's underconfident students (docs/benchmarks.md)."""
+    if info.task != "classification" or len(val) == 0:
+        return evaluate(model, val, info, device), evaluate(model, test, info, device)
+    zv, zt = predict(model, val, device), predict(model, test, device)
+    t = fit_temperature(zv, val.y)
+    return classification_metrics(zv, val.y), {**classification_metrics(zt, test.y), "ece_ts": ece(zt / t, test.y),
+                                                "temperature": t}

@@ -21,7 +21,7 @@ from edgedistill.augment.pipeline import step_generator
 from edgedistill.config import EngineConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
-from edgedistill.engine.evaluate import evaluate
+from edgedistill.engine.evaluate import evaluate, evaluate_val_test
 from edgedistill.engine.progress import StageProgress
 from edgedistill.errors import TrainingDiverged
 from edgedistill.io import write_json, write_text
@@ -221,9 +221,9 @@ class Trainer:
         model = method.deliverable()
 
         def scores() -> tuple[dict, dict, dict]:
-            others = {name: {"val": evaluate(net, splits.val, info, device), "test": evaluate(net, splits.test, info, device)}
+            others = {name: dict(zip(("val", "test"), evaluate_val_test(net, splits.val, splits.test, info, device)))
                       for name, net in method.evaluated().items()}
-            return evaluate(model, splits.val, info, device), evaluate(model, splits.test, info, device), others
+            return (*evaluate_val_test(model, splits.val, splits.test, info, device), others)
 
         last_val, last_test, last_others = scores()
         best = ckpt.load(stage.directory / "checkpoints" / "best.pt")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-CLASSIFICATION_COLUMNS = [("acc", "accuracy"), ("f1", "macro-F1"), ("ece", "ECE"), ("nll", "NLL")]
+CLASSIFICATION_COLUMNS = [("acc", "accuracy"), ("f1", "macro-F1"), ("ece", "ECE"), ("ece_ts", "ECE T-scaled"), ("nll", "NLL")]
 REGRESSION_COLUMNS = [("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²")]
 
 
@@ -36,17 +36,18 @@ def _fmt(stat: dict[str, float], digits: int = 3) -> str:
 
 
 def table_rows(summary: dict[str, Any], compact: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and cells; ``compact`` (the terminal table) leaves NLL to the Markdown report."""
+    """Header and cells; ``compact`` (the terminal table) leaves NLL and the T-scaled ECE to the Markdown report.
+    A metric a row lacks (a user-supplied teacher checkpoint has no T-scaled ECE) is an empty cell."""
     cols = CLASSIFICATION_COLUMNS if summary["task"] == "classification" else REGRESSION_COLUMNS
     if compact:
-        cols = [c for c in cols if c[0] != "nll"]
+        cols = [c for c in cols if c[0] not in ("nll", "ece_ts")]
     header = ["model", "role", "params", "KB"] + [label for _, label in cols]
     if summary["task"] == "classification":
         header.append("gap closed")
     rows = []
     for row in summary["rows"]:
         cells = [row["model"], row["role"], f"{row['params']:,}", f"{row['size_kb']:.1f}"]
-        cells += [_fmt(row["metrics"][k]) for k, _ in cols]
+        cells += [_fmt(row["metrics"][k]) if k in row["metrics"] else "" for k, _ in cols]
         if summary["task"] == "classification":
             g = row.get("gap_closed")
             cells.append("" if g is None else f"{g:+.2f}")  # empty: no teacher-student gap to close
@@ -85,7 +86,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     if summary["task"] == "classification":
         lines += ["", "*gap closed* = (method − student alone) / (teacher − student alone) accuracy; negative means distillation hurt; "
-                  "blank when the teacher-student gap is no larger than the student's seed std."]
+                  "blank when the teacher-student gap is no larger than the student's seed std. *ECE T-scaled* = test ECE after "
+                  "dividing the logits by one temperature fitted on validation (accuracy unchanged): what calibration costs to fix."]
     if any(r["role"].startswith("also trained") for r in summary["rows"]):
         lines += ["", f"The deliverable is the **method** row ({summary.get('deliverable')}); rows marked *also trained* are "
                   "networks the regime trains or forms alongside it, at the deliverable's selected epoch."]
