@@ -27,8 +27,7 @@ def confidence(run_dir: str, seed: int) -> dict[str, float]:
     logits = predict(run.student, run.splits.test, torch.device("cpu"))
     probs = logits.softmax(1)
     _, test = evaluate_val_test(run.student, run.splits.val, run.splits.test, run.splits.info, torch.device("cpu"))
-    return {"acc": (probs.argmax(1) == run.splits.test.y).float().mean().item(),
-            "confidence": probs.max(1).values.mean().item(), "logit_std": logits.std(1).mean().item(),
+    return {"acc": test["acc"], "confidence": probs.max(1).values.mean().item(), "logit_std": logits.std(1).mean().item(),
             "ece": test["ece"], "ece_ts": test["ece_ts"], "temperature": test["temperature"]}
 
 
