@@ -22,6 +22,32 @@ def test_macro_f1_ignores_absent_classes_like_sklearn():
     assert macro_f1(p, y, 4) == pytest.approx(f1_score(y.numpy(), p.numpy(), average="macro"))
 
 
+def _hand_macro_f1(pred: list[int], y: list[int]) -> float:
+    """Per-class F1 = 2TP / (2TP + FP + FN), averaged over the classes that occur in y or in pred."""
+    classes = sorted(set(y) | set(pred))
+    f1 = []
+    for c in classes:
+        tp = sum(1 for a, b in zip(y, pred) if a == c and b == c)
+        fp = sum(1 for a, b in zip(y, pred) if a != c and b == c)
+        fn = sum(1 for a, b in zip(y, pred) if a == c and b != c)
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1) / len(f1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_equals_a_hand_computation_with_absent_classes(seed: int):
+    # 7 classes: 5 never occurs in y (only predicted), 2 is never predicted (only in y), 6 occurs in neither
+    # and must not enter the mean.
+    rng = np.random.default_rng(seed)
+    y = rng.choice([0, 1, 2, 3, 4], size=120)
+    pred = np.where(rng.random(120) < 0.5, y, rng.choice([0, 1, 3, 4, 5], size=120))
+    pred[pred == 2] = 5
+    assert 5 not in y and 5 in pred and 2 in y and 2 not in pred and 6 not in y and 6 not in pred
+    got = macro_f1(torch.tensor(pred), torch.tensor(y), 7)
+    assert got == pytest.approx(_hand_macro_f1(pred.tolist(), y.tolist()), rel=0, abs=1e-12)
+    assert 0 < got < 1
+
+
 def test_ece_perfectly_calibrated_and_overconfident():
     # confident and always right: ECE ~ 1 - confidence
     logits = torch.tensor([[10.0, 0.0]] * 10)
