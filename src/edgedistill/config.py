@@ -119,11 +119,33 @@ class TrainConfig(_Strict):
 
 
 class TermConfig(BaseModel):
-    """One weighted loss term; every key besides ``loss`` and ``weight`` is a keyword of that loss."""
+    """One weighted loss term; every key besides ``loss``, ``weight`` and the schedule keys is a keyword of that loss.
+
+    Schedule (per epoch, 0-based ``e``): the term is off (0) before ``start_epoch``; with ``warmup_epochs`` w > 0 its
+    weight grows to full over w epochs, by the factor r = min(1, (e - start_epoch + 1) / w) (``ramp: linear``, as
+    DKD's warm-up ``min(epoch / warmup, 1)`` with 1-based epochs) or (1 - cos(pi r)) / 2 (``ramp: cosine``)."""
 
     model_config = ConfigDict(extra="allow")
     loss: str
     weight: float = 1.0
+    start_epoch: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    ramp: Literal["linear", "cosine"] = "linear"
+
+    def factor(self, epoch: int) -> float:
+        """The schedule's multiplier of ``weight`` during ``epoch`` (0-based), in [0, 1]."""
+        import math
+
+        if epoch < self.start_epoch:
+            return 0.0
+        if self.warmup_epochs == 0:
+            return 1.0
+        r = min(1.0, (epoch - self.start_epoch + 1) / self.warmup_epochs)
+        return r if self.ramp == "linear" else 0.5 * (1.0 - math.cos(math.pi * r))
+
+    @property
+    def scheduled(self) -> bool:
+        return self.start_epoch > 0 or self.warmup_epochs > 0
 
     @property
     def params(self) -> dict[str, Any]:

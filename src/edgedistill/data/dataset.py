@@ -7,7 +7,7 @@ A batch is a plain dict: ``x`` (what the student sees), optional privileged view
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import torch
 
@@ -74,6 +74,30 @@ class TensorData:
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)
         return n // batch_size if (drop_last and n >= batch_size) else -(-n // batch_size)
+
+
+def outputs_by_batch(fn: Callable[[torch.Tensor], Any], data: TensorData, view: str, device: torch.device,
+                     batch_size: int = 256) -> Any:
+    """``fn`` over every row of ``data[view]`` in row order, batch by batch, written into one tensor allocated
+    at the first batch (a tuple of tensors when ``fn`` returns a tuple: a teacher's logits and tapped features).
+    Not ``torch.cat`` of a list: hundreds of small per-batch outputs kept alive between the batches' freed
+    activations fragment glibc's heap, which then never shrinks. A teacher pass over 64k windows grew the
+    process by ~2 GiB that way and by ~0.2 GiB like this (benchmarks/speed.py, docs/benchmarks.md)."""
+    out: Optional[list[torch.Tensor]] = None
+    single = True
+    start = 0
+    for b in data.batches(batch_size):
+        z = fn(b[view].to(device))
+        single = torch.is_tensor(z)
+        parts = [z] if single else list(z)
+        if out is None:
+            out = [p.new_empty((len(data), *p.shape[1:])) for p in parts]
+        for o, p in zip(out, parts):
+            o[start:start + len(p)] = p
+        start += len(parts[0])
+    if out is None:
+        return torch.empty(0)
+    return out[0] if single else tuple(out)
 
 
 @dataclass

@@ -1,30 +1,12 @@
 """Predict over a whole split and compute the task's metrics (regression in original units)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from edgedistill.data.dataset import DataInfo, TensorData
+from edgedistill.data.dataset import DataInfo, TensorData, outputs_by_batch
 from edgedistill.metrics import classification_metrics, ece, fit_temperature, regression_metrics
-
-
-def outputs_by_batch(fn: Callable[[torch.Tensor], torch.Tensor], data: TensorData, view: str, device: torch.device,
-                     batch_size: int = 256) -> torch.Tensor:
-    """``fn`` over every row of ``data[view]`` in row order, batch by batch, written into one tensor allocated
-    at the first batch. Not ``torch.cat`` of a list: hundreds of small per-batch outputs kept alive between
-    the batches' freed activations fragment glibc's heap, which then never shrinks. A teacher pass over 64k
-    windows grew the process by ~2 GiB that way and by ~0.2 GiB like this (benchmarks/speed.py, docs/benchmarks.md)."""
-    out: Optional[torch.Tensor] = None
-    start = 0
-    for b in data.batches(batch_size):
-        z = fn(b[view].to(device))
-        if out is None:
-            out = z.new_empty((len(data), *z.shape[1:]))
-        out[start:start + len(z)] = z
-        start += len(z)
-    return out if out is not None else torch.empty(0)
 
 
 @torch.no_grad()

@@ -69,8 +69,9 @@ def check_augmentation(recipe: Recipe, method: Method, has_teachers: bool, augme
             f"teachers cannot see '{augmenter.teacher_sees}' augmented inputs; set augment.teacher_sees: clean"
         )
     for i, term in enumerate(recipe.method.terms if augmenter.mixes_labels else []):
-        loss = LOSSES.get(term.loss)
-        if term.loss != "ce" and "target" in inspect.signature(loss.forward if inspect.isclass(loss) else loss).parameters:
+        entry = LOSSES.entry(term.loss)
+        loss = entry.obj
+        if not entry.meta.get("soft_targets") and "target" in inspect.signature(loss.forward if inspect.isclass(loss) else loss).parameters:
             raise UserInputError(f"method.terms[{i}]: loss '{term.loss}' reads integer labels and cannot take the mixed "
                                  "labels of augment.mix")
 

@@ -173,7 +173,7 @@ class Runner:
             if parent is None:
                 method: Any = Supervised(net, info)
             else:
-                method = OfflineDistillation(net, info, parent[0].model, cfg.terms, teacher_view=parent[0].view, train=splits.train)
+                method = OfflineDistillation(net, info, parent[0], cfg.terms, train=splits.train)
             summary = self.trainer.fit(method, splits, Stage(f"{label} seed {seed}", partial, seed, train_cfg, augmenter))
             return deliverable_weights(partial, "best"), summary
 
@@ -242,7 +242,7 @@ def _view_as_x(splits: DataSplits, view: str) -> DataSplits:
 
 
 def method_label(recipe: Recipe) -> str:
-    if recipe.method.name == "offline" and recipe.method.terms:
+    if METHODS.entry(recipe.method.name).meta.get("label_from_terms") and recipe.method.terms:
         return "+".join(t.loss for t in recipe.method.terms)
     return recipe.method.name
 
@@ -263,6 +263,7 @@ def run(
 
         recipe = smoke_recipe(recipe)
     p = plan(recipe, smoke)
+    is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = open_run_dir(run_dir, recipe)
     select = recipe.report.select
@@ -279,7 +280,7 @@ def run(
                 teachers = runner.teachers(seed)
                 for t, t_summary in teachers:
                     trained.setdefault(t.name, {}).setdefault(t_summary["cache_key"], (t, t_summary))
-                if recipe.baseline and recipe.method.name != "supervised":
+                if recipe.baseline and not is_baseline:
                     baselines.append(runner.baseline(seed))
                 results.append(runner.distilled(seed, [t for t, _ in teachers]))
     except KeyboardInterrupt:
@@ -302,7 +303,7 @@ def run(
         rows.append(_model_row(label, role, describe(t.model), [s for _, s in versions.values()], "best"))
     if baselines:
         rows.append(_model_row(recipe.student.model, "student alone", describe(student), baselines, select))
-    role = "student alone" if recipe.method.name == "supervised" else "method"
+    role = "student alone" if is_baseline else "method"
     rows.append(_model_row(f"{recipe.student.model} + {method_label(recipe)}", role, describe(student), results, select))
     for name in results[0].get("others", {}):
         # Networks the regime trains or forms besides the deliverable (peers, a co-trained teacher, ensembles).

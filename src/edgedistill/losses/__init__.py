@@ -15,12 +15,13 @@ from edgedistill.losses.feature import FitNet, Gram, attention_transfer, fitnet,
 from edgedistill.losses.multiteacher import confidence_weights, correlation_orthogonality
 from edgedistill.losses.regression import mse, mse_to_teacher
 from edgedistill.losses.relation import mmd, pkt, rkd
-from edgedistill.losses.response import ce, kd, reverse_kd
+from edgedistill.losses.response import ce, kd, kl_rows, reverse_kd
 from edgedistill.losses.response_extra import balanced_kd, dist, dkd, std_normalized_kd
 from edgedistill.losses.sequence import similarity_keeping, time_aware_kd
 from edgedistill.registry import LOSSES
 
-LOSSES.register("ce", task="classification")(ce)
+# soft_targets: the loss reads class probabilities in `target` as well as labels (augment.mix).
+LOSSES.register("ce", task="classification", soft_targets=True)(ce)
 LOSSES.register("kd", task="classification")(kd)
 LOSSES.register("reverse_kd", task="classification")(reverse_kd)
 LOSSES.register("mse", task="regression")(mse)
@@ -28,7 +29,7 @@ LOSSES.register("mse", task="regression")(mse)
 LOSSES.register("mse_to_teacher")(mse_to_teacher)
 
 __all__ = [
-    "ce", "kd", "reverse_kd", "mse", "mse_to_teacher",
+    "ce", "kd", "reverse_kd", "kl_rows", "mse", "mse_to_teacher",
     "dkd", "dist", "std_normalized_kd", "balanced_kd",
     "fitnet", "FitNet", "attention_transfer", "similarity_preserving", "gram", "Gram",
     "rkd", "pkt", "mmd", "CRD",

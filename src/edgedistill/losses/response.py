@@ -25,8 +25,10 @@ def ce(student_logits: torch.Tensor, target: torch.Tensor, label_smoothing: floa
     return F.cross_entropy(student_logits, target, label_smoothing=label_smoothing)
 
 
-def _kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per-row KL(softmax(p/T) || softmax(q/T)) for (rows, C) logits."""
+def kl_rows(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-row KL(softmax(p/T) || softmax(q/T)) for (rows, C) logits, no T^2 and no reduction: the piece every
+    per-sample weighted KD (CA-MKD, PSKD, AMAL, the data-free regimes) is built from. ``T^2 * kl_rows(t, s, T)``
+    is Hinton's per-sample KD term."""
     log_p = F.log_softmax(p_logits / temperature, dim=1)
     log_q = F.log_softmax(q_logits / temperature, dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
@@ -37,7 +39,7 @@ def kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: 
     same_shape("kd", "student_logits", student_logits, "teacher_logits", teacher_logits)
     min_dims("kd", "student_logits", student_logits, 2, "(N, C, ...) logits")
     positive("kd", "temperature", temperature)
-    rows = _kl_rows(classes_last(teacher_logits), classes_last(student_logits), temperature)
+    rows = kl_rows(classes_last(teacher_logits), classes_last(student_logits), temperature)
     return temperature**2 * rows.mean()
 
 
@@ -46,7 +48,7 @@ def reverse_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     same_shape("reverse_kd", "student_logits", student_logits, "teacher_logits", teacher_logits)
     min_dims("reverse_kd", "student_logits", student_logits, 2, "(N, C, ...) logits")
     positive("reverse_kd", "temperature", temperature)
-    rows = _kl_rows(classes_last(student_logits), classes_last(teacher_logits), temperature)
+    rows = kl_rows(classes_last(student_logits), classes_last(teacher_logits), temperature)
     return temperature**2 * rows.mean()
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
 from edgedistill.losses._checks import classes_last, min_dims, positive, same_shape
-from edgedistill.losses.response import _kl_rows
+from edgedistill.losses.response import kl_rows
 from edgedistill.registry import LOSSES
 
 
@@ -161,7 +161,7 @@ def std_normalized_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     """
     s, t = _logit_rows("std_normalized_kd", student_logits, teacher_logits)
     positive("std_normalized_kd", "temperature", temperature)
-    return temperature**2 * _kl_rows(standardize_logits(t), standardize_logits(s), temperature).mean()
+    return temperature**2 * kl_rows(standardize_logits(t), standardize_logits(s), temperature).mean()
 
 
 # ------------------------------------------------------------------------------------------------- BD-KD
@@ -208,6 +208,6 @@ def balanced_kd(
     positive("balanced_kd", "temperature", temperature)
     w = balanced_kd_weights(student_logits, teacher_logits, gate_width)
     s, t = classes_last(student_logits), classes_last(teacher_logits)
-    forward = _kl_rows(t, s, temperature)
-    reverse = _kl_rows(s, t, temperature)
+    forward = kl_rows(t, s, temperature)
+    reverse = kl_rows(s, t, temperature)
     return temperature**2 * ((1.0 - w) * forward + w * reverse).mean()

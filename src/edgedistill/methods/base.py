@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, TeacherConfig, TrainConfig, check_kwargs
+from edgedistill.config import Recipe, TeacherConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
+from edgedistill.methods.teachers import TeacherNet, freeze
+from edgedistill.params import Params
+from edgedistill.registry import METHODS
 
 
 @dataclass(frozen=True)
@@ -31,31 +34,11 @@ class Step:
         return self.step / max(1, self.epochs * self.steps_per_epoch)
 
 
-@dataclass
-class TeacherNet:
-    """A trained (or, while a recipe is checked, untrained) teacher and how it was specified."""
-
-    name: str
-    model: nn.Module
-    config: TeacherConfig
-
-    @property
-    def view(self) -> str:
-        return self.config.view
-
-
-def param_number(key: str, value: Any, ok: Callable[[float], bool], want: str) -> float:
-    """``method.params.<key>`` as a float, or a UserInputError naming the key and what was expected (bools refused)."""
+def param_number(key: str, value: Any, ok: Any, want: str) -> float:
+    """Transitional: the hand-written numeric check the typed ``Params`` replace; removed once no regime uses it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
         raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
     return float(value)
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Frozen teacher: eval mode (BatchNorm uses running statistics) and no gradients."""
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -67,7 +50,16 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
 
 
 class Method:
-    """Base class: one trained network, ``student``, plus optional trainable extras (adapters)."""
+    """Base class: one trained network, ``student``, plus optional trainable extras (adapters).
+
+    A regime declares its recipe parameters once, as ``Params`` (a pydantic model: defaults, bounds, choices,
+    a doc per field); the constructor receives them as keywords and ``self.params`` holds them validated.
+    The toolkit fills in the other constructor arguments by name: ``teacher`` (the last teacher, a
+    ``TeacherNet``), ``teachers`` (all of them), ``terms`` (``method.terms``) and ``train`` (the training split).
+    """
+
+    #: The recipe's ``method.params``, declared once; ``describe()`` and ``list methods --params`` read it.
+    Params: ClassVar[type[Params]] = Params
 
     #: True for regimes that step their own optimizers inside ``training_step`` (mutual learning, GANs).
     manual_optimization: bool = False
@@ -78,15 +70,21 @@ class Method:
     #: Set before ``setup``: a teacher reading view "x" sees a different input every step (no output cache).
     teacher_input_changes: bool = False
 
-    def __init__(self, student: nn.Module, info: DataInfo) -> None:
+    def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
         self.networks = nn.ModuleDict({"student": student})
         self.info = info
         self.teacher: Optional[nn.Module] = None
+        self.params = self.Params.parse(params, "method.params", what=f"method '{self.method_name()}'")
 
+    @classmethod
+    def method_name(cls) -> str:
+        """The name the regime is registered under (its class name if it is not registered)."""
+        return next((e.name for e in METHODS if e.obj is cls), cls.__name__)
+
+    #: Transitional: removed once every regime declares ``Params`` (no regime reads it then).
+    reserved: tuple[str, ...] = ("student", "info")
     #: Whether ``method.terms`` means anything to this regime.
     takes_terms: bool = False
-    #: Keyword arguments the toolkit fills in; a recipe's ``method.params`` may set the others.
-    reserved = ("student", "info")
     #: Set (to what the regime trains instead) by regimes that train every network from scratch: a recipe
     #: with a ``teacher``/``teachers`` section is then refused, instead of the teacher being silently unused.
     trains_own_teacher: Optional[str] = None
@@ -116,10 +114,10 @@ class Method:
         train: Optional[TensorData] = None,
         teachers: Optional[list[TeacherNet]] = None,
     ) -> "Method":
-        """``teacher`` is the last of ``teachers`` (the one a single-teacher regime distils from). The
-        constructor gets ``student``, ``info``, whichever of ``teacher`` / ``teachers`` / ``train`` it names
-        (by parameter name, so a regime overrides this only to check or reshape its input), and
-        ``method.params``."""
+        """The regime for ``recipe``: its constructor gets ``student``, ``info``, whichever of ``teacher`` (the
+        last of ``teachers``, the one a single-teacher regime distils from), ``teachers``, ``terms`` and
+        ``train`` it names, and ``method.params`` (validated by ``Params``). ``teacher`` here is the module,
+        kept for callers; the constructor gets its ``TeacherNet`` (so it knows the teacher's view)."""
         if recipe.method.terms and not cls.takes_terms:
             raise UserInputError(f"method.terms: method '{recipe.method.name}' takes no loss terms; set method.params")
         if teachers and cls.trains_own_teacher:
@@ -127,9 +125,10 @@ class Method:
                 f"teacher: method '{recipe.method.name}' uses no pre-trained teacher ({cls.trains_own_teacher}); "
                 f"remove the 'teacher'/'teachers' section"
             )
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
         accepts = inspect.signature(cls.__init__).parameters
-        filled = {k: v for k, v in (("teacher", teacher), ("teachers", teachers or []), ("train", train)) if k in accepts}
+        last = teachers[-1] if teachers else teacher
+        given = {"teacher": last, "teachers": teachers or [], "terms": list(recipe.method.terms), "train": train}
+        filled = {k: v for k, v in given.items() if k in accepts}
         return cls(student, info, **filled, **{**cls.default_params(recipe), **recipe.method.params})
 
     @property
@@ -162,4 +161,5 @@ class Method:
         return {}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": type(self).__name__}
+        """JSON-able: the regime's name and validated parameters; regimes add what they chose or learned."""
+        return {"method": self.method_name(), **self.params.model_dump(mode="json")}

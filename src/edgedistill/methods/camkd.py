@@ -29,7 +29,7 @@ from torch import nn
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import confidence_weights
-from edgedistill.losses.response import _kl_rows, ce
+from edgedistill.losses.response import kl_rows, ce
 from edgedistill.methods.base import Method, Step, TeacherNet, freeze
 from edgedistill.methods.multi_teacher import check_params, check_teachers
 from edgedistill.models.taps import FeatureTaps
@@ -47,7 +47,7 @@ def camkd_kd(student_logits: torch.Tensor, teacher_logits: Sequence[torch.Tensor
              temperature: float = 4.0, reduction: str = "code") -> tuple[torch.Tensor, torch.Tensor]:
     """CA-MKD logit term and its (K, B) confidence weights (teachers' CE with the label, softmax over teachers)."""
     w = confidence_weights(teacher_logits, target)
-    kl = torch.stack([temperature**2 * _kl_rows(z, student_logits, temperature) for z in teacher_logits])
+    kl = torch.stack([temperature**2 * kl_rows(z, student_logits, temperature) for z in teacher_logits])
     return _reduce(w * kl, reduction), w
 
 

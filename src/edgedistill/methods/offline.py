@@ -1,40 +1,29 @@
 """Offline distillation: a frozen teacher, a student, and a weighted list of loss terms from the registry.
 
-The teacher's outputs on the un-augmented training inputs are computed once in ``setup`` and looked up
-by ``batch["index"]``: with a frozen teacher in eval mode they are identical every epoch, so running it
-each step would only cost time (FACTS: 12.3 s -> ~4 s per epoch on the HAR-sized probe).
+The teacher's outputs on the un-augmented training inputs are computed once in ``setup`` (``Teachers.cache``)
+and looked up by ``batch["index"]``; a term that reads teacher features runs the teacher every step instead.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from edgedistill.config import Recipe, TermConfig, check_kwargs
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
-from edgedistill.engine.evaluate import outputs_by_batch
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers, evaluating
 from edgedistill.methods.terms import FEATURE_ROLES, MODULE_ARGS, TAP_KEYS, BoundTerm, bind_terms, feature_key
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 if TYPE_CHECKING:
     from edgedistill.models.taps import FeatureTaps
-
-
-@torch.no_grad()
-def teacher_outputs(teacher: nn.Module, data: TensorData, view: str, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """Teacher outputs for every row of ``data`` (eval mode, no grad), in row order."""
-    with torch.no_grad():
-        return outputs_by_batch(teacher, data, view, device, batch_size)
-
-
-def stacked_teacher_outputs(teachers: Sequence[TeacherNet], data: TensorData, device: torch.device) -> torch.Tensor:
-    """(K, N, C): every teacher's outputs on every row of ``data``, each on its own view, in row order."""
-    return torch.stack([teacher_outputs(t.model.to(device), data, t.view, device) for t in teachers])
 
 
 def feature_taps(model: nn.Module, terms: list[BoundTerm], network: str) -> Optional[FeatureTaps]:
@@ -69,36 +58,42 @@ def _per_sample_shape(term: BoundTerm, network: str, tensors: dict[str, torch.Te
     return ()
 
 
-@METHODS.register("offline")
+class OfflineParams(Params):
+    cache_teacher: bool = Field(True, description="look the teacher's outputs up by training row instead of running "
+                                                 "it each step (off, or ignored, when a term reads teacher features)")
+
+
+@METHODS.register("offline", label_from_terms=True)
 class OfflineDistillation(Method):
-    """Frozen teacher -> student with weighted loss terms (ce, kd, reverse_kd, mse_to_teacher, ...)."""
+    """Frozen teacher -> student with weighted loss terms (ce, kd, reverse_kd, mse_to_teacher, ...).
+
+    ``teacher`` is a ``TeacherNet`` (what a recipe gives) or a bare module reading ``teacher_view``."""
+
+    Params = OfflineParams
 
     def __init__(
         self,
         student: nn.Module,
         info: DataInfo,
-        teacher: Optional[nn.Module],
+        teacher: Optional[nn.Module | TeacherNet],
         terms: list[TermConfig],
         teacher_view: str = "x",
-        cache_teacher: bool = True,
         train: Optional[TensorData] = None,
+        **params: Any,
     ) -> None:
-        super().__init__(student, info)
+        super().__init__(student, info, **params)
         self.terms = bind_terms(terms, info.task)
         if any(t.needs_teacher for t in self.terms) and teacher is None:
             needy = next(t.label for t in self.terms if t.needs_teacher)
             raise UserInputError(f"method.terms: loss '{needy}' needs a teacher but the recipe has no 'teacher' section")
-        if teacher_view not in info.views:
-            raise UserInputError(
-                f"teacher.view: the dataset has no view '{teacher_view}'; available views: {', '.join(info.views)}"
-            )
-        self.teacher = freeze(teacher) if teacher is not None else None
-        self.teacher_view = teacher_view
+        self.teachers = Teachers([teacher] if teacher is not None else [], info, self.method_name(), minimum=0,
+                                 maximum=1, view=teacher_view)
+        self.teacher = self.teachers[-1].model if teacher is not None else None
+        self.teacher_view = self.teachers[-1].view if teacher is not None else teacher_view
         self._student_taps = feature_taps(student, self.terms, "student")
-        self._teacher_taps = feature_taps(teacher, self.terms, "teacher") if teacher is not None else None
+        self._teacher_taps = feature_taps(self.teacher, self.terms, "teacher") if self.teacher is not None else None
         # Teacher features are read by hooks during a forward pass, so the teacher runs every step then.
-        self.cache_teacher = cache_teacher and self._teacher_taps is None
-        self._cached: Optional[torch.Tensor] = None
+        self.cache_teacher = self.params.cache_teacher and self._teacher_taps is None
         if any(t.module_class is not None for t in self.terms):
             self._build_loss_modules(train)
 
@@ -108,16 +103,8 @@ class OfflineDistillation(Method):
         views = self.info.views
         batch = {"x": torch.zeros(2, *views["x"]), self.teacher_view: torch.zeros(2, *views[self.teacher_view])}
         batch.update(y=torch.zeros(2, dtype=torch.long), index=torch.arange(2))
-        nets = [self.networks["student"]] + ([self.teacher] if self.teacher is not None else [])
-        modes = [n.training for n in nets]
-        for n in nets:
-            n.eval()
-        try:
-            with torch.no_grad():
-                tensors = self._tensors(batch, use_cache=False)
-        finally:
-            for n, mode in zip(nets, modes):
-                n.train(mode)
+        with evaluating(self.networks["student"], self.teacher), torch.no_grad():
+            tensors = self._tensors(batch, use_cache=False)
         filled = {
             "n_data": self.info.sizes.get("train", len(train) if train is not None else 0),
             "train_labels": train.y if train is not None and self.info.task == "classification" else None,
@@ -137,44 +124,14 @@ class OfflineDistillation(Method):
 
     takes_terms = True
     augmentation_support = frozenset({"teacher_input", "soft_targets"})
-    reserved = ("student", "info", "teacher", "terms", "teacher_view", "train")
-
-    @classmethod
-    def from_recipe(
-        cls,
-        recipe: Recipe,
-        *,
-        student: nn.Module,
-        teacher: Optional[nn.Module],
-        info: DataInfo,
-        train: Optional[TensorData] = None,
-        teachers: Optional[list[TeacherNet]] = None,
-    ) -> "OfflineDistillation":
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what=f"method '{recipe.method.name}'")
-        # The student learns from the last teacher listed; earlier ones are its ancestors in a chain.
-        view = teachers[-1].view if teachers else (recipe.teacher.view if recipe.teacher is not None else "x")
-        return cls(student, info, teacher, recipe.method.terms, teacher_view=view, train=train, **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         if self.teacher is None:
             return
-        self.teacher.to(device)
-        freeze(self.teacher)
-        # A teacher that sees an augmented input every step cannot be cached (the issue's "switches itself off").
-        if self.cache_teacher and not (self.teacher_input_changes and self.teacher_view == "x"):
-            self._cached = teacher_outputs(self.teacher, train, self.teacher_view, device)
-
-    def _teacher_input(self, batch: Batch) -> torch.Tensor:
-        """What the teacher reads: its own view, or for view "x" what ``augment.teacher_sees`` gives it."""
-        if self.teacher_view == "x":
-            return batch.get("x_teacher", batch["x"])
-        return batch[self.teacher_view]
-
-    def _teacher(self, batch: Batch) -> torch.Tensor:
-        if self._cached is not None:
-            return self._cached[batch["index"].to(self._cached.device)]
-        with torch.no_grad():
-            return self.teacher(self._teacher_input(batch))  # type: ignore[misc]
+        self.teachers.place(device)
+        if self.cache_teacher:
+            # Not when the teacher sees an augmented input every step: Teachers.cache then declines.
+            self.teachers.cache(train, device, input_changes=self.teacher_input_changes)
 
     def _tensors(self, batch: Batch, use_cache: bool = True) -> dict[str, torch.Tensor]:
         """Everything a term may read: outputs, labels, indices and the tapped features of both networks."""
@@ -185,21 +142,28 @@ class OfflineDistillation(Method):
         if self.teacher is None:
             return tensors
         if self._teacher_taps is not None or not use_cache:
-            with torch.no_grad(), self._teacher_taps or contextlib.nullcontext():
-                t = self.teacher(self._teacher_input(batch))
+            t = self.teachers.run(batch, taps=self._teacher_taps)
             tensors.update(_features("teacher", self._teacher_taps))
         else:
-            t = self._teacher(batch)
+            t = self.teachers.logits(batch)
         tensors.update(teacher_logits=t, teacher_out=t)
         return tensors
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         tensors = self._tensors(batch)
-        return {term.label: term(tensors) for term in self.terms}
+        return {term.label: term(tensors, step) for term in self.terms}
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "method": "offline",
-            "terms": [{"loss": t.label, "weight": t.weight, **t.params} for t in self.terms],
-            "teacher_cached": self._cached is not None,
-        }
+        return {**super().describe(), "terms": [t.describe() for t in self.terms], "teacher_cached": self.teachers.cached}
+
+
+# Transitional, removed once no regime imports them (every regime moves to methods.teachers.Teachers).
+def teacher_outputs(teacher: nn.Module, data: TensorData, view: str, device: torch.device) -> torch.Tensor:
+    from edgedistill.data.dataset import outputs_by_batch
+
+    with torch.no_grad():
+        return outputs_by_batch(teacher, data, view, device)
+
+
+def stacked_teacher_outputs(teachers: Any, data: TensorData, device: torch.device) -> torch.Tensor:
+    return torch.stack([teacher_outputs(t.model.to(device), data, t.view, device) for t in teachers])

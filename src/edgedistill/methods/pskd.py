@@ -32,7 +32,7 @@ from torch import nn
 
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.losses.response import _kl_rows
+from edgedistill.losses.response import kl_rows
 from edgedistill.methods.base import Method, Step, TeacherNet, freeze
 from edgedistill.methods.offline import stacked_teacher_outputs, teacher_outputs
 from edgedistill.registry import METHODS
@@ -61,8 +61,8 @@ def acs_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
     ce_rows = F.cross_entropy(student_logits, target, reduction="none")
     ce_w = torch.where(chosen, torch.full_like(ce_rows, 1.0 - alpha), torch.ones_like(ce_rows))
     picked = teacher_logits[choice.clamp_min(0), torch.arange(len(target), device=target.device)]  # (B, C)
-    kl_rows = temperature**2 * _kl_rows(picked.to(student_logits.dtype), student_logits, temperature)
-    return {"ce": (ce_w * ce_rows).mean(), "kd": alpha * (chosen.to(kl_rows.dtype) * kl_rows).mean()}
+    rows = temperature**2 * kl_rows(picked.to(student_logits.dtype), student_logits, temperature)
+    return {"ce": (ce_w * ce_rows).mean(), "kd": alpha * (chosen.to(rows.dtype) * rows).mean()}
 
 
 @METHODS.register("pskd")

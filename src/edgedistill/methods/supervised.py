@@ -2,26 +2,28 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from pydantic import Field
 
-from edgedistill.data.dataset import Batch, DataInfo
+from edgedistill.data.dataset import Batch
 from edgedistill.losses import ce, mse
 from edgedistill.methods.base import Method, Step
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 
-@METHODS.register("supervised")
+class SupervisedParams(Params):
+    label_smoothing: float = Field(0.0, ge=0.0, le=1.0, description="cross-entropy label smoothing (classification)")
+
+
+@METHODS.register("supervised", baseline=True)
 class Supervised(Method):
     """Train one network on the labels only (cross-entropy, or MSE for regression); the baseline."""
 
+    Params = SupervisedParams
     augmentation_support = frozenset({"soft_targets"})  # ce takes mixed label probabilities
-
-    def __init__(self, student: nn.Module, info: DataInfo, label_smoothing: float = 0.0) -> None:
-        super().__init__(student, info)
-        self.label_smoothing = label_smoothing
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         out = self.networks["student"](batch["x"])
         if self.info.task == "classification":
-            return {"ce": ce(out, batch["y"], label_smoothing=self.label_smoothing)}
+            return {"ce": ce(out, batch["y"], label_smoothing=self.params.label_smoothing)}
         return {"mse": mse(out, batch["y"])}

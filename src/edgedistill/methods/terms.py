@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from edgedistill.config import TermConfig, check_kwargs
+from edgedistill.methods.base import Step
 from edgedistill.errors import UserInputError
 from edgedistill.registry import LOSSES
 
@@ -52,18 +53,31 @@ class BoundTerm:
     taps: dict[str, str]  # feature role -> tap spec, e.g. {"student_feat": "blocks.2"}
     key: str = ""  # the term's recipe path, for errors: "method.terms[2]"
     module_class: Optional[type] = None  # a loss with trainable parts, built once shapes are known
+    config: Optional[TermConfig] = None  # the recipe's term: its schedule (start_epoch, warmup_epochs, ramp)
 
     @property
     def needs_teacher(self) -> bool:
         return any(r in TEACHER_ROLES for r in self.roles)
 
-    def __call__(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, tensors: dict[str, torch.Tensor], step: Optional[Step] = None) -> torch.Tensor:
+        """The weighted loss; with ``step``, times the term's schedule factor. A term not started yet is not
+        computed at all (a loss module with state, a memory bank, must not move) and logs 0."""
+        factor = self.config.factor(step.epoch) if self.config is not None and step is not None else 1.0
+        if factor == 0.0:
+            return next(iter(tensors.values())).new_zeros(())
         args = {
             r: tensors[feature_key(FEATURE_ROLES[r][0], self.taps[r])] if r in self.taps else tensors[r]
             for r in self.roles
         }
         extra = {} if self.module_class is not None else self.params
-        return self.weight * self.fn(**args, **extra)  # type: ignore[misc]
+        weight = self.weight if factor == 1.0 else self.weight * factor
+        return weight * self.fn(**args, **extra)  # type: ignore[misc]
+
+    def describe(self) -> dict[str, Any]:
+        sched = {}
+        if self.config is not None and self.config.scheduled:
+            sched = {k: getattr(self.config, k) for k in ("start_epoch", "warmup_epochs", "ramp")}
+        return {"loss": self.label, "weight": self.weight, **self.params, **sched}
 
 
 def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") -> list[BoundTerm]:
@@ -103,5 +117,5 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
         label = term.loss if count == 0 else f"{term.loss}_{count + 1}"
         fn = None if is_module else entry.obj
         module_class = entry.obj if is_module else None
-        bound.append(BoundTerm(label, fn, float(term.weight), roles, params, taps, where, module_class))
+        bound.append(BoundTerm(label, fn, float(term.weight), roles, params, taps, where, module_class, term))
     return bound

@@ -1,0 +1,66 @@
+"""Typed parameters: a regime, an augmentation or a generator declares its parameters once, as a pydantic model.
+
+The model gives the defaults, the bounds (``Field(ge=0, le=1)``), the choices (``Literal``) and a one-line doc per
+field (``Field(description=...)``). Validation is strict: a bool is not a number, a string is not a number, an
+integer field refuses 2.5, and NaN or infinity is refused, so a recipe typo fails before training with the key's
+path (``method.params.alpha: ...``) and exit code 2, never half-way through a run. ``describe()``, the list of
+keys a recipe may set and ``edgedistill list methods --params NAME`` all come from the same model.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Optional, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgedistill.errors import UserInputError
+
+P = TypeVar("P", bound="Params")
+
+
+class Params(BaseModel):
+    """Base of every typed parameter set: unknown keys, wrong types and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    @classmethod
+    def parse(cls: type[P], values: Optional[dict[str, Any]], key: str, what: str = "") -> P:
+        """Validate ``values`` (a recipe's mapping) or raise a ``UserInputError`` naming ``key.<field>``."""
+        values = dict(values or {})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            raise UserInputError(format_errors(err, key, cls, what)) from None
+
+    @classmethod
+    def fields_doc(cls) -> list[dict[str, Any]]:
+        """One row per field: name, type, default and doc (what ``list methods --params`` prints)."""
+        rows = []
+        for name, field in cls.model_fields.items():
+            kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+            bounds = [f"{op} {getattr(m, attr)}" for m in field.metadata
+                      for attr, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if hasattr(m, attr)]
+            rows.append({"name": name, "type": kind, "default": field.get_default(call_default_factory=True),
+                         "bounds": ", ".join(bounds), "doc": field.description or ""})
+        return rows
+
+
+def format_errors(err: ValidationError, key: str, model: type[BaseModel], what: str = "") -> str:
+    """``key.field: message (got value)`` for the first errors, with a spelling hint for unknown keys."""
+    parts = []
+    allowed = list(model.model_fields)
+    for e in err.errors()[:3]:
+        path = ".".join(str(p) for p in e["loc"])
+        where = f"{key}.{path}" if path else key
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(e["loc"][0]), allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            target = f" for {what}" if what else ""
+            parts.append(f"{where}: unknown parameter{target}; expected one of: {', '.join(allowed) or '(none)'}.{hint}")
+            continue
+        msg = e["msg"]
+        if e["type"] in ("finite_number",):
+            msg = "expected a finite number"
+        parts.append(f"{where}: {msg}, got {e.get('input')!r}")
+    more = f" (+{len(err.errors()) - 3} more)" if len(err.errors()) > 3 else ""
+    return "; ".join(parts) + more
