@@ -67,3 +67,34 @@ def test_loader_failure_becomes_user_input_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(aeon.datasets, "load_classification", broken)
     with pytest.raises(UserInputError, match="dataset 'gunpoint'.*archive not found"):
         DATASETS.get("gunpoint")()
+
+
+def _shipped_tecator() -> dict[str, np.ndarray]:
+    from importlib.resources import files
+
+    with (files("edgedistill.data") / "bundled_data" / "tecator.npz").open("rb") as fh, np.load(fh) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_shipped_tecator_arrays_and_permission_note() -> None:
+    f = _shipped_tecator()
+    assert set(f) == {"x", "y", "test_x", "test_y", "permission"}
+    assert f["x"].shape == (172, 1, 100) and f["x"].dtype == np.float64
+    assert f["test_x"].shape == (43, 1, 100) and f["test_x"].dtype == np.float64
+    assert f["y"].shape == (172,) and f["test_y"].shape == (43,) and f["y"].dtype == f["test_y"].dtype == np.float32
+    assert "can be redistributed as long as this\n    permission note is attached" in str(f["permission"])
+    raw = DATASETS.get("tecator")()
+    for k in ("x", "y", "test_x", "test_y"):
+        assert np.array_equal(getattr(raw, k), f[k].astype(np.float64))
+
+
+def test_tecator_loader_gives_sktimes_arrays() -> None:
+    datasets = pytest.importorskip("sktime.datasets", reason="sktime (no longer a dependency) is not installed")
+    x, y = datasets.load_tecator(split="train", return_type="numpy3D")
+    tx, ty = datasets.load_tecator(split="test", return_type="numpy3D")
+    f = _shipped_tecator()
+    for k, a in {"x": x, "y": y, "test_x": tx, "test_y": ty}.items():
+        assert f[k].dtype == a.dtype and np.array_equal(f[k], a), k  # stored as sktime returns them
+    raw = DATASETS.get("tecator")()
+    for got, want in ((raw.x, x), (raw.y, y), (raw.test_x, tx), (raw.test_y, ty)):
+        assert got.dtype == np.float64 and np.array_equal(got, np.asarray(want, dtype=np.float64))

@@ -1,8 +1,18 @@
-"""Real datasets that ship inside installed wheels (aeon, sktime, scikit-learn): no network needed.
+"""Real datasets that need no network: in installed wheels (aeon, scikit-learn) or shipped in this package.
 
-aeon, sktime and scikit-learn are imported inside each loader, never at module import: this module is
-imported whenever the dataset registry is listed, and aeon alone costs ~1.5 s. Official train/test splits
-are returned as given (``test_x``/``test_y``) so results compare with published numbers.
+aeon and scikit-learn are imported inside each loader, never at module import: this module is imported
+whenever the dataset registry is listed, and aeon alone costs ~1.5 s. Official train/test splits are
+returned as given (``test_x``/``test_y``) so results compare with published numbers.
+
+Tecator ships here, in ``bundled_data/tecator.npz`` (105 kB), so that one small regression set does not
+need sktime installed. The arrays are exactly those ``sktime.datasets.load_tecator(split="train"|"test",
+return_type="numpy3D")`` returned with sktime 1.2.0 (x float64 (n, 1, 100), y float32 fat %, 172 train /
+43 test), written by ``scripts/make_tecator_npz.py`` (which needs sktime and can ``--check`` the file
+against it). sktime's copy cites OpenML dataset 505 (https://www.openml.org/d/505) and Borggaard &
+Thodberg, Analytical Chemistry 64 (1992) 545-551, and states no licence of its own; the original Tecator
+permission note (public domain, redistributable with the note attached; publications should name the
+Tecator instrument and company) travels with the data, inside the npz (``permission``) and as
+``bundled_data/tecator_PERMISSION.txt``.
 """
 from __future__ import annotations
 
@@ -111,10 +121,11 @@ def tecator() -> RawData:
     """Tecator: near-infrared meat spectra, 1 x 100, regression (fat %), 172 train / 43 test."""
 
     def load() -> RawData:
-        from sktime.datasets import load_tecator
+        from importlib.resources import files
 
-        x, y = load_tecator(split="train", return_type="numpy3D")
-        tx, ty = load_tecator(split="test", return_type="numpy3D")
+        with (files("edgedistill.data") / "bundled_data" / "tecator.npz").open("rb") as fh:
+            with np.load(fh, allow_pickle=False) as f:
+                x, y, tx, ty = f["x"], f["y"], f["test_x"], f["test_y"]
         return RawData(
             x=np.asarray(x, dtype=np.float64), y=np.asarray(y, dtype=np.float64), task="regression",
             test_x=np.asarray(tx, dtype=np.float64), test_y=np.asarray(ty, dtype=np.float64), name="tecator",
