@@ -202,7 +202,7 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
     (default: up to 4, at most the CPU count; 1 = in this process) and saved atomically under
     ``cache_dir/pi/<key>`` as they finish; on a rerun (after Ctrl-C, or for another recipe on the same data and
     parameters) saved chunks are loaded instead of computed. ``on_chunk(i)`` is called after each new chunk."""
-    from edgedistill.experiment.teacher_cache import default_cache_dir
+    from edgedistill.paths import default_cache_dir
 
     x = np.asarray(x)
     if x.ndim != 3 or len(x) == 0:
@@ -219,7 +219,7 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
     workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     xp = preprocess(x, scale)
 
-    from edgedistill.engine.progress import StageProgress
+    from edgedistill.progress import StageProgress
 
     with StageProgress(enabled=progress) as bar:
         bar.start(f"persistence images ({len(x)} windows)", len(bounds), done=len(bounds) - len(todo))

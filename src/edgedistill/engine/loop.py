@@ -22,11 +22,11 @@ from edgedistill.config import EngineConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine.evaluate import evaluate, evaluate_val_test
-from edgedistill.engine.progress import StageProgress
 from edgedistill.errors import TrainingDiverged
 from edgedistill.io import write_json, write_text
 from edgedistill.metrics import selection_score
 from edgedistill.methods.base import Method, Step
+from edgedistill.progress import StageProgress
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:

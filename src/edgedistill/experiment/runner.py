@@ -21,14 +21,15 @@ from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dic
 from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
-from edgedistill.engine.progress import StageProgress
 from edgedistill.errors import UserInputError
 from edgedistill.experiment import report
 from edgedistill.experiment.build import build_method, build_network, dry_run, seed_everything
-from edgedistill.experiment.teacher_cache import ModelCache, cache_key, default_cache_dir
+from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.io import read_json, write_json, write_text
 from edgedistill.methods.base import TeacherNet
 from edgedistill.methods.supervised import Supervised
+from edgedistill.paths import default_cache_dir
+from edgedistill.progress import StageProgress
 from edgedistill.registry import METHODS
 
 

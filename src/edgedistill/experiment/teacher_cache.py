@@ -19,15 +19,9 @@ from typing import Any, Callable, Iterator, Optional
 
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.io import read_json, write_json
+from edgedistill.paths import default_cache_dir  # noqa: F401 - re-exported: the cache root lives in core
 
 CACHE_FORMAT = 1
-
-
-def default_cache_dir(explicit: Optional[Path] = None) -> Path:
-    if explicit is not None:
-        return Path(explicit)
-    env = os.environ.get("EDGEDISTILL_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "edgedistill"
 
 
 def cache_key(parts: dict[str, Any]) -> str:

@@ -46,12 +46,12 @@ from torch import nn
 
 from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
-from edgedistill.engine.progress import StageProgress
 from edgedistill.errors import UserInputError
 from edgedistill.losses.regression import mse
 from edgedistill.losses.response import ce
 from edgedistill.methods.base import Method, Step, TeacherNet, freeze
 from edgedistill.models.cgan import ConditionalGenerator, DensityRatioNet, ProjectionDiscriminator
+from edgedistill.progress import StageProgress
 from edgedistill.registry import METHODS
 
 
