@@ -118,23 +118,43 @@ def sweep(
 
 
 @app.command("list")
-def list_(kind: str = typer.Argument(..., help="methods, losses, datasets, models or augmentations")) -> None:
-    """List what is registered, with one-line docs."""
+def list_(
+    kind: str = typer.Argument(..., help="methods, losses, datasets, models or augmentations"),
+    params: Optional[str] = typer.Option(None, "--params", help="Print this entry's parameters: type, default, bounds, doc."),
+) -> None:
+    """List what is registered, with one-line docs (or one entry's typed parameters with --params NAME)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from edgedistill.registry import REGISTRIES
+    from edgedistill.errors import UserInputError
+    from edgedistill.registry import REGISTRIES, typed_params
 
     if kind not in REGISTRIES:
         typer.echo(f"error: unknown kind '{kind}'; expected one of: {', '.join(REGISTRIES)}", err=True)
         raise typer.Exit(2)
+    if params is not None:
+        try:
+            model = typed_params(REGISTRIES[kind].entry(params, key="--params"))
+        except UserInputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if model is None:
+            typer.echo(f"{kind} '{params}' declares no typed parameters")
+            return
+        table = Table(title=f"{params}: parameters ({kind})")
+        for col in ("name", "type", "default", "bounds", "description"):
+            table.add_column(col)
+        for row in model.fields_doc():
+            table.add_row(*(escape(str(row[k])) for k in ("name", "type", "default", "bounds", "doc")))
+        Console(width=max(100, Console().width)).print(table)
+        return
     table = Table(title=kind)
     table.add_column("name")
     table.add_column("tags")
     table.add_column("description")
     for entry in REGISTRIES[kind]:
-        tags = " ".join(f"{k}={v}" for k, v in entry.meta.items())
+        tags = " ".join(f"{k}={v}" for k, v in entry.meta.items() if isinstance(v, (str, int, float, bool)))
         table.add_row(entry.name, escape(tags), escape(entry.doc))
     Console(width=max(100, Console().width)).print(table)
 
@@ -225,7 +245,7 @@ def topo_pis(
 ) -> None:
     """Compute the recipe's persistence images into the cache (interrupt with Ctrl-C and rerun to resume)."""
     try:
-        from edgedistill.methods.topo_kd_pinet import precompute_pis
+        from edgedistill.experiment.topology import precompute_pis
 
         result = precompute_pis(find_recipe(recipe), list(overrides or []), progress=progress)
     except EdgeDistillError as exc:
@@ -252,7 +272,7 @@ def topo_pinet(
 ) -> None:
     """Train a PI-Net (window -> persistence images) on the recipe's training windows; report MSE and speed-up."""
     try:
-        from edgedistill.methods.topo_kd_pinet import train_pinet_from_recipe
+        from edgedistill.experiment.topology import train_pinet_from_recipe
 
         m = train_pinet_from_recipe(find_recipe(recipe), list(overrides or []), out, epochs=epochs, widths=tuple(width),
                                     lr=lr, batch_size=batch_size, seed=seed, threads=threads, progress=progress,

@@ -83,6 +83,13 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
 
+def typed_params(entry: Entry) -> Any:
+    """The typed parameter model (an ``edgedistill.params.Params`` subclass) an entry declares: a class's
+    ``Params`` attribute (methods) or ``params=`` in its registration (augmentations, generators); None if none."""
+    model = entry.meta.get("params") or getattr(entry.obj, "Params", None)
+    return model if isinstance(model, type) and hasattr(model, "fields_doc") else None
+
+
 DATASETS: Registry = Registry("dataset", ("edgedistill.data.bundled", "edgedistill.data.synthetic"))
 MODELS: Registry = Registry("model", ("edgedistill.models.*",))
 LOSSES: Registry = Registry("loss", ("edgedistill.losses",))
