@@ -4,6 +4,16 @@ aeon and scikit-learn are imported inside each loader, never at module import: t
 whenever the dataset registry is listed, and aeon alone costs ~1.5 s. Official train/test splits are
 returned as given (``test_x``/``test_y``) so results compare with published numbers.
 
+Every set is one row of ``BUNDLED`` (name -> source, archive, task, kind, one-line doc); one loop registers
+them all in ``DATASETS``. What each source does with its arrays (the only special handling):
+
+- ``aeon``: ``aeon.datasets.load_classification`` or ``load_regression`` (by task) on the archive name,
+  split "train" and "test"; x float64, labels as aeon gives them (strings), regression targets float64.
+- ``sklearn``: ``sklearn.datasets.load_<archive>`` (digits): the images as (n, 1, h, w) float64, int64
+  labels, no official test split.
+- ``package``: ``bundled_data/<archive>`` (an npz with x, y, test_x, test_y) shipped with edgedistill,
+  every array cast to float64 (regression).
+
 Tecator ships here, in ``bundled_data/tecator.npz`` (105 kB), so that one small regression set does not
 need sktime installed. The arrays are exactly those ``sktime.datasets.load_tecator(split="train"|"test",
 return_type="numpy3D")`` returned with sktime 1.2.0 (x float64 (n, 1, 100), y float32 fat %, 172 train /
@@ -16,13 +26,85 @@ Tecator instrument and company) travels with the data, inside the npz (``permiss
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from edgedistill.data.dataset import Task
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 from edgedistill.registry import DATASETS
+
+
+class Bundled(NamedTuple):
+    source: str  # "aeon" | "sklearn" | "package": how the arrays are read (module docstring)
+    archive: str  # the name the source knows the set by
+    task: Task
+    kind: str  # "1d" (n, channels, length) or "2d" (n, channels, h, w)
+    doc: str  # the registry's one-line description
+
+
+BUNDLED: dict[str, Bundled] = {
+    "basicmotions": Bundled("aeon", "BasicMotions", "classification", "1d",
+        "BasicMotions: smartwatch accelerometer+gyroscope, 6 x 100, 4 activities, 40 train / 40 test."),
+    "japanesevowels": Bundled("aeon", "JapaneseVowels_eq", "classification", "1d",
+        "JapaneseVowels (equal length): 12 LPC coefficients x 25, 9 speakers, 270 train / 370 test."),
+    "pickupgesture": Bundled("aeon", "PickupGestureWiimoteZ_eq", "classification", "1d",
+        "PickupGestureWiimoteZ (equal length): Wii remote accelerometer z, 1 x 361, 10 gestures, 50 / 50."),
+    "gunpoint": Bundled("aeon", "GunPoint", "classification", "1d",
+        "GunPoint: hand motion x-coordinate, 1 x 150, 2 classes (gun / point), 50 train / 150 test."),
+    "osuleaf": Bundled("aeon", "OSULeaf", "classification", "1d",
+        "OSULeaf: leaf outlines as series, 1 x 427, 6 classes, 200 train / 242 test."),
+    "arrowhead": Bundled("aeon", "ArrowHead", "classification", "1d",
+        "ArrowHead: arrowhead outlines as series, 1 x 251, 3 classes, 36 train / 175 test."),
+    "italypowerdemand": Bundled("aeon", "ItalyPowerDemand", "classification", "1d",
+        "ItalyPowerDemand: daily electricity demand, 1 x 24, 2 classes (season), 67 train / 1029 test."),
+    "digits": Bundled("sklearn", "digits", "classification", "2d",
+        "digits: scikit-learn handwritten digits, 1 x 8 x 8 images, 10 classes, 1797 (no official test split)."),
+    "covid3month": Bundled("aeon", "Covid3Month", "regression", "1d",
+        "Covid3Month: daily COVID-19 cases, 1 x 84, regression (death rate), 140 train / 61 test."),
+    "tecator": Bundled("package", "tecator.npz", "regression", "1d",
+        "Tecator: near-infrared meat spectra, 1 x 100, regression (fat %), 172 train / 43 test."),
+}
+
+
+def _from_aeon(name: str, spec: Bundled) -> RawData:
+    if spec.task == "regression":
+        from aeon.datasets import load_regression as loader
+    else:
+        from aeon.datasets import load_classification as loader
+    x, y = loader(spec.archive, split="train")
+    tx, ty = loader(spec.archive, split="test")
+    label = (lambda a: np.asarray(a, dtype=np.float64)) if spec.task == "regression" else np.asarray
+    return RawData(
+        x=np.asarray(x, dtype=np.float64), y=label(y), task=spec.task,
+        test_x=np.asarray(tx, dtype=np.float64), test_y=label(ty), name=name,
+    )
+
+
+def _from_sklearn(name: str, spec: Bundled) -> RawData:
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{spec.archive}")()
+    images = np.asarray(bunch.images, dtype=np.float64)
+    return RawData(
+        x=images.reshape(len(images), 1, *images.shape[1:]), y=np.asarray(bunch.target, dtype=np.int64),
+        task=spec.task, name=name,
+    )
+
+
+def _from_package(name: str, spec: Bundled) -> RawData:
+    from importlib.resources import files
+
+    with (files("edgedistill.data") / "bundled_data" / spec.archive).open("rb") as fh:
+        with np.load(fh, allow_pickle=False) as f:
+            a = {k: np.asarray(f[k], dtype=np.float64) for k in ("x", "y", "test_x", "test_y")}
+    return RawData(task=spec.task, name=name, **a)
+
+
+_SOURCES: dict[str, Callable[[str, Bundled], RawData]] = {
+    "aeon": _from_aeon, "sklearn": _from_sklearn, "package": _from_package,
+}
 
 
 def _guarded(name: str, load: Callable[[], Any]) -> Any:
@@ -34,101 +116,14 @@ def _guarded(name: str, load: Callable[[], Any]) -> Any:
         raise UserInputError(f"dataset '{name}': the bundled loader failed ({type(exc).__name__}: {exc})") from None
 
 
-def _aeon(name: str, archive_name: str, regression: bool = False) -> RawData:
+def _loader(name: str, spec: Bundled) -> Callable[[], RawData]:
     def load() -> RawData:
-        if regression:
-            from aeon.datasets import load_regression as loader
-        else:
-            from aeon.datasets import load_classification as loader
-        x, y = loader(archive_name, split="train")
-        tx, ty = loader(archive_name, split="test")
-        return RawData(
-            x=np.asarray(x, dtype=np.float64),
-            y=np.asarray(y, dtype=np.float64) if regression else np.asarray(y),
-            task="regression" if regression else "classification",
-            test_x=np.asarray(tx, dtype=np.float64),
-            test_y=np.asarray(ty, dtype=np.float64) if regression else np.asarray(ty),
-            name=name,
-        )
+        return _guarded(name, lambda: _SOURCES[spec.source](name, spec))
 
-    return _guarded(name, load)
+    load.__name__ = load.__qualname__ = name
+    load.__doc__ = spec.doc
+    return load
 
 
-@DATASETS.register("basicmotions", task="classification", kind="1d")
-def basicmotions() -> RawData:
-    """BasicMotions: smartwatch accelerometer+gyroscope, 6 x 100, 4 activities, 40 train / 40 test."""
-    return _aeon("basicmotions", "BasicMotions")
-
-
-@DATASETS.register("japanesevowels", task="classification", kind="1d")
-def japanesevowels() -> RawData:
-    """JapaneseVowels (equal length): 12 LPC coefficients x 25, 9 speakers, 270 train / 370 test."""
-    return _aeon("japanesevowels", "JapaneseVowels_eq")
-
-
-@DATASETS.register("pickupgesture", task="classification", kind="1d")
-def pickupgesture() -> RawData:
-    """PickupGestureWiimoteZ (equal length): Wii remote accelerometer z, 1 x 361, 10 gestures, 50 / 50."""
-    return _aeon("pickupgesture", "PickupGestureWiimoteZ_eq")
-
-
-@DATASETS.register("gunpoint", task="classification", kind="1d")
-def gunpoint() -> RawData:
-    """GunPoint: hand motion x-coordinate, 1 x 150, 2 classes (gun / point), 50 train / 150 test."""
-    return _aeon("gunpoint", "GunPoint")
-
-
-@DATASETS.register("osuleaf", task="classification", kind="1d")
-def osuleaf() -> RawData:
-    """OSULeaf: leaf outlines as series, 1 x 427, 6 classes, 200 train / 242 test."""
-    return _aeon("osuleaf", "OSULeaf")
-
-
-@DATASETS.register("arrowhead", task="classification", kind="1d")
-def arrowhead() -> RawData:
-    """ArrowHead: arrowhead outlines as series, 1 x 251, 3 classes, 36 train / 175 test."""
-    return _aeon("arrowhead", "ArrowHead")
-
-
-@DATASETS.register("italypowerdemand", task="classification", kind="1d")
-def italypowerdemand() -> RawData:
-    """ItalyPowerDemand: daily electricity demand, 1 x 24, 2 classes (season), 67 train / 1029 test."""
-    return _aeon("italypowerdemand", "ItalyPowerDemand")
-
-
-@DATASETS.register("digits", task="classification", kind="2d")
-def digits() -> RawData:
-    """digits: scikit-learn handwritten digits, 1 x 8 x 8 images, 10 classes, 1797 (no official test split)."""
-
-    def load() -> RawData:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        x = np.asarray(bunch.images, dtype=np.float64).reshape(-1, 1, 8, 8)
-        return RawData(x=x, y=np.asarray(bunch.target, dtype=np.int64), task="classification", name="digits")
-
-    return _guarded("digits", load)
-
-
-@DATASETS.register("covid3month", task="regression", kind="1d")
-def covid3month() -> RawData:
-    """Covid3Month: daily COVID-19 cases, 1 x 84, regression (death rate), 140 train / 61 test."""
-    return _aeon("covid3month", "Covid3Month", regression=True)
-
-
-@DATASETS.register("tecator", task="regression", kind="1d")
-def tecator() -> RawData:
-    """Tecator: near-infrared meat spectra, 1 x 100, regression (fat %), 172 train / 43 test."""
-
-    def load() -> RawData:
-        from importlib.resources import files
-
-        with (files("edgedistill.data") / "bundled_data" / "tecator.npz").open("rb") as fh:
-            with np.load(fh, allow_pickle=False) as f:
-                x, y, tx, ty = f["x"], f["y"], f["test_x"], f["test_y"]
-        return RawData(
-            x=np.asarray(x, dtype=np.float64), y=np.asarray(y, dtype=np.float64), task="regression",
-            test_x=np.asarray(tx, dtype=np.float64), test_y=np.asarray(ty, dtype=np.float64), name="tecator",
-        )
-
-    return _guarded("tecator", load)
+for _name, _spec in BUNDLED.items():
+    DATASETS.register(_name, task=_spec.task, kind=_spec.kind)(_loader(_name, _spec))
