@@ -26,7 +26,7 @@ from edgedistill.experiment import report
 from edgedistill.experiment.build import build_method, build_network, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.io import read_json, write_json, write_text
-from edgedistill.methods.base import TeacherNet
+from edgedistill.methods.base import Method, TeacherNet
 from edgedistill.methods.supervised import Supervised
 from edgedistill.paths import default_cache_dir
 from edgedistill.progress import StageProgress
@@ -219,11 +219,17 @@ class Runner:
         stage_dir = self.dir / self.r.method.name / f"seed{seed}"
         if (stage_dir / "summary.json").is_file():
             return read_json(stage_dir / "summary.json")
-        student = build_network(self.r.student, self.p.splits.info, "student", seed=seed)
-        method = build_method(self.r, student, teachers, self.p.splits, self.p.augmenter)
+        method = distilled_method(self.p, seed, teachers)
         seed_everything(seed)
         stage = Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train, self.p.augmenter)
         return self.trainer.fit(method, self.p.splits, stage)
+
+
+def distilled_method(p: Plan, seed: int, teachers: list[TeacherNet]) -> Method:
+    """The recipe's regime for run seed ``seed``, as a run trains it: a fresh student (initialised with the seed)
+    and the method built around it and ``teachers`` (what ``Runner.teachers(seed)`` gives)."""
+    student = build_network(p.recipe.student, p.splits.info, "student", seed=seed)
+    return build_method(p.recipe, student, teachers, p.splits, p.augmenter)
 
 
 def _train_subset(splits: DataSplits, fraction: float, seed: int) -> DataSplits:
