@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from edgedistill.config import load_recipe
-from edgedistill.data import prepare_data
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine.evaluate import predict
 from edgedistill.experiment.build import build_network
-from edgedistill.experiment.teacher_cache import default_cache_dir
+from edgedistill.experiment.topology import prepare_with_pis
 from edgedistill.io import read_json
+from edgedistill.paths import default_cache_dir
 from edgedistill.registry import METHODS
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     run = args.run_dir
     recipe = load_recipe(run / "config.yaml")
     cache = default_cache_dir(args.cache or recipe.cache_dir) / "models"
-    splits = prepare_data(recipe.data, seed=recipe.data.split.seed)
+    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
     info, data, dev = splits.info, getattr(splits, args.split), torch.device("cpu")
     rows: dict[str, list[dict[str, float]]] = {}
 

@@ -24,7 +24,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgedistill.config import load_recipe
-    from edgedistill.data.topology import pi_params, preprocess, topology_windows, window_pis
+    from edgedistill.data.topology import pi_params, preprocess, window_pis
+    from edgedistill.experiment.topology import topology_windows
     from edgedistill.models.pi_models import load_pinet, pinet_forward
 
     torch.set_num_threads(1)

@@ -14,11 +14,11 @@ import sys
 import torch
 
 from edgedistill.config import load_recipe
-from edgedistill.data import prepare_data
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.experiment.build import build_network
-from edgedistill.experiment.teacher_cache import default_cache_dir
+from edgedistill.experiment.topology import prepare_with_pis
 from edgedistill.io import read_json
+from edgedistill.paths import default_cache_dir
 from edgedistill.registry import AUGMENTS
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     run, names = sys.argv[1], sys.argv[2:] or ["removal", "noise", "shift", "mix1", "mix2"]
     torch.set_num_threads(1)
     recipe = load_recipe(f"{run}/config.yaml")
-    splits = prepare_data(recipe.data, seed=recipe.data.split.seed)
+    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
     key = read_json(f"{run}/teacher/summary.json")["cache_key"]
     teacher = build_network(recipe.teacher, splits.info, "teacher")
     teacher.load_state_dict(ckpt.load(default_cache_dir(recipe.cache_dir) / "models" / key / "weights.pt"))

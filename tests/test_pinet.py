@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from edgedistill.cli import app
 from edgedistill.config import DataConfig, TopologyConfig
 from edgedistill.data import topology as topo
-from edgedistill.data.prepare import prepare_data
 from edgedistill.errors import UserInputError
+from edgedistill.experiment.topology import prepare_with_pis
 from edgedistill.models.pi_models import PINet, load_pinet, pinet_mse, predict_pis, save_pinet, train_pinet
 
 PARAMS = topo.pi_params(TopologyConfig(resolution=8, spread=0.05))
@@ -69,7 +69,7 @@ def test_cli_trains_a_pinet_that_a_recipe_uses(tmp_path):
     metrics = json.loads((tmp_path / "pn" / "pinet.json").read_text())
     assert metrics["speedup"] > 0 and metrics["test_mse"] >= 0
     cfg = DataConfig(**{**data, "topology": {**data["topology"], "source": "pinet", "pinet": str(tmp_path / "pn" / "pinet.pt")}})
-    splits = prepare_data(cfg, 0)
+    splits = prepare_with_pis(cfg, 0)
     assert splits.info.views["pi"] == (splits.info.views["x"][0], 8, 8)
     # a recipe without data.topology is refused with the key named
     plain = tmp_path / "plain.yaml"

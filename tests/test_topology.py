@@ -1,6 +1,6 @@
 """data/topology.py: sublevel diagrams of known signals (gudhi vs our union-find), the spec's PI test vector
 (asu-group.md 6.1, reference/ref_persistence_image.py), PI invariants, the disk cache (reuse, resume after an
-interruption) and the "pi" view added by prepare_data."""
+interruption) and the "pi" view added by experiment.topology.prepare_with_pis (prepare_data refuses data.topology)."""
 import numpy as np
 import pytest
 
@@ -8,6 +8,7 @@ from edgedistill.config import DataConfig, TopologyConfig
 from edgedistill.data import topology as topo
 from edgedistill.data.prepare import prepare_data
 from edgedistill.errors import UserInputError
+from edgedistill.experiment.topology import prepare_with_pis
 
 X = np.array([0.0, 0.6, -0.4, 0.8, 0.1, 0.5, -0.2, 0.3])
 
@@ -111,10 +112,13 @@ def test_rips_adds_h1_channels_of_the_delay_embedding(tmp_path):
     assert a.shape == (2, 2, 8, 8) and a[:, 1].max() > 0
 
 
-def test_prepare_data_adds_a_normalised_pi_view():
+def test_prepare_with_pis_adds_a_normalised_pi_view():
     cfg = DataConfig(name="synthetic", params={"n_subjects": 4, "windows_per_subject": 6, "n_classes": 2, "length": 32},
                      topology={"resolution": 8, "spread": 0.05})
-    splits = prepare_data(cfg, 0)
+    # the data layer does not compute PIs: a data.topology section is refused there, with the way to get them named
+    with pytest.raises(UserInputError, match="prepare_with_pis"):
+        prepare_data(cfg, 0)
+    splits = prepare_with_pis(cfg, 0)
     assert splits.info.views["pi"][1:] == (8, 8)
     assert splits.info.views["pi"][0] == splits.info.views["x"][0]
     assert splits.train.views["pi"].shape[0] == splits.train.views["x"].shape[0]

@@ -192,19 +192,41 @@ def channel_views(raw: RawData, views: dict[str, list[int]]) -> RawData:
     return replace(raw, x=x, test_x=test_x, views=new_views, test_views=new_test)
 
 
-def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
-    """Load, check, window, encode, split and normalise the data described by ``cfg``."""
+def _source(cfg: DataConfig) -> str:
+    return f"data.path '{cfg.path}'" if cfg.path is not None else f"dataset '{cfg.name}'"
+
+
+def windowed_raw(cfg: DataConfig) -> RawData:
+    """Load -> check finite -> window -> channel views: every sample of ``cfg`` (and its official test samples),
+    before any split or normalisation. ``prepare_data`` starts from this; so does anything that needs the
+    windows a run sees (persistence images, edgedistill.experiment.topology)."""
     raw, windowed = load_raw(cfg)
-    source = f"data.path '{cfg.path}'" if cfg.path is not None else f"dataset '{cfg.name}'"
-    _check_arrays(raw, source)
+    _check_arrays(raw, _source(cfg))
     if cfg.window is not None and not windowed:
         raw = window_raw(raw, cfg.window.length, cfg.window.stride)
     if cfg.views:
         raw = channel_views(raw, cfg.views)
-    if cfg.topology is not None:  # persistence images of the student's input, before any split (label-free)
-        from edgedistill.data.topology import add_pi_view
+    return raw
 
-        raw = add_pi_view(raw, cfg.topology)
+
+def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
+    """Load, check, window, encode, split and normalise the data described by ``cfg``.
+
+    A ``data.topology`` section is refused here: its "pi" view is added between windowing and splitting by
+    ``edgedistill.experiment.topology.prepare_with_pis`` (what ``edgedistill run`` uses), because computing it
+    needs the PI cache, a progress bar and possibly a PI-Net, none of which belong in the data layer."""
+    if cfg.topology is not None:
+        raise UserInputError(
+            "data.topology: prepare_data does not compute persistence images; use "
+            "edgedistill.experiment.topology.prepare_with_pis(cfg, seed), which adds the 'pi' view"
+        )
+    return split_windows(windowed_raw(cfg), cfg, seed)
+
+
+def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
+    """The rest of ``prepare_data`` on ``windowed_raw(cfg)`` (possibly with views added to it since): encode,
+    split, fit normalisation on train (each view its own), tensors. ``cfg.topology`` is not read here."""
+    source = _source(cfg)
     official = raw.test_x is not None and raw.test_y is not None and cfg.split.official_test
     if not official:
         raw = _pool_official_test(raw)

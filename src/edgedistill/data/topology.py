@@ -20,6 +20,9 @@ Optionally (``rips: true``, our choice of embedding) each channel also gets the 
 PIs of a dataset are computed in chunks, in a process pool, behind a progress bar; each finished chunk is written
 atomically under ``<cache>/pi/<key>/`` where key hashes the window bytes, the scale and the PI parameters, so an
 interrupted computation resumes where it stopped and a second run reuses everything.
+
+This module is the PI maths and its cache only. Adding the "pi" view to a recipe's data (exact or by a PI-Net),
+the windows of a recipe's splits and the ``edgedistill topo`` commands are in ``edgedistill.experiment.topology``.
 """
 from __future__ import annotations
 
@@ -27,7 +30,6 @@ import hashlib
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -37,8 +39,7 @@ from scipy.special import ndtr
 from edgedistill.errors import UserInputError
 
 if TYPE_CHECKING:
-    from edgedistill.config import DataConfig, TopologyConfig
-    from edgedistill.data.raw import RawData
+    from edgedistill.config import TopologyConfig
 
 PI_FORMAT = 2  # bump when what a cached chunk holds changes
 MIN_LIFETIME = 1e-3
@@ -251,49 +252,3 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
             pool.shutdown(wait=True)
         bar.finish(f"{len(todo)} chunk(s) computed, {len(bounds) - len(todo)} reused from {folder}")
     return np.concatenate([np.load(path(i)) for i in range(len(bounds))]).astype(np.float32)
-
-
-def add_pi_view(raw: "RawData", cfg: "TopologyConfig", cache_dir: Optional[Path] = None,
-                progress: bool = True) -> "RawData":
-    """``raw`` with a view named "pi" (and "pi" in test_views): PIs of ``raw.x`` (the student's input), exact
-    (gudhi) or predicted by a trained PI-Net (``source: pinet``). The scale is fitted on ``raw.x`` only."""
-    if "pi" in raw.views:
-        raise UserInputError("data.topology: the dataset already has a view named 'pi'")
-    x = np.asarray(raw.x)
-    if x.ndim != 3:
-        raise UserInputError(f"data.topology: PIs need 1-D signals (n, channels, length); the input has shape {x.shape}")
-    scale = pi_scale(x)
-    params = pi_params(cfg)
-
-    def pis(arr: np.ndarray) -> np.ndarray:
-        if cfg.source == "pinet":
-            from edgedistill.models.pi_models import predict_pis
-
-            return predict_pis(cfg.pinet, preprocess(arr, scale), params)
-        return compute_pis(arr, params, scale, cache_dir=cache_dir, workers=cfg.workers, progress=progress)
-
-    views = {**raw.views, "pi": pis(x)}
-    test_views = dict(raw.test_views)
-    if raw.test_x is not None:
-        test_views["pi"] = pis(np.asarray(raw.test_x))
-    return replace(raw, views=views, test_views=test_views)
-
-
-def topology_windows(cfg: "DataConfig", seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Un-normalised windows of the train / val / test splits that ``prepare_data(cfg, seed)`` makes, and the
-    per-channel scale its "pi" view uses (fitted on the same windows as ``add_pi_view``)."""
-    from edgedistill.data.prepare import channel_views, load_raw, prepare_data
-    from edgedistill.data.windowing import window_raw
-
-    if cfg.topology is None:
-        raise UserInputError("data.topology: the recipe has no data.topology section (PI parameters)")
-    raw, windowed = load_raw(cfg)
-    if cfg.window is not None and not windowed:
-        raw = window_raw(raw, cfg.window.length, cfg.window.stride)
-    if cfg.views:
-        raw = channel_views(raw, cfg.views)
-    scale = pi_scale(np.asarray(raw.x))
-    # The split does not depend on normalisation or views beyond "x", so this reproduces the run's rows.
-    splits = prepare_data(cfg.model_copy(update={"topology": None, "normalize": "none"}), seed)
-    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
-    return {k: v.x.numpy().astype(np.float64) for k, v in parts.items()}, scale

@@ -69,12 +69,12 @@ def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None, which: str 
 
 def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best") -> LoadedRun:
     """Rebuild the run's data and its student (``seed``: default the run's first seed)."""
-    from edgedistill.data import prepare_data
     from edgedistill.engine import checkpoint as ckpt_io
     from edgedistill.experiment.build import build_network
+    from edgedistill.experiment.topology import prepare_with_pis
 
     recipe, seed, ckpt = checkpoint_path(run_dir, seed, which)
-    splits = prepare_data(recipe.data, seed=recipe.data.split.seed)
+    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
     state = ckpt_io.load(ckpt)
     networks = state.get("networks") if isinstance(state, dict) else None
     key = state.get("deliverable", "student") if isinstance(state, dict) else "student"  # e.g. RoS-KD ships its EMA copy

@@ -65,9 +65,10 @@ def _teacher_dirs(plans: dict[int, list[TeacherConfig]]) -> dict[tuple[int, str]
 
 def plan(recipe: Recipe, smoke: bool = False) -> Plan:
     """Load the data and build every network and the method once, to fail early. Writes nothing."""
-    from edgedistill.data import dataset_fingerprint, prepare_data
+    from edgedistill.data import dataset_fingerprint
+    from edgedistill.experiment.topology import prepare_with_pis
 
-    splits = prepare_data(recipe.data, seed=recipe.data.split.seed)
+    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
     info = splits.info
     method_cls = METHODS.get(recipe.method.name, key="method.name")
     plans = {seed: method_cls.teacher_plan(recipe, seed) for seed in recipe.seeds}

@@ -1,22 +1,90 @@
-"""``edgedistill topo pis|pinet``: precompute a recipe's persistence images, or train a PI-Net on them.
+"""Persistence images for a recipe: the "pi" view of a run's data, and ``edgedistill topo pis|pinet``.
 
-Not a training regime (nothing is registered): the orchestration behind the ``topo`` commands, kept beside
-``topo_kd`` because its PI-Net is what ``data.topology.source: pinet`` reads. A PI-Net is trained on the training
-split's windows only (validation picks its best epoch), so a student distilled with PI-Net PIs never benefits
-from exact PIs of validation or test windows.
+The PI maths and its resumable cache are ``edgedistill.data.topology``; this module is the orchestration above it,
+which needs what the data layer may not import: the PI-Net (``edgedistill.models.pi_models``) for
+``data.topology.source: pinet``, and the recipe (``edgedistill.config.load_recipe``) for the ``topo`` commands.
+
+``prepare_with_pis`` is ``prepare_data`` with the "pi" view added where it always was: after windowing and channel
+views, before the split (PIs are label-free; their scale is fitted on every window of the student's input), so the
+"pi" view is split and normalised (on train) like every other view.
+
+A PI-Net is trained on the training split's windows only (validation picks its best epoch), so a student distilled
+with PI-Net PIs never benefits from exact PIs of validation or test windows.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from edgedistill.errors import UserInputError
 
+if TYPE_CHECKING:
+    from edgedistill.config import DataConfig, TopologyConfig
+    from edgedistill.data.dataset import DataSplits
+    from edgedistill.data.raw import RawData
 
+
+def add_pi_view(raw: "RawData", cfg: "TopologyConfig", cache_dir: Optional[Path] = None,
+                progress: bool = True) -> "RawData":
+    """``raw`` with a view named "pi" (and "pi" in test_views): PIs of ``raw.x`` (the student's input), exact
+    (gudhi) or predicted by a trained PI-Net (``source: pinet``). The scale is fitted on ``raw.x`` only."""
+    from edgedistill.data.topology import compute_pis, pi_params, pi_scale, preprocess
+
+    if "pi" in raw.views:
+        raise UserInputError("data.topology: the dataset already has a view named 'pi'")
+    x = np.asarray(raw.x)
+    if x.ndim != 3:
+        raise UserInputError(f"data.topology: PIs need 1-D signals (n, channels, length); the input has shape {x.shape}")
+    scale = pi_scale(x)
+    params = pi_params(cfg)
+
+    def pis(arr: np.ndarray) -> np.ndarray:
+        if cfg.source == "pinet":
+            from edgedistill.models.pi_models import predict_pis
+
+            return predict_pis(cfg.pinet, preprocess(arr, scale), params)
+        return compute_pis(arr, params, scale, cache_dir=cache_dir, workers=cfg.workers, progress=progress)
+
+    views = {**raw.views, "pi": pis(x)}
+    test_views = dict(raw.test_views)
+    if raw.test_x is not None:
+        test_views["pi"] = pis(np.asarray(raw.test_x))
+    return replace(raw, views=views, test_views=test_views)
+
+
+def prepare_with_pis(cfg: "DataConfig", seed: int = 0) -> "DataSplits":
+    """The splits a run trains on: ``prepare_data(cfg, seed)``, and with ``data.topology`` the "pi" view of the
+    student's input added before the split (label-free), then split and normalised like every view."""
+    from edgedistill.data.prepare import prepare_data, split_windows, windowed_raw
+
+    if cfg.topology is None:
+        return prepare_data(cfg, seed)
+    raw = add_pi_view(windowed_raw(cfg), cfg.topology)
+    return split_windows(raw, cfg, seed)
+
+
+def topology_windows(cfg: "DataConfig", seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Un-normalised windows of the train / val / test splits that ``prepare_with_pis(cfg, seed)`` makes, and the
+    per-channel scale its "pi" view uses (fitted on the same windows as ``add_pi_view``)."""
+    from edgedistill.data.prepare import split_windows, windowed_raw
+    from edgedistill.data.topology import pi_scale
+
+    if cfg.topology is None:
+        raise UserInputError("data.topology: the recipe has no data.topology section (PI parameters)")
+    raw = windowed_raw(cfg)
+    scale = pi_scale(np.asarray(raw.x))
+    # The split does not depend on normalisation or views beyond "x", so this reproduces the run's rows.
+    splits = split_windows(raw, cfg.model_copy(update={"topology": None, "normalize": "none"}), seed)
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    return {k: v.x.numpy().astype(np.float64) for k, v in parts.items()}, scale
+
+
+# -- edgedistill topo pis | pinet ----------------------------------------------------------------------------
 def _load(recipe: Path, overrides: list[str]) -> Any:
     from edgedistill.config import load_recipe
 
@@ -28,17 +96,12 @@ def _load(recipe: Path, overrides: list[str]) -> Any:
 
 def precompute_pis(recipe: Path, overrides: list[str], progress: bool = True) -> dict[str, Any]:
     """Compute (or find in the cache) the exact PIs of every window the recipe's data gives; resumable."""
-    from edgedistill.data.prepare import channel_views, load_raw
+    from edgedistill.data.prepare import windowed_raw
     from edgedistill.data.topology import compute_pis, pi_params, pi_scale
-    from edgedistill.data.windowing import window_raw
 
     rec = _load(recipe, overrides)
     cfg = rec.data
-    raw, windowed = load_raw(cfg)
-    if cfg.window is not None and not windowed:
-        raw = window_raw(raw, cfg.window.length, cfg.window.stride)
-    if cfg.views:
-        raw = channel_views(raw, cfg.views)
+    raw = windowed_raw(cfg)
     scale, params = pi_scale(np.asarray(raw.x)), pi_params(cfg.topology)
     out = {"windows": 0, "shape": None}
     for arr in (raw.x, raw.test_x):
@@ -59,7 +122,7 @@ def train_pinet_from_recipe(recipe: Path, overrides: list[str], out: Path, epoch
     ``augment`` adds that many perturbed copies of every training window (our choice, label-free: per-channel
     amplitude x U(0.8, 1.2), a circular time shift, Gaussian noise of 2% of the scale), each with its exact PIs,
     because small wearable sets have too few windows to learn a map onto 64x64 images."""
-    from edgedistill.data.topology import compute_pis, pi_params, preprocess, topology_windows, window_pis
+    from edgedistill.data.topology import compute_pis, pi_params, preprocess, window_pis
     from edgedistill.io import write_json
     from edgedistill.models.pi_models import pinet_forward, pinet_mse, save_pinet, time_per_1000, train_pinet
 
