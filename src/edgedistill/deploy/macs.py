@@ -32,6 +32,8 @@ def count_torch(model: Any, example: Any) -> dict[str, Any]:
     import torch
     from torch import nn
 
+    from edgedistill.models.modes import evaluating
+
     macs: dict[str, int] = {}
     handles = []
     covered: set[str] = set()
@@ -77,13 +79,10 @@ def count_torch(model: Any, example: Any) -> dict[str, Any]:
     for name, mod in model.named_modules():
         if isinstance(mod, kinds) and name not in covered:
             handles.append(mod.register_forward_hook(hook_for(name, mod)))
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(example[:1])
     finally:
-        model.train(was)
         for h in handles:
             h.remove()
     return {"total": sum(macs.values()), "per_layer": macs, "source": TORCH_SOURCE}

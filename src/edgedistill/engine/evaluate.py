@@ -7,16 +7,13 @@ from torch import nn
 
 from edgedistill.data.dataset import DataInfo, TensorData, outputs_by_batch
 from edgedistill.metrics import classification_metrics, ece, fit_temperature, regression_metrics
+from edgedistill.models.modes import evaluating
 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: TensorData, device: torch.device, view: str = "x", batch_size: int = 256) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return outputs_by_batch(lambda x: model(x).float().cpu(), data, view, device, batch_size)
-    finally:
-        model.train(was_training)
 
 
 def unscale(values: torch.Tensor, info: DataInfo) -> torch.Tensor:

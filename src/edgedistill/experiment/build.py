@@ -21,6 +21,7 @@ from edgedistill.errors import UserInputError
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.methods.base import Method, TeacherNet
 from edgedistill.registry import LOSSES, METHODS
+from edgedistill.models.modes import evaluating
 
 
 def seed_everything(seed: int) -> None:
@@ -55,6 +56,25 @@ def build_method(
         check_augmentation(recipe, method, bool(teachers), augmenter)
         method.teacher_input_changes = augmenter.teacher_input_changes
     return method
+
+
+#: Fabric precisions that run the forward pass under autocast and need Fabric's backward (16-mixed scales the loss).
+MIXED_PRECISION = ("16-mixed", "bf16-mixed")
+
+
+def check_precision(recipe: Recipe) -> None:
+    """Refuse, before anything is loaded or written, mixed precision for a regime with ``manual_optimization``: it
+    calls ``backward()`` and steps its optimizers itself, so Fabric's loss scaling (16-mixed) never applies and its
+    optimizers are not set up by Fabric."""
+    if recipe.engine.precision not in MIXED_PRECISION:
+        return
+    cls = METHODS.get(recipe.method.name, key="method.name")
+    if getattr(cls, "manual_optimization", False):
+        raise UserInputError(
+            f"engine.precision: '{recipe.engine.precision}' is mixed precision, which method '{recipe.method.name}' "
+            "cannot train with: it calls backward() and steps its own optimizers (manual optimisation), so the loss "
+            "is never scaled; use 32-true (or 64-true)"
+        )
 
 
 def check_augmentation(recipe: Recipe, method: Method, has_teachers: bool, augmenter: Augmenter) -> None:
@@ -101,15 +121,12 @@ def dry_run(splits: DataSplits, student: nn.Module, teachers: list[TeacherNet], 
 
 
 def _forward(role: str, model: nn.Module, x: torch.Tensor, view: str) -> torch.Tensor:
-    was = model.training
-    model.eval()
     try:
-        out = model(x)
+        with evaluating(model):
+            out = model(x)
     except (RuntimeError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0]
         raise UserInputError(f"{role}: cannot run on view '{view}' of shape {tuple(x.shape[1:])} per sample: {msg}") from None
-    finally:
-        model.train(was)
     if not torch.is_tensor(out) or out.dim() != 2:
         got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise UserInputError(f"{role}: forward must return a (N, outputs) tensor, got {got}")

@@ -18,6 +18,9 @@ from torch import nn
 from edgedistill.config import TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData, outputs_by_batch
 from edgedistill.errors import UserInputError
+from edgedistill.models.modes import evaluating
+
+__all__ = ["TeacherNet", "Teachers", "as_teacher", "evaluating", "freeze"]
 
 
 @dataclass
@@ -38,21 +41,6 @@ def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-@contextlib.contextmanager
-def evaluating(*models: Optional[nn.Module]) -> Iterator[None]:
-    """Eval mode inside the block, each model's own mode restored after it (probe passes on zeros, metrics
-    taken mid-training): a probe must neither move BatchNorm statistics nor leave a network in the wrong mode."""
-    nets = [m for m in models if m is not None]
-    modes = [m.training for m in nets]
-    for m in nets:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(nets, modes):
-            m.train(mode)
 
 
 def as_teacher(model: nn.Module | TeacherNet, name: str = "teacher", view: str = "x") -> TeacherNet:
