@@ -58,17 +58,29 @@ def test_dcgan_initialisation_is_small_normal():
 
 
 @pytest.mark.parametrize("cfg, message", [
-    ({"nz": 0}, r"method.params.generator.nz: must be a positive integer"),
-    ({"width": 2.5}, r"method.params.generator.width: must be a positive integer"),
-    ({"output": "sigmoid"}, r"method.params.generator.output: expected one of"),
-    ({"scale": -1}, r"method.params.generator.scale: must be a number > 0"),
-    ({"depth": 3}, r"method.params.generator.depth: unknown option for generator 'dcgan'"),
+    ({"nz": 0}, r"method.params.generator.nz: Input should be greater than or equal to 1"),
+    ({"nz": True}, r"method.params.generator.nz: Input should be a valid integer"),
+    ({"width": 2.5}, r"method.params.generator.width: Input should be a valid integer"),
+    ({"output": "sigmoid"}, r"method.params.generator.output: Input should be 'bn', 'tanh' or 'linear'"),
+    ({"scale": -1}, r"method.params.generator.scale: Input should be greater than 0"),
+    ({"scale": float("inf")}, r"method.params.generator.scale: expected a finite number"),
+    ({"depth": 3}, r"method.params.generator.depth: unknown parameter for a generator; expected one of: nz, width"),
     ({"name": "stylegan"}, r"method.params.generator.name: unknown generator 'stylegan'"),
     ("big", r"method.params.generator: expected a mapping"),
 ])
 def test_bad_generator_sections_name_the_key(cfg, message):
     with pytest.raises(UserInputError, match=message):
         build_generator(cfg, (1, 20))
+
+
+def test_the_generator_parameters_are_one_typed_model_with_the_defaults():
+    from edgedistill.models.generators import DCGANParams, GeneratorParams
+    from edgedistill.registry import typed_params
+
+    assert GeneratorParams().model_dump() == {"nz": 64, "width": 32, "output": "bn", "scale": 3.0, "name": "dcgan"}
+    assert typed_params(GENERATORS.entry("dcgan")) is DCGANParams
+    with pytest.raises(UserInputError, match=r"key.nz: Input should be greater than or equal to 1"):
+        GENERATORS.get("dcgan")((1, 20), key="key", nz=0)
 
 
 def test_bad_input_rank_is_refused():

@@ -10,12 +10,12 @@ from torch import nn
 
 import edgedistill
 from edgedistill.errors import UserInputError
-from edgedistill.methods._data_free_common import (
-    BatchNormStatistics, agreement_kl, bn_statistics_loss, class_entropy, curriculum_adv_weight, linear_ramp,
-    logit_l1, one_hot_loss, per_sample_l1, self_paced_weight,
+from edgedistill.losses.data_free import (
+    agreement_kl, bn_statistics_loss, class_entropy, curriculum_adv_weight, linear_ramp, logit_l1, one_hot_loss,
+    per_sample_kd, per_sample_l1, self_paced_weight,
 )
 from edgedistill.methods.base import Step
-from edgedistill.methods.data_free import DFAD, CuDFKD
+from edgedistill.methods.data_free import DFAD, BatchNormStatistics, CuDFKD
 from tests.helpers import tiny_net, toy_splits
 
 # Spec others.md §0.3 shared inputs and §12 test vectors.
@@ -42,6 +42,21 @@ def test_spec_vectors():
     assert -class_entropy(ZT, 1.0).item() == pytest.approx(-1.276729, abs=1e-6)  # DAFL's sum p log p
     # lam after 10000 steps on CIFAR-10 (lam0 1.2, alpha 1e-4) = our ramp 1.2 -> 2.2 at the end of training
     assert linear_ramp(1.2, 2.2, 1.0) == pytest.approx(2.2)
+
+
+def test_per_sample_kd_is_t_squared_kl_per_row():
+    log_t, log_s = torch.log_softmax(ZT / 4.0, 1), torch.log_softmax(ZS / 4.0, 1)
+    want = 16.0 * (log_t.exp() * (log_t - log_s)).sum(1)
+    assert torch.equal(per_sample_kd(ZS, ZT, 4.0), want)
+    assert per_sample_kd(ZT, ZT, 4.0).abs().max().item() < 1e-12
+
+
+def test_each_regime_has_its_own_defaults():
+    assert (DFAD.Params().adv_loss, DFAD.Params().bn, DFAD.Params().spl, DFAD.Params().lam) == ("l1", 0.0, "none", None)
+    c = CuDFKD.Params()
+    assert (c.adv_loss, c.bn, c.one_hot, c.entropy, c.entropy_temperature, c.spl) == ("kl", 1.0, 1.0, -20.0, 5.0, "sample")
+    assert c.adv_curriculum == [0.25, 0.75] and c.lam == [1.0, 3.0]
+    assert DFAD.Params().generator.nz == 64 and c.generator.width == 32 and c.generator.output == "bn"
 
 
 def test_self_paced_weight_properties():
@@ -214,19 +229,23 @@ def test_a_teacher_without_batchnorm_is_refused_when_bn_matching_is_on():
     with pytest.raises(UserInputError, match=r"teacher: .*no BatchNorm layers; set method.params.bn: 0"):
         CuDFKD(tiny_net(), splits.info, plain)
     DFAD(tiny_net(), splits.info, plain)  # DFAD does not use the statistics
-    with pytest.raises(UserInputError, match=r"teacher: method 'dfad' needs a trained teacher"):
+    with pytest.raises(UserInputError, match=r"teachers: method 'dfad' needs 1 teacher in a 'teacher' section"):
         DFAD(tiny_net(), splits.info, None)
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"rounds": 0}, r"method.params.rounds: must be an integer >= 1"),
-    ({"adv_loss": "js"}, r"method.params.adv_loss: expected one of 'l1', 'kl'"),
-    ({"adv_curriculum": [0.8, 0.2]}, r"method.params.adv_curriculum: expected \[begin, end\]"),
-    ({"spl": "sample", "lam": None}, r"method.params.lam: self-paced weights"),
-    ({"bn": -1}, r"method.params.bn: expected a number >= 0"),
-    ({"lam": [1.0, float("nan")]}, r"method.params.lam\[1\]: expected a finite number"),
+    ({"rounds": 0}, r"method.params.rounds: Input should be greater than or equal to 1"),
+    ({"rounds": 2.5}, r"method.params.rounds: Input should be a valid integer"),
+    ({"batch_size": True}, r"method.params.batch_size: Input should be a valid integer"),
+    ({"adv_loss": "js"}, r"method.params.adv_loss: Input should be 'l1' or 'kl'"),
+    ({"adv_curriculum": [0.8, 0.2]}, r"method.params.adv_curriculum: .*expected \[begin, end\] fractions"),
+    ({"adv_curriculum": [0.2]}, r"method.params.adv_curriculum: List should have at least 2 items"),
+    ({"spl": "sample", "lam": None}, r"method.params.lam: .*self-paced weights"),
+    ({"bn": -1}, r"method.params.bn: Input should be greater than or equal to 0"),
+    ({"lam": [1.0, float("nan")]}, r"method.params.lam.1: expected a finite number"),
     ({"temperature": 3}, r"method.params.temperature: unknown parameter for method 'cudfkd'"),
-    ({"generator": {"nz": -2}}, r"method.params.generator.nz"),
+    ({"generator": {"nz": -2}}, r"method.params.generator.nz: Input should be greater than or equal to 1"),
+    ({"generator": "big"}, r"method.params.generator: Input should be a valid dictionary"),
 ])
 def test_bad_params_name_the_key(params, message):
     splits = toy_splits()
@@ -257,7 +276,7 @@ def test_end_to_end_run_logs_the_terms_and_reports_best_and_last(tmp_path):
 
 def test_the_recipe_refuses_a_missing_teacher(tmp_path):
     recipe = {k: v for k, v in RECIPE.items() if k != "teacher"}
-    with pytest.raises(UserInputError, match=r"teacher: method 'cudfkd' needs a trained teacher"):
+    with pytest.raises(UserInputError, match=r"teachers: method 'cudfkd' needs 1 teacher in a 'teacher' section"):
         edgedistill.run(recipe, out=tmp_path / "never", progress=False)
 
 

@@ -17,12 +17,14 @@ whose entries all map inputs to class outputs.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from edgedistill.errors import UserInputError
+from edgedistill.params import Params
 from edgedistill.registry import Registry
 
 GENERATORS: Registry = Registry("generator")
@@ -30,15 +32,21 @@ GENERATORS: Registry = Registry("generator")
 Output = Literal["bn", "tanh", "linear"]
 
 
-def _check(key: str, nz: int, width: int, output: str, scale: float) -> None:
-    if isinstance(nz, bool) or not isinstance(nz, int) or nz < 1:
-        raise UserInputError(f"{key}.nz: must be a positive integer, got {nz!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise UserInputError(f"{key}.width: must be a positive integer, got {width!r}")
-    if output not in ("bn", "tanh", "linear"):
-        raise UserInputError(f"{key}.output: expected one of 'bn', 'tanh', 'linear', got {output!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise UserInputError(f"{key}.scale: must be a number > 0, got {scale!r}")
+class DCGANParams(Params):
+    """The ``dcgan`` generator's settings (a recipe's ``method.params.generator`` section, ``name`` aside)."""
+
+    nz: int = Field(64, ge=1, description="noise dimension: the generator maps N(0, I) noise of this size to a sample")
+    width: int = Field(32, ge=1, description="channels of the last hidden conv (the coarse map has 2 x width)")
+    output: Output = Field(
+        "bn", description="output layer: bn (per-channel zero mean, unit variance, for per_channel-normalised "
+                          "data), tanh (range [-scale, scale]) or linear")
+    scale: float = Field(3.0, gt=0, description="range of the tanh output layer")
+
+
+class GeneratorParams(DCGANParams):
+    """A recipe's generator section: which registered generator (``GENERATORS``) and its settings."""
+
+    name: str = Field("dcgan", description="registered generator (edgedistill list: GENERATORS); only dcgan ships")
 
 
 class _OutputLayer(nn.Module):
@@ -117,11 +125,12 @@ def dcgan_init(module: nn.Module) -> nn.Module:
     return module
 
 
-@GENERATORS.register("dcgan")
-def dcgan(input_shape: tuple[int, ...], nz: int = 64, width: int = 32, output: str = "bn", scale: float = 3.0,
-          key: str = "method.params.generator") -> nn.Module:
-    """DCGAN-style generator: noise -> (C, L) window or (C, H, W) image, chosen from ``input_shape``."""
-    _check(key, nz, width, output, scale)
+@GENERATORS.register("dcgan", params=DCGANParams)
+def dcgan(input_shape: tuple[int, ...], key: str = "method.params.generator", **params: Any) -> nn.Module:
+    """DCGAN-style generator: noise -> (C, L) window or (C, H, W) image, chosen from ``input_shape``;
+    ``params`` are ``DCGANParams`` (checked here, errors named ``key.<field>``)."""
+    p = DCGANParams.parse(params, key, what="generator 'dcgan'")
+    nz, width, output, scale = p.nz, p.width, p.output, p.scale
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 2:
         net: nn.Module = WindowGenerator(shape[0], shape[1], nz, width, output, scale)  # type: ignore[arg-type]
@@ -134,17 +143,15 @@ def dcgan(input_shape: tuple[int, ...], nz: int = 64, width: int = 32, output: s
 
 
 def build_generator(cfg: object, input_shape: tuple[int, ...], key: str = "method.params.generator") -> nn.Module:
-    """A generator from a recipe dict ``{name: dcgan, nz: 64, width: 32, ...}`` (``name`` defaults to dcgan)."""
+    """A generator from a recipe section: a ``GeneratorParams`` or a mapping ``{name: dcgan, nz: 64, width: 32,
+    ...}`` (``name`` defaults to dcgan; None is every default)."""
     if cfg is None:
         cfg = {}
+    if isinstance(cfg, GeneratorParams):
+        cfg = cfg.model_dump()
     if not isinstance(cfg, dict):
         raise UserInputError(f"{key}: expected a mapping such as {{name: dcgan, nz: 64, width: 32}}, got {cfg!r}")
-    cfg = dict(cfg)
-    name = cfg.pop("name", "dcgan")
-    factory = GENERATORS.get(name, key=f"{key}.name")
-    allowed = {"nz", "width", "output", "scale"}
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise UserInputError(f"{key}.{unknown[0]}: unknown option for generator '{name}'; expected one of: "
-                             f"{', '.join(sorted(allowed | {'name'}))}")
-    return factory(input_shape, key=key, **cfg)
+    p = GeneratorParams.parse(cfg, key, what="a generator")
+    settings = p.model_dump(exclude={"name"})
+    factory = GENERATORS.get(p.name, key=f"{key}.name")
+    return factory(input_shape, key=key, **settings)

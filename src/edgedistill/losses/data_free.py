@@ -1,17 +1,17 @@
-"""Loss pieces and schedules shared by the data-free regimes (``methods/data_free.py``).
+"""Loss pieces and schedules of the data-free regimes (``methods/data_free.py``: dfad, cudfkd).
 
-Spec: shared/methods/others.md §12 (CuDFKD and its DFKD baselines DAFL, DFAD, DeepInversion). All losses are
-pure functions of logits / features; the teacher's BatchNorm statistics are read by forward hooks on its
-BatchNorm modules (the model is not rewritten).
+Spec: shared/methods/others.md §12 (CuDFKD and its DFKD baselines DAFL, DFAD, DeepInversion). Pure functions of
+logits / features / progress. They take no recipe roles, so they are not registered as recipe losses; the
+teacher's BatchNorm statistics are read by forward hooks (``BatchNormStatistics`` in ``methods/data_free.py``).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from edgedistill.losses.response import kl_rows
 
 
 def class_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -40,10 +40,7 @@ def agreement_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     ``-(1/B) sum_i 1[argmax s_i = argmax t_i] T^2 KL(softmax(t_i/T) || softmax(s_i/T))`` (<= 0). Only samples the
     student already classifies like the teacher push the generator towards disagreement."""
     agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).to(student_logits.dtype)
-    log_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    log_s = F.log_softmax(student_logits / temperature, dim=1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(1) * temperature**2
-    return -(agree * kl).mean()
+    return -(agree * per_sample_kd(student_logits, teacher_logits, temperature)).mean()
 
 
 def logit_l1(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -58,9 +55,7 @@ def per_sample_l1(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
 
 def per_sample_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B,) T^2 KL(softmax(t/T) || softmax(s/T)) of each sample."""
-    log_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    log_s = F.log_softmax(student_logits / temperature, dim=1)
-    return (log_t.exp() * (log_t - log_s)).sum(1) * temperature**2
+    return temperature**2 * kl_rows(teacher_logits, student_logits, temperature)
 
 
 def self_paced_weight(loss: torch.Tensor, lam: float) -> torch.Tensor:
@@ -84,35 +79,3 @@ def curriculum_adv_weight(epoch: int, epochs: int, final: float, begin: float, e
         return final
     done = sum(1 for e in increments if e < epoch)
     return final * done / len(increments)
-
-
-class BatchNormStatistics:
-    """Forward hooks on every BatchNorm layer of a (frozen, eval-mode) teacher: while ``recording``, each hook
-    adds ``bn_statistics_loss(input, running_mean, running_var)`` of its layer to ``losses``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                       and m.running_mean is not None and m.running_var is not None]
-        self.losses: list[torch.Tensor] = []
-        self.recording = False
-        self._handles = [m.register_forward_hook(self._hook) for m in self.layers]
-
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if self.recording:
-            self.losses.append(bn_statistics_loss(inputs[0], module.running_mean, module.running_var))
-
-    def __enter__(self) -> "BatchNormStatistics":
-        self.losses, self.recording = [], True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.recording = False
-
-    def total(self) -> Optional[torch.Tensor]:
-        """Sum over layers of the last recorded forward pass (None when nothing was recorded)."""
-        return torch.stack(self.losses).sum() if self.losses else None
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
