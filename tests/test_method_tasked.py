@@ -15,7 +15,7 @@ from edgedistill.engine.loop import Stage, Trainer
 from edgedistill.errors import UserInputError
 from edgedistill.losses.relation import mmd
 from edgedistill.losses.response import ce
-from edgedistill.methods.base import Step
+from edgedistill.methods.base import Step, TeacherNet
 from edgedistill.methods.tasked import Tasked, dann_lambda, grad_reverse, subject_mmd
 from edgedistill.methods.tfkd import TeacherFreeKD
 from edgedistill.models import build_model
@@ -125,7 +125,7 @@ def test_self_kd_spec_vector_and_zero_at_the_virtual_teacher() -> None:
     method = Tasked(tiny_net(classes=4), _info(), adversarial=0, mmd=0, correct_prob=0.99, temperature=1.0)
     assert float(method.self_kd(ZS, Y)) == pytest.approx(0.424475, abs=1e-6)
     for t in (1.0, 4.0):
-        method.temperature = t
+        method = Tasked(tiny_net(classes=4), _info(), adversarial=0, mmd=0, correct_prob=0.99, temperature=t)
         p = torch.full((3, 4), 0.01 / 3, dtype=torch.float64)
         p[torch.arange(3), Y] = 0.99
         at_target = torch.log(p) + torch.tensor([[2.0], [-1.0], [0.5]], dtype=torch.float64)  # any row shift
@@ -208,8 +208,14 @@ def test_recipe_errors(splits) -> None:
     assert Tasked.from_recipe(recipe(), **kw).networks["subject_classifier"] is not None
     with pytest.raises(UserInputError, match=r"method\.params\.mmd_sigmaa: unknown parameter.*Did you mean 'mmd_sigma'"):
         Tasked.from_recipe(recipe(mmd_sigmaa=1.0), **kw)
-    with pytest.raises(UserInputError, match=r"method\.params\.alpha: expected a number in \[0, 1\]"):
+    with pytest.raises(UserInputError, match=r"method\.params\.alpha: .*less than or equal to 1"):
         Tasked.from_recipe(recipe(alpha=1.5), **kw)
+    with pytest.raises(UserInputError, match=r"method\.params\.mmd_sigma: .*greater than 0"):
+        Tasked.from_recipe(recipe(mmd_sigma=0), **kw)
+    with pytest.raises(UserInputError, match=r"method\.params\.subject_hidden: .*valid integer"):
+        Tasked.from_recipe(recipe(subject_hidden=2.5), **kw)
+    with pytest.raises(UserInputError, match=r"method\.params\.correct_prob: expected a number in \[1/C, 1\]"):
+        Tasked.from_recipe(recipe(correct_prob=0.1), **kw)
     with pytest.raises(UserInputError, match=r"method\.params\.embedding_tap: tap 'nope' does not exist"):
         Tasked.from_recipe(recipe(embedding_tap="nope"), **kw)
     one = splits.train.subset(torch.nonzero(splits.train.group == splits.train.group[0]).flatten())
@@ -217,8 +223,10 @@ def test_recipe_errors(splits) -> None:
         Tasked(_student(splits), splits.info, train=one)
     with_teacher = load_recipe({"data": {"name": "synthetic"}, "student": {"model": "transformer"},
                                 "teacher": {"model": "fcn"}, "method": {"name": "tasked"}})
-    with pytest.raises(UserInputError, match=r"^teacher: tasked is teacher-free"):
-        Tasked.teacher_plan(with_teacher, 0)
+    teacher = TeacherNet("teacher", tiny_net(), with_teacher.teacher)
+    with pytest.raises(UserInputError, match=r"^teacher: method 'tasked' uses no pre-trained teacher .*remove the "
+                                             r"'teacher'/'teachers' section"):
+        Tasked.from_recipe(with_teacher, **kw, teachers=[teacher])
 
 
 # ---- end to end --------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ at least 2 windows in the batch; by default class-balanced over the activities b
 it, the different activity mix of ~6 windows per subject is penalised as if it were a subject difference and
 training stalls at chance, measured). The bandwidth sigma is the median pairwise distance of the batch's
 embeddings (detached) unless ``mmd_sigma`` fixes it, so shrinking all embeddings cannot make the term vanish.
-The self-KD target p^d is ``tfkd.virtual_teacher``: probability ``correct_prob`` on the label, the rest
-uniform, softened as softmax(log p^d / T) (``tfkd.soften``); with both alignment weights 0 this method is
+The self-KD target p^d is ``losses.virtual.virtual_teacher``: probability ``correct_prob`` on the label, the rest
+uniform, softened as softmax(log p^d / T) (``losses.virtual.soften``); with both alignment weights 0 this method is
 exactly ``tfkd``.
 """
 from __future__ import annotations
@@ -31,14 +31,16 @@ import math
 from typing import TYPE_CHECKING, Any, Optional
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from edgedistill.config import Recipe, TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd_to_distribution
+from edgedistill.losses.virtual import soften, virtual_teacher
 from edgedistill.methods.base import Method, Step
-from edgedistill.methods.tfkd import soften, virtual_teacher
+from edgedistill.methods.teachers import evaluating
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 if TYPE_CHECKING:
@@ -119,55 +121,40 @@ def subject_mmd(emb: torch.Tensor, subject: torch.Tensor, sigma: Optional[float]
     return ((k @ u) * u).sum(0).mean()
 
 
+class TaskedParams(Params):
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the self-KD term; (1 - alpha) on the task CE")
+    temperature: float = Field(4.0, gt=0.0, description="temperature T of the self-KD term (T^2 scaling)")
+    correct_prob: float = Field(0.9, ge=0.0, le=1.0, description="the virtual teacher's probability on the true "
+                                                                "class, at least 1/C (the rest spread uniformly)")
+    adversarial: float = Field(0.1, ge=0.0, description="weight of the subject-adversarial CE (0 turns the subject "
+                                                       "classifier off)")
+    mmd: float = Field(0.5, ge=0.0, description="weight of the subject MMD, times the DANN ramp (0 turns MMD off)")
+    mmd_sigma: Optional[float] = Field(None, gt=0.0, description="Gaussian kernel bandwidth of the MMD; null: the "
+                                                                 "median heuristic on each batch")
+    mmd_class_balanced: bool = Field(True, description="weight each subject pair's MMD over the activities both show")
+    grl_max: float = Field(1.0, ge=0.0, description="gradient-reversal scale at the end of the ramp")
+    grl_gamma: float = Field(10.0, ge=0.0, description="steepness gamma of DANN's ramp 2 / (1 + exp(-gamma p)) - 1")
+    subject_hidden: int = Field(64, gt=0, description="hidden width of the MLP subject classifier")
+    embedding_tap: str = Field("emb", description="the student's embedding the alignment reads (a tap name or "
+                                                  "module path)")
+
+
 @METHODS.register("tasked")
 class Tasked(Method):
     """Task CE + Tf-KD_reg self-distillation + subject-adversarial (GRL) and MMD alignment of the embedding."""
 
-    reserved = ("student", "info", "train")
+    Params = TaskedParams
+    trains_own_teacher = "it distils from a virtual teacher built from the labels"
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        train: Optional[TensorData] = None,
-        alpha: float = 0.5,
-        temperature: float = 4.0,
-        correct_prob: float = 0.9,
-        adversarial: float = 0.1,
-        mmd: float = 0.5,
-        mmd_sigma: Optional[float] = None,
-        mmd_class_balanced: bool = True,
-        grl_max: float = 1.0,
-        grl_gamma: float = 10.0,
-        subject_hidden: int = 64,
-        embedding_tap: str = "emb",
-    ) -> None:
-        super().__init__(student, info)
+    def __init__(self, student: nn.Module, info: DataInfo, train: Optional[TensorData] = None, **params: Any) -> None:
+        super().__init__(student, info, **params)
         if info.task != "classification":
             raise UserInputError(f"data: method 'tasked' recognises activities (classification), not {info.task}")
-        c = info.n_outputs
-        checks = (
-            ("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
-            ("temperature", temperature, lambda v: v > 0, "a number > 0"),
-            ("correct_prob", correct_prob, lambda v: 1.0 / c <= v <= 1.0, f"a number in [1/C, 1] = [{1 / c:.3g}, 1]"),
-            ("adversarial", adversarial, lambda v: v >= 0, "a number >= 0 (0 turns the subject classifier off)"),
-            ("mmd", mmd, lambda v: v >= 0, "a number >= 0 (0 turns MMD off)"),
-            ("mmd_sigma", 1.0 if mmd_sigma is None else mmd_sigma, lambda v: v > 0, "null (median heuristic) or > 0"),
-            ("grl_max", grl_max, lambda v: v >= 0, "a number >= 0"),
-            ("grl_gamma", grl_gamma, lambda v: v >= 0, "a number >= 0"),
-            ("subject_hidden", subject_hidden, lambda v: isinstance(v, int) and v > 0, "a positive integer"),
-        )
-        if not isinstance(mmd_class_balanced, bool):
-            raise UserInputError(f"method.params.mmd_class_balanced: expected true/false, got {mmd_class_balanced!r}")
-        for key, value, ok, want in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-                raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
-        self.alpha, self.temperature, self.correct_prob = float(alpha), float(temperature), float(correct_prob)
-        self.w_adv, self.w_mmd, self.mmd_sigma = float(adversarial), float(mmd), mmd_sigma
-        self.mmd_class_balanced = mmd_class_balanced
-        self.grl_max, self.grl_gamma = float(grl_max), float(grl_gamma)
-
-        self.aligns = self.w_adv > 0 or self.w_mmd > 0
+        p, c = self.params, info.n_outputs
+        if p.correct_prob < 1.0 / c:
+            raise UserInputError(f"method.params.correct_prob: expected a number in [1/C, 1] = [{1 / c:.3g}, 1], "
+                                 f"got {p.correct_prob!r}")
+        self.aligns = p.adversarial > 0 or p.mmd > 0
         self._subjects = torch.zeros(0, dtype=torch.long)
         self._taps: Optional[FeatureTaps] = None
         if not self.aligns:
@@ -175,15 +162,15 @@ class Tasked(Method):
         self._subjects = self._training_subjects(info, train)
         from edgedistill.models import FeatureTaps
 
-        spec = getattr(student, "default_taps", {}).get(embedding_tap, embedding_tap)
+        spec = getattr(student, "default_taps", {}).get(p.embedding_tap, p.embedding_tap)
         try:
             self._taps = FeatureTaps(student, {"emb": spec})
         except UserInputError as exc:
             raise UserInputError(f"method.params.embedding_tap: {exc}") from None
-        if self.w_adv > 0:
+        if p.adversarial > 0:
             dim = self._embedding_dim(student, info)
             self.networks["subject_classifier"] = nn.Sequential(
-                nn.Linear(dim, subject_hidden), nn.ReLU(), nn.Linear(subject_hidden, len(self._subjects)))
+                nn.Linear(dim, p.subject_hidden), nn.ReLU(), nn.Linear(p.subject_hidden, len(self._subjects)))
 
     @staticmethod
     def _training_subjects(info: DataInfo, train: Optional[TensorData]) -> torch.Tensor:
@@ -201,22 +188,11 @@ class Tasked(Method):
         return ids
 
     def _embedding_dim(self, student: nn.Module, info: DataInfo) -> int:
-        was = student.training
-        student.eval()
-        try:
-            with torch.no_grad(), self._taps:
-                student(torch.zeros(2, *info.input_shape))
-        finally:
-            student.train(was)
+        with evaluating(student), torch.no_grad(), self._taps:
+            student(torch.zeros(2, *info.input_shape))
         if "emb" not in self._taps.outputs:
             raise UserInputError(f"method.params.embedding_tap: '{self._taps.paths['emb']}' is not run by forward()")
         return int(self._taps.outputs["emb"][0].numel())
-
-    @classmethod
-    def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
-        if recipe.teacher is not None or recipe.teachers:
-            raise UserInputError("teacher: tasked is teacher-free (self-distillation); remove 'teacher'/'teachers'")
-        return []
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         self._subjects = self._subjects.to(device)
@@ -230,38 +206,35 @@ class Tasked(Method):
 
     def ramp(self, step: Step) -> float:
         """DANN's schedule, 0 -> 1 over training: the GRL's scale (times grl_max) and the MMD weight's factor."""
-        return dann_lambda(step.progress, self.grl_gamma)
+        return dann_lambda(step.progress, self.params.grl_gamma)
 
     def self_kd(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """T^2 KL(p^d_T || softmax(z / T)), batch mean: zero when z = log p^d + a per-row constant."""
-        p = soften(virtual_teacher(target, logits.shape[1], self.correct_prob).to(logits.dtype), self.temperature)
-        return kd_to_distribution(logits, p, self.temperature)
+        t = self.params.temperature
+        p = soften(virtual_teacher(target, logits.shape[1], self.params.correct_prob).to(logits.dtype), t)
+        return kd_to_distribution(logits, p, t)
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         with self._taps or contextlib.nullcontext():
             z = self.networks["student"](batch["x"])
-        y = batch["y"]
-        terms = {"ce": (1.0 - self.alpha) * ce(z, y)}
-        if self.alpha > 0:
-            terms["self_kd"] = self.alpha * self.self_kd(z, y)
+        y, p = batch["y"], self.params
+        terms = {"ce": (1.0 - p.alpha) * ce(z, y)}
+        if p.alpha > 0:
+            terms["self_kd"] = p.alpha * self.self_kd(z, y)
         if not self.aligns:
             return terms
         assert self._taps is not None
         emb = self._taps.outputs["emb"].reshape(len(z), -1)
         subject = self.subject_index(batch["group"])
-        if self.w_adv > 0:
+        if p.adversarial > 0:
             known = subject >= 0
-            logits = self.networks["subject_classifier"](grad_reverse(emb[known], self.grl_max * self.ramp(step)))
+            logits = self.networks["subject_classifier"](grad_reverse(emb[known], p.grl_max * self.ramp(step)))
             # A batch with no known subject still returns the term (0, on the graph) so the log has every key.
-            terms["subject_adv"] = self.w_adv * (ce(logits, subject[known]) if known.any() else logits.sum() * 0.0)
-        if self.w_mmd > 0:
-            labels = y if self.mmd_class_balanced else None
-            terms["mmd"] = self.w_mmd * self.ramp(step) * subject_mmd(emb, subject, self.mmd_sigma, labels)
+            terms["subject_adv"] = p.adversarial * (ce(logits, subject[known]) if known.any() else logits.sum() * 0.0)
+        if p.mmd > 0:
+            labels = y if p.mmd_class_balanced else None
+            terms["mmd"] = p.mmd * self.ramp(step) * subject_mmd(emb, subject, p.mmd_sigma, labels)
         return terms
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "tasked", "alpha": self.alpha, "temperature": self.temperature,
-                "correct_prob": self.correct_prob, "adversarial": self.w_adv, "mmd": self.w_mmd,
-                "mmd_sigma": self.mmd_sigma if self.mmd_sigma is not None else "median heuristic",
-                "mmd_class_balanced": self.mmd_class_balanced,
-                "grl_max": self.grl_max, "grl_gamma": self.grl_gamma, "subjects": len(self._subjects)}
+        return {**super().describe(), "subjects": len(self._subjects)}

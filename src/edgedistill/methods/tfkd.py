@@ -22,71 +22,51 @@ the terms ``[{loss: ce, weight: 1-alpha}, {loss: kd, weight: alpha, temperature:
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from edgedistill.config import Recipe, TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd_to_distribution
+from edgedistill.losses.virtual import soften, virtual_teacher
 from edgedistill.methods.base import Method, Step
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
-
-def virtual_teacher(target: torch.Tensor, n_classes: int, a: float = 0.99, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """(N, C) distribution p^d: ``a`` on each row's class ``target[i]``, ``(1 - a) / (C - 1)`` on the others."""
-    if n_classes < 2:
-        raise UserInputError(f"virtual_teacher: needs at least 2 classes, got {n_classes}")
-    if not 0.0 < a <= 1.0:
-        raise UserInputError(f"virtual_teacher: a must be in (0, 1], got {a!r}")
-    p = torch.full((len(target), n_classes), (1.0 - a) / (n_classes - 1), dtype=dtype or torch.get_default_dtype(),
-                   device=target.device)
-    return p.scatter_(1, target.long().view(-1, 1), a)
+__all__ = ["TeacherFreeKD", "TfKDParams", "soften", "virtual_teacher"]
 
 
-def soften(probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """softmax(log p / T): the distribution of a teacher whose logits are log p, at temperature T (rows of 0
-    stay 0). At T = 1 it returns p."""
-    return torch.softmax(torch.log(probs) / temperature, dim=1)
+class TfKDParams(Params):
+    alpha: float = Field(0.1, ge=0.0, le=1.0, description="weight of the virtual-teacher KD term; (1 - alpha) on CE")
+    temperature: float = Field(20.0, gt=0.0, description="softmax temperature T of both sides of the KL (T^2 scaling)")
+    correct_prob: float = Field(0.99, ge=0.0, le=1.0, description="the virtual teacher's probability a on the true "
+                                                                 "class, at least 1/C (the rest spread uniformly)")
 
 
 @METHODS.register("tfkd")
 class TeacherFreeKD(Method):
     """The student alone with a label-derived virtual teacher: (1 - alpha) CE + alpha T^2 KL(p^d_T || p_T)."""
 
-    def __init__(self, student: nn.Module, info: DataInfo, alpha: float = 0.1, temperature: float = 20.0,
-                 correct_prob: float = 0.99) -> None:
-        super().__init__(student, info)
+    Params = TfKDParams
+    trains_own_teacher = "its teacher is built from the labels"
+
+    def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
+        super().__init__(student, info, **params)
         if info.task != "classification":
             raise UserInputError(f"method.name: tfkd needs a classification task, the dataset is {info.task}")
         c = info.n_outputs
-        for key, value, ok, want in (
-            ("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
-            ("temperature", temperature, lambda v: v > 0, "a number > 0"),
-            # a < 1/C would make the virtual teacher prefer the wrong classes.
-            ("correct_prob", correct_prob, lambda v: 1.0 / c <= v <= 1.0, f"a number in [1/C, 1] = [{1 / c:.3g}, 1]"),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-                raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
-        self.alpha, self.temperature, self.correct_prob = float(alpha), float(temperature), float(correct_prob)
-
-    @classmethod
-    def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
-        if recipe.teacher is not None or recipe.teachers:
-            raise UserInputError("teacher: tfkd is teacher-free (its teacher is built from the labels); "
-                                 "remove the 'teacher'/'teachers' section")
-        return []
+        if self.params.correct_prob < 1.0 / c:  # a < 1/C would make the virtual teacher prefer the wrong classes
+            raise UserInputError(f"method.params.correct_prob: expected a number in [1/C, 1] = [{1 / c:.3g}, 1], "
+                                 f"got {self.params.correct_prob!r}")
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        p = self.params
         z = self.networks["student"](batch["x"])
-        target = soften(virtual_teacher(batch["y"], z.shape[1], self.correct_prob, dtype=z.dtype), self.temperature)
+        target = soften(virtual_teacher(batch["y"], z.shape[1], p.correct_prob, dtype=z.dtype), p.temperature)
         return {
-            "ce": (1.0 - self.alpha) * ce(z, batch["y"]),
-            "virtual_kd": self.alpha * kd_to_distribution(z, target, self.temperature),
+            "ce": (1.0 - p.alpha) * ce(z, batch["y"]),
+            "virtual_kd": p.alpha * kd_to_distribution(z, target, p.temperature),
         }
-
-    def describe(self) -> dict[str, Any]:
-        return {"method": "tfkd", "alpha": self.alpha, "temperature": self.temperature,
-                "correct_prob": self.correct_prob}
