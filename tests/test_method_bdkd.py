@@ -145,13 +145,15 @@ def _from_recipe(recipe, teachers=()):
 
 @pytest.mark.parametrize("params, needle", [
     ({}, "method.params.large: required"),
-    ({"large": "fcn"}, "method.params.large: expected a model section"),
+    ({"large": "fcn"}, "method.params.large: Input should be a valid dictionary"),
+    ({"large": {"width": 8}}, "method.params.large.model: Field required"),
+    ({"large": {"model": "fcn", "checkpoint": "w.pt"}}, "method.params.large.checkpoint: networks of an online regime"),
     ({"large": {"model": "no_such_net"}}, "method.params.large"),
     ({"large": {"model": "fcn", "width": 0}}, "method.params.large.width"),
-    ({"large": {"model": "fcn"}, "alpha": 1.5}, "method.params.alpha"),
-    ({"large": {"model": "fcn"}, "temperature": -1}, "method.params.temperature"),
-    ({"large": {"model": "fcn"}, "gate_width": -0.1}, "method.params.gate_width"),
-    ({"large": {"model": "fcn"}, "balance": "yes"}, "method.params.balance"),
+    ({"large": {"model": "fcn"}, "alpha": 1.5}, "method.params.alpha: Input should be less than or equal to 1"),
+    ({"large": {"model": "fcn"}, "temperature": -1}, "method.params.temperature: Input should be greater than 0"),
+    ({"large": {"model": "fcn"}, "gate_width": -0.1}, "method.params.gate_width: Input should be greater than or equal"),
+    ({"large": {"model": "fcn"}, "balance": "yes"}, "method.params.balance: Input should be a valid boolean"),
     ({"large": {"model": "fcn"}, "peers": []}, "method.params.peers: unknown parameter"),
 ])
 def test_bad_params_are_named(params, needle):

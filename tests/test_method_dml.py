@@ -143,14 +143,15 @@ def test_from_recipe_default_peer_is_the_student_section_and_listed_peers_are_bu
 
 
 @pytest.mark.parametrize("params, needle", [
-    ({"peers": []}, "method.params.peers: expected a non-empty list"),
-    ({"peers": {"model": "fcn"}}, "method.params.peers: expected a non-empty list"),
-    ({"peers": ["fcn"]}, "method.params.peers[0]: expected a model section"),
+    ({"peers": []}, "method.params.peers: List should have at least 1 item"),
+    ({"peers": {"model": "fcn"}}, "method.params.peers: Input should be a valid list"),
+    ({"peers": ["fcn"]}, "method.params.peers.0: Input should be a valid dictionary"),
     ({"peers": [{"model": "cnn1d"}, {"model": "no_such_net"}]}, "method.params.peers[1]"),
     ({"peers": [{"model": "cnn1d", "width": -1}]}, "method.params.peers[0].width"),
-    ({"peers": [{"width": 8}]}, "method.params.peers[0].model"),
+    ({"peers": [{"width": 8}]}, "method.params.peers.0.model: Field required"),
     ({"peers": [{"model": "cnn1d", "checkpoint": "w.pt"}]}, "method.params.peers[0].checkpoint"),
-    ({"temperature": 0}, "method.params.temperature"),
+    ({"temperature": 0}, "method.params.temperature: Input should be greater than 0"),
+    ({"temperature": True}, "method.params.temperature: Input should be a valid number"),
     ({"temprature": 2}, "method.params.temprature: unknown parameter"),
 ])
 def test_bad_params_are_named(params, needle):

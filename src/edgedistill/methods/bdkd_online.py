@@ -22,14 +22,17 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from edgedistill.config import ModelConfig
 from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.losses.response_extra import balanced_kd
 from edgedistill.methods.base import Method, Step
-from edgedistill.methods.mutual import build_online_network, check_temperature, require_classification
+from edgedistill.models.online import build_online_network, check_online_outputs
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 
@@ -42,66 +45,48 @@ def balanced_term(own: torch.Tensor, other: torch.Tensor, temperature: float, ga
     return kd(own, other, temperature=temperature)
 
 
+class OnlineBalancedKDParams(Params):
+    large: Optional[ModelConfig] = Field(None, description="required: the large network's model section ({model: "
+                                                           "name, **knobs}), trained from scratch with the student")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of each network's KD term; (1 - alpha) on its CE")
+    temperature: float = Field(1.0, gt=0.0, description="temperature T of the KL terms (T^2 scaling)")
+    gate_width: float = Field(0.1, ge=0.0, description="width of the entropy-gap gate, in units of log C (0: a hard "
+                                                       "switch)")
+    balance: bool = Field(True, description="per-sample forward/reverse KL balance; false: forward KL only (online KD)")
+
+
 @METHODS.register("bdkd")
 class OnlineBalancedKD(Method):
     """Student + a large network trained together; each distils from the other with balanced KL directions."""
 
-    reserved = ("student", "info")
+    Params = OnlineBalancedKDParams
+    trains_own_teacher = "its large network trains with the student from scratch, set in method.params.large"
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        large: Optional[dict[str, Any]] = None,
-        alpha: float = 0.5,
-        temperature: float = 1.0,
-        gate_width: float = 0.1,
-        balance: bool = True,
-    ) -> None:
-        super().__init__(student, info)
-        require_classification(info, "bdkd")
+    def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
+        super().__init__(student, info, **params)
+        if info.task != "classification":
+            raise UserInputError(f"method.name: 'bdkd' matches class distributions and needs a classification task, "
+                                 f"got task '{info.task}'")
+        large = self.params.large
         if large is None:
             raise UserInputError("method.params.large: required: the large network trained with the student, "
                                  "e.g. {model: fcn, width: 0.5}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise UserInputError(f"method.params.alpha: must be a number in [0, 1], got {alpha!r}")
-        if isinstance(gate_width, bool) or not isinstance(gate_width, (int, float)) or not gate_width >= 0:
-            raise UserInputError(f"method.params.gate_width: must be a number >= 0, got {gate_width!r}")
-        if not isinstance(balance, bool):
-            raise UserInputError(f"method.params.balance: must be true or false, got {balance!r}")
-        self.alpha, self.gate_width, self.balanced = float(alpha), float(gate_width), balance
-        self.temperature = check_temperature(temperature, "method.params.temperature")
-        self.large_model = large.get("model", "?") if isinstance(large, dict) else "?"
         self.networks["large"] = build_online_network(large, info, "method.params.large")
-        x = torch.zeros(2, *info.views.get("x", info.input_shape))
-        net = self.networks["large"].eval()
-        try:
-            with torch.no_grad():
-                out = net(x)
-        except (RuntimeError, ValueError) as exc:
-            raise UserInputError(f"method.params.large: cannot run on inputs of shape {tuple(x.shape[1:])}: "
-                                 f"{str(exc).splitlines()[0]}") from None
-        finally:
-            net.train()
-        if tuple(out.shape) != (2, info.n_outputs):
-            raise UserInputError(f"method.params.large: outputs {tuple(out.shape[1:])} per sample, expected ({info.n_outputs},)")
-
-    trains_own_teacher = "its large network trains with the student from scratch, set in method.params.large"
+        check_online_outputs(self.networks["large"], info, "method.params.large")
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         z_s = self.networks["student"](batch["x"])
         z_l = self.networks["large"](batch["x"])
-        a, t, g = self.alpha, self.temperature, self.gate_width
+        a, t, g, balanced = self.params.alpha, self.params.temperature, self.params.gate_width, self.params.balance
         return {
             "ce_student": (1 - a) * ce(z_s, batch["y"]),
-            "kl_student": a * balanced_term(z_s, z_l, t, g, self.balanced),
+            "kl_student": a * balanced_term(z_s, z_l, t, g, balanced),
             "ce_large": (1 - a) * ce(z_l, batch["y"]),
-            "kl_large": a * balanced_term(z_l, z_s, t, g, self.balanced),
+            "kl_large": a * balanced_term(z_l, z_s, t, g, balanced),
         }
 
     def evaluated(self) -> dict[str, nn.Module]:
-        return {f"large ({self.large_model})": self.networks["large"]}
+        return {f"large ({self.params.large.model})": self.networks["large"]}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "bdkd", "alpha": self.alpha, "temperature": self.temperature, "gate_width": self.gate_width,
-                "weights": "entropy gap (ours)" if self.balanced else "w = 0 (online KD)", "large": self.large_model}
+        return {**super().describe(), "weights": "entropy gap (ours)" if self.params.balance else "w = 0 (online KD)"}
