@@ -139,9 +139,11 @@ def test_default_patch_is_an_eighth_of_each_dimension():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"swap_prob": 2}, r"method.params.swap_prob: expected a number in \[0, 1\]"),
+    ({"swap_prob": 2}, r"method.params.swap_prob: .*less than or equal to 1"),
+    ({"swap_ratio": True}, r"method.params.swap_ratio: .*valid number"),
     ({"patch": 0}, r"method.params.patch: .*patch size must be in \[1"),
-    ({"patch": 1.5}, r"method.params.patch: a fraction must be in \(0, 1\]"),
+    ({"patch": 1.5}, r"method.params.patch: .*a fraction must be in \(0, 1\]"),
+    ({"patch": [0.5, 2.0]}, r"method.params.patch: .*a fraction must be in \(0, 1\]"),
     ({"patch": [2, 2]}, r"method.params.patch: expected a number or 1 numbers"),
     ({"temperature": -1}, r"method.params.temperature"),
     ({"lambda": 1}, r"method.params.lambda: unknown parameter"),
@@ -153,8 +155,10 @@ def test_bad_params_fail_before_training(tmp_path, params, message):
 
 
 def test_teachers_and_regression_are_refused(tmp_path):
-    with pytest.raises(UserInputError, match=r"teacher: patch_swap is teacher-free"):
+    with pytest.raises(UserInputError, match=r"^teacher: method 'patch_swap' uses no pre-trained teacher \(the more "
+                                             r"confident view of a pair teaches the other\); remove the 'teacher'"):
         edgedistill.run({**RECIPE, "teacher": {"model": "fcn", "width": 0.25}}, out=tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
     data = {**RECIPE["data"], "params": {**RECIPE["data"]["params"], "task": "regression"}}
     with pytest.raises(UserInputError, match=r"patch_swap needs a classification task"):
         edgedistill.run({**RECIPE, "data": data}, out=tmp_path / "b", progress=False)
@@ -167,4 +171,5 @@ def test_end_to_end_on_images(tmp_path):
     assert [r["role"] for r in summary["rows"]] == ["student alone", "method"]
     line = json.loads((tmp_path / "run" / "patch_swap" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert set(line["train"]) == {"ce", "icps_kd", "total"}
-    assert json.loads((tmp_path / "run" / "patch_swap" / "seed0" / "summary.json").read_text())["method"]["patch"] == [3, 3]
+    described = json.loads((tmp_path / "run" / "patch_swap" / "seed0" / "summary.json").read_text())["method"]
+    assert described["patch"] == 3 and described["patch_sizes"] == [3, 3]  # the recipe's value and the sizes used

@@ -23,14 +23,15 @@ import math
 from typing import Any, Optional, Sequence, Union
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from edgedistill.augment.patch_swap import ClassRows, patch_sizes, patch_swap
-from edgedistill.config import Recipe, TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.methods.base import Method, Step
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 
@@ -50,11 +51,9 @@ def _patch(patch: Union[int, float, Sequence[Union[int, float]]], spatial: tuple
     """Patch length per spatial dimension: an int is a length in samples, a float in (0, 1] a fraction of the
     dimension (rounded up), so one recipe fits any series length or image size; one value or one per dim."""
     values = list(patch) if isinstance(patch, (list, tuple)) else [patch] * len(spatial)
-    if len(values) != len(spatial) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+    if len(values) != len(spatial):
         raise UserInputError(f"method.params.patch: expected a number or {len(spatial)} numbers (one per spatial "
                              f"dimension of {spatial}), got {patch!r}")
-    if any(isinstance(v, float) and not 0.0 < v <= 1.0 for v in values):
-        raise UserInputError(f"method.params.patch: a fraction must be in (0, 1], got {patch!r}")
     sizes = [math.ceil(v * s) if isinstance(v, float) else v for v, s in zip(values, spatial)]
     try:
         return patch_sizes(spatial, sizes)
@@ -62,44 +61,38 @@ def _patch(patch: Union[int, float, Sequence[Union[int, float]]], spatial: tuple
         raise UserInputError(f"method.params.patch: {exc}") from None
 
 
+class PatchSwapParams(Params):
+    patch: Union[int, float, list[Union[int, float]]] = Field(
+        0.125, description="patch length per spatial dimension: an int in samples, a float in (0, 1] a fraction of "
+                           "the dimension (rounded up); one value for every dimension or one per dimension")
+    swap_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability p_r that a pair swaps patches at all")
+    swap_ratio: float = Field(0.5, ge=0.0, le=1.0, description="fraction of the patches a swapped pair exchanges")
+    weight: float = Field(1.0, ge=0.0, description="weight lambda of the instance-to-instance KD term")
+    temperature: float = Field(4.0, gt=0.0, description="temperature tau of the KD term (tau^2 scaling)")
+
+    @field_validator("patch")
+    @classmethod
+    def _fractions_in_unit_interval(cls, value: Union[int, float, list[Union[int, float]]]) -> Any:
+        if any(isinstance(v, float) and not 0.0 < v <= 1.0 for v in (value if isinstance(value, list) else [value])):
+            raise ValueError("a fraction must be in (0, 1] (an integer is a length in samples)")
+        return value
+
+
 @METHODS.register("patch_swap")
 class IntraClassPatchSwap(Method):
     """Self-distillation between two patch-swapped views of same-class pairs (teacher-free)."""
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        patch: Union[int, float, Sequence[Union[int, float]]] = 0.125,
-        swap_prob: float = 0.5,
-        swap_ratio: float = 0.5,
-        weight: float = 1.0,
-        temperature: float = 4.0,
-    ) -> None:
-        super().__init__(student, info)
+    Params = PatchSwapParams
+    trains_own_teacher = "the more confident view of a pair teaches the other"
+
+    def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
+        super().__init__(student, info, **params)
         if info.task != "classification":
             raise UserInputError(f"method.name: patch_swap needs a classification task, the dataset is {info.task}")
-        for key, value, ok, want in (
-            ("swap_prob", swap_prob, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
-            ("swap_ratio", swap_ratio, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
-            ("weight", weight, lambda v: v >= 0, "a number >= 0"),
-            ("temperature", temperature, lambda v: v > 0, "a number > 0"),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-                raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
-        self.patch = _patch(patch, tuple(info.views["x"][1:]))
-        self.swap_prob, self.swap_ratio = float(swap_prob), float(swap_ratio)
-        self.weight, self.temperature = float(weight), float(temperature)
+        self.patch = _patch(self.params.patch, tuple(info.views["x"][1:]))  # the sizes, from the data's shape
         self._x: Optional[torch.Tensor] = None
         self._classes: Optional[ClassRows] = None
         self._seed = 0
-
-    @classmethod
-    def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
-        if recipe.teacher is not None or recipe.teachers:
-            raise UserInputError("teacher: patch_swap is teacher-free (the more confident view of a pair teaches the "
-                                 "other); remove the 'teacher'/'teachers' section")
-        return []
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         # Partners come from the whole training split, not the batch: every sample has one of its class.
@@ -114,11 +107,11 @@ class IntraClassPatchSwap(Method):
             raise RuntimeError("patch_swap: setup() must run before training_step()")
         g = torch.Generator().manual_seed((self._seed * 1_000_003 + step.step + 1) % 2**63)
         partner = self._classes.partners(batch["index"], g).to(self._x.device)
-        xa, xb = patch_swap(batch["x"], self._x[partner], self.patch, generator=g, ratio=self.swap_ratio, p=self.swap_prob)
+        p = self.params
+        xa, xb = patch_swap(batch["x"], self._x[partner], self.patch, generator=g, ratio=p.swap_ratio, p=p.swap_prob)
         za, zb = self.networks["student"](torch.cat([xa, xb])).chunk(2)
-        ce_ab, kl = icps_loss(za, zb, batch["y"], self.temperature)
-        return {"ce": ce_ab, "icps_kd": self.weight * kl}
+        ce_ab, kl = icps_loss(za, zb, batch["y"], p.temperature)
+        return {"ce": ce_ab, "icps_kd": p.weight * kl}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "patch_swap", "patch": list(self.patch), "swap_prob": self.swap_prob,
-                "swap_ratio": self.swap_ratio, "weight": self.weight, "temperature": self.temperature}
+        return {**super().describe(), "patch_sizes": list(self.patch)}
