@@ -225,7 +225,9 @@ def test_fake_fraction_zero_is_the_student_on_real_data_alone(classification_set
     ({"rho": 0.0}, "rho"),
     ({"fake_fraction": 1.0}, "fake_fraction"),
     ({"gan_steps": 0}, "gan_steps"),
-    ({"n_fake": 2.5}, "n_fake"),
+    ({"n_fake": 2.5}, r"method.params.n_fake: Input should be a valid integer"),
+    ({"gan_lr": True}, r"method.params.gan_lr: Input should be a valid number"),
+    ({"label_jitter": -0.1}, r"method.params.label_jitter: Input should be greater than or equal to 0"),
     ({"feature_tap": "nope"}, "feature_tap"),
     ({"density_ratio": "yes"}, "density_ratio"),
 ])
@@ -237,7 +239,7 @@ def test_bad_params_are_refused_naming_the_key(kwargs, match):
 
 def test_no_teacher_is_refused():
     splits = toy_splits()
-    with pytest.raises(UserInputError, match="teacher"):
+    with pytest.raises(UserInputError, match=r"teachers: method 'cgan_kd' needs 1 teacher in a 'teacher' section"):
         CGANKD(tiny_net(), splits.info, None, **SMALL)
 
 
@@ -277,4 +279,27 @@ def test_smoke_mode_caps_the_pipeline_and_only_smoke_mode_does():
     d["method"]["params"]["feature_tap"] = "5"
     splits = toy_splits()
     m = CGANKD.from_recipe(load_recipe(d), student=tiny_net(), teacher=tiny_net(), info=splits.info)
-    assert m.gan_steps == 1500 and m.n_fake == 1000
+    assert m.params.gan_steps == 1500 and m.params.n_fake == 1000
+    # the capped values reach the typed params of the method a smoke run builds
+    d["name"] = "cgan-kd-gunpoint"
+    capped = CGANKD.from_recipe(smoke_recipe(load_recipe(d)), student=tiny_net(), teacher=tiny_net(), info=splits.info)
+    assert (capped.params.gan_steps, capped.params.n_fake, capped.params.dre_steps, capped.params.burn_in) == (100, 64, 7, 64)
+
+
+def test_the_pipeline_display_follows_engine_progress_and_no_from_recipe_override():
+    from pathlib import Path
+
+    import yaml
+
+    from edgedistill.config import load_recipe
+    from edgedistill.methods.base import Method
+
+    assert "from_recipe" not in vars(CGANKD) and CGANKD.from_recipe.__func__ is Method.from_recipe.__func__
+    path = Path(__file__).resolve().parent.parent / "recipes" / "cgan_kd.yaml"
+    d = yaml.safe_load(path.read_text())
+    d["method"]["params"]["feature_tap"] = "5"
+    splits = toy_splits()
+    for shown in (True, False):
+        d["engine"] = {"progress": shown}
+        m = CGANKD.from_recipe(load_recipe(d), student=tiny_net(), teacher=tiny_net(), info=splits.info)
+        assert m.params.progress is shown

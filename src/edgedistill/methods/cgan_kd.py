@@ -42,15 +42,18 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
+from edgedistill.config import Recipe
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.regression import mse
 from edgedistill.losses.response import ce
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.models.cgan import ConditionalGenerator, DensityRatioNet, ProjectionDiscriminator
+from edgedistill.params import Params
 from edgedistill.progress import StageProgress
 from edgedistill.registry import METHODS
 
@@ -86,59 +89,57 @@ def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 
 # -- the method ----------------------------------------------------------------------------------------------
+class CGANKDParams(Params):
+    n_fake: int = Field(2000, ge=1, description="synthetic samples kept (split evenly over the classes)")
+    fake_fraction: float = Field(0.5, ge=0.0, lt=1.0, description="share of synthetic samples in each training "
+                                                                  "batch's union with the real batch")
+    rho: float = Field(0.9, gt=0.0, le=1.0, description="filter: a sample is kept if the teacher's loss on it is "
+                                                        "below the rho-quantile of the burn-in samples' losses")
+    gan_steps: int = Field(2000, ge=1, description="conditional GAN training steps")
+    gan_batch: int = Field(64, ge=1, description="conditional GAN batch size")
+    gan_lr: float = Field(2e-4, gt=0.0, description="Adam learning rate of the generator and the discriminator")
+    noise_dim: int = Field(32, ge=1, description="noise dimension of the conditional generator")
+    gan_width: int = Field(32, ge=1, description="channels of the conditional generator and discriminator")
+    dre_steps: int = Field(1000, ge=1, description="density-ratio net training steps")
+    dre_batch: int = Field(128, ge=1, description="density-ratio net batch size")
+    dre_pool: int = Field(20, ge=1, description="generated samples per real training sample for the density-ratio "
+                                                "net (drawn once, teacher features cached)")
+    dre_lr: float = Field(1e-3, gt=0.0, description="Adam learning rate of the density-ratio net")
+    dre_lambda: float = Field(0.01, ge=0.0, description="weight of the mean-one penalty of the density-ratio loss")
+    burn_in: int = Field(500, ge=1, description="samples per class (or in all, for regression) that set the "
+                                                "rejection bound M and the filter cutoff")
+    feature_tap: str = Field("emb", description="teacher features phi of the density ratio: a name in the "
+                                                "teacher's default_taps or a module path")
+    label_jitter: float = Field(0.05, ge=0.0, description="regression: Gaussian jitter of the drawn training "
+                                                          "targets (standardised units) used as conditions")
+    density_ratio: bool = Field(True, description="false: skip the density-ratio rejection sampling (ablation): "
+                                                  "every generated sample is accepted, only the filter drops")
+    progress: bool = Field(True, description="show the pipeline's stages (defaults to engine.progress)")
+
+
 @METHODS.register("cgan_kd")
 class CGANKD(Method):
     """Student trains on real + cGAN samples, kept by density-ratio rejection and teacher loss, relabelled by it."""
 
-    reserved = ("student", "info", "teacher")
+    Params = CGANKDParams
     # Pipeline sizes in a --smoke run (seconds, not minutes): every stage still runs.
     smoke_caps = {"gan_steps": 100, "dre_steps": 20, "dre_pool": 4, "n_fake": 64, "burn_in": 64}
 
-    def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module] = None,
-                 n_fake: int = 2000, fake_fraction: float = 0.5, rho: float = 0.9,
-                 gan_steps: int = 2000, gan_batch: int = 64, gan_lr: float = 2e-4, noise_dim: int = 32,
-                 gan_width: int = 32, dre_steps: int = 1000, dre_batch: int = 128, dre_pool: int = 20,
-                 dre_lr: float = 1e-3, dre_lambda: float = 0.01,
-                 burn_in: int = 500, feature_tap: str = "emb", label_jitter: float = 0.05,
-                 density_ratio: bool = True, progress: bool = True) -> None:
-        super().__init__(student, info)
-        if teacher is None:
-            raise UserInputError("teacher: cgan_kd filters and relabels the synthetic samples with a teacher; "
-                                 "add a 'teacher' section")
-        self.teacher = freeze(teacher)
-        ints = dict(n_fake=n_fake, gan_steps=gan_steps, gan_batch=gan_batch, noise_dim=noise_dim,
-                    gan_width=gan_width, dre_steps=dre_steps, dre_batch=dre_batch,
-                    dre_pool=dre_pool, burn_in=burn_in)
-        for key, value in ints.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserInputError(f"method.params.{key}: expected an integer >= 1, got {value!r}")
-        for key, value, ok, want in (
-            ("fake_fraction", fake_fraction, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
-            ("rho", rho, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
-            ("gan_lr", gan_lr, lambda v: v > 0, "a number > 0"),
-            ("dre_lr", dre_lr, lambda v: v > 0, "a number > 0"),
-            ("dre_lambda", dre_lambda, lambda v: v >= 0, "a number >= 0"),
-            ("label_jitter", label_jitter, lambda v: v >= 0, "a number >= 0"),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-                raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
-        if not isinstance(density_ratio, bool):
-            raise UserInputError(f"method.params.density_ratio: expected true or false, got {density_ratio!r}")
-        self.density_ratio = density_ratio
+    def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module | TeacherNet] = None,
+                 **params: Any) -> None:
+        super().__init__(student, info, **params)
+        self.teachers = Teachers([teacher] if teacher is not None else [], info, self.method_name(), maximum=1,
+                                 hint=" (it filters and relabels the synthetic samples)")
+        self.teacher = self.teachers[-1].model
         self.classification = info.task == "classification"
         self.n_classes = info.n_outputs if self.classification else 0
         self.n_targets = 0 if self.classification else info.n_outputs
-        self.n_fake, self.fake_fraction, self.rho = n_fake, float(fake_fraction), float(rho)
-        self.gan_steps, self.gan_batch, self.gan_lr = gan_steps, gan_batch, float(gan_lr)
-        self.noise_dim, self.gan_width = noise_dim, gan_width
-        self.dre_steps, self.dre_batch, self.dre_pool = dre_steps, dre_batch, dre_pool
-        self.dre_lr, self.dre_lambda = float(dre_lr), float(dre_lambda)
-        self.burn_in, self.label_jitter, self.show_progress = burn_in, float(label_jitter), progress
-        self.feature_path = getattr(teacher, "default_taps", {}).get(feature_tap, feature_tap)
+        tap = self.params.feature_tap
+        self.feature_path = getattr(self.teacher, "default_taps", {}).get(tap, tap)
         from edgedistill.models import FeatureTaps
 
         try:
-            FeatureTaps(teacher, {"phi": self.feature_path})  # a bad path fails now, before any training
+            FeatureTaps(self.teacher, {"phi": self.feature_path})  # a bad path fails now, before any training
         except UserInputError as exc:
             raise UserInputError(f"method.params.feature_tap: {exc}") from None
         # build_network seeded the global RNG with the run seed just before: the pipeline's private seed.
@@ -148,13 +149,8 @@ class CGANKD(Method):
         self.stats: dict[str, Any] = {}
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "CGANKD":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: cgan_kd takes no loss terms (it trains on CE/MSE); set method.params")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved + ("progress",),
-                     what="method 'cgan_kd'")
-        return cls(student, info, teacher, progress=recipe.engine.progress, **recipe.method.params)
+    def default_params(cls, recipe: Recipe) -> dict[str, Any]:
+        return {"progress": recipe.engine.progress}
 
     # -- pipeline pieces ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -184,21 +180,21 @@ class CGANKD(Method):
             return torch.full((n,), cls, dtype=torch.long, device=real_y.device)
         idx = torch.randint(len(real_y), (n,), generator=g, device="cpu").to(real_y.device)
         y = real_y[idx].reshape(n, -1)
-        return y + self.label_jitter * torch.randn(y.shape, generator=g, device="cpu").to(y.device)
+        return y + self.params.label_jitter * torch.randn(y.shape, generator=g, device="cpu").to(y.device)
 
     def _train_gan(self, x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
                    prog: StageProgress) -> ConditionalGenerator:
-        shape = tuple(x.shape[1:])
-        gen = ConditionalGenerator(shape, self.n_classes, self.n_targets, self.noise_dim, self.gan_width).to(x.device)
-        disc = ProjectionDiscriminator(shape, self.n_classes, self.n_targets, self.gan_width).to(x.device)
-        opt_g = torch.optim.Adam(gen.parameters(), lr=self.gan_lr, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(disc.parameters(), lr=self.gan_lr, betas=(0.5, 0.999))
-        b = min(self.gan_batch, len(x))
-        prog.start("cgan_kd: conditional GAN", self.gan_steps)
-        for step in range(self.gan_steps):
+        shape, p = tuple(x.shape[1:]), self.params
+        gen = ConditionalGenerator(shape, self.n_classes, self.n_targets, p.noise_dim, p.gan_width).to(x.device)
+        disc = ProjectionDiscriminator(shape, self.n_classes, self.n_targets, p.gan_width).to(x.device)
+        opt_g = torch.optim.Adam(gen.parameters(), lr=self.params.gan_lr, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(disc.parameters(), lr=self.params.gan_lr, betas=(0.5, 0.999))
+        b = min(self.params.gan_batch, len(x))
+        prog.start("cgan_kd: conditional GAN", self.params.gan_steps)
+        for step in range(self.params.gan_steps):
             idx = torch.randint(len(x), (b,), generator=g).to(x.device)
             xr, yr = x[idx], y[idx]
-            z = torch.randn(b, self.noise_dim, generator=g).to(x.device)
+            z = torch.randn(b, self.params.noise_dim, generator=g).to(x.device)
             fake = gen(z, yr)
             loss_d = _hinge_d(disc(xr, yr), disc(fake.detach(), yr))
             opt_d.zero_grad(set_to_none=True)
@@ -209,15 +205,15 @@ class CGANKD(Method):
             loss_g.backward()
             opt_g.step()
             prog.advance()
-            if step % 100 == 0 or step == self.gan_steps - 1:
+            if step % 100 == 0 or step == self.params.gan_steps - 1:
                 prog.note(f"d {loss_d.item():.3f} g {loss_g.item():.3f}")
-        prog.finish(f"{self.gan_steps} steps, last d loss {loss_d.item():.3f}, g loss {loss_g.item():.3f}")
+        prog.finish(f"{self.params.gan_steps} steps, last d loss {loss_d.item():.3f}, g loss {loss_g.item():.3f}")
         self.stats.update(gan_d_loss=round(loss_d.item(), 4), gan_g_loss=round(loss_g.item(), 4))
         return gen.eval()
 
     def _generate(self, gen: ConditionalGenerator, c: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         with torch.no_grad():
-            z = torch.randn(len(c), self.noise_dim, generator=g).to(c.device)
+            z = torch.randn(len(c), self.params.noise_dim, generator=g).to(c.device)
             return torch.cat([gen(z[i:i + 256], c[i:i + 256]) for i in range(0, len(c), 256)])
 
     def _train_dre(self, gen: ConditionalGenerator, phi_real: torch.Tensor, y: torch.Tensor,
@@ -225,23 +221,24 @@ class CGANKD(Method):
         # Generated samples for the ratio net are drawn once (``dre_pool`` per real sample, with the real
         # samples' conditions) and their teacher features cached: a fresh batch every step, as in the paper,
         # would cost a teacher pass per step, most of the pipeline's time on CPU.
-        reps = self.dre_pool
+        reps = self.params.dre_pool
         y_fake = y.repeat_interleave(reps, dim=0)
         phi_fake = (self._phi(self._generate(gen, y_fake, g)) - norm[0]) / norm[1]
         dre = DensityRatioNet(phi_real.shape[1], self.n_classes, self.n_targets).to(phi_real.device)
-        opt = torch.optim.Adam(dre.parameters(), lr=self.dre_lr, betas=(0.5, 0.999), weight_decay=1e-4)
-        b = min(self.dre_batch, len(phi_real))
-        prog.start("cgan_kd: density ratio", self.dre_steps)
-        for _ in range(self.dre_steps):
+        opt = torch.optim.Adam(dre.parameters(), lr=self.params.dre_lr, betas=(0.5, 0.999), weight_decay=1e-4)
+        b = min(self.params.dre_batch, len(phi_real))
+        prog.start("cgan_kd: density ratio", self.params.dre_steps)
+        for _ in range(self.params.dre_steps):
             idx = torch.randint(len(phi_real), (b,), generator=g).to(phi_real.device)
             # generated partners of the real batch: same conditions, one of each row's ``reps`` samples
             pick = idx * reps + torch.randint(reps, (b,), generator=g).to(phi_real.device)
-            loss = dre_softplus_loss(dre(phi_real[idx], y[idx]), dre(phi_fake[pick], y_fake[pick]), self.dre_lambda)
+            loss = dre_softplus_loss(dre(phi_real[idx], y[idx]), dre(phi_fake[pick], y_fake[pick]),
+                                     self.params.dre_lambda)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             prog.advance()
-        prog.finish(f"{self.dre_steps} steps, last loss {loss.item():.4f}")
+        prog.finish(f"{self.params.dre_steps} steps, last loss {loss.item():.4f}")
         self.stats["dre_loss"] = round(loss.item(), 4)
         return dre.eval()
 
@@ -251,9 +248,9 @@ class CGANKD(Method):
         """cDR-RS then filtering then relabelling, per class (or once, globally, for regression). Without a
         ratio net (``density_ratio: false``) every ratio is 1, so every sample is accepted."""
         groups = list(range(self.n_classes)) if self.classification else [0]
-        quota = [self.n_fake // len(groups) + (i < self.n_fake % len(groups)) for i in range(len(groups))]
+        quota = [self.params.n_fake // len(groups) + (i < self.params.n_fake % len(groups)) for i in range(len(groups))]
         xs, ys, drawn, accepted = [], [], 0, 0
-        prog.start("cgan_kd: rejection sampling + filter", self.n_fake)
+        prog.start("cgan_kd: rejection sampling + filter", self.params.n_fake)
         for cls, want in zip(groups, quota):
             def chunk(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
                 c = self._conditions(n, real_y, cls, g)
@@ -264,8 +261,8 @@ class CGANKD(Method):
                 loss, label = self._teacher_loss(out, c)
                 return x, c, r, loss, label
 
-            _, _, r0, loss0, _ = chunk(self.burn_in)
-            m_bar, cutoff = float(r0.max()), filter_cutoff(loss0, self.rho)
+            _, _, r0, loss0, _ = chunk(self.params.burn_in)
+            m_bar, cutoff = float(r0.max()), filter_cutoff(loss0, self.params.rho)
             got, tries = 0, 0
             # A generator far from the data could make acceptance rare: stop after 50x the quota drawn.
             while got < want and tries < 50 * want:
@@ -290,8 +287,7 @@ class CGANKD(Method):
         return fake_x, fake_y
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        self.teacher.to(device)  # type: ignore[union-attr]
-        freeze(self.teacher)  # type: ignore[arg-type]
+        self.teachers.place(device)
         if self.fake_x is not None:
             return
         start = time.perf_counter()
@@ -301,14 +297,14 @@ class CGANKD(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._seed)
             g = torch.Generator().manual_seed(self._seed)
-            with StageProgress(enabled=self.show_progress) as prog:
+            with StageProgress(enabled=self.params.progress) as prog:
                 gen = self._train_gan(x, y, g, prog)
                 phi_real = self._phi(x)
                 norm = (phi_real.mean(0), phi_real.std(0).clamp_min(1e-6))
-                dre = self._train_dre(gen, (phi_real - norm[0]) / norm[1], y, norm, g, prog) if self.density_ratio \
-                    else None
+                dre = self._train_dre(gen, (phi_real - norm[0]) / norm[1], y, norm, g, prog) \
+                    if self.params.density_ratio else None
                 self.fake_x, self.fake_y = self._sample_pool(gen, dre, y, norm, g, prog)
-        if len(self.fake_x) == 0 and self.fake_fraction > 0:
+        if len(self.fake_x) == 0 and self.params.fake_fraction > 0:
             raise UserInputError("method.params: cgan_kd kept no synthetic sample (the filter or the density "
                                  "ratio rejected all); raise rho or gan_steps")
         self.stats["seconds"] = round(time.perf_counter() - start, 1)
@@ -316,7 +312,8 @@ class CGANKD(Method):
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         xr, yr = batch["x"], batch["y"]
         n_r = len(xr)
-        n_f = round(n_r * self.fake_fraction / (1.0 - self.fake_fraction)) if self.fake_x is not None else 0
+        frac = self.params.fake_fraction
+        n_f = round(n_r * frac / (1.0 - frac)) if self.fake_x is not None else 0
         name = "ce" if self.classification else "mse"
         loss = ce if self.classification else mse
         if n_f == 0 or self.fake_x is None or len(self.fake_x) == 0:
@@ -328,7 +325,5 @@ class CGANKD(Method):
         return {f"{name}_real": share * loss(out[:n_r], yr), f"{name}_fake": (1.0 - share) * loss(out[n_r:], yf)}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "cgan_kd", "n_fake": self.n_fake, "fake_fraction": self.fake_fraction, "rho": self.rho,
-                "gan_steps": self.gan_steps, "dre_steps": self.dre_steps, "density_ratio": self.density_ratio,
-                "feature_tap": self.feature_path,
+        return {**super().describe(), "feature_path": self.feature_path,
                 **{f"pipeline_{k}": v for k, v in self.stats.items()}}
