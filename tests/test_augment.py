@@ -1,20 +1,26 @@
 """Augmentations (issue 5): generic properties of every registered one (shape, dtype, device, determinism, no
 NaN, no in-place change, labels), the wearable study's §8.3 properties, MIX-KD's §4.3/§4.5/§4.8 (two
-permutations, the pair example, PMU's with-replacement clean fraction), and the errors."""
+permutations, the pair example, PMU's with-replacement clean fraction), the typed parameters (one Params model
+per augmentation, validated when the recipe's pipeline is built) and the errors."""
 import inspect
 import math
+import re
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgedistill.augment import clean_mask, mix_pairs
+from edgedistill.augment import augment_params, clean_mask, mix_pairs
 from edgedistill.augment.images import crop, cutout, flip
 from edgedistill.augment.mixing import cutmix, mixup, partial_mixup
+from edgedistill.augment.pipeline import Augmenter
 from edgedistill.augment.timeseries import (jitter, magnitude_warp, mix1, mix2, noise, permutation, removal, rotation,
                                             scaling, shift, time_warp, window_slice)
+from edgedistill.config import AugmentConfig
+from edgedistill.data.dataset import DataInfo
 from edgedistill.errors import UserInputError
+from edgedistill.params import Params
 from edgedistill.registry import AUGMENTS
 
 FAST = settings(max_examples=25, deadline=None)
@@ -53,6 +59,23 @@ def test_registry_has_every_augmentation_with_metadata_and_defaults():
         params = list(inspect.signature(e.obj).parameters.values())
         assert [p.name for p in params[: len(fixed)]] == list(fixed), name
         assert all(p.default is not inspect.Parameter.empty for p in params[len(fixed):]), name
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_every_augmentation_declares_its_parameters_once_as_a_params_model(name):
+    """The registered model has exactly the function's keywords, with the same defaults, and a doc per field."""
+    model = augment_params(name)
+    assert isinstance(model, type) and issubclass(model, Params) and model is ENTRIES[name].meta["params"], name
+    fixed = 2 if ENTRIES[name].meta["kind"] == "sample" else 3
+    keywords = {p.name: p.default for p in list(inspect.signature(ENTRIES[name].obj).parameters.values())[fixed:]}
+    assert {k: f.default for k, f in model.model_fields.items()} == keywords
+    assert model.parse({}, "augment.student[0]").model_dump() == keywords  # the defaults validate
+    assert all(row["doc"] for row in model.fields_doc()), name
+
+
+def test_augment_params_of_an_unknown_name_lists_the_registered_ones():
+    with pytest.raises(UserInputError, match=r"unknown augmentation 'jiter'.*Did you mean 'jitter'"):
+        augment_params("jiter")
 
 
 # -- generic properties -----------------------------------------------------------------------------------------
@@ -332,30 +355,67 @@ def test_cutmix_target_weight_is_the_pasted_fraction_and_the_region_is_one_box(i
 
 
 # -- errors ---------------------------------------------------------------------------------------------------------
+# (augmentation, bad params, message): checked by the Params model when the pipeline is built, naming the recipe key.
 BAD = [
-    ("jitter", {"sigma": -1}, "sigma must be >= 0"), ("noise", {"sigma": float("nan")}, "sigma must be a finite number"),
-    ("scaling", {"sigma": "big"}, "sigma must be a finite number"), ("removal", {"fraction": 1.5}, "fraction must be <= 1"),
-    ("removal", {"fill": "median"}, "fill must be one of"), ("shift", {"max_shift": -0.1}, "max_shift must be >= 0"),
-    ("shift", {"mode": "wrap"}, "mode must be one of"), ("mix1", {"mode": "wrap"}, "mode must be one of"),
-    ("mix2", {"sigma": -1}, "sigma must be >= 0"), ("permutation", {"segments": 0}, "segments must be >= 1"),
-    ("permutation", {"segments": 2.5}, "segments must be an integer"), ("permutation", {"segments": 99}, "segments must be <= 16"),
-    ("magnitude_warp", {"knots": -1}, "knots must be >= 0"), ("time_warp", {"interpolation": "quadratic"}, "interpolation must be"),
-    ("window_slice", {"ratio": 0}, "ratio must be > 0"), ("rotation", {"groups": [[0, 1]]}, "groups must be"),
-    ("rotation", {"groups": [[0, 1, 2], [2, 3, 4]]}, "groups must be"), ("rotation", {"max_angle": 270}, "max_angle must be <= 180"),
-    ("rotation", {"shared": "yes"}, "shared must be true or false"), ("flip", {"p": 2}, "p must be <= 1"),
-    ("crop", {"padding": -1}, "padding must be >= 0"), ("cutout", {"size": 1.5}, "size must be an integer"),
-    ("mixup", {"alpha": -1}, "alpha must be >= 0"), ("cutmix", {"alpha": float("inf")}, "alpha must be a finite number"),
-    ("partial_mixup", {"clean_fraction": 1.2}, "clean_fraction must be <= 1"),
-    ("partial_mixup", {"with_replacement": "False"}, "with_replacement must be true or false"),
+    ("jitter", {"sigma": -1}, "Input should be greater than or equal to 0, got -1"),
+    ("noise", {"sigma": float("nan")}, "expected a finite number, got nan"),
+    ("scaling", {"sigma": "big"}, "Input should be a valid number"), ("scaling", {"sigma": True}, "Input should be a valid number"),
+    ("removal", {"fraction": 1.5}, "Input should be less than or equal to 1"),
+    ("removal", {"fill": "median"}, "Input should be 'zero' or 'mean', got 'median'"),
+    ("shift", {"max_shift": -0.1}, "Input should be greater than or equal to 0"),
+    ("shift", {"mode": "wrap"}, "Input should be 'roll' or 'pad'"), ("mix1", {"mode": "wrap"}, "Input should be 'roll' or 'pad'"),
+    ("mix2", {"sigma": -1}, "Input should be greater than or equal to 0"),
+    ("permutation", {"segments": 0}, "Input should be greater than or equal to 1"),
+    ("permutation", {"segments": 2.5}, "Input should be a valid integer"),
+    ("magnitude_warp", {"knots": -1}, "Input should be greater than or equal to 0"),
+    ("time_warp", {"interpolation": "quadratic"}, "Input should be 'cubic' or 'linear'"),
+    ("window_slice", {"ratio": 0}, "Input should be greater than 0"),
+    ("rotation", {"groups": [[0, 1]]}, "List should have at least 3 items"), ("rotation", {"groups": []}, "List should have at least 1 item"),
+    ("rotation", {"groups": [[0, 1, 2], [2, 3, 4]]}, "channel 2 appears twice"),
+    ("rotation", {"groups": [[0, 1, True]]}, "Input should be a valid integer"),
+    ("rotation", {"max_angle": 270}, "Input should be less than or equal to 180"),
+    ("rotation", {"shared": "yes"}, "Input should be a valid boolean"), ("flip", {"p": 2}, "Input should be less than or equal to 1"),
+    ("crop", {"padding": -1}, "Input should be greater than or equal to 0"), ("cutout", {"size": 1.5}, "Input should be a valid integer"),
+    ("mixup", {"alpha": -1}, "Input should be greater than or equal to 0"), ("cutmix", {"alpha": float("inf")}, "expected a finite number"),
+    ("partial_mixup", {"clean_fraction": 1.2}, "Input should be less than or equal to 1"),
+    ("partial_mixup", {"with_replacement": "False"}, "Input should be a valid boolean"),
+    ("jitter", {"sgima": 0.1}, "unknown parameter for augmentation 'jitter'; expected one of: sigma. Did you mean 'sigma'?"),
 ]
+INFO_1D = DataInfo(name="t", task="classification", input_shape=(6, 16), n_outputs=3, classes=["a", "b", "c"],
+                   views={"x": (6, 16)}, sizes={"train": 8})
+INFO_2D = DataInfo(name="t", task="classification", input_shape=(1, 8, 8), n_outputs=3, classes=["a", "b", "c"],
+                   views={"x": (1, 8, 8)}, sizes={"train": 8})
 
 
 @pytest.mark.parametrize("name, params, message", BAD)
-def test_bad_parameters_name_the_augmentation_and_the_parameter(name, params, message):
-    x = data_for(name, 2, 0, c=6)
-    args = (x, soft_labels(2, 3, 0, True)) if name in BATCH else (x,)
-    with pytest.raises(UserInputError, match=f"^augment {name}: {message}"):
-        ENTRIES[name].obj(*args, gen(0), **params)
+def test_bad_parameters_fail_when_the_pipeline_is_built_naming_the_recipe_key(name, params, message):
+    info = INFO_2D if ENTRIES[name].meta["data"] == "2d" else INFO_1D
+    if name in BATCH:
+        section, key = {"mix": {"name": name, **params}}, "augment.mix"
+    else:  # the second step of the student's list: the key names the step's index
+        fine = "flip" if info is INFO_2D else "jitter"
+        section, key = {"student": [fine, {"name": name, **params}]}, "augment.student[1]"
+    field = re.escape(next(iter(params)))
+    with pytest.raises(UserInputError, match=rf"^{re.escape(key)}\.{field}(\.\d+)*: (Value error, )?{re.escape(message)}"):
+        Augmenter(AugmentConfig(**section), info)
+    if name not in BATCH:  # the teacher's own pipeline is checked the same way, under its own key
+        with pytest.raises(UserInputError, match=rf"^augment\.teacher\[0\]\.{field}"):
+            Augmenter(AugmentConfig(teacher_sees="separate", teacher=[{"name": name, **params}]), info)
+
+
+def test_the_pipeline_calls_each_step_with_its_validated_parameters():
+    """Values are validated once, at build: an int for a float arrives as a float, unset keys as their defaults."""
+    a = Augmenter(AugmentConfig(student=[{"name": "removal", "fraction": 1}, "permutation"], mix={"name": "mixup", "alpha": 0}), INFO_1D)
+    assert [(s.name, s.params) for s in a.student] == [("removal", {"fraction": 1.0, "fill": "zero"}), ("permutation", {"segments": 4})]
+    assert type(a.student[0].params["fraction"]) is float and a.mix.params == {"alpha": 0.0}
+
+
+def test_data_dependent_limits_are_checked_by_the_function():
+    """What depends on the data (segments vs L, groups vs C) is the function's own check, naming the augmentation."""
+    with pytest.raises(UserInputError, match=r"augment permutation: segments=99 does not fit a series of length 16"):
+        permutation(torch.randn(2, 3, 16), gen(0), segments=99)
+    with pytest.raises(UserInputError, match=r"augment rotation: groups \[\[0, 1, 6\]\] name a channel the data does not have"):
+        rotation(torch.randn(2, 6, 8), gen(0), groups=[[0, 1, 6]])
 
 
 def test_rotation_needs_groups_when_channels_are_not_triples():

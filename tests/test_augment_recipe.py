@@ -1,10 +1,12 @@
 """A recipe's `augment` section: what the student and the teacher see, teacher-output caching switching itself
 off, mixed labels, the student-alone baseline trained on the same augmentation, and refusals before training.
-The augmentations here are registered by the test itself, so these checks do not depend on the library's."""
+The augmentations here are registered by the test itself, so these checks do not depend on the library's: one
+with a Params model (its values validated when the pipeline is built), one without (only its keyword names checked)."""
 import json
 
 import pytest
 import torch
+from pydantic import Field
 
 import edgedistill
 from edgedistill.augment.pipeline import Augmenter, step_generator
@@ -12,10 +14,15 @@ from edgedistill.config import load_recipe
 from edgedistill.data.dataset import DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce
+from edgedistill.params import Params
 from edgedistill.registry import AUGMENTS
 
 
-@AUGMENTS.register("_test_flip_sign", kind="sample", data="any", label_preserving=True)
+class _FlipSignParams(Params):
+    p: float = Field(0.5, ge=0, le=1, description="probability of the sign flip")
+
+
+@AUGMENTS.register("_test_flip_sign", kind="sample", data="any", label_preserving=True, params=_FlipSignParams)
 def _flip_sign(x, generator, p: float = 0.5):
     """Test-only: multiply each sample by -1 with probability p."""
     keep = torch.rand(len(x), generator=generator) >= p
@@ -121,7 +128,16 @@ def test_mixup_run_end_to_end(tmp_path):
         ({"augment": {"student": ["nope"]}}, r"augment\.student\[0\]\.name: unknown augmentation 'nope'"),
         ({"augment": {"student": ["_test_pair_mix"]}}, r"augment\.student\[0\]: '_test_pair_mix' is a batch-level augmentation"),
         ({"augment": {"mix": "_test_flip_sign"}}, r"augment\.mix: '_test_flip_sign' is a sample-level augmentation"),
-        ({"augment": {"student": [{"name": "_test_flip_sign", "q": 1}]}}, r"augment\.student\[0\]"),
+        ({"augment": {"student": [{"name": "_test_flip_sign", "q": 1}]}},
+         r"augment\.student\[0\]\.q: unknown parameter for augmentation '_test_flip_sign'; expected one of: p"),
+        ({"augment": {"student": ["_test_flip_sign", {"name": "_test_flip_sign", "p": 1.5}]}},
+         r"augment\.student\[1\]\.p: Input should be less than or equal to 1"),
+        ({"augment": {"teacher_sees": "separate", "teacher": [{"name": "_test_flip_sign", "p": "often"}]}},
+         r"augment\.teacher\[0\]\.p: Input should be a valid number"),
+        ({"augment": {"student": [{"name": "jitter", "sigma": -0.1}]}}, r"augment\.student\[0\]\.sigma: Input should be greater than or equal to 0"),
+        ({"augment": {"mix": {"name": "mixup", "alpha": True}}}, r"augment\.mix\.alpha: Input should be a valid number"),
+        ({"augment": {"mix": {"name": "_test_pair_mix", "lamda": 0.5}}},
+         r"augment\.mix\.lamda: unknown parameter for augmentation '_test_pair_mix'; expected one of: lam"),
         ({"augment": {"mix": "_test_pair_mix"}, "method": {"name": "offline", "terms": KD + [{"loss": "dkd"}]}},
          r"method\.terms\[2\]: loss 'dkd' reads integer labels"),
         ({"augment": {"mix": "_test_pair_mix"}, "method": {"name": "tfkd"}, "teacher": None}, r"augment\.mix: method 'tfkd'"),

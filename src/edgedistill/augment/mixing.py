@@ -11,16 +11,38 @@ so row i of the output is not derived from input row i (a consumer pairing outpu
 assume it). Partial mixup (PMU) forces λ = 1 (a clean sample) on k = int(B·clean_fraction) indices; the
 official code draws them WITH replacement, so the expected clean fraction is 1 - (1 - 1/B)^k, not
 clean_fraction (0.5925 for B = 64, 0.9): ``with_replacement`` picks the code (True) or the stated intent.
-Beta draws come from numpy (torch's Beta takes no generator), seeded by one draw from ``generator``.
+Beta draws come from numpy (torch's Beta takes no generator), seeded by one draw from ``generator``. Parameters
+are declared by the ``Params`` model each function is registered with.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from edgedistill.augment.timeseries import check_input, number
+from edgedistill.augment.timeseries import check_input
 from edgedistill.errors import UserInputError
+from edgedistill.params import Params
 from edgedistill.registry import AUGMENTS
+
+
+class MixupParams(Params):
+    """Mixup (MIX-KD's full mixup)."""
+
+    alpha: float = Field(1.0, ge=0, description="λ ~ Beta(α, α) per sample; 0 = no mixing (λ ≡ 1)")
+
+
+class PartialMixupParams(MixupParams):
+    """Partial mixup (MIX-KD's PMU)."""
+
+    clean_fraction: float = Field(0.9, ge=0, le=1, description="k = int(B·clean_fraction) drawn indices are kept clean (λ = 1); the code's partmixup")
+    with_replacement: bool = Field(True, description="draw the k indices with replacement, as MIX-KD's code (fewer clean rows), or exactly k")
+
+
+class CutMixParams(Params):
+    """CutMix."""
+
+    alpha: float = Field(1.0, ge=0, description="λ ~ Beta(α, α) per sample sets the pasted box, area ≈ 1 - λ; 0 = nothing pasted")
 
 
 def _check(aug: str, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -61,7 +83,7 @@ def mix_pairs(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, rp1: torch.Te
     return lx * x[rp1] + (1 - lx) * x[rp2], ly * y[rp1] + (1 - ly) * y[rp2]
 
 
-@AUGMENTS.register("mixup", kind="batch", data="any", label_preserving=False)
+@AUGMENTS.register("mixup", kind="batch", data="any", label_preserving=False, params=MixupParams)
 def mixup(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup, MIX-KD's full mixup (FMU): every sample is λ·x_{rp1(i)} + (1-λ)·x_{rp2(i)}, λ ~ Beta(α, α).
 
@@ -69,13 +91,12 @@ def mixup(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, alpha: f
     (λ ≡ 1, the output is the batch reordered by rp1, each input still with its own target).
     """
     _check("mixup", x, y)
-    number("mixup", "alpha", alpha, 0)
     n = x.shape[0]
     rp1, rp2 = torch.randperm(n, generator=generator), torch.randperm(n, generator=generator)
     return mix_pairs(x, y, beta_lambdas(n, alpha, generator), rp1, rp2)
 
 
-@AUGMENTS.register("partial_mixup", kind="batch", data="any", label_preserving=False)
+@AUGMENTS.register("partial_mixup", kind="batch", data="any", label_preserving=False, params=PartialMixupParams)
 def partial_mixup(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, alpha: float = 1.0,
                   clean_fraction: float = 0.9, with_replacement: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Partial mixup (MIX-KD's PMU): mixup with λ = 1 forced on k = int(B·clean_fraction) drawn indices.
@@ -85,10 +106,6 @@ def partial_mixup(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, 
     ``False`` gives exactly k clean samples, the stated intent.
     """
     _check("partial_mixup", x, y)
-    number("partial_mixup", "alpha", alpha, 0)
-    number("partial_mixup", "clean_fraction", clean_fraction, 0, 1)
-    if not isinstance(with_replacement, bool):
-        raise UserInputError(f"augment partial_mixup: with_replacement must be true or false, got {with_replacement!r}")
     n = x.shape[0]
     rp1, rp2 = torch.randperm(n, generator=generator), torch.randperm(n, generator=generator)
     lam = beta_lambdas(n, alpha, generator)
@@ -103,7 +120,7 @@ def _span(length: int, cut: torch.Tensor, generator: torch.Generator) -> torch.T
     return (t >= lo) & (t < lo + cut.view(-1, 1))
 
 
-@AUGMENTS.register("cutmix", kind="batch", data="any", label_preserving=False)
+@AUGMENTS.register("cutmix", kind="batch", data="any", label_preserving=False, params=CutMixParams)
 def cutmix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """CutMix: paste a box (image) or time span (series) of a partner into each sample; target = pasted fraction.
 
@@ -113,7 +130,6 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, alpha: 
     One permutation rp; α = 0: nothing pasted, inputs returned exactly.
     """
     _check("cutmix", x, y)
-    number("cutmix", "alpha", alpha, 0)
     n = x.shape[0]
     rp = torch.randperm(n, generator=generator)
     lam = beta_lambdas(n, alpha, generator)

@@ -5,6 +5,11 @@ The student's input ``x`` goes through the sample-level steps in order, then the
 in ``batch["x_teacher"]``: the same augmented tensor, the clean one, or its own augmentation. The clean input
 stays in ``batch["x_clean"]``. Evaluation never augments. Every draw comes from the generator the engine
 seeds per step, so an interrupted run resumes to the same result.
+
+Each step's parameters are validated once, here, when the pipeline is built (before training): through the
+``Params`` model the augmentation is registered with, so a bad value fails with the recipe key that holds it
+(``augment.student[1].sigma: Input should be greater than or equal to 0, got -1``). An augmentation registered
+without a model (a user's own) only has its keyword names checked.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import torch.nn.functional as F
 from edgedistill.config import AugmentConfig, AugmentStep, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
-from edgedistill.registry import AUGMENTS
+from edgedistill.registry import AUGMENTS, typed_params
 
 
 @dataclass
@@ -35,9 +40,13 @@ def _resolve(step: AugmentStep, key: str, kind: str, data: str) -> _Step:
     wants = entry.meta.get("data", "any")
     if wants not in ("any", data):
         raise UserInputError(f"{key}: '{step.name}' is for {wants} data, but this dataset is {data}")
-    reserved = ("x", "generator") if kind == "sample" else ("x", "y", "generator")
-    check_kwargs(entry.obj, step.params, key, reserved=reserved, what=f"augmentation '{step.name}'")
-    return _Step(step.name, entry.obj, step.params)
+    what = f"augmentation '{step.name}'"
+    model = typed_params(entry)
+    if model is None:
+        reserved = ("x", "generator") if kind == "sample" else ("x", "y", "generator")
+        check_kwargs(entry.obj, step.params, key, reserved=reserved, what=what)
+        return _Step(step.name, entry.obj, step.params)
+    return _Step(step.name, entry.obj, model.parse(step.params, key, what).model_dump())
 
 
 class Augmenter:
