@@ -41,9 +41,9 @@ def random_patch_mask(
     n: int, grid: Sequence[int], ratio: float = 0.5, p: float = 1.0, generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:
     """(n, *grid) bool mask: for each pair, with probability ``p``, exactly round(ratio * patches) patches drawn
-    uniformly without replacement are swapped; otherwise none. Drawn on the CPU from ``generator``."""
-    if not 0.0 <= ratio <= 1.0 or not 0.0 <= p <= 1.0:
-        raise UserInputError(f"patch_swap: ratio and p must be in [0, 1], got ratio={ratio!r}, p={p!r}")
+    uniformly without replacement are swapped; otherwise none. Drawn on the CPU from ``generator``. ``ratio`` and
+    ``p`` are in [0, 1]: the caller's typed parameters check them (the ``patch_swap`` method's ``swap_ratio`` and
+    ``swap_prob``)."""
     total = math.prod(grid)
     k = round(ratio * total)
     rank = torch.rand(n, total, generator=generator).argsort(dim=1).argsort(dim=1)  # a random permutation per row
