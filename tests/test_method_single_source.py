@@ -103,14 +103,32 @@ def test_images_work_end_to_end_in_a_step():
 
 @pytest.mark.parametrize("params, message", [
     ({"source_index": 10_000}, r"method.params.source_index: expected a row of the training split"),
-    ({"min_crop": 0}, r"method.params.min_crop"),
-    ({"flip": 2}, r"method.params.flip"),
-    ({"crops_per_step": 1}, r"method.params.crops_per_step"),
+    ({"crops_per_step": 1}, r"method.params.crops_per_step: Input should be greater than or equal to 2"),
+    ({"crops_per_step": 8.0}, r"method.params.crops_per_step: Input should be a valid integer"),
+    ({"source_index": True}, r"method.params.source_index: Input should be a valid integer"),
+    ({"source_index": -1}, r"method.params.source_index: Input should be greater than or equal to 0"),
+    ({"temperature": float("nan")}, r"method.params.temperature: expected a finite number"),
+    ({"min_crop": 0}, r"method.params.min_crop: Input should be greater than 0"),
+    ({"flip": 2}, r"method.params.flip: Input should be less than or equal to 1"),
+    ({"cutmix": 1.0}, r"method.params.cutmix: unknown parameter for method 'single_source'"),
 ])
 def test_bad_params(params, message):
     splits = toy_splits()
     with pytest.raises(UserInputError, match=message):
         SingleSourceDistillation(tiny_net(), splits.info, tiny_net(), train=splits.train, **params)
+
+
+def test_a_teacher_on_another_view_or_none_is_refused():
+    import dataclasses
+
+    from edgedistill.methods.teachers import as_teacher
+
+    splits = toy_splits()
+    info = dataclasses.replace(splits.info, views={**splits.info.views, "other": splits.info.views["x"]})
+    with pytest.raises(UserInputError, match=r"teacher.view: single_source feeds the teacher the student's crops"):
+        SingleSourceDistillation(tiny_net(), info, as_teacher(tiny_net(), view="other"), train=splits.train)
+    with pytest.raises(UserInputError, match=r"teachers: method 'single_source' needs 1 teacher"):
+        SingleSourceDistillation(tiny_net(), info, None, train=splits.train)
 
 
 RECIPE = {
@@ -139,7 +157,7 @@ def test_end_to_end_run_logs_only_the_kl_term(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     ({"augment": {"student": ["jitter"]}}, r"augment: single_source makes its own augmentations"),
-    ({"method": {"name": "single_source", "terms": [{"loss": "ce", "weight": 1.0}]}}, r"method.terms: single_source"),
+    ({"method": {"name": "single_source", "terms": [{"loss": "ce", "weight": 1.0}]}}, r"method.terms: method 'single_source' takes no loss terms"),
 ])
 def test_recipe_sections_it_would_ignore_are_refused(tmp_path, extra, message):
     with pytest.raises(UserInputError, match=message):

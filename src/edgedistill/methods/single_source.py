@@ -33,15 +33,18 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from edgedistill.augment.mixing import cutmix
 from edgedistill.augment.timeseries import jitter, scaling, time_warp
-from edgedistill.config import Recipe, check_kwargs
+from edgedistill.config import Recipe
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze, param_number
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 
@@ -83,38 +86,39 @@ def crop_resize_2d(source: torch.Tensor, n: int, min_crop: float, g: torch.Gener
     return F.grid_sample(source.expand(n, *source.shape), grid, mode="bilinear", align_corners=True)
 
 
+class SingleSourceParams(Params):
+    source_index: int = Field(0, ge=0, description="the row of the training split whose crops are all the student "
+                                                   "ever sees")
+    temperature: float = Field(8.0, gt=0, description="softmax temperature of the KL (no T^2 factor)")
+    min_crop: float = Field(0.1, gt=0, le=1, description="smallest crop, as a fraction of the series length (of "
+                                                         "the image area)")
+    flip: float = Field(0.5, ge=0, le=1, description="probability of time reversal (images: horizontal flip)")
+    scaling_sigma: float = Field(0.1, ge=0, description="std of the per-sample gain")
+    jitter_sigma: float = Field(0.03, ge=0, description="std of the additive Gaussian noise")
+    time_warp_sigma: float = Field(0.2, ge=0, description="strength of the time warp (series only; 0: none)")
+    cutmix_alpha: float = Field(1.0, ge=0, description="Beta(alpha, alpha) of CutMix between the crops (0: no CutMix)")
+    crops_per_step: Optional[int] = Field(None, ge=2, description="crops per step; null: the loop's batch size")
+
+
 @METHODS.register("single_source")
 class SingleSourceDistillation(Method):
     """Student trained only on augmented crops of one training sample, to match a frozen teacher (KL, T = 8)."""
 
-    reserved = ("student", "info", "teacher", "train")
+    Params = SingleSourceParams
 
-    def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module], train: Optional[TensorData] = None,
-                 source_index: int = 0, temperature: float = 8.0, min_crop: float = 0.1, flip: float = 0.5,
-                 scaling_sigma: float = 0.1, jitter_sigma: float = 0.03, time_warp_sigma: float = 0.2,
-                 cutmix_alpha: float = 1.0, crops_per_step: Optional[int] = None) -> None:
-        super().__init__(student, info)
-        if info.task != "classification":
-            raise UserInputError(f"method.name: single_source matches class distributions; the dataset is {info.task}")
-        if teacher is None:
-            raise UserInputError("teacher: single_source distils from a teacher; add a 'teacher' section")
+    def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module | TeacherNet],
+                 train: Optional[TensorData] = None, **params: Any) -> None:
+        super().__init__(student, info, **params)
+        name = self.method_name()
+        self.teachers = Teachers([teacher] if teacher is not None else [], info, name, maximum=1,
+                                 task="classification", why="matches class distributions")
+        if self.teachers[-1].view != "x":
+            raise UserInputError(f"teacher.view: {name} feeds the teacher the student's crops; use view 'x'")
+        self.teacher = self.teachers[-1].model
         n_train = len(train) if train is not None else info.sizes.get("train", 0)
-        if isinstance(source_index, bool) or not isinstance(source_index, int) or not 0 <= source_index < max(n_train, 1):
-            raise UserInputError(f"method.params.source_index: expected a row of the training split in [0, {n_train - 1}], "
-                                 f"got {source_index!r}")
-        self.source_index = source_index
-        self.temperature = param_number("temperature", temperature, lambda v: v > 0, "a number > 0")
-        self.min_crop = param_number("min_crop", min_crop, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
-        self.flip = param_number("flip", flip, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
-        self.scaling_sigma = param_number("scaling_sigma", scaling_sigma, lambda v: v >= 0, "a number >= 0")
-        self.jitter_sigma = param_number("jitter_sigma", jitter_sigma, lambda v: v >= 0, "a number >= 0")
-        self.time_warp_sigma = param_number("time_warp_sigma", time_warp_sigma, lambda v: v >= 0, "a number >= 0")
-        self.cutmix_alpha = param_number("cutmix_alpha", cutmix_alpha, lambda v: v >= 0, "a number >= 0 (0: no CutMix)")
-        if crops_per_step is not None and (isinstance(crops_per_step, bool) or not isinstance(crops_per_step, int)
-                                           or crops_per_step < 2):
-            raise UserInputError(f"method.params.crops_per_step: expected an integer >= 2 or null, got {crops_per_step!r}")
-        self.crops_per_step = crops_per_step
-        self.teacher = freeze(teacher)
+        if not self.params.source_index < max(n_train, 1):
+            raise UserInputError(f"method.params.source_index: expected a row of the training split in "
+                                 f"[0, {n_train - 1}], got {self.params.source_index!r}")
         self.images = len(info.input_shape) == 3
         self._source: Optional[torch.Tensor] = None
         self.teacher_classes: list[float] = []  # share of the teacher's top class over 256 crops, set in setup
@@ -122,29 +126,23 @@ class SingleSourceDistillation(Method):
         self._seed = int(torch.randint(0, 2**62, (1,)))
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "SingleSourceDistillation":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: single_source's loss is fixed (KL at T, no T², no CE); set method.params")
-        if teachers and teachers[-1].view != "x":
-            raise UserInputError("teacher.view: single_source feeds the teacher the student's crops; use view 'x'")
+    def default_params(cls, recipe: Recipe) -> dict[str, Any]:
+        # No defaults depend on the recipe; this is where a recipe section the regime would ignore is refused.
         aug = recipe.augment
         if aug is not None and (aug.student or aug.teacher or aug.mix is not None):
             raise UserInputError("augment: single_source makes its own augmentations of the source (method.params); "
                                  "remove the 'augment' section")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'single_source'")
-        return cls(student, info, teacher, train=train, **recipe.method.params)
+        return {}
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        if not 0 <= self.source_index < len(train):
-            raise UserInputError(f"method.params.source_index: the training split has {len(train)} rows, "
-                                 f"got {self.source_index}")
+        index = self.params.source_index
+        if not 0 <= index < len(train):
+            raise UserInputError(f"method.params.source_index: the training split has {len(train)} rows, got {index}")
         # The only training data this regime ever reads: one row of the student's view.
-        self._source = train.x[self.source_index].to(device)
+        self._source = train.x[index].to(device)
         if not torch.isfinite(self._source).all():
-            raise UserInputError(f"method.params.source_index: training row {self.source_index} has non-finite values")
-        self.teacher.to(device)  # type: ignore[union-attr]
-        freeze(self.teacher)  # type: ignore[arg-type]
+            raise UserInputError(f"method.params.source_index: training row {index} has non-finite values")
+        self.teachers.place(device)
         # Which classes the teacher sees in this source: a source whose crops it calls one class teaches only that.
         with torch.no_grad():
             top = self.teacher(self.crops(256, torch.Generator().manual_seed(0))).argmax(1)  # type: ignore[misc]
@@ -152,35 +150,31 @@ class SingleSourceDistillation(Method):
 
     def crops(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """n augmented, CutMix-ed crops of the source (what both networks see this step)."""
-        src, g = self._source, generator
+        src, g, p = self._source, generator, self.params
         if src is None:
             raise RuntimeError("single_source: setup() was not called")
-        x = crop_resize_2d(src, n, self.min_crop, g) if self.images else crop_resize_1d(src, n, self.min_crop, g)
-        flip = (torch.rand(n, generator=g) < self.flip).to(x.device).view(-1, *[1] * (x.dim() - 1))
+        x = crop_resize_2d(src, n, p.min_crop, g) if self.images else crop_resize_1d(src, n, p.min_crop, g)
+        flip = (torch.rand(n, generator=g) < p.flip).to(x.device).view(-1, *[1] * (x.dim() - 1))
         x = torch.where(flip, x.flip(-1), x)
         if self.images:  # per-sample gain and noise (augment/images.py has no photometric transforms)
-            gain = 1 + self.scaling_sigma * torch.randn(n, 1, 1, 1, generator=g)
-            x = x * gain.to(x) + self.jitter_sigma * torch.randn(x.shape, generator=g).to(x)
+            gain = 1 + p.scaling_sigma * torch.randn(n, 1, 1, 1, generator=g)
+            x = x * gain.to(x) + p.jitter_sigma * torch.randn(x.shape, generator=g).to(x)
         else:
-            if self.time_warp_sigma > 0:
-                x = time_warp(x, g, sigma=self.time_warp_sigma)
-            x = jitter(scaling(x, g, sigma=self.scaling_sigma), g, sigma=self.jitter_sigma)
-        if self.cutmix_alpha > 0:
-            x, _ = cutmix(x, torch.ones(n, 1, dtype=x.dtype, device=x.device), g, alpha=self.cutmix_alpha)
+            if p.time_warp_sigma > 0:
+                x = time_warp(x, g, sigma=p.time_warp_sigma)
+            x = jitter(scaling(x, g, sigma=p.scaling_sigma), g, sigma=p.jitter_sigma)
+        if p.cutmix_alpha > 0:
+            x, _ = cutmix(x, torch.ones(n, 1, dtype=x.dtype, device=x.device), g, alpha=p.cutmix_alpha)
         return x
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         # batch["x"] and batch["y"] are deliberately not read: the loop's batch only clocks the step.
-        n = self.crops_per_step or max(2, len(batch["index"]))
+        n = self.params.crops_per_step or max(2, len(batch["index"]))
         x = self.crops(n, torch.Generator().manual_seed((self._seed + step.step) % 2**63))
         with torch.no_grad():
             t = self.teacher(x)  # type: ignore[misc]
-        return {"kl": kl_no_t2(self.networks["student"](x), t, self.temperature)}
+        return {"kl": kl_no_t2(self.networks["student"](x), t, self.params.temperature)}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "single_source", "source_index": self.source_index, "temperature": self.temperature,
-                "min_crop": self.min_crop, "flip": self.flip, "scaling_sigma": self.scaling_sigma,
-                "jitter_sigma": self.jitter_sigma, "time_warp_sigma": self.time_warp_sigma,
-                "cutmix_alpha": self.cutmix_alpha, "crops_per_step": self.crops_per_step or "batch size",
-                "labels_used_for_training": False,
+        return {**super().describe(), "labels_used_for_training": False,
                 "teacher_top_class_share_on_crops": [round(v, 3) for v in self.teacher_classes]}
