@@ -116,14 +116,24 @@ def test_ensemble_row_averages_every_generation_and_keeps_ancestors_frozen():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"generations": 0}, r"method.params.generations: expected an integer >= 1"),
-    ({"generations": "two"}, r"method.params.generations: expected an integer >= 1"),
-    ({"generations": 2, "gens": 3}, r"method.params.gens: unknown parameter .*expected one of: generations"),
+    ({"generations": 0}, r"method.params.generations: .*greater than or equal to 1"),
+    ({"generations": "two"}, r"method.params.generations: .*valid integer"),
+    ({"generations": 1.5}, r"method.params.generations: .*valid integer"),
+    ({"generations": 2, "gens": 3}, r"method.params.gens: unknown parameter .*expected one of: .*generations"),
 ])
 def test_bad_params_fail_before_training_naming_the_key(tmp_path, params, message):
     with pytest.raises(UserInputError, match=message):
         edgedistill.run({**RECIPE, "method": {"name": "born_again", "params": params}}, out=tmp_path / "never", progress=False)
     assert not (tmp_path / "never").exists()
+
+
+def test_generations_must_match_the_teachers_given():
+    splits = toy_splits()
+    r = _recipe(**{"method.params": {"generations": 3}})
+    teachers = [TeacherNet(t.name, tiny_net(), t) for t in BornAgain.teacher_plan(r, 0)[:2]]
+    with pytest.raises(UserInputError, match=r"^method\.params\.generations: 3 earlier generation\(s\) expected .*got 2"):
+        BornAgain.from_recipe(r, student=tiny_net(), teacher=teachers[-1].model, info=splits.info, train=splits.train,
+                              teachers=teachers)
 
 
 def test_a_teacher_section_is_refused(tmp_path):

@@ -127,14 +127,13 @@ def test_custom_terms_need_similarity_keeping_and_bad_params_fail():
     custom = [TermConfig(loss="ce"), TermConfig(loss="similarity_keeping", form="sp", student_tap="emb", teacher_tap="emb")]
     m = SKKD(Rows(FS, 3), _info(), Rows(FT, 6), custom, teacher_view="full")
     assert [t.label for t in m.terms] == ["ce", "similarity_keeping"]
-    with pytest.raises(UserInputError, match=r"^method\.params\.form"):
-        default_terms(form="gram")
-    with pytest.raises(UserInputError, match=r"^method\.params\.sk_weight: .*'offline'"):
-        default_terms(sk_weight=0.0)
-    with pytest.raises(UserInputError, match=r"^method\.params\.kd_weight"):
-        default_terms(kd_weight=-1.0)
-    with pytest.raises(UserInputError, match=r"^method\.params\.temperature"):
-        default_terms(temperature=0)
+    for params, message in (({"form": "gram"}, r"^method\.params\.form: .*'cosine' or 'sp'"),
+                            ({"sk_weight": 0.0}, r"^method\.params\.sk_weight: .*'offline'"),
+                            ({"kd_weight": -1.0}, r"^method\.params\.kd_weight: .*greater than or equal to 0"),
+                            ({"ce_weight": True}, r"^method\.params\.ce_weight: .*valid number"),
+                            ({"temperature": 0}, r"^method\.params\.temperature: .*greater than 0")):
+        with pytest.raises(UserInputError, match=message):
+            SKKD(Rows(FS, 3), _info(), Rows(FT, 6), [], teacher_view="full", **params)
 
 
 def _recipe(view: str = "full", method: dict | None = None, **data) -> dict:

@@ -145,8 +145,8 @@ class _WithPeer(OfflineDistillation):
 
     steps_seen = 0
 
-    def __init__(self, student, info, teacher, terms, teacher_view="x", cache_teacher=True, train=None):
-        super().__init__(student, info, teacher, terms, teacher_view, cache_teacher, train)
+    def __init__(self, student, info, teacher, terms, teacher_view="x", train=None, **params):
+        super().__init__(student, info, teacher, terms, teacher_view, train, **params)
         self.networks["peer"] = nn.Sequential(nn.Flatten(), nn.LazyLinear(info.n_outputs))
         self.networks["peer"](torch.zeros(1, *info.input_shape))
         self.val_rows = None

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from pydantic import Field
 from torch import nn
 
-from edgedistill.config import Recipe, TeacherConfig, TermConfig, check_kwargs
+from edgedistill.config import Recipe, TeacherConfig, TermConfig
 from edgedistill.data.dataset import DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import TeacherNet, freeze
-from edgedistill.methods.offline import OfflineDistillation
+from edgedistill.methods.offline import OfflineDistillation, OfflineParams
+from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.models.ensemble import ProbabilityEnsemble
 from edgedistill.registry import METHODS
 
@@ -41,41 +42,35 @@ def generation_seed(seed: int, k: int) -> int:
     return 1000 * (seed + 1) + k
 
 
-def _generations(params: dict[str, Any]) -> int:
-    g = params.get("generations", 2)
-    if isinstance(g, bool) or not isinstance(g, int) or g < 1:
-        raise UserInputError(f"method.params.generations: expected an integer >= 1 (distilled generations), got {g!r}")
-    return g
-
-
-def _terms(recipe: Recipe) -> list[TermConfig]:
-    return list(recipe.method.terms) or [t.model_copy() for t in DEFAULT_TERMS]
+class BornAgainParams(OfflineParams):
+    generations: int = Field(2, ge=1, description="earlier generations gen0 .. gen G-1 the runner trains; the "
+                                                  "student is gen G, distilled from gen G-1")
 
 
 @METHODS.register("born_again")
 class BornAgain(OfflineDistillation):
-    """The last of ``generations`` born-again generations; earlier ones are trained by the runner."""
+    """The last of ``generations`` born-again generations; earlier ones are trained by the runner (``teacher_plan``)."""
 
-    reserved = OfflineDistillation.reserved + ("ancestors",)
+    Params = BornAgainParams
 
     def __init__(
         self,
         student: nn.Module,
         info: DataInfo,
-        teacher: Optional[nn.Module],
+        teachers: list[TeacherNet],
         terms: list[TermConfig],
-        generations: int = 2,
-        teacher_view: str = "x",
-        cache_teacher: bool = True,
         train: Optional[TensorData] = None,
-        ancestors: Optional[list[nn.Module]] = None,
+        **params: Any,
     ) -> None:
-        self.generations = _generations({"generations": generations})
-        if teacher is None:
-            raise UserInputError("method.params.generations: born_again needs the previous generation as its teacher")
-        super().__init__(student, info, teacher, terms or list(DEFAULT_TERMS), teacher_view, cache_teacher, train)
-        # gen0 .. gen G-1, frozen: only for the ensemble row (the loss reads the last one, ``self.teacher``).
-        self.ancestors = [freeze(m) for m in (ancestors or [teacher])]
+        # Parsed here as well (the base class parses again): the count is checked before the last one is bound.
+        g = self.Params.parse(params, "method.params", what=f"method '{self.method_name()}'").generations
+        if len(teachers) != g:
+            raise UserInputError(f"method.params.generations: {g} earlier generation(s) expected from born_again's "
+                                 f"teacher plan, got {len(teachers)}")
+        # The loss reads the last generation (``self.teacher``); method.terms replaces BAN's loss when given.
+        super().__init__(student, info, teachers[-1], terms or list(DEFAULT_TERMS), train=train, **params)
+        # gen0 .. gen G-1, frozen: only for the ensemble row.
+        self.ancestors = Teachers(teachers, info, self.method_name(), minimum=g, maximum=g)
 
     @classmethod
     def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
@@ -84,9 +79,11 @@ class BornAgain(OfflineDistillation):
                 "teacher: born_again trains its own generations from the student's architecture; "
                 "remove the 'teacher'/'teachers' section"
             )
-        g, terms = _generations(recipe.method.params), _terms(recipe)
+        params = cls.Params.parse({**cls.default_params(recipe), **recipe.method.params}, "method.params",
+                                  what=f"method '{cls.method_name()}'")
+        terms = list(recipe.method.terms) or [t.model_copy() for t in DEFAULT_TERMS]
         plan = []
-        for k in range(g):
+        for k in range(params.generations):
             spec = {
                 **recipe.student.kwargs,
                 "model": recipe.student.model,  # same architecture and knobs; from scratch (no checkpoint)
@@ -99,38 +96,13 @@ class BornAgain(OfflineDistillation):
             plan.append(TeacherConfig.model_validate(spec))
         return plan
 
-    @classmethod
-    def from_recipe(
-        cls,
-        recipe: Recipe,
-        *,
-        student: nn.Module,
-        teacher: Optional[nn.Module],
-        info: DataInfo,
-        train: Optional[TensorData] = None,
-        teachers: Optional[list[TeacherNet]] = None,
-    ) -> "BornAgain":
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'born_again'")
-        g = _generations(recipe.method.params)
-        if not teachers or len(teachers) != g:
-            raise UserInputError(
-                f"method.params.generations: {g} earlier generation(s) expected from born_again's teacher plan, "
-                f"got {len(teachers or [])}"
-            )
-        return cls(student, info, teachers[-1].model, _terms(recipe), train=train,
-                   ancestors=[t.model for t in teachers], **recipe.method.params)
-
     def setup(self, train: TensorData, device: Any, val: Optional[TensorData] = None) -> None:
-        for m in self.ancestors:
-            freeze(m.to(device))
+        self.ancestors.place(device)
         super().setup(train, device, val)
 
     def evaluated(self) -> dict[str, nn.Module]:
         # Built on each call: the engine wraps the student after construction. Kept in eval mode so that
         # evaluation leaves the frozen generations in eval mode (predict() restores the mode it found).
-        ens = ProbabilityEnsemble([*self.ancestors, self.networks["student"]])
+        ens = ProbabilityEnsemble([*self.ancestors.models, self.networks["student"]])
         ens.train(False)
-        return {f"BAN ensemble (gen0-gen{self.generations})": ens}
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "method": "born_again", "generations": self.generations}
+        return {f"BAN ensemble (gen0-gen{self.params.generations})": ens}

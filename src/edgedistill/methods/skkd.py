@@ -20,34 +20,44 @@ student does not (``teacher.view``), and ``method.terms`` defaults to the three 
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
+from pydantic import Field, field_validator
 from torch import nn
 
-from edgedistill.config import Recipe, TermConfig, check_kwargs
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import TeacherNet
-from edgedistill.methods.offline import OfflineDistillation
+from edgedistill.methods.offline import OfflineDistillation, OfflineParams
+from edgedistill.methods.teachers import TeacherNet, as_teacher
 from edgedistill.registry import METHODS
 
-FORMS = ("cosine", "sp")
 # method.params that shape the default terms; with explicit method.terms they would be silently ignored.
 DEFAULT_TERM_PARAMS = ("form", "tap", "ce_weight", "kd_weight", "sk_weight", "temperature")
 
 
+class SKKDParams(OfflineParams):
+    form: Literal["cosine", "sp"] = Field("cosine", description="similarity-keeping form: cosine rows of the B x B "
+                                                                "similarities, or SP's row-normalised Frobenius form")
+    tap: str = Field("emb", description="the tap both networks' similarity is computed on (pooled embedding)")
+    ce_weight: float = Field(0.1, ge=0.0, description="weight of the label CE term (0 drops it)")
+    kd_weight: float = Field(0.9, ge=0.0, description="weight of the KD term (0 drops it)")
+    sk_weight: float = Field(1.0, description="weight of the similarity-keeping term, > 0 (without it, use method "
+                                              "'offline')")
+    temperature: float = Field(4.0, gt=0.0, description="temperature T of the KD term")
+
+    @field_validator("sk_weight")
+    @classmethod
+    def _keeps_similarity(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be > 0 (without similarity keeping use method 'offline')")
+        return value
+
+
 def default_terms(form: str = "cosine", tap: str = "emb", ce_weight: float = 0.1, kd_weight: float = 0.9,
                   sk_weight: float = 1.0, temperature: float = 4.0) -> list[TermConfig]:
-    """CE + KD + similarity keeping on ``tap`` of both networks (a zero weight drops a term)."""
-    if form not in FORMS:
-        raise UserInputError(f"method.params.form: expected one of {', '.join(FORMS)}, got {form!r}")
-    for name, value in (("ce_weight", ce_weight), ("kd_weight", kd_weight), ("sk_weight", sk_weight)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise UserInputError(f"method.params.{name}: must be a number >= 0, got {value!r}")
-    if not sk_weight > 0:
-        raise UserInputError("method.params.sk_weight: must be > 0 (without similarity keeping use method 'offline')")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise UserInputError(f"method.params.temperature: must be a number > 0, got {temperature!r}")
+    """CE + KD + similarity keeping on ``tap`` of both networks (a zero weight drops a term); the values are
+    ``SKKDParams``' fields, checked there."""
     terms = [
         TermConfig(loss="ce", weight=ce_weight),
         TermConfig(loss="kd", weight=kd_weight, temperature=temperature),
@@ -60,61 +70,42 @@ def default_terms(form: str = "cosine", tap: str = "emb", ce_weight: float = 0.1
 class SKKD(OfflineDistillation):
     """Offline KD across views: teacher on a denser view, student on ``x``; CE + KD + similarity keeping."""
 
+    Params = SKKDParams
+
     def __init__(
         self,
         student: nn.Module,
         info: DataInfo,
-        teacher: Optional[nn.Module],
+        teacher: Optional[nn.Module | TeacherNet],
         terms: Optional[list[TermConfig]] = None,
         teacher_view: str = "x",
-        cache_teacher: bool = True,
         train: Optional[TensorData] = None,
-        form: Literal["cosine", "sp"] = "cosine",
-        tap: str = "emb",
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
-        sk_weight: float = 1.0,
-        temperature: float = 4.0,
+        **params: Any,
     ) -> None:
         if teacher is None:
             raise UserInputError("teacher: method 'skkd' needs a teacher on a denser view (a 'teacher' section with 'view')")
-        if teacher_view == "x":
+        if as_teacher(teacher, view=teacher_view).view == "x":
             raise UserInputError(
                 "teacher.view: method 'skkd' distils across views, so the teacher must read a view the student does not "
                 "see (e.g. data.views: {x: [0, 1, 2], full: [0, 1, 2, 3, 4, 5]} and teacher.view: full); it reads 'x', "
                 "the student's own input: use method 'offline' for same-view distillation"
             )
-        if not terms:
-            terms = default_terms(form, tap, ce_weight, kd_weight, sk_weight, temperature)
-        elif not any(t.loss == "similarity_keeping" for t in terms):
-            raise UserInputError(
-                "method.terms: method 'skkd' needs a similarity_keeping term (or leave method.terms empty for the "
-                "default CE + KD + similarity keeping); without it use method 'offline'"
-            )
-        super().__init__(student, info, teacher, terms, teacher_view=teacher_view, cache_teacher=cache_teacher, train=train)
-
-    @classmethod
-    def from_recipe(
-        cls,
-        recipe: Recipe,
-        *,
-        student: nn.Module,
-        teacher: Optional[nn.Module],
-        info: DataInfo,
-        train: Optional[TensorData] = None,
-        teachers: Optional[list[TeacherNet]] = None,
-    ) -> "SKKD":
-        params = recipe.method.params
-        check_kwargs(cls.__init__, params, "method.params", cls.reserved, what="method 'skkd'")
-        if recipe.method.terms:
-            clash = [k for k in DEFAULT_TERM_PARAMS if k in params]
+        chosen = self.Params.parse(params, "method.params", what=f"method '{self.method_name()}'")
+        if terms:
+            clash = [k for k in DEFAULT_TERM_PARAMS if k in chosen.model_fields_set]
             if clash:
                 raise UserInputError(
                     f"method.params.{clash[0]}: only shapes the default terms, but method.terms is given; "
                     f"set it in the terms themselves (or drop method.terms)"
                 )
-        view = teachers[-1].view if teachers else (recipe.teacher.view if recipe.teacher is not None else "x")
-        return cls(student, info, teacher, list(recipe.method.terms), teacher_view=view, train=train, **params)
+            if not any(t.loss == "similarity_keeping" for t in terms):
+                raise UserInputError(
+                    "method.terms: method 'skkd' needs a similarity_keeping term (or leave method.terms empty for the "
+                    "default CE + KD + similarity keeping); without it use method 'offline'"
+                )
+        else:
+            terms = default_terms(**chosen.model_dump(include=set(DEFAULT_TERM_PARAMS)))
+        super().__init__(student, info, teacher, terms, teacher_view=teacher_view, train=train, **params)
 
-    def describe(self) -> dict:
-        return {**super().describe(), "method": "skkd", "teacher_view": self.teacher_view}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "teacher_view": self.teacher_view}

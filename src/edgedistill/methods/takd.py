@@ -19,15 +19,15 @@ spec's vector (lambda 0.5, T 4: code 0.269135, batch-mean 0.365510).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from torch import nn
 
-from edgedistill.config import Recipe
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import TeacherNet
 from edgedistill.methods.offline import OfflineDistillation
+from edgedistill.methods.teachers import TeacherNet
 from edgedistill.registry import METHODS
 
 
@@ -58,28 +58,23 @@ def check_chain(teachers: Optional[list[TeacherNet]]) -> None:
 class TAKD(OfflineDistillation):
     """Offline KD from the last link of a checked teacher-assistant chain (the links are trained by the runner)."""
 
-    chain: tuple[str, ...] = ()  # the networks' names, teacher first (set by from_recipe; for describe())
-
-    @classmethod
-    def from_recipe(
-        cls,
-        recipe: Recipe,
-        *,
+    def __init__(
+        self,
         student: nn.Module,
-        teacher: Optional[nn.Module],
         info: DataInfo,
+        teachers: list[TeacherNet],
+        terms: list[TermConfig],
         train: Optional[TensorData] = None,
-        teachers: Optional[list[TeacherNet]] = None,
-    ) -> "TAKD":
+        **params: Any,
+    ) -> None:
         check_chain(teachers)
-        if not recipe.method.terms:
+        if not terms:
             raise UserInputError(
                 "method.terms: takd distils the student from the last assistant with loss terms, e.g. "
                 "[{loss: ce, weight: 0.1}, {loss: kd, weight: 0.9, temperature: 4}]"
             )
-        method = super().from_recipe(recipe, student=student, teacher=teacher, info=info, train=train, teachers=teachers)
-        method.chain = tuple(t.name for t in teachers)  # type: ignore[union-attr]
-        return method  # type: ignore[return-value]
+        super().__init__(student, info, teachers[-1], terms, train=train, **params)
+        self.chain = tuple(t.name for t in teachers)  # the networks' names, teacher first
 
-    def describe(self) -> dict:
-        return {**super().describe(), "method": "takd", "chain": [*self.chain, "student"]}
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "chain": [*self.chain, "student"]}
