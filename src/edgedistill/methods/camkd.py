@@ -24,18 +24,18 @@ from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import confidence_weights
 from edgedistill.losses.response import kl_rows, ce
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.multi_teacher import check_params, check_teachers
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers, evaluating
 from edgedistill.models.taps import FeatureTaps
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
-
-REDUCTIONS = ("code", "sum")
 
 
 def _reduce(per_teacher_sample: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -85,42 +85,34 @@ def _tap(model: nn.Module, spec: str, key: str, detach: bool = False) -> Feature
         raise UserInputError(f"{key}: {exc}") from None
 
 
+class CAMKDParams(Params):
+    gamma: float = Field(1.0, ge=0.0, description="weight of the label cross-entropy")
+    alpha: float = Field(1.0, ge=0.0, description="weight of the confidence-weighted logit (KD) term")
+    beta: float = Field(50.0, ge=0.0, description="weight of the confidence-weighted intermediate-feature term")
+    temperature: float = Field(4.0, gt=0.0, description="softmax temperature T of the logit term")
+    reduction: Literal["code", "sum"] = Field("code", description="code: sum / (B K) as the official code; sum: batch "
+                                                                  "mean of the sum over teachers (K times larger)")
+    detach_inter_weights: bool = Field(False, description="detach the intermediate term's confidence weights (the "
+                                                          "code does not)")
+    inter_warmup_epochs: int = Field(1, ge=0, description="epochs before the intermediate term starts (the code "
+                                                          "skips the first)")
+    student_tap: str = Field("feat", description="the student's feature map: a name in its default_taps or a module "
+                                                 "path")
+    cache_teacher: bool = Field(True, description="look the teachers' logits and feature maps up by training row "
+                                                 "instead of running them each step")
+
+
 @METHODS.register("camkd")
 class CAMKD(Method):
     """Confidence-aware multi-teacher KD: label-aware per-sample teacher weights on logits and on features."""
 
-    reserved = ("student", "info", "teachers")
+    Params = CAMKDParams
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        teachers: Sequence[TeacherNet],
-        gamma: float = 1.0,
-        alpha: float = 1.0,
-        beta: float = 50.0,
-        temperature: float = 4.0,
-        reduction: Literal["code", "sum"] = "code",
-        detach_inter_weights: bool = False,
-        inter_warmup_epochs: int = 1,
-        student_tap: str = "feat",
-        cache_teacher: bool = True,
-    ) -> None:
-        super().__init__(student, info)
-        self.teachers = check_teachers(teachers, "camkd", info)
-        check_params("camkd", temperature=temperature)
-        for name, value in (("gamma", gamma), ("alpha", alpha), ("beta", beta)):
-            if not value >= 0:
-                raise UserInputError(f"method.params.{name}: must be >= 0, got {value}")
-        if reduction not in REDUCTIONS:
-            raise UserInputError(f"method.params.reduction: expected one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-        if isinstance(inter_warmup_epochs, bool) or not isinstance(inter_warmup_epochs, int) or inter_warmup_epochs < 0:
-            raise UserInputError(f"method.params.inter_warmup_epochs: must be an integer >= 0, got {inter_warmup_epochs!r}")
-        self.gamma, self.alpha, self.beta, self.temperature = gamma, alpha, beta, temperature
-        self.reduction, self.detach_inter_weights, self.inter_warmup_epochs = reduction, detach_inter_weights, inter_warmup_epochs
-        self.cache_teacher = cache_teacher
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
+        super().__init__(student, info, **params)
+        self.teachers = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
         self.teacher = self.teachers[-1].model
-        self._student_taps = _tap(student, student_tap, "method.params.student_tap")
+        self._student_taps = _tap(student, self.params.student_tap, "method.params.student_tap")
         self._teacher_taps = []
         for i, t in enumerate(self.teachers):
             for part in ("pool", "head"):
@@ -133,19 +125,13 @@ class CAMKD(Method):
                                      f"teacher '{t.name}' ({type(t.model).__name__}) has none")
             self._teacher_taps.append(_tap(t.model, "feat", f"teachers[{i}]", detach=True))
         self._build_embeds()
-        self._cached: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
 
     def _build_embeds(self) -> None:
         """One Embed per teacher, sized by a forward pass on zeros; they train and checkpoint with the student."""
         student = self.networks["student"]
-        mode = student.training
-        student.eval()
-        try:
-            with torch.no_grad(), self._student_taps:
-                student(torch.zeros(2, *self.info.views["x"]))
-            fs = self._student_taps.outputs["feat"]
-        finally:
-            student.train(mode)
+        with evaluating(student), torch.no_grad(), self._student_taps:
+            student(torch.zeros(2, *self.info.views["x"]))
+        fs = self._student_taps.outputs["feat"]
         for k, (t, taps) in enumerate(zip(self.teachers, self._teacher_taps)):
             with torch.no_grad(), taps:
                 out = t.model(torch.zeros(2, *self.info.views[t.view]))
@@ -160,46 +146,36 @@ class CAMKD(Method):
                                      "method 'camkd' relies on to score the projected student map")
             self.networks[f"embed{k}"] = embed(fs.shape[1], ft.shape[1], ft.dim() - 2)
 
-    @torch.no_grad()
-    def _teacher_pass(self, k: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        taps = self._teacher_taps[k]
-        with taps:
-            out = self.teachers[k].model(x)
-        return out, taps.outputs["feat"]
-
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        for t in self.teachers:
-            freeze(t.model.to(device))
-        if self.cache_teacher:
+        self.teachers.place(device)
+        if self.params.cache_teacher:
             # Logits and feature maps of every training row, once: K * N * C_t * L_t floats on the device.
-            self._cached = []
-            for k, t in enumerate(self.teachers):
-                parts = [self._teacher_pass(k, b[t.view].to(device)) for b in train.batches(256)]
-                self._cached.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
+            self.teachers.cache(train, device, input_changes=self.teacher_input_changes, taps=self._teacher_taps)
 
     def _teacher_outputs(self, batch: Batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        if self._cached is not None:
-            idx = batch["index"].to(self._cached[0][0].device)
-            return [z[idx] for z, _ in self._cached], [f[idx] for _, f in self._cached]
-        outs = [self._teacher_pass(k, batch[t.view]) for k, t in enumerate(self.teachers)]
-        return [o for o, _ in outs], [f for _, f in outs]
+        logits, maps = [], []
+        for k in range(len(self.teachers)):
+            if self.teachers.cached:
+                z, f = self.teachers.lookup(batch, k)
+            else:
+                z, f = self.teachers.run(batch, k, taps=self._teacher_taps[k]), self._teacher_taps[k].outputs["feat"]
+            logits.append(z)
+            maps.append(f)
+        return logits, maps
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        p = self.params
         with self._student_taps:
             s = self.networks["student"](batch["x"])
         fs, y = self._student_taps.outputs["feat"], batch["y"]
         logits, maps = self._teacher_outputs(batch)
-        terms = {"ce": self.gamma * ce(s, y),
-                 "kd": self.alpha * camkd_kd(s, logits, y, self.temperature, self.reduction)[0]}
-        if step.epoch >= self.inter_warmup_epochs and self.beta > 0:  # the code skips it in epoch 1
+        terms = {"ce": p.gamma * ce(s, y), "kd": p.alpha * camkd_kd(s, logits, y, p.temperature, p.reduction)[0]}
+        if step.epoch >= p.inter_warmup_epochs and p.beta > 0:  # the code skips it in epoch 1
             projected = [self.networks[f"embed{k}"](resize(fs, f.shape[2:])) for k, f in enumerate(maps)]
             # Frozen teacher pool/head, but gradients flow through them to the embeds and the student.
             heads = [t.model.head(t.model.pool(h)) for t, h in zip(self.teachers, projected)]
-            terms["inter"] = self.beta * camkd_inter(projected, maps, heads, y, self.reduction, self.detach_inter_weights)[0]
+            terms["inter"] = p.beta * camkd_inter(projected, maps, heads, y, p.reduction, p.detach_inter_weights)[0]
         return terms
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "camkd", "teachers": [t.name for t in self.teachers], "gamma": self.gamma, "alpha": self.alpha,
-                "beta": self.beta, "temperature": self.temperature, "reduction": self.reduction,
-                "detach_inter_weights": self.detach_inter_weights, "inter_warmup_epochs": self.inter_warmup_epochs,
-                "teacher_cached": self._cached is not None}
+        return {**super().describe(), "teachers": self.teachers.names, "teacher_cached": self.teachers.cached}

@@ -23,14 +23,14 @@ import copy
 from typing import Any, Optional, Sequence
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
-from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.multi_teacher import check_params, check_teachers
-from edgedistill.methods.offline import stacked_teacher_outputs
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 
@@ -62,74 +62,59 @@ def draw_teacher(n_teachers: int, step: int, seed: int) -> int:
     return int(torch.randint(n_teachers, (1,), generator=g))
 
 
+class RoSKDParams(Params):
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; the label CE gets 1 - alpha")
+    temperature: float = Field(4.0, gt=0.0, description="softmax temperature T of the KD term")
+    ema_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="momentum m of the (bias-corrected) weight average")
+    ema_start_step: int = Field(0, ge=0, description="optimisation step from which the average is taken (before it, "
+                                                     "the average follows the student)")
+    sample_seed: Optional[int] = Field(None, ge=0, description="seed of the per-step teacher draw; default the run seed")
+    cache_teacher: bool = Field(True, description="look the teachers' outputs up by training row instead of running "
+                                                 "them each step")
+
+
 @METHODS.register("roskd")
 class RoSKD(Method):
     """One teacher drawn at random per step, Hinton KD with it; the EMA of the student is the deliverable."""
 
+    Params = RoSKDParams
     deliverable_key = "ema"
 
-    reserved = ("student", "info", "teachers")
-
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        teachers: Sequence[TeacherNet],
-        alpha: float = 0.9,
-        temperature: float = 4.0,
-        ema_momentum: float = 0.99,
-        ema_start_step: int = 0,
-        sample_seed: Optional[int] = None,
-        cache_teacher: bool = True,
-    ) -> None:
-        super().__init__(student, info)
-        self.teachers = check_teachers(teachers, "roskd", info)
-        check_params("roskd", alpha=alpha, temperature=temperature)
-        if not 0.0 <= ema_momentum < 1.0:
-            raise UserInputError(f"method.params.ema_momentum: must be in [0, 1), got {ema_momentum}")
-        for name, value in (("ema_start_step", ema_start_step), ("sample_seed", sample_seed)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise UserInputError(f"method.params.{name}: must be an integer >= 0, got {value!r}")
-        self.alpha, self.temperature, self.cache_teacher = alpha, temperature, cache_teacher
-        self.ema_momentum, self.ema_start_step = ema_momentum, ema_start_step
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
+        super().__init__(student, info, **params)
+        self.teachers = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
         # Default: the run seed (the runner seeds torch with it right before building the method), so each
         # seed of a recipe gets its own teacher sequence and a resumed run draws the same one again.
-        self.sample_seed = sample_seed if sample_seed is not None else torch.initial_seed() % 2**31
+        seed = self.params.sample_seed
+        self.sample_seed = seed if seed is not None else torch.initial_seed() % 2**31
         self.teacher = self.teachers[-1].model
         ema = copy.deepcopy(student)
         ema.requires_grad_(False)  # in `networks` so it checkpoints; the optimizer skips it (no grad)
         self.networks["ema"] = ema
-        self._cached: Optional[torch.Tensor] = None
         self.last_teacher: Optional[int] = None
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        for t in self.teachers:
-            freeze(t.model.to(device))
-        if self.cache_teacher:
-            self._cached = stacked_teacher_outputs(self.teachers, train, device)
+        self.teachers.place(device)
+        if self.params.cache_teacher:
+            self.teachers.cache(train, device, input_changes=self.teacher_input_changes)
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         k = draw_teacher(len(self.teachers), step.step, self.sample_seed)
         self.last_teacher = k
-        if self._cached is not None:
-            z_t = self._cached[k][batch["index"].to(self._cached.device)]
-        else:
-            with torch.no_grad():
-                z_t = self.teachers[k].model(batch[self.teachers[k].view])
+        z_t = self.teachers.logits(batch, k)
         s = self.networks["student"](batch["x"])
-        return {"ce": (1.0 - self.alpha) * ce(s, batch["y"]), "kd": self.alpha * kd(s, z_t, self.temperature)}
+        p = self.params
+        return {"ce": (1.0 - p.alpha) * ce(s, batch["y"]), "kd": p.alpha * kd(s, z_t, p.temperature)}
 
     def after_step(self, step: Step) -> None:
         # Before ema_start_step the average just follows the student; from then on it is the bias-corrected EMA
         # of the weights after each step (below), so the initial weights never linger in it.
-        n = step.step - self.ema_start_step + 1
-        ema_update(self.networks["ema"], self.networks["student"], debiased_momentum(self.ema_momentum, n))
+        n = step.step - self.params.ema_start_step + 1
+        ema_update(self.networks["ema"], self.networks["student"], debiased_momentum(self.params.ema_momentum, n))
 
     def evaluated(self) -> dict[str, nn.Module]:
         return {"student without EMA": self.networks["student"]}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "roskd", "teachers": [t.name for t in self.teachers], "alpha": self.alpha,
-                "temperature": self.temperature, "ema_momentum": self.ema_momentum, "ema_start_step": self.ema_start_step,
-                "sample_seed": self.sample_seed, "teacher_cached": self._cached is not None,
-                "train_subsets": [t.config.train_subset for t in self.teachers]}
+        return {**super().describe(), "teachers": self.teachers.names, "sample_seed": self.sample_seed,
+                "teacher_cached": self.teachers.cached, "train_subsets": [t.config.train_subset for t in self.teachers]}
