@@ -9,7 +9,7 @@ ground-truth label. No code was found; teacher fusion, schedule and the ACS form
 below is our choice, not the paper's method.
 
 Teachers k = 1..K are frozen; each reads its own view (``teachers[i].view``) and its outputs on the training
-split are cached once. Admission (progressive scheme): the teachers are ranked by their gap to the student,
+split are cached once (``Teachers.cache``, in admission order). Admission (progressive scheme): the teachers are ranked by their gap to the student,
 smallest first -- measured as the teacher's validation accuracy (then validation NLL, higher first), since the
 student's own accuracy is common to every gap -- and teacher of rank r is admitted once
 ``step.progress >= admit[r]`` (default admit[r] = r / K). ACS selection, per sample i, among admitted teachers:
@@ -24,20 +24,20 @@ same teacher L is exactly Hinton KD from it, (1 - alpha) CE + alpha KD.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kl_rows
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.offline import stacked_teacher_outputs, teacher_outputs
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
-
-ORDERS = ("gap", "recipe")
 
 
 def acs_select(teacher_logits: torch.Tensor, target: torch.Tensor, min_confidence: float = 0.5,
@@ -65,6 +65,27 @@ def acs_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target:
     return {"ce": (ce_w * ce_rows).mean(), "kd": alpha * (chosen.to(rows.dtype) * rows).mean()}
 
 
+class PSKDParams(Params):
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term for a sample that follows a teacher "
+                                                          "(its CE gets 1 - alpha; a sample that follows the label, 1)")
+    temperature: float = Field(4.0, gt=0.0, description="softmax temperature T of the KD term")
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="least true-class probability (T = 1) for a "
+                                                                   "correct teacher to be followed")
+    order: Literal["gap", "recipe"] = Field("gap", description="admission order: gap (smallest gap to the student "
+                                                               "first, by validation accuracy then NLL) or recipe")
+    admit: Optional[list[Annotated[float, Field(ge=0.0, lt=1.0)]]] = Field(
+        None, description="per teacher in admission order, the fraction of training at which it joins "
+                          "(non-decreasing); default r / K for rank r")
+
+    @field_validator("admit")
+    @classmethod
+    def _non_decreasing(cls, value: Optional[list[float]]) -> Optional[list[float]]:
+        if value is not None and value != sorted(value):
+            raise ValueError("expected non-decreasing fractions of training (when the 1st, 2nd, ... teacher in "
+                             "admission order joins)")
+        return value
+
+
 @METHODS.register("pskd")
 class PSKD(Method):
     """Teachers on their own views, admitted progressively; per sample: best confident teacher, else the label.
@@ -72,64 +93,37 @@ class PSKD(Method):
     Per sample the student mimics the best correct-and-confident admitted teacher, or follows the label when
     none is (our ACS rule; the paper's is not published in a source we could read)."""
 
-    reserved = ("student", "info", "teachers")
+    Params = PSKDParams
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        teachers: Sequence[TeacherNet],
-        alpha: float = 0.9,
-        temperature: float = 4.0,
-        min_confidence: float = 0.5,
-        order: Literal["gap", "recipe"] = "gap",
-        admit: Optional[list[float]] = None,
-    ) -> None:
-        super().__init__(student, info)
-        teachers = list(teachers or [])
-        if len(teachers) < 2:
-            raise UserInputError(f"teachers: method 'pskd' needs at least 2 teachers in a 'teachers:' list (each with its "
-                                 f"own view), got {len(teachers)}; for one teacher use method 'offline' or 'skkd'")
-        if info.task != "classification":
-            raise UserInputError(f"data: method 'pskd' selects teachers by their class predictions and needs a "
-                                 f"classification dataset, got a {info.task} one")
-        for i, t in enumerate(teachers):
-            if t.view not in info.views:
-                raise UserInputError(f"teachers[{i}].view: the dataset has no view '{t.view}'; available: {', '.join(info.views)}")
-            freeze(t.model)
-        for name, value, ok, want in (("alpha", alpha, lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-                                      ("temperature", temperature, lambda v: v > 0, "> 0"),
-                                      ("min_confidence", min_confidence, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-                raise UserInputError(f"method.params.{name}: must be a number {want}, got {value!r}")
-        if order not in ORDERS:
-            raise UserInputError(f"method.params.order: expected one of {', '.join(ORDERS)}, got {order!r}")
-        k = len(teachers)
-        admit = [r / k for r in range(k)] if admit is None else admit
-        if (not isinstance(admit, (list, tuple)) or len(admit) != k or any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in admit)
-                or any(not 0.0 <= a < 1.0 for a in admit) or list(admit) != sorted(admit)):
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
+        super().__init__(student, info, **params)
+        self.teachers = Teachers(teachers, info, self.method_name(), minimum=2, task="classification",
+                                 why="selects teachers by their class predictions",
+                                 hint="; for one teacher use method 'offline' or 'skkd'")
+        k = len(self.teachers)
+        admit = [r / k for r in range(k)] if self.params.admit is None else self.params.admit
+        if len(admit) != k:
             raise UserInputError(f"method.params.admit: expected {k} non-decreasing fractions of training in [0, 1) "
-                                 f"(when the 1st, 2nd, ... teacher in admission order joins), got {admit!r}")
-        self.teachers = teachers
-        self.teacher = teachers[-1].model
-        self.alpha, self.temperature, self.min_confidence = alpha, temperature, min_confidence
-        self.order_by, self.admit = order, [float(a) for a in admit]
-        self.rank: list[int] = list(range(k))  # teachers in admission order (indices into self.teachers)
-        self._cached: Optional[torch.Tensor] = None  # (K, N, C), in admission order
+                                 f"(when the 1st, 2nd, ... teacher in admission order joins), got {list(admit)!r}")
+        self.teacher = self.teachers[-1].model
+        self.admit = [float(a) for a in admit]
+        # The recipe's teacher indices in admission order; ``self.teachers`` is kept in that order from setup on.
+        self.rank: list[int] = list(range(k))
         self._train_y: Optional[torch.Tensor] = None
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        for t in self.teachers:
-            freeze(t.model.to(device))
-        if self.order_by == "gap" and val is not None and len(val) > 0:
-            self.rank = sorted(range(len(self.teachers)), key=lambda k: self._closeness(k, val, device))
-        self._cached = stacked_teacher_outputs([self.teachers[k] for k in self.rank], train, device)
-        self._train_y = train.y.to(self._cached.device)
+        self.teachers.place(device)
+        order = list(range(len(self.teachers)))
+        if self.params.order == "gap" and val is not None and len(val) > 0:
+            order = sorted(order, key=lambda k: self._closeness(k, val, device))
+        self.teachers.reorder(order)  # a stable sort: a second setup (resume) keeps the order it found
+        self.rank = [self.rank[k] for k in order]
+        if self.teachers.cache(train, device, input_changes=self.teacher_input_changes):
+            self._train_y = train.y.to(self.teachers.cached_stack().device)
 
     def _closeness(self, k: int, val: TensorData, device: torch.device) -> tuple[float, float]:
         """Sort key: lower validation accuracy, then higher validation NLL = smaller gap to the student = earlier."""
-        t = self.teachers[k]
-        z = teacher_outputs(t.model, val, t.view, device).float().cpu()
+        z = self.teachers.outputs(val, device, k).float().cpu()
         acc = float((z.argmax(1) == val.y).float().mean())
         nll = float(F.cross_entropy(z, val.y))
         return acc, -nll
@@ -139,22 +133,22 @@ class PSKD(Method):
         return torch.tensor([progress >= a for a in self.admit])
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        assert self._cached is not None, "setup() caches the teachers' outputs before training"
-        z_t = self._cached[:, batch["index"].to(self._cached.device)]
+        z_t = torch.stack(self.teachers.all_logits(batch))  # (K, B, C), in admission order
         z_s = self.networks["student"](batch["x"])
-        choice = acs_select(z_t, batch["y"], self.min_confidence, self.admitted(step.progress))
-        return acs_loss(z_s, z_t, batch["y"], choice, self.alpha, self.temperature)
+        p = self.params
+        choice = acs_select(z_t, batch["y"], p.min_confidence, self.admitted(step.progress))
+        return acs_loss(z_s, z_t, batch["y"], choice, p.alpha, p.temperature)
 
     def describe(self) -> dict[str, Any]:
         """Admission order and, per stage, the fraction of training rows that follow each teacher or the label.
         The choice depends only on the frozen teachers' cached outputs and the labels, never on the student."""
-        names = [self.teachers[k].name for k in self.rank]
-        out: dict[str, Any] = {"method": "pskd", "admission_order": names, "admit": self.admit}
-        if self._cached is not None and self._train_y is not None:
+        names = self.teachers.names
+        out: dict[str, Any] = {**super().describe(), "admission_order": names, "admit": self.admit}
+        if self.teachers.cached and self._train_y is not None:
             stages = []
             for s in range(len(names)):
                 mask = torch.arange(len(names)) <= s
-                choice = acs_select(self._cached, self._train_y, self.min_confidence, mask).cpu()
+                choice = acs_select(self.teachers.cached_stack(), self._train_y, self.params.min_confidence, mask).cpu()
                 share = {n: round(float((choice == k).float().mean()), 4) for k, n in enumerate(names[: s + 1])}
                 stages.append({"from": self.admit[s], **share, "label": round(float((choice < 0).float().mean()), 4)})
             out["followed"] = stages
