@@ -96,7 +96,7 @@ def test_regime_selects_the_expert_by_difficulty_rule():
     terms = method.training_step(batch, step)
     with torch.no_grad():
         s = student(batch["x"])
-        nets = [method.models[e] for e in method.selection(batch["index"], step).tolist()]
+        nets = [method.teachers.models[e] for e in method.selection(batch["index"], step).tolist()]
         t = torch.stack([n(batch["x"][i : i + 1])[0] for i, n in enumerate(nets)])
     assert float(terms["kd"].detach()) == pytest.approx(0.9 * float(kd(s, t, 4.0)), rel=1e-5)
     sum(terms.values()).backward()

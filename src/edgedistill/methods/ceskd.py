@@ -27,19 +27,19 @@ Assignment is per epoch (constant within one), so the per-epoch counts in ``desc
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.offline import teacher_outputs
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
-
-SCHEDULES = ("gradual", "static")
 
 
 def stratify(difficulty: torch.Tensor, n_strata: int) -> torch.Tensor:
@@ -68,95 +68,88 @@ def selected_kd(student_logits: torch.Tensor, expert_logits: torch.Tensor, selec
     return kd(student_logits, expert_logits[selection, rows], temperature)
 
 
+class CESKDParams(Params):
+    experts: Optional[list[str]] = Field(None, description="names of the teachers used as experts (default: every "
+                                                          "teacher); ordered by parameter count, smallest first")
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; 1 - alpha weighs the CE term")
+    temperature: float = Field(4.0, gt=0.0, description="softmax temperature of the KD term (scaled by T^2)")
+    strata: Optional[int] = Field(None, ge=2, description="number of equal-count difficulty strata (default: the "
+                                                          "number of experts)")
+    schedule: Literal["gradual", "static"] = Field(
+        "gradual", description="gradual: small-to-large expert curriculum over the epochs; static: the final "
+                               "assignment from the first epoch")
+    ramp: float = Field(0.5, ge=0.0, le=1.0, description="fraction of training after which every stratum has its "
+                                                        "final expert (gradual schedule)")
+
+    @field_validator("experts")
+    @classmethod
+    def _distinct(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"a list of distinct teacher names, got {value!r}")
+        return value
+
+
 @METHODS.register("ceskd")
 class CESKD(Method):
     """Per-sample expert selection by difficulty stratum, with an optional small-to-large curriculum."""
 
-    reserved = ("student", "info", "teachers")
+    Params = CESKDParams
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        teachers: list[TeacherNet],
-        experts: Optional[list[str]] = None,
-        alpha: float = 0.9,
-        temperature: float = 4.0,
-        strata: Optional[int] = None,
-        schedule: str = "gradual",
-        ramp: float = 0.5,
-    ) -> None:
-        super().__init__(student, info)
-        if info.task != "classification":
-            raise UserInputError("method.name: ceskd ranks samples by p(true class); the task is regression")
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: list[TeacherNet], **params: Any) -> None:
+        super().__init__(student, info, **params)
+        experts = self.params.experts
         names = [t.name for t in teachers]
-        if experts is not None:
-            if isinstance(experts, str) or not all(isinstance(e, str) for e in experts) or len(set(experts)) != len(experts):
-                raise UserInputError(f"method.params.experts: a list of distinct teacher names, got {experts!r}")
-            for e in experts:
-                if e not in names:
-                    raise UserInputError(f"method.params.experts: no teacher named '{e}'; teachers are: {', '.join(names)}")
+        for e in experts or []:
+            if e not in names:
+                raise UserInputError(f"method.params.experts: no teacher named '{e}'; teachers are: {', '.join(names)}")
         chosen = [t for t in teachers if experts is None or t.name in experts]
         if len(chosen) < 2:
             key = "method.params.experts" if experts is not None else "teachers"
             raise UserInputError(f"{key}: ceskd needs at least two experts (a teacher and an assistant), got {len(chosen)}")
-        k = len(chosen) if strata is None else strata
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise UserInputError(f"method.params.strata: an integer >= 2, got {strata!r}")
-        if schedule not in SCHEDULES:
-            raise UserInputError(f"method.params.schedule: one of {', '.join(SCHEDULES)}, got {schedule!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise UserInputError(f"method.params.alpha: must be in [0, 1], got {alpha}")
-        if temperature <= 0:
-            raise UserInputError(f"method.params.temperature: must be > 0, got {temperature}")
-        if not 0.0 <= ramp <= 1.0:
-            raise UserInputError(f"method.params.ramp: a fraction of training in [0, 1], got {ramp}")
-        size = lambda t: sum(p.numel() for p in t.model.parameters())  # noqa: E731
-        chosen = sorted(chosen, key=size)  # stable: equal sizes keep list order
-        self.experts = [t.name for t in chosen]
-        self.sizes = [size(t) for t in chosen]
-        self.models = [freeze(t.model) for t in chosen]
-        self.views = [t.view for t in chosen]
-        self.teacher = self.models[-1]
-        self.alpha, self.temperature, self.n_strata, self.schedule, self.ramp = alpha, temperature, k, schedule, ramp
+        self.teachers = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
+                                 why="ranks samples by p(true class)")
+        size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        sizes = [size(m) for m in self.teachers.models]
+        self.teachers.reorder(sorted(range(len(sizes)), key=sizes.__getitem__))  # stable: equal sizes keep list order
+        self.experts = self.teachers.names
+        self.sizes = sorted(sizes)
+        self.teacher = self.teachers[-1].model
+        self.n_strata = len(chosen) if self.params.strata is None else self.params.strata
         self._logits: Optional[torch.Tensor] = None  # (E, N, C) expert logits on the training rows
         self._final: Optional[torch.Tensor] = None  # (N,) final expert per training row
         self._strata: Optional[torch.Tensor] = None
         self._taught: dict[int, list[int]] = {}  # epoch (1-based) -> samples each expert taught
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        for m in self.models:
-            freeze(m.to(device))
-        self._logits = torch.stack([teacher_outputs(m, train, v, device) for m, v in zip(self.models, self.views)])
+        self.teachers.place(device)
+        self.teachers.cache(train, device)  # frozen experts on clean inputs: the same logits every epoch
+        self._logits = self.teachers.cached_stack()
         y = train.y.to(device)
         p_true = torch.softmax(self._logits[-1].double(), dim=1)[torch.arange(len(y), device=device), y]
         self._strata = stratify(1.0 - p_true, self.n_strata)
-        self._final = final_expert(self._strata, self.n_strata, len(self.models))
+        self._final = final_expert(self._strata, self.n_strata, len(self.teachers))
 
     def selection(self, index: torch.Tensor, step: Step) -> torch.Tensor:
         """The expert (0 = smallest) teaching each of the rows ``index`` at this step."""
-        level = expert_level(step.epoch, step.epochs, len(self.models), self.schedule, self.ramp)
+        level = expert_level(step.epoch, step.epochs, len(self.teachers), self.params.schedule, self.params.ramp)
         return self._final[index].clamp(max=level)  # type: ignore[index]
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         s = self.networks["student"](batch["x"])
         index = batch["index"].to(self._logits.device)  # type: ignore[union-attr]
         sel = self.selection(index, step)
-        counts = torch.bincount(sel, minlength=len(self.models)).tolist()
-        done = self._taught.setdefault(step.epoch + 1, [0] * len(self.models))
+        counts = torch.bincount(sel, minlength=len(self.teachers)).tolist()
+        done = self._taught.setdefault(step.epoch + 1, [0] * len(self.teachers))
         self._taught[step.epoch + 1] = [a + b for a, b in zip(done, counts)]
         target = self._logits[:, index]  # type: ignore[index]
-        return {"ce": (1 - self.alpha) * ce(s, batch["y"]),
-                "kd": self.alpha * selected_kd(s, target, sel, self.temperature)}
+        alpha = self.params.alpha
+        return {"ce": (1 - alpha) * ce(s, batch["y"]), "kd": alpha * selected_kd(s, target, sel, self.params.temperature)}
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "method": "ceskd", "alpha": self.alpha, "temperature": self.temperature, "schedule": self.schedule,
-            "ramp": self.ramp, "experts_small_to_large": dict(zip(self.experts, self.sizes)), "strata": self.n_strata,
-        }
+        out: dict[str, Any] = {**super().describe(), "experts_small_to_large": dict(zip(self.experts, self.sizes)),
+                               "strata": self.n_strata}
         if self._final is not None:
-            e = len(self.models)
             out["stratum_sizes"] = torch.bincount(self._strata, minlength=self.n_strata).tolist()  # type: ignore[arg-type]
-            out["final_assignment"] = torch.bincount(self._final, minlength=e).tolist()
+            out["final_assignment"] = torch.bincount(self._final, minlength=len(self.teachers)).tolist()
         out["taught_per_epoch"] = self._taught  # actual samples per expert (drop_last rows excluded); since last start
         return out
