@@ -24,19 +24,21 @@ The TA logits are fixed (frozen, eval mode), so the targets are computed once in
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Annotated, Any, Optional, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import average_probs
 from edgedistill.losses.response import ce, kd_to_distribution
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze
-from edgedistill.methods.offline import teacher_outputs
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.models.ensemble import ProbabilityEnsemble
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 
@@ -72,35 +74,41 @@ def de_weights(
     return torch.as_tensor(w, dtype=torch.float64)
 
 
+class TAEnsembleParams(Params):
+    members: Optional[list[str]] = Field(None, description="names of the teachers in the ensemble (default: every "
+                                                          "teacher with 'distill_from', i.e. the assistants)")
+    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; 1 - alpha weighs the CE term")
+    temperature: float = Field(4.0, gt=0.0, description="softmax temperature of the ensemble target and the KD term")
+    weights: Optional[list[Annotated[float, Field(ge=0.0)]]] = Field(
+        None, description="fixed ensemble weights, one per member (renormalised); default: found by differential "
+                          "evolution on the validation split")
+    de_seed: int = Field(0, ge=0, description="seed of the differential evolution")
+    de_maxiter: int = Field(100, ge=1, description="differential evolution generations (no early stop)")
+    de_popsize: int = Field(15, ge=1, description="differential evolution population size multiplier (scipy's popsize)")
+    nll_weight: float = Field(1e-3, ge=0.0, description="weight of the validation NLL that breaks accuracy ties in "
+                                                        "the DE objective")
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_sum(cls, value: Optional[list[float]]) -> Optional[list[float]]:
+        if value is not None and sum(value) <= 0:
+            raise ValueError(f"non-negative numbers with a positive sum (one per assistant), got {value}")
+        return value
+
+
 @METHODS.register("ta_ensemble")
 class TAEnsemble(Method):
     """The student distils from a DE-weighted probability ensemble of frozen teaching assistants."""
 
-    reserved = ("student", "info", "teachers")
+    Params = TAEnsembleParams
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        teachers: list[TeacherNet],
-        members: Optional[list[str]] = None,
-        alpha: float = 0.9,
-        temperature: float = 4.0,
-        weights: Optional[list[float]] = None,
-        de_seed: int = 0,
-        de_maxiter: int = 100,
-        de_popsize: int = 15,
-        nll_weight: float = 1e-3,
-    ) -> None:
-        super().__init__(student, info)
-        if info.task != "classification":
-            raise UserInputError("method.name: ta_ensemble weights classifiers' probabilities; the task is regression")
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: list[TeacherNet], **params: Any) -> None:
+        super().__init__(student, info, **params)
+        members, weights = self.params.members, self.params.weights
         names = [t.name for t in teachers]
         if members is None:
             chosen = [t for t in teachers if t.config.distill_from is not None]
         else:
-            if isinstance(members, str) or not all(isinstance(m, str) for m in members):
-                raise UserInputError(f"method.params.members: a list of teacher names, got {members!r}")
             for m in members:
                 if m not in names:
                     raise UserInputError(f"method.params.members: no teacher named '{m}'; teachers are: {', '.join(names)}")
@@ -116,61 +124,59 @@ class TAEnsemble(Method):
         for t in chosen:
             if t.view != "x":
                 raise UserInputError(f"teachers[{names.index(t.name)}].view: ta_ensemble members read the student's view 'x'")
-        if not 0.0 <= alpha <= 1.0:
-            raise UserInputError(f"method.params.alpha: must be in [0, 1], got {alpha}")
-        if temperature <= 0:
-            raise UserInputError(f"method.params.temperature: must be > 0, got {temperature}")
-        if weights is not None and (len(weights) != len(chosen) or any(w < 0 for w in weights) or sum(weights) <= 0):
+        self.teachers = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
+                                 why="weights classifiers' probabilities")
+        if weights is not None and len(weights) != len(chosen):
             raise UserInputError(
                 f"method.params.weights: {len(chosen)} non-negative numbers with a positive sum (one per assistant), got {weights}"
             )
         if weights is None and info.sizes.get("val", 1) == 0:
             raise UserInputError("data.split.val: ta_ensemble finds its weights on the validation split; it has none")
-        if nll_weight < 0 or de_maxiter < 1 or de_popsize < 1:
-            raise UserInputError("method.params: nll_weight must be >= 0, de_maxiter and de_popsize >= 1")
-        self.assistants = [t.name for t in chosen]
-        self.members = [freeze(t.model) for t in chosen]
-        self.teacher = self.members[-1]  # needs_teacher; the targets come from all members
-        self.alpha, self.temperature, self.fixed = alpha, temperature, weights
-        self.de = {"seed": de_seed, "maxiter": de_maxiter, "popsize": de_popsize, "nll_weight": nll_weight}
+        self.assistants = self.teachers.names
+        self.teacher = self.teachers[-1].model  # needs_teacher; the targets come from all members
         self.weights: Optional[torch.Tensor] = None
         self._targets: Optional[torch.Tensor] = None
         self._ensemble: Optional[nn.Module] = None
         self._val_acc: dict[str, float] = {}
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        for m in self.members:
-            freeze(m.to(device))
-        if self.fixed is not None:
-            w = torch.as_tensor(self.fixed, dtype=torch.float64)
+        self.teachers.place(device)
+        p = self.params
+        if p.weights is not None:
+            w = torch.as_tensor(p.weights, dtype=torch.float64)
             self.weights = w / w.sum()
         else:
             if val is None or len(val) == 0:
                 raise UserInputError("data.split.val: ta_ensemble finds its weights on the validation split; it has none")
-            val_logits = [teacher_outputs(m, val, "x", device).cpu() for m in self.members]
-            self.weights = de_weights(val_logits, val.y, **self.de)
+            val_logits = [self.teachers.outputs(val, device, k).cpu() for k in range(len(self.teachers))]
+            self.weights = de_weights(val_logits, val.y, seed=p.de_seed, maxiter=p.de_maxiter, popsize=p.de_popsize,
+                                      nll_weight=p.nll_weight)
             for name, z in zip(self.assistants, val_logits):
                 self._val_acc[name] = float((z.argmax(1) == val.y).double().mean())
             ens = average_probs(val_logits, 1.0, self.weights)
             self._val_acc["weighted ensemble"] = float((ens.argmax(1) == val.y).double().mean())
             self._val_acc["uniform ensemble"] = float((average_probs(val_logits, 1.0).argmax(1) == val.y).double().mean())
-        train_logits = [teacher_outputs(m, train, "x", device) for m in self.members]
-        self._targets = average_probs(train_logits, self.temperature, self.weights.to(device))
-        self._ensemble = ProbabilityEnsemble(self.members, self.weights.tolist()).to(device).eval()
+        # The members are frozen and read clean inputs: the targets are the same every epoch, computed once.
+        train_logits = [self.teachers.outputs(train, device, k) for k in range(len(self.teachers))]
+        self._targets = average_probs(train_logits, p.temperature, self.weights.to(device))
+        self._ensemble = ProbabilityEnsemble(self.teachers.models, self.weights.tolist()).to(device).eval()
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         s = self.networks["student"](batch["x"])
         q = self._targets[batch["index"].to(self._targets.device)]  # type: ignore[index]
-        return {"ce": (1 - self.alpha) * ce(s, batch["y"]), "kd": self.alpha * kd_to_distribution(s, q, self.temperature)}
+        alpha = self.params.alpha
+        return {"ce": (1 - alpha) * ce(s, batch["y"]), "kd": alpha * kd_to_distribution(s, q, self.params.temperature)}
 
     def evaluated(self) -> dict[str, nn.Module]:
         return {"weighted TA ensemble": self._ensemble} if self._ensemble is not None else {}
 
     def describe(self) -> dict[str, Any]:
         w = self.weights.tolist() if self.weights is not None else None
+        p = self.params
+        de = {"seed": p.de_seed, "maxiter": p.de_maxiter, "popsize": p.de_popsize, "nll_weight": p.nll_weight}
         return {
-            "method": "ta_ensemble", "alpha": self.alpha, "temperature": self.temperature,
+            **super().describe(),
             "weights": dict(zip(self.assistants, w)) if w is not None else None,
-            "weights_from": "method.params.weights" if self.fixed is not None else {"differential_evolution": self.de},
+            "weights_from": "method.params.weights" if p.weights is not None else {"differential_evolution": de},
             "val_acc": self._val_acc,
         }
