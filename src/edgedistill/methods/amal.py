@@ -37,13 +37,15 @@ from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from edgedistill.config import Recipe, check_kwargs
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze, param_number
-from edgedistill.methods.offline import teacher_outputs
+from edgedistill.losses import kl_rows
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 
@@ -51,10 +53,7 @@ def per_sample_losses(student_logits: torch.Tensor, target: torch.Tensor, teache
                       temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE_i, T² KL(softmax(z_t/T) || softmax(z_s/T))_i), each of shape (N,): no reduction, for per-sample weights."""
     ce_i = F.cross_entropy(student_logits, target, reduction="none")
-    log_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    log_s = F.log_softmax(student_logits / temperature, dim=1)
-    kd_i = temperature**2 * (log_t.exp() * (log_t - log_s)).sum(dim=1)
-    return ce_i, kd_i
+    return ce_i, temperature**2 * kl_rows(teacher_logits, student_logits, temperature)
 
 
 def mixed_loss(student_logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor,
@@ -122,61 +121,46 @@ class SampleWeights(nn.Module):
         return self.lam[index]
 
 
+class AMALParams(Params):
+    temperature: float = Field(4.0, gt=0.0, description="softmax temperature of the KD term (scaled by T^2)")
+    init_lambda: float = Field(0.5, ge=0.0, le=1.0, description="initial KD weight λ_i of every training sample")
+    meta_lr: float = Field(0.05, ge=0.0, description="typical change of a sample's λ per visit (the meta step is "
+                                                      "normalised by its RMS); 0 keeps every weight at init_lambda")
+    lookahead_lr: Optional[float] = Field(None, gt=0.0, description="step η of the one-step look-ahead; null: the "
+                                                                     "student optimizer's current lr")
+    val_batch_size: int = Field(64, ge=1, description="validation rows drawn (seeded by step) for each meta-gradient")
+
+
 @METHODS.register("amal")
 class AdaptiveMixing(Method):
     """Frozen teacher -> student with per-sample (1 - λ_i) CE + λ_i KD, λ learned on validation by a meta-gradient."""
 
-    reserved = ("student", "info", "teacher", "train", "teacher_view")
+    Params = AMALParams
 
-    def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module], train: Optional[TensorData] = None,
-                 temperature: float = 4.0, init_lambda: float = 0.5, meta_lr: float = 0.05,
-                 lookahead_lr: Optional[float] = None, val_batch_size: int = 64, teacher_view: str = "x") -> None:
-        super().__init__(student, info)
-        if info.task != "classification":
-            raise UserInputError(f"method.name: amal mixes CE and KD on class labels and needs a classification task, "
-                                 f"the dataset is {info.task}")
-        if teacher is None:
-            raise UserInputError("teacher: amal distils from a teacher; add a 'teacher' section")
-        self.temperature = param_number("temperature", temperature, lambda v: v > 0, "a number > 0")
-        self.init_lambda = param_number("init_lambda", init_lambda, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        self.meta_lr = param_number("meta_lr", meta_lr, lambda v: v >= 0, "a number >= 0 (0 keeps every weight at init_lambda)")
-        self.lookahead_lr = None if lookahead_lr is None else param_number(
-            "lookahead_lr", lookahead_lr, lambda v: v > 0, "a number > 0, or null for the optimizer's current lr")
-        if isinstance(val_batch_size, bool) or not isinstance(val_batch_size, int) or val_batch_size < 1:
-            raise UserInputError(f"method.params.val_batch_size: expected an integer >= 1, got {val_batch_size!r}")
-        self.val_batch_size = val_batch_size
-        if teacher_view not in info.views:
-            raise UserInputError(f"teacher.view: the dataset has no view '{teacher_view}'; available: {', '.join(info.views)}")
-        self.teacher, self.teacher_view = freeze(teacher), teacher_view
+    def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module | TeacherNet],
+                 train: Optional[TensorData] = None, **params: Any) -> None:
+        super().__init__(student, info, **params)
+        self.teachers = Teachers([teacher] if teacher is not None else [], info, self.method_name(), maximum=1,
+                                 task="classification", why="mixes CE and KD on class labels")
+        self.teacher = self.teachers[-1].model
         n = len(train) if train is not None else info.sizes.get("train", 0)
         if n < 1:
             raise UserInputError("amal: the training split is empty; it needs one weight per training sample")
-        self.networks["weights"] = SampleWeights(n, self.init_lambda)
+        self.networks["weights"] = SampleWeights(n, self.params.init_lambda)
         # Drawn after the runner seeded and built the student: the same per seed, and on resume.
         self._seed = int(torch.randint(0, 2**62, (1,)))
-        self._cached: Optional[torch.Tensor] = None
         self._val: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._optimizer: Optional[torch.optim.Optimizer] = None
         self.last_val_loss = float("nan")
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, *, student: nn.Module, teacher: Optional[nn.Module], info: DataInfo,
-                    train: Optional[TensorData] = None, teachers: Optional[list[TeacherNet]] = None) -> "AdaptiveMixing":
-        if recipe.method.terms:
-            raise UserInputError("method.terms: amal's loss is fixed ((1 - λ_i) CE + λ_i KD); set method.params")
-        check_kwargs(cls.__init__, recipe.method.params, "method.params", cls.reserved, what="method 'amal'")
-        view = teachers[-1].view if teachers else "x"
-        return cls(student, info, teacher, train=train, teacher_view=view, **recipe.method.params)
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         if val is None or len(val) == 0:
             raise UserInputError("data.split.val: amal learns its weights on the validation split, which is empty")
         if len(train) != len(self.networks["weights"].lam):
             raise UserInputError(f"amal: built for {len(self.networks['weights'].lam)} training rows, got {len(train)}")
-        self.teacher.to(device)  # type: ignore[union-attr]
-        freeze(self.teacher)  # type: ignore[arg-type]
+        self.teachers.place(device)
         # The teacher is frozen and reads clean inputs: its outputs are the same every epoch.
-        self._cached = teacher_outputs(self.teacher, train, self.teacher_view, device)  # type: ignore[arg-type]
+        self.teachers.cache(train, device)
         self._val = (val.x.to(device), val.y.to(device))
 
     def optimizers(self, cfg: Any) -> dict[str, torch.optim.Optimizer]:
@@ -186,38 +170,39 @@ class AdaptiveMixing(Method):
 
     def _val_batch(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
         xv, yv = self._val  # type: ignore[misc]
-        if len(yv) <= self.val_batch_size:
+        if len(yv) <= self.params.val_batch_size:
             return xv, yv
         g = torch.Generator().manual_seed(self._seed + step.step)  # seeded by step: a resumed run draws the same
-        pick = torch.randperm(len(yv), generator=g)[: self.val_batch_size].to(yv.device)
+        pick = torch.randperm(len(yv), generator=g)[: self.params.val_batch_size].to(yv.device)
         return xv[pick], yv[pick]
 
     def _eta(self) -> float:
-        if self.lookahead_lr is not None:
-            return self.lookahead_lr
+        if self.params.lookahead_lr is not None:
+            return self.params.lookahead_lr
         if self._optimizer is None:
             raise UserInputError("method.params.lookahead_lr: no optimizer is known yet; set lookahead_lr")
         return float(self._optimizer.param_groups[0]["lr"])
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        if self._cached is None:
+        if not self.teachers.cached:
             raise RuntimeError("amal: setup() was not called")
         y, index = batch["y"], batch["index"]
         if y.is_floating_point():
             raise UserInputError("augment.mix: amal weights integer-labelled samples and cannot train on mixed labels")
-        teacher = self._cached[index.to(self._cached.device)]
+        teacher = self.teachers.logits(batch)
         student = self.networks["student"]
         weights = self.networks["weights"]
         lam = weights(index)
-        if self.meta_lr > 0:
+        meta_lr, temperature = self.params.meta_lr, self.params.temperature
+        if meta_lr > 0:
             xv, yv = self._val_batch(step)
-            g, val_loss = meta_gradient(_plain(student), batch["x"], y, teacher, lam, xv, yv, self._eta(), self.temperature)
+            g, val_loss = meta_gradient(_plain(student), batch["x"], y, teacher, lam, xv, yv, self._eta(), temperature)
             self.last_val_loss = float(val_loss)
             rms = g.pow(2).mean().sqrt()
             if torch.isfinite(rms) and rms > 0:
-                lam = (lam - self.meta_lr * g / rms).clamp(0.0, 1.0)
+                lam = (lam - meta_lr * g / rms).clamp(0.0, 1.0)
                 _plain(weights).lam[index] = lam
-        ce_i, kd_i = per_sample_losses(student(batch["x"]), y, teacher, self.temperature)
+        ce_i, kd_i = per_sample_losses(student(batch["x"]), y, teacher, temperature)
         return {"ce": ((1 - lam) * ce_i).mean(), "kd": (lam * kd_i).mean()}
 
     def lambdas(self) -> torch.Tensor:
@@ -225,8 +210,7 @@ class AdaptiveMixing(Method):
 
     def describe(self) -> dict[str, Any]:
         lam = self.lambdas()
-        return {"method": "amal", "temperature": self.temperature, "init_lambda": self.init_lambda,
-                "meta_lr": self.meta_lr, "lookahead_lr": self.lookahead_lr or "optimizer lr", "meta_split": "validation",
+        return {**super().describe(), "meta_split": "validation",
                 "lambda": {"mean": round(float(lam.mean()), 4), "std": round(float(lam.std()), 4),
                            "at_0": round(float((lam == 0).float().mean()), 4),
                            "at_1": round(float((lam == 1).float().mean()), 4)}}
