@@ -146,7 +146,7 @@ def test_bad_params_are_named(kwargs, match):
 
 
 def test_needs_one_or_two_teachers_with_existing_views():
-    with pytest.raises(UserInputError, match="1 \\(PI\\) or 2"):
+    with pytest.raises(UserInputError, match=r"^teachers: method .topo_kd. needs 1 to 2 teachers.*\(1: PI; 2: raw signal, PI\)"):
         TopoKD(Probe(2), _info(), _teachers() + _teachers()[:1])
     info = _info()
     info.views.pop("pi")

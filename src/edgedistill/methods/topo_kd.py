@@ -30,12 +30,15 @@ from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from edgedistill.config import Recipe, TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method, Step, TeacherNet, freeze, param_number
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import TeacherNet, Teachers, freeze
+from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 INIT_NAME = "student_init"
@@ -94,66 +97,56 @@ def orthogonality_loss(student_feat: torch.Tensor, teacher_feats: Sequence[torch
     return total / len(bounds)
 
 
+class TopoKDParams(Params):
+    lam: float = Field(0.99, ge=0.0, le=1.0, description="weight of the KD terms; 1 - lam weighs the CE term")
+    alpha: float = Field(0.3, ge=0.0, le=1.0, description="weight of the first teacher (raw signal); the second (PI) "
+                                                         "gets 1 - alpha; ignored with one teacher")
+    temperature: float = Field(4.0, gt=0.0, description="T: multiplies the KD terms by T^2 (and divides the logits "
+                                                        "under the 'fixed' rule)")
+    temperature_rule: Literal["std", "fixed"] = Field(
+        "std", description="std: q(z) = 2 z / std(z) per sample (TDA-KD); fixed: q(z) = z / T (Hinton)")
+    kl_reduction: Literal["mean", "batchmean"] = Field(
+        "mean", description="mean: KL divided by B*C (nn.KLDivLoss default, as the TDA-KD code); batchmean: by B")
+    sim_weight: float = Field(0.0, ge=0.0, description="weight of the merged similarity-map loss (TGD)")
+    orth_weight: float = Field(200.0, ge=0.0, description="weight of the orthogonality loss on similarity-map "
+                                                          "patches (TPKD; our form)")
+    patches: int = Field(4, ge=1, description="contiguous batch groups of the orthogonality loss")
+    layers: Optional[list[str]] = Field(None, description="tapped layers (names in the models' default_taps or "
+                                                          "module paths); default: stage1, stage2, feat")
+    init: Literal["scratch", "none"] = Field(
+        "scratch", description="scratch: the student starts from a same-architecture network trained on the labels "
+                               "(planned as the extra network 'student_init'); none: random initialisation")
+
+
 @METHODS.register("topo_kd")
 class TopoKD(Method):
     """One or two frozen teachers on their own views (raw signal, persistence images) -> raw-signal student."""
 
-    reserved = ("student", "info", "teachers")
+    Params = TopoKDParams
 
-    def __init__(
-        self,
-        student: nn.Module,
-        info: DataInfo,
-        teachers: Sequence[TeacherNet],
-        lam: float = 0.99,
-        alpha: float = 0.3,
-        temperature: float = 4.0,
-        temperature_rule: Literal["std", "fixed"] = "std",
-        kl_reduction: Literal["mean", "batchmean"] = "mean",
-        sim_weight: float = 0.0,
-        orth_weight: float = 200.0,
-        patches: int = 4,
-        layers: Optional[list[str]] = None,
-        init: Literal["scratch", "none"] = "scratch",
-    ) -> None:
-        super().__init__(student, info)
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
+        super().__init__(student, info, **params)
         teachers = list(teachers or [])
         init_net = next((t for t in teachers if t.name == INIT_NAME), None)
-        teachers = [t for t in teachers if t.name != INIT_NAME]
-        if len(teachers) not in (1, 2):
-            raise UserInputError(f"teachers: method 'topo_kd' needs 1 (PI) or 2 (raw signal, PI) teachers in a "
-                                 f"'teachers:' list, got {len(teachers)}")
-        if info.task != "classification":
-            raise UserInputError(f"data: method 'topo_kd' distils class probabilities; got a {info.task} dataset")
-        for i, t in enumerate(teachers):
-            if t.view not in info.views:
-                raise UserInputError(f"teachers[{i}].view: the dataset has no view '{t.view}'; available: "
-                                     f"{', '.join(info.views)} (the 'pi' view needs data.topology)")
-            freeze(t.model)
-        param_number("lam", lam, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        param_number("alpha", alpha, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-        param_number("temperature", temperature, lambda v: v > 0, "a number > 0")
-        param_number("sim_weight", sim_weight, lambda v: v >= 0, "a number >= 0")
-        param_number("orth_weight", orth_weight, lambda v: v >= 0, "a number >= 0")
-        if isinstance(patches, bool) or not isinstance(patches, int) or patches < 1:
-            raise UserInputError(f"method.params.patches: must be an integer >= 1, got {patches!r}")
-        for name, value, allowed in (("temperature_rule", temperature_rule, ("std", "fixed")),
-                                     ("kl_reduction", kl_reduction, ("mean", "batchmean")),
-                                     ("init", init, ("scratch", "none"))):
-            if value not in allowed:
-                raise UserInputError(f"method.params.{name}: expected one of {', '.join(allowed)}, got {value!r}")
-        self.teachers = teachers
-        self.teacher = teachers[-1].model
-        self.weights = [1.0] if len(teachers) == 1 else [float(alpha), 1.0 - float(alpha)]
-        self.lam, self.temperature, self.rule, self.reduction = float(lam), float(temperature), temperature_rule, kl_reduction
-        self.sim_weight, self.orth_weight, self.patches = float(sim_weight), float(orth_weight), patches
-        self.layers = list(layers) if layers is not None else ["stage1", "stage2", "feat"]
-        self.init = init
-        if init == "scratch" and init_net is not None:
-            # Initialisation from a same-architecture network trained from scratch (TDA-KD/TGD --student-checkpoint).
-            student.load_state_dict(init_net.model.state_dict())
-        self._taps: dict[str, Any] = {}
-        if self.sim_weight > 0 or self.orth_weight > 0:
+        try:
+            self.teachers = Teachers([t for t in teachers if t.name != INIT_NAME], info, self.method_name(), minimum=1,
+                                     maximum=2, task="classification", hint=" (1: PI; 2: raw signal, PI)")
+        except UserInputError as exc:
+            if ".view:" not in str(exc):
+                raise
+            raise UserInputError(f"{exc} (the 'pi' view needs data.topology)") from None
+        p = self.params
+        self.teacher = self.teachers[-1].model
+        self.weights = [1.0] if len(self.teachers) == 1 else [p.alpha, 1.0 - p.alpha]
+        self.layers = list(p.layers) if p.layers is not None else ["stage1", "stage2", "feat"]
+        if init_net is not None:
+            freeze(init_net.model)  # a planned network like the teachers: never trained or switched to train mode here
+            if p.init == "scratch":
+                # Initialisation from a same-architecture network trained from scratch (TDA-KD/TGD --student-checkpoint).
+                student.load_state_dict(init_net.model.state_dict())
+        self._student_taps: Any = None
+        self._teacher_taps: list[Any] = [None] * len(self.teachers)
+        if p.sim_weight > 0 or p.orth_weight > 0:
             from edgedistill.models import FeatureTaps
 
             def taps(model: nn.Module, role: str, detach: bool) -> Any:
@@ -163,53 +156,45 @@ class TopoKD(Method):
                 except UserInputError as exc:
                     raise UserInputError(f"method.params.layers ({role}): {exc}") from None
 
-            self._taps["student"] = taps(student, "student", False)
-            for t in teachers:
-                self._taps[t.name] = taps(t.model, f"teacher {t.name}", True)
+            self._student_taps = taps(student, "student", False)
+            self._teacher_taps = [taps(t.model, f"teacher {t.name}", True) for t in self.teachers]
 
     @classmethod
     def teacher_plan(cls, recipe: Recipe, seed: int) -> list[TeacherConfig]:
         plan = recipe.teacher_specs()
-        if recipe.method.params.get("init", "scratch") == "scratch":
+        if cls.Params.parse(recipe.method.params, "method.params").init == "scratch":
             spec = {**recipe.student.kwargs, "model": recipe.student.model, "train": recipe.train, "seed": seed,
                     "name": INIT_NAME}
             plan.append(TeacherConfig.model_validate(spec))
         return plan
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        for t in self.teachers:
-            freeze(t.model.to(device))
-
-    def _run(self, name: str, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        tap = self._taps.get(name)
-        if tap is None:
-            return model(x), {}
-        with tap:
-            out = model(x)
-        return out, dict(tap.outputs)
+        self.teachers.place(device)
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        z_s, f_s = self._run("student", self.networks["student"], batch["x"])
+        p = self.params
+        if self._student_taps is None:
+            z_s, f_s = self.networks["student"](batch["x"]), {}
+        else:
+            with self._student_taps:
+                z_s = self.networks["student"](batch["x"])
+            f_s = dict(self._student_taps.outputs)
+        # Live, on each teacher's own view: the similarity maps need the teachers' features of this very batch.
         z_t, f_t = [], []
-        with torch.no_grad():
-            for t in self.teachers:
-                z, f = self._run(t.name, t.model, batch[t.view])
-                z_t.append(z.to(z_s.dtype))
-                f_t.append(f)
-        ce_in = std_scaled(z_s) if self.rule == "std" else z_s
-        out = {"ce": (1.0 - self.lam) * F.cross_entropy(ce_in, batch["y"])}
+        for k, tap in enumerate(self._teacher_taps):
+            z_t.append(self.teachers.run(batch, k, taps=tap).to(z_s.dtype))
+            f_t.append(dict(tap.outputs) if tap is not None else {})
+        ce_in = std_scaled(z_s) if p.temperature_rule == "std" else z_s
+        out = {"ce": (1.0 - p.lam) * F.cross_entropy(ce_in, batch["y"])}
         for t, z, w in zip(self.teachers, z_t, self.weights):
-            out[f"kd_{t.name}"] = self.lam * w * kd_term(z_s, z, self.temperature, self.rule, self.reduction)
-        if self.sim_weight > 0:
-            out["sim"] = self.sim_weight * sum(
+            out[f"kd_{t.name}"] = p.lam * w * kd_term(z_s, z, p.temperature, p.temperature_rule, p.kl_reduction)
+        if p.sim_weight > 0:
+            out["sim"] = p.sim_weight * sum(
                 merged_similarity_loss(f_s[n], [f[n] for f in f_t], self.weights) for n in self.layers)
-        if self.orth_weight > 0:
-            out["orth"] = self.orth_weight * sum(
-                orthogonality_loss(f_s[n], [f[n] for f in f_t], self.weights, self.patches) for n in self.layers)
+        if p.orth_weight > 0:
+            out["orth"] = p.orth_weight * sum(
+                orthogonality_loss(f_s[n], [f[n] for f in f_t], self.weights, p.patches) for n in self.layers)
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "topo_kd", "teachers": [t.name for t in self.teachers], "weights": self.weights,
-                "lam": self.lam, "temperature": self.temperature, "temperature_rule": self.rule,
-                "kl_reduction": self.reduction, "sim_weight": self.sim_weight, "orth_weight": self.orth_weight,
-                "layers": self.layers, "init": self.init}
+        return {**super().describe(), "teachers": self.teachers.names, "weights": self.weights, "layers": self.layers}
