@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-__version__ = "0.1.0"
+from edgedistill.version import __version__  # noqa: F401 - edgedistill.__version__
 
 
 def run(
@@ -24,10 +24,11 @@ def run(
     Overrides are keyword arguments with dotted or double-underscore keys:
     ``edgedistill.run("recipes/kd.yaml", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.
     """
+    from edgedistill.deploy.profile import report_profile
     from edgedistill.experiment.runner import run as _run
 
     flat = {k.replace("__", "."): v for k, v in overrides.items()}
-    return _run(recipe, flat, out=out, smoke=smoke, progress=progress)
+    return _run(recipe, flat, out=out, smoke=smoke, progress=progress, deploy_profile=report_profile)
 
 
 def __getattr__(name: str) -> Any:

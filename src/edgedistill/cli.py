@@ -43,9 +43,11 @@ def run(
         recipe = None
     path = find_recipe(recipe or QUICKSTART)
     try:
+        from edgedistill.deploy.profile import report_profile
         from edgedistill.experiment.runner import command_line, run as run_recipe
 
-        summary = run_recipe(path, items, out=out, smoke=smoke, progress=progress, command=command_line())
+        summary = run_recipe(path, items, out=out, smoke=smoke, progress=progress, command=command_line(),
+                             deploy_profile=report_profile)
     except EdgeDistillError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -87,11 +89,12 @@ def sweep(
 ) -> None:
     """Run a grid of recipe variants (each over every seed); write results.csv, results.md and heatmap.png."""
     try:
+        from edgedistill.deploy.profile import report_profile
         from edgedistill.experiment.runner import command_line
         from edgedistill.experiment.sweep import sweep as run_sweep
 
         summary = run_sweep(find_recipe(recipe), list(overrides or []), out=out, smoke=smoke, jobs=jobs, storage=storage,
-                            study=study, progress=progress, command=command_line())
+                            study=study, progress=progress, command=command_line(), deploy_profile=report_profile)
     except EdgeDistillError as exc:
         _fail(exc)
     except KeyboardInterrupt:

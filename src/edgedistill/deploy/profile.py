@@ -228,3 +228,28 @@ def write_into_run(run_dir: Path, result: dict[str, Any]) -> None:
     report = run_dir / "report.md"
     text = report.read_text() if report.is_file() else f"# {run_dir.name}\n"
     write_text(report, with_section(text, markdown(result)))
+
+
+def report_profile(run_dir: Path, smoke: bool) -> None:
+    """``report.profile``: add the student's ONNX size / MACs / latency to report.md, after a run (the runner calls
+    it through the ``deploy_profile`` its entry points pass, since experiment may not import deploy)."""
+    import importlib.util
+    import sys
+
+    if smoke:
+        print("report.profile: skipped in a smoke run (nothing worth timing)", file=sys.stderr)
+        return
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"report.profile: skipped, {' and '.join(missing)} not installed (pip install 'edgedistill[deploy]')",
+              file=sys.stderr)
+        return
+    from edgedistill.errors import EdgeDistillError
+
+    try:
+        profile_run(run_dir)
+    except EdgeDistillError as exc:  # the run itself is complete: say why the profile is missing, keep going
+        print(f"report.profile: no deployment profile: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a profiling failure must not hide the finished run's results
+        print(f"report.profile: no deployment profile ({type(exc).__name__}: {exc}); the run itself is complete; "
+              f"retry with: edgedistill profile {run_dir}", file=sys.stderr)

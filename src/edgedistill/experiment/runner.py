@@ -10,12 +10,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import yaml
 
-from edgedistill import __version__
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict, safe_load
 from edgedistill.data.dataset import DataSplits
@@ -31,6 +30,7 @@ from edgedistill.methods.supervised import Supervised
 from edgedistill.paths import default_cache_dir
 from edgedistill.progress import StageProgress
 from edgedistill.registry import METHODS
+from edgedistill.version import __version__
 
 
 @dataclass
@@ -263,8 +263,13 @@ def run(
     smoke: bool = False,
     progress: bool = True,
     command: Optional[str] = None,
+    deploy_profile: Optional[Callable[[Path, bool], None]] = None,
 ) -> dict[str, Any]:
-    """Run a recipe end to end and return its summary (also written to ``<run>/summary.json``)."""
+    """Run a recipe end to end and return its summary (also written to ``<run>/summary.json``).
+
+    ``deploy_profile(run_dir, smoke)`` is what ``report.profile`` calls once the run is written: the deploy layer
+    sits above this one, so the entry points (``edgedistill.run``, ``edgedistill run``, ``edgedistill sweep``)
+    pass ``edgedistill.deploy.profile.report_profile``; without it the profile is skipped with a message."""
     recipe = load_recipe(source, overrides)
     if smoke:
         from edgedistill.experiment.smoke import smoke_recipe
@@ -341,32 +346,12 @@ def run(
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "report.md", report.markdown(summary))
     if recipe.report.profile:
-        deployment_profile(run_dir, smoke)
+        if deploy_profile is None:
+            print("report.profile: skipped, no deployment step given (run through edgedistill.run or the CLI, or "
+                  f"afterwards: edgedistill profile {run_dir})", file=sys.stderr)
+        else:
+            deploy_profile(run_dir, smoke)
     return summary
-
-
-def deployment_profile(run_dir: Path, smoke: bool) -> None:
-    """``report.profile``: add the student's ONNX size / MACs / latency to report.md (edgedistill.deploy)."""
-    import importlib.util
-
-    if smoke:
-        print("report.profile: skipped in a smoke run (nothing worth timing)", file=sys.stderr)
-        return
-    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        print(f"report.profile: skipped, {' and '.join(missing)} not installed (pip install 'edgedistill[deploy]')",
-              file=sys.stderr)
-        return
-    from edgedistill.deploy.profile import profile_run
-    from edgedistill.errors import EdgeDistillError
-
-    try:
-        profile_run(run_dir)
-    except EdgeDistillError as exc:  # the run itself is complete: say why the profile is missing, keep going
-        print(f"report.profile: no deployment profile: {exc}", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 - a profiling failure must not hide the finished run's results
-        print(f"report.profile: no deployment profile ({type(exc).__name__}: {exc}); the run itself is complete; "
-              f"retry with: edgedistill profile {run_dir}", file=sys.stderr)
 
 
 def command_line() -> str:

@@ -47,11 +47,13 @@ from edgedistill.io import read_json, write_json
 
 class Sweep:
     def __init__(self, spec: dict[str, Any], metric: str, sweep_dir: Path, study: Any, storage: Any, *, jobs: int,
-                 smoke: bool, progress: bool, command: str, log: Callable[[str], None]) -> None:
+                 smoke: bool, progress: bool, command: str, log: Callable[[str], None],
+                 deploy_profile: Optional[Callable[[Path, bool], None]] = None) -> None:
         from optuna.distributions import CategoricalDistribution
 
         self.spec, self.metric, self.dir, self.study, self.storage = spec, metric, sweep_dir, study, storage
         self.jobs, self.smoke, self.progress, self.command, self.log = jobs, smoke, progress, command, log
+        self.deploy_profile = deploy_profile
         self.axes, self.values = spec["axes"], spec["values"]
         self.points = points_of(spec)
         self.ids = [point_id(p) for p in self.points]
@@ -161,7 +163,7 @@ class Sweep:
             recipe, overrides, smoke = shared, {}, False
         return {"recipe": recipe, "overrides": overrides, "run_dir": str(run_dir), "lock": str(run_dir) + ".lock",
                 "smoke": smoke, "threads": self.threads, "metric": self.metric, "command": command,
-                "progress": self.progress and self.jobs == 1}
+                "progress": self.progress and self.jobs == 1, "deploy_profile": self.deploy_profile}
 
     def finish(self, trial: Any, pid: str, outcome: dict[str, Any]) -> None:
         from optuna.trial import TrialState
@@ -290,8 +292,10 @@ def sweep(
     progress: bool = False,
     command: Optional[str] = None,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
+    deploy_profile: Optional[Callable[[Path, bool], None]] = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the grid in ``recipe``'s ``sweep:`` section; write results.csv, results.md, heatmap.png."""
+    """Run (or resume) the grid in ``recipe``'s ``sweep:`` section; write results.csv, results.md, heatmap.png.
+    ``deploy_profile`` goes to every trial's ``runner.run`` (what ``report.profile`` calls; picklable)."""
     if jobs < 1:
         raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
     with warnings.catch_warnings():
@@ -303,12 +307,12 @@ def sweep(
 
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
         return _sweep(recipe, overrides, out=out, smoke=smoke, jobs=jobs, storage=storage, study=study, progress=progress,
-                      command=command, log=log)
+                      command=command, log=log, deploy_profile=deploy_profile)
 
 
 def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[str | Path], smoke: bool, jobs: int,
            storage: Optional[str], study: Optional[str], progress: bool, command: Optional[str],
-           log: Callable[[str], None]) -> dict[str, Any]:
+           log: Callable[[str], None], deploy_profile: Optional[Callable[[Path, bool], None]] = None) -> dict[str, Any]:
     spec = read_sweep(Path(recipe), overrides)
     spec["recipe"] = str(recipe)
     points = points_of(spec)
@@ -343,7 +347,8 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
         write_json(meta_path, {"identity": identity, "spec": identity_doc, "name": name, "study": study_name,
                                "storage": storage or "study.db", "task": task, "command": command})
     st, store = opened or open_study(url, study_name, direction, space, identity)
-    runner = Sweep(spec, metric, sweep_dir, st, store, jobs=jobs, smoke=smoke, progress=progress, command=command, log=log)
+    runner = Sweep(spec, metric, sweep_dir, st, store, jobs=jobs, smoke=smoke, progress=progress, command=command, log=log,
+                   deploy_profile=deploy_profile)
     seeds = runner.info()["seeds"]
     already = len(runner.snapshot()["complete"])
     log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {storage or sweep_dir / 'study.db'})")

@@ -65,7 +65,7 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
 
         with _locked(Path(job["lock"])):  # a duplicate of this point waits here, then reads the finished run back
             summary = run(job["recipe"], job["overrides"], out=job["run_dir"], smoke=job["smoke"], progress=job["progress"],
-                          command=job["command"])
+                          command=job["command"], deploy_profile=job.get("deploy_profile"))
         return {"result": _extract(summary, job["metric"]), "seconds": time.time() - start}
     except EdgeDistillError as exc:
         return {"error": f"{type(exc).__name__}: {exc}", "seconds": time.time() - start}
