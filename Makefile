@@ -22,8 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgedistill run
 
+# The layer contract (pyproject.toml [tool.importlinter]) first: a broken one fails the target without running pytest.
+# Both outputs go to .pytest-last.log (.ci/run reads it); the exit status is lint-imports' if it fails, else pytest's.
 test: $(STAMP)
-	$(BIN)/python -m pytest 2>&1 | tee .pytest-last.log; exit $${PIPESTATUS[0]}
+	$(BIN)/lint-imports --no-logo 2>&1 | tee .pytest-last.log; rc=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] || exit $$rc; \
+	$(BIN)/python -m pytest 2>&1 | tee -a .pytest-last.log; exit $${PIPESTATUS[0]}
 
 # Benchmarks (benchmarks/results/): distillation quality on the bundled sets (budgeted for <90 min on 2 idle cores;
 # QUICK=1 for the minutes-long version), and what distillation costs over plain training (minutes).
