@@ -9,7 +9,8 @@ keys a recipe may set and ``edgedistill list methods --params NAME`` all come fr
 from __future__ import annotations
 
 import difflib
-from typing import Any, Optional, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -37,12 +38,29 @@ class Params(BaseModel):
         """One row per field: name, type, default and doc (what ``list methods --params`` prints)."""
         rows = []
         for name, field in cls.model_fields.items():
-            kind = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+            kind = type_name(field.annotation)
             bounds = [f"{op} {getattr(m, attr)}" for m in field.metadata
                       for attr, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if hasattr(m, attr)]
             rows.append({"name": name, "type": kind, "default": field.get_default(call_default_factory=True),
                          "bounds": ", ".join(bounds), "doc": field.description or ""})
         return rows
+
+
+def type_name(ann: Any) -> str:
+    """A readable type: ``float``, ``Literal['probs', 'logits']``, ``Optional[list[float]]`` (bounds inside
+    ``Annotated`` are left out: ``fields_doc`` lists the field's own bounds)."""
+    origin, args = get_origin(ann), get_args(ann)
+    if origin is Annotated:
+        return type_name(args[0])
+    if origin is Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is Union or origin is UnionType:
+        rest = [a for a in args if a is not type(None)]
+        inner = ", ".join(type_name(a) for a in rest)
+        return f"Optional[{inner}]" if len(rest) < len(args) and len(rest) == 1 else f"Union[{inner}]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
 
 
 def format_errors(err: ValidationError, key: str, model: type[BaseModel], what: str = "") -> str:
