@@ -22,7 +22,7 @@ from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.errors import UserInputError
 from edgedistill.experiment import report
-from edgedistill.experiment.build import build_method, build_network, dry_run, seed_everything
+from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.io import read_json, write_json, write_text
 from edgedistill.methods.base import Method, TeacherNet
@@ -68,6 +68,7 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
     from edgedistill.data import dataset_fingerprint
     from edgedistill.experiment.topology import prepare_with_pis
 
+    check_precision(recipe)
     splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
     info = splits.info
     method_cls = METHODS.get(recipe.method.name, key="method.name")
