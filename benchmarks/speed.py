@@ -49,7 +49,8 @@ from edgedistill.engine.loop import Stage, Trainer
 from edgedistill.experiment.build import build_network
 from edgedistill.io import write_json, write_text
 from edgedistill.methods.base import Method, Step, freeze
-from edgedistill.methods.offline import OfflineDistillation, teacher_outputs
+from edgedistill.methods.offline import OfflineDistillation
+from edgedistill.methods.teachers import Teachers
 from edgedistill.methods.supervised import Supervised
 
 RESULTS = Path(__file__).resolve().parent / "results" / "speed"
@@ -261,10 +262,10 @@ def main() -> None:
                 out = fit(trainer, make, data, args.epochs, tmp, arm)
                 res["arms"][arm].append(out)
                 print(f"round {r + 1} {arm}: epochs {out['epoch_s']} s, peak {out['peak_mib']:.0f} MiB", flush=True)
-        t = teacher(info)
-        teacher_outputs(t, data.val, "x", torch.device("cpu"))  # warm-up: first-call kernel set-up is not caching
+        t = Teachers([teacher(info)], info, "offline")
+        t.outputs(data.val, torch.device("cpu"))  # warm-up: first-call kernel set-up is not caching
         t0 = time.perf_counter()
-        teacher_outputs(t, data.train, "x", torch.device("cpu"))
+        t.outputs(data.train, torch.device("cpu"))
         res["cache_s"] = time.perf_counter() - t0
         for n in args.sizes:
             part = head(splits_all, n)

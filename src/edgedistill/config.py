@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from edgedistill.errors import UserInputError
 
@@ -146,6 +146,16 @@ class TermConfig(BaseModel):
     @property
     def scheduled(self) -> bool:
         return self.start_epoch > 0 or self.warmup_epochs > 0
+
+    @model_serializer(mode="wrap")
+    def _without_default_schedule(self, handler: Any) -> dict[str, Any]:
+        """Resolved recipes and cache keys keep only the schedule keys a recipe set to something other than the
+        default, so an unscheduled term serialises (and hashes) exactly as before the schedule existed."""
+        out = handler(self)
+        for key in ("start_epoch", "warmup_epochs", "ramp"):
+            if key in out and out[key] == type(self).model_fields[key].default:
+                del out[key]
+        return out
 
     @property
     def params(self) -> dict[str, Any]:

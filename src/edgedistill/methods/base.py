@@ -34,13 +34,6 @@ class Step:
         return self.step / max(1, self.epochs * self.steps_per_epoch)
 
 
-def param_number(key: str, value: Any, ok: Any, want: str) -> float:
-    """Transitional: the hand-written numeric check the typed ``Params`` replace; removed once no regime uses it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise UserInputError(f"method.params.{key}: expected {want}, got {value!r}")
-    return float(value)
-
-
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
@@ -81,8 +74,6 @@ class Method:
         """The name the regime is registered under (its class name if it is not registered)."""
         return next((e.name for e in METHODS if e.obj is cls), cls.__name__)
 
-    #: Transitional: removed once every regime declares ``Params`` (no regime reads it then).
-    reserved: tuple[str, ...] = ("student", "info")
     #: Whether ``method.terms`` means anything to this regime.
     takes_terms: bool = False
     #: Set (to what the regime trains instead) by regimes that train every network from scratch: a recipe

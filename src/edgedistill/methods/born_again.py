@@ -27,7 +27,7 @@ from torch import nn
 from edgedistill.config import Recipe, TeacherConfig, TermConfig
 from edgedistill.data.dataset import DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.offline import OfflineDistillation, OfflineParams
+from edgedistill.methods.terms import TermsMethod, TermsParams
 from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.models.ensemble import ProbabilityEnsemble
 from edgedistill.registry import METHODS
@@ -42,13 +42,13 @@ def generation_seed(seed: int, k: int) -> int:
     return 1000 * (seed + 1) + k
 
 
-class BornAgainParams(OfflineParams):
+class BornAgainParams(TermsParams):
     generations: int = Field(2, ge=1, description="earlier generations gen0 .. gen G-1 the runner trains; the "
                                                   "student is gen G, distilled from gen G-1")
 
 
 @METHODS.register("born_again")
-class BornAgain(OfflineDistillation):
+class BornAgain(TermsMethod):
     """The last of ``generations`` born-again generations; earlier ones are trained by the runner (``teacher_plan``)."""
 
     Params = BornAgainParams
@@ -68,7 +68,8 @@ class BornAgain(OfflineDistillation):
             raise UserInputError(f"method.params.generations: {g} earlier generation(s) expected from born_again's "
                                  f"teacher plan, got {len(teachers)}")
         # The loss reads the last generation (``self.teacher``); method.terms replaces BAN's loss when given.
-        super().__init__(student, info, teachers[-1], terms or list(DEFAULT_TERMS), train=train, **params)
+        last = Teachers.single(teachers[-1], info, self.method_name())
+        super().__init__(student, info, last, terms or list(DEFAULT_TERMS), train, **params)
         # gen0 .. gen G-1, frozen: only for the ensemble row.
         self.ancestors = Teachers(teachers, info, self.method_name(), minimum=g, maximum=g)
 

@@ -28,15 +28,15 @@ from torch import nn
 from edgedistill.config import TermConfig
 from edgedistill.data.dataset import DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.offline import OfflineDistillation, OfflineParams
-from edgedistill.methods.teachers import TeacherNet, as_teacher
+from edgedistill.methods.terms import TermsMethod, TermsParams
+from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.registry import METHODS
 
 # method.params that shape the default terms; with explicit method.terms they would be silently ignored.
 DEFAULT_TERM_PARAMS = ("form", "tap", "ce_weight", "kd_weight", "sk_weight", "temperature")
 
 
-class SKKDParams(OfflineParams):
+class SKKDParams(TermsParams):
     form: Literal["cosine", "sp"] = Field("cosine", description="similarity-keeping form: cosine rows of the B x B "
                                                                 "similarities, or SP's row-normalised Frobenius form")
     tap: str = Field("emb", description="the tap both networks' similarity is computed on (pooled embedding)")
@@ -67,7 +67,7 @@ def default_terms(form: str = "cosine", tap: str = "emb", ce_weight: float = 0.1
 
 
 @METHODS.register("skkd")
-class SKKD(OfflineDistillation):
+class SKKD(TermsMethod):
     """Offline KD across views: teacher on a denser view, student on ``x``; CE + KD + similarity keeping."""
 
     Params = SKKDParams
@@ -84,7 +84,8 @@ class SKKD(OfflineDistillation):
     ) -> None:
         if teacher is None:
             raise UserInputError("teacher: method 'skkd' needs a teacher on a denser view (a 'teacher' section with 'view')")
-        if as_teacher(teacher, view=teacher_view).view == "x":
+        teachers = Teachers.single(teacher, info, self.method_name(), view=teacher_view)
+        if teachers[-1].view == "x":
             raise UserInputError(
                 "teacher.view: method 'skkd' distils across views, so the teacher must read a view the student does not "
                 "see (e.g. data.views: {x: [0, 1, 2], full: [0, 1, 2, 3, 4, 5]} and teacher.view: full); it reads 'x', "
@@ -105,7 +106,8 @@ class SKKD(OfflineDistillation):
                 )
         else:
             terms = default_terms(**chosen.model_dump(include=set(DEFAULT_TERM_PARAMS)))
-        super().__init__(student, info, teacher, terms, teacher_view=teacher_view, train=train, **params)
+        super().__init__(student, info, teachers, terms, train, **params)
+        self.teacher_view = teachers[-1].view
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "teacher_view": self.teacher_view}

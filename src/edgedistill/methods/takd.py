@@ -26,8 +26,8 @@ from torch import nn
 from edgedistill.config import TermConfig
 from edgedistill.data.dataset import DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.offline import OfflineDistillation
-from edgedistill.methods.teachers import TeacherNet
+from edgedistill.methods.terms import TermsMethod
+from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.registry import METHODS
 
 
@@ -55,7 +55,7 @@ def check_chain(teachers: Optional[list[TeacherNet]]) -> None:
 
 
 @METHODS.register("takd")
-class TAKD(OfflineDistillation):
+class TAKD(TermsMethod):
     """Offline KD from the last link of a checked teacher-assistant chain (the links are trained by the runner)."""
 
     def __init__(
@@ -73,7 +73,7 @@ class TAKD(OfflineDistillation):
                 "method.terms: takd distils the student from the last assistant with loss terms, e.g. "
                 "[{loss: ce, weight: 0.1}, {loss: kd, weight: 0.9, temperature: 4}]"
             )
-        super().__init__(student, info, teachers[-1], terms, train=train, **params)
+        super().__init__(student, info, Teachers.single(teachers[-1], info, self.method_name()), terms, train, **params)
         self.chain = tuple(t.name for t in teachers)  # the networks' names, teacher first
 
     def describe(self) -> dict[str, Any]:

@@ -82,6 +82,13 @@ class Teachers:
         self._cached: Optional[list[tuple[torch.Tensor, ...]]] = None
         self._stack: Optional[torch.Tensor] = None
 
+    @classmethod
+    def single(cls, teacher: Optional[nn.Module | TeacherNet], info: DataInfo, method: str, *, view: str = "x",
+               required: bool = False, **checks: Any) -> "Teachers":
+        """The one teacher of a single-teacher regime (none allowed unless ``required``); a bare module reads ``view``."""
+        return cls([teacher] if teacher is not None else [], info, method, minimum=int(required), maximum=1,
+                   view=view, **checks)
+
     # -- what they are
     def __len__(self) -> int:
         return len(self.nets)

@@ -1,22 +1,36 @@
-"""Bind a recipe's loss terms to registered loss functions by argument name.
+"""Bind a recipe's loss terms to registered loss functions by argument name, and the regime made of them.
 
 A loss declares the tensors it needs through its parameter names (``student_logits``, ``teacher_logits``,
 ``target``, ...); every other parameter is a hyperparameter the term may set. Binding happens once, when
 the method is built, so a misspelt hyperparameter or a loss that needs a missing teacher fails before
 training starts, naming the term.
+
+``TermsMethod`` is every regime whose loss is the recipe's weighted terms (``method.terms``): offline KD and
+its chains, and the regimes that only change where the soft target comes from (averaged teachers, a random
+teacher per step, a virtual teacher), which override ``teacher_logits``. The recipe weights the losses; the
+regime supplies the tensors.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
+from pydantic import Field
+from torch import nn
 
 from edgedistill.config import TermConfig, check_kwargs
-from edgedistill.methods.base import Step
+from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
+from edgedistill.methods.base import Method, Step
+from edgedistill.methods.teachers import Teachers, evaluating
+from edgedistill.params import Params
 from edgedistill.registry import LOSSES
+
+if TYPE_CHECKING:
+    from edgedistill.models.taps import FeatureTaps
 
 # Tensor roles a method can provide. Aliases name the same tensor: outputs are "logits" for
 # classification and "out" for regression, and a loss uses whichever name reads right.
@@ -119,3 +133,136 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
         module_class = entry.obj if is_module else None
         bound.append(BoundTerm(label, fn, float(term.weight), roles, params, taps, where, module_class, term))
     return bound
+
+
+def feature_taps(model: nn.Module, terms: list[BoundTerm], network: str) -> Optional[FeatureTaps]:
+    """Hooks for every tap the terms read from ``model`` (``network`` is "student" or "teacher"); None when
+    no term reads its features. A tap spec is a module path or a name in the model's ``default_taps``."""
+    from edgedistill.models import FeatureTaps
+
+    specs: dict[str, str] = {}
+    defaults = getattr(model, "default_taps", {})
+    for term in terms:
+        for role, spec in term.taps.items():
+            if FEATURE_ROLES[role][0] != network or spec in specs:
+                continue
+            try:
+                specs[spec] = defaults.get(spec, spec)
+                FeatureTaps(model, {spec: specs[spec]})  # resolves now: a bad path fails before training
+            except UserInputError as exc:
+                raise UserInputError(f"{term.key}.{TAP_KEYS[network]}: {exc}") from None
+    return FeatureTaps(model, specs) if specs else None
+
+
+def _features(network: str, taps: Optional[FeatureTaps]) -> dict[str, torch.Tensor]:
+    return {feature_key(network, name): value for name, value in taps.outputs.items()} if taps is not None else {}
+
+
+def _per_sample_shape(term: BoundTerm, network: str, tensors: dict[str, torch.Tensor]) -> tuple[int, ...]:
+    """Shape (without batch) of the first tensor of ``network`` the term reads: feature, embedding or logits."""
+    for role in (f"{network}_feat", f"{network}_emb", f"{network}_logits"):
+        if role in term.roles:
+            name = feature_key(network, term.taps[role]) if role in term.taps else role
+            return tuple(tensors[name].shape[1:])
+    return ()
+
+
+class TermsParams(Params):
+    cache_teacher: bool = Field(True, description="look the teacher's outputs up by training row instead of running "
+                                                 "it each step (off, or ignored, when a term reads teacher features)")
+
+
+class TermsMethod(Method):
+    """A student trained on the recipe's weighted loss terms, with the tensors they read: the student's outputs and
+    tapped features, the labels, and the teacher's outputs (``teacher_logits``, by default the one frozen teacher's,
+    cached by row) and tapped features. Subclasses that build the soft target otherwise override
+    ``teacher_logits``; teacher features are then not offered (there is no single teacher network to tap)."""
+
+    Params = TermsParams
+    takes_terms = True
+    augmentation_support = frozenset({"teacher_input", "soft_targets"})
+    #: True when ``teacher_logits`` is built without any teacher network (a virtual teacher from the labels).
+    virtual_teacher: bool = False
+
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Teachers, terms: list[TermConfig],
+                 train: Optional[TensorData] = None, **params: Any) -> None:
+        super().__init__(student, info, **params)
+        self.terms = bind_terms(terms, info.task)
+        self.teachers = teachers
+        self.teacher = teachers[-1].model if len(teachers) else None
+        needy = next((t for t in self.terms if t.needs_teacher), None)
+        if needy is not None and self.teacher is None and not self.virtual_teacher:
+            raise UserInputError(f"method.terms: loss '{needy.label}' needs a teacher but the recipe has no 'teacher' section")
+        self._student_taps = feature_taps(student, self.terms, "student")
+        self._teacher_taps = feature_taps(self.teacher, self.terms, "teacher") if self.teacher is not None else None
+        if self._teacher_taps is not None and type(self).teacher_logits is not TermsMethod.teacher_logits:
+            term = next(t for t in self.terms if any(FEATURE_ROLES[r][0] == "teacher" for r in t.taps))
+            raise UserInputError(f"{term.key}: loss '{term.label}' reads teacher features, but method "
+                                 f"'{self.method_name()}' builds its soft target from {len(teachers)} teachers; "
+                                 "use logit losses")
+        # Teacher features are read by hooks during a forward pass, so the teacher runs every step then.
+        # (A regime without a teacher network, a virtual teacher, declares no cache_teacher.)
+        self.cache_teacher = bool(getattr(self.params, "cache_teacher", False)) and self._teacher_taps is None
+        if any(t.module_class is not None for t in self.terms):
+            self._build_loss_modules(train)
+
+    def _build_loss_modules(self, train: Optional[TensorData]) -> None:
+        """Losses with trainable parts (adapters, embedding heads, memory banks) are built from the shapes of
+        what they read, found by one forward pass on zeros; they train and checkpoint with the student."""
+        views = self.info.views
+        batch = {v: torch.zeros(2, *views[v]) for v in {"x", *(t.view for t in self.teachers)}}
+        batch.update(y=torch.zeros(2, dtype=torch.long), index=torch.arange(2))
+        with evaluating(self.networks["student"], *self.teachers.models), torch.no_grad():
+            tensors = self._tensors(batch, None, use_cache=False)
+        filled = {
+            "n_data": self.info.sizes.get("train", len(train) if train is not None else 0),
+            "train_labels": train.y if train is not None and self.info.task == "classification" else None,
+        }
+        for term in self.terms:
+            if term.module_class is None:
+                continue
+            filled.update(student_shape=_per_sample_shape(term, "student", tensors),
+                          teacher_shape=_per_sample_shape(term, "teacher", tensors))
+            accepts = inspect.signature(term.module_class.__init__).parameters
+            given = {k: v for k, v in filled.items() if k in accepts and k in MODULE_ARGS}
+            try:
+                term.fn = term.module_class(**given, **term.params)
+            except (TypeError, ValueError) as exc:
+                raise UserInputError(f"{term.key}: cannot build loss '{term.label}': {exc}") from None
+            self.networks[f"loss_{term.label}"] = term.fn
+
+    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
+        if not len(self.teachers):
+            return
+        self.teachers.place(device)
+        if self.cache_teacher:
+            # Not when a teacher sees an augmented input every step: Teachers.cache then declines.
+            self.teachers.cache(train, device, input_changes=self.teacher_input_changes)
+
+    def teacher_logits(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> Optional[torch.Tensor]:
+        """The soft target's logits for the batch (``step`` is None in the shape probe before training): the
+        teacher's outputs, looked up in the cache or run live (with its taps when a term reads its features)."""
+        if self.teacher is None:
+            return None
+        if self._teacher_taps is not None or not use_cache:
+            return self.teachers.run(batch, taps=self._teacher_taps)
+        return self.teachers.logits(batch)
+
+    def _tensors(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> dict[str, torch.Tensor]:
+        """Everything a term may read: outputs, labels, indices and the tapped features of both networks."""
+        with self._student_taps or contextlib.nullcontext():
+            s = self.networks["student"](batch["x"])
+        tensors = {"student_logits": s, "student_out": s, "target": batch["y"], "index": batch["index"]}
+        tensors.update(_features("student", self._student_taps))
+        t = self.teacher_logits(batch, step, use_cache)
+        if t is not None:
+            tensors.update(teacher_logits=t, teacher_out=t)
+            tensors.update(_features("teacher", self._teacher_taps))
+        return tensors
+
+    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        tensors = self._tensors(batch, step)
+        return {term.label: term(tensors, step) for term in self.terms}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "terms": [t.describe() for t in self.terms], "teacher_cached": self.teachers.cached}
