@@ -202,3 +202,26 @@ def test_the_documented_example_regime_trains_from_a_recipe(tmp_path):
     assert math.isfinite(row["metrics"]["acc"]["mean"])
     with pytest.raises(UserInputError, match=r"method\.params\.alpha"):
         edgedistill.run({**recipe, "method": {"name": "gated_kd", "params": {"alpha": 2}}}, out=tmp_path / "bad")
+
+
+def test_an_unknown_key_in_a_nested_section_lists_that_sections_keys():
+    class Inner(Params):
+        width: int = 8
+
+    class Outer(Params):
+        generator: Inner = Field(default_factory=Inner)
+        batch_size: int = 4
+
+    with pytest.raises(UserInputError, match=r"method\.params\.generator\.widht: unknown parameter; expected one of: "
+                                             r"width\. Did you mean 'width'"):
+        Outer.parse({"generator": {"widht": 3}}, "method.params")
+
+
+def test_freeze_drops_gradients_left_from_training():
+    from edgedistill.methods.teachers import freeze
+
+    net = Net()
+    net(torch.randn(2, 2, 8)).sum().backward()
+    assert any(p.grad is not None for p in net.parameters())
+    freeze(net)
+    assert all(p.grad is None and not p.requires_grad for p in net.parameters()) and not net.training

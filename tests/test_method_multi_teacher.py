@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import edgedistill
-from edgedistill.config import TeacherConfig
+from edgedistill.config import TeacherConfig, TermConfig
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd, kd_to_distribution
 from edgedistill.methods.base import Step, TeacherNet
@@ -59,7 +59,8 @@ def test_method_loss_matches_the_formula_and_only_the_student_learns():
     splits = toy_splits()
     teachers = _teachers()
     torch.manual_seed(0)
-    method = MultiTeacher(tiny_net(), splits.info, teachers, alpha=0.7, temperature=3.0, weights=[2, 1, 1])
+    terms = [TermConfig(loss="ce", weight=0.3), TermConfig(loss="kd", weight=0.7, temperature=3.0)]
+    method = MultiTeacher(tiny_net(), splits.info, teachers, terms, weights=[2, 1, 1])
     method.setup(splits.train, torch.device("cpu"))
     batch = _batch(splits)
     terms = method.training_step(batch, Step(0, 0, 1, 1))
@@ -82,7 +83,7 @@ def test_cached_teacher_outputs_equal_running_the_teachers():
     losses = []
     for cache in (True, False):
         torch.manual_seed(0)
-        method = MultiTeacher(tiny_net(), splits.info, _teachers(), cache_teacher=cache)
+        method = MultiTeacher(tiny_net(), splits.info, _teachers(), [], cache_teacher=cache)
         method.setup(splits.train, torch.device("cpu"))
         losses.append(method.training_step(batch, Step(0, 0, 1, 1))["kd"])
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
@@ -90,12 +91,12 @@ def test_cached_teacher_outputs_equal_running_the_teachers():
 
 def test_ensemble_row_only_when_every_teacher_reads_x():
     splits = toy_splits()
-    method = MultiTeacher(tiny_net(), splits.info, _teachers())
+    method = MultiTeacher(tiny_net(), splits.info, _teachers(), [])
     method.setup(splits.train, torch.device("cpu"))
     ens = method.evaluated()["teacher ensemble"]
     assert isinstance(ens, ProbabilityEnsemble) and not ens.training
     splits.info.views["pi"] = splits.info.views["x"]
-    other = MultiTeacher(tiny_net(), splits.info, _teachers(views=["x", "pi", "x"]))
+    other = MultiTeacher(tiny_net(), splits.info, _teachers(views=["x", "pi", "x"]), [])
     for part in (splits.train, splits.val, splits.test):
         part.views["pi"] = part.views["x"]
     other.setup(splits.train, torch.device("cpu"))
@@ -106,13 +107,39 @@ def test_ensemble_row_only_when_every_teacher_reads_x():
     ({"weights": [1, 2]}, r"method.params.weights: expected 3"),
     ({"weights": [1, -1, 1]}, r"method.params.weights"),
     ({"space": "logit"}, r"method.params.space"),
-    ({"alpha": 1.5}, r"method.params.alpha"),
-    ({"temperature": 0}, r"method.params.temperature"),
+    ({"alpha": 0.5}, r"method.params.alpha: unknown parameter"),  # weights are recipe terms
 ])
 def test_bad_params(kwargs, message):
     splits = toy_splits()
     with pytest.raises(UserInputError, match=message):
-        MultiTeacher(tiny_net(), splits.info, _teachers(), **kwargs)
+        MultiTeacher(tiny_net(), splits.info, _teachers(), [], **kwargs)
+
+
+def test_default_terms_are_the_quickstart_weights_and_logit_space_reads_mean_logits():
+    splits = toy_splits()
+    teachers = _teachers()
+    method = MultiTeacher(tiny_net(), splits.info, teachers, [], space="logits")
+    assert [t.describe() for t in method.terms] == [{"loss": "ce", "weight": 0.1},
+                                                    {"loss": "kd", "weight": 0.9, "temperature": 4.0}]
+    method.setup(splits.train, torch.device("cpu"))
+    batch = _batch(splits)
+    with torch.no_grad():
+        mean = sum(t.model(batch["x"]) for t in teachers) / 3
+    torch.testing.assert_close(method.teacher_logits(batch, None), mean)
+
+
+def test_probability_space_needs_one_temperature_and_its_target_softens_to_the_average():
+    splits = toy_splits()
+    two = [TermConfig(loss="kd", temperature=2.0), TermConfig(loss="reverse_kd", temperature=4.0)]
+    with pytest.raises(UserInputError, match=r"method.terms: .* one temperature, but its terms use \[2.0, 4.0\]"):
+        MultiTeacher(tiny_net(), splits.info, _teachers(), two)
+    teachers = _teachers()
+    method = MultiTeacher(tiny_net(), splits.info, teachers, [TermConfig(loss="kd", temperature=2.0)])
+    method.setup(splits.train, torch.device("cpu"))
+    batch = _batch(splits)
+    with torch.no_grad():
+        q = sum(torch.softmax(t.model(batch["x"]) / 2.0, 1) for t in teachers) / 3
+    torch.testing.assert_close(torch.softmax(method.teacher_logits(batch, None) / 2.0, 1), q)
 
 
 def test_needs_two_teachers():
@@ -127,7 +154,7 @@ RECIPE = {
     "teachers": [{"name": "a", "model": "fcn", "width": 0.125, "seed": 0, "train": {"epochs": 1, "batch_size": 16}},
                  {"name": "b", "model": "fcn", "width": 0.125, "seed": 1, "train": {"epochs": 1, "batch_size": 16}}],
     "student": {"model": "cnn1d", "width": 4, "depth": 2},
-    "method": {"name": "multi_teacher", "params": {"temperature": 2}},
+    "method": {"name": "multi_teacher", "terms": [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 2}]},
     "train": {"epochs": 1, "batch_size": 16},
     "baseline": False,
     "engine": {"progress": False},
@@ -145,8 +172,8 @@ def test_recipe_end_to_end_reports_the_teacher_ensemble(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"teachers": [], "teacher": {"model": "fcn", "width": 0.125, "train": {"epochs": 1}}},
      r"teachers: method 'multi_teacher' needs at least 2"),
-    ({"method": {"name": "multi_teacher", "params": {"temprature": 2}}},
-     r"method.params.temprature: unknown parameter.*Did you mean 'temperature'"),
+    ({"method": {"name": "multi_teacher", "params": {"spce": "probs"}}},
+     r"method.params.spce: unknown parameter.*Did you mean 'space'"),
 ])
 def test_recipe_errors_before_anything_is_written(tmp_path, change, message):
     with pytest.raises(UserInputError, match=message):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import edgedistill
-from edgedistill.config import TeacherConfig, TrainConfig
+from edgedistill.config import TeacherConfig, TermConfig, TrainConfig
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd
 from edgedistill.methods.base import Step, TeacherNet
@@ -40,7 +40,8 @@ def test_golden_kd_with_the_drawn_teacher():
     assert abs(kd(ZS, ZT.flip(1), 4.0).item() - 1.327495) < 1e-6
     splits = toy_splits()
     teachers = _teachers()
-    method = RoSKD(tiny_net(), splits.info, teachers, alpha=0.6, sample_seed=5)
+    terms = [TermConfig(loss="ce", weight=0.4), TermConfig(loss="kd", weight=0.6, temperature=4.0)]
+    method = RoSKD(tiny_net(), splits.info, teachers, terms, sample_seed=5)
     method.setup(splits.train, torch.device("cpu"))
     batch = splits.train.batch(torch.arange(8))
     step = next(s for s in range(100) if draw_teacher(3, s, 5) == 1)
@@ -104,7 +105,7 @@ def test_ema_is_the_deliverable_is_not_optimised_and_trails_the_student():
     ({"ema_momentum": 1.0}, r"method.params.ema_momentum"),
     ({"ema_start_step": -1}, r"method.params.ema_start_step"),
     ({"sample_seed": "a"}, r"method.params.sample_seed"),
-    ({"alpha": -0.1}, r"method.params.alpha"),
+    ({"alpha": 0.9}, r"method.params.alpha: unknown parameter"),  # weights are recipe terms
 ])
 def test_bad_params(kwargs, message):
     with pytest.raises(UserInputError, match=message):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import edgedistill
+from edgedistill.config import TermConfig
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd_to_distribution
 from edgedistill.methods.base import Step
@@ -20,7 +21,8 @@ RECIPE = {
     "name": "tfkd",
     "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 12, "length": 32}},
     "student": {"model": "cnn1d", "width": 4, "depth": 2},
-    "method": {"name": "tfkd", "params": {"alpha": 0.3, "temperature": 4, "correct_prob": 0.9}},
+    "method": {"name": "tfkd", "params": {"correct_prob": 0.9},
+               "terms": [{"loss": "ce", "weight": 0.7}, {"loss": "kd", "weight": 0.3, "temperature": 4}]},
     "train": {"epochs": 1, "batch_size": 16},
     "engine": {"progress": False},
 }
@@ -55,7 +57,7 @@ def test_at_t1_the_loss_has_the_gradient_of_ce_to_smoothed_labels():
     """(1-alpha) CE + alpha KL(p^d || p) = CE to q = (1-alpha) onehot + alpha p^d, up to a constant (the paper's point)."""
     splits = toy_splits()
     alpha, a = 0.4, 0.8
-    m = TeacherFreeKD(tiny_net(), splits.info, alpha=alpha, temperature=1.0, correct_prob=a)
+    m = TeacherFreeKD(tiny_net(), splits.info, _terms(alpha, 1.0), correct_prob=a)
     batch = splits.train.batch(torch.arange(8))
     terms = m.training_step(batch, Step(0, 0, 1, 1))
     params = list(m.networks["student"].parameters())
@@ -67,24 +69,41 @@ def test_at_t1_the_loss_has_the_gradient_of_ce_to_smoothed_labels():
     assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(ours, want))
 
 
+def _terms(alpha, temperature):
+    return [TermConfig(loss="ce", weight=1 - alpha), TermConfig(loss="kd", weight=alpha, temperature=temperature)]
+
+
+def test_default_terms_are_the_papers_alpha_and_temperature():
+    m = TeacherFreeKD(tiny_net(), toy_splits().info)
+    assert [t.describe() for t in m.terms] == [{"loss": "ce", "weight": 0.9},
+                                               {"loss": "kd", "weight": 0.1, "temperature": 20.0}]
+
+
+def test_the_virtual_teacher_survives_a_equal_to_one():
+    splits = toy_splits()
+    m = TeacherFreeKD(tiny_net(), splits.info, correct_prob=1.0)
+    terms = m.training_step(splits.train.batch(torch.arange(8)), Step(0, 0, 1, 1))
+    assert all(torch.isfinite(v) for v in terms.values())
+
+
 def test_alpha_zero_is_the_student_alone_and_terms_are_weighted():
     splits = toy_splits()
     torch.manual_seed(0)
     net = tiny_net()
     batch = splits.train.batch(torch.arange(8))
     ce = torch.nn.functional.cross_entropy(net(batch["x"]), batch["y"])
-    t0 = TeacherFreeKD(net, splits.info, alpha=0.0).training_step(batch, Step(0, 0, 1, 1))
-    assert t0["virtual_kd"].item() == 0.0 and t0["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
-    t1 = TeacherFreeKD(net, splits.info, alpha=0.25, temperature=2.0, correct_prob=0.9).training_step(batch, Step(0, 0, 1, 1))
+    t0 = TeacherFreeKD(net, splits.info, _terms(0.0, 20.0)).training_step(batch, Step(0, 0, 1, 1))
+    assert t0["kd"].item() == 0.0 and t0["ce"].item() == pytest.approx(ce.item(), rel=1e-6)
+    t1 = TeacherFreeKD(net, splits.info, _terms(0.25, 2.0), correct_prob=0.9).training_step(batch, Step(0, 0, 1, 1))
     assert t1["ce"].item() == pytest.approx(0.75 * ce.item(), rel=1e-6)
     target = soften(virtual_teacher(batch["y"], 3, 0.9), 2.0)
-    assert t1["virtual_kd"].item() == pytest.approx(0.25 * kd_to_distribution(net(batch["x"]), target, 2.0).item(), rel=1e-6)
+    assert t1["kd"].item() == pytest.approx(0.25 * kd_to_distribution(net(batch["x"]), target, 2.0).item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"alpha": 1.5}, r"method.params.alpha: .*less than or equal to 1"),
-    ({"alpha": True}, r"method.params.alpha: .*valid number"),
-    ({"temperature": 0}, r"method.params.temperature: .*greater than 0"),
+    ({"alpha": 0.5}, r"method.params.alpha: unknown parameter"),  # weights are recipe terms
+    ({"correct_prob": True}, r"method.params.correct_prob: .*valid number"),
+    ({"correct_prob": 1.5}, r"method.params.correct_prob: .*less than or equal to 1"),
     ({"correct_prob": 0.2}, r"method.params.correct_prob: expected a number in \[1/C, 1\]"),
     ({"a": 0.9}, r"method.params.a: unknown parameter"),
 ])
@@ -106,4 +125,4 @@ def test_end_to_end_run_logs_both_terms_and_has_no_teacher(tmp_path):
     summary = edgedistill.run(RECIPE, out=tmp_path / "run", progress=False)
     assert [r["role"] for r in summary["rows"]] == ["student alone", "method"]
     line = json.loads((tmp_path / "run" / "tfkd" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
-    assert set(line["train"]) == {"ce", "virtual_kd", "total"} and line["train"]["virtual_kd"] > 0
+    assert set(line["train"]) == {"ce", "kd", "total"} and line["train"]["kd"] > 0

@@ -46,6 +46,18 @@ class Params(BaseModel):
         return rows
 
 
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The (nested) model whose fields an error at ``loc`` is about: ``generator.depth`` -> the generator's model."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        inner = [a for a in (field.annotation, *get_args(field.annotation)) if isinstance(a, type)
+                 and issubclass(a, BaseModel)] if field is not None else []
+        if not inner:
+            break
+        model = inner[0]
+    return model
+
+
 def type_name(ann: Any) -> str:
     """A readable type: ``float``, ``Literal['probs', 'logits']``, ``Optional[list[float]]`` (bounds inside
     ``Annotated`` are left out: ``fields_doc`` lists the field's own bounds)."""
@@ -66,12 +78,12 @@ def type_name(ann: Any) -> str:
 def format_errors(err: ValidationError, key: str, model: type[BaseModel], what: str = "") -> str:
     """``key.field: message (got value)`` for the first errors, with a spelling hint for unknown keys."""
     parts = []
-    allowed = list(model.model_fields)
     for e in err.errors()[:3]:
         path = ".".join(str(p) for p in e["loc"])
         where = f"{key}.{path}" if path else key
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(e["loc"][0]), allowed, n=1)
+            allowed = list(_model_at(model, e["loc"][:-1]).model_fields)
+            close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             target = f" for {what}" if what else ""
             parts.append(f"{where}: unknown parameter{target}; expected one of: {', '.join(allowed) or '(none)'}.{hint}")

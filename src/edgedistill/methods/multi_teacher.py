@@ -2,9 +2,12 @@
 
     q_i = sum_k w_k softmax(z_k,i / T)                       (space: probs, the default)
     q_i = softmax( sum_k w_k z_k,i / T )                     (space: logits)
-    L   = (1 - alpha) CE(z_s, y) + alpha T^2 mean_i KL(q_i || softmax(z_s,i / T))
+    L   = the recipe's terms, default 0.1 CE(z_s, y) + 0.9 T^2 mean_i KL(q_i || softmax(z_s,i / T)), T = 4
 
-w defaults to uniform and is renormalised to sum to 1. This is the classic multi-teacher baseline (Hinton et
+The regime only changes where the soft target comes from: it offers the terms ``teacher_logits`` whose softmax at
+the terms' temperature is q (the weighted mean logits, or T log q for probabilities: softmax(T log q / T) = q), so
+``kd``, ``dist``, ``dkd`` ... all read the averaged teachers, weighted by the recipe. In probability space q depends
+on T, so the terms reading the teachers must share one temperature. w defaults to uniform and is renormalised to sum to 1. This is the classic multi-teacher baseline (Hinton et
 al. 2015 distil an ensemble; the weighted form is the TA-ensemble target of Ganta et al., arXiv 2206.12005,
 shared/methods/others.md section 3, whose averaging space is UNKNOWN: both are offered, probabilities by our
 choice as the default; its differential-evolution search for w is not implemented). The teachers' outputs
@@ -19,15 +22,24 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import average_probs
-from edgedistill.losses.response import ce, kd_to_distribution
-from edgedistill.methods.base import Method, Step
+from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers, freeze
+from edgedistill.methods.terms import TermsMethod, TermsParams
 from edgedistill.models.ensemble import ProbabilityEnsemble
-from edgedistill.params import Params
 from edgedistill.registry import METHODS
+
+#: The quickstart's weights: 0.1 CE + 0.9 KD at T = 4.
+HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
+
+
+def mean_logits(teacher_logits: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k z_k with w renormalised to sum to 1."""
+    w = (weights / weights.sum()).to(teacher_logits[0])
+    return sum(wk * zk for wk, zk in zip(w, teacher_logits))  # type: ignore[return-value]
 
 
 def ensemble_target(teacher_logits: Sequence[torch.Tensor], temperature: float, space: str = "probs",
@@ -35,9 +47,8 @@ def ensemble_target(teacher_logits: Sequence[torch.Tensor], temperature: float, 
     """The averaged teachers' softened distribution q (B, C), in probability or logit space."""
     if space == "probs":
         return average_probs(teacher_logits, temperature, weights)
-    w = torch.full((len(teacher_logits),), 1.0 / len(teacher_logits)) if weights is None else weights / weights.sum()
-    z = sum(wk * zk for wk, zk in zip(w.to(teacher_logits[0]), teacher_logits))
-    return F.softmax(z / temperature, dim=1)
+    w = torch.ones(len(teacher_logits)) if weights is None else weights
+    return F.softmax(mean_logits(teacher_logits, w) / temperature, dim=1)
 
 
 class LogitEnsemble(nn.Module):
@@ -52,15 +63,11 @@ class LogitEnsemble(nn.Module):
         return sum(w * m(x) for w, m in zip(self.weights, self.members))
 
 
-class MultiTeacherParams(Params):
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; the label CE gets 1 - alpha")
-    temperature: float = Field(4.0, gt=0.0, description="softmax temperature T of the teachers and the student")
+class MultiTeacherParams(TermsParams):
     space: Literal["probs", "logits"] = Field("probs", description="average the teachers' softened probabilities "
                                                                    "(probs) or their logits (logits)")
     weights: Optional[list[Annotated[float, Field(ge=0.0)]]] = Field(
         None, description="one non-negative weight per teacher (renormalised to sum 1); default uniform")
-    cache_teacher: bool = Field(True, description="look the teachers' outputs up by training row instead of running "
-                                                 "them each step")
 
     @field_validator("weights")
     @classmethod
@@ -71,14 +78,17 @@ class MultiTeacherParams(Params):
 
 
 @METHODS.register("multi_teacher")
-class MultiTeacher(Method):
-    """(1 - alpha) CE + alpha T^2 KL(mean of the teachers' softened predictions || student); teachers frozen."""
+class MultiTeacher(TermsMethod):
+    """The recipe's terms (default 0.1 CE + 0.9 KD, T = 4) with the mean of the teachers' softened predictions as
+    the soft target; teachers frozen."""
 
     Params = MultiTeacherParams
+    default_terms = HINTON_TERMS
 
-    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
-        super().__init__(student, info, **params)
-        self.teachers = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
+                 terms: Sequence[TermConfig] = (), train: Optional[TensorData] = None, **params: Any) -> None:
+        group = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
+        super().__init__(student, info, group, terms, train, **params)
         k = len(self.teachers)
         weights = self.params.weights
         if weights is not None and len(weights) != k:
@@ -86,13 +96,11 @@ class MultiTeacher(Method):
                                  f"positive sum, got {list(weights)!r}")
         w = torch.ones(k) if weights is None else torch.as_tensor(weights, dtype=torch.float32).flatten()
         self.weights = w / w.sum()
-        self.teacher = self.teachers[-1].model
+        self.temperature = self.soft_target_temperature() if self.params.space == "probs" else None
         self._ensemble: Optional[nn.Module] = None
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        self.teachers.place(device)
-        if self.params.cache_teacher:
-            self.teachers.cache(train, device, input_changes=self.teacher_input_changes)
+        super().setup(train, device, val)
         if all(t.view == "x" for t in self.teachers):
             # Reported as an extra row; only when every teacher reads the student's view, since the engine
             # evaluates extra networks on "x". Built in eval mode so evaluation never flips the teachers to train.
@@ -101,15 +109,17 @@ class MultiTeacher(Method):
                    else LogitEnsemble(models, self.weights))
             self._ensemble = freeze(ens.to(device))
 
-    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        s = self.networks["student"](batch["x"])
-        p = self.params
-        q = ensemble_target(self.teachers.all_logits(batch), p.temperature, p.space, self.weights.to(s.device))
-        return {"ce": (1.0 - p.alpha) * ce(s, batch["y"]), "kd": p.alpha * kd_to_distribution(s, q, p.temperature)}
+    def teacher_logits(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> torch.Tensor:
+        """Logits of the averaged teachers: the weighted mean logits, or T log q for probabilities averaged at T."""
+        z = self.teachers.all_logits(batch) if use_cache else [self.teachers.run(batch, k) for k in range(len(self.teachers))]
+        w = self.weights.to(z[0].device)
+        if self.params.space == "logits":
+            return mean_logits(z, w)
+        t = self.temperature
+        return t * torch.log(average_probs(z, t, w))  # type: ignore[operator]
 
     def evaluated(self) -> dict[str, nn.Module]:
         return {"teacher ensemble": self._ensemble} if self._ensemble is not None else {}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "teachers": self.teachers.names, "weights": self.weights.tolist(),
-                "teacher_cached": self.teachers.cached}
+        return {**super().describe(), "teachers": self.teachers.names, "weights": self.weights.tolist()}

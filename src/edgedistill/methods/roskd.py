@@ -7,7 +7,8 @@ that learns "a smooth" manifold. Everything else is UNKNOWN (no official code). 
 spec's flagged prototype reading, NOT a verified paper formula:
 
     k_t ~ Uniform{1..K}, drawn once per optimisation step t (seeded by the step, so a resume is exact)
-    L_t = (1 - alpha) CE(z_s, y) + alpha T^2 KL(softmax(z_k_t / T) || softmax(z_s / T))
+    L_t = the recipe's terms with teacher k_t's logits as ``teacher_logits``; default
+          0.1 CE(z_s, y) + 0.9 T^2 KL(softmax(z_k_t / T) || softmax(z_s / T)), T = 4
     theta_bar <- m theta_bar + (1 - m) theta     after every step (buffers, e.g. BN statistics, copied),
                                                  bias-corrected as Adam does (``debiased_momentum``)
 
@@ -26,12 +27,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
-from edgedistill.losses.response import ce, kd
-from edgedistill.methods.base import Method, Step
+from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers
-from edgedistill.params import Params
+from edgedistill.methods.terms import TermsMethod, TermsParams
 from edgedistill.registry import METHODS
+
+#: Hinton KD with the quickstart's weights: 0.1 CE + 0.9 KD at T = 4.
+HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
 
 
 def debiased_momentum(m: float, n: int) -> float:
@@ -62,49 +66,40 @@ def draw_teacher(n_teachers: int, step: int, seed: int) -> int:
     return int(torch.randint(n_teachers, (1,), generator=g))
 
 
-class RoSKDParams(Params):
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; the label CE gets 1 - alpha")
-    temperature: float = Field(4.0, gt=0.0, description="softmax temperature T of the KD term")
+class RoSKDParams(TermsParams):
     ema_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="momentum m of the (bias-corrected) weight average")
     ema_start_step: int = Field(0, ge=0, description="optimisation step from which the average is taken (before it, "
                                                      "the average follows the student)")
     sample_seed: Optional[int] = Field(None, ge=0, description="seed of the per-step teacher draw; default the run seed")
-    cache_teacher: bool = Field(True, description="look the teachers' outputs up by training row instead of running "
-                                                 "them each step")
 
 
 @METHODS.register("roskd")
-class RoSKD(Method):
-    """One teacher drawn at random per step, Hinton KD with it; the EMA of the student is the deliverable."""
+class RoSKD(TermsMethod):
+    """One teacher drawn at random per step as the terms' soft target (default Hinton KD); the EMA of the student
+    is the deliverable."""
 
     Params = RoSKDParams
+    default_terms = HINTON_TERMS
     deliverable_key = "ema"
 
-    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
-        super().__init__(student, info, **params)
-        self.teachers = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
+                 terms: Sequence[TermConfig] = (), train: Optional[TensorData] = None, **params: Any) -> None:
+        group = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
+        super().__init__(student, info, group, terms, train, **params)
         # Default: the run seed (the runner seeds torch with it right before building the method), so each
         # seed of a recipe gets its own teacher sequence and a resumed run draws the same one again.
         seed = self.params.sample_seed
         self.sample_seed = seed if seed is not None else torch.initial_seed() % 2**31
-        self.teacher = self.teachers[-1].model
         ema = copy.deepcopy(student)
         ema.requires_grad_(False)  # in `networks` so it checkpoints; the optimizer skips it (no grad)
         self.networks["ema"] = ema
         self.last_teacher: Optional[int] = None
 
-    def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
-        self.teachers.place(device)
-        if self.params.cache_teacher:
-            self.teachers.cache(train, device, input_changes=self.teacher_input_changes)
-
-    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        k = draw_teacher(len(self.teachers), step.step, self.sample_seed)
+    def teacher_logits(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> torch.Tensor:
+        """The logits of this step's teacher (the last one in the shape probe before training)."""
+        k = draw_teacher(len(self.teachers), step.step, self.sample_seed) if step is not None else len(self.teachers) - 1
         self.last_teacher = k
-        z_t = self.teachers.logits(batch, k)
-        s = self.networks["student"](batch["x"])
-        p = self.params
-        return {"ce": (1.0 - p.alpha) * ce(s, batch["y"]), "kd": p.alpha * kd(s, z_t, p.temperature)}
+        return self.teachers.logits(batch, k) if use_cache else self.teachers.run(batch, k)
 
     def after_step(self, step: Step) -> None:
         # Before ema_start_step the average just follows the student; from then on it is the bias-corrected EMA
@@ -117,4 +112,4 @@ class RoSKD(Method):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "teachers": self.teachers.names, "sample_seed": self.sample_seed,
-                "teacher_cached": self.teachers.cached, "train_subsets": [t.config.train_subset for t in self.teachers]}
+                "train_subsets": [t.config.train_subset for t in self.teachers]}

@@ -37,9 +37,12 @@ class TeacherNet:
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """Frozen teacher: eval mode (BatchNorm uses running statistics) and no gradients."""
+    """Frozen teacher: eval mode (BatchNorm uses running statistics) and no gradients, including any left over
+    from its own training in the same process (they would only hold memory and confuse a gradient check)."""
     model.eval()
     model.requires_grad_(False)
+    for p in model.parameters():
+        p.grad = None
     return model
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 from pydantic import Field
@@ -183,11 +183,13 @@ class TermsMethod(Method):
     augmentation_support = frozenset({"teacher_input", "soft_targets"})
     #: True when ``teacher_logits`` is built without any teacher network (a virtual teacher from the labels).
     virtual_teacher: bool = False
+    #: The terms used when a recipe gives no ``method.terms`` (a regime's documented default loss); none: required.
+    default_terms: tuple[TermConfig, ...] = ()
 
-    def __init__(self, student: nn.Module, info: DataInfo, teachers: Teachers, terms: list[TermConfig],
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Teachers, terms: Sequence[TermConfig],
                  train: Optional[TensorData] = None, **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.terms = bind_terms(terms, info.task)
+        self.terms = bind_terms(list(terms) or [t.model_copy() for t in self.default_terms], info.task)
         self.teachers = teachers
         self.teacher = teachers[-1].model if len(teachers) else None
         needy = next((t for t in self.terms if t.needs_teacher), None)
@@ -259,6 +261,22 @@ class TermsMethod(Method):
             tensors.update(teacher_logits=t, teacher_out=t)
             tensors.update(_features("teacher", self._teacher_taps))
         return tensors
+
+    def soft_target_temperature(self) -> float:
+        """The one temperature of the terms that read ``teacher_logits`` (their own or their loss's default; 1 when
+        none has one), for a regime whose soft target depends on it (teachers averaged in probability space)."""
+        temps = set()
+        for term in self.terms:
+            if "teacher_logits" not in term.roles:
+                continue
+            fn = term.module_class.__init__ if term.module_class is not None else term.fn
+            default = inspect.signature(fn).parameters.get("temperature")
+            if "temperature" in term.params or default is not None:
+                temps.add(float(term.params.get("temperature", default.default if default is not None else 1.0)))
+        if len(temps) > 1:
+            raise UserInputError(f"method.terms: method '{self.method_name()}' builds one soft target, at one "
+                                 f"temperature, but its terms use {sorted(temps)}; give them the same temperature")
+        return temps.pop() if temps else 1.0
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         tensors = self._tensors(batch, step)
