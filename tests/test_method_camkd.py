@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import edgedistill
-from edgedistill.config import TeacherConfig
+from edgedistill.config import TeacherConfig, TermConfig
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.methods.base import Step, TeacherNet
@@ -98,15 +98,16 @@ def _student():
 def test_training_step_terms_embeds_and_gradients():
     splits = toy_splits()
     teachers = _teachers()
-    method = CAMKD(_student(), splits.info, teachers, beta=5.0, cache_teacher=False)
+    terms = [TermConfig(loss="ce"), TermConfig(loss="kd"), TermConfig(loss="inter", weight=5.0, start_epoch=1)]
+    method = CAMKD(_student(), splits.info, teachers, terms, cache_teacher=False)
     assert [n for n in method.networks] == ["student", "embed0", "embed1", "embed2"]
     assert method.networks["embed1"][0].out_channels == 16  # resnet1d width 8 ends with 2 * 8 channels
     method.setup(splits.train, torch.device("cpu"))
     batch = splits.train.batch(torch.arange(8))
     first = method.training_step(batch, Step(0, 0, 2, 1))
-    assert set(first) == {"ce", "kd"}  # the feature term is off in the first epoch, as in the code
+    assert float(first["inter"].detach()) == 0.0  # the feature term is off in the first epoch (start_epoch: 1), as in the code
     terms = method.training_step(batch, Step(1, 1, 2, 1))
-    assert set(terms) == {"ce", "kd", "inter"}
+    assert set(terms) == {"ce", "kd", "inter"} and float(terms["inter"].detach()) > 0
     # the logit term equals the pure function on the teachers' outputs
     with torch.no_grad():
         s = method.networks["student"](batch["x"])
@@ -159,11 +160,16 @@ def test_teacher_without_feat_tap_and_bad_params_are_refused():
     del teachers[1].model.default_taps["feat"]
     with pytest.raises(UserInputError, match=r"teachers\[1\]: method 'camkd' reads each teacher's 'feat' tap"):
         CAMKD(_student(), splits.info, teachers)
-    for kwargs, message in [({"reduction": "mean"}, "method.params.reduction"), ({"beta": -1}, "method.params.beta"),
-                            ({"student_tap": "blocks.9"}, r"method.params.student_tap: tap 'blocks.9' does not exist"),
-                            ({"inter_warmup_epochs": 1.5}, "method.params.inter_warmup_epochs")]:
+    for kwargs, message in [({"reduction": "mean"}, "method.params.reduction"),
+                            ({"beta": 50}, r"method.params.beta: unknown parameter"),  # weights are recipe terms
+                            ({"student_tap": "blocks.9"}, r"method.params.student_tap: tap 'blocks.9' does not exist")]:
         with pytest.raises(UserInputError, match=message):
             CAMKD(_student(), splits.info, _teachers(2), **kwargs)
+    for terms, message in [([TermConfig(loss="feat")], r"method.terms\[0\].loss: method 'camkd' weights its own losses"),
+                           ([TermConfig(loss="kd", temperature=2)], r"method.terms\[0\]: 'kd' takes weight, start_epoch"),
+                           ([TermConfig(loss="kd"), TermConfig(loss="kd")], r"method.terms\[1\].loss: 'kd' is weighted twice")]:
+        with pytest.raises(UserInputError, match=message):
+            CAMKD(_student(), splits.info, _teachers(2), terms)
     with pytest.raises(UserInputError, match=r"teachers: method 'camkd' needs at least 2"):
         CAMKD(_student(), splits.info, _teachers(1))
 
@@ -182,6 +188,6 @@ def test_recipe_end_to_end_logs_the_feature_term_from_epoch_two(tmp_path):
     }
     edgedistill.run(recipe, out=tmp_path / "run", progress=False)
     lines = [json.loads(l) for l in (tmp_path / "run" / "camkd" / "seed0" / "metrics.jsonl").read_text().splitlines()]
-    assert set(lines[0]["train"]) == {"ce", "kd", "total"} and set(lines[1]["train"]) == {"ce", "kd", "inter", "total"}
+    assert lines[0]["train"]["inter"] == 0.0 and lines[1]["train"]["inter"] > 0  # default terms: inter from epoch 2
     best = torch.load(tmp_path / "run" / "camkd" / "seed0" / "checkpoints" / "best.pt", weights_only=True)
     assert {"student", "embed0", "embed1"} <= set(best["networks"])

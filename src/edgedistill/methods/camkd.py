@@ -11,6 +11,10 @@ Spec: shared/methods/others.md section 5, checked against the official code (Ror
     L_inter    = 1/(B K) sum_k sum_i v_k,i mean((H_k,i - F_k,i)^2)
     L          = gamma CE(z_s, y) + alpha L_KD + beta L_inter               beta term off in the first epoch
 
+The weights are recipe terms naming the regime's own losses ``ce``, ``kd`` and ``inter`` (default: gamma = 1,
+alpha = 1, beta = 50 with ``start_epoch: 1``, the code's skipped first epoch); a schedule on any of them is a
+recipe line.
+
 F_s is the student's ``feat`` tap, F_k teacher k's ``feat`` tap (the map its ``pool`` and ``head`` read).
 resize: adaptive average pooling when the student map is longer, linear (bilinear for 2-D) interpolation when
 shorter. Defaults gamma = 1, alpha = 1, beta = 50, T = 4 (README). ``reduction: code`` divides by B K as the code
@@ -27,12 +31,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import confidence_weights
-from edgedistill.losses.response import kl_rows, ce
+from edgedistill.losses.response import ce, kl_rows
 from edgedistill.methods.base import Method, Step
 from edgedistill.methods.teachers import TeacherNet, Teachers, evaluating
+from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
 from edgedistill.models.taps import FeatureTaps
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
@@ -85,17 +91,20 @@ def _tap(model: nn.Module, spec: str, key: str, detach: bool = False) -> Feature
         raise UserInputError(f"{key}: {exc}") from None
 
 
+#: The regime's own losses, weighted by the recipe's terms.
+OWN_TERMS = {"ce": "label cross-entropy", "kd": "confidence-weighted logit KD",
+             "inter": "confidence-weighted intermediate-feature MSE"}
+#: The official README command's weights; the code skips the feature term in the first epoch.
+DEFAULT_TERMS = (TermConfig(loss="ce", weight=1.0), TermConfig(loss="kd", weight=1.0),
+                 TermConfig(loss="inter", weight=50.0, start_epoch=1))
+
+
 class CAMKDParams(Params):
-    gamma: float = Field(1.0, ge=0.0, description="weight of the label cross-entropy")
-    alpha: float = Field(1.0, ge=0.0, description="weight of the confidence-weighted logit (KD) term")
-    beta: float = Field(50.0, ge=0.0, description="weight of the confidence-weighted intermediate-feature term")
     temperature: float = Field(4.0, gt=0.0, description="softmax temperature T of the logit term")
     reduction: Literal["code", "sum"] = Field("code", description="code: sum / (B K) as the official code; sum: batch "
                                                                   "mean of the sum over teachers (K times larger)")
     detach_inter_weights: bool = Field(False, description="detach the intermediate term's confidence weights (the "
                                                           "code does not)")
-    inter_warmup_epochs: int = Field(1, ge=0, description="epochs before the intermediate term starts (the code "
-                                                          "skips the first)")
     student_tap: str = Field("feat", description="the student's feature map: a name in its default_taps or a module "
                                                  "path")
     cache_teacher: bool = Field(True, description="look the teachers' logits and feature maps up by training row "
@@ -107,9 +116,12 @@ class CAMKD(Method):
     """Confidence-aware multi-teacher KD: label-aware per-sample teacher weights on logits and on features."""
 
     Params = CAMKDParams
+    takes_terms = True
 
-    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
+                 terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
+        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
         self.teachers = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
         self.teacher = self.teachers[-1].model
         self._student_taps = _tap(student, self.params.student_tap, "method.params.student_tap")
@@ -169,13 +181,17 @@ class CAMKD(Method):
             s = self.networks["student"](batch["x"])
         fs, y = self._student_taps.outputs["feat"], batch["y"]
         logits, maps = self._teacher_outputs(batch)
-        terms = {"ce": p.gamma * ce(s, y), "kd": p.alpha * camkd_kd(s, logits, y, p.temperature, p.reduction)[0]}
-        if step.epoch >= p.inter_warmup_epochs and p.beta > 0:  # the code skips it in epoch 1
+
+        def inter() -> torch.Tensor:
             projected = [self.networks[f"embed{k}"](resize(fs, f.shape[2:])) for k, f in enumerate(maps)]
             # Frozen teacher pool/head, but gradients flow through them to the embeds and the student.
             heads = [t.model.head(t.model.pool(h)) for t, h in zip(self.teachers, projected)]
-            terms["inter"] = p.beta * camkd_inter(projected, maps, heads, y, p.reduction, p.detach_inter_weights)[0]
-        return terms
+            return camkd_inter(projected, maps, heads, y, p.reduction, p.detach_inter_weights)[0]
+
+        losses = {"ce": lambda: ce(s, y), "kd": lambda: camkd_kd(s, logits, y, p.temperature, p.reduction)[0],
+                  "inter": inter}
+        return weigh_own_terms(self.terms, losses, step, s)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "teachers": self.teachers.names, "teacher_cached": self.teachers.cached}
+        return {**super().describe(), "terms": [t.describe() for t in self.terms], "teachers": self.teachers.names,
+                "teacher_cached": self.teachers.cached}

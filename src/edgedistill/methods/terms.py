@@ -135,6 +135,52 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
     return bound
 
 
+@dataclass
+class OwnTerm:
+    """A recipe term weighting one of a regime's own losses (CA-MKD's ``inter``, TGD's ``orth``): the loss is the
+    regime's computation, the weight and schedule are the recipe's, like a registered loss's."""
+
+    label: str
+    weight: float
+    config: TermConfig
+
+    def describe(self) -> dict[str, Any]:
+        return {"loss": self.label, **self.config.model_dump(exclude={"loss"})}
+
+
+def bind_own_terms(terms: Sequence[TermConfig], own: dict[str, str], defaults: Sequence[TermConfig], method: str,
+                   key: str = "method.terms") -> list[OwnTerm]:
+    """The recipe's weights for a regime's own losses ``own`` (name -> doc); ``defaults`` when it gives none."""
+    chosen = list(terms) or [t.model_copy() for t in defaults]
+    seen: set[str] = set()
+    for i, t in enumerate(chosen):
+        if t.loss not in own:
+            names = "; ".join(f"{n} ({doc})" for n, doc in own.items())
+            raise UserInputError(f"{key}[{i}].loss: method '{method}' weights its own losses: {names}; got '{t.loss}'")
+        if t.params:
+            raise UserInputError(f"{key}[{i}]: '{t.loss}' takes weight, start_epoch, warmup_epochs and ramp; its "
+                                 f"settings are method.params (got {', '.join(t.params)})")
+        if t.loss in seen:
+            raise UserInputError(f"{key}[{i}].loss: '{t.loss}' is weighted twice")
+        seen.add(t.loss)
+    return [OwnTerm(t.loss, float(t.weight), t) for t in chosen]
+
+
+def weigh_own_terms(terms: list[OwnTerm], losses: dict[str, Callable[[], torch.Tensor]], step: Step,
+                    like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each term's weighted loss; ``losses`` are called only for terms that are on (weight and schedule not 0), so
+    a term that has not started costs nothing. An off term logs 0 (a scalar like ``like``)."""
+    out = {}
+    for t in terms:
+        factor = t.config.factor(step.epoch)
+        if factor == 0.0 or t.weight == 0.0:
+            out[t.label] = like.new_zeros(())
+            continue
+        weight = t.weight if factor == 1.0 else t.weight * factor
+        out[t.label] = weight * losses[t.label]()
+    return out
+
+
 def feature_taps(model: nn.Module, terms: list[BoundTerm], network: str) -> Optional[FeatureTaps]:
     """Hooks for every tap the terms read from ``model`` (``network`` is "student" or "teacher"); None when
     no term reads its features. A tap spec is a module path or a name in the model's ``default_taps``."""
