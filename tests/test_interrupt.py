@@ -1,14 +1,18 @@
 """Kill a real `edgedistill run` mid-training, start it again with the same --out, and get exactly the
-numbers of an uninterrupted run (each in its own model cache, so nothing is shared between them)."""
+numbers of an uninterrupted run (each in its own model cache, so nothing is shared between them).
+
+The run kills itself with SIGKILL right after the teacher's epoch 5 checkpoint (the training loop's test-only
+EDGEDISTILL_TEST_KILL_AFTER_EPOCH hook): a real hard kill, at a deterministic point, with no timing involved."""
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
+
+from edgedistill.engine.loop import TEST_KILL_AFTER_EPOCH
 
 RECIPE = {
     "name": "interrupt",
@@ -28,7 +32,8 @@ def _cmd(recipe: Path, out: Path) -> list[str]:
 
 
 def _env(cache: Path) -> dict:
-    return {**os.environ, "EDGEDISTILL_CACHE": str(cache)}
+    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_AFTER_EPOCH}
+    return {**env, "EDGEDISTILL_CACHE": str(cache)}
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
@@ -37,18 +42,13 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     straight = subprocess.run(_cmd(recipe, tmp_path / "a"), env=_env(tmp_path / "cache-a"), capture_output=True, text=True, timeout=300)
     assert straight.returncode == 0, straight.stderr
 
-    proc = subprocess.Popen(_cmd(recipe, tmp_path / "b"), env=_env(tmp_path / "cache-b"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial_log = None
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        logs = list((tmp_path / "cache-b").glob("models/*.partial/metrics.jsonl"))
-        if logs and len(logs[0].read_text().splitlines()) >= 5:
-            partial_log = logs[0]
-            proc.send_signal(signal.SIGKILL)  # no chance to clean up: only atomic writes survive
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert partial_log is not None, "the teacher finished before it could be interrupted"
+    # No chance to clean up: only atomic writes survive. The teacher (40 epochs) is the first stage to reach epoch 5.
+    killed = subprocess.run(_cmd(recipe, tmp_path / "b"), env={**_env(tmp_path / "cache-b"), TEST_KILL_AFTER_EPOCH: "5"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    partial_logs = list((tmp_path / "cache-b").glob("models/*.partial/metrics.jsonl"))
+    assert len(partial_logs) == 1, "the teacher's unfinished stage is left in the cache"
+    assert [json.loads(l)["epoch"] for l in partial_logs[0].read_text().splitlines()] == [1, 2, 3, 4, 5]
     assert not (tmp_path / "b" / "summary.json").exists()
 
     resumed = subprocess.run(_cmd(recipe, tmp_path / "b"), env=_env(tmp_path / "cache-b"), capture_output=True, text=True, timeout=300)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,17 @@ def _truncate_log(path: Path, epochs_kept: int) -> None:
         if record["epoch"] <= epochs_kept:
             kept.append(line)
     write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+#: Test-only (tests/test_interrupt.py); never set it otherwise. With ``EDGEDISTILL_TEST_KILL_AFTER_EPOCH=N`` in the
+#: environment, a training stage kills its own process with SIGKILL (no handler, no cleanup: only what was written
+#: atomically survives) right after epoch N's log line and checkpoint are written: a hard kill at a deterministic point.
+TEST_KILL_AFTER_EPOCH = "EDGEDISTILL_TEST_KILL_AFTER_EPOCH"
+
+
+def _test_kill_after(epoch: int) -> None:
+    if os.environ.get(TEST_KILL_AFTER_EPOCH) == str(epoch):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _FabricModule() -> type:
@@ -183,6 +196,7 @@ class Trainer:
                 with log_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
                 self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
+            _test_kill_after(epoch + 1)
             self.progress.note(_brief(val, best_epoch))
         return self._finish(method, splits, stage, best_epoch)
 
