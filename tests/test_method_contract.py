@@ -11,7 +11,8 @@ epoch) and the method from ``distilled_method``. Then, for each regime:
 * ``describe()`` is JSON;
 * two epochs straight, and the same run stopped after epoch 1 (its stage directory as a kill right after that
   epoch's checkpoint leaves it) then resumed by the engine from ``last.pt`` in a fresh regime, give
-  bit-identical deliverable weights (last and best), test metrics and logged loss terms.
+  bit-identical deliverable weights (last and best), weights of every trained network, test metrics and logged
+  loss terms.
 
 A new regime is covered by registering it and shipping a recipe for it. A regime that cannot meet a check for a
 genuine reason is marked there with ``pytest.xfail(reason)``, never skipped.
@@ -32,6 +33,7 @@ from torch import nn
 
 from edgedistill.augment.pipeline import step_generator
 from edgedistill.config import load_recipe, recipe_to_dict
+from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.experiment.build import seed_everything
 from edgedistill.experiment.runner import Runner, distilled_method, plan
@@ -291,6 +293,11 @@ def test_one_epoch_then_resume_equals_two_epochs_straight(name, regime, tmp_path
         assert a.keys() == b.keys()
         differ = [k for k in a if not torch.equal(a[k], b[k])]
         assert not differ, f"{name}: resumed {which} weights differ from the straight run's in {differ[:5]}"
+    # Every network the regime trains, not only the deliverable (an EMA's student, a GAN's generator, peers).
+    a, b = (ckpt.load(d / "checkpoints" / "last.pt")["networks"] for d in (straight, resumed))
+    assert a.keys() == b.keys()
+    differ = [f"{net}.{k}" for net in a for k in a[net] if not torch.equal(a[net][k], b[net][k])]
+    assert not differ, f"{name}: resumed networks differ from the straight run's in {differ[:5]}"
     assert summary["test"] == again["test"] and summary["best_epoch"] == again["best_epoch"]
     logs = [[json.loads(line)["train"] for line in (d / "metrics.jsonl").read_text().splitlines()]
             for d in (straight, resumed)]
