@@ -144,36 +144,6 @@ def test_recipe_end_to_end_reports_ema_and_raw_student(tmp_path):
     assert all(torch.equal(deliverable_weights(run, "best")[k], best["networks"]["ema"][k]) for k in shipped)
 
 
-class _Interrupt(RoSKD):
-    def after_step(self, step):
-        super().after_step(step)
-        if step.step == self.stop_at:
-            raise KeyboardInterrupt
-
-
-def test_an_interrupted_run_resumes_to_the_same_ema(tmp_path):
-    from edgedistill.config import EngineConfig
-    from edgedistill.engine.loop import Stage, Trainer
-
-    splits, cfg = toy_splits(), TrainConfig(epochs=3, batch_size=8)
-    teachers = _teachers(2)
-
-    def fresh(cls=RoSKD):
-        torch.manual_seed(0)
-        return cls(tiny_net(), splits.info, teachers, sample_seed=3)
-
-    trainer = Trainer(EngineConfig(progress=False))
-    trainer.fit(fresh(), splits, Stage("a", tmp_path / "a", 0, cfg))
-    broken = fresh(_Interrupt)
-    broken.stop_at = 10  # in the second epoch (7 steps per epoch): the last checkpoint is after epoch 1
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit(broken, splits, Stage("b", tmp_path / "b", 0, cfg))
-    trainer.fit(fresh(), splits, Stage("b", tmp_path / "b", 0, cfg))
-    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.pt", weights_only=True)["networks"] for d in ("a", "b"))
-    for name in ("ema", "student"):
-        assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
-
-
 def test_debiased_momentum_is_the_bias_corrected_average():
     """Updates with debiased_momentum give S_n / (1 - m^n), S_n = m S_(n-1) + (1 - m) θ_n, S_0 = 0: the initial
     weights get no weight at all (the failure on tiny sets was a plain EMA keeping m^n of them)."""
