@@ -2,6 +2,7 @@
 orthogonality term's invariances, frozen teachers on their own views, gradients reaching only the student, the
 scratch initialisation, clear errors, and an end-to-end run with a PI teacher on synthetic windows."""
 import copy
+import json
 
 import pytest
 import torch
@@ -9,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import edgedistill
-from edgedistill.config import TeacherConfig, load_recipe
+from edgedistill.config import TeacherConfig, TermConfig, load_recipe
 from edgedistill.data.dataset import DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Step, TeacherNet
-from edgedistill.methods.topo_kd import (INIT_NAME, TopoKD, kd_term, merged_map, merged_similarity_loss,
-                                         orthogonality_loss, similarity_map, std_scaled)
+from edgedistill.methods.topo_kd import (DEFAULT_TERMS, INIT_NAME, TopoKD, kd_term, merged_map,
+                                         merged_similarity_loss, orthogonality_loss, similarity_map, std_scaled)
 
 D = torch.float64
 STEP = Step(epoch=0, step=0, epochs=1, steps_per_epoch=1)
@@ -96,9 +97,11 @@ def _batch(b=8):
 def test_step_terms_frozen_teachers_and_student_gradients():
     teachers = _teachers()
     before = [copy.deepcopy(t.model.state_dict()) for t in teachers]
-    m = TopoKD(Probe(2), _info(), teachers, sim_weight=10.0, orth_weight=200.0, init="none")
+    terms = [TermConfig(loss="ce", weight=0.01), TermConfig(loss="kd", weight=0.99), TermConfig(loss="sim", weight=10.0),
+             TermConfig(loss="orth", weight=200.0)]
+    m = TopoKD(Probe(2), _info(), teachers, terms, init="none")
     out = m.training_step(_batch(), STEP)
-    assert set(out) == {"ce", "kd_raw", "kd_pi", "sim", "orth"}
+    assert set(out) == {"ce", "kd", "sim", "orth"}
     sum(out.values()).backward()
     assert all(p.grad is not None for p in m.networks["student"].parameters())
     for t, state in zip(teachers, before):
@@ -108,17 +111,38 @@ def test_step_terms_frozen_teachers_and_student_gradients():
     assert m.weights == [0.3, 0.7]
 
 
-def test_lambda_zero_and_no_feature_terms_is_plain_ce():
-    m = TopoKD(Probe(2), _info(), _teachers(), lam=0.0, orth_weight=0.0, temperature_rule="fixed", init="none")
+def test_default_terms_are_the_old_weighting():
+    """No method.terms: (1 - 0.99) CE + 0.99 (0.3 KD_raw + 0.7 KD_pi) + 200 orth, as the old lam/orth_weight."""
+    assert [(t.loss, t.weight) for t in DEFAULT_TERMS] == [("ce", 1.0 - 0.99), ("kd", 0.99), ("orth", 200.0)]
+    torch.manual_seed(0)
+    m = TopoKD(Probe(2), _info(), _teachers(), init="none")
     b = _batch()
     out = m.training_step(b, STEP)
-    assert float(out["kd_raw"].detach()) == 0 and float(out["kd_pi"].detach()) == 0 and "orth" not in out
+    assert set(out) == {"ce", "kd", "orth"} and m._student_taps is not None
+    with torch.no_grad():
+        z_s = m.networks["student"](b["x"])
+        z_raw, z_pi = m.teachers[0].model(b["x"]), m.teachers[1].model(b["pi"])
+    ref_kd = 0.99 * 0.3 * kd_term(z_s, z_raw, 4.0) + 0.99 * 0.7 * kd_term(z_s, z_pi, 4.0)
+    assert float(out["ce"].detach()) == pytest.approx(float((1.0 - 0.99) * F.cross_entropy(std_scaled(z_s), b["y"])), rel=1e-6)
+    assert float(out["kd"].detach()) == pytest.approx(float(ref_kd), rel=1e-6)
+
+
+def test_kd_weight_zero_and_no_feature_terms_is_plain_ce():
+    terms = [TermConfig(loss="ce", weight=1.0), TermConfig(loss="kd", weight=0.0)]
+    m = TopoKD(Probe(2), _info(), _teachers(), terms, temperature_rule="fixed", init="none")
+    assert m._student_taps is None and m._teacher_taps == [None, None]  # no sim/orth term: no feature hooks
+    b = _batch()
+    out = m.training_step(b, STEP)
+    assert float(out["kd"].detach()) == 0 and set(out) == {"ce", "kd"}
     assert float(out["ce"].detach()) == pytest.approx(float(F.cross_entropy(m.networks["student"](b["x"]), b["y"]).detach()), rel=1e-6)
+    # a feature term at weight 0 builds no hooks either
+    zero = [TermConfig(loss="ce"), TermConfig(loss="orth", weight=0.0)]
+    assert TopoKD(Probe(2), _info(), _teachers(), zero, init="none")._student_taps is None
 
 
 def test_single_pi_teacher_gets_all_the_weight():
     m = TopoKD(Probe(2), _info(), _teachers()[1:], init="none")
-    assert m.weights == [1.0] and set(m.training_step(_batch(), STEP)) == {"ce", "kd_pi", "orth"}
+    assert m.weights == [1.0] and set(m.training_step(_batch(), STEP)) == {"ce", "kd", "orth"}
 
 
 def test_scratch_init_plan_and_loaded_weights():
@@ -145,6 +169,16 @@ def test_bad_params_are_named(kwargs, match):
         TopoKD(Probe(2), _info(), _teachers(), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lam": 0.5}, r"method.params.lam: unknown parameter"), ({"orth_weight": 0}, r"method.params.orth_weight: unknown"),
+    ({"terms": [TermConfig(loss="kd_pi")]}, r"method.terms\[0\].loss: method 'topo_kd' weights its own losses: ce .*orth"),
+    ({"terms": [TermConfig(loss="kd", temperature=2)]}, r"method.terms\[0\]: 'kd' takes weight, start_epoch"),
+])
+def test_weights_are_recipe_terms(kwargs, match):
+    with pytest.raises(UserInputError, match=match):
+        TopoKD(Probe(2), _info(), _teachers(), **kwargs)
+
+
 def test_needs_one_or_two_teachers_with_existing_views():
     with pytest.raises(UserInputError, match=r"^teachers: method .topo_kd. needs 1 to 2 teachers.*\(1: PI; 2: raw signal, PI\)"):
         TopoKD(Probe(2), _info(), _teachers() + _teachers()[:1])
@@ -162,9 +196,12 @@ def test_end_to_end_with_a_pi_teacher(tmp_path):
         "teachers": [{"name": "raw", "model": "cnn1d", "width": 8, "view": "x", "train": {"epochs": 1, "batch_size": 8}},
                      {"name": "pi", "model": "cnn2d", "width": 4, "view": "pi", "train": {"epochs": 1, "batch_size": 8}}],
         "student": {"model": "cnn1d", "width": 4},
-        "method": {"name": "topo_kd", "params": {"sim_weight": 1.0}},
+        "method": {"name": "topo_kd", "terms": [{"loss": "ce", "weight": 0.01}, {"loss": "kd", "weight": 0.99},
+                                                {"loss": "sim", "weight": 1.0}, {"loss": "orth", "weight": 200.0}]},
         "train": {"epochs": 1, "batch_size": 8}, "seeds": [0],
     }
     summary = edgedistill.run(recipe, out=tmp_path / "run", progress=False)
     roles = {r["role"] for r in summary["rows"]}
     assert "method" in roles and (tmp_path / "run" / "report.md").is_file()
+    line = json.loads((tmp_path / "run" / "topo_kd" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
+    assert set(line["train"]) == {"ce", "kd", "sim", "orth", "total"} and line["train"]["sim"] > 0

@@ -4,9 +4,15 @@ Spec: shared/methods/asu-group.md section 6 (TDA-KD Asilomar 2022 [CODE], TGD GR
 arXiv 2407.05315 [PAPER-FIG eq. 9 + NOTES]). Teachers k = 1, 2 (in the order of the recipe's ``teachers`` list,
 each on its own view, e.g. "x" and "pi"), weights a_1 = alpha, a_2 = 1 - alpha; the student reads "x" only.
 
-    L = (1 - lam) CE(r(z_S), y) + lam T^2 sum_k a_k KL(sigma(q(z_k)) || sigma(q(z_S)))        [TDA-KD / TGD / TPKD]
-        + sim_weight  * sum_l MSE(n_row(G(F_S^l)), n_row(sum_k a_k G(F_k^l)))                 [TGD, merged maps]
-        + orth_weight * sum_l L_orth^l                                                      [TPKD; OUR form]
+    L = w_ce   CE(r(z_S), y)                                                    "ce"     [TDA-KD / TGD / TPKD]
+      + w_kd   T^2 sum_k a_k KL(sigma(q(z_k)) || sigma(q(z_S)))                 "kd"
+      + w_sim  sum_l MSE(n_row(G(F_S^l)), n_row(sum_k a_k G(F_k^l)))            "sim"    [TGD, merged maps]
+      + w_orth sum_l L_orth^l                                                   "orth"   [TPKD; OUR form]
+
+The weights w are recipe terms naming these four own losses (``method.terms``); the default is the papers'
+(1 - lam) CE + lam KD with lam = 0.99, plus 200 L_orth (TPKD's beta for PAMAP2) and no similarity term:
+``[{loss: ce, weight: 0.01}, {loss: kd, weight: 0.99}, {loss: orth, weight: 200}]``. A term may carry a schedule
+(``start_epoch``, ``warmup_epochs``, ``ramp``); the feature taps are built only when ``sim`` or ``orth`` is weighed.
 
 * G(F) = F F^T, the B x B similarity map of a layer's activations flattened per sample; n_row: unit L2 rows.
 * Temperature rule ``temperature_rule: std`` (TDA-KD code): q(z) = 2 z / std(z) per sample (unbiased std), and
@@ -33,15 +39,23 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from edgedistill.config import Recipe, TeacherConfig
+from edgedistill.config import Recipe, TeacherConfig, TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Method, Step
 from edgedistill.methods.teachers import TeacherNet, Teachers, freeze
+from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
 INIT_NAME = "student_init"
+#: The regime's own losses, weighted by the recipe's terms.
+OWN_TERMS = {"ce": "cross-entropy on r(z_S)", "kd": "T^2 sum_k a_k KL to teacher k (a_1 = alpha, a_2 = 1 - alpha)",
+             "sim": "merged similarity-map MSE (TGD)", "orth": "orthogonality of similarity-map patches (TPKD; our form)"}
+#: (1 - lam) CE + lam KD with lam = 0.99 (TDA-KD), beta = 200 on the orthogonality term (TPKD, PAMAP2), no sim term.
+DEFAULT_TERMS = (TermConfig(loss="ce", weight=1.0 - 0.99), TermConfig(loss="kd", weight=0.99),
+                 TermConfig(loss="orth", weight=200.0))
+FEATURE_TERMS = ("sim", "orth")
 
 
 def std_scaled(z: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
@@ -98,7 +112,6 @@ def orthogonality_loss(student_feat: torch.Tensor, teacher_feats: Sequence[torch
 
 
 class TopoKDParams(Params):
-    lam: float = Field(0.99, ge=0.0, le=1.0, description="weight of the KD terms; 1 - lam weighs the CE term")
     alpha: float = Field(0.3, ge=0.0, le=1.0, description="weight of the first teacher (raw signal); the second (PI) "
                                                          "gets 1 - alpha; ignored with one teacher")
     temperature: float = Field(4.0, gt=0.0, description="T: multiplies the KD terms by T^2 (and divides the logits "
@@ -107,9 +120,6 @@ class TopoKDParams(Params):
         "std", description="std: q(z) = 2 z / std(z) per sample (TDA-KD); fixed: q(z) = z / T (Hinton)")
     kl_reduction: Literal["mean", "batchmean"] = Field(
         "mean", description="mean: KL divided by B*C (nn.KLDivLoss default, as the TDA-KD code); batchmean: by B")
-    sim_weight: float = Field(0.0, ge=0.0, description="weight of the merged similarity-map loss (TGD)")
-    orth_weight: float = Field(200.0, ge=0.0, description="weight of the orthogonality loss on similarity-map "
-                                                          "patches (TPKD; our form)")
     patches: int = Field(4, ge=1, description="contiguous batch groups of the orthogonality loss")
     layers: Optional[list[str]] = Field(None, description="tapped layers (names in the models' default_taps or "
                                                           "module paths); default: stage1, stage2, feat")
@@ -123,9 +133,12 @@ class TopoKD(Method):
     """One or two frozen teachers on their own views (raw signal, persistence images) -> raw-signal student."""
 
     Params = TopoKDParams
+    takes_terms = True
 
-    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
+                 terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
+        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
         teachers = list(teachers or [])
         init_net = next((t for t in teachers if t.name == INIT_NAME), None)
         try:
@@ -146,7 +159,7 @@ class TopoKD(Method):
                 student.load_state_dict(init_net.model.state_dict())
         self._student_taps: Any = None
         self._teacher_taps: list[Any] = [None] * len(self.teachers)
-        if p.sim_weight > 0 or p.orth_weight > 0:
+        if any(t.label in FEATURE_TERMS and t.weight != 0.0 for t in self.terms):
             from edgedistill.models import FeatureTaps
 
             def taps(model: nn.Module, role: str, detach: bool) -> Any:
@@ -185,16 +198,16 @@ class TopoKD(Method):
             z_t.append(self.teachers.run(batch, k, taps=tap).to(z_s.dtype))
             f_t.append(dict(tap.outputs) if tap is not None else {})
         ce_in = std_scaled(z_s) if p.temperature_rule == "std" else z_s
-        out = {"ce": (1.0 - p.lam) * F.cross_entropy(ce_in, batch["y"])}
-        for t, z, w in zip(self.teachers, z_t, self.weights):
-            out[f"kd_{t.name}"] = p.lam * w * kd_term(z_s, z, p.temperature, p.temperature_rule, p.kl_reduction)
-        if p.sim_weight > 0:
-            out["sim"] = p.sim_weight * sum(
-                merged_similarity_loss(f_s[n], [f[n] for f in f_t], self.weights) for n in self.layers)
-        if p.orth_weight > 0:
-            out["orth"] = p.orth_weight * sum(
-                orthogonality_loss(f_s[n], [f[n] for f in f_t], self.weights, p.patches) for n in self.layers)
-        return out
+        losses = {
+            "ce": lambda: F.cross_entropy(ce_in, batch["y"]),
+            "kd": lambda: sum(w * kd_term(z_s, z, p.temperature, p.temperature_rule, p.kl_reduction)
+                              for z, w in zip(z_t, self.weights)),
+            "sim": lambda: sum(merged_similarity_loss(f_s[n], [f[n] for f in f_t], self.weights) for n in self.layers),
+            "orth": lambda: sum(orthogonality_loss(f_s[n], [f[n] for f in f_t], self.weights, p.patches)
+                                for n in self.layers),
+        }
+        return weigh_own_terms(self.terms, losses, step, z_s)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "teachers": self.teachers.names, "weights": self.weights, "layers": self.layers}
+        return {**super().describe(), "terms": [t.describe() for t in self.terms], "teachers": self.teachers.names,
+                "weights": self.weights, "layers": self.layers}
