@@ -133,10 +133,10 @@ def test_unknown_knob_names_the_recipe_key_and_the_options() -> None:
 @pytest.mark.parametrize(
     ("knobs", "pattern"),
     [
-        ({"width": "wide"}, r"student\.width: model 'cnn1d' expects an integer, got 'wide'"),
+        ({"width": "wide"}, r"student\.width: Input should be a valid integer, got 'wide'"),
         ({"width": 16.0}, r"student\.width: .*integer"),
-        ({"depth": True}, r"student\.depth: .*an integer, got True"),
-        ({"head": "max"}, r"student\.head: model 'cnn1d' expects one of 'gap', 'segments'"),
+        ({"depth": True}, r"student\.depth: .*valid integer, got True"),
+        ({"head": "max"}, r"student\.head: Input should be 'gap' or 'segments', got 'max'"),
         ({"width": 0}, r"student\.width: must be positive, got 0 \(model 'cnn1d'\)"),
         ({"pool_every": -1}, r"student\.pool_every: must be >= 0"),
     ],

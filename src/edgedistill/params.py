@@ -9,10 +9,12 @@ keys a recipe may set and ``edgedistill list methods --params NAME`` all come fr
 from __future__ import annotations
 
 import difflib
+import inspect
 from types import UnionType
-from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
+from typing import (Annotated, Any, Callable, ClassVar, Literal, Optional, TypeVar, Union, get_args, get_origin,
+                    get_type_hints)
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError, create_model
 
 from edgedistill.errors import UserInputError
 
@@ -23,6 +25,9 @@ class Params(BaseModel):
     """Base of every typed parameter set: unknown keys, wrong types and non-finite numbers are refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    #: What a key is called in errors ("unknown parameter for method 'x'"); a model's knobs are "option"s.
+    noun: ClassVar[str] = "parameter"
 
     @classmethod
     def parse(cls: type[P], values: Optional[dict[str, Any]], key: str, what: str = "") -> P:
@@ -44,6 +49,44 @@ class Params(BaseModel):
             rows.append({"name": name, "type": kind, "default": field.get_default(call_default_factory=True),
                          "bounds": ", ".join(bounds), "doc": field.description or ""})
         return rows
+
+
+_SIGNATURE_MODELS: dict[tuple[Any, tuple[str, ...], str], type[Params]] = {}
+
+
+def signature_params(fn: Callable[..., Any], skip: tuple[str, ...] = (), noun: str = "parameter") -> type[Params]:
+    """A ``Params`` model of ``fn``'s keyword parameters (all but ``skip``), typed by its annotations or, where it
+    has none, by its defaults' types: for callables whose signature is their declaration (a zoo model's knobs, a
+    loss's hyperparameters). Every field is optional (the callable fills its own defaults); a parameter whose type
+    pydantic cannot check (a tensor, a module) is taken as given. None for a callable with ``**kwargs``."""
+    cache_key = (fn, skip, noun)
+    if cache_key in _SIGNATURE_MODELS:
+        return _SIGNATURE_MODELS[cache_key]
+    try:
+        hints = get_type_hints(fn)
+    except Exception:  # unresolvable annotations only weaken the check, they are not an error
+        hints = {}
+    fields: dict[str, Any] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in skip or p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            continue
+        default = None if p.default is inspect.Parameter.empty else p.default
+        kind = hints.get(p.name)
+        if kind is None:
+            kind = type(default) if isinstance(default, (bool, int, float, str)) else Any
+        try:
+            TypeAdapter(kind)
+        except Exception:  # noqa: BLE001 - a type pydantic cannot validate is passed through unchecked
+            kind = Any
+        # Scalars strictly (no bool as a number, no "2" as 2); containers laxly (YAML gives lists for tuples).
+        fields[p.name] = (Optional[Annotated[kind, Strict()] if kind in (bool, int, float, str) else kind], default)
+    extra = "allow" if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()) else "forbid"
+    base = type(f"{getattr(fn, '__qualname__', 'fn')}Base", (Params,), {"noun": noun})
+    model = create_model(f"{getattr(fn, '__qualname__', 'fn')}Params".replace(".", "_"), __base__=base, **fields)
+    model.model_config = {**model.model_config, "extra": extra, "strict": False, "arbitrary_types_allowed": True}
+    model.model_rebuild(force=True)
+    _SIGNATURE_MODELS[cache_key] = model
+    return model
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
@@ -80,13 +123,14 @@ def format_errors(err: ValidationError, key: str, model: type[BaseModel], what: 
     parts = []
     for e in err.errors()[:3]:
         path = ".".join(str(p) for p in e["loc"])
-        where = f"{key}.{path}" if path else key
+        where = f"{key}.{path}" if path and key else (path or key)
         if e["type"] == "extra_forbidden":
             allowed = list(_model_at(model, e["loc"][:-1]).model_fields)
             close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             target = f" for {what}" if what else ""
-            parts.append(f"{where}: unknown parameter{target}; expected one of: {', '.join(allowed) or '(none)'}.{hint}")
+            noun = getattr(model, "noun", "parameter")
+            parts.append(f"{where}: unknown {noun}{target}; expected one of: {', '.join(allowed) or '(none)'}.{hint}")
             continue
         msg = e["msg"]
         if e["type"] in ("finite_number",):

@@ -21,12 +21,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from edgedistill.config import TermConfig, check_kwargs
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Method, Step
 from edgedistill.methods.teachers import Teachers, evaluating
-from edgedistill.params import Params
+from edgedistill.params import Params, signature_params
 from edgedistill.registry import LOSSES
 
 if TYPE_CHECKING:
@@ -119,13 +119,8 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
             for r in reads:
                 taps[r] = str(specs[net]) if specs[net] is not None else FEATURE_ROLES[r][2]
         hyper_fn = entry.obj.__init__ if is_module else entry.obj
-        check_kwargs(hyper_fn, params, where, reserved=ROLES + MODULE_ARGS, what=f"loss '{term.loss}'")
-        hyper_sig = inspect.signature(hyper_fn)
-        for name, value in params.items():
-            default = hyper_sig.parameters[name].default
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise UserInputError(f"{where}.{name}: expected a number, got {value!r}")
+        # The loss's signature is its parameter declaration: typed hyperparameters, checked like method params.
+        signature_params(hyper_fn, skip=ROLES + MODULE_ARGS).parse(params, where, what=f"loss '{term.loss}'")
         count = seen.get(term.loss, 0)
         seen[term.loss] = count + 1
         label = term.loss if count == 0 else f"{term.loss}_{count + 1}"

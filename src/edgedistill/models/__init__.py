@@ -9,13 +9,12 @@ helpers (``FeatureTaps``, ``count_params``, ...) on first attribute access.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
-import typing
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgedistill.errors import UserInputError
+from edgedistill.params import signature_params
 from edgedistill.registry import MODELS
 
 if TYPE_CHECKING:
@@ -116,40 +115,9 @@ def _check_dims(
 
 
 def _check_knobs(factory: Callable[..., Any], name: str, key: str | None, knobs: dict[str, Any]) -> None:
-    """Reject unknown knobs and obvious type/choice mistakes before constructing anything."""
-    params = list(inspect.signature(factory).parameters.values())[3:]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    accepted = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    try:
-        hints = typing.get_type_hints(factory)
-    except Exception:  # unresolvable annotations only weaken the check, they are not an error
-        hints = {}
-    for knob, value in knobs.items():
-        if knob not in accepted:
-            expected = ", ".join(sorted(accepted)) or "(no options)"
-            close = difflib.get_close_matches(knob, list(accepted), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise UserInputError(
-                f"{_path(key, knob)}: unknown option for model '{name}'; expected one of: {expected}.{hint}"
-            )
-        problem = _value_problem(value, accepted[knob].default, hints.get(knob))
-        if problem:
-            raise UserInputError(f"{_path(key, knob)}: model '{name}' expects {problem}, got {value!r}")
+    """Reject unknown knobs and type/choice mistakes before constructing anything: the factory's signature after
+    (in_channels, n_outputs, input_size) is its typed parameter declaration (``params.signature_params``)."""
+    first = tuple(list(inspect.signature(factory).parameters)[:3])
+    signature_params(factory, skip=first, noun="option").parse(knobs, key or "", what=f"model '{name}'")
 
 
-def _value_problem(value: Any, default: Any, hint: Any) -> str | None:
-    """Describe what was expected when ``value`` clearly does not fit the knob's default/annotation."""
-    if typing.get_origin(hint) is typing.Literal:
-        choices = typing.get_args(hint)
-        return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "true or false"
-    is_bool = isinstance(value, bool)  # bool is an int subclass; `width: true` is a recipe mistake
-    if isinstance(default, int):
-        return None if isinstance(value, int) and not is_bool else "an integer"
-    if isinstance(default, float):
-        return None if isinstance(value, (int, float)) and not is_bool else "a number"
-    if isinstance(default, str):
-        return None if isinstance(value, str) else "a string"
-    return None
