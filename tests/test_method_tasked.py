@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from edgedistill.config import DataConfig, EngineConfig, TrainConfig, load_recipe
+from edgedistill.config import DataConfig, EngineConfig, TermConfig, TrainConfig, load_recipe
 from edgedistill.data import prepare_data
 from edgedistill.data.dataset import DataInfo
 from edgedistill.engine.loop import Stage, Trainer
@@ -16,7 +16,7 @@ from edgedistill.errors import UserInputError
 from edgedistill.losses.relation import mmd
 from edgedistill.losses.response import ce
 from edgedistill.methods.base import Step, TeacherNet
-from edgedistill.methods.tasked import Tasked, dann_lambda, grad_reverse, subject_mmd
+from edgedistill.methods.tasked import DEFAULT_TERMS, Tasked, dann_lambda, grad_reverse, subject_mmd
 from edgedistill.methods.tfkd import TeacherFreeKD
 from edgedistill.models import build_model
 from tests.helpers import tiny_net, toy_splits
@@ -24,6 +24,8 @@ from tests.helpers import tiny_net, toy_splits
 # others.md §0.3 / reference/ref_others.py shared inputs.
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 Y = torch.tensor([1, 2, 0])
+# Alignment off: the task CE and self-KD alone (alpha = 0.5).
+SELF_KD_ONLY = [TermConfig(loss="ce", weight=0.5), TermConfig(loss="self_kd", weight=0.5)]
 
 
 def grid(shape: tuple[int, ...], a: float, b: float = 0.0) -> torch.Tensor:
@@ -122,10 +124,10 @@ def _info(classes: int = 4, groups: bool = False) -> DataInfo:
 
 
 def test_self_kd_spec_vector_and_zero_at_the_virtual_teacher() -> None:
-    method = Tasked(tiny_net(classes=4), _info(), adversarial=0, mmd=0, correct_prob=0.99, temperature=1.0)
+    method = Tasked(tiny_net(classes=4), _info(), SELF_KD_ONLY, correct_prob=0.99, temperature=1.0)
     assert float(method.self_kd(ZS, Y)) == pytest.approx(0.424475, abs=1e-6)
     for t in (1.0, 4.0):
-        method = Tasked(tiny_net(classes=4), _info(), adversarial=0, mmd=0, correct_prob=0.99, temperature=t)
+        method = Tasked(tiny_net(classes=4), _info(), SELF_KD_ONLY, correct_prob=0.99, temperature=t)
         p = torch.full((3, 4), 0.01 / 3, dtype=torch.float64)
         p[torch.arange(3), Y] = 0.99
         at_target = torch.log(p) + torch.tensor([[2.0], [-1.0], [0.5]], dtype=torch.float64)  # any row shift
@@ -138,18 +140,28 @@ def test_without_alignment_it_is_exactly_tfkd() -> None:
     batch = splits.train.batch(torch.arange(16))
     net = tiny_net()
     step = Step(0, 3, 10, 5)
-    ours = Tasked(net, splits.info, adversarial=0, mmd=0, alpha=0.3, temperature=2.0, correct_prob=0.8)
-    ref = TeacherFreeKD(net, splits.info, alpha=0.3, temperature=2.0, correct_prob=0.8)
+    ours = Tasked(net, splits.info, [TermConfig(loss="ce", weight=0.7), TermConfig(loss="self_kd", weight=0.3)],
+                  temperature=2.0, correct_prob=0.8)
+    ref = TeacherFreeKD(net, splits.info, [TermConfig(loss="ce", weight=0.7), TermConfig(loss="kd", weight=0.3, temperature=2.0)],
+                        correct_prob=0.8)
     net.eval()
     a, b = ours.training_step(batch, step), ref.training_step(batch, step)
     assert list(ours.networks) == ["student"] and set(a) == {"ce", "self_kd"}
     torch.testing.assert_close(sum(a.values()), sum(b.values()))
-    assert "self_kd" not in Tasked(net, splits.info, adversarial=0, mmd=0, alpha=0.0).training_step(batch, step)
+    off = Tasked(net, splits.info, [TermConfig(loss="ce"), TermConfig(loss="self_kd", weight=0.0)]).training_step(batch, step)
+    assert float(off["self_kd"]) == 0.0  # a term at weight 0 is not computed and logs 0
+
+
+def test_default_terms_are_the_old_defaults() -> None:
+    """alpha = 0.5 between CE and self-KD, adversarial 0.1, mmd 0.5 (times the ramp), as the old parameters."""
+    assert [(t.loss, t.weight) for t in DEFAULT_TERMS] == [("ce", 0.5), ("self_kd", 0.5), ("adversarial", 0.1), ("mmd", 0.5)]
 
 
 # ---- gradient routing ------------------------------------------------------------------------------------
 def test_classifier_learns_subjects_and_features_get_the_reversed_gradient(splits) -> None:
-    method = Tasked(_student(splits), splits.info, train=splits.train, adversarial=0.7, mmd=0.5, grl_max=0.8)
+    terms = [TermConfig(loss="ce", weight=0.5), TermConfig(loss="self_kd", weight=0.5),
+             TermConfig(loss="adversarial", weight=0.7), TermConfig(loss="mmd", weight=0.5)]
+    method = Tasked(_student(splits), splits.info, terms, train=splits.train, grl_max=0.8)
     student, clf = method.networks["student"], method.networks["subject_classifier"]
     batch = splits.train.batch(torch.arange(24))
     step = Step(3, 30, 10, 20)  # progress 0.15
@@ -161,8 +173,8 @@ def test_classifier_learns_subjects_and_features_get_the_reversed_gradient(split
         return [p.grad for p in student.parameters()], [p.grad for p in clf.parameters()]
 
     terms = method.training_step(batch, step)
-    assert set(terms) == {"ce", "self_kd", "subject_adv", "mmd"}
-    g_adv, c_adv = grads(terms["subject_adv"])
+    assert set(terms) == {"ce", "self_kd", "adversarial", "mmd"}
+    g_adv, c_adv = grads(terms["adversarial"])
     # The same loss without the reversal layer.
     with method._taps:
         student(batch["x"])
@@ -174,6 +186,11 @@ def test_classifier_learns_subjects_and_features_get_the_reversed_gradient(split
     assert len(moved) > 5
     for a, b in moved:  # the feature extractor ascends it, scaled by the ramp
         torch.testing.assert_close(a, -scale * b)
+    # The MMD term is its weight times the ramp times the subject MMD of the embedding.
+    labels = batch["y"]
+    ref_mmd = 0.5 * (dann_lambda(0.15) * subject_mmd(method._taps.outputs["emb"], method.subject_index(batch["group"]),
+                                                     None, labels))
+    torch.testing.assert_close(terms["mmd"], ref_mmd)
     # The task, self-KD and MMD terms never reach the subject classifier.
     _, c_rest = grads(terms["ce"] + terms["self_kd"] + terms["mmd"])
     assert all(g is None for g in c_rest)
@@ -192,24 +209,35 @@ def test_subject_ids_map_to_classifier_classes(splits) -> None:
 def test_no_subject_ids_is_a_clear_error_unless_alignment_is_off() -> None:
     splits = toy_splits()  # no groups
     with pytest.raises(UserInputError, match=r"^data: method 'tasked' aligns subjects and needs subject ids.*"
-                                             r"method\.params\.adversarial: 0 and method\.params\.mmd: 0"):
+                                             r"weigh only ce and self_kd, method\.terms: \[\{loss: ce"):
         Tasked(tiny_net(), splits.info, train=splits.train)
-    with pytest.raises(UserInputError, match=r"^data: .*subject ids"):
-        Tasked(tiny_net(), splits.info, train=splits.train, adversarial=0)  # MMD alone needs them too
-    assert list(Tasked(tiny_net(), splits.info, train=splits.train, adversarial=0, mmd=0).networks) == ["student"]
+    with pytest.raises(UserInputError, match=r"^data: .*subject ids"):  # MMD alone needs them too
+        Tasked(tiny_net(), splits.info, [*SELF_KD_ONLY, TermConfig(loss="mmd", weight=0.5)], train=splits.train)
+    assert list(Tasked(tiny_net(), splits.info, SELF_KD_ONLY, train=splits.train).networks) == ["student"]
+    # alignment terms listed at weight 0 are off too
+    zero = [*SELF_KD_ONLY, TermConfig(loss="adversarial", weight=0.0), TermConfig(loss="mmd", weight=0.0)]
+    assert list(Tasked(tiny_net(), splits.info, zero, train=splits.train).networks) == ["student"]
 
 
 def test_recipe_errors(splits) -> None:
-    def recipe(**method_params):
+    def recipe(terms=(), **method_params):
         return load_recipe({"data": {"name": "synthetic"}, "student": {"model": "transformer"},
-                            "method": {"name": "tasked", "params": method_params}})
+                            "method": {"name": "tasked", "params": method_params, "terms": list(terms)}})
 
     kw = {"student": _student(splits), "teacher": None, "info": splits.info, "train": splits.train}
     assert Tasked.from_recipe(recipe(), **kw).networks["subject_classifier"] is not None
     with pytest.raises(UserInputError, match=r"method\.params\.mmd_sigmaa: unknown parameter.*Did you mean 'mmd_sigma'"):
         Tasked.from_recipe(recipe(mmd_sigmaa=1.0), **kw)
-    with pytest.raises(UserInputError, match=r"method\.params\.alpha: .*less than or equal to 1"):
-        Tasked.from_recipe(recipe(alpha=1.5), **kw)
+    with pytest.raises(UserInputError, match=r"method\.params\.alpha: unknown parameter"):  # weights are terms
+        Tasked.from_recipe(recipe(alpha=0.5), **kw)
+    with pytest.raises(UserInputError, match=r"method\.params\.adversarial: unknown parameter"):
+        Tasked.from_recipe(recipe(adversarial=0.1), **kw)
+    with pytest.raises(UserInputError, match=r"method\.terms\[0\]\.loss: method 'tasked' weights its own losses: ce "):
+        Tasked.from_recipe(recipe([{"loss": "subject_adv"}]), **kw)
+    with pytest.raises(UserInputError, match=r"method\.terms\[1\]\.loss: 'mmd' is weighted twice"):
+        Tasked.from_recipe(recipe([{"loss": "mmd"}, {"loss": "mmd"}]), **kw)
+    with pytest.raises(UserInputError, match=r"method\.terms\[0\]: 'self_kd' takes weight, start_epoch"):
+        Tasked.from_recipe(recipe([{"loss": "self_kd", "temperature": 2}]), **kw)
     with pytest.raises(UserInputError, match=r"method\.params\.mmd_sigma: .*greater than 0"):
         Tasked.from_recipe(recipe(mmd_sigma=0), **kw)
     with pytest.raises(UserInputError, match=r"method\.params\.subject_hidden: .*valid integer"):
@@ -236,7 +264,7 @@ def test_training_logs_every_term_and_trains_the_subject_classifier(splits, tmp_
     cfg = TrainConfig(epochs=2, batch_size=16)
     summary = Trainer(EngineConfig(progress=False)).fit(method, splits, Stage("tasked", tmp_path / "s", 0, cfg))
     lines = [json.loads(l) for l in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
-    assert set(lines[-1]["train"]) == {"ce", "self_kd", "subject_adv", "mmd", "total"}
+    assert set(lines[-1]["train"]) == {"ce", "self_kd", "adversarial", "mmd", "total"}
     assert all(math.isfinite(v) for line in lines for v in line["train"].values())
     after = method.networks["subject_classifier"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)

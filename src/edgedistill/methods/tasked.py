@@ -5,10 +5,14 @@ using wearable sensors via Self-KnowledgE Distillation", Knowledge-Based Systems
 arXiv 2209.09092 (spec: others.md §11). No official code exists; the abstract names the parts, not their
 formulas, so every formula below is a standard form we chose (docs/methods/tasked.md, "What we chose")::
 
-    L = (1 - alpha) CE(z, y)                                      task loss
-      + alpha T^2 KL(p^d_T || softmax(z / T))                     teacher-free self-KD (Tf-KD_reg virtual teacher)
-      + w_adv CE(D(GRL(e)), s)                                    subject-adversarial alignment (DANN)
-      + w_mmd r(p) mean_{a<b} MMD^2_sigma(e[s = a], e[s = b])     MMD between the subjects of the batch
+    L = w_ce   CE(z, y)                                           "ce"           task loss
+      + w_kd   T^2 KL(p^d_T || softmax(z / T))                    "self_kd"      teacher-free self-KD (Tf-KD_reg)
+      + w_adv  CE(D(GRL(e)), s)                                   "adversarial"  subject-adversarial alignment (DANN)
+      + w_mmd  r(p) mean_{a<b} MMD^2_sigma(e[s = a], e[s = b])    "mmd"          MMD between the subjects of the batch
+
+The weights w are recipe terms naming these four own losses (``method.terms``; default 0.5, 0.5, 0.1, 0.5, i.e.
+alpha = 0.5 between CE and self-KD); a term may carry a schedule, which multiplies its weight. DANN's ramp r(p) is
+part of the method, not a weight: it runs per step over training progress, inside the ``mmd`` loss and the GRL.
 
 ``e`` is the model's pooled embedding (tap ``emb``), ``s`` the subject id (``batch["group"]``), ``D`` an MLP
 subject classifier (trained, checkpointed, not the deliverable). The gradient-reversal layer (GRL) is the
@@ -21,25 +25,27 @@ it, the different activity mix of ~6 windows per subject is penalised as if it w
 training stalls at chance, measured). The bandwidth sigma is the median pairwise distance of the batch's
 embeddings (detached) unless ``mmd_sigma`` fixes it, so shrinking all embeddings cannot make the term vanish.
 The self-KD target p^d is ``losses.virtual.virtual_teacher``: probability ``correct_prob`` on the label, the rest
-uniform, softened as softmax(log p^d / T) (``losses.virtual.soften``); with both alignment weights 0 this method is
-exactly ``tfkd``.
+uniform, softened as softmax(log p^d / T) (``losses.virtual.soften``); with only the ``ce`` and ``self_kd`` terms this
+method is exactly ``tfkd`` (terms ce and kd at the same weights and T).
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd_to_distribution
 from edgedistill.losses.virtual import soften, virtual_teacher
 from edgedistill.methods.base import Method, Step
 from edgedistill.methods.teachers import evaluating
+from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
@@ -121,14 +127,19 @@ def subject_mmd(emb: torch.Tensor, subject: torch.Tensor, sigma: Optional[float]
     return ((k @ u) * u).sum(0).mean()
 
 
+#: The regime's own losses, weighted by the recipe's terms.
+OWN_TERMS = {"ce": "task cross-entropy", "self_kd": "T^2 KL to the Tf-KD_reg virtual teacher",
+             "adversarial": "subject classifier's CE behind the gradient-reversal layer (its weight 0: no classifier)",
+             "mmd": "subject MMD times DANN's ramp"}
+#: alpha = 0.5 between the task CE and self-KD, w_adv = 0.1, w_mmd = 0.5 (set once before any run, not tuned).
+DEFAULT_TERMS = (TermConfig(loss="ce", weight=1.0 - 0.5), TermConfig(loss="self_kd", weight=0.5),
+                 TermConfig(loss="adversarial", weight=0.1), TermConfig(loss="mmd", weight=0.5))
+
+
 class TaskedParams(Params):
-    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the self-KD term; (1 - alpha) on the task CE")
     temperature: float = Field(4.0, gt=0.0, description="temperature T of the self-KD term (T^2 scaling)")
     correct_prob: float = Field(0.9, ge=0.0, le=1.0, description="the virtual teacher's probability on the true "
                                                                 "class, at least 1/C (the rest spread uniformly)")
-    adversarial: float = Field(0.1, ge=0.0, description="weight of the subject-adversarial CE (0 turns the subject "
-                                                       "classifier off)")
-    mmd: float = Field(0.5, ge=0.0, description="weight of the subject MMD, times the DANN ramp (0 turns MMD off)")
     mmd_sigma: Optional[float] = Field(None, gt=0.0, description="Gaussian kernel bandwidth of the MMD; null: the "
                                                                  "median heuristic on each batch")
     mmd_class_balanced: bool = Field(True, description="weight each subject pair's MMD over the activities both show")
@@ -144,17 +155,21 @@ class Tasked(Method):
     """Task CE + Tf-KD_reg self-distillation + subject-adversarial (GRL) and MMD alignment of the embedding."""
 
     Params = TaskedParams
+    takes_terms = True
     trains_own_teacher = "it distils from a virtual teacher built from the labels"
 
-    def __init__(self, student: nn.Module, info: DataInfo, train: Optional[TensorData] = None, **params: Any) -> None:
+    def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (),
+                 train: Optional[TensorData] = None, **params: Any) -> None:
         super().__init__(student, info, **params)
+        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
         if info.task != "classification":
             raise UserInputError(f"data: method 'tasked' recognises activities (classification), not {info.task}")
         p, c = self.params, info.n_outputs
         if p.correct_prob < 1.0 / c:
             raise UserInputError(f"method.params.correct_prob: expected a number in [1/C, 1] = [{1 / c:.3g}, 1], "
                                  f"got {p.correct_prob!r}")
-        self.aligns = p.adversarial > 0 or p.mmd > 0
+        weighs = {t.label for t in self.terms if t.weight != 0.0}
+        self.aligns = bool(weighs & {"adversarial", "mmd"})
         self._subjects = torch.zeros(0, dtype=torch.long)
         self._taps: Optional[FeatureTaps] = None
         if not self.aligns:
@@ -167,7 +182,7 @@ class Tasked(Method):
             self._taps = FeatureTaps(student, {"emb": spec})
         except UserInputError as exc:
             raise UserInputError(f"method.params.embedding_tap: {exc}") from None
-        if p.adversarial > 0:
+        if "adversarial" in weighs:
             dim = self._embedding_dim(student, info)
             self.networks["subject_classifier"] = nn.Sequential(
                 nn.Linear(dim, p.subject_hidden), nn.ReLU(), nn.Linear(p.subject_hidden, len(self._subjects)))
@@ -178,8 +193,9 @@ class Tasked(Method):
         if not info.has_groups or train is None or train.group is None:
             raise UserInputError(
                 f"data: method 'tasked' aligns subjects and needs subject ids, but dataset '{info.name}' has none "
-                "(use data with a subject/group column, e.g. data.name: synthetic), or set "
-                "method.params.adversarial: 0 and method.params.mmd: 0 to train with self-distillation only"
+                "(use data with a subject/group column, e.g. data.name: synthetic), or weigh only ce and self_kd, "
+                "method.terms: [{loss: ce, weight: 0.5}, {loss: self_kd, weight: 0.5}], to train with "
+                "self-distillation only"
             )
         ids = torch.unique(train.group[train.group >= 0])
         if len(ids) < 2:
@@ -218,23 +234,23 @@ class Tasked(Method):
         with self._taps or contextlib.nullcontext():
             z = self.networks["student"](batch["x"])
         y, p = batch["y"], self.params
-        terms = {"ce": (1.0 - p.alpha) * ce(z, y)}
-        if p.alpha > 0:
-            terms["self_kd"] = p.alpha * self.self_kd(z, y)
-        if not self.aligns:
-            return terms
-        assert self._taps is not None
-        emb = self._taps.outputs["emb"].reshape(len(z), -1)
-        subject = self.subject_index(batch["group"])
-        if p.adversarial > 0:
+        if self.aligns:
+            assert self._taps is not None
+            emb = self._taps.outputs["emb"].reshape(len(z), -1)
+            subject = self.subject_index(batch["group"])
+
+        def adversarial() -> torch.Tensor:
             known = subject >= 0
             logits = self.networks["subject_classifier"](grad_reverse(emb[known], p.grl_max * self.ramp(step)))
             # A batch with no known subject still returns the term (0, on the graph) so the log has every key.
-            terms["subject_adv"] = p.adversarial * (ce(logits, subject[known]) if known.any() else logits.sum() * 0.0)
-        if p.mmd > 0:
+            return ce(logits, subject[known]) if known.any() else logits.sum() * 0.0
+
+        def mmd() -> torch.Tensor:
             labels = y if p.mmd_class_balanced else None
-            terms["mmd"] = p.mmd * self.ramp(step) * subject_mmd(emb, subject, p.mmd_sigma, labels)
-        return terms
+            return self.ramp(step) * subject_mmd(emb, subject, p.mmd_sigma, labels)
+
+        losses = {"ce": lambda: ce(z, y), "self_kd": lambda: self.self_kd(z, y), "adversarial": adversarial, "mmd": mmd}
+        return weigh_own_terms(self.terms, losses, step, z)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "subjects": len(self._subjects)}
+        return {**super().describe(), "terms": [t.describe() for t in self.terms], "subjects": len(self._subjects)}
