@@ -143,7 +143,7 @@ def test_mixup_run_end_to_end(tmp_path):
         ({"augment": {"mix": "_test_pair_mix"}, "method": {"name": "tfkd"}, "teacher": None}, r"augment\.mix: method 'tfkd'"),
         ({"augment": {"student": ["_test_flip_sign"]}, "teacher": None,
           "teachers": [{"model": "fcn", "width": 0.25, "train": {"epochs": 1}}, {"model": "fcn", "width": 0.25, "seed": 1, "train": {"epochs": 1}}],
-          "method": {"name": "multi_teacher"}}, r"augment\.teacher_sees: method 'multi_teacher'"),
+          "method": {"name": "camkd"}}, r"augment\.teacher_sees: method 'camkd'"),
         ({"augment": {"teacher": ["_test_flip_sign"]}}, r"augment\.teacher: a teacher pipeline is only used with teacher_sees: separate"),
         ({"augment": {"mix": "_test_pair_mix", "teacher_sees": "clean"}}, r"augment\.mix: a mixed batch must reach the teacher"),
     ],
@@ -152,3 +152,15 @@ def test_bad_augment_sections_fail_before_training(tmp_path, changes, message):
     with pytest.raises(UserInputError, match=message):
         edgedistill.run(_recipe(**changes), out=tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_averaged_teachers_follow_an_augmented_teacher_input(tmp_path):
+    """multi_teacher supplies its soft target to the recipe's terms: with teacher_sees: same the teachers run live
+    on the augmented batch (no cache), instead of the regime being refused."""
+    teachers = [{"name": "a", "model": "fcn", "width": 0.25, "train": {"epochs": 1}},
+                {"name": "b", "model": "fcn", "width": 0.25, "seed": 1, "train": {"epochs": 1}}]
+    recipe = {**_recipe(augment={"student": ["_test_flip_sign"], "teacher_sees": "same"}), "teacher": None,
+              "teachers": teachers, "method": {"name": "multi_teacher"}}
+    summary = edgedistill.run(recipe, out=tmp_path / "mt", progress=False)
+    row = next(r for r in summary["rows"] if r["role"] == "method")
+    assert 0.0 <= row["metrics"]["acc"]["mean"] <= 1.0

@@ -327,29 +327,6 @@ class Recipe(_Strict):
 
 
 # --------------------------------------------------------------------------------------------------
-def check_kwargs(fn: Any, params: dict[str, Any], key: str, reserved: tuple[str, ...] = (), what: str = "") -> None:
-    """Every key in ``params`` must be a keyword of ``fn`` that the toolkit does not fill in itself.
-
-    Used for method params, dataset params and loss hyperparameters alike, so they all fail the same way:
-    ``"{key}.{name}: unknown parameter for {what}; expected one of: ..."``. A ``**kwargs`` callable takes any.
-    """
-    import difflib
-    import inspect
-
-    sig = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values()):
-        return
-    allowed = [p for p in sig if p not in reserved and p != "self"]
-    for name in params:
-        if name not in allowed:
-            close = difflib.get_close_matches(name, allowed, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            target = f" for {what}" if what else ""
-            raise UserInputError(
-                f"{key}.{name}: unknown parameter{target}; expected one of: {', '.join(allowed) or '(none)'}.{hint}"
-            )
-
-
 def _format_validation_error(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors()[:5]:

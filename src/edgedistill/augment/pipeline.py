@@ -19,9 +19,10 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from edgedistill.config import AugmentConfig, AugmentStep, check_kwargs
+from edgedistill.config import AugmentConfig, AugmentStep
 from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
+from edgedistill.params import signature_params
 from edgedistill.registry import AUGMENTS, typed_params
 
 
@@ -44,7 +45,7 @@ def _resolve(step: AugmentStep, key: str, kind: str, data: str) -> _Step:
     model = typed_params(entry)
     if model is None:
         reserved = ("x", "generator") if kind == "sample" else ("x", "y", "generator")
-        check_kwargs(entry.obj, step.params, key, reserved=reserved, what=what)
+        signature_params(entry.obj, skip=reserved).parse(step.params, key, what)
         return _Step(step.name, entry.obj, step.params)
     return _Step(step.name, entry.obj, model.parse(step.params, key, what).model_dump())
 

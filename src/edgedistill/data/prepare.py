@@ -15,13 +15,14 @@ from typing import Optional
 import numpy as np
 import torch
 
-from edgedistill.config import DataConfig, check_kwargs
+from edgedistill.config import DataConfig
 from edgedistill.data.dataset import DataInfo, DataSplits, TensorData
 from edgedistill.data.normalize import fit_normalizer
 from edgedistill.data.raw import RawData
 from edgedistill.data.splits import random_split, stratified_split, subject_split
 from edgedistill.data.windowing import window_raw
 from edgedistill.errors import UserInputError
+from edgedistill.params import signature_params
 from edgedistill.registry import DATASETS
 
 PIPELINE_VERSION = "data-v1"  # bump when prepare_data changes what it produces (invalidates cached teachers)
@@ -47,7 +48,7 @@ def load_raw(cfg: DataConfig) -> tuple[RawData, bool]:
         raise UserInputError(f"data.path: '{cfg.path}' has suffix '{suffix}'; expected a .npz or .csv file")
     assert cfg.name is not None
     loader = DATASETS.get(cfg.name, key="data.name")
-    check_kwargs(loader, cfg.params, "data.params", what=f"dataset {cfg.name}")
+    signature_params(loader).parse(cfg.params, "data.params", what=f"dataset {cfg.name}")
     raw = loader(**cfg.params)
     if not isinstance(raw, RawData):
         raise UserInputError(f"data.name: dataset '{cfg.name}' returned {type(raw).__name__}, expected RawData")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgedistill.config import Recipe, check_kwargs, load_recipe, recipe_to_dict
+from edgedistill.config import Recipe, load_recipe, recipe_to_dict
+from edgedistill.params import signature_params
 from edgedistill.registry import DATASETS, METHODS
 
 
@@ -15,7 +16,7 @@ def _kind_and_task(recipe: Recipe) -> tuple[str, str]:
     if recipe.data.name is not None:
         entry = DATASETS.entry(recipe.data.name, key="data.name")
         # The real data is replaced, but its parameters must still be right for the real run.
-        check_kwargs(entry.obj, recipe.data.params, "data.params", what=f"dataset {recipe.data.name}")
+        signature_params(entry.obj).parse(recipe.data.params, "data.params", what=f"dataset {recipe.data.name}")
         meta = entry.meta
         task = recipe.data.params.get("task", meta.get("task", "classification"))
         return meta.get("kind", "1d"), task
