@@ -3,11 +3,11 @@ rules, the expert each sample gets in the regime, and the errors (shared/methods
 import pytest
 import torch
 
-from edgedistill.config import load_recipe
+from edgedistill.config import TermConfig, load_recipe
 from edgedistill.errors import UserInputError
 from edgedistill.losses import kd
 from edgedistill.methods.base import Step, TeacherNet
-from edgedistill.methods.ceskd import CESKD, expert_level, final_expert, selected_kd, stratify
+from edgedistill.methods.ceskd import CESKD, expert_level, final_expert, selected_kd, selected_logits, stratify
 from edgedistill.registry import METHODS
 
 from helpers import tiny_net, toy_splits
@@ -24,6 +24,12 @@ def test_registered():
 
 def test_spec_vector_selection_201():
     assert float(selected_kd(ZS, ZTA, torch.tensor([2, 0, 1]), 4.0)) == pytest.approx(0.323945, abs=1e-6)
+
+
+def test_selected_logits_are_the_kd_terms_target():
+    sel = torch.tensor([2, 0, 1])
+    assert torch.equal(selected_logits(ZTA, sel), torch.stack([ZTA[2, 0], ZTA[0, 1], ZTA[1, 2]]))
+    assert float(kd(ZS, selected_logits(ZTA, sel), 4.0)) == pytest.approx(0.323945, abs=1e-6)
 
 
 @pytest.mark.parametrize("k", [0, 1, 2])
@@ -99,6 +105,7 @@ def test_regime_selects_the_expert_by_difficulty_rule():
         nets = [method.teachers.models[e] for e in method.selection(batch["index"], step).tolist()]
         t = torch.stack([n(batch["x"][i : i + 1])[0] for i, n in enumerate(nets)])
     assert float(terms["kd"].detach()) == pytest.approx(0.9 * float(kd(s, t, 4.0)), rel=1e-5)
+    assert float(terms["ce"].detach()) == pytest.approx(0.1 * float(torch.nn.functional.cross_entropy(s, batch["y"])), rel=1e-5)
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None and not p.requires_grad for tn in teachers for p in tn.model.parameters())
@@ -133,10 +140,63 @@ def test_errors_name_the_key():
         make(schedule="anti")
     with pytest.raises(UserInputError, match=r"^method\.params\.ramp"):
         make(ramp=2.0)
-    with pytest.raises(UserInputError, match=r"^method\.params\.alpha"):
-        make(alpha=-0.1)
+    # The loss weights and T are the recipe's terms now.
+    with pytest.raises(UserInputError, match=r"^method\.params\.alpha: unknown parameter"):
+        make(alpha=0.9)
+    with pytest.raises(UserInputError, match=r"^method\.params\.temperature: unknown parameter"):
+        make(temperature=4)
     recipe = load_recipe({"data": {"name": "synthetic"}, "student": {"model": "cnn1d"},
                           "teachers": [{"name": t.name, **t.config.model_dump(exclude={"name"})} for t in teachers],
                           "method": {"name": "ceskd", "params": {"stratta": 3}}})
     with pytest.raises(UserInputError, match=r"method\.params\.stratta"):
         CESKD.from_recipe(recipe, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)
+
+
+def test_default_terms_and_the_terms_weigh_the_selected_experts_target():
+    splits = toy_splits()
+    teachers = _teachers(splits)
+    method = CESKD(tiny_net(classes=3), splits.info, teachers)
+    assert [t.describe() for t in method.terms] == [{"loss": "ce", "weight": 0.1},
+                                                    {"loss": "kd", "weight": 0.9, "temperature": 4.0}]
+    assert method.augmentation_support == frozenset()
+    assert method.teacher is teachers[0].model  # the largest expert
+    probe = splits.train.batch(torch.arange(4))  # before setup (a loss module's shape probe): the largest expert
+    with torch.no_grad():
+        assert torch.equal(method.teacher_logits(probe, None, use_cache=False), teachers[0].model(probe["x"]))
+    terms = [TermConfig(loss="kd", weight=0.5, temperature=2.0), TermConfig(loss="reverse_kd", weight=0.25, temperature=3.0)]
+    torch.manual_seed(0)
+    method = CESKD(tiny_net(classes=3), splits.info, teachers, terms, schedule="static")
+    method.setup(splits.train, torch.device("cpu"))
+    student = method.networks["student"].eval()
+    batch = splits.train.batch(torch.arange(12))
+    step = Step(0, 0, 10, 1)
+    got = method.training_step(batch, step)
+    assert set(got) == {"kd", "reverse_kd"}
+    sel = method.selection(batch["index"], step)
+    assert method.describe()["taught_per_epoch"] == {1: torch.bincount(sel, minlength=4).tolist()}
+    with torch.no_grad():
+        s = student(batch["x"])
+        target = method.teachers.cached_stack()[:, batch["index"]]
+        assert torch.equal(method.teacher_logits(batch, step), selected_logits(target, sel))
+    assert float(got["kd"].detach()) == pytest.approx(0.5 * float(selected_kd(s, target, sel, 2.0)), rel=1e-6)
+    with torch.no_grad():
+        rev = 3.0**2 * torch.nn.functional.kl_div(
+            torch.log_softmax(selected_logits(target, sel) / 3.0, 1), torch.log_softmax(s / 3.0, 1),
+            reduction="batchmean", log_target=True)
+    assert float(got["reverse_kd"].detach()) == pytest.approx(0.25 * float(rev), rel=1e-5)
+
+
+def test_recipe_terms_reach_the_regime():
+    splits = toy_splits()
+    teachers = _teachers(splits)
+    base = {"data": {"name": "synthetic"}, "student": {"model": "cnn1d"},
+            "teachers": [{"name": t.name, **t.config.model_dump(exclude={"name"})} for t in teachers]}
+    recipe = load_recipe({**base, "method": {"name": "ceskd", "params": {"strata": 2},
+                                             "terms": [{"loss": "ce", "weight": 0.3}, {"loss": "kd", "weight": 0.7, "temperature": 2}]}})
+    method = CESKD.from_recipe(recipe, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)
+    assert [t.describe() for t in method.terms] == [{"loss": "ce", "weight": 0.3},
+                                                    {"loss": "kd", "weight": 0.7, "temperature": 2.0}]
+    assert method.n_strata == 2
+    feats = load_recipe({**base, "method": {"name": "ceskd", "terms": [{"loss": "fitnet", "weight": 1.0, "student_tap": "1", "teacher_tap": "1"}]}})
+    with pytest.raises(UserInputError, match=r"^method\.terms\[0\]: loss 'fitnet' reads teacher features"):
+        CESKD.from_recipe(feats, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)

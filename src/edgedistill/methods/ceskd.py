@@ -3,7 +3,11 @@
 Several experts (a teacher and teaching assistants of decreasing capacity); every training sample is taught
 by ONE expert, chosen by how hard the sample is: easy samples by a small expert, hard ones by a large one.
 
-    L = mean_i [ (1 - alpha) CE(z_s,i, y_i) + alpha T^2 KL(softmax(z_E(i),i / T) || softmax(z_s,i / T)) ]
+    L = the recipe's terms with expert E(i)'s logits of row i as ``teacher_logits``; default
+        mean_i [ 0.1 CE(z_s,i, y_i) + 0.9 T^2 KL(softmax(z_E(i),i / T) || softmax(z_s,i / T)) ],  T = 4
+
+The regime only changes where the soft target comes from: row by row, the selected expert's logits
+(``selected_logits``), so a ``kd`` term computes exactly ``selected_kd``, and the recipe weights the losses.
 
 The abstract fixes only that (one expert per input, chosen by a difficulty-driven "stratified teaching
 curriculum", gradually guided). The paper's difficulty measure, strata and schedule are UNKNOWN
@@ -27,19 +31,24 @@ Assignment is per epoch (constant within one), so the per-epoch counts in ``desc
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.losses.response import ce, kd
-from edgedistill.methods.base import Method, Step
+from edgedistill.losses.response import kd
+from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.methods.terms import TermsMethod
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
+
+#: The quickstart's weights: 0.1 CE + 0.9 KD at T = 4.
+HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
 
 
 def stratify(difficulty: torch.Tensor, n_strata: int) -> torch.Tensor:
@@ -62,17 +71,19 @@ def expert_level(epoch: int, epochs: int, n_experts: int, schedule: str, ramp: f
     return min(n_experts - 1, int(n_experts * epoch // (ramp * epochs)))
 
 
+def selected_logits(expert_logits: torch.Tensor, selection: torch.Tensor) -> torch.Tensor:
+    """Row i of expert sel_i: (B, C) from ``expert_logits`` (E, B, C) and ``selection`` (B,)."""
+    return expert_logits[selection, torch.arange(len(selection), device=selection.device)]
+
+
 def selected_kd(student_logits: torch.Tensor, expert_logits: torch.Tensor, selection: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 mean_i KL(softmax(z_{sel_i}, i / T) || softmax(z_s,i / T)); ``expert_logits`` (E, B, C), ``selection`` (B,)."""
-    rows = torch.arange(student_logits.shape[0], device=student_logits.device)
-    return kd(student_logits, expert_logits[selection, rows], temperature)
+    return kd(student_logits, selected_logits(expert_logits, selection), temperature)
 
 
 class CESKDParams(Params):
     experts: Optional[list[str]] = Field(None, description="names of the teachers used as experts (default: every "
                                                           "teacher); ordered by parameter count, smallest first")
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; 1 - alpha weighs the CE term")
-    temperature: float = Field(4.0, gt=0.0, description="softmax temperature of the KD term (scaled by T^2)")
     strata: Optional[int] = Field(None, ge=2, description="number of equal-count difficulty strata (default: the "
                                                           "number of experts)")
     schedule: Literal["gradual", "static"] = Field(
@@ -90,14 +101,20 @@ class CESKDParams(Params):
 
 
 @METHODS.register("ceskd")
-class CESKD(Method):
-    """Per-sample expert selection by difficulty stratum, with an optional small-to-large curriculum."""
+class CESKD(TermsMethod):
+    """Per-sample expert selection by difficulty stratum, with an optional small-to-large curriculum; the selected
+    experts' logits are the terms' soft target (default 0.1 CE + 0.9 KD, T = 4)."""
 
     Params = CESKDParams
+    default_terms = HINTON_TERMS
+    # The experts' outputs are cached once on clean inputs and the CE reads integer labels: no augmented teacher
+    # input, no mixed labels.
+    augmentation_support = frozenset()
 
-    def __init__(self, student: nn.Module, info: DataInfo, teachers: list[TeacherNet], **params: Any) -> None:
-        super().__init__(student, info, **params)
-        experts = self.params.experts
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
+                 terms: Sequence[TermConfig] = (), train: Optional[TensorData] = None, **params: Any) -> None:
+        # Parsed here as well (the base class parses again): the experts are chosen before the base is built.
+        experts = self.Params.parse(params, "method.params", what=f"method '{self.method_name()}'").experts
         names = [t.name for t in teachers]
         for e in experts or []:
             if e not in names:
@@ -106,14 +123,14 @@ class CESKD(Method):
         if len(chosen) < 2:
             key = "method.params.experts" if experts is not None else "teachers"
             raise UserInputError(f"{key}: ceskd needs at least two experts (a teacher and an assistant), got {len(chosen)}")
-        self.teachers = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
-                                 why="ranks samples by p(true class)")
+        group = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
+                         why="ranks samples by p(true class)")
         size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        sizes = [size(m) for m in self.teachers.models]
-        self.teachers.reorder(sorted(range(len(sizes)), key=sizes.__getitem__))  # stable: equal sizes keep list order
+        sizes = [size(m) for m in group.models]
+        group.reorder(sorted(range(len(sizes)), key=sizes.__getitem__))  # stable: equal sizes keep list order
+        super().__init__(student, info, group, terms, train, **params)  # self.teacher: the largest expert
         self.experts = self.teachers.names
         self.sizes = sorted(sizes)
-        self.teacher = self.teachers[-1].model
         self.n_strata = len(chosen) if self.params.strata is None else self.params.strata
         self._logits: Optional[torch.Tensor] = None  # (E, N, C) expert logits on the training rows
         self._final: Optional[torch.Tensor] = None  # (N,) final expert per training row
@@ -134,16 +151,19 @@ class CESKD(Method):
         level = expert_level(step.epoch, step.epochs, len(self.teachers), self.params.schedule, self.params.ramp)
         return self._final[index].clamp(max=level)  # type: ignore[index]
 
-    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        s = self.networks["student"](batch["x"])
+    def teacher_logits(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> torch.Tensor:
+        """Row i's logits from the expert teaching it at this step (counted in ``taught_per_epoch``); in the shape
+        probe before training (``step`` None), the largest expert's."""
+        if step is None:
+            return self.teachers.logits(batch) if use_cache else self.teachers.run(batch)
         index = batch["index"].to(self._logits.device)  # type: ignore[union-attr]
         sel = self.selection(index, step)
         counts = torch.bincount(sel, minlength=len(self.teachers)).tolist()
         done = self._taught.setdefault(step.epoch + 1, [0] * len(self.teachers))
         self._taught[step.epoch + 1] = [a + b for a, b in zip(done, counts)]
-        target = self._logits[:, index]  # type: ignore[index]
-        alpha = self.params.alpha
-        return {"ce": (1 - alpha) * ce(s, batch["y"]), "kd": alpha * selected_kd(s, target, sel, self.params.temperature)}
+        target = (self._logits[:, index] if use_cache  # type: ignore[index]
+                  else torch.stack([self.teachers.run(batch, k) for k in range(len(self.teachers))]))
+        return selected_logits(target, sel)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {**super().describe(), "experts_small_to_large": dict(zip(self.experts, self.sizes)),
