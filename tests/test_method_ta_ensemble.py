@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from edgedistill.config import load_recipe
+from edgedistill.config import TermConfig, load_recipe
 from edgedistill.errors import UserInputError
 from edgedistill.losses import kd
 from edgedistill.losses.multiteacher import average_probs
 from edgedistill.losses.response import kd_to_distribution
 from edgedistill.methods.base import Step, TeacherNet
-from edgedistill.methods.ta_ensemble import TAEnsemble, de_weights, ensemble_objective
+from edgedistill.methods.ta_ensemble import TAEnsemble, de_weights, ensemble_objective, log_target
 from edgedistill.models.ensemble import ProbabilityEnsemble
 from edgedistill.registry import METHODS
 
@@ -30,6 +30,9 @@ def test_registered():
 def test_spec_vector_probability_and_logit_space():
     target = average_probs(ZTA, 4.0, W)
     assert float(kd_to_distribution(ZS, target, 4.0)) == pytest.approx(0.314327, abs=1e-6)
+    # What the kd term reads: T log p_ens, whose softmax at T is p_ens.
+    assert torch.allclose(torch.softmax(log_target(target, 4.0) / 4.0, 1), target, atol=1e-12)
+    assert float(kd(ZS, log_target(target, 4.0), 4.0)) == pytest.approx(0.314327, abs=1e-6)
     # The logit-space alternative (not what we use), same weights.
     z_ens = sum(w * z for w, z in zip(W, ZTA))
     assert float(kd(ZS, z_ens, 4.0)) == pytest.approx(0.287366, abs=1e-6)
@@ -111,6 +114,7 @@ def test_regime_end_to_end():
     with torch.no_grad():
         expected = average_probs([t.model(batch["x"]) for t in teachers[1:]], 4.0, w)
     assert torch.allclose(method._targets[:10], expected, atol=1e-6)
+    assert torch.allclose(torch.softmax(method.teacher_logits(batch, Step(0, 0, 1, 1)) / 4.0, 1), expected, atol=1e-6)
     terms = method.training_step(batch, Step(0, 0, 1, 1))
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in method.networks["student"].parameters())
@@ -122,7 +126,7 @@ def test_fixed_one_hot_weights_give_single_ta_kd_in_the_regime():
     splits = toy_splits()
     teachers = _teachers(splits)
     student = tiny_net(classes=3)
-    method = TAEnsemble(student, splits.info, teachers, weights=[0, 1, 0], alpha=1.0)
+    method = TAEnsemble(student, splits.info, teachers, [TermConfig(loss="kd", weight=1.0, temperature=4.0)], weights=[0, 1, 0])
     method.setup(splits.train, torch.device("cpu"), val=splits.val)
     student.eval()  # same student output for both computations
     batch = splits.train.batch(torch.arange(12))
@@ -145,13 +149,14 @@ def test_members_param_and_errors():
         TAEnsemble(tiny_net(classes=3), splits.info, _teachers(splits, n_tas=1))
     with pytest.raises(UserInputError, match=r"^method\.params\.weights"):
         TAEnsemble(tiny_net(classes=3), splits.info, teachers, weights=[1, 0])
-    with pytest.raises(UserInputError, match=r"^method\.params\.alpha"):
-        TAEnsemble(tiny_net(classes=3), splits.info, teachers, alpha=1.5)
-    with pytest.raises(UserInputError, match=r"^method\.params\.temperature"):
-        TAEnsemble(tiny_net(classes=3), splits.info, teachers, temperature=0)
+    # The loss weights and T are the recipe's terms now.
+    with pytest.raises(UserInputError, match=r"^method\.params\.alpha: unknown parameter"):
+        TAEnsemble(tiny_net(classes=3), splits.info, teachers, alpha=0.9)
+    with pytest.raises(UserInputError, match=r"^method\.params\.temperature: unknown parameter"):
+        TAEnsemble(tiny_net(classes=3), splits.info, teachers, temperature=4)
 
 
-def test_unknown_param_and_terms_rejected_from_recipe():
+def test_unknown_param_rejected_and_terms_taken_from_recipe():
     splits = toy_splits()
     teachers = _teachers(splits)
     base = {"data": {"name": "synthetic"}, "student": {"model": "cnn1d"},
@@ -159,6 +164,39 @@ def test_unknown_param_and_terms_rejected_from_recipe():
     bad = load_recipe({**base, "method": {"name": "ta_ensemble", "params": {"memebers": ["ta1"]}}})
     with pytest.raises(UserInputError, match=r"method\.params\.memebers"):
         TAEnsemble.from_recipe(bad, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)
-    terms = load_recipe({**base, "method": {"name": "ta_ensemble", "terms": KD_TERMS}})
-    with pytest.raises(UserInputError, match=r"^method\.terms"):
-        TAEnsemble.from_recipe(terms, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)
+    terms = [{"loss": "ce", "weight": 0.3}, {"loss": "kd", "weight": 0.7, "temperature": 2}]
+    recipe = load_recipe({**base, "method": {"name": "ta_ensemble", "terms": terms}})
+    method = TAEnsemble.from_recipe(recipe, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)
+    assert [t.describe() for t in method.terms] == [{"loss": "ce", "weight": 0.3},
+                                                    {"loss": "kd", "weight": 0.7, "temperature": 2.0}]
+    assert method.temperature == 2.0  # the ensemble is softened at the terms' temperature
+    two = load_recipe({**base, "method": {"name": "ta_ensemble", "terms": [
+        {"loss": "kd", "temperature": 2}, {"loss": "reverse_kd", "temperature": 4}]}})
+    with pytest.raises(UserInputError, match=r"^method\.terms: .* one temperature, but its terms use \[2.0, 4.0\]"):
+        TAEnsemble.from_recipe(two, student=tiny_net(classes=3), teacher=None, info=splits.info, teachers=teachers)
+
+
+def test_default_terms_and_the_terms_temperature_softens_the_ensemble():
+    splits = toy_splits()
+    teachers = _teachers(splits)
+    method = TAEnsemble(tiny_net(classes=3), splits.info, teachers, weights=[2, 1, 1])
+    assert [t.describe() for t in method.terms] == [{"loss": "ce", "weight": 0.1},
+                                                    {"loss": "kd", "weight": 0.9, "temperature": 4.0}]
+    assert method.augmentation_support == frozenset() and method.temperature == 4.0
+    probe = splits.train.batch(torch.arange(4))  # before setup (a loss module's shape probe): uniform, live
+    with torch.no_grad():
+        uniform = average_probs([t.model(probe["x"]) for t in teachers[1:]], 4.0)
+        assert torch.allclose(torch.softmax(method.teacher_logits(probe, None, use_cache=False) / 4.0, 1), uniform, atol=1e-6)
+    student = tiny_net(classes=3)
+    terms = [TermConfig(loss="ce", weight=0.25), TermConfig(loss="kd", weight=0.75, temperature=2.0)]
+    method = TAEnsemble(student, splits.info, teachers, terms, weights=[2, 1, 1])
+    method.setup(splits.train, torch.device("cpu"), val=splits.val)
+    student.eval()
+    batch = splits.train.batch(torch.arange(12))
+    got = method.training_step(batch, Step(0, 0, 1, 1))
+    with torch.no_grad():
+        s = student(batch["x"])
+        q = average_probs([t.model(batch["x"]) for t in teachers[1:]], 2.0, [0.5, 0.25, 0.25])
+    assert method.describe()["teacher_cached"] is True
+    assert float(got["kd"].detach()) == pytest.approx(0.75 * float(kd_to_distribution(s, q, 2.0)), rel=1e-5)
+    assert float(got["ce"].detach()) == pytest.approx(0.25 * float(torch.nn.functional.cross_entropy(s, batch["y"])), rel=1e-6)

@@ -4,7 +4,13 @@ Several assistants (TAs), each distilled from the teacher, are combined with wei
 evolution (DE); the student distils from the weighted ensemble:
 
     p_ens,i = sum_k w_k softmax(z_k,i / T),   w on the simplex (w_k >= 0, sum_k w_k = 1)
-    L       = (1 - alpha) CE(z_s, y) + alpha T^2 mean_i KL(p_ens,i || softmax(z_s,i / T))
+    L       = the recipe's terms with T log p_ens as ``teacher_logits``; default
+              0.1 CE(z_s, y) + 0.9 T^2 mean_i KL(p_ens,i || softmax(z_s,i / T)),  T = 4
+
+The regime only changes where the soft target comes from: it offers the terms ``teacher_logits`` = T log p_ens,
+whose softmax at T is p_ens (softmax(T log q / T) = q), so ``kd``, ``dkd`` ... read the weighted ensemble and the
+recipe weights the losses. p_ens depends on T, so the terms reading it must share one temperature (the terms'
+``soft_target_temperature``).
 
 What the abstract fixes: several TAs, weighted ensemble, weights from DE. What it does not (spec
 shared/methods/others.md section 3, all UNKNOWN) and what we chose:
@@ -19,8 +25,8 @@ shared/methods/others.md section 3, all UNKNOWN) and what we chose:
   nll_weight * (NLL difference) < 1/n_val). DE is scipy's, seeded, ``polish=False`` (the objective is
   piecewise constant), with the uniform weighting in the initial population (so the result is never worse
   on the objective than plain averaging), and no early stop (tol = atol = 0: all ``de_maxiter`` generations).
-* KD form: TAKD's (batch-mean KL, T^2 scaled); alpha = 0.9, T = 4 as in the quickstart.
-The TA logits are fixed (frozen, eval mode), so the targets are computed once in ``setup``.
+* KD form: TAKD's (batch-mean KL, T^2 scaled); default terms 0.1 CE + 0.9 KD at T = 4, the quickstart's.
+The TA logits are fixed (frozen, eval mode, clean inputs), so the targets are computed once in ``setup``.
 """
 from __future__ import annotations
 
@@ -31,15 +37,19 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import average_probs
-from edgedistill.losses.response import ce, kd_to_distribution
-from edgedistill.methods.base import Method, Step
+from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.methods.terms import TermsMethod
 from edgedistill.models.ensemble import ProbabilityEnsemble
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
+
+#: The quickstart's weights: 0.1 CE + 0.9 KD at T = 4.
+HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
 
 
 def ensemble_objective(u: np.ndarray, probs: np.ndarray, y: np.ndarray, nll_weight: float) -> float:
@@ -50,6 +60,12 @@ def ensemble_objective(u: np.ndarray, probs: np.ndarray, y: np.ndarray, nll_weig
     acc = float(np.mean(p.argmax(1) == y))
     nll = float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
     return -acc + nll_weight * nll
+
+
+def log_target(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T log q: logits whose softmax at T is the distribution ``probs`` (a probability that underflowed to 0 is
+    clamped to the smallest normal number, so the logits stay finite)."""
+    return temperature * torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
 
 
 def de_weights(
@@ -77,8 +93,6 @@ def de_weights(
 class TAEnsembleParams(Params):
     members: Optional[list[str]] = Field(None, description="names of the teachers in the ensemble (default: every "
                                                           "teacher with 'distill_from', i.e. the assistants)")
-    alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; 1 - alpha weighs the CE term")
-    temperature: float = Field(4.0, gt=0.0, description="softmax temperature of the ensemble target and the KD term")
     weights: Optional[list[Annotated[float, Field(ge=0.0)]]] = Field(
         None, description="fixed ensemble weights, one per member (renormalised); default: found by differential "
                           "evolution on the validation split")
@@ -97,14 +111,21 @@ class TAEnsembleParams(Params):
 
 
 @METHODS.register("ta_ensemble")
-class TAEnsemble(Method):
-    """The student distils from a DE-weighted probability ensemble of frozen teaching assistants."""
+class TAEnsemble(TermsMethod):
+    """The student distils from a DE-weighted probability ensemble of frozen teaching assistants: the ensemble is
+    the terms' soft target (default 0.1 CE + 0.9 KD, T = 4)."""
 
     Params = TAEnsembleParams
+    default_terms = HINTON_TERMS
+    # The targets are computed once on clean inputs and the CE reads integer labels: no augmented teacher input,
+    # no mixed labels.
+    augmentation_support = frozenset()
 
-    def __init__(self, student: nn.Module, info: DataInfo, teachers: list[TeacherNet], **params: Any) -> None:
-        super().__init__(student, info, **params)
-        members, weights = self.params.members, self.params.weights
+    def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
+                 terms: Sequence[TermConfig] = (), train: Optional[TensorData] = None, **params: Any) -> None:
+        # Parsed here as well (the base class parses again): the members are chosen before the base is built.
+        parsed = self.Params.parse(params, "method.params", what=f"method '{self.method_name()}'")
+        members, weights = parsed.members, parsed.weights
         names = [t.name for t in teachers]
         if members is None:
             chosen = [t for t in teachers if t.config.distill_from is not None]
@@ -124,18 +145,20 @@ class TAEnsemble(Method):
         for t in chosen:
             if t.view != "x":
                 raise UserInputError(f"teachers[{names.index(t.name)}].view: ta_ensemble members read the student's view 'x'")
-        self.teachers = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
-                                 why="weights classifiers' probabilities")
+        group = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
+                         why="weights classifiers' probabilities")
         if weights is not None and len(weights) != len(chosen):
             raise UserInputError(
                 f"method.params.weights: {len(chosen)} non-negative numbers with a positive sum (one per assistant), got {weights}"
             )
         if weights is None and info.sizes.get("val", 1) == 0:
             raise UserInputError("data.split.val: ta_ensemble finds its weights on the validation split; it has none")
+        self.weights: Optional[torch.Tensor] = None  # set in setup (before it, the shape probe averages uniformly)
+        self._targets: Optional[torch.Tensor] = None  # (N, C) p_ens on the training rows
+        self._target_logits: Optional[torch.Tensor] = None  # (N, C) T log p_ens
+        super().__init__(student, info, group, terms, train, **params)  # self.teacher: the last member
         self.assistants = self.teachers.names
-        self.teacher = self.teachers[-1].model  # needs_teacher; the targets come from all members
-        self.weights: Optional[torch.Tensor] = None
-        self._targets: Optional[torch.Tensor] = None
+        self.temperature = self.soft_target_temperature()  # the T of p_ens: the terms' one temperature
         self._ensemble: Optional[nn.Module] = None
         self._val_acc: dict[str, float] = {}
 
@@ -157,15 +180,20 @@ class TAEnsemble(Method):
             self._val_acc["weighted ensemble"] = float((ens.argmax(1) == val.y).double().mean())
             self._val_acc["uniform ensemble"] = float((average_probs(val_logits, 1.0).argmax(1) == val.y).double().mean())
         # The members are frozen and read clean inputs: the targets are the same every epoch, computed once.
-        train_logits = [self.teachers.outputs(train, device, k) for k in range(len(self.teachers))]
-        self._targets = average_probs(train_logits, p.temperature, self.weights.to(device))
+        self.teachers.cache(train, device)
+        self._targets = average_probs(list(self.teachers.cached_stack()), self.temperature, self.weights.to(device))
+        self._target_logits = log_target(self._targets, self.temperature)
         self._ensemble = ProbabilityEnsemble(self.teachers.models, self.weights.tolist()).to(device).eval()
 
-    def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
-        s = self.networks["student"](batch["x"])
-        q = self._targets[batch["index"].to(self._targets.device)]  # type: ignore[index]
-        alpha = self.params.alpha
-        return {"ce": (1 - alpha) * ce(s, batch["y"]), "kd": alpha * kd_to_distribution(s, q, self.params.temperature)}
+    def teacher_logits(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> torch.Tensor:
+        """T log p_ens for the batch's rows, looked up in the targets of ``setup``; run live (uniform weights before
+        ``setup``, in the shape probe) when ``use_cache`` is off."""
+        if use_cache and self._target_logits is not None:
+            return self._target_logits[batch["index"].to(self._target_logits.device)]
+        z = [self.teachers.run(batch, k) for k in range(len(self.teachers))]
+        w = self.weights.to(z[0].device) if self.weights is not None else None
+        t = self.soft_target_temperature()
+        return log_target(average_probs(z, t, w), t)
 
     def evaluated(self) -> dict[str, nn.Module]:
         return {"weighted TA ensemble": self._ensemble} if self._ensemble is not None else {}
