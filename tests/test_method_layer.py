@@ -70,10 +70,21 @@ def _data(n=10):
 def test_teachers_check_count_task_and_view():
     with pytest.raises(UserInputError, match=r"teachers: method 'm' needs at least 2 teachers"):
         Teachers([Net()], _info(), "m", minimum=2)
-    with pytest.raises(UserInputError, match=r"data: method 'm' .* needs a classification dataset, got a regression"):
-        Teachers([Net()], _info(task="regression"), "m", task="classification")
     with pytest.raises(UserInputError, match=r"teachers\[1\]\.view: the dataset has no view 'pi'"):
         Teachers([as_teacher(Net()), as_teacher(Net(), view="pi")], _info(), "m")
+
+
+def test_a_regimes_task_is_checked_once_by_the_base():
+    from edgedistill.methods.base import Method
+
+    class NeedsClasses(Method):
+        task = "classification"
+        task_why = "compares class distributions"
+
+    with pytest.raises(UserInputError, match=r"^data: method 'NeedsClasses' compares class distributions and needs a "
+                                             r"classification dataset, got a regression one"):
+        NeedsClasses(Net(), _info(task="regression"))
+    NeedsClasses(Net(), _info())
 
 
 def test_teachers_are_frozen_and_the_cache_equals_running_them():

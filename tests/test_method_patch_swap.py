@@ -160,7 +160,7 @@ def test_teachers_and_regression_are_refused(tmp_path):
         edgedistill.run({**RECIPE, "teacher": {"model": "fcn", "width": 0.25}}, out=tmp_path / "a", progress=False)
     assert not (tmp_path / "a").exists()
     data = {**RECIPE["data"], "params": {**RECIPE["data"]["params"], "task": "regression"}}
-    with pytest.raises(UserInputError, match=r"patch_swap needs a classification task"):
+    with pytest.raises(UserInputError, match=r"data: method 'patch_swap' .* needs a classification dataset"):
         edgedistill.run({**RECIPE, "data": data}, out=tmp_path / "b", progress=False)
 
 

@@ -48,10 +48,9 @@ def build_method(
 ) -> Method:
     cls = METHODS.get(recipe.method.name, key="method.name")
     teacher = teachers[-1].model if teachers else None
-    try:
-        method = cls.from_recipe(recipe, student=student, teacher=teacher, info=splits.info, train=splits.train, teachers=teachers)
-    except TypeError as exc:
-        raise UserInputError(f"method.params: {exc}") from None
+    # method.params are validated by the regime's typed Params (key-named UserInputErrors); a TypeError from here on
+    # is a bug in the regime, and is not dressed up as a recipe error.
+    method = cls.from_recipe(recipe, student=student, teacher=teacher, info=splits.info, train=splits.train, teachers=teachers)
     if augmenter is not None:
         check_augmentation(recipe, method, bool(teachers), augmenter)
         method.teacher_input_changes = augmenter.teacher_input_changes

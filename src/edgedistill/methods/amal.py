@@ -136,12 +136,13 @@ class AdaptiveMixing(Method):
     """Frozen teacher -> student with per-sample (1 - λ_i) CE + λ_i KD, λ learned on validation by a meta-gradient."""
 
     Params = AMALParams
+    task = "classification"
+    task_why = "mixes CE and KD on class labels"
 
     def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module | TeacherNet],
                  train: Optional[TensorData] = None, **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.teachers = Teachers([teacher] if teacher is not None else [], info, self.method_name(), maximum=1,
-                                 task="classification", why="mixes CE and KD on class labels")
+        self.teachers = Teachers([teacher] if teacher is not None else [], info, self.method_name(), maximum=1)
         self.teacher = self.teachers[-1].model
         n = len(train) if train is not None else info.sizes.get("train", 0)
         if n < 1:

@@ -53,6 +53,10 @@ class Method:
 
     #: The recipe's ``method.params``, declared once; ``describe()`` and ``list methods --params`` read it.
     Params: ClassVar[type[Params]] = Params
+    #: The task the regime needs (e.g. "classification" for regimes that compare class distributions); None: any.
+    #: Checked once, here, before anything is built; ``task_why`` says in the error what needs it.
+    task: ClassVar[Optional[str]] = None
+    task_why: ClassVar[str] = "compares class distributions"
 
     #: True for regimes that step their own optimizers inside ``training_step`` (mutual learning, GANs).
     manual_optimization: bool = False
@@ -67,6 +71,9 @@ class Method:
         self.networks = nn.ModuleDict({"student": student})
         self.info = info
         self.teacher: Optional[nn.Module] = None
+        if self.task is not None and info.task != self.task:
+            raise UserInputError(f"data: method '{self.method_name()}' {self.task_why} and needs a {self.task} "
+                                 f"dataset, got a {info.task} one")
         self.params = self.Params.parse(params, "method.params", what=f"method '{self.method_name()}'")
 
     @classmethod

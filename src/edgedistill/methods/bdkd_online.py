@@ -60,13 +60,11 @@ class OnlineBalancedKD(Method):
     """Student + a large network trained together; each distils from the other with balanced KL directions."""
 
     Params = OnlineBalancedKDParams
+    task = "classification"
     trains_own_teacher = "its large network trains with the student from scratch, set in method.params.large"
 
     def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
         super().__init__(student, info, **params)
-        if info.task != "classification":
-            raise UserInputError(f"method.name: 'bdkd' matches class distributions and needs a classification task, "
-                                 f"got task '{info.task}'")
         large = self.params.large
         if large is None:
             raise UserInputError("method.params.large: required: the large network trained with the student, "

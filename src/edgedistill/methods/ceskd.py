@@ -106,6 +106,8 @@ class CESKD(TermsMethod):
     experts' logits are the terms' soft target (default 0.1 CE + 0.9 KD, T = 4)."""
 
     Params = CESKDParams
+    task = "classification"
+    task_why = "ranks samples by p(true class)"
     default_terms = HINTON_TERMS
     # The experts' outputs are cached once on clean inputs and the CE reads integer labels: no augmented teacher
     # input, no mixed labels.
@@ -123,8 +125,7 @@ class CESKD(TermsMethod):
         if len(chosen) < 2:
             key = "method.params.experts" if experts is not None else "teachers"
             raise UserInputError(f"{key}: ceskd needs at least two experts (a teacher and an assistant), got {len(chosen)}")
-        group = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
-                         why="ranks samples by p(true class)")
+        group = Teachers(chosen, info, self.method_name(), minimum=2)
         size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         sizes = [size(m) for m in group.models]
         group.reorder(sorted(range(len(sizes)), key=sizes.__getitem__))  # stable: equal sizes keep list order

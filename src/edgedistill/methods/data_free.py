@@ -150,14 +150,15 @@ class DataFreeDistillation(Method):
     """Generator vs student, the frozen teacher as judge; see the module docstring for the losses."""
 
     Params = DFADParams
+    task = "classification"
+    task_why = "distils class distributions"
     manual_optimization = True
 
     def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module | TeacherNet],
                  **params: Any) -> None:
         super().__init__(student, info, **params)
         name = self.method_name()
-        self.teachers = Teachers([teacher] if teacher is not None else [], info, name, maximum=1,
-                                 task="classification", why="distils class distributions")
+        self.teachers = Teachers([teacher] if teacher is not None else [], info, name, maximum=1)
         # The generator makes inputs of view "x" only; a teacher on another view could not read them.
         if self.teachers[-1].view != "x":
             raise UserInputError(f"teacher.view: method '{name}' generates inputs shaped like view 'x' for teacher "

@@ -83,11 +83,12 @@ class MultiTeacher(TermsMethod):
     the soft target; teachers frozen."""
 
     Params = MultiTeacherParams
+    task = "classification"
     default_terms = HINTON_TERMS
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
                  terms: Sequence[TermConfig] = (), train: Optional[TensorData] = None, **params: Any) -> None:
-        group = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
+        group = Teachers(teachers, info, self.method_name(), minimum=2)
         super().__init__(student, info, group, terms, train, **params)
         k = len(self.teachers)
         weights = self.params.weights

@@ -62,13 +62,11 @@ class DeepMutualLearning(Method):
     """Student + K-1 peers trained together; each learns from the labels and the other peers' predictions."""
 
     Params = DMLParams
+    task = "classification"
     trains_own_teacher = "its peers train from scratch, set in method.params.peers"
 
     def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
         super().__init__(student, info, **params)
-        if info.task != "classification":
-            raise UserInputError(f"method.name: 'dml' matches class distributions and needs a classification task, "
-                                 f"got task '{info.task}'")
         peers = self.params.peers
         if peers is None:
             nets = [fresh_copy(student)]  # a recipe passes the student's own section instead (default_params)

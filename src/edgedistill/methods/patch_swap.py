@@ -83,12 +83,11 @@ class IntraClassPatchSwap(Method):
     """Self-distillation between two patch-swapped views of same-class pairs (teacher-free)."""
 
     Params = PatchSwapParams
+    task = "classification"
     trains_own_teacher = "the more confident view of a pair teaches the other"
 
     def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
         super().__init__(student, info, **params)
-        if info.task != "classification":
-            raise UserInputError(f"method.name: patch_swap needs a classification task, the dataset is {info.task}")
         self.patch = _patch(self.params.patch, tuple(info.views["x"][1:]))  # the sizes, from the data's shape
         self._x: Optional[torch.Tensor] = None
         self._classes: Optional[ClassRows] = None

@@ -94,11 +94,12 @@ class PSKD(Method):
     none is (our ACS rule; the paper's is not published in a source we could read)."""
 
     Params = PSKDParams
+    task = "classification"
+    task_why = "selects teachers by their class predictions"
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet], **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.teachers = Teachers(teachers, info, self.method_name(), minimum=2, task="classification",
-                                 why="selects teachers by their class predictions",
+        self.teachers = Teachers(teachers, info, self.method_name(), minimum=2,
                                  hint="; for one teacher use method 'offline' or 'skkd'")
         k = len(self.teachers)
         admit = [r / k for r in range(k)] if self.params.admit is None else self.params.admit

@@ -79,12 +79,13 @@ class RoSKD(TermsMethod):
     is the deliverable."""
 
     Params = RoSKDParams
+    task = "classification"
     default_terms = HINTON_TERMS
     deliverable_key = "ema"
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
                  terms: Sequence[TermConfig] = (), train: Optional[TensorData] = None, **params: Any) -> None:
-        group = Teachers(teachers, info, self.method_name(), minimum=2, task="classification")
+        group = Teachers(teachers, info, self.method_name(), minimum=2)
         super().__init__(student, info, group, terms, train, **params)
         # Default: the run seed (the runner seeds torch with it right before building the method), so each
         # seed of a recipe gets its own teacher sequence and a resumed run draws the same one again.

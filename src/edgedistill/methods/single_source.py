@@ -105,13 +105,14 @@ class SingleSourceDistillation(Method):
     """Student trained only on augmented crops of one training sample, to match a frozen teacher (KL, T = 8)."""
 
     Params = SingleSourceParams
+    task = "classification"
+    task_why = "matches class distributions"
 
     def __init__(self, student: nn.Module, info: DataInfo, teacher: Optional[nn.Module | TeacherNet],
                  train: Optional[TensorData] = None, **params: Any) -> None:
         super().__init__(student, info, **params)
         name = self.method_name()
-        self.teachers = Teachers([teacher] if teacher is not None else [], info, name, maximum=1,
-                                 task="classification", why="matches class distributions")
+        self.teachers = Teachers([teacher] if teacher is not None else [], info, name, maximum=1)
         if self.teachers[-1].view != "x":
             raise UserInputError(f"teacher.view: {name} feeds the teacher the student's crops; use view 'x'")
         self.teacher = self.teachers[-1].model

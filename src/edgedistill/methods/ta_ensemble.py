@@ -116,6 +116,8 @@ class TAEnsemble(TermsMethod):
     the terms' soft target (default 0.1 CE + 0.9 KD, T = 4)."""
 
     Params = TAEnsembleParams
+    task = "classification"
+    task_why = "weights classifiers' probabilities"
     default_terms = HINTON_TERMS
     # The targets are computed once on clean inputs and the CE reads integer labels: no augmented teacher input,
     # no mixed labels.
@@ -145,8 +147,7 @@ class TAEnsemble(TermsMethod):
         for t in chosen:
             if t.view != "x":
                 raise UserInputError(f"teachers[{names.index(t.name)}].view: ta_ensemble members read the student's view 'x'")
-        group = Teachers(chosen, info, self.method_name(), minimum=2, task="classification",
-                         why="weights classifiers' probabilities")
+        group = Teachers(chosen, info, self.method_name(), minimum=2)
         if weights is not None and len(weights) != len(chosen):
             raise UserInputError(
                 f"method.params.weights: {len(chosen)} non-negative numbers with a positive sum (one per assistant), got {weights}"

@@ -155,6 +155,8 @@ class Tasked(Method):
     """Task CE + Tf-KD_reg self-distillation + subject-adversarial (GRL) and MMD alignment of the embedding."""
 
     Params = TaskedParams
+    task = "classification"
+    task_why = "recognises activities"
     takes_terms = True
     trains_own_teacher = "it distils from a virtual teacher built from the labels"
 
@@ -162,8 +164,6 @@ class Tasked(Method):
                  train: Optional[TensorData] = None, **params: Any) -> None:
         super().__init__(student, info, **params)
         self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
-        if info.task != "classification":
-            raise UserInputError(f"data: method 'tasked' recognises activities (classification), not {info.task}")
         p, c = self.params, info.n_outputs
         if p.correct_prob < 1.0 / c:
             raise UserInputError(f"method.params.correct_prob: expected a number in [1/C, 1] = [{1 / c:.3g}, 1], "

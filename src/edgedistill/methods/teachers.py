@@ -56,13 +56,11 @@ def as_teacher(model: nn.Module | TeacherNet, name: str = "teacher", view: str =
 class Teachers:
     """The frozen teachers of one regime, in order; ``teachers[-1]`` is the one a single-teacher regime uses.
 
-    Checks (each naming the recipe key): at least ``minimum`` and at most ``maximum`` teachers, every view in
-    the dataset, the task (``task``) when the regime needs one. ``why`` says in the error what the regime does
-    with them."""
+    Checks (each naming the recipe key): at least ``minimum`` and at most ``maximum`` teachers and every view in
+    the dataset (the task is the regime's own declaration, ``Method.task``); ``hint`` ends the count error."""
 
     def __init__(self, teachers: Sequence[nn.Module | TeacherNet] | None, info: DataInfo, method: str, *,
-                 minimum: int = 1, maximum: Optional[int] = None, task: Optional[str] = None, why: str = "",
-                 hint: str = "", view: str = "x") -> None:
+                 minimum: int = 1, maximum: Optional[int] = None, hint: str = "", view: str = "x") -> None:
         nets = [as_teacher(t, f"teacher{i}" if len(teachers or []) > 1 else "teacher", view)
                 for i, t in enumerate(teachers or [])]
         if len(nets) < minimum or (maximum is not None and len(nets) > maximum):
@@ -71,9 +69,6 @@ class Teachers:
             where = "a 'teacher' section" if maximum == 1 else "a 'teachers:' list"
             raise UserInputError(f"teachers: method '{method}' needs {want} teacher{'s' if want != '1' else ''} in "
                                  f"{where}, got {len(nets)}{hint}")
-        if task is not None and info.task != task:
-            raise UserInputError(f"data: method '{method}' {why or 'distils class probabilities'} and needs a {task} "
-                                 f"dataset, got a {info.task} one")
         for i, t in enumerate(nets):
             if t.view not in info.views:
                 key = "teacher.view" if len(nets) == 1 and maximum == 1 else f"teachers[{i}].view"

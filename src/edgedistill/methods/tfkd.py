@@ -60,6 +60,8 @@ class TeacherFreeKD(TermsMethod):
     T = 20)."""
 
     Params = TfKDParams
+    task = "classification"
+    task_why = "builds its virtual teacher from class labels"
     default_terms = TFKD_TERMS
     virtual_teacher = True
     augmentation_support = frozenset()  # the virtual teacher is built from integer labels: no mixed labels
@@ -67,8 +69,6 @@ class TeacherFreeKD(TermsMethod):
 
     def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (),
                  train: Optional[TensorData] = None, **params: Any) -> None:
-        if info.task != "classification":
-            raise UserInputError(f"method.name: tfkd needs a classification task, the dataset is {info.task}")
         super().__init__(student, info, Teachers([], info, self.method_name(), minimum=0), terms, train, **params)
         c = info.n_outputs
         if self.params.correct_prob < 1.0 / c:  # a < 1/C would make the virtual teacher prefer the wrong classes

@@ -133,6 +133,7 @@ class TopoKD(Method):
     """One or two frozen teachers on their own views (raw signal, persistence images) -> raw-signal student."""
 
     Params = TopoKDParams
+    task = "classification"
     takes_terms = True
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
@@ -143,7 +144,7 @@ class TopoKD(Method):
         init_net = next((t for t in teachers if t.name == INIT_NAME), None)
         try:
             self.teachers = Teachers([t for t in teachers if t.name != INIT_NAME], info, self.method_name(), minimum=1,
-                                     maximum=2, task="classification", hint=" (1: PI; 2: raw signal, PI)")
+                                     maximum=2, hint=" (1: PI; 2: raw signal, PI)")
         except UserInputError as exc:
             if ".view:" not in str(exc):
                 raise
