@@ -76,7 +76,6 @@ class Teachers:
                                      f"{', '.join(info.views)}")
             freeze(t.model)
         self.nets = nets
-        self.method = method
         self._cached: Optional[list[tuple[torch.Tensor, ...]]] = None
         self._stack: Optional[torch.Tensor] = None
 
