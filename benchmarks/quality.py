@@ -38,7 +38,7 @@ from typing import Any, Optional
 import torch
 
 import edgedistill
-from edgedistill.config import safe_load
+from edgedistill.yaml_io import safe_load
 from edgedistill.errors import UserInputError
 from edgedistill.io import read_json, write_json, write_text
 

@@ -1,6 +1,7 @@
 import pytest
 
-from edgedistill.config import apply_overrides, load_recipe, parse_override
+from edgedistill.config import load_recipe
+from edgedistill.yaml_io import apply_overrides, parse_override
 from edgedistill.errors import UserInputError
 
 BASE = {

@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from edgedistill.augment.pipeline import Augmenter
-from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict, safe_load
+from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict
+from edgedistill.yaml_io import safe_load
 from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate

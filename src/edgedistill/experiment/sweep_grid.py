@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from edgedistill.config import apply_overrides, load_recipe, read_yaml
+from edgedistill.config import load_recipe
+from edgedistill.yaml_io import apply_overrides, read_yaml
 from edgedistill.errors import UserInputError
 from edgedistill.experiment.sweep_report import label
 
