@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedistill.config import EngineConfig, TrainConfig, load_recipe
+from edgedistill.config import EngineConfig, TermConfig, TrainConfig, load_recipe
 from edgedistill.data.dataset import DataInfo
 from edgedistill.engine.loop import Stage, Trainer
 from edgedistill.errors import UserInputError
@@ -39,8 +39,14 @@ class Fixed(nn.Module):
         return self.logits[: len(x)]
 
 
-def fixed(zs: torch.Tensor, zl: torch.Tensor, **params) -> OnlineBalancedKD:
-    method = OnlineBalancedKD(tiny_net(), INFO3, large={"model": "cnn1d", "width": 4}, **params)
+def weights(alpha: float) -> list:
+    """The recipe terms of (1 - alpha) CE + alpha KL for both networks (the regime's default is alpha = 0.5)."""
+    return [TermConfig(loss=n, weight=w) for n, w in (("ce_student", 1 - alpha), ("kl_student", alpha),
+                                                       ("ce_large", 1 - alpha), ("kl_large", alpha))]
+
+
+def fixed(zs: torch.Tensor, zl: torch.Tensor, alpha: float = 0.5, **params) -> OnlineBalancedKD:
+    method = OnlineBalancedKD(tiny_net(), INFO3, weights(alpha), large={"model": "cnn1d", "width": 4}, **params)
     method.networks["student"], method.networks["large"] = Fixed(zs), Fixed(zl)
     return method
 
@@ -150,7 +156,7 @@ def _from_recipe(recipe, teachers=()):
     ({"large": {"model": "fcn", "checkpoint": "w.pt"}}, "method.params.large.checkpoint: networks of an online regime"),
     ({"large": {"model": "no_such_net"}}, "method.params.large"),
     ({"large": {"model": "fcn", "width": 0}}, "method.params.large.width"),
-    ({"large": {"model": "fcn"}, "alpha": 1.5}, "method.params.alpha: Input should be less than or equal to 1"),
+    ({"large": {"model": "fcn"}, "alpha": 0.5}, "method.params.alpha: unknown parameter"),  # weights are recipe terms
     ({"large": {"model": "fcn"}, "temperature": -1}, "method.params.temperature: Input should be greater than 0"),
     ({"large": {"model": "fcn"}, "gate_width": -0.1}, "method.params.gate_width: Input should be greater than or equal"),
     ({"large": {"model": "fcn"}, "balance": "yes"}, "method.params.balance: Input should be a valid boolean"),

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import edgedistill
+from edgedistill.config import TermConfig
 from edgedistill.augment import ClassRows, patch_grid, patch_swap, random_patch_mask, same_class_partners
 from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Step
@@ -131,6 +132,19 @@ def test_training_step_pairs_within_class_is_deterministic_per_step_and_trains_t
     grads = torch.autograd.grad(sum(t1.values()), list(m.networks["student"].parameters()))
     assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
     assert m.patch == (4,)
+
+
+def test_the_kd_weight_lambda_is_a_recipe_term():
+    splits = toy_splits(n=120, length=16)
+    batch = splits.train.batch(torch.arange(16))
+    out = []
+    for terms in ([], [TermConfig(loss="ce"), TermConfig(loss="icps_kd", weight=2.5)]):
+        torch.manual_seed(3)
+        m = IntraClassPatchSwap(tiny_net(), splits.info, terms, patch=4, swap_prob=1.0)
+        m.setup(splits.train, torch.device("cpu"))
+        out.append(m.training_step(batch, Step(0, 5, 1, 10)))
+    assert out[1]["ce"].item() == out[0]["ce"].item()
+    assert out[1]["icps_kd"].item() == pytest.approx(2.5 * out[0]["icps_kd"].item(), rel=1e-6)
 
 
 def test_default_patch_is_an_eighth_of_each_dimension():

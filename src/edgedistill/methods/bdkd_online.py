@@ -19,18 +19,19 @@ Setting ``balance: false`` forces w = v = 0: standard online KD (DML with two pe
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from edgedistill.config import ModelConfig
+from edgedistill.config import ModelConfig, TermConfig
 from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.losses.response_extra import balanced_kd
 from edgedistill.methods.base import Method, Step
+from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
 from edgedistill.models.online import build_online_network, check_online_outputs
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
@@ -45,10 +46,17 @@ def balanced_term(own: torch.Tensor, other: torch.Tensor, temperature: float, ga
     return kd(own, other, temperature=temperature)
 
 
+#: Each network's loss is its own CE and its balanced KL to the other; the recipe's terms weight the four.
+OWN_TERMS = {"ce_student": "the student's label cross-entropy", "kl_student": "the student's balanced KL to the large "
+             "network", "ce_large": "the large network's label cross-entropy", "kl_large": "the large network's "
+             "balanced KL to the student"}
+#: alpha = 0.5: (1 - alpha) CE + alpha KL for both networks.
+DEFAULT_TERMS = tuple(TermConfig(loss=name, weight=0.5) for name in OWN_TERMS)
+
+
 class OnlineBalancedKDParams(Params):
     large: Optional[ModelConfig] = Field(None, description="required: the large network's model section ({model: "
                                                            "name, **knobs}), trained from scratch with the student")
-    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of each network's KD term; (1 - alpha) on its CE")
     temperature: float = Field(1.0, gt=0.0, description="temperature T of the KL terms (T^2 scaling)")
     gate_width: float = Field(0.1, ge=0.0, description="width of the entropy-gap gate, in units of log C (0: a hard "
                                                        "switch)")
@@ -63,8 +71,11 @@ class OnlineBalancedKD(Method):
     task = "classification"
     trains_own_teacher = "its large network trains with the student from scratch, set in method.params.large"
 
-    def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
+    takes_terms = True
+
+    def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
+        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
         large = self.params.large
         if large is None:
             raise UserInputError("method.params.large: required: the large network trained with the student, "
@@ -75,16 +86,18 @@ class OnlineBalancedKD(Method):
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         z_s = self.networks["student"](batch["x"])
         z_l = self.networks["large"](batch["x"])
-        a, t, g, balanced = self.params.alpha, self.params.temperature, self.params.gate_width, self.params.balance
-        return {
-            "ce_student": (1 - a) * ce(z_s, batch["y"]),
-            "kl_student": a * balanced_term(z_s, z_l, t, g, balanced),
-            "ce_large": (1 - a) * ce(z_l, batch["y"]),
-            "kl_large": a * balanced_term(z_l, z_s, t, g, balanced),
+        t, g, balanced = self.params.temperature, self.params.gate_width, self.params.balance
+        losses = {
+            "ce_student": lambda: ce(z_s, batch["y"]),
+            "kl_student": lambda: balanced_term(z_s, z_l, t, g, balanced),
+            "ce_large": lambda: ce(z_l, batch["y"]),
+            "kl_large": lambda: balanced_term(z_l, z_s, t, g, balanced),
         }
+        return weigh_own_terms(self.terms, losses, step, z_s)
 
     def evaluated(self) -> dict[str, nn.Module]:
         return {f"large ({self.params.large.model})": self.networks["large"]}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "weights": "entropy gap (ours)" if self.params.balance else "w = 0 (online KD)"}
+        return {**super().describe(), "terms": [t.describe() for t in self.terms],
+                "weights": "entropy gap (ours)" if self.params.balance else "w = 0 (online KD)"}

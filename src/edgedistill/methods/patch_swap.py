@@ -27,10 +27,12 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from edgedistill.augment.patch_swap import ClassRows, patch_sizes, patch_swap
+from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.methods.base import Method, Step
+from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
@@ -61,13 +63,18 @@ def _patch(patch: Union[int, float, Sequence[Union[int, float]]], spatial: tuple
         raise UserInputError(f"method.params.patch: {exc}") from None
 
 
+#: The regime's own losses, weighted by the recipe's terms (default: both 1, lambda = 1).
+OWN_TERMS = {"ce": "cross-entropy of both patch-swapped views", "icps_kd": "instance-to-instance KD, the more "
+             "confident view teaching the other"}
+DEFAULT_TERMS = (TermConfig(loss="ce", weight=1.0), TermConfig(loss="icps_kd", weight=1.0))
+
+
 class PatchSwapParams(Params):
     patch: Union[int, float, list[Union[int, float]]] = Field(
         0.125, description="patch length per spatial dimension: an int in samples, a float in (0, 1] a fraction of "
                            "the dimension (rounded up); one value for every dimension or one per dimension")
     swap_prob: float = Field(0.5, ge=0.0, le=1.0, description="probability p_r that a pair swaps patches at all")
     swap_ratio: float = Field(0.5, ge=0.0, le=1.0, description="fraction of the patches a swapped pair exchanges")
-    weight: float = Field(1.0, ge=0.0, description="weight lambda of the instance-to-instance KD term")
     temperature: float = Field(4.0, gt=0.0, description="temperature tau of the KD term (tau^2 scaling)")
 
     @field_validator("patch")
@@ -86,8 +93,11 @@ class IntraClassPatchSwap(Method):
     task = "classification"
     trains_own_teacher = "the more confident view of a pair teaches the other"
 
-    def __init__(self, student: nn.Module, info: DataInfo, **params: Any) -> None:
+    takes_terms = True
+
+    def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
+        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
         self.patch = _patch(self.params.patch, tuple(info.views["x"][1:]))  # the sizes, from the data's shape
         self._x: Optional[torch.Tensor] = None
         self._classes: Optional[ClassRows] = None
@@ -110,7 +120,7 @@ class IntraClassPatchSwap(Method):
         xa, xb = patch_swap(batch["x"], self._x[partner], self.patch, generator=g, ratio=p.swap_ratio, p=p.swap_prob)
         za, zb = self.networks["student"](torch.cat([xa, xb])).chunk(2)
         ce_ab, kl = icps_loss(za, zb, batch["y"], p.temperature)
-        return {"ce": ce_ab, "icps_kd": p.weight * kl}
+        return weigh_own_terms(self.terms, {"ce": lambda: ce_ab, "icps_kd": lambda: kl}, step, za)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "patch_sizes": list(self.patch)}
+        return {**super().describe(), "terms": [t.describe() for t in self.terms], "patch_sizes": list(self.patch)}
