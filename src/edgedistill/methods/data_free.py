@@ -38,7 +38,7 @@ from edgedistill.losses.data_free import (
     per_sample_kd, per_sample_l1, self_paced_weight,
 )
 from edgedistill.methods.base import Method, Step, make_optimizer
-from edgedistill.methods.teachers import TeacherNet, Teachers
+from edgedistill.methods.teachers import TeacherNet, Teachers, evaluating
 from edgedistill.models.generators import GeneratorParams, build_generator
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
@@ -255,14 +255,14 @@ class DataFreeDistillation(Method):
                 sums[k] = sums.get(k, torch.zeros(())) + v.detach().cpu() / n
 
         for _ in range(rounds):
-            student.eval()  # the student judges, as in the official code; its BN statistics are not updated
-            for _ in range(g_steps):
-                opt_g.zero_grad(set_to_none=True)
-                terms = self.generator_terms(self._sample(), step)
-                self.generator_loss(terms, step).backward()
-                opt_g.step()
-                add(terms, rounds * g_steps)
-            student.train()
+            # The student judges in eval mode, as in the official code (its BN statistics are not updated).
+            with evaluating(student):
+                for _ in range(g_steps):
+                    opt_g.zero_grad(set_to_none=True)
+                    terms = self.generator_terms(self._sample(), step)
+                    self.generator_loss(terms, step).backward()
+                    opt_g.step()
+                    add(terms, rounds * g_steps)
             for _ in range(kd_steps):
                 with torch.no_grad():
                     x = self._sample()
