@@ -117,11 +117,8 @@ class CESKD(TermsMethod):
                  terms: Sequence[TermConfig] = (), train: Optional[TensorData] = None, **params: Any) -> None:
         # Parsed here as well (the base class parses again): the experts are chosen before the base is built.
         experts = self.Params.parse(params, "method.params", what=f"method '{self.method_name()}'").experts
-        names = [t.name for t in teachers]
-        for e in experts or []:
-            if e not in names:
-                raise UserInputError(f"method.params.experts: no teacher named '{e}'; teachers are: {', '.join(names)}")
-        chosen = [t for t in teachers if experts is None or t.name in experts]
+        picked = {t.name for t in Teachers.named(teachers, experts or [], "method.params.experts")}
+        chosen = [t for t in teachers if experts is None or t.name in picked]  # recipe order: ties in size keep it
         if len(chosen) < 2:
             key = "method.params.experts" if experts is not None else "teachers"
             raise UserInputError(f"{key}: ceskd needs at least two experts (a teacher and an assistant), got {len(chosen)}")

@@ -132,12 +132,7 @@ class TAEnsemble(TermsMethod):
         if members is None:
             chosen = [t for t in teachers if t.config.distill_from is not None]
         else:
-            for m in members:
-                if m not in names:
-                    raise UserInputError(f"method.params.members: no teacher named '{m}'; teachers are: {', '.join(names)}")
-            if len(set(members)) != len(members):
-                raise UserInputError(f"method.params.members: a name is listed twice: {members}")
-            chosen = [teachers[names.index(m)] for m in members]
+            chosen = Teachers.named(teachers, members, "method.params.members")
         if len(chosen) < 2:
             key = "method.params.members" if members is not None else "teachers"
             raise UserInputError(

@@ -86,6 +86,18 @@ class Teachers:
         return cls([teacher] if teacher is not None else [], info, method, minimum=int(required), maximum=1,
                    view=view, **checks)
 
+    @staticmethod
+    def named(teachers: Sequence[TeacherNet], names: Sequence[str], key: str) -> list[TeacherNet]:
+        """The teachers called ``names``, in that order (a regime's ``experts`` or ``members``); an unknown or
+        repeated name fails naming ``key``."""
+        by_name = {t.name: t for t in teachers}
+        for n in names:
+            if n not in by_name:
+                raise UserInputError(f"{key}: no teacher named '{n}'; teachers are: {', '.join(by_name)}")
+        if len(set(names)) != len(names):
+            raise UserInputError(f"{key}: a name is listed twice: {list(names)}")
+        return [by_name[n] for n in names]
+
     # -- what they are
     def __len__(self) -> int:
         return len(self.nets)
