@@ -1,6 +1,6 @@
 """Persistence diagrams and persistence images (PIs) of sensor windows: the privileged ``pi`` view.
 
-Spec: shared/methods/asu-group.md section 6.1 (TDA_KD / Sublevel-Set-TDA / TGD code). Per channel x in R^L:
+As the TDA_KD / Sublevel-Set-TDA / TGD code computes them. Per channel x in R^L:
 
 1. preprocessing (our reading of Sublevel-Set-TDA): subtract the window's channel mean, divide by a per-channel
    scale = the largest |x - mean| over the dataset's windows (label-free; fitted on the windows given, see

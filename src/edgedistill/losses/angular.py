@@ -1,6 +1,6 @@
 """Angular losses of the ASU Geometric Media Lab: AMD (distillation), AMC and the OS regulariser (training aids).
 
-Specification: shared/methods/asu-group.md sections 1-3. ``amd`` follows the official code
+``amd`` follows the official code
 (jeunsom/AMD_loss ``AngularPenaltyLoss``): element-mean MSEs, averaged over the three terms. ``amc`` follows
 hchoi71/AMC-Loss. The OS regulariser's exact form in the paper is unknown; see ``orthogonal_sphere``.
 """

@@ -1,6 +1,6 @@
 """Loss pieces and schedules of the data-free regimes (``methods/data_free.py``: dfad, cudfkd).
 
-Spec: shared/methods/others.md §12 (CuDFKD and its DFKD baselines DAFL, DFAD, DeepInversion). Pure functions of
+CuDFKD and its DFKD baselines DAFL, DFAD, DeepInversion. Pure functions of
 logits / features / progress. They take no recipe roles, so they are not registered as recipe losses; the
 teacher's BatchNorm statistics are read by forward hooks (``BatchNormStatistics`` in ``methods/data_free.py``).
 """

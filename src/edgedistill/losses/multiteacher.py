@@ -1,7 +1,6 @@
 """Multi-teacher building blocks: CA-MKD confidence weights and an orthogonality constraint on correlation maps.
 
-Specification: shared/methods/others.md section 5 (CA-MKD, official code Rorozhl/CA-MKD) and
-shared/methods/asu-group.md section 6.5 (TPKD's L_Oth, whose exact form is unknown: ours is stated below).
+CA-MKD (official code Rorozhl/CA-MKD) and TPKD's L_Oth (arXiv 2407.05315, whose exact form is unknown: ours is stated below).
 Both are functional helpers for multi-teacher regimes, not recipe terms.
 """
 from __future__ import annotations

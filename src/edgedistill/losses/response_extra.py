@@ -2,8 +2,7 @@
 
 Same conventions as ``response.py``: logits are (N, C) or (N, C, *positions) with classes on dim 1, every
 position becomes a row, and the reduction is the mean over rows (DIST's intra-class term is the exception:
-a mean over classes of a correlation taken across the rows). Specs: shared/methods/others.md §17.8-17.9,
-asu-group.md §4 and §9.
+a mean over classes of a correlation taken across the rows).
 """
 from __future__ import annotations
 

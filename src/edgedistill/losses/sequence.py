@@ -1,6 +1,6 @@
 """Relational losses over a mini-batch: similarity keeping (SK-KD, EEG) and time-aware KD (TaKD, GRF regression).
 
-Specification: shared/methods/asu-group.md sections 7 and 10. Neither paper's formula is public: both
+Neither paper's formula is public: both
 losses here are OUR designs from the spec's templates, not the papers' verified methods (see the
 docstrings and docs/losses/similarity_keeping.md, docs/losses/functional.md).
 """

@@ -1,7 +1,7 @@
 """AMAL: per-sample mixing weights between the label loss and the KD loss, learned by a meta-gradient.
 
 Sivasubramanian, Maheshwari, Shenoy, Prathosh, Ramakrishnan, "Adaptive Mixing of Auxiliary Losses in Supervised
-Learning", AAAI 2023, arXiv 2202.03250 (spec: shared/methods/others.md §7). Every training sample i has its own
+Learning", AAAI 2023, arXiv 2202.03250. Every training sample i has its own
 weight λ_i in [0, 1]::
 
     inner:  L_train(θ, λ) = 1/B Σ_i [ (1 - λ_i) CE(f_θ(x_i), y_i) + λ_i T² KL(p^t_i || p^s_i) ]

@@ -2,7 +2,7 @@
 with a per-sample balance of forward and reverse KL.
 
 Amara, Sepahvand, Meyer, Gross, Clark, "BD-KD: Balancing the Divergences for Online Knowledge Distillation",
-arXiv 2212.12965 (spec: shared/methods/asu-group.md §9). Established [abstract]: logit-based online KD; the
+arXiv 2212.12965. Established [abstract]: logit-based online KD; the
 student's AND the teacher's losses use a sample-wise weighting of forward KL(p_T||p_S) and reverse
 KL(p_S||p_T), to balance the student's confidence (accuracy and ECE). Student loss (template §9.2)::
 

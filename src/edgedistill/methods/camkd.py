@@ -1,6 +1,6 @@
 """CA-MKD: confidence-aware multi-teacher distillation (Zhang, Chen, Wang, ICASSP 2022, arXiv 2201.00007).
 
-Spec: shared/methods/others.md section 5, checked against the official code (Rorozhl/CA-MKD,
+Checked against the official code (Rorozhl/CA-MKD,
 ``distiller_zoo/CAMKD.py``, ``helper/loops.py``, ``models/util.py``). We follow the code.
 
     w_k,i      = (1 - softmax_k CE(z_k,i, y_i)) / (K - 1)                 teacher k's weight on sample i

@@ -11,7 +11,7 @@ The regime only changes where the soft target comes from: row by row, the select
 
 The abstract fixes only that (one expert per input, chosen by a difficulty-driven "stratified teaching
 curriculum", gradually guided). The paper's difficulty measure, strata and schedule are UNKNOWN
-(shared/methods/others.md section 4; no official code). OUR choices:
+(no official code). OUR choices:
 
 * Experts: the recipe's ``teachers`` (or the names in ``experts``), ordered by parameter count, smallest
   first (ties keep list order).

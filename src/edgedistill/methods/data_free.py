@@ -1,6 +1,6 @@
 """Data-free distillation: a generator and the student trained adversarially; the student never sees data.
 
-Spec: shared/methods/others.md §12. Two regimes share one class and differ in their defaults:
+Two regimes share one class and differ in their defaults:
 
 * ``dfad`` -- DFAD (Fang et al. 2019): ``max_G min_S mean|t(G(z)) - s(G(z))|`` (L1 between logits).
 * ``cudfkd`` -- CuDFKD (Li et al., arXiv 2208.13648), generator loss

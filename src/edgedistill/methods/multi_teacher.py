@@ -9,7 +9,7 @@ the terms' temperature is q (the weighted mean logits, or T log q for probabilit
 ``kd``, ``dist``, ``dkd`` ... all read the averaged teachers, weighted by the recipe. In probability space q depends
 on T, so the terms reading the teachers must share one temperature. w defaults to uniform and is renormalised to sum to 1. This is the classic multi-teacher baseline (Hinton et
 al. 2015 distil an ensemble; the weighted form is the TA-ensemble target of Ganta et al., arXiv 2206.12005,
-shared/methods/others.md section 3, whose averaging space is UNKNOWN: both are offered, probabilities by our
+whose averaging space is UNKNOWN: both are offered, probabilities by our
 choice as the default; its differential-evolution search for w is not implemented). The teachers' outputs
 on the training split are cached once in ``setup`` (``Teachers.cache``).
 """

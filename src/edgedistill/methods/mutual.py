@@ -1,7 +1,7 @@
 """Deep Mutual Learning: K networks trained together from scratch, each also matching the others' predictions.
 
-Zhang, Xiang, Hospedales, Lu, "Deep Mutual Learning", CVPR 2018, arXiv 1706.00384 (spec: shared/methods/
-others.md §17.1). No pre-trained teacher. For every network k of the K peers (the student is peer 0)::
+Zhang, Xiang, Hospedales, Lu, "Deep Mutual Learning", CVPR 2018, arXiv 1706.00384.
+No pre-trained teacher. For every network k of the K peers (the student is peer 0)::
 
     L_k = CE(z_k, y) + 1/(K-1) * sum_{l != k} T^2 * KL( softmax(z_l / T) || softmax(z_k / T) )
 

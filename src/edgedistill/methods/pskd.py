@@ -1,7 +1,7 @@
 """PSKD-style progressive cross-modal distillation with per-sample teacher selection (OUR design).
 
 Source of the idea: J. Ni, A. H. H. Ngu, Y. Yan, "Progressive Cross-modal Knowledge Distillation for Human
-Action Recognition", ACM MM 2022, arXiv 2208.08090 (spec: shared/methods/others.md section 10). The abstract
+Action Recognition", ACM MM 2022, arXiv 2208.08090. The abstract
 gives: a smartwatch-accelerometer student, several teachers built from the teacher modality (skeletons) and the
 student modality (accelerometer), a *progressive* scheme to close the teacher-student gap, and an
 "Adaptive-Confidence Semantic" (ACS) loss by which the student adaptively mimics one of the teachers *or* the

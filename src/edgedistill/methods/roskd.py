@@ -1,7 +1,7 @@
 """RoS-KD-style stochastic multi-teacher distillation with a weight-averaged (EMA) student.
 
 Source: Jaiswal et al., "RoS-KD: A Robust Stochastic Knowledge Distillation Approach for Noisy Medical
-Imaging", arXiv 2210.08388; spec shared/methods/others.md section 6. What the abstract verifies: several
+Imaging", arXiv 2210.08388. What the abstract verifies: several
 teachers, each trained on an overlapping subset of the (noisy) training data, and a "stochastic" student
 that learns "a smooth" manifold. Everything else is UNKNOWN (no official code). This module implements the
 spec's flagged prototype reading, NOT a verified paper formula:

@@ -1,7 +1,7 @@
 """Single-source distillation: the student only ever sees heavy augmentations of ONE recording (or one image).
 
 Asano & Saeed, "The Augmented Image Prior: Distilling 1000 Classes by Extrapolating from a Single Image",
-ICLR 2023, arXiv 2112.00725 (spec: shared/methods/others.md §13). A frozen teacher labels random crops of a
+ICLR 2023, arXiv 2112.00725. A frozen teacher labels random crops of a
 single source and the student, from scratch, matches it; labels are never used for training::
 
     L = mean_i KL( softmax(z^t_i / T) || softmax(z^s_i / T) ),  T = 8, no T² factor, no CE

@@ -1,8 +1,8 @@
 """SK-KD: similarity-keeping distillation from a teacher on a denser view (Huang, Chen, Wei, arXiv 2212.03329).
 
 X.-Y. Huang, S.-Y. Chen, C.-S. Wei, "Enhancing Low-Density EEG-Based Brain-Computer Interfacing with
-Similarity-Keeping Knowledge Distillation", IEEE TETCI 8 (2024) 1156-1166. Spec: shared/methods/asu-group.md
-section 10. What the paper establishes: a teacher pre-trained on high-density EEG, a student on a low-density
+Similarity-Keeping Knowledge Distillation", IEEE TETCI 8 (2024) 1156-1166.
+What the paper establishes: a teacher pre-trained on high-density EEG, a student on a low-density
 montage (a subset of the electrodes), and a loss that makes the student keep the teacher's *inter-sample
 similarity* within a mini-batch. Its formula, layer and weights are UNKNOWN (no code was found). Default here:
 

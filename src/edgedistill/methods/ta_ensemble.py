@@ -12,8 +12,8 @@ whose softmax at T is p_ens (softmax(T log q / T) = q), so ``kd``, ``dkd`` ... r
 recipe weights the losses. p_ens depends on T, so the terms reading it must share one temperature (the terms'
 ``soft_target_temperature``).
 
-What the abstract fixes: several TAs, weighted ensemble, weights from DE. What it does not (spec
-shared/methods/others.md section 3, all UNKNOWN) and what we chose:
+What the abstract fixes: several TAs, weighted ensemble, weights from DE. What it does not (all
+UNKNOWN) and what we chose:
 
 * Which networks are TAs: every ``teachers`` entry with ``distill_from`` (the top teacher only trains
   them), or the names in ``members``.

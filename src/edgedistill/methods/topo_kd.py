@@ -1,6 +1,6 @@
 """Topological distillation: a raw-signal teacher and a persistence-image teacher -> a raw-signal student.
 
-Spec: shared/methods/asu-group.md section 6 (TDA-KD Asilomar 2022 [CODE], TGD GRaM@ICML 2024 [CODE], TPKD
+Sources: TDA-KD (Asilomar 2022 [CODE], TGD GRaM@ICML 2024 [CODE], TPKD
 arXiv 2407.05315 [PAPER-FIG eq. 9 + NOTES]). Teachers k = 1, 2 (in the order of the recipe's ``teachers`` list,
 each on its own view, e.g. "x" and "pi"), weights a_1 = alpha, a_2 = 1 - alpha; the student reads "x" only.
 
