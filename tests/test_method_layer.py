@@ -188,6 +188,8 @@ def test_list_params_prints_a_regimes_parameters():
     exe = Path(sys.executable).with_name("edgedistill")
     out = subprocess.run([str(exe), "list", "methods", "--params", "supervised"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "label_smoothing" in out.stdout
+    own = subprocess.run([str(exe), "list", "methods", "--params", "camkd"], capture_output=True, text=True, timeout=120)
+    assert own.returncode == 0 and "method.terms" in own.stdout and "start_epoch: 1" in own.stdout
     bad = subprocess.run([str(exe), "list", "methods", "--params", "nope"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown method 'nope'" in bad.stderr
 

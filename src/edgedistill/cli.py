@@ -142,15 +142,29 @@ def list_(
         except UserInputError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        console = Console(width=max(100, Console().width))
         if model is None:
             typer.echo(f"{kind} '{params}' declares no typed parameters")
-            return
-        table = Table(title=f"{params}: parameters ({kind})")
-        for col in ("name", "type", "default", "bounds", "description"):
-            table.add_column(col)
-        for row in model.fields_doc():
-            table.add_row(*(escape(str(row[k])) for k in ("name", "type", "default", "bounds", "doc")))
-        Console(width=max(100, Console().width)).print(table)
+        else:
+            table = Table(title=f"{params}: parameters ({kind})")
+            for col in ("name", "type", "default", "bounds", "description"):
+                table.add_column(col)
+            for row in model.fields_doc():
+                table.add_row(*(escape(str(row[k])) for k in ("name", "type", "default", "bounds", "doc")))
+            console.print(table)
+        obj = REGISTRIES[kind].entry(params).obj
+        own, defaults = getattr(obj, "own_terms", {}), getattr(obj, "default_terms", ())
+        if own or defaults:
+            # A regime's weights are recipe terms: its own losses, or the registered losses it feeds a soft target.
+            terms = Table(title=f"{params}: method.terms (default when a recipe gives none)")
+            for col in ("loss", "default", "description"):
+                terms.add_column(col)
+            given = {t.loss: t for t in defaults}
+            for name in dict.fromkeys([*own, *given]):
+                t = given.get(name)
+                default = ", ".join(f"{k}: {v}" for k, v in t.model_dump(exclude={"loss"}).items()) if t else "off"
+                terms.add_row(escape(name), escape(default), escape(own.get(name, "registered loss")))
+            console.print(terms)
         return
     table = Table(title=kind)
     table.add_column("name")

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
-from edgedistill.config import Recipe, TeacherConfig, TrainConfig
+from edgedistill.config import Recipe, TeacherConfig, TermConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.methods.teachers import TeacherNet, freeze
@@ -83,6 +83,10 @@ class Method:
 
     #: Whether ``method.terms`` means anything to this regime.
     takes_terms: bool = False
+    #: A regime's own losses (name -> doc) that the recipe's terms weight, e.g. CA-MKD's ``inter``; {}: none.
+    own_terms: ClassVar[dict[str, str]] = {}
+    #: The terms used when a recipe gives no ``method.terms`` (the regime's documented default loss); (): required.
+    default_terms: ClassVar[tuple[TermConfig, ...]] = ()
     #: Set (to what the regime trains instead) by regimes that train every network from scratch: a recipe
     #: with a ``teacher``/``teachers`` section is then refused, instead of the teacher being silently unused.
     trains_own_teacher: Optional[str] = None

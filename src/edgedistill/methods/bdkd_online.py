@@ -68,6 +68,8 @@ class OnlineBalancedKD(Method):
     """Student + a large network trained together; each distils from the other with balanced KL directions."""
 
     Params = OnlineBalancedKDParams
+    own_terms = OWN_TERMS
+    default_terms = DEFAULT_TERMS
     task = "classification"
     trains_own_teacher = "its large network trains with the student from scratch, set in method.params.large"
 
@@ -75,7 +77,7 @@ class OnlineBalancedKD(Method):
 
     def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
+        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
         large = self.params.large
         if large is None:
             raise UserInputError("method.params.large: required: the large network trained with the student, "

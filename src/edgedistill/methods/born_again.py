@@ -52,6 +52,7 @@ class BornAgain(TermsMethod):
     """The last of ``generations`` born-again generations; earlier ones are trained by the runner (``teacher_plan``)."""
 
     Params = BornAgainParams
+    default_terms = DEFAULT_TERMS
 
     def __init__(
         self,
@@ -69,7 +70,7 @@ class BornAgain(TermsMethod):
                                  f"teacher plan, got {len(teachers)}")
         # The loss reads the last generation (``self.teacher``); method.terms replaces BAN's loss when given.
         last = Teachers.single(teachers[-1], info, self.method_name())
-        super().__init__(student, info, last, terms or list(DEFAULT_TERMS), train, **params)
+        super().__init__(student, info, last, terms, train, **params)  # BAN's loss unless method.terms are given
         # gen0 .. gen G-1, frozen: only for the ensemble row.
         self.ancestors = Teachers(teachers, info, self.method_name(), minimum=g, maximum=g)
 
@@ -82,7 +83,7 @@ class BornAgain(TermsMethod):
             )
         params = cls.Params.parse({**cls.default_params(recipe), **recipe.method.params}, "method.params",
                                   what=f"method '{cls.method_name()}'")
-        terms = list(recipe.method.terms) or [t.model_copy() for t in DEFAULT_TERMS]
+        terms = list(recipe.method.terms) or [t.model_copy() for t in cls.default_terms]
         plan = []
         for k in range(params.generations):
             spec = {

@@ -116,13 +116,15 @@ class CAMKD(Method):
     """Confidence-aware multi-teacher KD: label-aware per-sample teacher weights on logits and on features."""
 
     Params = CAMKDParams
+    own_terms = OWN_TERMS
+    default_terms = DEFAULT_TERMS
     task = "classification"
     takes_terms = True
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
                  terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
+        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
         self.teachers = Teachers(teachers, info, self.method_name(), minimum=2)
         self.teacher = self.teachers[-1].model
         self._student_taps = _tap(student, self.params.student_tap, "method.params.student_tap")

@@ -43,12 +43,10 @@ from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd
 from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers
-from edgedistill.methods.terms import TermsMethod
+from edgedistill.methods.terms import HINTON_TERMS, TermsMethod
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
-#: The quickstart's weights: 0.1 CE + 0.9 KD at T = 4.
-HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
 
 
 def stratify(difficulty: torch.Tensor, n_strata: int) -> torch.Tensor:

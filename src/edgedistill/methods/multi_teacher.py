@@ -28,12 +28,10 @@ from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import average_probs
 from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers, freeze
-from edgedistill.methods.terms import TermsMethod, TermsParams
+from edgedistill.methods.terms import HINTON_TERMS, TermsMethod, TermsParams
 from edgedistill.models.ensemble import ProbabilityEnsemble
 from edgedistill.registry import METHODS
 
-#: The quickstart's weights: 0.1 CE + 0.9 KD at T = 4.
-HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
 
 
 def mean_logits(teacher_logits: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:

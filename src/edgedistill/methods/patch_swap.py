@@ -90,6 +90,8 @@ class IntraClassPatchSwap(Method):
     """Self-distillation between two patch-swapped views of same-class pairs (teacher-free)."""
 
     Params = PatchSwapParams
+    own_terms = OWN_TERMS
+    default_terms = DEFAULT_TERMS
     task = "classification"
     trains_own_teacher = "the more confident view of a pair teaches the other"
 
@@ -97,7 +99,7 @@ class IntraClassPatchSwap(Method):
 
     def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
+        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
         self.patch = _patch(self.params.patch, tuple(info.views["x"][1:]))  # the sizes, from the data's shape
         self._x: Optional[torch.Tensor] = None
         self._classes: Optional[ClassRows] = None

@@ -31,11 +31,9 @@ from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers
-from edgedistill.methods.terms import TermsMethod, TermsParams
+from edgedistill.methods.terms import HINTON_TERMS, TermsMethod, TermsParams
 from edgedistill.registry import METHODS
 
-#: Hinton KD with the quickstart's weights: 0.1 CE + 0.9 KD at T = 4.
-HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
 
 
 def debiased_momentum(m: float, n: int) -> float:

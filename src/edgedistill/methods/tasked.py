@@ -155,6 +155,8 @@ class Tasked(Method):
     """Task CE + Tf-KD_reg self-distillation + subject-adversarial (GRL) and MMD alignment of the embedding."""
 
     Params = TaskedParams
+    own_terms = OWN_TERMS
+    default_terms = DEFAULT_TERMS
     task = "classification"
     task_why = "recognises activities"
     takes_terms = True
@@ -163,7 +165,7 @@ class Tasked(Method):
     def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (),
                  train: Optional[TensorData] = None, **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
+        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
         p, c = self.params, info.n_outputs
         if p.correct_prob < 1.0 / c:
             raise UserInputError(f"method.params.correct_prob: expected a number in [1/C, 1] = [{1 / c:.3g}, 1], "

@@ -208,6 +208,10 @@ def _per_sample_shape(term: BoundTerm, network: str, tensors: dict[str, torch.Te
     return ()
 
 
+#: Hinton KD with the quickstart's weights, 0.1 CE + 0.9 KD at T = 4: the default of the soft-target regimes.
+HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
+
+
 class TermsParams(Params):
     cache_teacher: bool = Field(True, description="look the teacher's outputs up by training row instead of running "
                                                  "it each step (off, or ignored, when a term reads teacher features)")
@@ -224,8 +228,6 @@ class TermsMethod(Method):
     augmentation_support = frozenset({"teacher_input", "soft_targets"})
     #: True when ``teacher_logits`` is built without any teacher network (a virtual teacher from the labels).
     virtual_teacher: bool = False
-    #: The terms used when a recipe gives no ``method.terms`` (a regime's documented default loss); none: required.
-    default_terms: tuple[TermConfig, ...] = ()
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Teachers, terms: Sequence[TermConfig],
                  train: Optional[TensorData] = None, **params: Any) -> None:

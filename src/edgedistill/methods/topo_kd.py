@@ -133,13 +133,15 @@ class TopoKD(Method):
     """One or two frozen teachers on their own views (raw signal, persistence images) -> raw-signal student."""
 
     Params = TopoKDParams
+    own_terms = OWN_TERMS
+    default_terms = DEFAULT_TERMS
     task = "classification"
     takes_terms = True
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
                  terms: Sequence[TermConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, OWN_TERMS, DEFAULT_TERMS, self.method_name())
+        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
         teachers = list(teachers or [])
         init_net = next((t for t in teachers if t.name == INIT_NAME), None)
         try:
