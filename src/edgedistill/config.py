@@ -8,6 +8,7 @@ is ever imported or executed. Keys that a model factory or a loss takes as keywo
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -15,6 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgedistill.errors import UserInputError
 from edgedistill.yaml_io import apply_overrides, read_yaml
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def safe_name(value: str) -> str:
+    """A recipe name that becomes a file or folder name (the run folder, a teacher's folder): 1-64 letters, digits,
+    '.', '_' or '-', starting with a letter or digit. So a name is never a path: no separator, no '..', not absolute."""
+    if not _SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"becomes a file or folder name: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+                         f"letter or digit (no '/', no '..')")
+    return value
 
 
 class _Strict(BaseModel):
@@ -162,6 +175,11 @@ class TeacherConfig(ModelConfig):
     distill_from: Optional[str] = None
     terms: list[TermConfig] = Field(default_factory=list)
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_not_a_path(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else safe_name(value)
+
 
 class MethodConfig(_Strict):
     name: str = "offline"
@@ -245,6 +263,11 @@ class ReportConfig(_Strict):
 
 class Recipe(_Strict):
     name: str = "run"
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_not_a_path(cls, value: str) -> str:
+        return safe_name(value)
     data: DataConfig
     student: ModelConfig
     teacher: Optional[TeacherConfig] = None
@@ -307,7 +330,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     parts = []
     for e in err.errors()[:5]:
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # our validators' messages read as they are written
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         got = e.get("input")

@@ -132,7 +132,7 @@ def format_errors(err: ValidationError, key: str, model: type[BaseModel], what: 
             noun = getattr(model, "noun", "parameter")
             parts.append(f"{where}: unknown {noun}{target}; expected one of: {', '.join(allowed) or '(none)'}.{hint}")
             continue
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # a validator's message reads as it is written
         if e["type"] in ("finite_number",):
             msg = "expected a finite number"
         parts.append(f"{where}: {msg}, got {e.get('input')!r}")
