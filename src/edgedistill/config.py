@@ -325,6 +325,38 @@ class Recipe(_Strict):
         return v
 
 
+# Keys whose values are file paths: (section, key) with section a mapping or a list of mappings of the recipe.
+_PATH_KEYS = (("data", "path"), ("student", "checkpoint"), ("teacher", "checkpoint"), ("teachers", "checkpoint"),
+              ("cache_dir", None))
+
+
+def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths written in a recipe file are relative to that file's folder, whatever the working folder, and
+    are stored absolute (so config.yaml, export, profile and resume mean the same file from anywhere). Paths given
+    as command-line overrides are applied afterwards and stay relative to the working folder, as a shell expects."""
+    out = copy.deepcopy(data)
+
+    def absolute(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+    for section, key in _PATH_KEYS:
+        node = out.get(section)
+        if key is None:
+            if section in out:
+                out[section] = absolute(node)
+            continue
+        for entry in node if isinstance(node, list) else [node]:
+            if isinstance(entry, dict) and key in entry:
+                entry[key] = absolute(entry[key])
+    topology = (out.get("data") or {}).get("topology") if isinstance(out.get("data"), dict) else None
+    if isinstance(topology, dict) and "pinet" in topology:
+        topology["pinet"] = absolute(topology["pinet"])
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 def _format_validation_error(err: ValidationError, source: str) -> str:
     parts = []
@@ -348,11 +380,7 @@ def load_recipe(
         data, where = copy.deepcopy(source), "recipe"
     else:
         data, where = read_yaml(Path(source)), f"recipe '{source}'"
-        base = Path(source).parent
-        # Relative data paths in a recipe file are relative to the recipe, not the working directory.
-        path = (data.get("data") or {}).get("path") if isinstance(data.get("data"), dict) else None
-        if isinstance(path, str) and not Path(path).is_absolute() and not Path(path).exists():
-            data["data"]["path"] = str(base / path)
+        data = resolve_recipe_paths(data, Path(source).parent)
     if overrides:
         data = apply_overrides(data, overrides)
     try:

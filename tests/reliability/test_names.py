@@ -46,3 +46,22 @@ def test_the_cli_refuses_an_escaping_name_with_exit_2_and_writes_nothing(tmp_pat
     assert out.returncode == 2 and "becomes a file or folder name" in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "work"]
     assert list(work.iterdir()) == []
+
+
+def test_relative_paths_in_a_recipe_file_mean_the_recipes_folder_from_any_working_folder(tmp_path, monkeypatch):
+    """A relative data.path (and checkpoint, cache_dir, PI-Net) resolves against the recipe's folder, even when a
+    file of the same name exists in the working folder, and is stored absolute; a CLI override stays relative to
+    the working folder."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    recipe = folder / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**BASE, "data": {"path": "data.npz"}, "student": {"model": "cnn1d",
+                                      "checkpoint": "w/student.pt"}, "cache_dir": "cache"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.npz").write_bytes(b"not the recipe's data")
+    monkeypatch.chdir(elsewhere)
+    r = load_recipe(recipe)
+    assert r.data.path == folder / "data.npz"
+    assert r.student.checkpoint == folder / "w" / "student.pt" and r.cache_dir == folder / "cache"
+    assert load_recipe(recipe, ["data.path=data.npz"]).data.path == Path("data.npz")  # an override: the shell's folder

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from edgedistill.config import load_recipe
+from edgedistill.config import load_recipe, resolve_recipe_paths
 from edgedistill.yaml_io import apply_overrides, read_yaml
 from edgedistill.errors import UserInputError
 from edgedistill.experiment.sweep_report import label
@@ -42,7 +42,7 @@ def point_id(point: dict[str, Any]) -> str:
 
 def read_sweep(path: Path, overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """The recipe (without ``sweep``) and the checked sweep section: ``{base, axes, values, seeds, metric, name}``."""
-    data = read_yaml(Path(path))
+    data = resolve_recipe_paths(read_yaml(Path(path)), Path(path).parent)
     if overrides:
         data = apply_overrides(data, overrides)
     raw = data.pop("sweep", None)
