@@ -30,8 +30,8 @@ from edgedistill.data.dataset import Batch, DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
 from edgedistill.losses.response_extra import balanced_kd
-from edgedistill.methods.base import Method, Step
-from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
+from edgedistill.methods.base import Step
+from edgedistill.methods.terms import OwnTermsMethod, weigh_own_terms
 from edgedistill.models.online import build_online_network, check_online_outputs
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
@@ -64,7 +64,7 @@ class OnlineBalancedKDParams(Params):
 
 
 @METHODS.register("bdkd")
-class OnlineBalancedKD(Method):
+class OnlineBalancedKD(OwnTermsMethod):
     """Student + a large network trained together; each distils from the other with balanced KL directions."""
 
     Params = OnlineBalancedKDParams
@@ -73,11 +73,9 @@ class OnlineBalancedKD(Method):
     task = "classification"
     trains_own_teacher = "its large network trains with the student from scratch, set in method.params.large"
 
-    takes_terms = True
 
     def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (), **params: Any) -> None:
-        super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
+        super().__init__(student, info, terms, **params)
         large = self.params.large
         if large is None:
             raise UserInputError("method.params.large: required: the large network trained with the student, "
@@ -101,5 +99,4 @@ class OnlineBalancedKD(Method):
         return {f"large ({self.params.large.model})": self.networks["large"]}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "terms": [t.describe() for t in self.terms],
-                "weights": "entropy gap (ours)" if self.params.balance else "w = 0 (online KD)"}
+        return {**super().describe(), "weights": "entropy gap (ours)" if self.params.balance else "w = 0 (online KD)"}

@@ -36,9 +36,9 @@ from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.multiteacher import confidence_weights
 from edgedistill.losses.response import ce, kl_rows
-from edgedistill.methods.base import Method, Step
+from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers, evaluating
-from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
+from edgedistill.methods.terms import OwnTermsMethod, weigh_own_terms
 from edgedistill.models.taps import FeatureTaps
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
@@ -112,19 +112,17 @@ class CAMKDParams(Params):
 
 
 @METHODS.register("camkd")
-class CAMKD(Method):
+class CAMKD(OwnTermsMethod):
     """Confidence-aware multi-teacher KD: label-aware per-sample teacher weights on logits and on features."""
 
     Params = CAMKDParams
     own_terms = OWN_TERMS
     default_terms = DEFAULT_TERMS
     task = "classification"
-    takes_terms = True
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
                  terms: Sequence[TermConfig] = (), **params: Any) -> None:
-        super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
+        super().__init__(student, info, terms, **params)
         self.teachers = Teachers(teachers, info, self.method_name(), minimum=2)
         self.teacher = self.teachers[-1].model
         self._student_taps = _tap(student, self.params.student_tap, "method.params.student_tap")
@@ -196,5 +194,5 @@ class CAMKD(Method):
         return weigh_own_terms(self.terms, losses, step, s)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "terms": [t.describe() for t in self.terms], "teachers": self.teachers.names,
+        return {**super().describe(), "teachers": self.teachers.names,
                 "teacher_cached": self.teachers.cached}

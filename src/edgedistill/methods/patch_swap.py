@@ -31,8 +31,8 @@ from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd
-from edgedistill.methods.base import Method, Step
-from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
+from edgedistill.methods.base import Step
+from edgedistill.methods.terms import OwnTermsMethod, weigh_own_terms
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
@@ -86,7 +86,7 @@ class PatchSwapParams(Params):
 
 
 @METHODS.register("patch_swap")
-class IntraClassPatchSwap(Method):
+class IntraClassPatchSwap(OwnTermsMethod):
     """Self-distillation between two patch-swapped views of same-class pairs (teacher-free)."""
 
     Params = PatchSwapParams
@@ -95,11 +95,9 @@ class IntraClassPatchSwap(Method):
     task = "classification"
     trains_own_teacher = "the more confident view of a pair teaches the other"
 
-    takes_terms = True
 
     def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (), **params: Any) -> None:
-        super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
+        super().__init__(student, info, terms, **params)
         self.patch = _patch(self.params.patch, tuple(info.views["x"][1:]))  # the sizes, from the data's shape
         self._x: Optional[torch.Tensor] = None
         self._classes: Optional[ClassRows] = None
@@ -125,4 +123,4 @@ class IntraClassPatchSwap(Method):
         return weigh_own_terms(self.terms, {"ce": lambda: ce_ab, "icps_kd": lambda: kl}, step, za)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "terms": [t.describe() for t in self.terms], "patch_sizes": list(self.patch)}
+        return {**super().describe(), "patch_sizes": list(self.patch)}

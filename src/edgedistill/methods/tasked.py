@@ -43,9 +43,9 @@ from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import ce, kd_to_distribution
 from edgedistill.losses.virtual import soften, virtual_teacher
-from edgedistill.methods.base import Method, Step
+from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import evaluating
-from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
+from edgedistill.methods.terms import OwnTermsMethod, weigh_own_terms
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
@@ -151,7 +151,7 @@ class TaskedParams(Params):
 
 
 @METHODS.register("tasked")
-class Tasked(Method):
+class Tasked(OwnTermsMethod):
     """Task CE + Tf-KD_reg self-distillation + subject-adversarial (GRL) and MMD alignment of the embedding."""
 
     Params = TaskedParams
@@ -159,13 +159,11 @@ class Tasked(Method):
     default_terms = DEFAULT_TERMS
     task = "classification"
     task_why = "recognises activities"
-    takes_terms = True
     trains_own_teacher = "it distils from a virtual teacher built from the labels"
 
     def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (),
                  train: Optional[TensorData] = None, **params: Any) -> None:
-        super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
+        super().__init__(student, info, terms, **params)
         p, c = self.params, info.n_outputs
         if p.correct_prob < 1.0 / c:
             raise UserInputError(f"method.params.correct_prob: expected a number in [1/C, 1] = [{1 / c:.3g}, 1], "
@@ -255,4 +253,4 @@ class Tasked(Method):
         return weigh_own_terms(self.terms, losses, step, z)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "terms": [t.describe() for t in self.terms], "subjects": len(self._subjects)}
+        return {**super().describe(), "subjects": len(self._subjects)}

@@ -176,6 +176,21 @@ def weigh_own_terms(terms: list[OwnTerm], losses: dict[str, Callable[[], torch.T
     return out
 
 
+class OwnTermsMethod(Method):
+    """A regime whose losses are its own computations, weighted by the recipe's terms: it declares ``own_terms``
+    (name -> doc) and ``default_terms``, calls ``super().__init__(student, info, terms, **params)``, and returns
+    ``weigh_own_terms(self.terms, losses, step, like)`` from ``training_step``."""
+
+    takes_terms = True
+
+    def __init__(self, student: nn.Module, info: DataInfo, terms: Sequence[TermConfig] = (), **params: Any) -> None:
+        super().__init__(student, info, **params)
+        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "terms": [t.describe() for t in self.terms]}
+
+
 def feature_taps(model: nn.Module, terms: list[BoundTerm], network: str) -> Optional[FeatureTaps]:
     """Hooks for every tap the terms read from ``model`` (``network`` is "student" or "teacher"); None when
     no term reads its features. A tap spec is a module path or a name in the model's ``default_taps``."""

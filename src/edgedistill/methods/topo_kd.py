@@ -42,9 +42,9 @@ from torch import nn
 from edgedistill.config import Recipe, TeacherConfig, TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
-from edgedistill.methods.base import Method, Step
+from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers, freeze
-from edgedistill.methods.terms import bind_own_terms, weigh_own_terms
+from edgedistill.methods.terms import OwnTermsMethod, weigh_own_terms
 from edgedistill.params import Params
 from edgedistill.registry import METHODS
 
@@ -129,19 +129,17 @@ class TopoKDParams(Params):
 
 
 @METHODS.register("topo_kd")
-class TopoKD(Method):
+class TopoKD(OwnTermsMethod):
     """One or two frozen teachers on their own views (raw signal, persistence images) -> raw-signal student."""
 
     Params = TopoKDParams
     own_terms = OWN_TERMS
     default_terms = DEFAULT_TERMS
     task = "classification"
-    takes_terms = True
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Sequence[TeacherNet],
                  terms: Sequence[TermConfig] = (), **params: Any) -> None:
-        super().__init__(student, info, **params)
-        self.terms = bind_own_terms(terms, self.own_terms, self.default_terms, self.method_name())
+        super().__init__(student, info, terms, **params)
         teachers = list(teachers or [])
         init_net = next((t for t in teachers if t.name == INIT_NAME), None)
         try:
@@ -212,5 +210,5 @@ class TopoKD(Method):
         return weigh_own_terms(self.terms, losses, step, z_s)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "terms": [t.describe() for t in self.terms], "teachers": self.teachers.names,
+        return {**super().describe(), "teachers": self.teachers.names,
                 "weights": self.weights, "layers": self.layers}
