@@ -71,9 +71,25 @@ class TopologyConfig(_Strict):
         return self
 
 
+class CsvColumns(_Strict):
+    """Which columns of a user's ``.csv`` are what (``data.columns``; docs/data.md). Without it the legacy names are
+    used: ``y`` the label, ``group`` the subject, ``window`` the window id, every other column a channel."""
+
+    label: str = "y"  # the class label or regression target of each row
+    group: Optional[str] = None  # the subject (or recording) id: splits are by subject when given
+    window: Optional[str] = None  # rows sharing an id form one window (else data.window cuts windows)
+    time: Optional[str] = None  # a timestamp column: used to order and check rows, never a channel
+    channels: Optional[list[str]] = Field(None, min_length=1)  # the input channels, in order (default: every other)
+
+
 class DataConfig(_Strict):
     name: Optional[str] = None
     path: Optional[Path] = None
+    # The columns of a .csv (data.path): label, group, window, time, channels. Left out of dumps when unset.
+    columns: Optional[CsvColumns] = Field(None, exclude_if=lambda v: v is None)
+    # What y means, when the file's dtype should not decide (float class ids, integer targets): never guessed
+    # silently; the loader says what it inferred. Left out of dumps when unset.
+    task: Optional[Literal["classification", "regression"]] = Field(None, exclude_if=lambda v: v is None)
     params: dict[str, Any] = Field(default_factory=dict)
     split: SplitConfig = Field(default_factory=SplitConfig)
     normalize: Literal["per_channel", "global", "none"] = "per_channel"

@@ -16,3 +16,17 @@ def default_cache_dir(explicit: Optional[Path] = None) -> Path:
         return Path(explicit)
     env = os.environ.get("EDGEDISTILL_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "edgedistill"
+
+
+def inside(root: Path, *parts: str, what: str = "a name") -> Path:
+    """``root / parts...``, refused (``UserInputError``) unless it stays inside ``root`` once resolved: the one
+    check every write of a run, sweep or cache passes, so no recipe-provided name ever writes elsewhere."""
+    from edgedistill.errors import UserInputError
+
+    root_resolved = Path(root).resolve()
+    target = Path(root).joinpath(*parts)
+    resolved = target.resolve()
+    if resolved != root_resolved and root_resolved not in resolved.parents:
+        raise UserInputError(f"{what} {'/'.join(parts)!r} would write outside '{root}'; use a plain name "
+                             "(letters, digits, '.', '_' or '-')")
+    return target
