@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from edgedistill.errors import EdgeDistillError
+from edgedistill.errors import EdgeDistillError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge distillation for wearable time series and small images.")
 
@@ -24,7 +24,7 @@ def find_recipe(name: str) -> Path:
 
 
 def _fail(exc: EdgeDistillError) -> None:
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {one_line(exc)}", err=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -307,7 +307,7 @@ def main() -> None:
     try:
         app()
     except EdgeDistillError as exc:  # raised outside a command body (should be rare)
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
 
 
