@@ -3,13 +3,20 @@
 A reader (or a resumed run) therefore sees either the old file or the complete new one, never half. A write the
 machine refuses (read-only folder, full disk, no permission) is an ``EnvironmentProblem`` (exit code 4) naming the
 file, with the temporary file removed; any other failure propagates unchanged.
+
+Temporary files are named ``.<name>.<pid>-<random>.tmp`` (the writer's process id, so that ``remove_stale_temp``
+can tell a temporary file a killed writer left behind from one a live writer is still filling) and ``sha256_file``
+gives the content hash that cache entries record in their manifests.
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,7 +54,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
     path = Path(path)
     make_dirs(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise environment_error(exc, path) from None
     try:
@@ -68,6 +75,10 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data), mode="wb")
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -75,3 +86,79 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as fh:
         return json.load(fh)
+
+
+#: ``atomic_write``'s temporary files: ``.<name>.<pid>-<random>.tmp``, and the older ``.<name>.<random>.tmp``.
+_TEMP = re.compile(r"^\..+\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{6,}\.tmp$")
+#: A temporary file whose writer is alive is left alone unless untouched this long (the pid may have been reused).
+TEMP_MAX_AGE_S = 600.0
+#: One without a pid in its name (written before pids were added) is removed once untouched this long.
+TEMP_ANON_AGE_S = 60.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OverflowError:  # not a pid at all
+        return False
+    return True
+
+
+def remove_stale_temp(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove the temporary files an interrupted ``atomic_write`` left in ``folder`` (not below it); return them.
+
+    Only names of ``atomic_write``'s pattern are touched, and only when stale: the writer process is gone, or the
+    file has not changed for ``TEMP_MAX_AGE_S`` (``TEMP_ANON_AGE_S`` for a name without a pid), so the temporary
+    file of a concurrent writer (a parallel sweep trial, a second run on a shared cache) is never removed.
+    A folder that does not exist has nothing to remove."""
+    folder = Path(folder)
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for name in names:
+        match = _TEMP.match(name)
+        if match is None:
+            continue
+        path = folder / name
+        try:
+            info = path.lstat()
+        except FileNotFoundError:  # its writer renamed it into place meanwhile
+            continue
+        if not os.path.isfile(path) or os.path.islink(path):
+            continue
+        age = now - info.st_mtime
+        pid = match.group("pid")
+        if pid is not None:
+            stale = (int(pid) != os.getpid() and not _alive(int(pid))) or age > TEMP_MAX_AGE_S
+        else:
+            stale = age > TEMP_ANON_AGE_S
+        if not stale:
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise environment_error(exc, path, "remove the stale temporary file") from None
+        removed.append(path)
+    return removed
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """(hex sha256, size in bytes) of a file's content, read in chunks."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size

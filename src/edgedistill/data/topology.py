@@ -19,7 +19,13 @@ Optionally (``rips: true``, our choice of embedding) each channel also gets the 
 
 PIs of a dataset are computed in chunks, in a process pool, behind a progress bar; each finished chunk is written
 atomically under ``<cache>/pi/<key>/`` where key hashes the window bytes, the scale and the PI parameters, so an
-interrupted computation resumes where it stopped and a second run reuses everything.
+interrupted computation resumes where it stopped and a second run reuses everything. Each chunk
+``rows_<a>_<b>.npy`` has a sidecar ``rows_<a>_<b>.sha256`` (its size and sha256, written after it); a chunk is
+reused only when it matches its sidecar and loads as a (rows, C', R, R) float32 array. One that does not is moved
+to ``<cache>/quarantine/`` with a one-line warning and computed again. A chunk written before sidecars existed is
+adopted (its sidecar written) when it loads with that shape and finite values in [0, 1] (each PI is scaled by its
+maximum): atomic writes exclude truncation, and recomputing every cached PI would cost far more than the flipped
+bits such a check might miss.
 
 This module is the PI maths and its cache only. Adding the "pi" view to a recipe's data (exact or by a PI-Net),
 the windows of a recipe's splits and the ``edgedistill topo`` commands are in ``edgedistill.experiment.topology``.
@@ -29,6 +35,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -188,9 +196,63 @@ def _key(x: np.ndarray, scale: np.ndarray, params: dict[str, Any]) -> str:
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    from edgedistill.io import atomic_write
+    """The chunk, then its sidecar (size and sha256): a chunk is trusted only when the two agree."""
+    import io as _io
 
-    atomic_write(path, lambda fh: np.save(fh, arr), mode="wb")  # complete or absent: resume trusts its presence
+    from edgedistill.io import write_bytes, write_json
+
+    buf = _io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32))
+    data = buf.getvalue()
+    write_bytes(path, data)
+    write_json(path.with_suffix(".sha256"), {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+
+
+def _checked_chunk(path: Path, rows: int) -> tuple[Optional[np.ndarray], str]:
+    """(the chunk's PIs, "") when the saved chunk can be used, else (None, why not; "" when there is no chunk)."""
+    import io as _io
+
+    if not path.is_file():
+        return None, ""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or type(exc).__name__})"
+    side = path.with_suffix(".sha256")
+    if side.is_file():
+        try:
+            want = json.loads(side.read_text())
+            ok = len(data) == want["bytes"] and hashlib.sha256(data).hexdigest() == want["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, f"its sidecar {side.name} is unreadable"
+        if not ok:
+            return None, f"does not match the size and sha256 in {side.name} (corrupted or truncated)"
+    try:
+        arr = np.load(_io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - whatever np.load makes of damaged bytes, the chunk is unusable
+        return None, f"cannot be loaded as .npy ({type(exc).__name__})"
+    if arr.dtype != np.float32 or arr.ndim != 4 or len(arr) != rows:
+        return None, f"holds {arr.dtype} {arr.shape}, not ({rows}, channels, R, R) float32"
+    if not side.is_file():  # a chunk from before sidecars: adopted when it loads and holds what a PI can hold
+        if not (np.isfinite(arr).all() and arr.min(initial=0.0) >= 0.0 and arr.max(initial=0.0) <= 1.0):
+            return None, "holds values outside [0, 1] (each PI is scaled by its maximum)"
+        from edgedistill.io import write_json
+
+        write_json(side, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return arr, ""
+
+
+def _quarantine_chunk(path: Path, root: Path, why: str) -> None:
+    """Move a damaged chunk (and its sidecar) to ``<cache>/quarantine/`` and say so in one line on stderr."""
+    from edgedistill.io import make_dirs
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = make_dirs(root / "quarantine") / f"pi-{path.parent.name}-{path.stem}-{stamp}"
+    for src, suffix in ((path, ".npy"), (path.with_suffix(".sha256"), ".sha256")):
+        if src.exists():
+            os.replace(src, target.with_name(target.name + suffix))
+    print(f"warning: persistence-image chunk '{path}' {why}; moved to '{target}.npy' (delete it when no longer "
+          f"needed); computing it again", file=sys.stderr)
 
 
 def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarray] = None,
@@ -210,13 +272,23 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
         raise UserInputError(f"data.topology: PIs need windows of shape (n, channels, length), got {x.shape}")
     scale = pi_scale(x) if scale is None else np.asarray(scale, dtype=np.float64)
     key = _key(x, scale, params)
-    folder = default_cache_dir(cache_dir) / "pi" / key
-    folder.mkdir(parents=True, exist_ok=True)
+    from edgedistill.io import make_dirs, remove_stale_temp
+
+    root = default_cache_dir(cache_dir)
+    folder = make_dirs(root / "pi" / key)
+    remove_stale_temp(folder)
     chunk = max(4, min(64, -(-len(x) // 16))) if chunk is None else max(1, int(chunk))
     bounds = [(s, min(s + chunk, len(x))) for s in range(0, len(x), chunk)]
     # Files are named by their row range, so a different chunk size never misreads another's files.
     path = lambda i: folder / f"rows_{bounds[i][0]:08d}_{bounds[i][1]:08d}.npy"  # noqa: E731
-    todo = [i for i in range(len(bounds)) if not path(i).is_file()]
+    results: dict[int, np.ndarray] = {}
+    for i, (a, b) in enumerate(bounds):
+        arr, why = _checked_chunk(path(i), b - a)
+        if arr is not None:
+            results[i] = arr
+        elif why:
+            _quarantine_chunk(path(i), root, why)
+    todo = [i for i in range(len(bounds)) if i not in results]
     workers = min(4, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     xp = preprocess(x, scale)
 
@@ -226,7 +298,8 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
         bar.start(f"persistence images ({len(x)} windows)", len(bounds), done=len(bounds) - len(todo))
         if todo and (workers == 1 or len(todo) == 1):
             for i in todo:
-                _save_atomic(path(i), _chunk(xp[slice(*bounds[i])], params))
+                results[i] = _chunk(xp[slice(*bounds[i])], params).astype(np.float32)
+                _save_atomic(path(i), results[i])
                 bar.advance()
                 if on_chunk is not None:
                     on_chunk(i)
@@ -238,7 +311,8 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in done:
                         i = running.pop(fut)
-                        _save_atomic(path(i), fut.result())
+                        results[i] = fut.result().astype(np.float32)
+                        _save_atomic(path(i), results[i])
                         bar.advance()
                         if on_chunk is not None:
                             on_chunk(i)
@@ -251,4 +325,4 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
                 raise
             pool.shutdown(wait=True)
         bar.finish(f"{len(todo)} chunk(s) computed, {len(bounds) - len(todo)} reused from {folder}")
-    return np.concatenate([np.load(path(i)) for i in range(len(bounds))]).astype(np.float32)
+    return np.concatenate([results[i] for i in range(len(bounds))])

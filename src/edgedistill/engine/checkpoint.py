@@ -3,9 +3,18 @@
 ``best.pt`` and the deliverable hold only network state dicts. ``last.pt`` also holds what an exact
 resume needs: optimizer states, the epoch, the best score so far and the RNG states (stored as tensors
 and plain numbers so that ``weights_only`` loading accepts them).
+
+Integrity: torch's zip reader does not notice flipped bytes inside a tensor (they load as other numbers), so a
+training checkpoint saved with ``digest=True`` carries ``DIGEST_KEY``, a sha256 over every tensor's dtype, shape
+and bytes and every other value, and ``load`` checks it. A file that cannot be read (truncated, empty, random
+bytes, not a torch file, pickled objects) or whose digest does not match raises ``UnreadableCheckpoint``, a
+``UserInputError`` naming the file and what to do, never a traceback. Files without the key (a user's
+``torch.save(model.state_dict(), path)``, checkpoints written before digests) load as before.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -16,19 +25,84 @@ import torch
 from edgedistill.errors import UserInputError
 from edgedistill.io import atomic_write
 
+#: Key of the content digest in a training checkpoint (``last.pt``, ``best.pt``); ``load`` removes it.
+DIGEST_KEY = "content_sha256"
+RESAVE = "re-save the weights with torch.save(model.state_dict(), path)"
 
-def save(path: Path, obj: dict[str, Any]) -> None:
+
+class UnreadableCheckpoint(UserInputError):
+    """A checkpoint file that exists but cannot be used: truncated, corrupted, not a weights-only torch file."""
+
+
+def digest(obj: Any) -> str:
+    """sha256 over a checkpoint's content: nested dicts (keys in sorted order), lists, tensors, plain values."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}:".encode())
+        for key in sorted(obj, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):  # a tuple may come back as a list: the same content either way
+        h.update(f"L{len(obj)}:".encode())
+        for item in obj:
+            _feed(h, item)
+    else:
+        h.update(f"V{obj!r};".encode())
+
+
+def save(path: Path, obj: dict[str, Any], digest_content: bool = False) -> None:
+    """Write ``obj`` atomically; with ``digest_content`` it carries ``DIGEST_KEY`` for ``load`` to verify."""
+    if digest_content:
+        obj = {**obj, DIGEST_KEY: digest(obj)}
     atomic_write(Path(path), lambda fh: torch.save(obj, fh), mode="wb")
 
 
-def load(path: Path) -> dict[str, Any]:
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if "Weights only load failed" in text or "Unsupported global" in text or "UnpicklingError" in type(exc).__name__:
+        return "it holds pickled Python objects (a whole model or other classes), not only tensors"
+    if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+        return "the file is truncated or not a torch file"
+    return f"{type(exc).__name__}: {text.strip().splitlines()[0][:160] if text.strip() else 'unreadable'}"
+
+
+def load(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """The checkpoint at ``path`` (or its bytes ``data``, already read) as a dict, its digest verified if it has one."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint '{path}' does not exist")
+    if data is None:
+        if not path.is_file():
+            raise UserInputError(f"checkpoint '{path}' does not exist")
+        if path.stat().st_size == 0:
+            raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file; {RESAVE}")
+    elif not data:
+        raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file; {RESAVE}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise UserInputError(f"checkpoint '{path}' cannot be read as a weights-only torch file: {exc}") from None
+        raise UnreadableCheckpoint(
+            f"checkpoint '{path}' is not a readable weights-only torch file ({_reason(exc)}); {RESAVE}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise UnreadableCheckpoint(
+            f"checkpoint '{path}' holds a {type(obj).__name__}, not a state dict (names -> tensors); {RESAVE}"
+        )
+    if DIGEST_KEY in obj:
+        obj = dict(obj)
+        stored = obj.pop(DIGEST_KEY)
+        if stored != digest(obj):
+            raise UnreadableCheckpoint(
+                f"checkpoint '{path}' is corrupted: its content does not match the sha256 it was saved with"
+            )
+    return obj
 
 
 def rng_state() -> dict[str, Any]:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine.evaluate import evaluate, evaluate_val_test
 from edgedistill.errors import TrainingDiverged
-from edgedistill.io import write_json, write_text
+from edgedistill.io import make_dirs, remove_stale_temp, write_json, write_text
 from edgedistill.metrics import selection_score
 from edgedistill.methods.base import Method, Step
 from edgedistill.progress import StageProgress
@@ -75,6 +76,46 @@ def _truncate_log(path: Path, epochs_kept: int) -> None:
     write_text(path, "".join(ln + "\n" for ln in kept))
 
 
+_LAST_KEYS = ("networks", "optimizers", "epoch", "best_score", "best_epoch", "rng")
+
+
+def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list[str]) -> Optional[dict[str, Any]]:
+    """``last.pt``'s training state, or None to start the stage from scratch.
+
+    ``last.pt`` and ``best.pt`` are only ever written by this loop, atomically and with a content digest, so one
+    that cannot be read, does not match its digest or lacks what a resume needs was damaged after it was written
+    (a disk fault, a copy cut short, an edit). The user could only delete it; we do that for them, keeping the
+    bytes: both files are renamed ``<name>.corrupt-<time>`` (nothing deleted), a one-line warning says so, and the
+    stage restarts from epoch 0. A restarted stage reaches the same numbers as an uninterrupted run (shuffling and
+    initialisation are seeded), so the only cost is the time of the epochs redone."""
+    last, best = ckdir / "last.pt", ckdir / "best.pt"
+    if not last.exists():
+        return None
+    try:
+        state = ckpt.load(last)
+        missing = [k for k in _LAST_KEYS if k not in state]
+        missing += [f"networks.{n}" for n in networks if n not in state.get("networks", {})]
+        missing += [f"optimizers.{n}" for n in optimizers if n not in state.get("optimizers", {})]
+        if missing:
+            raise ckpt.UnreadableCheckpoint(f"checkpoint '{last}' lacks {', '.join(missing)}")
+        if int(state["epoch"]) > 0:  # the best epoch's weights are read when the stage finishes: check them now
+            if not best.is_file():
+                raise ckpt.UnreadableCheckpoint(f"checkpoint '{best}' is missing while '{last}' is past epoch 0")
+            ckpt.load(best)
+        return state
+    except ckpt.UnreadableCheckpoint as exc:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        for path in (last, best):
+            if path.exists():
+                target = path.with_name(f"{path.name}.corrupt-{stamp}")
+                os.replace(path, target)
+                moved.append(target.name)
+        print(f"warning: {label}: {exc}; moved aside as {', '.join(moved)} in {ckdir}; restarting this stage from "
+              f"epoch 0", file=sys.stderr)
+        return None
+
+
 #: Test-only (tests/test_interrupt.py); never set it otherwise. With ``EDGEDISTILL_TEST_KILL_AFTER_EPOCH=N`` in the
 #: environment, a training stage kills its own process with SIGKILL (no handler, no cleanup: only what was written
 #: atomically survives) right after epoch N's log line and checkpoint are written: a hard kill at a deterministic point.
@@ -118,8 +159,10 @@ class Trainer:
         optimizers = method.optimizers(cfg)
         base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in optimizers.items()}
         start_epoch, best_score, best_epoch = 0, None, 0
-        if (ckdir / "last.pt").exists():
-            state = ckpt.load(ckdir / "last.pt")
+        remove_stale_temp(stage.directory)
+        remove_stale_temp(ckdir)
+        state = _resume_state(ckdir, stage.label, list(method.networks), list(optimizers))
+        if state is not None:
             for name, net in method.networks.items():
                 ckpt.load_state_dict_checked(net, state["networks"][name], str(ckdir / "last.pt"))
             for name, opt in optimizers.items():
@@ -129,7 +172,8 @@ class Trainer:
             ckpt.set_rng_state(state["rng"])
             _truncate_log(log_path, start_epoch)
         else:
-            stage.directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(stage.directory)
+            _truncate_log(log_path, 0)  # a restart after a quarantined checkpoint: its epochs are redone
             self._save_last(method, optimizers, ckdir, 0, None, 0)
         if not method.manual_optimization:
             for name in list(optimizers):
@@ -182,7 +226,7 @@ class Trainer:
                 best_score, best_epoch = score, epoch + 1
                 if fabric.is_global_zero:
                     ckpt.save(ckdir / "best.pt", {"networks": self._weights(method), "epoch": epoch + 1,
-                                                   "deliverable": method.deliverable_key})
+                                                   "deliverable": method.deliverable_key}, digest_content=True)
             record = {
                 "epoch": epoch + 1,
                 "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"],
@@ -219,6 +263,7 @@ class Trainer:
                 "best_epoch": best_epoch,
                 "rng": ckpt.rng_state(),
             },
+            digest_content=True,
         )
 
     def _diverged(self, stage: Stage, terms: dict[str, torch.Tensor], epoch: int, step: int, ckdir: Path) -> None:
