@@ -24,8 +24,21 @@ def find_recipe(name: str) -> Path:
 
 
 def _fail(exc: EdgeDistillError) -> None:
-    typer.echo(f"error: {one_line(exc)}", err=True)
+    from edgedistill.experiment.rundir import redact
+
+    typer.echo(f"error: {redact(one_line(exc))}", err=True)  # (a --storage URL's password never reaches the screen)
     raise typer.Exit(exc.exit_code)
+
+
+def _environment(exc: OSError) -> None:
+    """An OSError that escaped a command: the machine refusing (read-only, full disk, no permission) is one line and
+    exit 4 like any ``EnvironmentProblem``; anything else is a bug and keeps its traceback."""
+    from edgedistill.experiment.rundir import as_environment_problem
+
+    problem = as_environment_problem(exc, Path("."))
+    if problem is None:
+        raise exc
+    _fail(problem)
 
 
 @app.command()
@@ -50,6 +63,8 @@ def run(
                              deploy_profile=report_profile)
     except EdgeDistillError as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment(exc)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # the runner has printed how to resume
     _print_summary(summary)
@@ -97,6 +112,8 @@ def sweep(
                             study=study, progress=progress, command=command_line(), deploy_profile=report_profile)
     except EdgeDistillError as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment(exc)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # the sweep has printed how to resume
     from edgedistill.experiment.sweep_report import label
@@ -216,6 +233,8 @@ def export(
             shown = ExportResult(Path(), None, table, None, "")
             _table("verification (nothing written)", *shown.table())
         _fail(exc)
+    except OSError as exc:
+        _environment(exc)
     for note in result.warnings:
         typer.echo(f"warning: {note}", err=True)
     meta = result.metadata
@@ -244,6 +263,8 @@ def profile(
         result = do_profile(target, seed=seed, which=which, int8=int8, runs=runs, warmup=warmup, write_report=report)
     except EdgeDistillError as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment(exc)
     _table(f"profile: {result['target']}", *table(result))
     typer.echo(describe(result))
     if report and Path(target).is_dir():
@@ -267,6 +288,8 @@ def topo_pis(
         result = precompute_pis(find_recipe(recipe), list(overrides or []), progress=progress)
     except EdgeDistillError as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment(exc)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished chunks are cached; rerun the same command to resume", err=True)
         raise typer.Exit(130) from None
@@ -296,6 +319,8 @@ def topo_pinet(
                                     augment=augment, log=lambda t: typer.echo(t, err=True))
     except EdgeDistillError as exc:
         _fail(exc)
+    except OSError as exc:
+        _environment(exc)
     typer.echo(f"PI-Net: best epoch {m['epoch'] + 1}, val MSE {m['val_mse']:.5f}, test MSE {m['test_mse']:.5f} "
                f"(mean-PI predictor {m['test_mse_mean_pi']:.5f})")
     typer.echo(f"per 1000 windows: gudhi {m['seconds_per_1000_gudhi']:.3f} s, PI-Net {m['seconds_per_1000_pinet']:.4f} s "
@@ -307,7 +332,9 @@ def main() -> None:
     try:
         app()
     except EdgeDistillError as exc:  # raised outside a command body (should be rare)
-        typer.echo(f"error: {one_line(exc)}", err=True)
+        from edgedistill.experiment.rundir import redact
+
+        typer.echo(f"error: {redact(one_line(exc))}", err=True)
         sys.exit(exc.exit_code)
 
 

@@ -16,7 +16,8 @@ from typing import Any, Optional
 import numpy as np
 
 from edgedistill.deploy.quantize import DEFAULT_CALIBRATION
-from edgedistill.errors import UserInputError
+from edgedistill.errors import EnvironmentProblem, UserInputError
+from edgedistill.io import environment_error, make_dirs
 
 DEFAULT_MAX_DIFF = 1e-4
 DEFAULT_MAX_INT8_DROP = 1.0  # points of test accuracy (R² x 100 for regression)
@@ -122,8 +123,11 @@ def export_loaded(run: Any, fp32_path: Path, int8_path: Optional[Path], *, opset
 
     parent = fp32_path.parent
     made = [p for p in [parent, *parent.parents] if not p.exists()]
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=parent))
+    make_dirs(parent)  # a read-only or full --out folder: EnvironmentProblem (exit 4) naming it
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=parent))
+    except OSError as exc:
+        raise environment_error(exc, parent, "write into") from None
     try:
         staged = {"fp32": tmp / "fp32.onnx"}
         onnx.save_model(converted.proto, str(staged["fp32"]))
@@ -163,11 +167,14 @@ def export_loaded(run: Any, fp32_path: Path, int8_path: Optional[Path], *, opset
             staged[variant] = final
         for variant, path in staged.items():  # every check passed: move into place
             os.replace(path, targets[variant])
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in made:  # folders this export created, innermost first, if still empty
             if p.is_dir() and not any(p.iterdir()):
                 p.rmdir()
+        if isinstance(exc, OSError) and not isinstance(exc, EnvironmentProblem):
+            # A full disk while writing the model (onnx.save_model, the rename): one line, exit 4, nothing left.
+            raise environment_error(exc, Path(exc.filename) if exc.filename else fp32_path) from None
         raise
     shutil.rmtree(tmp, ignore_errors=True)
     meta.quantization = "none"

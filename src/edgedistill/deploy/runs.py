@@ -71,9 +71,13 @@ def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best
     """Rebuild the run's data and its student (``seed``: default the run's first seed)."""
     from edgedistill.engine import checkpoint as ckpt_io
     from edgedistill.experiment.build import build_network
+    from edgedistill.experiment.rundir import check_inputs
     from edgedistill.experiment.topology import prepare_with_pis
 
     recipe, seed, ckpt = checkpoint_path(run_dir, seed, which)
+    # The data file (and start checkpoints) must be the ones the run used, by content: another file's
+    # normalisation embedded in the ONNX would pass verification and still be wrong.
+    check_inputs(Path(run_dir), "export or profile it")
     splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
     state = ckpt_io.load(ckpt)
     networks = state.get("networks") if isinstance(state, dict) else None

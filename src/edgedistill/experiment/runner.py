@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import yaml
 
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict
-from edgedistill.yaml_io import safe_load
 from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
@@ -25,10 +23,11 @@ from edgedistill.errors import UserInputError
 from edgedistill.experiment import report
 from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
-from edgedistill.io import read_json, write_json, write_text
+from edgedistill.experiment import rundir
+from edgedistill.io import make_dirs, read_json, remove_stale_temp, write_json, write_text
 from edgedistill.methods.base import Method, TeacherNet
 from edgedistill.methods.supervised import Supervised
-from edgedistill.paths import default_cache_dir
+from edgedistill.paths import default_cache_dir, inside
 from edgedistill.progress import StageProgress
 from edgedistill.registry import METHODS
 from edgedistill.version import __version__
@@ -98,26 +97,25 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
                 _teacher_dirs(plans), augmenter)
 
 
-def open_run_dir(out: Path, recipe: Recipe) -> Path:
+def _same_config(recipe: Recipe) -> Callable[[Any], bool]:
     resolved = recipe_to_dict(recipe)
-    cfg_path = out / "config.yaml"
-    if out.exists():
-        if cfg_path.is_file():
-            with cfg_path.open() as fh:
-                previous = safe_load(fh)
-            try:  # a config written before a key was added: compare it with that key's default filled in
-                previous = recipe_to_dict(Recipe.model_validate(previous))
-            except Exception:  # noqa: BLE001 - an unreadable config is simply different
-                pass
-            if previous != resolved:
-                raise UserInputError(
-                    f"--out '{out}' holds a run with a different config; choose another --out, or delete it to start over"
-                )
-            return out  # same config: resume
-        if any(out.iterdir()):
-            raise UserInputError(f"--out '{out}' exists and is not an edgedistill run directory")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(cfg_path, yaml.safe_dump(resolved, sort_keys=False))
+
+    def same(previous: Any) -> bool:
+        try:  # a config written before a key was added: compare it with that key's default filled in
+            previous = recipe_to_dict(Recipe.model_validate(previous))
+        except Exception:  # noqa: BLE001 - an unreadable config is simply different
+            pass
+        return previous == resolved
+
+    return same
+
+
+def open_run_dir(out: Path, recipe: Recipe) -> Path:
+    """Check that ``out`` is new, empty or this run's (to resume) and write its config.yaml; for a caller that
+    holds the directory's lock (``rundir.DirLock``), as ``run`` does."""
+    rundir.open_run_dir(out, recipe_to_dict(recipe), _same_config(recipe))
+    make_dirs(out)
+    rundir.write_config(out, recipe_to_dict(recipe))
     return out
 
 
@@ -207,7 +205,7 @@ class Runner:
                 net, summary = self._cached("teacher", label, spec, spec.train, spec.seed, spec.view, spec.train_subset, parent)
             t = TeacherNet(spec.name, net, spec)
             done[spec.name] = (t, summary["cache_key"])
-            path = self.dir / self.p.teacher_dirs[(seed, spec.name)] / "summary.json"
+            path = inside(self.dir, *self.p.teacher_dirs[(seed, spec.name)].split("/"), "summary.json", what="teacher name")
             if not path.is_file() or read_json(path).get("cache_key") != summary["cache_key"]:
                 write_json(path, summary)  # a teacher shared by all seeds: keep the record of how this run got it
             out.append((t, summary))
@@ -215,11 +213,11 @@ class Runner:
 
     def baseline(self, seed: int) -> dict:
         net, summary = self._cached("student", "student", self.r.student, self.r.train, seed, "x", augment=True)
-        write_json(self.dir / "student_alone" / f"seed{seed}" / "summary.json", summary)
+        write_json(inside(self.dir, "student_alone", f"seed{seed}", "summary.json"), summary)
         return summary
 
     def distilled(self, seed: int, teachers: list[TeacherNet]) -> dict:
-        stage_dir = self.dir / self.r.method.name / f"seed{seed}"
+        stage_dir = inside(self.dir, self.r.method.name, f"seed{seed}", what="method name")
         if (stage_dir / "summary.json").is_file():
             return read_json(stage_dir / "summary.json")
         method = distilled_method(self.p, seed, teachers)
@@ -278,13 +276,29 @@ def run(
 
         recipe = smoke_recipe(recipe)
     p = plan(recipe, smoke)
-    is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = open_run_dir(run_dir, recipe)
+    rundir.open_run_dir(run_dir, recipe_to_dict(recipe), _same_config(recipe))  # refuse before writing anything
+    command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
+    try:
+        # One process per run directory for the whole run (and its report and profile): logs never interleave.
+        with rundir.DirLock(run_dir, "run directory"):
+            open_run_dir(run_dir, recipe)  # checked again under the lock: another process may have started it meanwhile
+            remove_stale_temp(run_dir)
+            return _execute(p, run_dir, smoke, progress, command, deploy_profile)
+    except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
+        problem = rundir.as_environment_problem(exc, run_dir)
+        if problem is None:
+            raise
+        raise problem from None
+
+
+def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
+             deploy_profile: Optional[Callable[[Path, bool], None]]) -> dict[str, Any]:
+    recipe = p.recipe
+    is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
     select = recipe.report.select
     # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    command = command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")"
     try:
         with StageProgress(enabled=progress and recipe.engine.progress) as prog:
             prog.message(f"Run directory: {run_dir}")
@@ -357,4 +371,5 @@ def run(
 
 
 def command_line() -> str:
-    return "edgedistill " + " ".join(sys.argv[1:])
+    """The command as typed, for summary.json and the resume hint: a URL's password (``--storage``) is ``***``."""
+    return rundir.redact("edgedistill " + " ".join(sys.argv[1:]))

@@ -19,9 +19,9 @@ The grid (reading, naming, validating points) is in ``sweep_grid``; one trial an
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import socket
@@ -39,10 +39,12 @@ from edgedistill.experiment.sweep_report import MAXIMIZE, label
 from edgedistill.experiment.sweep_grid import (
     _canon, encode, point_id, read_sweep, points_of, trial_overrides, _shared_smoke_recipe, validate,
 )
+from edgedistill.experiment.rundir import DirLock, only_the_lock, redact
 from edgedistill.experiment.sweep_store import (
-    GRACE_S, POLL_S, _locked, run_trial, open_study, _pid_alive, _Heartbeat,
+    GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat,
 )
 from edgedistill.io import read_json, write_json
+from edgedistill.paths import inside
 
 
 class Sweep:
@@ -143,7 +145,7 @@ class Sweep:
                 pid = self._point_of(trial)
                 if pid in cands:
                     trial.set_user_attr("point", pid)
-                    trial.set_user_attr("run_dir", str(self.dir / "trials" / pid))
+                    trial.set_user_attr("run_dir", str(inside(self.dir / "trials", pid, what="sweep point")))
                     self.heartbeat.ids.add(trial._trial_id)
                     return trial, pid
                 why = "finished" if pid in s["complete"] else "running" if pid in s["running"] else "not in this grid"
@@ -154,7 +156,7 @@ class Sweep:
     def job(self, pid: str) -> dict[str, Any]:
         point = self.by_id[pid]
         overrides = trial_overrides(self.spec, point, self.smoke)
-        run_dir = self.dir / "trials" / pid
+        run_dir = inside(self.dir / "trials", pid, what="sweep point")
         cli = " ".join(f"{k}={label(v)}" if re.fullmatch(r"[\w.+-]+", label(v)) else f"'{k}={label(v)}'" for k, v in overrides.items())
         command = f"edgedistill run {self.spec.get('recipe', 'RECIPE')} {cli}{' --smoke' if self.smoke else ''} --out {run_dir}"
         recipe, smoke = self.spec["base"], self.smoke
@@ -193,41 +195,29 @@ class Sweep:
 
     # -- the loop ------------------------------------------------------------------------------------------
     def execute(self) -> None:
-        import multiprocessing
-        from concurrent.futures.process import BrokenProcessPool
-
-        def new_pool() -> Optional[cf.ProcessPoolExecutor]:
-            return cf.ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn")) if self.jobs > 1 else None
-
-        pool, in_flight = new_pool(), {}
+        workers = Workers(self.jobs) if self.jobs > 1 else None
+        in_flight: dict[int, tuple[Any, str]] = {}  # submission number -> (trial, grid point)
+        numbers = itertools.count()
         self.heartbeat.start()
         try:
             while True:
+                ended: list[tuple[Any, dict[str, Any]]] = []
                 while len(in_flight) < self.jobs:
                     claimed = self.claim()
                     if claimed is None:
                         break
-                    fut: cf.Future = cf.Future()
-                    if pool is None:
-                        in_flight[fut] = claimed
-                        fut.set_result(run_trial(self.job(claimed[1])))
+                    key = next(numbers)
+                    in_flight[key] = claimed
+                    if workers is None:
+                        ended.append((key, run_trial(self.job(claimed[1]))))
                     else:
-                        fut = pool.submit(run_trial, self.job(claimed[1]))
-                        in_flight[fut] = claimed
+                        workers.submit(key, self.job(claimed[1]))
                 if in_flight:
-                    finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                    broken = False
-                    for fut in finished:
-                        trial, pid = in_flight.pop(fut)
-                        try:
-                            outcome = fut.result()
-                        except BrokenProcessPool as exc:
-                            outcome, broken = {"error": f"the worker process died ({exc})", "seconds": 0.0}, True
+                    # A worker that died fails only its own trial; the others' trials go on in their workers.
+                    for key, outcome in ended or workers.wait():
+                        trial, pid = in_flight.pop(key)
                         self.finish(trial, pid, outcome)
                         sweep_report.write_tables(self.dir, self.info(), self.rows())
-                    if broken and pool is not None and not in_flight:  # a worker was killed: start a fresh pool
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool = new_pool()
                     continue
                 running = self.snapshot()["running"]
                 if not running:
@@ -243,14 +233,13 @@ class Sweep:
                 with contextlib.suppress(Exception):
                     trial.set_user_attr("error", "interrupted (Ctrl-C)")
                     self.study.tell(trial, state=TrialState.FAIL)
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = None
+            if workers is not None:
+                workers.close(kill=True)
             raise
         finally:
             self.heartbeat.stop.set()
-            if pool is not None:
-                pool.shutdown(wait=True)
+            if workers is not None:
+                workers.close(kill=bool(workers.busy))
 
     # -- the table -----------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -319,7 +308,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
     task, metric = validate(spec, points, smoke)
     identity_doc = {"recipe": spec["base"], "grid": spec["values"], "seeds": spec["seeds"], "metric": metric, "smoke": smoke}
     identity = hashlib.sha256(_canon(identity_doc).encode()).hexdigest()[:16]
-    command = command or f"edgedistill sweep {recipe}" + (" --smoke" if smoke else "")
+    command = redact(command or f"edgedistill sweep {recipe}" + (" --smoke" if smoke else ""))  # no storage password
     name = spec["name"]
     if out is not None:
         sweep_dir = Path(out)
@@ -335,23 +324,34 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
             differs = [k for k in identity_doc if _canon(old.get(k)) != _canon(identity_doc[k])] or ["its definition"]
             raise UserInputError(f"--out '{sweep_dir}' holds a different sweep ({', '.join(differs)} differ); choose another "
                                  "--out, or delete it to start over")
-    elif sweep_dir.exists() and any(sweep_dir.iterdir()):
+    elif sweep_dir.exists() and not (sweep_dir.is_dir() and only_the_lock(sweep_dir)):
         raise UserInputError(f"--out '{sweep_dir}' exists and is not an edgedistill sweep directory")
     study_name = study or name
     direction = "maximize" if metric in MAXIMIZE else "minimize"
     space = {k: [encode(v) for v in spec["values"][k]] for k in spec["axes"]}
     opened = open_study(storage, study_name, direction, space, identity) if storage else None  # before anything is written
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    # One sweep process per sweep directory (its table, heatmap and log would interleave); the trials run under it.
+    with DirLock(sweep_dir, "sweep directory", note=log):
+        return _run(spec, points, task, metric, identity, identity_doc, sweep_dir, meta_path, name, study_name, direction,
+                    opened, storage, jobs, smoke, progress, command, log, deploy_profile)
+
+
+def _run(spec: dict[str, Any], points: list[dict[str, Any]], task: str, metric: str, identity: str,
+         identity_doc: dict[str, Any], sweep_dir: Path, meta_path: Path, name: str, study_name: str, direction: str,
+         opened: Any, storage: Optional[str], jobs: int, smoke: bool, progress: bool, command: str,
+         log: Callable[[str], None], deploy_profile: Optional[Callable[[Path, bool], None]]) -> dict[str, Any]:
     url = storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+    shown = redact(storage) if storage else "study.db"
     if not meta_path.is_file():
         write_json(meta_path, {"identity": identity, "spec": identity_doc, "name": name, "study": study_name,
-                               "storage": storage or "study.db", "task": task, "command": command})
+                               "storage": shown, "task": task, "command": command})
+    space = {k: [encode(v) for v in spec["values"][k]] for k in spec["axes"]}
     st, store = opened or open_study(url, study_name, direction, space, identity)
     runner = Sweep(spec, metric, sweep_dir, st, store, jobs=jobs, smoke=smoke, progress=progress, command=command, log=log,
                    deploy_profile=deploy_profile)
     seeds = runner.info()["seeds"]
     already = len(runner.snapshot()["complete"])
-    log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {storage or sweep_dir / 'study.db'})")
+    log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {redact(storage) if storage else sweep_dir / 'study.db'})")
     log(f"{len(points)} grid points x {len(seeds)} seed(s) {seeds}, best chosen on validation {metric}; {jobs} job(s)"
         + (f"; {already} point(s) already finished" if already else ""))
     try:
@@ -367,7 +367,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
     best = sweep_report.best_row(rows, metric)
     return {
         "name": name, "task": task, "metric": metric, "direction": direction, "axes": spec["axes"], "seeds": seeds,
-        "rows": rows, "best": best, "sweep_dir": str(sweep_dir), "study": study_name, "storage": url,
+        "rows": rows, "best": best, "sweep_dir": str(sweep_dir), "study": study_name, "storage": redact(url),
         "complete": sum(r["state"] == "complete" for r in rows), "failed": sum(r["state"] == "failed" for r in rows),
         "total": len(rows),
         "files": {k: str(sweep_dir / f) for k, f in (("csv", "results.csv"), ("markdown", "results.md"), ("heatmap", "heatmap.png"))},

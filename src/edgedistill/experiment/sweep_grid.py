@@ -29,14 +29,19 @@ def encode(value: Any) -> Any:
 
 
 def point_id(point: dict[str, Any]) -> str:
-    """Stable folder name of a grid point: readable ``temperature=2,weight=0.5`` plus a hash of the whole point."""
+    """Stable folder name of a grid point: readable ``temperature=2,weight=0.5`` plus a hash of the whole point.
+
+    A safe slug whatever the values (``../../x``, 10 kB of text): only ``[A-Za-z0-9._=,+-]``, no ``..``, starting
+    with a letter or digit, at most 89 characters; the hash keeps points apart that the shortened text confuses."""
     digest = hashlib.sha256(_canon(sorted(point.items())).encode()).hexdigest()[:8]
     def text(v: Any) -> str:
         flat = isinstance(v, list) and all(x is None or isinstance(x, (bool, int, float, str)) for x in v)
         return "+".join(label(x) for x in v) if flat else label(v)
 
     slug = ",".join(f"{k.split('.')[-1]}={text(v)}" for k, v in point.items())
-    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", slug).strip("_")[:80]
+    slug = re.sub(r"[^A-Za-z0-9._=,+-]+", "_", slug)
+    slug = re.sub(r"\.{2,}", ".", slug)[:80]  # no '..' (a parent folder to a reader, even without a separator)
+    slug = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", slug)  # no leading '-' (an option) or '.' (hidden)
     return f"{slug}-{digest}" if slug else digest
 
 

@@ -1,17 +1,29 @@
-"""One sweep trial (inline or in a worker process) and the Optuna study that stores trials: file locks, the grid
-sampler, opening or joining a study, and the heartbeat that tells other machines a trial is alive."""
+"""One sweep trial (inline or in a worker process), the worker processes of ``--jobs N``, and the Optuna study that
+stores trials: file locks, the grid sampler, opening or joining a study, and the heartbeat that tells other
+machines a trial is alive.
+
+Workers are spawned processes that run one trial at a time, each with its own pipe: a worker that dies (killed,
+out of memory) fails only the trial it was running, and a fresh worker takes its place; its siblings' trials
+go on. Workers die with the sweep process: on Linux the kernel sends them SIGKILL when it exits
+(``PR_SET_PDEATHSIG``), elsewhere a watchdog thread sees their parent change, so a killed sweep leaves no
+orphaned trainer behind.
+"""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import re
+import signal
+import sys
 import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Hashable, Iterator, Optional
 
 from edgedistill.errors import EdgeDistillError, UserInputError
+from edgedistill.experiment.rundir import redact
 from edgedistill.experiment.sweep_report import MAXIMIZE
 
 HEARTBEAT_S, GRACE_S, POLL_S = 20, 120, 10.0
@@ -74,6 +86,121 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}\n{tb}", "seconds": time.time() - start}
 
 
+# -- worker processes (--jobs N) ---------------------------------------------------------------------------
+#: Test-only (tests/reliability/test_sweep_faults.py); never set it otherwise. A worker whose trial's run directory
+#: name contains this text kills itself with SIGKILL when it receives that trial: a worker dying at a known point.
+TEST_KILL_TRIAL = "EDGEDISTILL_TEST_KILL_TRIAL"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this process end when ``parent`` does: the kernel's parent-death signal on Linux, and a watchdog thread
+    (any system) that sees the parent change, in case the signal is unavailable."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)  # orphaned: nobody will read this trial's result
+
+    threading.Thread(target=watch, daemon=True, name="edgedistill-sweep-watchdog").start()
+
+
+def worker_main(conn: Any, parent: int) -> None:
+    """A worker's life: run the trials the sweep process sends, one at a time, until it sends None or goes away."""
+    _die_with_parent(parent)
+    try:
+        while True:
+            try:
+                job = conn.recv()
+            except (EOFError, OSError):
+                return
+            if job is None:
+                return
+            kill = os.environ.get(TEST_KILL_TRIAL)
+            if kill and kill in Path(job["run_dir"]).name:
+                os.kill(os.getpid(), signal.SIGKILL)
+            conn.send(run_trial(job))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the sweep process reports it
+        return
+
+
+def _death(exitcode: Optional[int]) -> str:
+    if exitcode is not None and exitcode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode}"
+
+
+class Workers:
+    """Up to ``jobs`` spawned worker processes, one trial each at a time, each on its own pipe."""
+
+    def __init__(self, jobs: int) -> None:
+        import multiprocessing
+
+        self.ctx, self.jobs = multiprocessing.get_context("spawn"), jobs
+        self.idle: list[tuple[Any, Any]] = []  # (process, connection)
+        self.busy: dict[Any, tuple[Any, Hashable, float]] = {}  # connection -> (process, key, start time)
+
+    def submit(self, key: Hashable, job: dict[str, Any]) -> None:
+        if self.idle:
+            proc, conn = self.idle.pop()
+        else:
+            conn, child = self.ctx.Pipe()
+            # Not daemonic: a trial may start processes of its own (persistence images); close() ends workers.
+            proc = self.ctx.Process(target=worker_main, args=(child, os.getpid()), name="edgedistill-sweep-worker")
+            proc.start()
+            child.close()
+        conn.send(job)
+        self.busy[conn] = (proc, key, time.time())
+
+    def wait(self) -> list[tuple[Hashable, dict[str, Any]]]:
+        """Block until some trial ends; (key, outcome) of each that ended, a dead worker's as an error."""
+        from multiprocessing.connection import wait
+
+        ready = set(wait([*self.busy, *(proc.sentinel for proc, _, _ in self.busy.values())]))
+        done = []
+        for conn, (proc, key, start) in list(self.busy.items()):
+            if conn not in ready and proc.sentinel not in ready:
+                continue
+            del self.busy[conn]
+            try:
+                if not conn.poll():
+                    raise EOFError
+                outcome = conn.recv()
+                self.idle.append((proc, conn))
+            except (EOFError, OSError):
+                proc.join(timeout=10)
+                conn.close()
+                outcome = {"error": f"the worker process running this trial died ({_death(proc.exitcode)}); the other "
+                                    "trials go on", "seconds": time.time() - start}
+            done.append((key, outcome))
+        return done
+
+    def close(self, kill: bool = False) -> None:
+        procs = [p for p, _ in self.idle] + [p for p, _, _ in self.busy.values()]
+        for proc, conn in self.idle:
+            with contextlib.suppress(Exception):
+                conn.send(None)
+        for proc in procs:
+            if kill:
+                proc.kill()
+            proc.join(timeout=5 if not kill else 2)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=2)
+        for conn in [c for _, c in self.idle] + list(self.busy):
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.idle, self.busy = [], {}
+
+
 # -- the study -----------------------------------------------------------------------------------------------
 def _grid_sampler(space: dict[str, list[Any]]) -> Any:
     import optuna
@@ -95,12 +222,16 @@ def open_study(url: str, name: str, direction: str, space: dict[str, list[Any]],
         study = optuna.create_study(study_name=name, storage=storage, sampler=_grid_sampler(space), direction=direction,
                                     load_if_exists=True)
     except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable server, a missing driver
-        raise UserInputError(f"--storage '{url}': cannot open it as an Optuna storage ({type(exc).__name__}: {exc})") from None
+        text = f"--storage '{url}': cannot open it as an Optuna storage ({type(exc).__name__}: {exc})"
+        secret = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^\s/]*)@", url)
+        if secret and secret.group(1):  # the driver's message may quote the password in its own way
+            text = text.replace(secret.group(1), "***")
+        raise UserInputError(redact(text)) from None
     found = study.user_attrs.get("edgedistill_sweep")
     if found is None:
         study.set_user_attr("edgedistill_sweep", identity)
     elif found != identity:
-        raise UserInputError(f"--study '{name}' in '{url}' holds a different sweep (recipe, grid, seeds, metric or smoke "
+        raise UserInputError(f"--study '{name}' in '{redact(url)}' holds a different sweep (recipe, grid, seeds, metric or smoke "
                              "differ); choose another --study (or --out)")
     return study, storage
 

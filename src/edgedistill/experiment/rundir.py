@@ -1,0 +1,229 @@
+"""A run (or sweep) directory as the environment sees it: its lock, the content hashes of the input files its
+``config.yaml`` records, and secrets kept out of what it stores.
+
+The lock is ``fcntl.flock`` on ``<dir>/.edgedistill.lock`` held for the whole run: the kernel drops it when the
+process ends, however it ends (exception, Ctrl-C, SIGKILL), so a lock can never outlive its owner. The file also
+holds the owner's pid, host and start time: a second process names the owner in its error (exit 4), and a
+process that finds the details of a dead owner says it recovered a stale lock. Two runs therefore never share a
+run directory, and their logs and metrics never interleave.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Optional
+
+import yaml
+
+from edgedistill.errors import EnvironmentProblem, UserInputError
+from edgedistill.io import environment_error, make_dirs, write_text
+
+LOCK_NAME = ".edgedistill.lock"
+#: errno values of an OSError that is the machine refusing (read-only, full, no permission), not a bug.
+ENVIRONMENT_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+class DirLock:
+    """Exclusive lock on ``directory`` (created if missing) for one process; use as a context manager."""
+
+    def __init__(self, directory: Path, what: str = "run directory", note: Callable[[str], None] = _stderr) -> None:
+        self.dir, self.what, self.note = Path(directory), what, note
+        self.path = self.dir / LOCK_NAME
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> "DirLock":
+        make_dirs(self.dir)
+        try:
+            # Not an atomic write: flock belongs to the file's inode, so the owner's details are written into the
+            # locked file itself (a rename would put them in a file nobody holds).
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise environment_error(exc, self.path, "create the lock file") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _owner(os.read(fd, 4096).decode(errors="replace"))
+            os.close(fd)
+            who = f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}" + (f", since {owner['since']}" if "since" in owner else "")
+            raise EnvironmentProblem(
+                f"{self.what} '{self.dir}' is in use by a running edgedistill process ({who}); wait for it to finish, "
+                "or choose another --out") from None
+        try:
+            previous = _owner(os.read(fd, 4096).decode(errors="replace"))
+            here = socket.gethostname()
+            pid = int(previous.get("pid", "0") or 0) if previous.get("pid", "").isdigit() else 0
+            if pid and pid != os.getpid():
+                if previous.get("host") == here and not _pid_alive(pid):
+                    self.note(f"note: recovered the stale lock of {self.what} '{self.dir}' (pid {pid} on {here} died)")
+                elif previous.get("host") != here:
+                    # flock may not reach across machines on a network file system: say whose details were left.
+                    self.note(f"note: {self.what} '{self.dir}' was last locked by pid {pid} on {previous.get('host')}")
+            text = f"pid {os.getpid()}\nhost {here}\nsince {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text, 0)
+        except OSError as exc:
+            os.close(fd)
+            raise environment_error(exc, self.path, "write the lock file") from None
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            os.ftruncate(fd, 0)  # a cleanly released lock names nobody; a killed owner's details stay (stale)
+        except OSError:
+            pass  # (a full or read-only disk: the details stay, and the next owner sees the pid is gone)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> "DirLock":
+        return self.acquire()
+
+    def __exit__(self, kind: Optional[type], exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.release()
+
+
+def _owner(text: str) -> dict[str, str]:
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("pid", "host", "since"):
+            fields[key] = value.strip()
+    return fields
+
+
+def only_the_lock(directory: Path) -> bool:
+    """True when ``directory`` holds nothing but a lock file (a run killed before it wrote its config)."""
+    return all(p.name == LOCK_NAME for p in Path(directory).iterdir())
+
+
+def as_environment_problem(exc: OSError, where: Path) -> Optional[EnvironmentProblem]:
+    """An unexpected OSError of the machine-refusing kind as an ``EnvironmentProblem`` naming its file, else None."""
+    if isinstance(exc, EnvironmentProblem) or exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    mapped = environment_error(exc, Path(exc.filename) if exc.filename else Path(where))
+    return mapped if isinstance(mapped, EnvironmentProblem) else None
+
+
+# -- secrets -------------------------------------------------------------------------------------------------
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)(?P<secret>[^\s'\"/]*)(?P<at>@)")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URL replaced by ``***``: what a sweep
+    stores or prints (sweep.json, results.md, summary.json, the command, errors) never holds a storage password."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+
+
+# -- input files by content ------------------------------------------------------------------------------------
+_HASH_LINE = re.compile(r"^# sha256 (?P<key>\S+) (?P<digest>[0-9a-f]{64}) (?P<path>.+)$")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def input_files(resolved: dict[str, Any]) -> dict[str, Path]:
+    """The files a resolved recipe reads (recipe key -> path): data, start checkpoints, a PI-Net."""
+    files: dict[str, Path] = {}
+    data = resolved.get("data") or {}
+    if data.get("path"):
+        files["data.path"] = Path(data["path"])
+    if (data.get("topology") or {}).get("pinet"):
+        files["data.topology.pinet"] = Path(data["topology"]["pinet"])
+    for key in ("student", "teacher"):
+        if (resolved.get(key) or {}).get("checkpoint"):
+            files[f"{key}.checkpoint"] = Path(resolved[key]["checkpoint"])
+    for i, t in enumerate(resolved.get("teachers") or []):
+        if t.get("checkpoint"):
+            files[f"teachers.{i}.checkpoint"] = Path(t["checkpoint"])
+    return {k: p for k, p in files.items() if p.is_file()}
+
+
+def input_hashes(resolved: dict[str, Any]) -> dict[str, tuple[str, Path]]:
+    return {key: (_sha256(path), path) for key, path in input_files(resolved).items()}
+
+
+def recorded_hashes(config_path: Path) -> dict[str, tuple[str, str]]:
+    """The hashes a run's config.yaml records (key -> (sha256, path)); none for a run made before they were."""
+    found = {}
+    with open(config_path) as fh:
+        for line in fh:
+            m = _HASH_LINE.match(line.rstrip("\n"))
+            if m:
+                found[m["key"]] = (m["digest"], m["path"])
+    return found
+
+
+def check_inputs(run_dir: Path, doing: str) -> None:
+    """Refuse (``UserInputError``) when a file the run recorded has changed since: a resume would mix two data sets,
+    an export would embed another file's normalisation."""
+    for key, (digest, path) in recorded_hashes(Path(run_dir) / "config.yaml").items():
+        p = Path(path)
+        if not p.is_file():
+            raise UserInputError(f"{key}: '{p}' (recorded in '{run_dir}/config.yaml') no longer exists; cannot {doing} "
+                                 "without the file the run used")
+        if _sha256(p) != digest:
+            raise UserInputError(f"{key}: the file '{p}' changed since the run in '{run_dir}' used it (sha256 differs from "
+                                 f"the one in its config.yaml); cannot {doing}: restore the file, or start a new run "
+                                 "with another --out")
+
+
+def config_text(resolved: dict[str, Any]) -> str:
+    """config.yaml: the resolved recipe, after comment lines with the sha256 of each input file (comments, so every
+    reader of config.yaml, old ones included, sees the same recipe)."""
+    head = "".join(f"# sha256 {key} {digest} {path}\n" for key, (digest, path) in input_hashes(resolved).items())
+    return head + yaml.safe_dump(resolved, sort_keys=False)
+
+
+def open_run_dir(out: Path, resolved: dict[str, Any], same: Callable[[Any], bool]) -> Path:
+    """Check ``out`` can hold this run (new, empty, or the same config to resume); under the caller's lock, write
+    config.yaml for a new run. ``same(previous_config)`` says whether a stored config is this run's."""
+    from edgedistill.yaml_io import safe_load
+
+    cfg_path = out / "config.yaml"
+    if cfg_path.is_file():
+        with cfg_path.open() as fh:
+            previous = safe_load(fh)
+        if not same(previous):
+            raise UserInputError(
+                f"--out '{out}' holds a run with a different config; choose another --out, or delete it to start over")
+        check_inputs(out, "resume it")
+        return out
+    if out.exists() and not (out.is_dir() and only_the_lock(out)):
+        raise UserInputError(f"--out '{out}' exists and is not an edgedistill run directory")
+    return out
+
+
+def write_config(out: Path, resolved: dict[str, Any]) -> None:
+    if not (out / "config.yaml").is_file():
+        write_text(out / "config.yaml", config_text(resolved))
