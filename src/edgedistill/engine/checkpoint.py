@@ -66,13 +66,20 @@ def save(path: Path, obj: dict[str, Any], digest_content: bool = False) -> None:
     atomic_write(Path(path), lambda fh: torch.save(obj, fh), mode="wb")
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, path: Path, data: bytes | None) -> str:
+    """What is wrong with a file torch.load refused, in words a user can act on."""
+    import zipfile
+
+    source = io.BytesIO(data) if data is not None else path
+    if not zipfile.is_zipfile(source):
+        return "it is not a zip archive as torch.save writes: truncated, or another format"
     text = str(exc)
-    if "Weights only load failed" in text or "Unsupported global" in text or "UnpicklingError" in type(exc).__name__:
+    if "Unsupported global" in text or "Unsupported operand" in text or "GLOBAL" in text:
         return "it holds pickled Python objects (a whole model or other classes), not only tensors"
-    if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
-        return "the file is truncated or not a torch file"
-    return f"{type(exc).__name__}: {text.strip().splitlines()[0][:160] if text.strip() else 'unreadable'}"
+    if "not in a subdirectory" in text or "data.pkl" in text or "archive" in text:
+        return "it is a zip archive but not a torch checkpoint (an .npz?)"
+    first = text.strip().splitlines()[0][:160] if text.strip() else "unreadable"
+    return f"{type(exc).__name__}: {first}"
 
 
 def load(path: Path, data: bytes | None = None) -> dict[str, Any]:
@@ -89,7 +96,7 @@ def load(path: Path, data: bytes | None = None) -> dict[str, Any]:
         obj = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         raise UnreadableCheckpoint(
-            f"checkpoint '{path}' is not a readable weights-only torch file ({_reason(exc)}); {RESAVE}"
+            f"checkpoint '{path}' is not a readable weights-only torch file ({_reason(exc, path, data)}); {RESAVE}"
         ) from None
     if not isinstance(obj, dict):
         raise UnreadableCheckpoint(
