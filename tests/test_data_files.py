@@ -83,10 +83,10 @@ def test_csv_with_window_column(tmp_path: Path) -> None:
     for w in range(4):
         for t in range(5):
             label = "walk" if w % 2 else "sit"
-            rows.append(f"w{w},s{w // 2},{w * 10 + t},{-t},{'run' if (w == 3 and t == 0) else label}")
+            rows.append(f"w{w},s{w // 2},{w * 10 + t * t},{-t},{'run' if (w == 3 and t == 0) else label}")
     raw = load_csv(_write(tmp_path / "long.csv", "\n".join(rows)))
     assert raw.x.shape == (4, 2, 5) and raw.task == "classification"
-    assert raw.x[2, 0].tolist() == [20, 21, 22, 23, 24] and raw.x[2, 1].tolist() == [0, -1, -2, -3, -4]
+    assert raw.x[2, 0].tolist() == [20, 21, 24, 29, 36] and raw.x[2, 1].tolist() == [0, -1, -2, -3, -4]
     assert raw.y.tolist() == ["sit", "walk", "sit", "walk"]  # majority label per window
     assert raw.group.tolist() == ["s0", "s0", "s1", "s1"]
 
@@ -100,7 +100,7 @@ def test_csv_interleaved_window_rows_keep_row_order(tmp_path: Path) -> None:
 def test_csv_cut_by_data_window(tmp_path: Path) -> None:
     rows = ["group,a,b,c,y"]
     for g, n in (("p1", 25), ("p2", 17)):  # recordings of different lengths are fine
-        rows += [f"{g},{t},{t * 2},{1},{'up' if t < 12 else 'down'}" for t in range(n)]
+        rows += [f"{g},{t % 5},{t * t % 7},{1},{'up' if t < 12 else 'down'}" for t in range(n)]
     path = _write(tmp_path / "rec.csv", "\n".join(rows))
     with pytest.raises(UserInputError, match="rec.csv.*no 'window' column.*data.window.length"):
         load_csv(path)

@@ -126,10 +126,11 @@ def test_multi_target_regression_and_stratified_regression(tmp_path: Path) -> No
 
 
 def test_subject_split_needs_groups_and_enough_subjects(tmp_path: Path) -> None:
-    p = _npz(tmp_path / "g.npz", x=np.zeros((12, 1, 4)), y=np.arange(12) % 2)
+    x = np.random.default_rng(4).normal(size=(12, 1, 4))
+    p = _npz(tmp_path / "g.npz", x=x, y=np.arange(12) % 2)
     with pytest.raises(UserInputError, match="data.split.by: 'subject' needs subject ids"):
         prepare_data(_cfg(path=p, split={"by": "subject"}))
-    p = _npz(tmp_path / "g2.npz", x=np.zeros((12, 1, 4)), y=np.arange(12) % 2, group=np.repeat(["ann", "bob"], 6))
+    p = _npz(tmp_path / "g2.npz", x=x, y=np.arange(12) % 2, group=np.repeat(["ann", "bob"], 6))
     with pytest.raises(UserInputError, match="at least 3 subjects .* has 2"):
         prepare_data(_cfg(path=p))
     d = prepare_data(_cfg(path=p, split={"by": "stratified"}))
@@ -167,7 +168,7 @@ def test_fingerprint_tracks_config_content_and_seed(tmp_path: Path) -> None:
 
 
 def test_params_with_path_and_non_numeric_regression_targets(tmp_path: Path) -> None:
-    p = _npz(tmp_path / "p.npz", x=np.zeros((6, 1, 4)), y=np.array(list("abcabc")), task=np.array("regression"))
+    p = _npz(tmp_path / "p.npz", x=np.arange(24.0).reshape(6, 1, 4), y=np.array(list("abcabc")), task=np.array("regression"))
     with pytest.raises(UserInputError, match="data.params: only used with data.name"):
         prepare_data(_cfg(path=p, params={"seed": 1}))
     with pytest.raises(UserInputError, match="regression targets 'y' must be numbers"):

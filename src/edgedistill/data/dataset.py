@@ -116,6 +116,8 @@ class DataInfo:
     normalization: dict[str, Any] = field(default_factory=dict)  # per-view mean/std lists, fitted on train
     target_scale: Optional[tuple[list[float], list[float]]] = None  # regression (mean, std), fitted on train
     sizes: dict[str, int] = field(default_factory=dict)
+    channels: list[str] = field(default_factory=list)  # the name of each channel of "x" (indices when unnamed)
+    notes: list[str] = field(default_factory=list)  # what the loader inferred or changed (task, order), for the report
 
 
 @dataclass

@@ -69,3 +69,28 @@ def fit_normalizer(x: np.ndarray, mode: NormMode | str) -> Normalizer:
         mean, std = x.mean(axis=axes), x.std(axis=axes)
     std = np.maximum(std, STD_FLOOR)
     return Normalizer(str(mode), [float(v) for v in mean], [float(v) for v in std])
+
+
+#: The largest |z| accepted after normalisation with training statistics. Within the training split |z| cannot
+#: exceed sqrt(n) (Samuelson's inequality), so a larger value in any split means a channel that is (nearly) constant
+#: in training (its std floored at 1e-8) but varies elsewhere, or a split on another scale: the network would see
+#: numbers it was never trained on, and float32 loses them. 1e6 leaves real outliers (tens of std) far below it.
+MAX_Z = 1e6
+
+
+def check_normalized(z: np.ndarray, norm: Normalizer, view: str, part: str, source: str) -> None:
+    """Refuse normalised values above ``MAX_Z`` (or non-finite after the float32 cast), naming view, split, channel."""
+    if norm.mode == "none" or z.size == 0:
+        return  # raw values: bounded by check_raw's MAX_ABS
+    flat = np.abs(z.reshape(len(z), z.shape[1], -1) if z.ndim >= 2 else z.reshape(-1, 1, 1))
+    if np.isfinite(flat).all() and flat.max() <= MAX_Z:
+        return
+    flat = np.where(np.isfinite(flat), flat, np.inf)
+    per_channel = flat.max(axis=(0, 2))
+    c = int(np.argmax(per_channel))
+    std = norm.std[c] if norm.mode == "per_channel" else norm.std[0]
+    raise UserInputError(
+        f"{source}: view '{view}', channel {c}: the {part} split reaches {float(per_channel[c]):.3g} training "
+        f"standard deviations (training std {std:.3g}): the channel is (nearly) constant in the training split or on "
+        f"another scale in {part}; drop it (data.views), fix its units, or set data.normalize: global or none"
+    )

@@ -1,8 +1,8 @@
 """From a ``DataConfig`` to train/val/test tensors: the only place where data is transformed.
 
-Order matters and is fixed: load -> check finite -> window -> encode labels -> split -> fit normalisation
-on train -> tensors. Splitting happens before any statistic is computed so nothing about the validation
-or test data reaches training. Everything is deterministic for ``(cfg, seed)``.
+Order matters and is fixed: load -> check (raw.check_raw: finite, bounded, shapes, classes) -> window -> encode
+labels -> split -> check the splits -> fit normalisation on train -> tensors (normalised values checked). Splitting
+happens before any statistic is computed so nothing about the validation or test data reaches training. Everything is deterministic for ``(cfg, seed)``.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 
 from edgedistill.config import DataConfig
 from edgedistill.data.dataset import DataInfo, DataSplits, TensorData
-from edgedistill.data.normalize import fit_normalizer
-from edgedistill.data.raw import RawData
+from edgedistill.data.normalize import MAX_Z, check_normalized, fit_normalizer
+from edgedistill.data.raw import RawData, check_raw
 from edgedistill.data.splits import random_split, stratified_split, subject_split
 from edgedistill.data.windowing import window_raw
 from edgedistill.errors import UserInputError
@@ -29,7 +29,14 @@ PIPELINE_VERSION = "data-v1"  # bump when prepare_data changes what it produces 
 
 
 def load_raw(cfg: DataConfig) -> tuple[RawData, bool]:
-    """The loader's ``RawData`` and whether it already cut windows (a CSV without a 'window' column)."""
+    """The loader's ``RawData``, checked (``check_raw``), and whether it already cut windows (a CSV without a window
+    column). ``data.task`` and ``data.columns`` apply here: they say what a file's y and columns mean."""
+    raw, windowed = _load(cfg)
+    check_raw(raw, _source(cfg))
+    return raw, windowed
+
+
+def _load(cfg: DataConfig) -> tuple[RawData, bool]:
     if cfg.path is not None:
         from edgedistill.data.files import load_csv_windows, load_npz
 
@@ -40,59 +47,31 @@ def load_raw(cfg: DataConfig) -> tuple[RawData, bool]:
             )
 
         suffix = Path(cfg.path).suffix.lower()
+        if cfg.columns is not None and suffix != ".csv":
+            raise UserInputError(
+                f"data.columns: names the columns of a .csv; '{cfg.path}' is not one (an .npz has fixed array "
+                f"names: x, y, group, test_x, test_y); remove data.columns"
+            )
         if suffix == ".npz":
-            return load_npz(cfg.path), False
+            return load_npz(cfg.path, task=cfg.task), False
         if suffix == ".csv":
             w = cfg.window
-            return load_csv_windows(cfg.path, w.length if w else None, w.stride if w else None)
+            return load_csv_windows(cfg.path, w.length if w else None, w.stride if w else None, cfg.columns, cfg.task)
         raise UserInputError(f"data.path: '{cfg.path}' has suffix '{suffix}'; expected a .npz or .csv file")
     assert cfg.name is not None
+    if cfg.columns is not None:
+        raise UserInputError("data.columns: names the columns of a .csv data.path; remove it with data.name")
     loader = DATASETS.get(cfg.name, key="data.name")
     signature_params(loader).parse(cfg.params, "data.params", what=f"dataset {cfg.name}")
     raw = loader(**cfg.params)
     if not isinstance(raw, RawData):
         raise UserInputError(f"data.name: dataset '{cfg.name}' returned {type(raw).__name__}, expected RawData")
+    if cfg.task is not None and cfg.task != raw.task:
+        raise UserInputError(
+            f"data.task: '{cfg.task}' but dataset '{cfg.name}' is {raw.task} (data.task is for data.path files; "
+            f"a dataset with a task parameter takes it in data.params)"
+        )
     return raw, False
-
-
-def _check_arrays(raw: RawData, source: str) -> None:
-    """Shapes agree and every numeric array is finite, each problem named by its array."""
-    x = np.asarray(raw.x)
-    if x.ndim not in (3, 4):
-        raise UserInputError(f"{source}: x must be (n, channels, length) or (n, channels, h, w), got shape {x.shape}")
-    arrays: dict[str, Optional[np.ndarray]] = {"x": raw.x, "y": raw.y, "test_x": raw.test_x, "test_y": raw.test_y}
-    arrays.update(raw.views)
-    arrays.update({f"test_{k}": v for k, v in raw.test_views.items()})
-    for name, arr in arrays.items():
-        if arr is None:
-            continue
-        kind = np.asarray(arr).dtype.kind
-        if name not in ("y", "test_y") and kind not in "iufb":
-            raise UserInputError(f"{source}: array '{name}' must be numeric, got dtype {np.asarray(arr).dtype}")
-        if kind not in "fc":
-            continue
-        bad = ~np.isfinite(np.asarray(arr))
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise UserInputError(
-                f"{source}: array '{name}' has {int(bad.sum())} non-finite value(s) (NaN/inf); first at index {first}"
-            )
-    for prefix, xx, yy, gg, vv in (
-        ("", raw.x, raw.y, raw.group, raw.views),
-        ("test_", raw.test_x, raw.test_y, raw.test_group, raw.test_views),
-    ):
-        if xx is None:
-            continue
-        n = len(xx)
-        if np.asarray(xx).shape[1:] != x.shape[1:]:
-            raise UserInputError(
-                f"{source}: array '{prefix}x' has per-sample shape {np.asarray(xx).shape[1:]}, 'x' has {x.shape[1:]}"
-            )
-        for name, arr in {"y": yy, "group": gg, **vv}.items():
-            if arr is not None and len(arr) != n:
-                raise UserInputError(
-                    f"{source}: array '{prefix}{name}' has {len(arr)} rows but '{prefix}x' has {n}"
-                )
 
 
 def _pool_official_test(raw: RawData) -> RawData:
@@ -187,10 +166,34 @@ def channel_views(raw: RawData, views: dict[str, list[int]]) -> RawData:
     new_test = dict(raw.test_views)
     if raw.test_x is not None:
         new_test.update({k: pick(raw.test_x, c) for k, c in views.items() if k != "x"})
-    x, test_x = raw.x, raw.test_x
+    x, test_x, names = raw.x, raw.test_x, raw.channels
     if "x" in views:
         x, test_x = pick(raw.x, views["x"]), pick(raw.test_x, views["x"])
-    return replace(raw, x=x, test_x=test_x, views=new_views, test_views=new_test)
+        names = [(names or [str(i) for i in range(n_ch)])[c] for c in views["x"]]  # the report names what x holds
+    return replace(raw, x=x, test_x=test_x, views=new_views, test_views=new_test, channels=names)
+
+
+def _check_parts(parts: dict[str, tuple[dict[str, np.ndarray], np.ndarray, Optional[np.ndarray]]],
+                 classes: Optional[list[str]], source: str, by: str) -> None:
+    """Every split big enough to use, and no class that training never sees (its scores would be meaningless)."""
+    for part, need in (("train", 2), ("val", 1), ("test", 1)):
+        n = len(parts[part][1])
+        if n < need:
+            raise UserInputError(
+                f"data.split: the {part} split has {n} sample(s) ({source}, split by {by}); need at least {need}: "
+                f"give more data or change data.split.val/test"
+            )
+    if classes is None:
+        return
+    seen = set(np.unique(parts["train"][1]).tolist())
+    for part in ("val", "test"):
+        absent = sorted(set(np.unique(parts[part][1]).tolist()) - seen)
+        if absent:
+            names = [classes[i] for i in absent[:5]]
+            raise UserInputError(
+                f"data.split: class(es) {names} of {source} are in the {part} split but not in train (split by {by}); "
+                f"a model cannot predict a class it never saw: give it more samples or subjects, or change data.split"
+            )
 
 
 def _source(cfg: DataConfig) -> str:
@@ -198,11 +201,10 @@ def _source(cfg: DataConfig) -> str:
 
 
 def windowed_raw(cfg: DataConfig) -> RawData:
-    """Load -> check finite -> window -> channel views: every sample of ``cfg`` (and its official test samples),
+    """Load and check -> window -> channel views: every sample of ``cfg`` (and its official test samples),
     before any split or normalisation. ``prepare_data`` starts from this; so does anything that needs the
     windows a run sees (persistence images, edgedistill.experiment.topology)."""
     raw, windowed = load_raw(cfg)
-    _check_arrays(raw, _source(cfg))
     if cfg.window is not None and not windowed:
         raw = window_raw(raw, cfg.window.length, cfg.window.stride)
     if cfg.views:
@@ -279,6 +281,7 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
     else:
         parts["test"] = take(test_idx)  # type: ignore[arg-type]
 
+    _check_parts(parts, classes, source, by)
     # Normalisation: each view its own statistics, fitted on the training part only.
     norms = {name: fit_normalizer(arr, cfg.normalize) for name, arr in parts["train"][0].items()}
     target_scale = None
@@ -290,18 +293,29 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
             mu, sd = np.zeros(y_train.shape[1]), np.ones(y_train.shape[1])
         target_scale = ([float(v) for v in mu], [float(v) for v in sd])
 
-    def tensors(views: dict[str, np.ndarray], y: np.ndarray, g: Optional[np.ndarray]) -> TensorData:
-        tv = {k: torch.from_numpy(norms[k].apply(v)) for k, v in views.items() if k in norms}
+    def tensors(part: str, views: dict[str, np.ndarray], y: np.ndarray, g: Optional[np.ndarray]) -> TensorData:
+        tv = {}
+        for k, v in views.items():
+            if k in norms:
+                z = norms[k].apply(v)
+                check_normalized(z, norms[k], k, part, source)
+                tv[k] = torch.from_numpy(z)
         if task == "classification":
             ty = torch.from_numpy(np.asarray(y, dtype=np.int64))
         else:
             t_mu, t_sd = np.asarray(target_scale[0]), np.asarray(target_scale[1])  # type: ignore[index]
             yy = (y.reshape(len(y), -1) - t_mu) / t_sd
+            if cfg.normalize_target and len(yy) and np.abs(yy).max() > MAX_Z:  # training targets (nearly) constant
+                raise UserInputError(
+                    f"{source}: the {part} split's regression targets reach {np.abs(yy).max():.3g} training standard "
+                    f"deviations (training std {float(t_sd.min()):.3g}): the training split's targets are (nearly) "
+                    f"constant; check the label column or the split"
+                )
             ty = torch.from_numpy(yy[:, 0] if yy.shape[1] == 1 else yy).float()
         tg = None if g is None else torch.from_numpy(np.asarray(g, dtype=np.int64))
         return TensorData(tv, ty, tg)
 
-    out = {name: tensors(*p) for name, p in parts.items()}
+    out = {name: tensors(name, *p) for name, p in parts.items()}
     x_train = out["train"].x
     info = DataInfo(
         name=cfg.name if cfg.name is not None else Path(cfg.path).stem,  # type: ignore[arg-type]
@@ -316,6 +330,8 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
         normalization={k: n.to_dict() for k, n in norms.items()},
         target_scale=target_scale,
         sizes={k: len(v) for k, v in out.items()},
+        channels=list(raw.channels) if raw.channels else [str(i) for i in range(x_train.shape[1])],
+        notes=list(raw.notes),
     )
     return DataSplits(out["train"], out["val"], out["test"], info)
 

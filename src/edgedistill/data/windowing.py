@@ -6,6 +6,7 @@ which inflates test scores; ask for overlap explicitly (``data.window.stride``) 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Optional
 
@@ -27,6 +28,29 @@ def window_starts(total: int, length: int, stride: Optional[int] = None) -> np.n
             f"use a window length <= {total}"
         )
     return np.arange(0, total - length + 1, stride)
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (0 where unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: no bound
+        return 0
+
+
+def check_window_memory(n_windows: int, channels: int, length: int, stride: Optional[int]) -> None:
+    """Refuse a window/stride that would cut more float64 windows than this machine's memory can prepare.
+
+    Preparation holds about four copies (windows, the split parts, normalised float32, tensors); a small stride on a
+    long recording multiplies the data by length/stride, which otherwise ends in swapping or the OOM killer."""
+    need = 4 * 8 * n_windows * channels * length
+    mem = memory_bytes()
+    if mem and need > mem:
+        raise UserInputError(
+            f"data.window: length {length} with stride {stride or length} cuts {n_windows} windows of {channels} "
+            f"channel(s), about {need / 2**30:.1f} GiB to prepare, more than this machine's {mem / 2**30:.1f} GiB; "
+            f"use a larger data.window.stride or a shorter recording"
+        )
 
 
 def sliding_windows(x: np.ndarray, length: int, stride: Optional[int] = None) -> np.ndarray:
@@ -87,6 +111,7 @@ def _window_split(
     # (A regression y of shape (n, k) with k == T is read as per-timestep.)
     per_step = y.ndim >= 2 and y.shape[1] == total
     nw = len(starts)
+    check_window_memory(n * nw, x.shape[1], length, stride)
     wx = _cut(x, starts, length)
     if per_step:
         wy = np.concatenate([window_targets(y[i], starts, length, task) for i in range(n)])
