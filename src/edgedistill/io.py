@@ -108,8 +108,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temp(folder: Path, now: float | None = None) -> list[Path]:
-    """Remove the temporary files an interrupted ``atomic_write`` left in ``folder`` (not below it); return them.
+def remove_stale_temp(folder: Path, now: float | None = None, recursive: bool = False) -> list[Path]:
+    """Remove the temporary files an interrupted ``atomic_write`` left in ``folder`` (with ``recursive``, also in
+    its sub-folders; symbolic links are not followed); return them.
 
     Only names of ``atomic_write``'s pattern are touched, and only when stale: the writer process is gone, or the
     file has not changed for ``TEMP_MAX_AGE_S`` (``TEMP_ANON_AGE_S`` for a name without a pid), so the temporary
@@ -118,6 +119,10 @@ def remove_stale_temp(folder: Path, now: float | None = None) -> list[Path]:
     folder = Path(folder)
     now = time.time() if now is None else now
     removed: list[Path] = []
+    if recursive:
+        for sub, _dirs, _files in os.walk(folder):
+            removed += remove_stale_temp(Path(sub), now)
+        return removed
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):

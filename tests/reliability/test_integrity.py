@@ -279,3 +279,12 @@ def test_a_chunk_from_before_sidecars_is_adopted_when_it_loads(tmp_path):
     again = topo.compute_pis(x, PI, cache_dir=tmp_path, workers=1, chunk=4, progress=False, on_chunk=recomputed.append)
     assert recomputed == [] and np.array_equal(again, good)
     assert len(list((tmp_path / "pi").glob("*/*.sha256"))) == 2
+
+
+def test_stale_temporary_files_in_sub_folders_are_removed_when_asked(tmp_path):
+    deep = tmp_path / "teacher" / "seed0"
+    deep.mkdir(parents=True)
+    stale = deep / f".summary.json.{_dead_pid()}-a1b2c3d4.tmp"
+    stale.write_text("x")
+    assert eio.remove_stale_temp(tmp_path) == [] and stale.exists()
+    assert eio.remove_stale_temp(tmp_path, recursive=True) == [stale] and not stale.exists()
