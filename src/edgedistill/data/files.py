@@ -296,7 +296,7 @@ def _time_order(df: Any, path: Path, time: str, key: Optional[str]) -> tuple[np.
         i = int(dup[0])
         rid = f"{where}{_plain(df[key].iloc[order[i]])!r} " if key else ""
         raise UserInputError(
-            f"'{path}': column '{time}' (data.columns.time): {rid}has two rows at time {col.iloc[order[i]]!r} "
+            f"'{path}': column '{time}' (data.columns.time): {rid}has two rows at time {_plain(col.iloc[order[i]])!r} "
             f"(rows {order[i] + 2} and {order[i + 1] + 2}); one row per time step"
         )
     as_read = np.lexsort((np.arange(len(t)), codes))  # each recording's rows in file order
