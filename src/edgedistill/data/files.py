@@ -304,7 +304,8 @@ def _time_order(df: Any, path: Path, time: str, key: Optional[str]) -> tuple[np.
     notes = []
     if back.any():
         n_rec = len(np.unique(codes[as_read][1:][back]))
-        notes.append(f"'{path}': rows of {n_rec} {key or 'file'}(s) were not in '{time}' order; sorted by time")
+        which = f"rows of {n_rec} {key}(s)" if key else "rows"
+        notes.append(f"'{path}': {which} were not in '{time}' order; sorted by time")
     return order, notes
 
 
