@@ -82,32 +82,37 @@ def _reason(exc: Exception, path: Path, data: bytes | None) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
-def load(path: Path, data: bytes | None = None) -> dict[str, Any]:
-    """The checkpoint at ``path`` (or its bytes ``data``, already read) as a dict, its digest verified if it has one."""
+def _tail(hint: str) -> str:
+    return f"; {hint}" if hint else ""
+
+
+def load(path: Path, data: bytes | None = None, hint: str = RESAVE) -> dict[str, Any]:
+    """The checkpoint at ``path`` (or its bytes ``data``, already read) as a dict, its digest verified if it has one.
+    ``hint`` is what the error tells the user to do (for the toolkit's own files: how to retrain; "" for nothing)."""
     path = Path(path)
     if data is None:
         if not path.is_file():
             raise UserInputError(f"checkpoint '{path}' does not exist")
         if path.stat().st_size == 0:
-            raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file; {RESAVE}")
+            raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file{_tail(hint)}")
     elif not data:
-        raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file; {RESAVE}")
+        raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file{_tail(hint)}")
     try:
         obj = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         raise UnreadableCheckpoint(
-            f"checkpoint '{path}' is not a readable weights-only torch file ({_reason(exc, path, data)}); {RESAVE}"
+            f"checkpoint '{path}' is not a readable weights-only torch file ({_reason(exc, path, data)}){_tail(hint)}"
         ) from None
     if not isinstance(obj, dict):
         raise UnreadableCheckpoint(
-            f"checkpoint '{path}' holds a {type(obj).__name__}, not a state dict (names -> tensors); {RESAVE}"
+            f"checkpoint '{path}' holds a {type(obj).__name__}, not a state dict (names -> tensors){_tail(hint)}"
         )
     if DIGEST_KEY in obj:
         obj = dict(obj)
         stored = obj.pop(DIGEST_KEY)
         if stored != digest(obj):
             raise UnreadableCheckpoint(
-                f"checkpoint '{path}' is corrupted: its content does not match the sha256 it was saved with"
+                f"checkpoint '{path}' is corrupted: its content does not match the sha256 it was saved with{_tail(hint)}"
             )
     return obj
 

@@ -92,7 +92,7 @@ def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list
     if not last.exists():
         return None
     try:
-        state = ckpt.load(last)
+        state = ckpt.load(last, hint="")  # the warning below says what happens instead
         missing = [k for k in _LAST_KEYS if k not in state]
         missing += [f"networks.{n}" for n in networks if n not in state.get("networks", {})]
         missing += [f"optimizers.{n}" for n in optimizers if n not in state.get("optimizers", {})]
@@ -101,7 +101,7 @@ def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list
         if int(state["epoch"]) > 0:  # the best epoch's weights are read when the stage finishes: check them now
             if not best.is_file():
                 raise ckpt.UnreadableCheckpoint(f"checkpoint '{best}' is missing while '{last}' is past epoch 0")
-            ckpt.load(best)
+            ckpt.load(best, hint="")
         return state
     except ckpt.UnreadableCheckpoint as exc:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -285,7 +285,7 @@ class Trainer:
             return (*evaluate_val_test(model, splits.val, splits.test, info, device), others)
 
         last_val, last_test, last_others = scores()
-        best = ckpt.load(stage.directory / "checkpoints" / "best.pt")
+        best = ckpt.load(stage.directory / "checkpoints" / "best.pt", hint=_retrain_hint(stage.directory))
         last_weights = self._weights(method)
         for name, net in method.networks.items():
             net.load_state_dict(best["networks"][name])
@@ -324,8 +324,12 @@ def _brief(metrics: dict[str, float], best_epoch: int, prefix: str = "val ") -> 
 
 def deliverable_weights(stage_dir: Path, which: str) -> dict[str, Any]:
     """State dict of the shipped network from a finished stage: ``which`` is "best" or "last"."""
-    state = ckpt.load(stage_dir / "checkpoints" / f"{which}.pt")
+    state = ckpt.load(stage_dir / "checkpoints" / f"{which}.pt", hint=_retrain_hint(stage_dir))
     return state["networks"][state.get("deliverable", "student")]
+
+
+def _retrain_hint(stage_dir: Path) -> str:
+    return f"move the folder '{stage_dir}' aside and run the same command again to retrain this stage"
 
 
 __all__ = ["Trainer", "Stage", "DataInfo", "deliverable_weights", "lr_factor", "make_fabric"]

@@ -108,7 +108,7 @@ class ModelCache:
                 return f"{name} does not match its sha256 in the manifest (corrupted bytes)"
         try:
             summary = json.loads(content["summary.json"])
-            state = ckpt.load(folder / "weights.pt", data=content["weights.pt"])
+            state = ckpt.load(folder / "weights.pt", data=content["weights.pt"], hint="")
         except (ValueError, ckpt.UnreadableCheckpoint) as exc:
             return f"its files match the manifest but cannot be loaded ({str(exc)[:160]})"
         if _canonical(manifest.get("metrics")) != _canonical(_metrics(summary)):
@@ -148,7 +148,7 @@ class ModelCache:
         last = partial / "checkpoints" / "last.pt"
         if last.exists():
             try:
-                ckpt.load(last)
+                ckpt.load(last, hint="")
             except ckpt.UnreadableCheckpoint as exc:
                 self._quarantine(partial, f"checkpoints/last.pt is unusable ({str(exc)[:200]})")
 
