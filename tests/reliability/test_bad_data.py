@@ -210,7 +210,7 @@ def test_the_good_file_behind_the_tables_loads(tmp_path: Path) -> None:
     """Each bad case above is one change away from these files, which load."""
     d = _prepare(tmp_path, "good.npz", _npz(), {})
     assert d.info.input_shape == (3, 32) and d.info.channels == ["0", "1", "2"] and d.info.n_outputs == 4
-    assert d.info.notes == [f"'{tmp_path / 'good.npz'}': array 'y': int64 labels read as 4 classes "
+    assert d.info.notes == [f"'{tmp_path / 'good.npz'}': array 'y': integer labels read as 4 classes "
                             f"(set data.task: regression if they are numbers to predict)"]
     d = _prepare(tmp_path, "good.csv", _csv(), {})
     assert d.info.input_shape == (3, 16) and d.info.channels == ["c0", "c1", "c2"] and d.info.has_groups

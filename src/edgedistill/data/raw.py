@@ -211,6 +211,6 @@ def settle_task(y: np.ndarray, where: str, given: Optional[str] = None,
         )
     if kind == "f":
         return "regression", y, [f"{where}: float values read as regression targets (set data.task to choose)"]
-    k = len(np.unique(y))
+    k, what = len(np.unique(y)), {"b": "bool", "U": "string", "S": "string"}.get(kind, "integer")
     return "classification", y, [
-        f"{where}: {y.dtype} labels read as {k} classes (set data.task: regression if they are numbers to predict)"]
+        f"{where}: {what} labels read as {k} classes (set data.task: regression if they are numbers to predict)"]
