@@ -2,7 +2,8 @@
 
 Order matters and is fixed: load -> check (raw.check_raw: finite, bounded, shapes, classes) -> window -> encode
 labels -> split -> check the splits -> fit normalisation on train -> tensors (normalised values checked). Splitting
-happens before any statistic is computed so nothing about the validation or test data reaches training. Everything is deterministic for ``(cfg, seed)``.
+happens before any statistic is computed so nothing about the validation or test data reaches training. Everything
+is deterministic for ``(cfg, seed)``.
 """
 from __future__ import annotations
 
