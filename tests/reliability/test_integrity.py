@@ -288,3 +288,13 @@ def test_stale_temporary_files_in_sub_folders_are_removed_when_asked(tmp_path):
     stale.write_text("x")
     assert eio.remove_stale_temp(tmp_path) == [] and stale.exists()
     assert eio.remove_stale_temp(tmp_path, recursive=True) == [stale] and not stale.exists()
+
+
+def test_a_damaged_metrics_log_does_not_stop_a_resume(tmp_path):
+    stage = tmp_path / "stage"
+    _fit(stage, epochs=2)
+    log = stage / "metrics.jsonl"
+    lines = log.read_bytes().splitlines()
+    log.write_bytes(b"\n".join([lines[0], b"\xff\xfe not json", b"[1, 2]", b'{"no": "epoch"}', lines[1]]) + b"\n")
+    _fit(stage, epochs=2)  # resumes at epoch 2: nothing left to train
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2]

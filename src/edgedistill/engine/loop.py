@@ -66,11 +66,13 @@ def _truncate_log(path: Path, epochs_kept: int) -> None:
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            continue  # damaged bytes: dropped like a line cut short, rather than stopping the resume
         if record["epoch"] <= epochs_kept:
             kept.append(line)
     write_text(path, "".join(ln + "\n" for ln in kept))
