@@ -10,12 +10,16 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from edgedistill.cli import app
 from edgedistill.config import DataConfig
 from edgedistill.data import prepare_data
+from edgedistill.data.normalize import MAX_Z
 from edgedistill.errors import UserInputError, one_line
 
 N = 48
@@ -289,3 +293,46 @@ def test_the_cli_refuses_bad_data_with_exit_2_before_the_run_folder(tmp_path: Pa
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and re.search(match, result.output), result.output
     assert not out.exists()
+
+
+@st.composite
+def _npz_files(draw: Callable) -> tuple[dict[str, np.ndarray], dict]:
+    n, c, length = draw(st.integers(0, 40)), draw(st.integers(1, 14)), draw(st.integers(1, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.normal(size=(n, c, length)) * draw(st.sampled_from([1e-3, 1.0, 1e9, 1e14]))
+    if n and draw(st.booleans()):
+        x[rng.integers(n), rng.integers(c), rng.integers(length)] = draw(st.sampled_from([np.nan, np.inf, 1e30, 0.0]))
+    if draw(st.booleans()):
+        x[:, rng.integers(c)] = draw(st.sampled_from([0.0, 5.0]))  # a constant channel (fine) or all of x
+    k = draw(st.integers(1, 5))
+    ids = rng.integers(0, k, n)
+    y = draw(st.sampled_from(["int", "float", "whole", "onehot", "str"]))
+    arrays = {"x": x, "y": {"int": ids, "float": rng.normal(size=n), "whole": ids.astype(float),
+                            "onehot": np.eye(k)[ids], "str": np.array(["a", "b", "c", "d", "e"])[ids]}[y]}
+    if draw(st.booleans()):
+        arrays["group"] = rng.integers(0, draw(st.integers(1, 6)), n)
+    extra = {"task": draw(st.sampled_from([None, "classification", "regression"])),
+             "split": {"by": draw(st.sampled_from(["auto", "random", "stratified"])), "val": 0.25, "test": 0.25}}
+    return arrays, {k: v for k, v in extra.items() if v is not None}
+
+
+@settings(derandomize=True, deadline=None, max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_npz_files())
+def test_accepted_data_is_always_sane(tmp_path: Path, case: tuple[dict, dict]) -> None:
+    """Random arrays: either one UserInputError, or splits a model can meaningfully train and be scored on."""
+    arrays, extra = case
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        d = _prepare(tmp_path, "h.npz", buf.getvalue(), extra)
+    except UserInputError as exc:
+        assert "\n" not in str(exc) and ("h.npz" in str(exc) or "data." in str(exc)), exc
+        return
+    parts = (d.train, d.val, d.test)
+    assert len(d.train) >= 2 and len(d.val) >= 1 and len(d.test) >= 1
+    assert all(bool(torch.isfinite(p.x).all()) and float(p.x.abs().max()) <= MAX_Z for p in parts)
+    assert all(bool(torch.isfinite(p.y).all()) for p in parts)
+    if d.info.task == "classification":
+        seen = set(d.train.y.tolist())
+        assert len(set(np.concatenate([p.y.numpy() for p in parts]).tolist())) >= 2
+        assert set(d.val.y.tolist()) <= seen and set(d.test.y.tolist()) <= seen
