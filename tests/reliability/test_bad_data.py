@@ -261,6 +261,8 @@ def test_data_task_settles_ambiguous_labels(tmp_path: Path) -> None:
     assert d.info.task == "regression" and d.info.n_outputs == 1
     d = _prepare(tmp_path, "h.npz", _npz(y=lambda a: np.eye(4)[a["y"]]), {"task": "classification"})
     assert d.info.classes == ["0", "1", "2", "3"] and any("one-hot" in n and "argmax" in n for n in d.info.notes)
+    short = _npz(x=lambda a: a["x"][:, :, :4], y=lambda a: np.eye(4)[a["y"]])  # k == length: still one-hot
+    assert _prepare(tmp_path, "s.npz", short, {"task": "classification"}).info.classes == ["0", "1", "2", "3"]
     d = _prepare(tmp_path, "h.npz", _npz(y=lambda a: np.eye(4)[a["y"]]), {"task": "regression"})
     assert d.info.task == "regression" and d.info.n_outputs == 4
     csv = _csv(label=lambda y: y + 0.5)

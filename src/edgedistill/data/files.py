@@ -100,7 +100,7 @@ def _check_members(path: Path) -> None:
         )
 
 
-def load_npz(path: str | Path, task: Optional[str] = None) -> RawData:
+def load_npz(path: str | Path, task: Optional[str] = None, windowed: bool = False) -> RawData:
     """Load arrays ``x`` (n, ch, len) or (n, ch, h, w) and ``y`` (n,) or (n, k) from an ``.npz`` file.
 
     Optional: ``group`` (n,) subject ids; ``test_x``/``test_y``/``test_group`` an official test split;
@@ -108,6 +108,7 @@ def load_npz(path: str | Path, task: Optional[str] = None) -> RawData:
     agree), else ``settle_task`` decides from y. Every other array whose first dimension is
     n is a privileged view (e.g. ``pi``); ``test_<name>`` is its test counterpart, optional because
     privileged information is usually missing at test time (the test split then lacks that view).
+    ``windowed`` (data.window is set): a y of shape (n, length) is per-timestep labels, never one-hot rows.
     """
     path = _check_file(Path(path))
     arrays = _read_npz(path)
@@ -141,7 +142,7 @@ def load_npz(path: str | Path, task: Optional[str] = None) -> RawData:
         return arr
 
     check_rows("y", n, "x")
-    task, y, notes = settle_task(y, f"'{path}': array 'y'", task, steps=x.shape[-1])
+    task, y, notes = settle_task(y, f"'{path}': array 'y'", task, steps=x.shape[-1] if windowed else None)
     group = check_rows("group", n, "x").reshape(-1) if "group" in arrays else None
     test_x = test_y = test_group = None
     if ("test_x" in arrays) != ("test_y" in arrays):
@@ -154,7 +155,7 @@ def load_npz(path: str | Path, task: Optional[str] = None) -> RawData:
                 f"'{path}': array 'test_x' has per-sample shape {test_x.shape[1:]} but 'x' has {x.shape[1:]}"
             )
         test_y = check_rows("test_y", len(test_x), "test_x")
-        test_y = settle_task(test_y, f"'{path}': array 'test_y'", task, steps=x.shape[-1])[1]
+        test_y = settle_task(test_y, f"'{path}': array 'test_y'", task, steps=x.shape[-1] if windowed else None)[1]
         if "test_group" in arrays:
             test_group = check_rows("test_group", len(test_x), "test_x").reshape(-1)
     views: dict[str, np.ndarray] = {}

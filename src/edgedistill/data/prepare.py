@@ -54,7 +54,7 @@ def _load(cfg: DataConfig) -> tuple[RawData, bool]:
                 f"names: x, y, group, test_x, test_y); remove data.columns"
             )
         if suffix == ".npz":
-            return load_npz(cfg.path, task=cfg.task), False
+            return load_npz(cfg.path, task=cfg.task, windowed=cfg.window is not None), False
         if suffix == ".csv":
             w = cfg.window
             return load_csv_windows(cfg.path, w.length if w else None, w.stride if w else None, cfg.columns, cfg.task)
