@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edgedistill.errors import EnvironmentProblem
+from edgedistill.errors import EdgeDistillError, EnvironmentProblem, UserInputError
 
 #: errno values that mean "the machine will not take this write", with what to do about each.
 _ENVIRONMENT = {
@@ -31,13 +31,26 @@ _ENVIRONMENT = {
     errno.EDQUOT: "the disk quota is exhausted; free space and run the same command again (finished work is kept)",
 }
 
+#: errno values that mean the path itself is wrong (a file where a folder belongs, a name too long): the user's input.
+_BAD_PATH = {
+    errno.ENOTDIR: "a file stands where a folder is needed; give a folder path",
+    errno.EEXIST: "a file stands where a folder is needed; give a folder path",
+    errno.EISDIR: "a folder stands where a file is needed; give a file path",
+    errno.ENAMETOOLONG: "the name is too long for the file system; give a shorter path",
+    errno.EINVAL: "the path is not valid on this file system",
+}
 
-def environment_error(exc: OSError, path: Path, doing: str = "write") -> EnvironmentProblem | OSError:
-    """``exc`` as an ``EnvironmentProblem`` when it is the machine refusing ``doing`` at ``path``, else ``exc``."""
+
+def environment_error(exc: OSError, path: Path, doing: str = "write") -> EdgeDistillError | OSError:
+    """``exc`` as an ``EnvironmentProblem`` when it is the machine refusing ``doing`` at ``path``, as a
+    ``UserInputError`` when the path itself cannot be one (a file in the way, a name too long), else ``exc``."""
     hint = _ENVIRONMENT.get(exc.errno or 0)
-    if hint is None:
-        return exc
-    return EnvironmentProblem(f"cannot {doing} '{path}': {exc.strerror or exc}; {hint}")
+    if hint is not None:
+        return EnvironmentProblem(f"cannot {doing} '{path}': {exc.strerror or exc}; {hint}")
+    hint = _BAD_PATH.get(exc.errno or 0)
+    if hint is not None:
+        return UserInputError(f"cannot {doing} '{str(path)[:200]}': {exc.strerror or exc}; {hint}")
+    return exc
 
 
 def make_dirs(path: Path) -> Path:
@@ -45,8 +58,12 @@ def make_dirs(path: Path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok covers folders only: a file (or a dangling link) holds the name
+        raise UserInputError(f"cannot create the folder '{path}': a file of that name exists; give a folder path") from None
     except OSError as exc:
         raise environment_error(exc, path, "create the folder") from None
+    except ValueError:  # a NUL byte: no file system takes it
+        raise UserInputError(f"cannot create the folder {str(path)[:200]!r}: the path contains a NUL byte") from None
     return path
 
 
@@ -66,7 +83,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, EnvironmentProblem):
+        if isinstance(exc, OSError) and not isinstance(exc, EdgeDistillError):
             raise environment_error(exc, path) from None
         raise
 

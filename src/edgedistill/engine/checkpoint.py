@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,9 @@ def load(path: Path, data: bytes | None = None, hint: str = RESAVE) -> dict[str,
     elif not data:
         raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file{_tail(hint)}")
     try:
-        obj = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns (multi-line) about pickle protocols before refusing: our line says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         raise UnreadableCheckpoint(
             f"checkpoint '{path}' is not a readable weights-only torch file ({_reason(exc, path, data)}){_tail(hint)}"
