@@ -8,7 +8,8 @@ import pytest
 
 from edgedistill.config import DataConfig
 from edgedistill.data import prepare_data
-from edgedistill.data.files import load_csv, load_npz
+from edgedistill.data.csv_file import load_csv
+from edgedistill.data.files import load_npz
 from edgedistill.errors import UserInputError
 
 

@@ -39,7 +39,8 @@ def load_raw(cfg: DataConfig) -> tuple[RawData, bool]:
 
 def _load(cfg: DataConfig) -> tuple[RawData, bool]:
     if cfg.path is not None:
-        from edgedistill.data.files import load_csv_windows, load_npz
+        from edgedistill.data.csv_file import load_csv_windows
+        from edgedistill.data.files import load_npz
 
         if cfg.params:
             raise UserInputError(
