@@ -25,6 +25,7 @@ from typing import Any, Hashable, Iterator, Optional
 from edgedistill.errors import EdgeDistillError, UserInputError
 from edgedistill.experiment.rundir import redact
 from edgedistill.experiment.sweep_report import MAXIMIZE
+from edgedistill.io import environment_error, make_dirs
 
 HEARTBEAT_S, GRACE_S, POLL_S = 20, 120, 10.0
 
@@ -32,8 +33,12 @@ HEARTBEAT_S, GRACE_S, POLL_S = 20, 120, 10.0
 # -- one trial (inline, or in a worker process) --------------------------------------------------------------
 @contextlib.contextmanager
 def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
+    make_dirs(path.parent)
+    try:
+        fh = open(path, "a")
+    except OSError as exc:  # a read-only or full sweep folder: exit 4 naming the file, not a traceback
+        raise environment_error(exc, path, "create the lock file") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -148,16 +153,27 @@ class Workers:
         self.idle: list[tuple[Any, Any]] = []  # (process, connection)
         self.busy: dict[Any, tuple[Any, Hashable, float]] = {}  # connection -> (process, key, start time)
 
+    def _start(self) -> tuple[Any, Any]:
+        conn, child = self.ctx.Pipe()
+        # Not daemonic: a trial may start processes of its own (persistence images); close() ends workers.
+        proc = self.ctx.Process(target=worker_main, args=(child, os.getpid()), name="edgedistill-sweep-worker")
+        proc.start()
+        child.close()
+        return proc, conn
+
     def submit(self, key: Hashable, job: dict[str, Any]) -> None:
-        if self.idle:
+        while self.idle:  # an idle worker may have died after its last result (killed, out of memory)
             proc, conn = self.idle.pop()
+            try:
+                if proc.is_alive():
+                    conn.send(job)
+                    break
+            except OSError:
+                pass
+            conn.close()
         else:
-            conn, child = self.ctx.Pipe()
-            # Not daemonic: a trial may start processes of its own (persistence images); close() ends workers.
-            proc = self.ctx.Process(target=worker_main, args=(child, os.getpid()), name="edgedistill-sweep-worker")
-            proc.start()
-            child.close()
-        conn.send(job)
+            proc, conn = self._start()
+            conn.send(job)
         self.busy[conn] = (proc, key, time.time())
 
     def wait(self) -> list[tuple[Hashable, dict[str, Any]]]:
