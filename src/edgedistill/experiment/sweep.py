@@ -7,8 +7,9 @@ Every grid point is validated (recipe keys and the same build-and-check ``edgedi
 sweep directory exists. The study (``optuna.samplers.GridSampler`` over the grid, non-scalar values encoded as
 JSON strings) lives in ``<sweep>/study.db`` or any Optuna RDB storage URL, so several machines can share it.
 
-One process schedules (asks, tells, records heartbeats); trials run inline or in ``--jobs`` spawned worker
-processes. A grid point is never handed out while a live trial runs it: scheduling is serialised by a lock file,
+One process schedules (asks, tells, records heartbeats) and holds the sweep directory's lock (``rundir.DirLock``);
+trials run inline or in ``--jobs`` spawned worker processes (``sweep_store.Workers``: a worker that dies fails
+only its own trial, and workers die with the sweep process). A grid point is never handed out while a live trial runs it: scheduling is serialised by a lock file,
 each trial's run directory by its own lock, and a RUNNING trial whose sweep process died (same host: its pid is
 gone; elsewhere: its heartbeat stopped) is marked failed and run again. Failed points are re-run by the next
 invocation, not this one (a deterministic failure would fail again). The table keeps the first finished trial
@@ -332,43 +333,34 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
     opened = open_study(storage, study_name, direction, space, identity) if storage else None  # before anything is written
     # One sweep process per sweep directory (its table, heatmap and log would interleave); the trials run under it.
     with DirLock(sweep_dir, "sweep directory", note=log):
-        return _run(spec, points, task, metric, identity, identity_doc, sweep_dir, meta_path, name, study_name, direction,
-                    opened, storage, jobs, smoke, progress, command, log, deploy_profile)
-
-
-def _run(spec: dict[str, Any], points: list[dict[str, Any]], task: str, metric: str, identity: str,
-         identity_doc: dict[str, Any], sweep_dir: Path, meta_path: Path, name: str, study_name: str, direction: str,
-         opened: Any, storage: Optional[str], jobs: int, smoke: bool, progress: bool, command: str,
-         log: Callable[[str], None], deploy_profile: Optional[Callable[[Path, bool], None]]) -> dict[str, Any]:
-    url = storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
-    shown = redact(storage) if storage else "study.db"
-    if not meta_path.is_file():
-        write_json(meta_path, {"identity": identity, "spec": identity_doc, "name": name, "study": study_name,
-                               "storage": shown, "task": task, "command": command})
-    space = {k: [encode(v) for v in spec["values"][k]] for k in spec["axes"]}
-    st, store = opened or open_study(url, study_name, direction, space, identity)
-    runner = Sweep(spec, metric, sweep_dir, st, store, jobs=jobs, smoke=smoke, progress=progress, command=command, log=log,
-                   deploy_profile=deploy_profile)
-    seeds = runner.info()["seeds"]
-    already = len(runner.snapshot()["complete"])
-    log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {redact(storage) if storage else sweep_dir / 'study.db'})")
-    log(f"{len(points)} grid points x {len(seeds)} seed(s) {seeds}, best chosen on validation {metric}; {jobs} job(s)"
-        + (f"; {already} point(s) already finished" if already else ""))
-    try:
-        runner.execute()
-    except KeyboardInterrupt:
-        again = command if "--out" in command else f"{command} --out {sweep_dir}"
-        print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
-        raise
-    rows = runner.rows()
-    info = runner.info()
-    sweep_report.write_tables(sweep_dir, info, rows)
-    sweep_report.heatmap(sweep_dir / "heatmap.png", info, rows, spec["values"])
-    best = sweep_report.best_row(rows, metric)
-    return {
-        "name": name, "task": task, "metric": metric, "direction": direction, "axes": spec["axes"], "seeds": seeds,
-        "rows": rows, "best": best, "sweep_dir": str(sweep_dir), "study": study_name, "storage": redact(url),
-        "complete": sum(r["state"] == "complete" for r in rows), "failed": sum(r["state"] == "failed" for r in rows),
-        "total": len(rows),
-        "files": {k: str(sweep_dir / f) for k, f in (("csv", "results.csv"), ("markdown", "results.md"), ("heatmap", "heatmap.png"))},
-    }
+        url = storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+        shown = redact(storage) if storage else "study.db"
+        if not meta_path.is_file():
+            write_json(meta_path, {"identity": identity, "spec": identity_doc, "name": name, "study": study_name,
+                                   "storage": shown, "task": task, "command": command})
+        st, store = opened or open_study(url, study_name, direction, space, identity)
+        runner = Sweep(spec, metric, sweep_dir, st, store, jobs=jobs, smoke=smoke, progress=progress, command=command, log=log,
+                       deploy_profile=deploy_profile)
+        seeds = runner.info()["seeds"]
+        already = len(runner.snapshot()["complete"])
+        log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {redact(storage) if storage else sweep_dir / 'study.db'})")
+        log(f"{len(points)} grid points x {len(seeds)} seed(s) {seeds}, best chosen on validation {metric}; {jobs} job(s)"
+            + (f"; {already} point(s) already finished" if already else ""))
+        try:
+            runner.execute()
+        except KeyboardInterrupt:
+            again = command if "--out" in command else f"{command} --out {sweep_dir}"
+            print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
+            raise
+        rows = runner.rows()
+        info = runner.info()
+        sweep_report.write_tables(sweep_dir, info, rows)
+        sweep_report.heatmap(sweep_dir / "heatmap.png", info, rows, spec["values"])
+        best = sweep_report.best_row(rows, metric)
+        return {
+            "name": name, "task": task, "metric": metric, "direction": direction, "axes": spec["axes"], "seeds": seeds,
+            "rows": rows, "best": best, "sweep_dir": str(sweep_dir), "study": study_name, "storage": redact(url),
+            "complete": sum(r["state"] == "complete" for r in rows), "failed": sum(r["state"] == "failed" for r in rows),
+            "total": len(rows),
+            "files": {k: str(sweep_dir / f) for k, f in (("csv", "results.csv"), ("markdown", "results.md"), ("heatmap", "heatmap.png"))},
+        }
