@@ -1,0 +1,582 @@
+"""Seeded Hypothesis case generators for the reliability fuzzer (tests/reliability/test_fuzz.py and
+scripts/reliability_figures.py): each case is a recipe (a mapping or raw YAML text), overrides, optional data files
+and the outcome a careful user is owed: "refuse" (exit 2, one line, nothing written), "accept" (exit 0) or "either"
+(only tracebacks, hangs, writes outside the run directory and lost data count).
+
+Every case mutates a valid tiny base recipe (synthetic data of 32 windows, a quarter-width FCN teacher, a 4-wide
+student, one epoch), so an accepted case trains in about a second. Strings may hold ``@ROOT@`` (the case's own
+sandbox folder, outside the run directory): the harness substitutes it, so absolute paths stay inside the sandbox.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hyp_seed
+from hypothesis import strategies as st
+
+REFUSE, ACCEPT, EITHER = "refuse", "accept", "either"
+
+TINY_DATA = {"name": "synthetic", "params": {"n_subjects": 4, "windows_per_subject": 8, "length": 32}}
+TINY_TRAIN = {"epochs": 1, "batch_size": 8}
+BASE: dict[str, Any] = {
+    "name": "fuzz",
+    "data": TINY_DATA,
+    "teacher": {"model": "fcn", "width": 0.25, "train": TINY_TRAIN},
+    "student": {"model": "cnn1d", "width": 4, "depth": 2},
+    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 4}]},
+    "train": TINY_TRAIN,
+    "seeds": [0],
+    "engine": {"threads": 1, "progress": False},
+}
+# Named teachers, an assistant chain (TAKD) and born-again generations: every recipe name that becomes a folder.
+TEACHERS = {**BASE, "teacher": None, "method": {"name": "multi_teacher"},
+            "teachers": [{"name": "t1", "model": "fcn", "width": 0.25, "train": TINY_TRAIN},
+                         {"name": "t2", "model": "fcn", "width": 0.25, "seed": 1, "train": TINY_TRAIN}]}
+TAKD = {**BASE, "teacher": None, "method": {"name": "takd", "terms": BASE["method"]["terms"]},
+        "teachers": [{"name": "teacher", "model": "fcn", "width": 0.25, "train": TINY_TRAIN},
+                     {"name": "ta", "model": "cnn1d", "width": 6, "depth": 2, "distill_from": "teacher",
+                      "train": TINY_TRAIN, "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5}]}]}
+BORN = {**BASE, "teacher": None, "method": {"name": "born_again", "params": {"generations": 1}}}
+FILE_DATA = {"path": "data.npz", "split": {"val": 0.25}}
+CSV_DATA = {"path": "data.csv", "split": {"val": 0.25}}
+
+
+def _clean(recipe: dict[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in recipe.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # the category the figures are broken down by
+    expect: str  # REFUSE, ACCEPT or EITHER
+    recipe: Union[dict, str, bytes]  # a mapping (dumped as YAML) or the recipe file's raw text
+    overrides: tuple[str, ...] = ()
+    files: tuple[tuple[str, bytes], ...] = ()  # written beside the recipe (data files, checkpoints)
+    note: str = ""  # what was done, for the findings
+    command: str = "run"  # or "sweep"
+    give_out: bool = True  # pass --out (else the run directory is runs/<name>-<time> in the working folder)
+    smoke: bool = False
+    # (table, row) of a recipe text or file maker, built by ``materialize`` when the case runs: drawing stays fast
+    # and a case pickles (the figures script sends cases to a worker process).
+    lazy: Optional[tuple[str, int]] = None
+
+    def label(self) -> str:
+        return f"[{self.kind}/{self.expect}] {self.note}"
+
+
+def materialize(case: Case) -> Case:
+    """The case with its lazy recipe text or data file built."""
+    if case.lazy is None:
+        return case
+    table, row = case.lazy
+    make = _TABLES[table][row][1]
+    if table == "yaml":
+        return replace(case, recipe=make(), lazy=None)
+    name = {"npz": "data.npz", "csv": "data.csv", "ckpt": "weights.pt"}[table]
+    return replace(case, files=((name, make()),), lazy=None)
+
+
+def _set(recipe: dict, path: str, value: Any) -> dict:
+    """A deep copy of ``recipe`` with the dotted ``path`` set (list indices as digits); '-' in the value deletes."""
+    out = copy.deepcopy(recipe)
+    node: Any = out
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif value is _DELETE:
+        node.pop(last, None)
+    else:
+        node[last] = value
+    return out
+
+
+_DELETE = object()
+
+# ---------------------------------------------------------------------------------------------- recipe level
+# (dotted key, what is owed when it is missing)
+_REQUIRED = [("data", REFUSE), ("student", REFUSE), ("student.model", REFUSE), ("teacher.model", REFUSE),
+             ("method.terms.0.loss", REFUSE), ("data.name", REFUSE), ("train", ACCEPT), ("seeds", ACCEPT),
+             ("method", EITHER), ("engine", ACCEPT), ("teacher.train", EITHER), ("name", ACCEPT)]
+_SECTIONS = ["", "data", "data.split", "data.params", "teacher", "teacher.train", "student", "method",
+             "method.terms.1", "train", "engine"]
+
+
+@st.composite
+def drop_or_rename(draw: Callable) -> Case:
+    if draw(st.booleans()):
+        key, expect = draw(st.sampled_from(_REQUIRED))
+        return Case("recipe.drop_key", expect, _set(BASE, key, _DELETE), note=f"drop {key}")
+    section = draw(st.sampled_from(_SECTIONS))
+    typo = draw(st.sampled_from(["epoch", "lr_", "Name", "widht", "temprature", "wieght", "bach_size", "seed_", "x"]))
+    key = f"{section}.{typo}" if section else typo
+    return Case("recipe.unknown_key", REFUSE, _set(BASE, key, 1), note=f"unknown key {key}")
+
+
+_WRONG = [("abc", "a word"), ([1, 2], "a list"), ({"a": 1}, "a mapping"), ("", "empty string")]
+_TYPED = ["train.epochs", "train.lr", "train.batch_size", "train.optimizer", "train.weight_decay", "teacher.width",
+          "student.width", "student.depth", "method.terms.1.temperature", "method.terms.0.weight", "seeds",
+          "data.split.val", "data.normalize", "engine.threads", "data.params.n_subjects", "data.params.length",
+          "method.name", "student.model", "method.terms", "data.params", "teacher.train", "name", "data.name"]
+
+
+@st.composite
+def wrong_type(draw: Callable) -> Case:
+    key = draw(st.sampled_from(_TYPED))
+    value, what = draw(st.sampled_from(_WRONG + [(None, "null"), (True, "a bool")]))
+    # null means "the default" for some keys and a bool is an int in YAML's eyes for others: owed nothing definite
+    expect = EITHER if value is None or value is True else REFUSE
+    if key == "name" and isinstance(value, str) and value:
+        expect = ACCEPT
+    return Case("recipe.wrong_type", expect, _set(BASE, key, value), note=f"{key} = {what}")
+
+
+# (key, valid example range, values owed a refusal, values where either is fine)
+_HUGE, _NAN, _INF = 1e30, float("nan"), float("inf")
+_NUMBERS: list[tuple[str, list, list]] = [
+    ("train.epochs", [0, -1, 10**9, 2**63], []),
+    ("train.lr", [0, -1e-3, _NAN, _INF, -_INF], [_HUGE, 1e-300]),
+    ("train.batch_size", [0, -8, 2**63], [10**9, 1]),
+    ("train.weight_decay", [-1, _NAN, _INF], [_HUGE]),
+    ("train.momentum", [-0.5, 1.5, _NAN], []),
+    ("train.grad_clip", [0, -1, _NAN], [_INF, 1e-30]),
+    ("train.gamma", [0, -1, _NAN, _INF], []),
+    ("teacher.train.epochs", [0, 10**9], []),
+    ("teacher.train.lr", [_NAN, _INF, 0], [_HUGE]),
+    ("method.terms.0.weight", [-1, _NAN, _INF, -_INF], [0, _HUGE]),
+    ("method.terms.1.weight", [-0.5, _NAN, _INF], [0, 1e6]),
+    ("method.terms.1.temperature", [0, -4, _NAN, _INF], [1e-6, 1e6]),
+    ("method.terms.1.start_epoch", [-1], [10**6]),
+    ("method.terms.1.warmup_epochs", [-1], [10**9]),
+    ("seeds", [[2**70], [_NAN], [0.5]], [[-1], [2**31]]),
+    ("student.width", [0, -4, 10**7, _NAN], [0.5]),
+    ("student.depth", [0, -1, 10**5], []),
+    ("teacher.width", [0, -1, 1e7, _NAN, _INF], []),
+    ("data.split.val", [0, 1, -0.1, 1.5, _NAN], [0.01, 0.9]),
+    ("data.split.test", [0, 1, _NAN], [0.9]),
+    ("data.split.seed", [2**70], [-1]),
+    ("data.params.n_subjects", [0, -1, 10**9], [1, 2]),
+    ("data.params.windows_per_subject", [0, 10**9], [1]),
+    ("data.params.length", [0, 1, 10**9], [17]),
+    ("data.params.n_classes", [0, 1, 10**6], [2]),
+    ("data.params.noise", [-1, _NAN, _INF], [1e6]),
+    ("engine.threads", [0, -1], [10**6]),
+    ("teacher.train_subset", [0, -0.1, 1.5, _NAN], [1e-6]),
+    ("data.window", [{"length": 0}, {"length": 10**9}, {"length": 8, "stride": 0}], [{"length": 16}]),
+]
+
+
+@st.composite
+def numbers(draw: Callable) -> Case:
+    key, bad, fine = draw(st.sampled_from(_NUMBERS))
+    refuse = draw(st.booleans()) or not fine
+    value = draw(st.sampled_from(bad if refuse else fine))
+    smoke = draw(st.integers(0, 4)) == 0  # --smoke must check everything a real run checks
+    return Case("recipe.numbers", REFUSE if refuse else EITHER, _set(BASE, key, value), smoke=smoke,
+                note=f"{key} = {value!r}{' (--smoke)' if smoke else ''}")
+
+
+_ABSURD = ["../../x", "@ROOT@/outside/x", "/", ".", "a/b", "x" * 10_000, "é漢字\u202e", "nul\x00byte", "line\nbreak",
+           "~", "$HOME", "con", "-rf", " ", "..\\..\\x"]
+_STRING_KEYS = [("name", REFUSE), ("method.name", REFUSE), ("student.model", REFUSE), ("data.name", REFUSE),
+                ("method.terms.1.loss", REFUSE), ("train.optimizer", REFUSE), ("data.path", REFUSE),
+                ("student.checkpoint", REFUSE), ("teacher.checkpoint", REFUSE), ("teacher.view", REFUSE),
+                ("data.normalize", REFUSE), ("cache_dir", EITHER)]
+
+
+@st.composite
+def absurd_strings(draw: Callable) -> Case:
+    key, expect = draw(st.sampled_from(_STRING_KEYS))
+    value = draw(st.sampled_from(_ABSURD) | st.text(min_size=1, max_size=40))
+    recipe = _set(BASE, key, value)
+    if key == "data.path":
+        recipe["data"].pop("name", None)
+        recipe["data"].pop("params", None)
+    smoke = draw(st.integers(0, 5)) == 0
+    if smoke and key in ("teacher.view", "data.path", "student.checkpoint", "teacher.checkpoint"):
+        expect = EITHER  # --smoke replaces the data and drops user weights; a privileged view reads the synthetic x
+    return Case("recipe.strings", expect, recipe, smoke=smoke, note=f"{key} = {value[:60]!r}")
+
+
+_PATHLIKE = ["../../x", "../x", "@ROOT@/outside/abs", "a/b", "..", ".", "x" * 300, "sub\\dir", "nul\x00", ""]
+
+
+@st.composite
+def names_as_paths(draw: Callable) -> Case:
+    bad = draw(st.sampled_from(_PATHLIKE))
+    where = draw(st.sampled_from(["recipe", "recipe-no-out", "teachers", "assistant", "distill_from", "sweep.name",
+                                  "sweep.point", "override"]))
+    if where in ("recipe", "recipe-no-out"):
+        return Case("names.recipe", REFUSE, _set(BASE, "name", bad), give_out=where == "recipe", note=f"name={bad!r}")
+    if where == "teachers":
+        return Case("names.teacher", REFUSE, _set(_clean(TEACHERS), "teachers.0.name", bad), note=f"teachers[0].name={bad!r}")
+    if where == "assistant":
+        r = _set(_clean(TAKD), "teachers.1.name", bad)
+        return Case("names.teacher", REFUSE, r, note=f"assistant name={bad!r}")
+    if where == "distill_from":
+        r = _set(_set(_clean(TAKD), "teachers.0.name", bad), "teachers.1.distill_from", bad)
+        return Case("names.teacher", REFUSE, r, note=f"teacher and distill_from={bad!r}")
+    if where == "override":
+        return Case("names.override", REFUSE, BASE, overrides=(f"name={bad}",), note=f"override name={bad!r}")
+    sweep = {"name": "s", "grid": {"method.terms.1.temperature": [2]}, "seeds": [0], "metric": "acc"}
+    if where == "sweep.name":
+        sweep["name"] = bad
+    else:
+        sweep["grid"] = {"name": ["ok", bad]}
+    return Case("names.sweep", REFUSE, {**BASE, "sweep": sweep}, command="sweep", note=f"{where}={bad!r}")
+
+
+# ---------------------------------------------------------------------------------------------- YAML text
+def _bomb(levels: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\nname: bomb\ndata: {{name: synthetic}}\nstudent: {{model: cnn1d}}\nmethod: {{params: {{p: *a{levels - 1}}}}}\n"
+
+
+def _base_yaml() -> str:
+    import yaml
+
+    return yaml.safe_dump(BASE, sort_keys=False)
+
+
+_YAML_TEXT: list[tuple[str, Callable[[], Union[str, bytes]], str]] = [
+    ("billion laughs, 9 levels", lambda: _bomb(9), REFUSE),
+    ("alias bomb, 6 levels", lambda: _bomb(6), REFUSE),
+    ("duplicate key name", lambda: _base_yaml() + "name: again\n", REFUSE),
+    ("duplicate nested key", lambda: _base_yaml().replace("  epochs: 1\n", "  epochs: 1\n  epochs: 2\n", 1), REFUSE),
+    ("nested lists 5000 deep", lambda: _base_yaml() + "extra: " + "[" * 5000 + "]" * 5000 + "\n", REFUSE),
+    ("nested maps 3000 deep", lambda: _base_yaml() + "extra: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n", REFUSE),
+    ("python object tag", lambda: _base_yaml() + "evil: !!python/object/apply:os.system ['touch pwned']\n", REFUSE),
+    ("python name tag", lambda: _base_yaml().replace("name: fuzz", "name: !!python/name:os.system"), REFUSE),
+    ("unknown local tag", lambda: _base_yaml().replace("name: fuzz", "name: !secret fuzz"), REFUSE),
+    ("binary tag", lambda: _base_yaml().replace("name: fuzz", "name: !!binary aGVsbG8="), EITHER),
+    ("set tag", lambda: _base_yaml().replace("seeds:\n- 0", "seeds: !!set {0: null}"), REFUSE),
+    ("timestamp value", lambda: _base_yaml().replace("name: fuzz", "name: 2024-01-01"), REFUSE),
+    ("syntax error", lambda: _base_yaml() + "train: {epochs: [1,\n", REFUSE),
+    ("tab indentation", lambda: _base_yaml().replace("  epochs", "\tepochs", 1), REFUSE),
+    ("empty file", lambda: "", REFUSE),
+    ("only a comment", lambda: "# nothing\n", REFUSE),
+    ("top-level list", lambda: "- 1\n- 2\n", REFUSE),
+    ("top-level scalar", lambda: "hello\n", REFUSE),
+    ("latin-1 bytes", lambda: _base_yaml().encode() + b"note: caf\xe9\n", REFUSE),
+    ("NUL byte", lambda: _base_yaml() + "note: a\x00b\n", REFUSE),
+    ("UTF-8 BOM", lambda: "\ufeff" + _base_yaml(), EITHER),
+    ("5 MB of keys", lambda: _base_yaml() + "".join(f"k{i}: {i}\n" for i in range(400_000)), REFUSE),
+    ("10 MB string", lambda: _base_yaml().replace("name: fuzz", "name: " + "x" * 10_000_000), REFUSE),
+    ("merge key", lambda: _base_yaml() + "base: &b {epochs: 1}\n", REFUSE),
+    ("anchor reused for train", lambda: _base_yaml().replace("train:\n  epochs: 1\n  batch_size: 8\n", "train: &t {epochs: 1, batch_size: 8}\n", 1), EITHER),
+    ("null key", lambda: _base_yaml() + "null: 1\n", REFUSE),
+    ("integer key", lambda: _base_yaml() + "1: 1\n", REFUSE),
+    ("complex key", lambda: _base_yaml() + "? [a, b]\n: 1\n", REFUSE),
+    ("multiple documents", lambda: _base_yaml() + "---\nname: two\n", REFUSE),
+]
+
+
+@st.composite
+def yaml_text(draw: Callable) -> Case:
+    row = draw(st.integers(0, len(_YAML_TEXT) - 1))
+    note, _, expect = _YAML_TEXT[row]
+    return Case("yaml.text", expect, "", note=note, lazy=("yaml", row))
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+_OVERRIDES: list[tuple[tuple[str, ...], str]] = [
+    (("noequals",), REFUSE), (("=1",), REFUSE), (("train..lr=1",), REFUSE), (("train.epochs=[",), REFUSE),
+    (("method.terms.9.weight=1",), REFUSE), (("method.terms.-1.weight=1",), REFUSE), (("seeds.0.x=1",), REFUSE),
+    (("seeds.5=1",), REFUSE), (("train=5",), REFUSE), (("train.epochs.x=1",), REFUSE), (("student=",), REFUSE),
+    (("name=!!python/object/apply:os.system [touch pwned]",), REFUSE), (("train.lr=nan",), REFUSE),
+    (("train.lr=.inf",), REFUSE), (("seeds=[0, 0]",), REFUSE), (("seeds=[]",), REFUSE), (("train.epochs=1e400",), REFUSE),
+    (("name=" + "x" * 1_000_000,), REFUSE), (("method.params." + ".".join(["a"] * 2000) + "=1",), REFUSE),
+    (tuple(f"method.params.k{i}=1" for i in range(5000)), REFUSE), (("data.path=../../etc/passwd",), REFUSE),
+    (("data.path=@ROOT@/outside/sentinel.txt",), REFUSE), (("cache_dir=@ROOT@/box/SENTINEL.txt",), EITHER),
+    (("train.epochs=1", "train.epochs=2"), EITHER), (("train.epochs=01",), EITHER), (("engine.threads=1",), ACCEPT),
+    (("method.terms.1={loss: kd, weight: 0.5}",), ACCEPT), (("train.lr=0x10",), EITHER), (("train.lr=1_000",), EITHER),
+    (("method.terms=" + "[" * 3000 + "]" * 3000,), REFUSE), (("train.lr=*a",), REFUSE), (("train.lr=&a 1",), EITHER),
+    (("teacher.train.epochs=1", "teacher=null"), EITHER), ((" train.epochs = 1",), EITHER), (("TRAIN.EPOCHS=1",), REFUSE),
+    (("train.epochs=\x00",), REFUSE), (("data.params.n_subjects=4\n5",), REFUSE), (("method.terms.1.temperature=1e-320",), REFUSE),
+]
+
+
+@st.composite
+def overrides(draw: Callable) -> Case:
+    items, expect = draw(st.sampled_from(_OVERRIDES))
+    note = " ".join(i[:60] for i in items[:3]) + (f" (+{len(items) - 3})" if len(items) > 3 else "")
+    return Case("overrides", expect, BASE, overrides=items, note=note)
+
+
+# ---------------------------------------------------------------------------------------------- data files
+def _npz(**arrays: Any) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _good_arrays(n: int = 48, rng: Optional[np.random.Generator] = None) -> dict[str, np.ndarray]:
+    rng = rng or np.random.default_rng(0)
+    y = np.arange(n) % 4
+    x = rng.normal(size=(n, 3, 32)).astype(np.float32)
+    x[np.arange(n), y % 3, :] += 1.0 + y[:, None]
+    return {"x": x, "y": y.astype(np.int64), "group": np.repeat(np.arange(6), n // 6)}
+
+
+def _with(**change: Any) -> Callable[[], bytes]:
+    def make() -> bytes:
+        a = _good_arrays()
+        for k, v in change.items():
+            if v is None:
+                a.pop(k)
+            else:
+                a[k] = v(a) if callable(v) else v
+        return _npz(**a)
+    return make
+
+
+def _poke(value: float) -> Callable[[dict], np.ndarray]:
+    def f(a: dict) -> np.ndarray:
+        x = a["x"].copy()
+        x[3, 1, 7] = value
+        return x
+    return f
+
+
+_NPZ: list[tuple[str, Callable[[], bytes], str]] = [
+    ("valid npz", _with(), ACCEPT),
+    ("x has a NaN", _with(x=_poke(np.nan)), REFUSE),
+    ("x has an inf", _with(x=_poke(np.inf)), REFUSE),
+    ("x has 1e30", _with(x=_poke(1e30)), REFUSE),
+    ("x all 1e30 scale", _with(x=lambda a: a["x"].astype(np.float64) * 1e30), REFUSE),
+    ("one class only", _with(y=lambda a: np.zeros_like(a["y"])), REFUSE),
+    ("float labels 0.0..3.0", _with(y=lambda a: a["y"].astype(np.float32)), REFUSE),
+    ("one-hot labels", _with(y=lambda a: np.eye(4, dtype=np.int64)[a["y"]]), REFUSE),
+    ("one-hot float labels", _with(y=lambda a: np.eye(4, dtype=np.float32)[a["y"]]), REFUSE),
+    ("channels-last x (n, 32, 3)", _with(x=lambda a: np.ascontiguousarray(a["x"].transpose(0, 2, 1))), REFUSE),
+    ("y one row short", _with(y=lambda a: a["y"][:-1]), REFUSE),
+    ("group one row short", _with(group=lambda a: a["group"][:-1]), REFUSE),
+    ("empty x and y", _with(x=np.zeros((0, 3, 32), np.float32), y=np.zeros(0, np.int64), group=None), REFUSE),
+    ("x 2-d", _with(x=lambda a: a["x"][:, 0, :]), REFUSE),
+    ("x 5-d", _with(x=lambda a: a["x"][:, :, :, None, None]), REFUSE),
+    ("x strings", _with(x=lambda a: a["x"].astype(str)), REFUSE),
+    ("y missing", _with(y=None), REFUSE),
+    ("labels -1..2", _with(y=lambda a: a["y"] - 1), EITHER),
+    ("labels 0 and 10**9", _with(y=lambda a: np.where(a["y"] % 2 == 0, 0, 10**9)), EITHER),
+    ("string labels", _with(y=lambda a: np.array(["walk", "run", "sit", "lie"])[a["y"]]), ACCEPT),
+    ("bool labels", _with(y=lambda a: a["y"] % 2 == 0), EITHER),
+    ("x int16", _with(x=lambda a: (a["x"] * 100).astype(np.int16)), EITHER),
+    ("x float16", _with(x=lambda a: a["x"].astype(np.float16)), EITHER),
+    ("x constant", _with(x=lambda a: np.ones_like(a["x"])), EITHER),
+    ("three samples", _with(x=lambda a: a["x"][:3], y=lambda a: a["y"][:3], group=None), REFUSE),
+    ("test_x without test_y", _with(test_x=lambda a: a["x"][:8]), REFUSE),
+    ("test_x other shape", _with(test_x=lambda a: a["x"][:8, :2], test_y=lambda a: a["y"][:8]), REFUSE),
+    ("test_y has a class unseen in y", _with(test_x=lambda a: a["x"][:8], test_y=np.full(8, 7)), REFUSE),
+    ("view with other rows", _with(pi=lambda a: a["x"][:5]), REFUSE),
+    ("task array bogus", _with(task=np.array("classify")), REFUSE),
+    ("length 1", _with(x=lambda a: a["x"][:, :, :1]), REFUSE),
+    ("object array (pickle)", lambda: _pickled_npz(), REFUSE),
+    (".npy renamed .npz", lambda: _npy(_good_arrays()["x"]), REFUSE),
+    ("text renamed .npz", lambda: b"x,y\n1,2\n", REFUSE),
+    ("random bytes", lambda: np.random.default_rng(1).bytes(4096), REFUSE),
+    ("truncated npz", lambda: _with()()[:700], REFUSE),
+    ("zero bytes", lambda: b"", REFUSE),
+    ("npy header claims 10**12 rows", lambda: _huge_header_npz(), REFUSE),
+]
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _pickled_npz() -> bytes:
+    a = _good_arrays()
+    buf = io.BytesIO()
+    np.savez(buf, x=a["x"], y=np.array([{"label": int(v)} for v in a["y"]], dtype=object))
+    return buf.getvalue()
+
+
+def _huge_header_npz() -> bytes:
+    import zipfile
+
+    header = _npy(np.zeros((2, 3, 32), np.float32)).replace(b"(2, 3, 32)", b"(1000000000000, 3, 32)")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("x.npy", header)
+        z.writestr("y.npy", _npy(np.arange(2)))
+    return buf.getvalue()
+
+
+@st.composite
+def npz_files(draw: Callable) -> Case:
+    row = draw(st.integers(0, len(_NPZ) - 1))
+    note, _, expect = _NPZ[row]
+    return Case("data.npz", expect, {**BASE, "data": FILE_DATA}, note=note, lazy=("npz", row))
+
+
+def _csv(rows: int = 6 * 8 * 32, drop: str = "", rename: Optional[dict] = None, extra: Optional[dict] = None,
+         poke: Optional[tuple[str, Any]] = None, classes: int = 4) -> bytes:
+    """A long-format CSV: 6 subjects x 8 windows x 32 rows, columns group, window, y, c0..c2 (+ extra columns)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    win = np.arange(rows) // 32
+    y = win % classes
+    df = pd.DataFrame({"group": win // 8, "window": win, "y": y,
+                       **{f"c{i}": rng.normal(size=rows) + (y == i) for i in range(3)}})
+    for k, v in (extra or {}).items():
+        df[k] = v(rows) if callable(v) else v
+    if poke is not None:
+        df[poke[0]] = df[poke[0]].astype(object)
+        df.loc[40, poke[0]] = poke[1]
+    if drop:
+        df = df.drop(columns=[drop])
+    df = df.rename(columns=rename or {})
+    return df.to_csv(index=False).encode()
+
+
+_CSV: list[tuple[str, Callable[[], bytes], Optional[dict], str]] = [
+    ("valid csv, legacy column names (y, group, window)", lambda: _csv(), {}, ACCEPT),
+    ("valid csv", lambda: _csv(), None, ACCEPT),
+    ("label column missing", lambda: _csv(drop="y"), None, REFUSE),
+    ("a channel named x (no data.columns)", lambda: _csv(rename={"c0": "x"}), {}, REFUSE),
+    ("a channel named test_y (no data.columns)", lambda: _csv(rename={"c1": "test_y"}), {}, REFUSE),
+    ("unix timestamps column (no data.columns)", lambda: _csv(extra={"timestamp": lambda n: 1.7e9 + np.arange(n) * 0.02}),
+     {}, REFUSE),
+    ("ISO timestamps column (no data.columns)", lambda: _csv(extra={"time": lambda n: pd_dates(n)}), {}, REFUSE),
+    ("unix timestamps column, channels not listed", lambda: _csv(extra={"timestamp": lambda n: 1.7e9 + np.arange(n)}),
+     None, REFUSE),
+    ("timestamps named by data.columns.time", lambda: _csv(extra={"t": lambda n: 1.7e9 + np.arange(n) * 0.02}),
+     {"time": "t"}, ACCEPT),
+    ("own column names via data.columns", lambda: _csv(rename={"y": "activity", "group": "subject", "window": "w"}),
+     {"label": "activity", "group": "subject", "window": "w", "channels": ["c0", "c1", "c2"]}, ACCEPT),
+    ("data.columns names a missing column", lambda: _csv(), {"label": "nope"}, REFUSE),
+    ("data.columns channel missing", lambda: _csv(), {"channels": ["c0", "zz"]}, REFUSE),
+    ("data.columns label also a channel", lambda: _csv(), {"channels": ["c0", "y"]}, REFUSE),
+    ("non-numeric channel", lambda: _csv(extra={"note": "abc"}), None, REFUSE),
+    ("a word in a channel", lambda: _csv(poke=("c1", "oops")), None, REFUSE),
+    ("NaN in a channel", lambda: _csv(poke=("c1", float("nan"))), None, REFUSE),
+    ("inf in a channel", lambda: _csv(poke=("c2", "inf")), None, REFUSE),
+    ("1e30 in a channel", lambda: _csv(poke=("c0", 1e30)), None, REFUSE),
+    ("missing label", lambda: _csv(poke=("y", None)), None, REFUSE),
+    ("one class", lambda: _csv(classes=1), None, REFUSE),
+    ("float labels", lambda: _csv(rename={}, extra={"y": lambda n: ((np.arange(n) // 32) % 4).astype(float) + 0.5}), None, REFUSE),
+    ("windows of unequal length", lambda: _csv(rows=6 * 8 * 32 - 5), None, REFUSE),
+    ("header only", lambda: b"group,window,y,c0\n", None, REFUSE),
+    ("empty file", lambda: b"", None, REFUSE),
+    ("semicolon separated", lambda: _csv().replace(b",", b";"), None, REFUSE),
+    ("binary garbage", lambda: np.random.default_rng(2).bytes(3000), None, REFUSE),
+    ("latin-1 header", lambda: _csv().replace(b"c0", b"\xe9c0", 1), None, EITHER),
+    ("duplicate column names", lambda: _csv().replace(b"c1", b"c0", 1), None, REFUSE),
+]
+
+
+def pd_dates(n: int) -> np.ndarray:
+    return np.datetime_as_string(np.datetime64("2024-01-01T00:00:00") + np.arange(n) * np.timedelta64(20, "ms"))
+
+
+@st.composite
+def csv_files(draw: Callable) -> Case:
+    row = draw(st.integers(0, len(_CSV) - 1))
+    note, _, columns, expect = _CSV[row]
+    # Explicit roles (data.columns) unless the row tests the legacy names ({}): y, group, window by name.
+    roles = None if columns == {} else {"label": "y", "group": "group", "window": "window", **(columns or {})}
+    data = {**CSV_DATA, **({"columns": roles} if roles else {})}
+    return Case("data.csv", expect, {**BASE, "data": data}, note=note, lazy=("csv", row))
+
+
+# ---------------------------------------------------------------------------------------------- user checkpoints
+class _Pwn:
+    """Unpickling this makes a folder in the working directory: the proof that a pickle ran code."""
+
+    def __reduce__(self) -> tuple:
+        import os
+
+        return (os.mkdir, ("PWNED_BY_PICKLE",))
+
+
+def _torch_bytes(kind: str) -> bytes:
+    import torch  # only the checkpoint cases need torch to build their bytes
+
+    buf = io.BytesIO()
+    if kind == "state":
+        torch.save({"w": torch.zeros(3)}, buf)
+    elif kind == "object":
+        torch.save({"model": _Pwn()}, buf)
+    return buf.getvalue()
+
+
+_CKPT: list[tuple[str, Callable[[], bytes], str]] = [
+    ("random bytes", lambda: np.random.default_rng(3).bytes(2048), REFUSE),
+    ("zero bytes", lambda: b"", REFUSE),
+    ("raw pickle that runs code", lambda: pickle.dumps({"w": _Pwn()}), REFUSE),
+    ("torch zip with a code-running object", lambda: _torch_bytes("object"), REFUSE),
+    ("state dict of the wrong shapes", lambda: _torch_bytes("state"), REFUSE),
+    ("truncated torch file", lambda: _torch_bytes("state")[:300], REFUSE),
+    ("a text file", lambda: b"weights\n", REFUSE),
+    ("an npz file", lambda: _npz(**_good_arrays()), REFUSE),
+]
+
+
+@st.composite
+def checkpoints(draw: Callable) -> Case:
+    row = draw(st.integers(0, len(_CKPT) - 1))
+    note, _, expect = _CKPT[row]
+    who = draw(st.sampled_from(["student", "teacher"]))
+    return Case("checkpoint", expect, _set(BASE, f"{who}.checkpoint", "weights.pt"), note=f"{who}.checkpoint: {note}",
+                lazy=("ckpt", row))
+
+
+@st.composite
+def valid(draw: Callable) -> Case:
+    """Ordinary recipes that must run: the harness must not call every run a failure, nor every failure a refusal."""
+    base = draw(st.sampled_from([BASE, _clean(TEACHERS), _clean(TAKD), _clean(BORN)]))
+    r = copy.deepcopy(base)
+    r["train"] = {**TINY_TRAIN, "lr": draw(st.sampled_from([1e-4, 3e-3, 0.1])),
+                  "batch_size": draw(st.sampled_from([4, 8, 16]))}
+    if "teacher" in r:
+        r["method"]["terms"][1]["temperature"] = draw(st.sampled_from([1, 2.5, 8]))
+    r["name"] = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True).filter(lambda s: ".." not in s))
+    return Case("valid", ACCEPT, r, note=f"{r['method']['name']} lr={r['train']['lr']}")
+
+
+_TABLES: dict[str, list] = {"yaml": _YAML_TEXT, "npz": _NPZ, "csv": _CSV, "ckpt": _CKPT}
+
+# Every family with its weight in a draw (cheap recipe-level families are drawn more often). Hypothesis favours the
+# first branches of a choice, so the costly "valid" family (it trains) comes last.
+FAMILIES: dict[str, tuple[Callable[[], st.SearchStrategy], int]] = {
+    "numbers": (numbers, 5), "drop_or_rename": (drop_or_rename, 3), "wrong_type": (wrong_type, 3),
+    "strings": (absurd_strings, 3), "names": (names_as_paths, 4), "yaml": (yaml_text, 2), "overrides": (overrides, 3),
+    "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "valid": (valid, 2),
+}
+# What test_fuzz runs inside `make test`: refused at recipe-reading or data-loading time, nothing trains.
+CHEAP = ("drop_or_rename", "wrong_type", "numbers", "strings", "names", "yaml", "overrides", "npz", "checkpoint")
+
+
+@st.composite
+def any_case(draw: Callable, families: tuple[str, ...] = tuple(FAMILIES)) -> Case:
+    pool = [f for f in families for _ in range(FAMILIES[f][1])]
+    return draw(FAMILIES[pool[draw(st.integers(0, len(pool) - 1))]][0]())
+
+
+def draw_cases(n: int, seed: int, families: tuple[str, ...] = tuple(FAMILIES)) -> list[Case]:
+    """``n`` cases drawn by Hypothesis from ``seed`` (the same list for the same seed and code): the generate phase
+    of a @given function whose body only collects, so no case runs while drawing."""
+    out: list[Case] = []
+
+    @hyp_seed(seed)
+    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate], derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(any_case(families))
+    def collect(case: Case) -> None:
+        out.append(case)
+
+    collect()
+    return out[:n]
