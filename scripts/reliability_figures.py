@@ -208,6 +208,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     results = run_cases(a.cases, a.seed, families, a.limit_s, a.memory_gb, a.log, a.workdir)
     faults = run_faults() if a.faults else {}
     command = f"python scripts/reliability_figures.py --cases {a.cases} --seed {a.seed}" + (" --faults" if a.faults else "")
+    if a.faults and a.cases == 1000 and a.seed == 16:
+        command = "make reliability"
     fig = figures(results)
     print("\nPer category:\n" + per_category(results))
     sigs = collections.OrderedDict()
