@@ -169,3 +169,23 @@ def test_hostile_grid_values_stay_inside_the_trials_folder(value, tmp_path):
     pid = point_id({"teacher.model": value})
     target = inside(tmp_path / "trials", pid, what="sweep point")
     assert target.parent == tmp_path / "trials" and not pid.startswith(("-", "."))
+
+
+def test_a_read_only_sweep_folder_is_exit_4_and_nothing_is_written(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    path, ro = _recipe(tmp_path), tmp_path / "ro"
+    ro.mkdir()
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *a, **k):  # folders under ro/ behave as on a read-only file system
+        if Path(self).resolve().is_relative_to(ro.resolve()) and not self.exists():
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    result = _sweep(path, "--smoke", "--out", ro / "sw")
+    assert result.exit_code == 4, result.output
+    assert "read-only" in result.output and str(ro / "sw") in result.output and "Traceback" not in result.output
+    assert list(ro.iterdir()) == []
