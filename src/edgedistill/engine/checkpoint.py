@@ -92,7 +92,11 @@ def load(path: Path, data: bytes | None = None, hint: str = RESAVE) -> dict[str,
     ``hint`` is what the error tells the user to do (for the toolkit's own files: how to retrain; "" for nothing)."""
     path = Path(path)
     if data is None:
-        if not path.is_file():
+        try:
+            exists = path.is_file()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte: the path itself cannot be a file
+            raise UserInputError(f"checkpoint {str(path)[:200]!r} is not a usable path ({exc})") from None
+        if not exists:
             raise UserInputError(f"checkpoint '{path}' does not exist")
         if path.stat().st_size == 0:
             raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file{_tail(hint)}")
