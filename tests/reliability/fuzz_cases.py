@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Union
 
@@ -61,6 +62,7 @@ class Case:
     note: str = ""  # what was done, for the findings
     command: str = "run"  # or "sweep"
     give_out: bool = True  # pass --out (else the run directory is runs/<name>-<time> in the working folder)
+    out: str = "out"  # the --out given (relative to the working folder; @ROOT@ allowed)
     smoke: bool = False
     # (table, row) of a recipe text or file maker, built by ``materialize`` when the case runs: drawing stays fast
     # and a case pickles (the figures script sends cases to a worker process).
@@ -184,6 +186,7 @@ def numbers(draw: Callable) -> Case:
                 note=f"{key} = {value!r}{' (--smoke)' if smoke else ''}")
 
 
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ABSURD = ["../../x", "@ROOT@/outside/x", "/", ".", "a/b", "x" * 10_000, "é漢字\u202e", "nul\x00byte", "line\nbreak",
            "~", "$HOME", "con", "-rf", " ", "..\\..\\x"]
 _STRING_KEYS = [("name", REFUSE), ("method.name", REFUSE), ("student.model", REFUSE), ("data.name", REFUSE),
@@ -197,6 +200,11 @@ def absurd_strings(draw: Callable) -> Case:
     key, expect = draw(st.sampled_from(_STRING_KEYS))
     value = draw(st.sampled_from(_ABSURD) | st.text(min_size=1, max_size=40))
     recipe = _set(BASE, key, value)
+    if value not in _ABSURD:  # random text may happen to be valid: a safe name, a choice, a short registry name
+        if key == "name":
+            expect = REFUSE if not _SAFE.fullmatch(value) or ".." in value else ACCEPT
+        elif value in ("adamw", "adam", "sgd", "per_channel", "global", "none", "x") or len(value) <= 3:
+            expect = EITHER
     if key == "data.path":
         recipe["data"].pop("name", None)
         recipe["data"].pop("params", None)
@@ -227,11 +235,28 @@ def names_as_paths(draw: Callable) -> Case:
     if where == "override":
         return Case("names.override", REFUSE, BASE, overrides=(f"name={bad}",), note=f"override name={bad!r}")
     sweep = {"name": "s", "grid": {"method.terms.1.temperature": [2]}, "seeds": [0], "metric": "acc"}
+    expect = REFUSE
     if where == "sweep.name":
         sweep["name"] = bad
+        # With --out the sweep's name is a label (the study's name), not a folder: only a path-like one is owed a refusal.
+        expect = EITHER if bad == "x" * 300 else REFUSE
     else:
         sweep["grid"] = {"name": ["ok", bad]}
-    return Case("names.sweep", REFUSE, {**BASE, "sweep": sweep}, command="sweep", note=f"{where}={bad!r}")
+    return Case("names.sweep", expect, {**BASE, "sweep": sweep}, command="sweep", note=f"{where}={bad!r}")
+
+
+# --out aimed at what is not a fresh folder: an existing file, a folder with the user's files, an impossible name
+_OUTS: list[tuple[str, str]] = [
+    ("SENTINEL.txt", REFUSE), (".", REFUSE), ("..", REFUSE), ("@ROOT@/outside", REFUSE), ("@ROOT@/home", REFUSE),
+    ("recipe.yaml", REFUSE), ("x" * 300, REFUSE), ("SENTINEL.txt/run", REFUSE), ("a\x00b", REFUSE),
+    ("deep/" * 40 + "run", ACCEPT), ("@ROOT@/outside/new-run", ACCEPT), ("-", EITHER), ("~", EITHER),
+]
+
+
+@st.composite
+def outs(draw: Callable) -> Case:
+    out, expect = draw(st.sampled_from(_OUTS))
+    return Case("out", expect, BASE, out=out, note=f"--out {out[:60]!r}")
 
 
 # ---------------------------------------------------------------------------------------------- YAML text
@@ -554,10 +579,11 @@ _TABLES: dict[str, list] = {"yaml": _YAML_TEXT, "npz": _NPZ, "csv": _CSV, "ckpt"
 FAMILIES: dict[str, tuple[Callable[[], st.SearchStrategy], int]] = {
     "numbers": (numbers, 5), "drop_or_rename": (drop_or_rename, 3), "wrong_type": (wrong_type, 3),
     "strings": (absurd_strings, 3), "names": (names_as_paths, 4), "yaml": (yaml_text, 2), "overrides": (overrides, 3),
-    "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "valid": (valid, 2),
+    "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "out": (outs, 1),
+    "valid": (valid, 2),
 }
 # What test_fuzz runs inside `make test`: refused at recipe-reading or data-loading time, nothing trains.
-CHEAP = ("drop_or_rename", "wrong_type", "numbers", "strings", "names", "yaml", "overrides", "npz", "checkpoint")
+CHEAP = ("drop_or_rename", "wrong_type", "numbers", "strings", "names", "yaml", "overrides", "npz", "checkpoint", "out")
 
 
 @st.composite

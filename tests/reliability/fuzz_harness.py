@@ -83,7 +83,7 @@ def prepare(case: Case, base: Path, index: int) -> tuple[Path, list[str]]:
         (box / name).write_bytes(data)
     args = [case.command, "recipe.yaml", *(o.replace("@ROOT@", str(root)) for o in case.overrides)]
     if case.give_out:
-        args += ["--out", "out"]
+        args += ["--out", case.out.replace("@ROOT@", str(root))]
     if case.smoke:
         args.append("--smoke")
     return root, args + ["--no-progress"]
@@ -99,8 +99,16 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
     base = Path(base).resolve()
     root, args = prepare(case, base, index)
     box = root / "box"
-    allowed = [box / "out", box / "runs"] if case.command == "run" else [box / "out", box / "sweeps"]
+    allowed = [box / "runs"] if case.command == "run" else [box / "sweeps"]
+    out = Path(os.path.normpath(box / case.out.replace("@ROOT@", str(root))))
+    if "\x00" not in case.out and not _exists(out):
+        while not _exists(out.parent):  # --out a/b/c: the run creates a/ too
+            out = out.parent
+        allowed.append(out)  # a fresh run directory; an existing file or folder is the user's, not the run's
+    run_dirs = list(allowed)
     allowed += _cache_dirs(case, root, box)
+    # Third-party caches in $HOME (matplotlib's font list, made by the sweep heatmap): not the toolkit's writes.
+    allowed += [root / "home" / ".cache" / "matplotlib", root / "home" / ".config" / "matplotlib"]
     before = _snapshot(root, allowed)
     base_before = set(os.listdir(base))
     cwd, env = os.getcwd(), {k: os.environ.get(k) for k in ("HOME", "EDGEDISTILL_CACHE")}
@@ -141,7 +149,7 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
             result["outcome"] = "accepted"
         else:
             one_line = len(lines) == 1 and lines[0].startswith("error:")
-            wrote = code in (2, 4) and ((box / "out").exists() or (box / "runs").exists() or (box / "sweeps").exists())
+            wrote = code in (2, 4) and any(_exists(p) for p in run_dirs)
             result["outcome"] = "clean" if one_line and not wrote else "untidy"
             if not one_line:
                 result["message"] = " | ".join(lines)[:300]
@@ -168,6 +176,13 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
     if not keep:
         shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):  # a name too long, a NUL: nothing can be there
+        return False
 
 
 def _cache_dirs(case: Case, root: Path, box: Path) -> list[Path]:
