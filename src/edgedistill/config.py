@@ -10,12 +10,29 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from edgedistill.errors import UserInputError
+from edgedistill.params import check_free_values, short_repr as _short
 from edgedistill.yaml_io import apply_overrides, read_yaml
+
+# Bounds every recipe number is checked against (docs/reliability.md says why each): a value outside is a typo or an
+# attack, refused with its key before anything is read or written.
+#: Seeds are numpy's range: ``np.random.seed`` takes [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+#: Epochs of one training stage: a typo (1e9) would otherwise look like a hang.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 100_000
+#: Learning rates above 10 diverge with every optimizer here; the largest recipe value is 0.1.
+MAX_LR = 10.0
+#: A loss weight beyond this is a typo (attention transfer's 1000 is the largest in the literature).
+MAX_WEIGHT = 1e6
+MAX_THREADS = 256
+#: Runs and terms in one recipe: each seed and teacher is a full training run.
+MAX_RUNS = 1_000
+MAX_TERMS = 64
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -30,8 +47,25 @@ def safe_name(value: str) -> str:
     return value
 
 
+def _check_free(values: dict[str, Any]) -> dict[str, Any]:
+    check_free_values(values)
+    return values
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are refused in every float field: a NaN learning rate or weight trains to meaningless numbers.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class _Open(BaseModel):
+    """A section whose extra keys are another callable's keywords (a model's knobs, a loss's hyperparameters)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _finite_extras(self) -> "_Open":
+        check_free_values(dict(self.model_extra or {}))
+        return self
 
 
 class SplitConfig(_Strict):
@@ -40,12 +74,19 @@ class SplitConfig(_Strict):
     # Fraction held out for test when the dataset has no official test split (or `official_test` is off).
     test: float = Field(0.2, gt=0.0, lt=1.0)
     official_test: bool = True
-    seed: int = 0  # the split is fixed across training seeds so every seed sees the same test set
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # fixed across training seeds so every seed sees the same test set
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> "SplitConfig":
+        if self.val + self.test >= 1.0:
+            raise ValueError(f"val + test is {self.val + self.test:g}: the two must sum to less than 1 to leave "
+                             "rows to train on")
+        return self
 
 
 class WindowConfig(_Strict):
-    length: int = Field(gt=1)
-    stride: Optional[int] = Field(None, gt=0)
+    length: int = Field(gt=1, le=1_000_000)  # samples per window; the data's length is checked when it is read
+    stride: Optional[int] = Field(None, gt=0, le=1_000_000)
 
 
 class TopologyConfig(_Strict):
@@ -53,19 +94,21 @@ class TopologyConfig(_Strict):
     Defaults are the spec's PAMAP2 settings (asu-group.md 6.1): 64x64 pixels, spread 0.015, range [-1, 1]."""
 
     resolution: int = Field(64, ge=2, le=256)
-    spread: float = Field(0.015, gt=0)
-    min_bd: float = -1.0
-    max_bd: float = Field(1.0, gt=0)
-    threshold: float = Field(0.01, ge=0)  # pairs with lifetime <= threshold are dropped
+    spread: float = Field(0.015, gt=0, le=100)
+    min_bd: float = Field(-1.0, ge=-1e6)
+    max_bd: float = Field(1.0, gt=0, le=1e6)
+    threshold: float = Field(0.01, ge=0, le=1e6)  # pairs with lifetime <= threshold are dropped
     rips: bool = False  # also the H1 PI of each channel's delay embedding (Vietoris-Rips): 2C channels
-    embed_dim: int = Field(3, ge=2)
-    delay: int = Field(1, ge=1)
+    embed_dim: int = Field(3, ge=2, le=64)
+    delay: int = Field(1, ge=1, le=100_000)
     source: Literal["exact", "pinet"] = "exact"  # exact: gudhi; pinet: a trained PI-Net (`edgedistill topo pinet`)
     pinet: Optional[Path] = None  # the PI-Net checkpoint for source: pinet
-    workers: Optional[int] = Field(None, ge=1)  # processes computing PIs (default min(4, CPUs))
+    workers: Optional[int] = Field(None, ge=1, le=MAX_THREADS)  # processes computing PIs (default min(4, CPUs))
 
     @model_validator(mode="after")
     def _pinet_path(self) -> "TopologyConfig":
+        if self.min_bd >= self.max_bd:
+            raise ValueError(f"data.topology: min_bd ({self.min_bd:g}) must be below max_bd ({self.max_bd:g})")
         if (self.source == "pinet") != (self.pinet is not None):
             raise ValueError("data.topology.pinet: give a PI-Net checkpoint exactly when source is 'pinet'")
         return self
@@ -91,12 +134,13 @@ class DataConfig(_Strict):
     # silently; the loader says what it inferred. Left out of dumps when unset.
     task: Optional[Literal["classification", "regression"]] = Field(None, exclude_if=lambda v: v is None)
     params: dict[str, Any] = Field(default_factory=dict)
+    _params_finite = field_validator("params")(_check_free)
     split: SplitConfig = Field(default_factory=SplitConfig)
     normalize: Literal["per_channel", "global", "none"] = "per_channel"
     window: Optional[WindowConfig] = None
     # Named channel subsets of the input, for cross-view distillation: ``{x: [0, 1, 2], full: [0, 1, 2, 3, 4, 5]}``
     # gives the student ("x") three channels and a teacher (``view: full``) all six.
-    views: dict[str, list[int]] = Field(default_factory=dict)
+    views: dict[str, list[Annotated[int, Field(ge=0, le=1_000_000)]]] = Field(default_factory=dict)
     # Regression targets are standardised on the training split; metrics are reported in original units.
     normalize_target: bool = True
     # Persistence images of the (windowed) input as the view "pi", for topological teachers (docs/topology.md).
@@ -111,30 +155,38 @@ class DataConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
+    lr: float = Field(3e-3, gt=0, le=MAX_LR)
+    weight_decay: float = Field(1e-2, ge=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["cosine", "constant", "step"] = "cosine"
-    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # fractions of `epochs` (step schedule)
-    gamma: float = Field(0.1, gt=0)
-    grad_clip: Optional[float] = Field(None, gt=0)
+    # Fractions of `epochs` (step schedule), each in (0, 1), increasing.
+    milestones: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.5, 0.75], max_length=100)
+    gamma: float = Field(0.1, gt=0, le=10)
+    grad_clip: Optional[float] = Field(None, gt=0, le=1e6)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"milestones must increase strictly, got {v}")
+        return v
 
 
-class TermConfig(BaseModel):
+class TermConfig(_Open):
     """One weighted loss term; every key besides ``loss``, ``weight`` and the schedule keys is a keyword of that loss.
 
     Schedule (per epoch, 0-based ``e``): the term is off (0) before ``start_epoch``; with ``warmup_epochs`` w > 0 its
     weight grows to full over w epochs, by the factor r = min(1, (e - start_epoch + 1) / w) (``ramp: linear``, as
     DKD's warm-up ``min(epoch / warmup, 1)`` with 1-based epochs) or (1 - cos(pi r)) / 2 (``ramp: cosine``)."""
 
-    model_config = ConfigDict(extra="allow")
-    loss: str
-    weight: float = 1.0
-    start_epoch: int = Field(0, ge=0)
-    warmup_epochs: int = Field(0, ge=0)
+    loss: str = Field(max_length=100)
+    # >= 0: a negative weight would maximise its loss, and no registered loss is meant to be maximised.
+    weight: float = Field(1.0, ge=0, le=MAX_WEIGHT)
+    start_epoch: int = Field(0, ge=0, le=MAX_EPOCHS)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     ramp: Literal["linear", "cosine"] = "linear"
 
     def factor(self, epoch: int) -> float:
@@ -167,11 +219,10 @@ class TermConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(_Open):
     """``model`` names a zoo entry; every other key is a keyword argument of that model's factory."""
 
-    model_config = ConfigDict(extra="allow")
-    model: str
+    model: str = Field(max_length=100)
     checkpoint: Optional[Path] = None  # start from these weights (state_dict file, loaded weights-only)
 
     @property
@@ -181,7 +232,7 @@ class ModelConfig(BaseModel):
 
 class TeacherConfig(ModelConfig):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=100))
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     view: str = "x"  # the batch view the teacher reads (a privileged view for cross-modal teachers)
     # In a ``teachers`` list: the name methods and reports use (default teacher1, teacher2, ...).
     name: Optional[str] = None
@@ -189,7 +240,7 @@ class TeacherConfig(ModelConfig):
     train_subset: Optional[float] = Field(None, gt=0, le=1)
     # Distil this network from an earlier teacher of the list with ``terms`` (teacher-assistant chains).
     distill_from: Optional[str] = None
-    terms: list[TermConfig] = Field(default_factory=list)
+    terms: list[TermConfig] = Field(default_factory=list, max_length=MAX_TERMS)
 
     @field_validator("name")
     @classmethod
@@ -198,16 +249,17 @@ class TeacherConfig(ModelConfig):
 
 
 class MethodConfig(_Strict):
-    name: str = "offline"
-    terms: list[TermConfig] = Field(default_factory=list)
+    name: str = Field("offline", max_length=100)
+    terms: list[TermConfig] = Field(default_factory=list, max_length=MAX_TERMS)
     params: dict[str, Any] = Field(default_factory=dict)
+    _params_finite = field_validator("params")(_check_free)
 
 
 class EngineConfig(_Strict):
     accelerator: Literal["cpu", "cuda", "auto"] = "cpu"
     devices: int = Field(1, ge=1)
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
-    threads: Optional[int] = Field(None, ge=1)
+    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)
     progress: bool = True
     deterministic: bool = True
 
@@ -221,11 +273,10 @@ class EngineConfig(_Strict):
         return v
 
 
-class AugmentStep(BaseModel):
+class AugmentStep(_Open):
     """One augmentation: ``name`` (``edgedistill list augmentations``); every other key is its parameter."""
 
-    model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(max_length=100)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -241,12 +292,12 @@ def _steps(value: Any) -> Any:
 
 class AugmentConfig(_Strict):
     # Sample-level augmentations applied in order to the student's input, a fresh draw every step.
-    student: list[AugmentStep] = Field(default_factory=list)
+    student: list[AugmentStep] = Field(default_factory=list, max_length=MAX_TERMS)
     # What a teacher reading the student's view sees: the same augmented input (MIX-KD, the usual KD
     # choice: its soft targets describe what the student saw), the clean input (then its outputs are
     # cached), or its own separate augmentation (``teacher``).
     teacher_sees: Literal["same", "clean", "separate"] = "same"
-    teacher: list[AugmentStep] = Field(default_factory=list)
+    teacher: list[AugmentStep] = Field(default_factory=list, max_length=MAX_TERMS)
     # One batch-level mixing augmentation (mixup, partial_mixup, cutmix) after the sample-level ones.
     mix: Optional[AugmentStep] = None
 
@@ -288,11 +339,11 @@ class Recipe(_Strict):
     student: ModelConfig
     teacher: Optional[TeacherConfig] = None
     # Several teachers (multi-teacher regimes, assistant chains, cross-view teachers), in training order.
-    teachers: list[TeacherConfig] = Field(default_factory=list)
+    teachers: list[TeacherConfig] = Field(default_factory=list, max_length=MAX_TERMS)
     method: MethodConfig = Field(default_factory=MethodConfig)
     augment: Optional[AugmentConfig] = None
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], max_length=MAX_RUNS)
     # Also train the student alone (same budget) so the report can say whether distillation helped.
     baseline: bool = True
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -375,16 +426,24 @@ def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------------
 def _format_validation_error(err: ValidationError, source: str) -> str:
+    """``source: teachers.1.terms.0.weight: Input should be greater than or equal to 0 (got -1.0)`` for the first
+    three errors: the exact dotted key, the bound it breaks and the value given (its repr cut to 60 characters)."""
     parts = []
-    for e in err.errors()[:5]:
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+    errors = err.errors()
+    for e in errors[:3]:
+        key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")  # our validators' messages read as they are written
+        if msg.startswith("@"):  # check_free_values names the sub-key: "@temperature: why"
+            sub, _, msg = msg[1:].partition(": ")
+            key = f"{key}.{sub}" if key else sub
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["type"] == "finite_number":
+            msg = "expected a finite number (not nan or inf)"
         got = e.get("input")
-        got_s = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        parts.append(f"{key}: {msg}{got_s}")
-    more = f" (+{len(err.errors()) - 5} more)" if len(err.errors()) > 5 else ""
+        got_s = "" if isinstance(got, (dict, list)) or got is None or e["type"] == "value_error" else f" (got {_short(got)})"
+        parts.append(f"{key or '<root>'}: {msg}{got_s}")
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return f"{source}: " + "; ".join(parts) + more
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from types import UnionType
 from typing import (Annotated, Any, Callable, ClassVar, Literal, Optional, TypeVar, Union, get_args, get_origin,
                     get_type_hints)
@@ -118,6 +119,47 @@ def type_name(ann: Any) -> str:
     return ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
 
 
+#: Any number a model, loss, augmentation, method or dataset takes as a free keyword: beyond this it is a typo
+#: (and an int beyond 2**63 crashes torch).
+MAX_KNOB = 1e12
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages quote user input, never all of it)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits has no repr
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_free_values(values: dict[str, Any], depth: int = 0) -> None:
+    """The keys a model, loss, augmentation, method or dataset takes as free keywords are typed where they are used;
+    here, when the recipe is read, every number among them must be finite and within +-``MAX_KNOB`` and every key a
+    string. Raises ``ValueError("@key.sub: why")``: ``_format_validation_error`` prefixes the section's path."""
+    def walk(value: Any, where: str, level: int) -> None:
+        if level > 16:
+            raise ValueError(f"@{where}: nested deeper than 16 levels")
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return
+        if isinstance(value, (int, float)):
+            if abs(value) > MAX_KNOB or not math.isfinite(value):  # abs first: a huge int overflows isfinite
+                raise ValueError(f"@{where}: expected a finite number within +-{MAX_KNOB:.0e}, got {short_repr(value)}")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise ValueError(f"@{where}: key {short_repr(k)} is not a name (a string)")
+                walk(v, f"{where}.{k}", level + 1)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{where}.{i}", level + 1)
+
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ValueError(f"key {short_repr(key)} is not a name (a string)")
+        walk(value, key, depth)
+
+
 def format_errors(err: ValidationError, key: str, model: type[BaseModel], what: str = "") -> str:
     """``key.field: message (got value)`` for the first errors, with a spelling hint for unknown keys."""
     parts = []
@@ -135,6 +177,6 @@ def format_errors(err: ValidationError, key: str, model: type[BaseModel], what: 
         msg = e["msg"].removeprefix("Value error, ")  # a validator's message reads as it is written
         if e["type"] in ("finite_number",):
             msg = "expected a finite number"
-        parts.append(f"{where}: {msg}, got {e.get('input')!r}")
+        parts.append(f"{where}: {msg}, got {short_repr(e.get('input'))}")
     more = f" (+{len(err.errors()) - 3} more)" if len(err.errors()) > 3 else ""
     return "; ".join(parts) + more

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import inspect
 import random
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgedistill.config import ModelConfig, Recipe
+from edgedistill.config import ModelConfig, Recipe, TermConfig
 from edgedistill.data.dataset import DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.errors import UserInputError
@@ -47,6 +47,9 @@ def build_method(
     recipe: Recipe, student: nn.Module, teachers: list[TeacherNet], splits: DataSplits, augmenter: Optional[Augmenter] = None
 ) -> Method:
     cls = METHODS.get(recipe.method.name, key="method.name")
+    check_chains(recipe, teachers, splits)
+    if cls.takes_terms and not cls.own_terms and recipe.method.terms:
+        probe_terms(recipe.method.terms, splits, "method.terms")
     teacher = teachers[-1].model if teachers else None
     # method.params are validated by the regime's typed Params (key-named UserInputErrors); a TypeError from here on
     # is a bug in the regime, and is not dressed up as a recipe error.
@@ -55,6 +58,52 @@ def build_method(
         check_augmentation(recipe, method, bool(teachers), augmenter)
         method.teacher_input_changes = augmenter.teacher_input_changes
     return method
+
+
+def check_chains(recipe: Recipe, teachers: list[TeacherNet], splits: DataSplits) -> None:
+    """Bind the terms of every teacher distilled from another (assistant chains) as its training will, now: a bad
+    loss name, keyword, value or tap fails with its key (``teachers[1].terms[0]...``) when the plan is built, not
+    after the teachers before it trained. ``teachers`` are the plan's networks, in training order."""
+    from edgedistill.methods.offline import OfflineDistillation
+
+    by_name = {t.name: t for t in teachers}
+    keys = {t.name or f"teacher{i + 1}": f"teachers[{i}]" for i, t in enumerate(recipe.teachers)}
+    for t in teachers:
+        spec = t.config
+        if spec is None or not spec.distill_from or spec.distill_from not in by_name:
+            continue
+        key = f"{keys.get(t.name, t.name)}.terms"
+        if spec.terms:  # (a regime may chain teachers with its default terms)
+            probe_terms(spec.terms, splits, key)  # names, keywords, their types and values, with the key
+        try:  # what binding alone cannot see: taps that do not resolve, loss modules that cannot be built
+            OfflineDistillation(t.model, splits.info, by_name[spec.distill_from], list(spec.terms), train=splits.train)
+        except UserInputError as exc:
+            raise UserInputError(str(exc).replace("method.terms", key)) from None
+
+
+def probe_terms(terms: Sequence[TermConfig], splits: DataSplits, key: str) -> None:
+    """Bind ``terms`` (names, keywords, their types) and call each stateless loss that reads only outputs and labels
+    once, on the first training labels and made-up outputs of their shape, so a value the loss itself refuses (``kd: temperature must be > 0``) fails now, with
+    the term's key, not at the first step of its stage. Only what the loss raises as a ``UserInputError`` counts:
+    made-up outputs are not the real ones, and the dry run and the first step check those."""
+    from edgedistill.methods.terms import bind_terms
+
+    info = splits.info
+    g = torch.Generator().manual_seed(0)
+    target = splits.train.y[: min(4, len(splits.train))]
+    student, teacher = (torch.randn(len(target), max(1, int(info.n_outputs)), generator=g) for _ in range(2))
+    tensors = {"student_logits": student, "student_out": student, "teacher_logits": teacher, "teacher_out": teacher,
+               "target": target}
+    for term in bind_terms(list(terms), info.task, key=key):
+        if term.fn is None or not set(term.roles) <= set(tensors):
+            continue  # a loss module (built from real shapes) or one reading features or indices
+        try:
+            with torch.no_grad():
+                term.fn(**{r: tensors[r] for r in term.roles}, **term.params)
+        except UserInputError as exc:
+            raise UserInputError(f"{term.key}: {exc}") from None
+        except Exception:  # noqa: BLE001 - made-up tensors may not suit the loss; the real first step will tell
+            pass
 
 
 #: Fabric precisions that run the forward pass under autocast and need Fabric's backward (16-mixed scales the loss).

@@ -1,7 +1,10 @@
 """Smoke mode: the same recipe on tiny synthetic data of the same kind, one short epoch, one seed.
 
 It checks that a recipe's names, knobs, terms and views all fit together in seconds, without the
-real data (which may be large, or need the network).
+real data (which may be large, or need the network). ``--smoke`` checks what a real run checks: the recipe it
+gets has passed every bound of ``config`` (``load_recipe``) before it is shrunk here; the method's params are
+validated before the smoke caps read them, and the networks' parameter budget is checked at the real data's
+shape where it is known (a data file) as well as at the smoke data's.
 """
 from __future__ import annotations
 
@@ -9,25 +12,53 @@ from typing import Any
 
 from edgedistill.config import Recipe, load_recipe, recipe_to_dict
 from edgedistill.params import signature_params
-from edgedistill.registry import DATASETS, METHODS
+from edgedistill.registry import DATASETS, METHODS, MODELS, typed_params
 
 
-def _kind_and_task(recipe: Recipe) -> tuple[str, str]:
+def _check_real(recipe: Recipe, shape: tuple[int, ...] | None) -> None:
+    """What the real run would refuse and the shrunk one might not: method params of the wrong type or out of
+    bounds (the smoke caps below compare them), and networks over the parameter budget at the real input ``shape``
+    (channels, *sizes), when it is known without downloading anything."""
+    entry = METHODS.entry(recipe.method.name, key="method.name")
+    model = typed_params(entry)
+    if model is not None:
+        model.parse({**entry.obj.default_params(recipe), **recipe.method.params}, "method.params",
+                    what=f"method '{recipe.method.name}'")
+    if shape is None:
+        return
+    from edgedistill.models.size import check_budget
+
+    keys = ["teacher"] if recipe.teacher is not None else [f"teachers[{i}]" for i in range(len(recipe.teachers))]
+    nets = [("student", recipe.student, "x")] + [(k, t, t.view) for k, t in zip(keys, recipe.teacher_specs())]
+    for key, cfg, view in nets:
+        channels = len(recipe.data.views[view]) if view in recipe.data.views else shape[0]
+        check_budget(MODELS.get(cfg.model, key=f"{key}.model"), channels, 1, shape[1:], cfg.kwargs, key, cfg.model)
+
+
+def _kind_task_shape(recipe: Recipe) -> tuple[str, str, tuple[int, ...] | None]:
+    """The data's kind ("1d"/"2d") and task, and for a data file or a generated dataset the (channels, *sizes) of one
+    real input: that data is made, checked and windowed exactly as the real run will (so its errors surface under
+    --smoke too). A bundled real dataset is not loaded (None): smoke runs stay seconds long."""
+    from edgedistill.data.prepare import windowed_raw
+
     if recipe.data.name is not None:
         entry = DATASETS.entry(recipe.data.name, key="data.name")
         # The real data is replaced, but its parameters must still be right for the real run.
         signature_params(entry.obj).parse(recipe.data.params, "data.params", what=f"dataset {recipe.data.name}")
         meta = entry.meta
         task = recipe.data.params.get("task", meta.get("task", "classification"))
-        return meta.get("kind", "1d"), task
-    from edgedistill.data.prepare import load_raw
+        shape = None
+        if entry.obj.__module__ == "edgedistill.data.synthetic":  # generated here, as cheaply as the real run will
+            shape = tuple(int(n) for n in windowed_raw(recipe.data).x.shape[1:])
+        return meta.get("kind", "1d"), task, shape
 
-    raw, _ = load_raw(recipe.data)
-    return ("2d" if raw.x.ndim == 4 else "1d"), raw.task
+    raw = windowed_raw(recipe.data)
+    return ("2d" if raw.x.ndim == 4 else "1d"), raw.task, tuple(int(n) for n in raw.x.shape[1:])
 
 
 def smoke_recipe(recipe: Recipe) -> Recipe:
-    kind, task = _kind_and_task(recipe)
+    kind, task, shape = _kind_task_shape(recipe)
+    _check_real(recipe, shape)
     d: dict[str, Any] = recipe_to_dict(recipe)
     if kind == "2d":
         data = {"name": "synthetic_images", "params": {"n": 64, "n_classes": 3, "size": 12}}

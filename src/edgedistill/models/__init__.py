@@ -80,6 +80,10 @@ def build_model(
     where = key or "model"
     _check_dims(entry.meta.get("kind"), name, where, in_channels, n_outputs, input_size)
     _check_knobs(entry.obj, name, key, knobs)
+    from edgedistill.models.size import check_budget
+
+    # Sized on the meta device first: a typo like width: 100000 is refused before it allocates gigabytes.
+    check_budget(entry.obj, in_channels, n_outputs, tuple(input_size), knobs, where, name)
     try:
         return entry.obj(in_channels, n_outputs, tuple(input_size), **knobs)
     except KnobError as exc:

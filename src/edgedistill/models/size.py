@@ -1,12 +1,22 @@
-"""Parameter counts and storage size: the numbers an edge target's flash/RAM budget is checked against."""
+"""Parameter counts and storage size: the numbers an edge target's flash/RAM budget is checked against; and the
+budget every network must fit before it is built (``check_budget``, on the meta device: no memory is allocated)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
 from edgedistill.errors import UserInputError
+
+#: Parameters of any network a recipe builds (teacher, assistant or student): 50 M parameters are 200 MB of fp32
+#: weights and ~800 MB with gradients and Adam's two moments, ten times the largest zoo model (resnet32x4, 7.4 M);
+#: beyond it a knob is a typo (``width: 100000``) that would allocate gigabytes before failing.
+MAX_PARAMS = 50_000_000
+#: Values every operation of one forward pass produces for ONE sample (what autograd keeps for backward): 250 M
+#: values are 1 GB per sample in fp32, so a batch of 64 would need 64 GB; the zoo on its bundled data stays under 5 M.
+MAX_ACTIVATIONS = 250_000_000
 
 
 def _check_initialised(model: nn.Module) -> None:
@@ -37,3 +47,62 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "trainable_params": count_params(model, trainable_only=True),
         "size_kb": round(size_kb(model), 3),
     }
+
+
+def _activations(model: nn.Module, x: torch.Tensor) -> int | None:
+    """Values the layers of ``model(x)`` output on the meta device (every leaf module's outputs, plus each attention's
+    (heads, queries, keys) weight matrix, which no module returns); None when the model cannot run on meta tensors
+    (data-dependent code): then only its parameters are bounded here and the real dry run does the rest."""
+    total = 0
+
+    def leaf(module: nn.Module, args: Any, out: Any) -> None:
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total += t.numel()
+
+    def attention(module: nn.MultiheadAttention, args: Any, kwargs: Any, out: Any) -> None:
+        nonlocal total
+        q, k = (args + (kwargs.get("query"), kwargs.get("key")))[:2] if len(args) < 2 else args[:2]
+        if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor):
+            batch = q.shape[0] if module.batch_first else q.shape[1]
+            total += batch * module.num_heads * q.shape[-2 if module.batch_first else 0] * k.shape[-2 if module.batch_first else 0]
+
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            hooks.append(module.register_forward_hook(attention, with_kwargs=True))
+        elif not any(True for _ in module.children()):
+            hooks.append(module.register_forward_hook(leaf))
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception:  # noqa: BLE001 - data-dependent code cannot run on meta; the real dry run still checks it
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def check_budget(factory: Callable[..., nn.Module], in_channels: int, n_outputs: int, input_size: tuple[int, ...],
+                 knobs: dict[str, Any], where: str, name: str) -> None:
+    """Build ``factory`` on the meta device (shapes only, no memory) and refuse it, naming ``where`` and its knobs,
+    when it has more than ``MAX_PARAMS`` parameters or one sample's forward pass more than ``MAX_ACTIVATIONS``."""
+    given = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "default options"
+    try:
+        with torch.device("meta"):
+            model = factory(in_channels, n_outputs, tuple(input_size), **knobs)
+    except Exception:  # noqa: BLE001 - the real build reports a bad knob with its message; only size is judged here
+        return
+    if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        return  # lazy layers have no size before a forward pass; the real build and dry run size them
+    params = sum(p.numel() for p in model.parameters())
+    if params > MAX_PARAMS:
+        raise UserInputError(f"{where}: model '{name}' with {given} would have {params:,} parameters; the budget is "
+                             f"{MAX_PARAMS:,} (make it narrower or shallower)")
+    acts = _activations(model, torch.zeros((1, in_channels, *input_size), device="meta"))
+    if acts is not None and acts > MAX_ACTIVATIONS:
+        raise UserInputError(f"{where}: model '{name}' with {given} on inputs of shape {(in_channels, *input_size)} "
+                             f"would compute {acts:,} values per sample; the budget is {MAX_ACTIVATIONS:,} (a smaller "
+                             "model, or shorter windows: data.window)")
