@@ -61,3 +61,13 @@ def test_verdict_names_a_teacher_worse_than_the_student_alone_on_validation():
     assert "did not beat" in text and "pi: cnn2d 0.500" in text and "0.820 acc" in text
     summary["rows"][0]["val_metrics"] = aggregate([_seed(0.81)], "best")  # within the student's spread: no warning
     assert "Teacher(s)" not in verdict(summary)
+
+
+def test_markdown_lists_the_channels_used_and_what_the_loader_inferred():
+    summary = _summary([0.8, 0.8, 0.8], [0.7, 0.75, 0.8])
+    assert "Channels used" not in markdown(summary)  # a summary written before channels were recorded
+    summary["data"] = {**summary["data"], "channels": [f"acc_{i}" for i in range(40)],
+                       "notes": ["rows sorted by column 'time' within each group (3 were out of order)"]}
+    text = markdown(summary)
+    assert "Channels used (40): acc_0, acc_1" in text and "acc_31, ... (8 more)" in text and "acc_32" not in text
+    assert "Data note: rows sorted by column 'time'" in text

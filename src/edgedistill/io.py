@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,6 +93,16 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a log (metrics.jsonl): not atomic, so readers drop a last line cut short; a read-only or
+    full disk is an ``EnvironmentProblem`` naming the file."""
+    try:
+        with Path(path).open("a") as fh:
+            fh.write(line.rstrip("\n") + "\n")
+    except OSError as exc:
+        raise environment_error(exc, Path(path), "append to") from None
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda fh: fh.write(data), mode="wb")
 
@@ -103,6 +114,18 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as fh:
         return json.load(fh)
+
+
+def read_json_record(path: Path) -> Any:
+    """A record the toolkit wrote and can write again (a stage's summary.json): its content, or None when it is
+    missing or damaged (bad JSON or bytes), so the caller recomputes it instead of stopping on a traceback."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        print(f"warning: '{path}' is damaged (not valid JSON); it is written again", file=sys.stderr)
+        return None
 
 
 #: ``atomic_write``'s temporary files: ``.<name>.<pid>-<random>.tmp``, and the older ``.<name>.<random>.tmp``.

@@ -113,6 +113,19 @@ def test_flipped_bytes_in_a_cached_teacher_are_caught_and_the_run_uses_the_retra
     assert [r["metrics"] for r in first["rows"]] == [r["metrics"] for r in second["rows"]]
 
 
+
+def test_damaged_stage_records_in_a_run_directory_are_written_again_on_resume(tmp_path, capsys):
+    recipe = {**RECIPE, "cache_dir": str(tmp_path / "cache")}
+    first = edgedistill.run(recipe, out=tmp_path / "run", progress=False)
+    for record in ("teacher/summary.json", "offline/seed0/summary.json"):
+        (tmp_path / "run" / record).write_bytes(b'{"cache_key": "trunc')  # a record cut short by a crash or an edit
+    capsys.readouterr()
+    again = edgedistill.run(recipe, out=tmp_path / "run", progress=False)
+    assert capsys.readouterr().err.count("is damaged (not valid JSON); it is written again") == 2
+    assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in first["rows"]]
+    for record in ("teacher/summary.json", "offline/seed0/summary.json"):
+        json.loads((tmp_path / "run" / record).read_text())  # valid again
+
 # -- training checkpoints -------------------------------------------------------------------------------------------
 def _fit(directory, epochs=3):
     splits = toy_splits(n=48)

@@ -79,7 +79,8 @@ def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best
     # normalisation embedded in the ONNX would pass verification and still be wrong.
     check_inputs(Path(run_dir), "export or profile it")
     splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
-    state = ckpt_io.load(ckpt)
+    state = ckpt_io.load(ckpt, hint=f"the run's checkpoint is damaged; rerun the run's command to retrain that stage "
+                                   f"(move '{Path(ckpt).parent.parent}' aside first)")
     networks = state.get("networks") if isinstance(state, dict) else None
     key = state.get("deliverable", "student") if isinstance(state, dict) else "student"  # e.g. RoS-KD ships its EMA copy
     if not isinstance(networks, dict) or key not in networks:

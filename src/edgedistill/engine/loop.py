@@ -26,7 +26,7 @@ from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine.evaluate import evaluate, evaluate_val_test
 from edgedistill.errors import TrainingDiverged
-from edgedistill.io import make_dirs, remove_stale_temp, write_json, write_text
+from edgedistill.io import append_line, make_dirs, remove_stale_temp, write_json, write_text
 from edgedistill.metrics import selection_score
 from edgedistill.methods.base import Method, Step
 from edgedistill.progress import StageProgress
@@ -239,8 +239,7 @@ class Trainer:
                 "time_s": round(time.perf_counter() - t0, 4),
             }
             if fabric.is_global_zero:
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                append_line(log_path, json.dumps(record))
                 self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
             _test_kill_after(epoch + 1)
             self.progress.note(_brief(val, best_epoch))

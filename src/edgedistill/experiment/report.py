@@ -69,6 +69,18 @@ def _teacher_words(summary: dict[str, Any]) -> str:
     return "each teacher or assistant is its best epoch on validation; one trained once for all seeds counts as one model."
 
 
+def _data_words(data: dict[str, Any]) -> list[str]:
+    """The channels the student read and what the loader inferred (task, row order): the first thing to check when
+    a user's own file gives surprising numbers. Summaries written before these keys existed have neither."""
+    lines = []
+    channels = [str(c) for c in data.get("channels") or []]
+    if channels:
+        shown = ", ".join(channels[:32]) + (f", ... ({len(channels) - 32} more)" if len(channels) > 32 else "")
+        lines.append(f"Channels used ({len(channels)}): {shown}.")
+    lines += [f"Data note: {note}" for note in data.get("notes") or []]
+    return [*lines, ""] if lines else []
+
+
 def markdown(summary: dict[str, Any]) -> str:
     header, rows = table_rows(summary)
     lines = [
@@ -80,6 +92,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"({'best epoch on validation' if summary['select'] == 'best' else 'last epoch'}), "
         f"mean ± sample std over seeds {summary['seeds']}; {_teacher_words(summary)}",
         "",
+        *_data_words(summary["data"]),
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
     ]

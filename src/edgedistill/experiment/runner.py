@@ -24,7 +24,7 @@ from edgedistill.experiment import report
 from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.experiment import rundir
-from edgedistill.io import make_dirs, read_json, remove_stale_temp, write_json, write_text
+from edgedistill.io import make_dirs, read_json_record, remove_stale_temp, write_json, write_text
 from edgedistill.methods.base import Method, TeacherNet
 from edgedistill.methods.supervised import Supervised
 from edgedistill.paths import default_cache_dir, inside
@@ -206,7 +206,7 @@ class Runner:
             t = TeacherNet(spec.name, net, spec)
             done[spec.name] = (t, summary["cache_key"])
             path = inside(self.dir, *self.p.teacher_dirs[(seed, spec.name)].split("/"), "summary.json", what="teacher name")
-            if not path.is_file() or read_json(path).get("cache_key") != summary["cache_key"]:
+            if (read_json_record(path) or {}).get("cache_key") != summary["cache_key"]:
                 write_json(path, summary)  # a teacher shared by all seeds: keep the record of how this run got it
             out.append((t, summary))
         return out
@@ -218,8 +218,9 @@ class Runner:
 
     def distilled(self, seed: int, teachers: list[TeacherNet]) -> dict:
         stage_dir = inside(self.dir, self.r.method.name, f"seed{seed}", what="method name")
-        if (stage_dir / "summary.json").is_file():
-            return read_json(stage_dir / "summary.json")
+        done = read_json_record(stage_dir / "summary.json")
+        if done is not None:  # a damaged record is None: the stage's checkpoints give it again
+            return done
         method = distilled_method(self.p, seed, teachers)
         seed_everything(seed)
         stage = Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train, self.p.augmenter)
@@ -283,7 +284,7 @@ def run(
         # One process per run directory for the whole run (and its report and profile): logs never interleave.
         with rundir.DirLock(run_dir, "run directory"):
             open_run_dir(run_dir, recipe)  # checked again under the lock: another process may have started it meanwhile
-            remove_stale_temp(run_dir)
+            remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
             return _execute(p, run_dir, smoke, progress, command, deploy_profile)
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
@@ -302,6 +303,8 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     try:
         with StageProgress(enabled=progress and recipe.engine.progress) as prog:
             prog.message(f"Run directory: {run_dir}")
+            for note in p.splits.info.notes:  # what the loader inferred about the user's file: said, never silent
+                prog.message(f"data: {note}")
             runner = Runner(p, run_dir, prog)
             baselines, results = [], []
             trained: dict[str, dict[str, tuple[TeacherNet, dict]]] = {}  # teacher name -> cache key -> (net, summary)
@@ -353,7 +356,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
         "deliverable": f"{recipe.student.model} + {method_label(recipe)}",
         "smoke": smoke,
         "data": {"name": info.name, "sizes": info.sizes, "split_by": info.split_by, "official_test": info.official_test,
-                 "classes": info.classes},
+                 "classes": info.classes, "channels": info.channels, "notes": info.notes},
         "rows": rows,
         "run_dir": str(run_dir),
         "command": command,
