@@ -66,7 +66,7 @@ class Case:
     smoke: bool = False
     # (table, row) of a recipe text or file maker, built by ``materialize`` when the case runs: drawing stays fast
     # and a case pickles (the figures script sends cases to a worker process).
-    lazy: Optional[tuple[str, int]] = None
+    lazy: Optional[tuple[str, Any]] = None
 
     def label(self) -> str:
         return f"[{self.kind}/{self.expect}] {self.note}"
@@ -77,6 +77,8 @@ def materialize(case: Case) -> Case:
     if case.lazy is None:
         return case
     table, row = case.lazy
+    if table == "npz_random":
+        return replace(case, files=(("data.npz", random_npz(row)),), lazy=None)
     make = _TABLES[table][row][1]
     if table == "yaml":
         return replace(case, recipe=make(), lazy=None)
@@ -92,7 +94,9 @@ def _set(recipe: dict, path: str, value: Any) -> dict:
     for p in parts[:-1]:
         node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
     last = parts[-1]
-    if isinstance(node, list):
+    if isinstance(node, list) and value is _DELETE:
+        del node[int(last)]
+    elif isinstance(node, list):
         node[int(last)] = value
     elif value is _DELETE:
         node.pop(last, None)
@@ -243,6 +247,84 @@ def names_as_paths(draw: Callable) -> Case:
     else:
         sweep["grid"] = {"name": ["ok", bad]}
     return Case("names.sweep", expect, {**BASE, "sweep": sweep}, command="sweep", note=f"{where}={bad!r}")
+
+
+# Chains, generations, augmentations and method parameters: checked when the recipe is read, not after a teacher
+# trained (issue 16 item 4). (base, dotted key, value, owed)
+_CHAINS: list[tuple[dict, str, Any, str]] = [
+    (BORN, "method.params.generations", 0, REFUSE), (BORN, "method.params.generations", -1, REFUSE),
+    (BORN, "method.params.generations", 10**6, REFUSE), (BORN, "method.params.generations", 1.5, REFUSE),
+    (BORN, "method.params.nope", 1, REFUSE), (BASE, "method.params.nope", 1, REFUSE),
+    (TAKD, "teachers.1.distill_from", "ta", REFUSE), (TAKD, "teachers.1.distill_from", "nope", REFUSE),
+    (TAKD, "teachers.1.terms.1.temperature", 0, REFUSE), (TAKD, "teachers.1.terms.1.temperature", _NAN, REFUSE),
+    (TAKD, "teachers.1.terms.0.weight", -1, REFUSE), (TAKD, "teachers.1.terms.1.loss", "nope", REFUSE),
+    (TAKD, "teachers.1.terms.1.nope", 1, REFUSE), (TAKD, "teachers.1.terms", [], REFUSE),
+    (TAKD, "teachers.1.width", 10**7, REFUSE), (TAKD, "teachers.1.train.lr", _NAN, REFUSE),
+    (TEACHERS, "teachers.1.name", "t1", REFUSE), (TEACHERS, "teachers", [], REFUSE),
+    (TEACHERS, "teachers.0.view", "nope", REFUSE), (TEACHERS, "teachers.1.seed", 2**70, REFUSE),
+    (TEACHERS, "teachers.0.train_subset", 0, REFUSE), (TEACHERS, "method.terms", [{"loss": "kd", "temperature": -1}], REFUSE),
+    (BASE, "method.terms.1.nope", 1, REFUSE), (BASE, "method.terms.1.loss", "fitnet", EITHER),
+    (BASE, "method.terms", [], EITHER), (BASE, "method.terms.0.loss", "mse_to_teacher", EITHER),
+    (BASE, "augment", {"student": [{"name": "jitter", "sigma": -1}]}, REFUSE),
+    (BASE, "augment", {"student": [{"name": "jitter", "sigma": _NAN}]}, REFUSE),
+    (BASE, "augment", {"student": ["nope"]}, REFUSE), (BASE, "augment", {"mix": {"name": "mixup", "alpha": _INF}}, REFUSE),
+    (BASE, "augment", {"student": [{"name": "jitter", "sigma": 1e30}]}, EITHER),
+    (BASE, "augment", {"student": ["jitter", "scaling"], "mix": "mixup"}, ACCEPT),
+    (BASE, "augment", {"teacher": ["jitter"]}, REFUSE),
+]
+
+
+@st.composite
+def chains(draw: Callable) -> Case:
+    base, key, value, expect = draw(st.sampled_from(_CHAINS))
+    recipe = _set(_clean(base), key, value)
+    return Case("recipe.chains", expect, recipe, note=f"{recipe['method']['name']}: {key} = {value!r}")
+
+
+def _paths(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted path of a recipe tree (mapping keys and list indices)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    out = []
+    for k, v in items:
+        path = f"{prefix}{k}"
+        out += [path, *_paths(v, path + ".")]
+    return out
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=8)
+
+
+@st.composite
+def mutate(draw: Callable) -> Case:
+    """Up to three random nodes of a random base recipe replaced by random YAML values (or deleted): nobody knows
+    what is owed, so only tracebacks, hangs, memory, writes outside and lost data count."""
+    recipe = _clean(draw(st.sampled_from([BASE, TEACHERS, TAKD, BORN])))
+    notes = []
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(recipe)))
+        value = draw(st.just(_DELETE) | _JSON)
+        try:
+            recipe = _set(recipe, path, value)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            continue  # an earlier mutation removed or replaced this path's parent
+        notes.append(f"{path} = {'<deleted>' if value is _DELETE else repr(value)[:40]}")
+    return Case("mutate", EITHER, recipe, note="; ".join(notes))
+
+
+@st.composite
+def random_overrides(draw: Callable) -> Case:
+    """Overrides on random paths of the recipe (or made-up ones) with random YAML-ish values."""
+    keys = _paths(BASE) + ["x", "train.x.y", "method.terms.5", "seeds.0", "data.params"]
+    items = []
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(keys) | st.text(max_size=12))
+        value = draw(st.sampled_from(["1", "-1", "nan", "[]", "{}", "null", "~", "1e999", "'x'", "[1, [2]]", "{a: {b: c}}",
+                                      "!!str 1", "*x", "&x y", "|", ">-", "- a", "'unterminated", "\"", "%YAML 1.2"])
+                     | st.text(max_size=16))
+        items.append(f"{key}={value}")
+    return Case("overrides.random", EITHER, BASE, overrides=tuple(items), note=" ".join(items)[:120])
 
 
 # --out aimed at what is not a fresh folder: an existing file, a folder with the user's files, an impossible name
@@ -446,6 +528,33 @@ def npz_files(draw: Callable) -> Case:
     return Case("data.npz", expect, {**BASE, "data": FILE_DATA}, note=note, lazy=("npz", row))
 
 
+_DTYPES = ["float32", "float64", "float16", "int8", "uint8", "int64", "bool", "complex64", "U3", "datetime64[s]"]
+
+
+def random_npz(spec: tuple) -> bytes:
+    """An .npz of random shapes, dtypes and values drawn from ``spec`` (see ``npz_random``)."""
+    n, c, length, xdt, ydt, classes, ydim, group, scale, seed = spec
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, c, length)) * scale)
+    y = rng.integers(0, max(classes, 1), size=(n,) if ydim == 1 else (n, classes or 1))
+    with np.errstate(all="ignore"):  # 1e30 cast to int8 is meant to overflow
+        arrays = {"x": x.astype(xdt) if xdt != "datetime64[s]" else x.astype("int64").astype(xdt),
+                  "y": y.astype(ydt)}
+    if group:
+        arrays["group"] = rng.integers(0, group, size=n)
+    return _npz(**arrays)
+
+
+@st.composite
+def npz_random(draw: Callable) -> Case:
+    """Random shapes, dtypes, class counts and scales: only tracebacks, hangs, memory and writes count."""
+    spec = (draw(st.integers(0, 64)), draw(st.integers(1, 12)), draw(st.integers(0, 80)), draw(st.sampled_from(_DTYPES)),
+            draw(st.sampled_from(_DTYPES)), draw(st.integers(0, 70)), draw(st.sampled_from([1, 1, 1, 2])),
+            draw(st.integers(0, 9)), draw(st.sampled_from([1.0, 1e-30, 1e5, 1e30])), draw(st.integers(0, 2**16)))
+    return Case("data.npz_random", EITHER, {**BASE, "data": FILE_DATA}, note=f"npz n,c,len,x,y,classes,ydim,group,scale={spec[:9]}",
+                lazy=("npz_random", spec))
+
+
 def _csv(rows: int = 6 * 8 * 32, drop: str = "", rename: Optional[dict] = None, extra: Optional[dict] = None,
          poke: Optional[tuple[str, Any]] = None, classes: int = 4) -> bytes:
     """A long-format CSV: 6 subjects x 8 windows x 32 rows, columns group, window, y, c0..c2 (+ extra columns)."""
@@ -579,11 +688,13 @@ _TABLES: dict[str, list] = {"yaml": _YAML_TEXT, "npz": _NPZ, "csv": _CSV, "ckpt"
 FAMILIES: dict[str, tuple[Callable[[], st.SearchStrategy], int]] = {
     "numbers": (numbers, 5), "drop_or_rename": (drop_or_rename, 3), "wrong_type": (wrong_type, 3),
     "strings": (absurd_strings, 3), "names": (names_as_paths, 4), "yaml": (yaml_text, 2), "overrides": (overrides, 3),
-    "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "out": (outs, 1),
+    "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "out": (outs, 1), "chains": (chains, 3), "mutate": (mutate, 4),
+    "random_overrides": (random_overrides, 2), "npz_random": (npz_random, 2),
     "valid": (valid, 2),
 }
 # What test_fuzz runs inside `make test`: refused at recipe-reading or data-loading time, nothing trains.
-CHEAP = ("drop_or_rename", "wrong_type", "numbers", "strings", "names", "yaml", "overrides", "npz", "checkpoint", "out")
+CHEAP = ("drop_or_rename", "wrong_type", "numbers", "strings", "names", "yaml", "overrides", "npz", "checkpoint", "out",
+         "chains")
 
 
 @st.composite
