@@ -38,8 +38,14 @@ class Hang(BaseException):
     """Raised by the alarm: a BaseException so neither click's runner nor the library's handlers swallow it."""
 
 
+_ARMED = [False]
+
+
 def _on_alarm(signum: int, frame: Any) -> None:
-    raise Hang()
+    # The timer repeats every second after the limit: a Hang swallowed by a broad handler (or raised where Python
+    # cannot propagate it, as in a callback from compiled code) is raised again until it gets out.
+    if _ARMED[0]:
+        raise Hang()
 
 
 def _snapshot(root: Path, skip: list[Path]) -> dict[str, bytes]:
@@ -115,17 +121,23 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
     os.environ.update(HOME=str(root / "home"), EDGEDISTILL_CACHE=str(base / "cache"))
     os.chdir(box)
     old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit_s)
+    _ARMED[0] = True
+    signal.setitimer(signal.ITIMER_REAL, limit_s, 1.0)
     started = time.monotonic()
     result: dict[str, Any] = {"kind": case.kind, "expect": case.expect, "note": case.note, "args": args[1:]}
     try:
-        res = CliRunner().invoke(app, args)
+        try:
+            res = CliRunner().invoke(app, args)
+        finally:
+            _ARMED[0] = False
         exc, code, stderr = res.exception, res.exit_code, res.stderr
         tb = "".join(traceback.format_exception(exc)) if exc is not None and not isinstance(exc, SystemExit) else ""
     except Hang:
+        _ARMED[0] = False
         exc, code, stderr, tb = None, None, "", ""
         result["outcome"] = "hang"
     finally:
+        _ARMED[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         os.chdir(cwd)
