@@ -48,8 +48,13 @@ def _kind_task_shape(recipe: Recipe) -> tuple[str, str, tuple[int, ...] | None]:
         meta = entry.meta
         task = recipe.data.params.get("task", meta.get("task", "classification"))
         shape = None
-        if entry.obj.__module__ == "edgedistill.data.synthetic":  # generated here, as cheaply as the real run will
-            shape = tuple(int(n) for n in windowed_raw(recipe.data).x.shape[1:])
+        if entry.obj.__module__ == "edgedistill.data.synthetic":
+            # Generated here: a few samples of the real shape (the counts shrunk, every other parameter as given).
+            params, classes = dict(recipe.data.params), recipe.data.params.get("n_classes", 4)
+            for count, few in (("n_subjects", 2), ("windows_per_subject", 2 * classes), ("n", 4 * classes)):
+                if isinstance(params.get(count), int) and isinstance(classes, int):
+                    params[count] = min(params[count], few)
+            shape = tuple(int(n) for n in windowed_raw(recipe.data.model_copy(update={"params": params})).x.shape[1:])
         return meta.get("kind", "1d"), task, shape
 
     raw = windowed_raw(recipe.data)

@@ -17,6 +17,13 @@ MAX_PARAMS = 50_000_000
 #: Values every operation of one forward pass produces for ONE sample (what autograd keeps for backward): 250 M
 #: values are 1 GB per sample in fp32, so a batch of 64 would need 64 GB; the zoo on its bundled data stays under 5 M.
 MAX_ACTIVATIONS = 250_000_000
+#: Layers (submodule registrations while a network is built): the deepest zoo model (wrn_40_2) has 140; building
+#: ``depth: 100000`` would take minutes of Python before any size is known, so the meta build stops at this count.
+MAX_MODULES = 2_000
+
+
+class _TooManyModules(Exception):
+    pass
 
 
 def _check_initialised(model: nn.Module) -> None:
@@ -89,12 +96,33 @@ def check_budget(factory: Callable[..., nn.Module], in_channels: int, n_outputs:
                  knobs: dict[str, Any], where: str, name: str) -> None:
     """Build ``factory`` on the meta device (shapes only, no memory) and refuse it, naming ``where`` and its knobs,
     when it has more than ``MAX_PARAMS`` parameters or one sample's forward pass more than ``MAX_ACTIVATIONS``."""
+    from torch.nn.modules.module import register_module_module_registration_hook
+
     given = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "default options"
+    registered = 0
+
+    def count(module: nn.Module, name: str, submodule: nn.Module) -> None:
+        nonlocal registered
+        registered += 1
+        if registered > MAX_MODULES:
+            raise _TooManyModules
+
+    handle = register_module_module_registration_hook(count)
     try:
         with torch.device("meta"):
             model = factory(in_channels, n_outputs, tuple(input_size), **knobs)
+    except _TooManyModules:
+        raise UserInputError(f"{where}: model '{name}' with {given} would have more than {MAX_MODULES:,} layers "
+                             "(submodules); make it shallower") from None
+    except RuntimeError as exc:
+        if "overflow" in str(exc):  # a tensor too large to even describe: far over any budget
+            raise UserInputError(f"{where}: model '{name}' with {given} would have more than 2^63 parameters; the "
+                                 f"budget is {MAX_PARAMS:,} (make it narrower or shallower)") from None
+        return  # the real build reports it with its message; only size is judged here
     except Exception:  # noqa: BLE001 - the real build reports a bad knob with its message; only size is judged here
         return
+    finally:
+        handle.remove()
     if any(isinstance(p, UninitializedParameter) for p in model.parameters()):
         return  # lazy layers have no size before a forward pass; the real build and dry run size them
     params = sum(p.numel() for p in model.parameters())
