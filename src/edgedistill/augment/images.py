@@ -24,14 +24,14 @@ class FlipParams(Params):
 class CropParams(Params):
     """Random crop with zero padding."""
 
-    padding: int = Field(2, ge=0, description="zero pixels added per side before the H×W crop at a uniform offset "
+    padding: int = Field(2, ge=0, le=1024, description="zero pixels added per side before the H×W crop at a uniform offset "
                                              "(a shift of up to ±padding); 0 = identity")
 
 
 class CutoutParams(Params):
     """Cutout."""
 
-    size: int = Field(4, ge=0, description="side of the zeroed square (clipped at the border); 0 = identity")
+    size: int = Field(4, ge=0, le=4096, description="side of the zeroed square (clipped at the border); 0 = identity")
 
 
 @AUGMENTS.register("flip", kind="sample", data="2d", label_preserving=True, params=FlipParams)

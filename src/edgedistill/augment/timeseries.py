@@ -213,7 +213,7 @@ class RotationParams(Params):
 class PermutationParams(Params):
     """Segment permutation."""
 
-    segments: int = Field(4, ge=1, description="number of near-equal pieces put back in a random order (at most L); 1 = identity")
+    segments: int = Field(4, ge=1, le=100_000, description="number of near-equal pieces put back in a random order (at most L); 1 = identity")
 
 
 class _WarpParams(Params):

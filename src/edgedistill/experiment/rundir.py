@@ -205,12 +205,23 @@ def config_text(resolved: dict[str, Any]) -> str:
     return head + yaml.safe_dump(resolved, sort_keys=False)
 
 
+def usable_folder(out: Path, option: str = "--out") -> Path:
+    """``out`` if a folder of that name can exist here; a name too long or a NUL byte is a ``UserInputError`` naming
+    ``option``, before anything is written (os calls on such a path raise OSError/ValueError wherever they meet it)."""
+    try:
+        (Path(out) / "config.yaml").exists()
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise UserInputError(f"{option} {str(out)[:120]!r}: cannot be a folder here ({why}); give a shorter path") from None
+    return Path(out)
+
+
 def open_run_dir(out: Path, resolved: dict[str, Any], same: Callable[[Any], bool]) -> Path:
     """Check ``out`` can hold this run (new, empty, or the same config to resume); under the caller's lock, write
     config.yaml for a new run. ``same(previous_config)`` says whether a stored config is this run's."""
     from edgedistill.yaml_io import safe_load
 
-    cfg_path = out / "config.yaml"
+    cfg_path = usable_folder(out) / "config.yaml"
     if cfg_path.is_file():
         with cfg_path.open() as fh:
             previous = safe_load(fh)

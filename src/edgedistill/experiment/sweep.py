@@ -40,11 +40,11 @@ from edgedistill.experiment.sweep_report import MAXIMIZE, label
 from edgedistill.experiment.sweep_grid import (
     _canon, encode, point_id, read_sweep, points_of, trial_overrides, _shared_smoke_recipe, validate,
 )
-from edgedistill.experiment.rundir import DirLock, only_the_lock, redact
+from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_store import (
     GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat,
 )
-from edgedistill.io import read_json, write_json
+from edgedistill.io import read_json_record, write_json
 from edgedistill.paths import inside
 
 
@@ -317,9 +317,12 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
         sweep_dir = Path(tempfile.gettempdir()) / f"edgedistill-sweep-{name}-{uuid.uuid4().hex[:8]}"
     else:
         sweep_dir = Path("sweeps") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    meta_path = sweep_dir / "sweep.json"
+    meta_path = usable_folder(sweep_dir) / "sweep.json"
     if meta_path.is_file():
-        previous = read_json(meta_path)
+        previous = read_json_record(meta_path)
+        if previous is None:
+            raise UserInputError(f"--out '{sweep_dir}': its sweep.json is damaged, so which sweep it holds is unknown; "
+                                 "choose another --out, or delete it to start over")
         if previous.get("identity") != identity:
             old = previous.get("spec", {})
             differs = [k for k in identity_doc if _canon(old.get(k)) != _canon(identity_doc[k])] or ["its definition"]

@@ -128,7 +128,7 @@ class AMALParams(Params):
                                                       "normalised by its RMS); 0 keeps every weight at init_lambda")
     lookahead_lr: Optional[float] = Field(None, gt=0.0, description="step η of the one-step look-ahead; null: the "
                                                                      "student optimizer's current lr")
-    val_batch_size: int = Field(64, ge=1, description="validation rows drawn (seeded by step) for each meta-gradient")
+    val_batch_size: int = Field(64, ge=1, le=100_000, description="validation rows drawn (seeded by step) for each meta-gradient")
 
 
 @METHODS.register("amal")

@@ -43,7 +43,7 @@ def generation_seed(seed: int, k: int) -> int:
 
 
 class BornAgainParams(TermsParams):
-    generations: int = Field(2, ge=1, description="earlier generations gen0 .. gen G-1 the runner trains; the "
+    generations: int = Field(2, ge=1, le=20, description="earlier generations gen0 .. gen G-1 the runner trains; the "
                                                   "student is gen G, distilled from gen G-1")
 
 

@@ -82,7 +82,7 @@ def selected_kd(student_logits: torch.Tensor, expert_logits: torch.Tensor, selec
 class CESKDParams(Params):
     experts: Optional[list[str]] = Field(None, description="names of the teachers used as experts (default: every "
                                                           "teacher); ordered by parameter count, smallest first")
-    strata: Optional[int] = Field(None, ge=2, description="number of equal-count difficulty strata (default: the "
+    strata: Optional[int] = Field(None, ge=2, le=10_000, description="number of equal-count difficulty strata (default: the "
                                                           "number of experts)")
     schedule: Literal["gradual", "static"] = Field(
         "gradual", description="gradual: small-to-large expert curriculum over the epochs; static: the final "

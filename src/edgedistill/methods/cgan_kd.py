@@ -90,23 +90,23 @@ def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 # -- the method ----------------------------------------------------------------------------------------------
 class CGANKDParams(Params):
-    n_fake: int = Field(2000, ge=1, description="synthetic samples kept (split evenly over the classes)")
+    n_fake: int = Field(2000, ge=1, le=1_000_000, description="synthetic samples kept (split evenly over the classes)")
     fake_fraction: float = Field(0.5, ge=0.0, lt=1.0, description="share of synthetic samples in each training "
                                                                   "batch's union with the real batch")
     rho: float = Field(0.9, gt=0.0, le=1.0, description="filter: a sample is kept if the teacher's loss on it is "
                                                         "below the rho-quantile of the burn-in samples' losses")
-    gan_steps: int = Field(2000, ge=1, description="conditional GAN training steps")
-    gan_batch: int = Field(64, ge=1, description="conditional GAN batch size")
+    gan_steps: int = Field(2000, ge=1, le=1_000_000, description="conditional GAN training steps")
+    gan_batch: int = Field(64, ge=1, le=100_000, description="conditional GAN batch size")
     gan_lr: float = Field(2e-4, gt=0.0, description="Adam learning rate of the generator and the discriminator")
-    noise_dim: int = Field(32, ge=1, description="noise dimension of the conditional generator")
-    gan_width: int = Field(32, ge=1, description="channels of the conditional generator and discriminator")
-    dre_steps: int = Field(1000, ge=1, description="density-ratio net training steps")
-    dre_batch: int = Field(128, ge=1, description="density-ratio net batch size")
-    dre_pool: int = Field(20, ge=1, description="generated samples per real training sample for the density-ratio "
+    noise_dim: int = Field(32, ge=1, le=4096, description="noise dimension of the conditional generator")
+    gan_width: int = Field(32, ge=1, le=4096, description="channels of the conditional generator and discriminator")
+    dre_steps: int = Field(1000, ge=1, le=1_000_000, description="density-ratio net training steps")
+    dre_batch: int = Field(128, ge=1, le=100_000, description="density-ratio net batch size")
+    dre_pool: int = Field(20, ge=1, le=1000, description="generated samples per real training sample for the density-ratio "
                                                 "net (drawn once, teacher features cached)")
     dre_lr: float = Field(1e-3, gt=0.0, description="Adam learning rate of the density-ratio net")
     dre_lambda: float = Field(0.01, ge=0.0, description="weight of the mean-one penalty of the density-ratio loss")
-    burn_in: int = Field(500, ge=1, description="samples per class (or in all, for regression) that set the "
+    burn_in: int = Field(500, ge=1, le=1_000_000, description="samples per class (or in all, for regression) that set the "
                                                 "rejection bound M and the filter cutoff")
     feature_tap: str = Field("emb", description="teacher features phi of the density ratio: a name in the "
                                                 "teacher's default_taps or a module path")

@@ -83,12 +83,12 @@ class DFADParams(Params):
 
     generator: GeneratorParams = Field(default_factory=GeneratorParams,
                                        description="the generator: {name: dcgan, nz, width, output, scale}")
-    batch_size: int = Field(64, ge=2, description="generated samples per generator or student step")
+    batch_size: int = Field(64, ge=2, le=100_000, description="generated samples per generator or student step")
     generator_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the generator")
-    rounds: int = Field(1, ge=1, description="rounds of {g_steps generator steps; kd_steps student steps} per "
+    rounds: int = Field(1, ge=1, le=10_000, description="rounds of {g_steps generator steps; kd_steps student steps} per "
                                              "loop step")
-    g_steps: int = Field(1, ge=0, description="generator steps per round")
-    kd_steps: int = Field(5, ge=1, description="student steps per round")
+    g_steps: int = Field(1, ge=0, le=10_000, description="generator steps per round")
+    kd_steps: int = Field(5, ge=1, le=10_000, description="student steps per round")
     bn: float = Field(0.0, ge=0, description="weight of the teacher's BatchNorm-statistics loss (DeepInversion)")
     one_hot: float = Field(0.0, ge=0, description="weight of the one-hot loss CE(t, argmax t) (DAFL)")
     entropy: float = Field(0.0, description="weight of the class entropy H(mean softmax(t/T_H)) (negative: "

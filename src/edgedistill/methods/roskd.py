@@ -68,7 +68,7 @@ class RoSKDParams(TermsParams):
     ema_momentum: float = Field(0.99, ge=0.0, lt=1.0, description="momentum m of the (bias-corrected) weight average")
     ema_start_step: int = Field(0, ge=0, description="optimisation step from which the average is taken (before it, "
                                                      "the average follows the student)")
-    sample_seed: Optional[int] = Field(None, ge=0, description="seed of the per-step teacher draw; default the run seed")
+    sample_seed: Optional[int] = Field(None, ge=0, le=2**32 - 1, description="seed of the per-step teacher draw; default the run seed")
 
 
 @METHODS.register("roskd")

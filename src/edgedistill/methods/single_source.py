@@ -97,7 +97,7 @@ class SingleSourceParams(Params):
     jitter_sigma: float = Field(0.03, ge=0, description="std of the additive Gaussian noise")
     time_warp_sigma: float = Field(0.2, ge=0, description="strength of the time warp (series only; 0: none)")
     cutmix_alpha: float = Field(1.0, ge=0, description="Beta(alpha, alpha) of CutMix between the crops (0: no CutMix)")
-    crops_per_step: Optional[int] = Field(None, ge=2, description="crops per step; null: the loop's batch size")
+    crops_per_step: Optional[int] = Field(None, ge=2, le=100_000, description="crops per step; null: the loop's batch size")
 
 
 @METHODS.register("single_source")

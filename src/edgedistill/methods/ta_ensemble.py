@@ -94,9 +94,9 @@ class TAEnsembleParams(Params):
     weights: Optional[list[Annotated[float, Field(ge=0.0)]]] = Field(
         None, description="fixed ensemble weights, one per member (renormalised); default: found by differential "
                           "evolution on the validation split")
-    de_seed: int = Field(0, ge=0, description="seed of the differential evolution")
-    de_maxiter: int = Field(100, ge=1, description="differential evolution generations (no early stop)")
-    de_popsize: int = Field(15, ge=1, description="differential evolution population size multiplier (scipy's popsize)")
+    de_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the differential evolution")
+    de_maxiter: int = Field(100, ge=1, le=100_000, description="differential evolution generations (no early stop)")
+    de_popsize: int = Field(15, ge=1, le=1000, description="differential evolution population size multiplier (scipy's popsize)")
     nll_weight: float = Field(1e-3, ge=0.0, description="weight of the validation NLL that breaks accuracy ties in "
                                                         "the DE objective")
 

@@ -145,7 +145,7 @@ class TaskedParams(Params):
     mmd_class_balanced: bool = Field(True, description="weight each subject pair's MMD over the activities both show")
     grl_max: float = Field(1.0, ge=0.0, description="gradient-reversal scale at the end of the ramp")
     grl_gamma: float = Field(10.0, ge=0.0, description="steepness gamma of DANN's ramp 2 / (1 + exp(-gamma p)) - 1")
-    subject_hidden: int = Field(64, gt=0, description="hidden width of the MLP subject classifier")
+    subject_hidden: int = Field(64, gt=0, le=65_536, description="hidden width of the MLP subject classifier")
     embedding_tap: str = Field("emb", description="the student's embedding the alignment reads (a tap name or "
                                                   "module path)")
 

@@ -120,7 +120,7 @@ class TopoKDParams(Params):
         "std", description="std: q(z) = 2 z / std(z) per sample (TDA-KD); fixed: q(z) = z / T (Hinton)")
     kl_reduction: Literal["mean", "batchmean"] = Field(
         "mean", description="mean: KL divided by B*C (nn.KLDivLoss default, as the TDA-KD code); batchmean: by B")
-    patches: int = Field(4, ge=1, description="contiguous batch groups of the orthogonality loss")
+    patches: int = Field(4, ge=1, le=4096, description="contiguous batch groups of the orthogonality loss")
     layers: Optional[list[str]] = Field(None, description="tapped layers (names in the models' default_taps or "
                                                           "module paths); default: stage1, stage2, feat")
     init: Literal["scratch", "none"] = Field(

@@ -1,0 +1,40 @@
+"""Fuzz findings fixed outside the big families: an --out no folder can have (run and sweep) is one line and exit 2;
+a method's counts (generations, GAN steps, rounds) are bounded when the recipe is read, so an absurd one is refused
+instead of training for ever; a damaged sweep.json is named, not a JSONDecodeError."""
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgedistill.cli import app
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_an_out_no_folder_can_have_is_exit_2_naming_out(tmp_path, command):
+    recipe = RECIPES / ("quickstart.yaml" if command == "run" else "study_augment.yaml")
+    out = tmp_path / ("o" * 300)
+    result = CliRunner().invoke(app, [command, str(recipe), "--smoke", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "--out" in result.output and "cannot be a folder here" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("method, key, value, extra", [("born_again", "generations", 1_000_000, ["teacher=null"]),
+                                                       ("cgan_kd", "gan_steps", 10**9, []), ("dfad", "rounds", 10**7, [])])
+def test_an_absurd_method_count_is_refused_at_read(tmp_path, method, key, value, extra):
+    recipe = RECIPES / "quickstart.yaml"
+    result = CliRunner().invoke(app, ["run", str(recipe), f"method.name={method}", "method.terms=[]", *extra,
+                                      f"method.params.{key}={value}", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert key in result.output and "less than or equal" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_sweep_json_is_named(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text('{"identity": "ab')
+    result = CliRunner().invoke(app, ["sweep", str(RECIPES / "study_augment.yaml"), "--smoke", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2 and "sweep.json is damaged" in result.output, result.output
