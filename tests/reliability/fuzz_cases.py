@@ -327,6 +327,32 @@ def random_overrides(draw: Callable) -> Case:
     return Case("overrides.random", EITHER, BASE, overrides=tuple(items), note=" ".join(items)[:120])
 
 
+_GOOD_SWEEP = {"name": "s", "grid": {"method.terms.1.temperature": [2, 4]}, "seeds": [0], "metric": "acc"}
+_SWEEPS: list[tuple[dict, str]] = [
+    ({}, ACCEPT), ({"grid": {"train.lr": [_NAN]}}, REFUSE), ({"grid": {"train.lr": [-1, 1e-3]}}, REFUSE),
+    ({"grid": {"train.lr": []}}, REFUSE), ({"grid": {}}, REFUSE), ({"grid": {"nope.key": [1]}}, REFUSE),
+    ({"grid": {"train.epochs": list(range(1, 1001)), "train.batch_size": list(range(1, 1001))}}, REFUSE),
+    ({"grid": {"seeds": [[0]]}}, REFUSE), ({"grid": {"train.lr": [1e-3, 1e-3]}}, REFUSE), ({"seeds": []}, REFUSE),
+    ({"seeds": [2**70]}, REFUSE), ({"metric": "nope"}, REFUSE), ({"metric": "mae"}, REFUSE), ({"nope": 1}, REFUSE),
+    ({"grid": {"method.terms.1.temperature": [0, 4]}}, REFUSE), ({"grid": {"data.path": ["@ROOT@/outside/sentinel.txt"]}}, REFUSE),
+    ({"grid": {"student.width": [4, 10**7]}}, REFUSE), ({"grid": {"method.terms": [[{"loss": "ce"}], "x"]}}, REFUSE),
+    ({"grid": {"train.lr": "0.1"}}, REFUSE), ({"grid": {"name": ["a", "b"]}}, EITHER),
+]
+
+
+@st.composite
+def sweeps(draw: Callable) -> Case:
+    change, expect = draw(st.sampled_from(_SWEEPS))
+    return Case("sweep", expect, {**BASE, "sweep": {**_GOOD_SWEEP, **change}}, command="sweep", note=repr(change)[:100])
+
+
+@st.composite
+def yaml_random(draw: Callable) -> Case:
+    """Random text or bytes as the recipe file: always owed a one-line refusal."""
+    blob = draw(st.binary(max_size=200) | st.text(max_size=200) | st.text(alphabet="{}[]:-&*!|>'\"#%@ \n\tab1.", max_size=120))
+    return Case("yaml.random", REFUSE, blob, note=repr(blob)[:100])
+
+
 # --out aimed at what is not a fresh folder: an existing file, a folder with the user's files, an impossible name
 _OUTS: list[tuple[str, str]] = [
     ("SENTINEL.txt", REFUSE), (".", REFUSE), ("..", REFUSE), ("@ROOT@/outside", REFUSE), ("@ROOT@/home", REFUSE),
@@ -690,6 +716,7 @@ FAMILIES: dict[str, tuple[Callable[[], st.SearchStrategy], int]] = {
     "strings": (absurd_strings, 3), "names": (names_as_paths, 4), "yaml": (yaml_text, 2), "overrides": (overrides, 3),
     "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "out": (outs, 1), "chains": (chains, 3), "mutate": (mutate, 4),
     "random_overrides": (random_overrides, 2), "npz_random": (npz_random, 2),
+    "sweep": (sweeps, 1), "yaml_random": (yaml_random, 1),
     "valid": (valid, 2),
 }
 # What test_fuzz runs inside `make test`: refused at recipe-reading or data-loading time, nothing trains.

@@ -113,12 +113,12 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
         allowed.append(out)  # a fresh run directory; an existing file or folder is the user's, not the run's
     run_dirs = list(allowed)
     allowed += _cache_dirs(case, root, box)
-    # Third-party caches in $HOME (matplotlib's font list, made by the sweep heatmap): not the toolkit's writes.
-    allowed += [root / "home" / ".cache" / "matplotlib", root / "home" / ".config" / "matplotlib"]
     before = _snapshot(root, allowed)
     base_before = set(os.listdir(base))
-    cwd, env = os.getcwd(), {k: os.environ.get(k) for k in ("HOME", "EDGEDISTILL_CACHE")}
-    os.environ.update(HOME=str(root / "home"), EDGEDISTILL_CACHE=str(base / "cache"))
+    cwd, env = os.getcwd(), {k: os.environ.get(k) for k in ("HOME", "EDGEDISTILL_CACHE", "MPLCONFIGDIR")}
+    # matplotlib (the sweep heatmap) keeps its font list in $MPLCONFIGDIR, else in $HOME: a third-party cache, not
+    # the toolkit's write, so it goes beside the shared model cache.
+    os.environ.update(HOME=str(root / "home"), EDGEDISTILL_CACHE=str(base / "cache"), MPLCONFIGDIR=str(base / "mpl"))
     os.chdir(box)
     old = signal.signal(signal.SIGALRM, _on_alarm)
     _ARMED[0] = True
@@ -175,7 +175,7 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
     after = _snapshot(root, allowed)
     lost = sorted(k for k in before if after.get(k) != before[k])
     new = sorted(k for k in after if k not in before)
-    new_base = sorted(set(os.listdir(base)) - base_before - {"cache"})
+    new_base = sorted(set(os.listdir(base)) - base_before - {"cache", "mpl"})
     if lost:
         flags.append("data_lost")
     if new or new_base:
