@@ -214,12 +214,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
                 if not part.isdigit() or int(part) >= len(node):
                     raise UserInputError(f"override '{'.'.join(path)}': '{part}' is not an index of that list")
                 node = node[int(part)]
-                continue
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-            if not isinstance(node, (dict, list)):
-                raise UserInputError(f"override '{'.'.join(path)}': '{'.'.join(path[: i + 1])}' is not a mapping")
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            if not isinstance(node, (dict, list)):  # a number or a name cannot hold a sub-key
+                raise UserInputError(f"override '{'.'.join(path)}': '{'.'.join(path[: i + 1])}' is "
+                                     f"{_short(node, 40)}, not a mapping or list")
         last = path[-1]
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):

@@ -65,6 +65,8 @@ OVERRIDE_CASES = [
     ("10k-segments", [".".join(["a"] * 10_000) + "=1"], "the limit is 10,000"),
     ("40-segments", [".".join(["a"] * 40) + "=1"], "segments; at most 16"),
     ("space-in-key", ["train lr=1"], "is not a name or list index"),
+    ("key-under-a-list-item", ["seeds.0.x=1"], "'seeds.0' is 0, not a mapping or list"),
+    ("key-under-a-number", ["train.epochs.x=1"], "'train.epochs' is 1, not a mapping or list"),
     ("laughs-in-value", ["method.params={" + ", ".join(
         ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 7)])
         + "}"], "aliases expand the document beyond"),
