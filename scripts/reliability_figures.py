@@ -152,9 +152,15 @@ def figures(results: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def table(fig: dict[str, int], faults: dict[str, str], command: str) -> str:
+def table(fig: dict[str, int], faults: dict[str, str], command: str, results: list[dict[str, Any]]) -> str:
     lines = [f"Produced by `{command}` ({time.strftime('%Y-%m-%d')}).", "", "| figure | count |", "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in fig.items()]
+    rows = collections.defaultdict(collections.Counter)
+    for r in results:
+        rows[r["kind"]].update([r["outcome"], "n"] + (["failure"] if is_failure(r) else []))
+    lines += ["", "| category | cases | clean errors | accepted | untidy | failures |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {c['n']} | {c['clean']} | {c['accepted']} | {c['untidy']} | {c['failure']} |"
+              for k, c in sorted(rows.items())]
     if faults:
         passed = sum(v == "passed" for v in faults.values())
         lines += ["", f"Fault tests (tests/reliability/test_faults.py, long variants on): {passed} of {len(faults)} "
@@ -219,7 +225,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"\nDistinct failures ({len(sigs)}):")
     for s, rs in sigs.items():
         print(f"  {len(rs):3d} x {s}: e.g. {rs[0]['note'][:80]!r} -> {rs[0].get('message', '')[:200]}")
-    text = table(fig, faults, command)
+    text = table(fig, faults, command, results)
     print("\n" + text + f"\n\n({time.monotonic() - started:.0f} s)")
     if a.write_doc:
         write_doc(a.write_doc, text)

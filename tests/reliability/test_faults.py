@@ -103,7 +103,7 @@ def test_sigkill_after_a_random_epoch_of_a_student_stage_resumes_to_identical_nu
 
 
 @pytest.mark.skipif(not LONG, reason="long variant: EDGEDISTILL_FAULTS_LONG=1 (make reliability)")
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_after_random_epochs_of_each_stage_in_turn_resumes_to_identical_numbers(tmp_path, straight, seed):
     rng = random.Random(seed)
     # The teacher (k1 <= its epochs); then, the teacher done, the student alone (k2 past the teacher's epochs); then
@@ -118,20 +118,25 @@ def test_sigkill_after_random_epochs_of_each_stage_in_turn_resumes_to_identical_
 
 
 @pytest.mark.skipif(not LONG, reason="long variant: EDGEDISTILL_FAULTS_LONG=1 (make reliability)")
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1])
 def test_sigkill_at_random_moments_resumes_to_identical_numbers(tmp_path, seed):
-    """Kills by the clock land anywhere: during imports, mid-epoch, mid-write, while the cache renames an entry."""
+    """Kills by the clock land anywhere: mid-epoch, mid-write, while the cache renames an entry. The first process
+    tells how long start-up takes (until config.yaml appears); each kill comes a random 0-4 s after that."""
     rng = random.Random(seed)
-    change = {"teacher": {**RECIPE["teacher"], "train": {"epochs": 30, "batch_size": 4}}, "train": {"epochs": 30, "batch_size": 4}}
+    change = {"teacher": {**RECIPE["teacher"], "train": {"epochs": 20, "batch_size": 4}}, "train": {"epochs": 20, "batch_size": 4}}
     recipe = _recipe(tmp_path, **change)
     ref = _in_process(recipe, tmp_path / "ref", tmp_path / "cache-ref")
     assert ref.exit_code == 0, ref.output
-    out, cache, kills = tmp_path / "run", tmp_path / "cache", []
-    for _ in range(12):
-        proc = _subprocess(recipe, out, cache)
-        delay = rng.uniform(2.0, 8.0)
+    out, cache, kills, startup = tmp_path / "run", tmp_path / "cache", [], None
+    for _ in range(8):
+        proc, began = _subprocess(recipe, out, cache), time.monotonic()
+        if startup is None:
+            while not (out / "config.yaml").exists() and proc.poll() is None:
+                time.sleep(0.05)
+            startup = time.monotonic() - began
+        delay = startup + rng.uniform(0.0, 4.0)
         try:
-            proc.wait(timeout=delay)
+            proc.wait(timeout=max(0.0, delay - (time.monotonic() - began)))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
@@ -140,10 +145,9 @@ def test_sigkill_at_random_moments_resumes_to_identical_numbers(tmp_path, seed):
         assert proc.returncode == 0, proc.stderr.read()[-2000:]
         break
     else:
-        proc = _subprocess(recipe, out, cache)
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
-    assert kills, "no kill happened: make the run longer or the delays shorter"
+        result = _in_process(recipe, out, cache)
+        assert result.exit_code == 0, result.output
+    assert kills, "no kill happened: make the run longer"
     assert _metrics(out) == _metrics(tmp_path / "ref"), f"killed at {kills} s"
     assert not _temp_files(out, cache)
 
