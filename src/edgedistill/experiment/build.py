@@ -47,9 +47,10 @@ def build_method(
     recipe: Recipe, student: nn.Module, teachers: list[TeacherNet], splits: DataSplits, augmenter: Optional[Augmenter] = None
 ) -> Method:
     cls = METHODS.get(recipe.method.name, key="method.name")
-    check_chains(recipe, teachers, splits)
-    if cls.takes_terms and not cls.own_terms and recipe.method.terms:
-        probe_terms(recipe.method.terms, splits, "method.terms")
+    with torch.random.fork_rng(devices=[]):  # the checks build loss modules: the run's random stream stays as it was
+        check_chains(recipe, teachers, splits)
+        if cls.takes_terms and not cls.own_terms and recipe.method.terms:
+            probe_terms(recipe.method.terms, splits, "method.terms")
     teacher = teachers[-1].model if teachers else None
     # method.params are validated by the regime's typed Params (key-named UserInputErrors); a TypeError from here on
     # is a bug in the regime, and is not dressed up as a recipe error.
