@@ -134,6 +134,11 @@ def run_faults() -> dict[str, str]:
     return outcomes
 
 
+def _sandboxed(text: str) -> str:
+    """A message with the case's temporary folder written as <sandbox>: the doc names no path of this machine."""
+    return re.sub(r"""[^\s'"]*/case-\d+/""", "<sandbox>/", text)
+
+
 def figures(results: list[dict[str, Any]]) -> dict[str, int]:
     count = collections.Counter(r["outcome"] for r in results)
     flags = collections.Counter(f for r in results for f in r["flags"])
@@ -161,6 +166,13 @@ def table(fig: dict[str, int], faults: dict[str, str], command: str, results: li
     lines += ["", "| category | cases | clean errors | accepted | untidy | failures |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {k} | {c['n']} | {c['clean']} | {c['accepted']} | {c['untidy']} | {c['failure']} |"
               for k, c in sorted(rows.items())]
+    failing = collections.OrderedDict()
+    for r in results:
+        if is_failure(r):
+            failing.setdefault(signature(r), r)
+    if failing:
+        lines += ["", f"Distinct failures ({len(failing)}; what went wrong | family | where, with one example):", ""]
+        lines += [f"- `{k}`: {r['note'][:80]!r} -> {_sandboxed(r.get('message', ''))[:160]}" for k, r in failing.items()]
     if faults:
         passed = sum(v == "passed" for v in faults.values())
         lines += ["", f"Fault tests (tests/reliability/test_faults.py, long variants on): {passed} of {len(faults)} "
@@ -214,6 +226,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     results = run_cases(a.cases, a.seed, families, a.limit_s, a.memory_gb, a.log, a.workdir)
     faults = run_faults() if a.faults else {}
     command = f"python scripts/reliability_figures.py --cases {a.cases} --seed {a.seed}" + (" --faults" if a.faults else "")
+    if families != tuple(FAMILIES):
+        command += f" --families {','.join(families)}"
     if a.faults and a.cases == 1000 and a.seed == 16:
         command = "make reliability"
     fig = figures(results)
