@@ -28,7 +28,8 @@ def _fit_score(features: np.ndarray, y: np.ndarray, train: np.ndarray) -> float:
 
 def test_registered_with_metadata() -> None:
     e = DATASETS.entry("synthetic")
-    assert e.meta == {"task": "classification", "kind": "1d"} and "3-9" in e.doc
+    assert {k: v for k, v in e.meta.items() if k != "check"} == {"task": "classification", "kind": "1d"} and "3-9" in e.doc
+    assert e.meta["check"](n_subjects=2) == (2, 40, 4, 3, 128, "classification", 0.3, 0)  # bounds, nothing generated
     assert DATASETS.entry("synthetic_images").meta["kind"] == "2d"
 
 

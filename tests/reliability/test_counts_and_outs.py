@@ -38,3 +38,17 @@ def test_a_damaged_sweep_json_is_named(tmp_path):
     (out / "sweep.json").write_text('{"identity": "ab')
     result = CliRunner().invoke(app, ["sweep", str(RECIPES / "study_augment.yaml"), "--smoke", "--out", str(out), "--no-progress"])
     assert result.exit_code == 2 and "sweep.json is damaged" in result.output, result.output
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+@pytest.mark.parametrize("name, key, value, says", [
+    ("synthetic", "windows_per_subject", 10**9, "between 1 and 10000000"),
+    ("synthetic", "length", 10**6, "GiB"),  # each count within bounds, the total is not: refused before allocating
+    ("synthetic_images", "n", 5_000_000, "GiB"),
+])
+def test_generated_data_is_bounded_before_anything_is_allocated_also_under_smoke(tmp_path, smoke, name, key, value, says):
+    args = ["run", str(RECIPES / "quickstart.yaml"), f"data.name={name}", "data.params={}", f"data.params.{key}={value}",
+            "--out", str(tmp_path / "out"), "--no-progress", *(["--smoke"] if smoke else [])]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and says in result.output and "data.params" in result.output, result.output
+    assert not (tmp_path / "out").exists()

@@ -26,6 +26,17 @@ def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
     return int(value)
 
 
+#: The most generated values (float64) a synthetic set may hold: 2**28 (2 GiB), far above any test or demo and far
+#: below what would swap a laptop; the bound is checked before anything is allocated.
+MAX_VALUES = 2**28
+
+
+def _check_total(values: int, what: str) -> None:
+    if values > MAX_VALUES:
+        raise UserInputError(f"data.params: {what} make {values:,} values ({values * 8 / 2**30:.1f} GiB), above the "
+                             f"{MAX_VALUES:,} a synthetic set may hold; use fewer or shorter windows")
+
+
 def _rotations(rng: np.random.Generator, n: int, max_angle: float) -> np.ndarray:
     """``n`` random 3x3 rotations about random axes by up to ``max_angle`` radians (Rodrigues' formula)."""
     axis = rng.normal(size=(n, 3))
@@ -38,7 +49,27 @@ def _rotations(rng: np.random.Generator, n: int, max_angle: float) -> np.ndarray
     return np.eye(3)[None] + s * k + (1 - c) * (k @ k)
 
 
-@DATASETS.register("synthetic", task="classification", kind="1d")
+def check_synthetic(
+    n_subjects: int = 6, windows_per_subject: int = 40, n_classes: int = 4, channels: int = 3, length: int = 128,
+    task: str = "classification", noise: float = 0.3, seed: int = 0,
+) -> tuple[int, int, int, int, int, str, float, int]:
+    """``synthetic``'s parameters checked (bounds, and the total size before anything is allocated), as it uses them:
+    also what ``--smoke`` runs, so a shrunk smoke run refuses what the real one would."""
+    n_subjects = _check_int("n_subjects", n_subjects, 1, 100_000)
+    wps = _check_int("windows_per_subject", windows_per_subject, 1, 10_000_000)
+    n_classes = _check_int("n_classes", n_classes, 2, 50)
+    channels = _check_int("channels", channels, 3, 9)
+    length = _check_int("length", length, 16, 10_000_000)
+    if task not in ("classification", "regression"):
+        raise UserInputError(f"data.params.task: expected 'classification' or 'regression', got {task!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1e6:
+        raise UserInputError(f"data.params.noise: expected a number between 0 and 1e6, got {noise!r}")
+    seed = _check_int("seed", seed, 0, 2**32 - 1)
+    _check_total(n_subjects * wps * 3 * -(-channels // 3) * length, "n_subjects x windows_per_subject x axes x length")
+    return n_subjects, wps, n_classes, channels, length, task, float(noise), seed
+
+
+@DATASETS.register("synthetic", task="classification", kind="1d", check=check_synthetic)
 def synthetic(
     n_subjects: int = 6,
     windows_per_subject: int = 40,
@@ -50,16 +81,8 @@ def synthetic(
     seed: int = 0,
 ) -> RawData:
     """Synthetic multi-subject wearable windows: channels (3-9) x length, n_classes activities, subject ids."""
-    n_subjects = _check_int("n_subjects", n_subjects, 1)
-    wps = _check_int("windows_per_subject", windows_per_subject, 1)
-    n_classes = _check_int("n_classes", n_classes, 2, 50)
-    channels = _check_int("channels", channels, 3, 9)
-    length = _check_int("length", length, 16)
-    if task not in ("classification", "regression"):
-        raise UserInputError(f"data.params.task: expected 'classification' or 'regression', got {task!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-        raise UserInputError(f"data.params.noise: expected a number >= 0, got {noise!r}")
-    seed = _check_int("seed", seed, 0)
+    n_subjects, wps, n_classes, channels, length, task, noise, seed = check_synthetic(
+        n_subjects, windows_per_subject, n_classes, channels, length, task, noise, seed)
     rng = np.random.default_rng(seed)
     n_groups = -(-channels // 3)  # sensors of 3 axes each (accelerometer, gyroscope, ...)
     n_axes = 3 * n_groups
@@ -132,18 +155,27 @@ def _pattern(kind: int, xx: np.ndarray, yy: np.ndarray, angle: np.ndarray, width
     return 0.5 * (1 + np.cos(np.pi * u / (1.5 * width + 0.1))) * (u**2 + v**2 < 0.5)  # grating
 
 
-@DATASETS.register("synthetic_images", task="classification", kind="2d")
+def check_synthetic_images(
+    n: int = 200, n_classes: int = 4, channels: int = 1, size: int = 16, noise: float = 0.6, seed: int = 0
+) -> tuple[int, int, int, int, float, int]:
+    """``synthetic_images``' parameters checked as it uses them (what ``--smoke`` runs too)."""
+    n = _check_int("n", n, 2, 10_000_000)
+    n_classes = _check_int("n_classes", n_classes, 2, 32)
+    channels = _check_int("channels", channels, 1, 16)
+    size = _check_int("size", size, 8, 128)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 1e6:
+        raise UserInputError(f"data.params.noise: expected a number between 0 and 1e6, got {noise!r}")
+    seed = _check_int("seed", seed, 0, 2**32 - 1)
+    _check_total(n * channels * size * size, "n x channels x size x size")
+    return n, n_classes, channels, size, float(noise), seed
+
+
+@DATASETS.register("synthetic_images", task="classification", kind="2d", check=check_synthetic_images)
 def synthetic_images(
     n: int = 200, n_classes: int = 4, channels: int = 1, size: int = 16, noise: float = 0.6, seed: int = 0
 ) -> RawData:
     """Synthetic small images: channels x size x size (default 1 x 16 x 16), n_classes shape/orientation classes."""
-    n = _check_int("n", n, 2)
-    n_classes = _check_int("n_classes", n_classes, 2, 32)
-    channels = _check_int("channels", channels, 1, 16)
-    size = _check_int("size", size, 8, 128)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-        raise UserInputError(f"data.params.noise: expected a number >= 0, got {noise!r}")
-    seed = _check_int("seed", seed, 0)
+    n, n_classes, channels, size, noise, seed = check_synthetic_images(n, n_classes, channels, size, noise, seed)
     rng = np.random.default_rng(seed)
     label = rng.permutation(np.arange(n) % n_classes)
     # Class k is a shape family (k % 4) at a base orientation; orientations of one family are spread over

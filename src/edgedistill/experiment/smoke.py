@@ -46,6 +46,8 @@ def _kind_task_shape(recipe: Recipe) -> tuple[str, str, tuple[int, ...] | None]:
         # The real data is replaced, but its parameters must still be right for the real run.
         signature_params(entry.obj).parse(recipe.data.params, "data.params", what=f"dataset {recipe.data.name}")
         meta = entry.meta
+        if meta.get("check") is not None:  # the dataset's own bounds (counts, total size), checked without making it
+            meta["check"](**recipe.data.params)
         task = recipe.data.params.get("task", meta.get("task", "classification"))
         shape = None
         if entry.obj.__module__ == "edgedistill.data.synthetic":
