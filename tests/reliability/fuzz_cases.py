@@ -63,6 +63,8 @@ class Case:
     command: str = "run"  # or "sweep"
     give_out: bool = True  # pass --out (else the run directory is runs/<name>-<time> in the working folder)
     out: str = "out"  # the --out given (relative to the working folder; @ROOT@ allowed)
+    recipe_path: str = "recipe.yaml"  # the recipe argument (the recipe text is written there when it is a plain name)
+    special: tuple[tuple[str, str], ...] = ()  # (name, "fifo" | "dir" | "link:<target>") made beside the recipe
     smoke: bool = False
     # (table, row) of a recipe text or file maker, built by ``materialize`` when the case runs: drawing stays fast
     # and a case pickles (the figures script sends cases to a worker process).
@@ -177,6 +179,9 @@ _NUMBERS: list[tuple[str, list, list]] = [
     ("engine.threads", [0, -1], [10**6]),
     ("teacher.train_subset", [0, -0.1, 1.5, _NAN], [1e-6]),
     ("data.window", [{"length": 0}, {"length": 10**9}, {"length": 8, "stride": 0}], [{"length": 16}]),
+    # each size within its own bound, the product gigabytes
+    ("data.params", [{"n_subjects": 10**3, "windows_per_subject": 10**3, "length": 10**3},
+                     {"n_subjects": 10**4, "windows_per_subject": 10**4, "length": 64, "channels": 9}], []),
 ]
 
 
@@ -325,6 +330,37 @@ def random_overrides(draw: Callable) -> Case:
                      | st.text(max_size=16))
         items.append(f"{key}={value}")
     return Case("overrides.random", EITHER, BASE, overrides=tuple(items), note=" ".join(items)[:120])
+
+
+_SPECIAL: list[tuple[str, dict, tuple, str, str]] = [
+    # (note, data section or {}, special files, recipe argument, owed)
+    ("data.path a FIFO nobody writes", FILE_DATA, (("data.npz", "fifo"),), "recipe.yaml", REFUSE),
+    ("data.path a link to /dev/zero", FILE_DATA, (("data.npz", "link:/dev/zero"),), "recipe.yaml", REFUSE),
+    ("data.path a link to /dev/urandom", FILE_DATA, (("data.npz", "link:/dev/urandom"),), "recipe.yaml", REFUSE),
+    ("data.path a folder", FILE_DATA, (("data.npz", "dir"),), "recipe.yaml", REFUSE),
+    ("data.path a dangling link", FILE_DATA, (("data.npz", "link:nowhere.npz"),), "recipe.yaml", REFUSE),
+    ("data.path a link to a text file outside", FILE_DATA, (("data.npz", "link:@ROOT@/outside/sentinel.txt"),), "recipe.yaml", REFUSE),
+    ("csv a FIFO", CSV_DATA, (("data.csv", "fifo"),), "recipe.yaml", REFUSE),
+    ("csv a link to /dev/zero", CSV_DATA, (("data.csv", "link:/dev/zero"),), "recipe.yaml", REFUSE),
+    ("checkpoint a FIFO", {}, (("weights.pt", "fifo"),), "recipe.yaml", REFUSE),
+    ("checkpoint a link to /dev/zero", {}, (("weights.pt", "link:/dev/zero"),), "recipe.yaml", REFUSE),
+    ("checkpoint a folder", {}, (("weights.pt", "dir"),), "recipe.yaml", REFUSE),
+    ("recipe /dev/zero", {}, (), "/dev/zero", REFUSE),
+    ("recipe /dev/null", {}, (), "/dev/null", REFUSE),
+    ("recipe a FIFO", {}, (("fifo.yaml", "fifo"),), "fifo.yaml", REFUSE),
+    ("recipe a folder", {}, (("folder.yaml", "dir"),), "folder.yaml", REFUSE),
+    ("recipe a link to /dev/urandom", {}, (("rand.yaml", "link:/dev/urandom"),), "rand.yaml", REFUSE),
+]
+
+
+@st.composite
+def special_files(draw: Callable) -> Case:
+    """FIFOs, devices, folders and links where files are read: never a hang, never gigabytes."""
+    note, data, special, arg, expect = draw(st.sampled_from(_SPECIAL))
+    recipe = {**BASE, "data": data} if data else BASE
+    if note.startswith("checkpoint"):
+        recipe = _set(BASE, "student.checkpoint", "weights.pt")
+    return Case("special_files", expect, recipe, special=special, recipe_path=arg, note=note)
 
 
 _GOOD_SWEEP = {"name": "s", "grid": {"method.terms.1.temperature": [2, 4]}, "seeds": [0], "metric": "acc"}
@@ -716,12 +752,12 @@ FAMILIES: dict[str, tuple[Callable[[], st.SearchStrategy], int]] = {
     "strings": (absurd_strings, 3), "names": (names_as_paths, 4), "yaml": (yaml_text, 2), "overrides": (overrides, 3),
     "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "out": (outs, 1), "chains": (chains, 3), "mutate": (mutate, 4),
     "random_overrides": (random_overrides, 2), "npz_random": (npz_random, 2),
-    "sweep": (sweeps, 1), "yaml_random": (yaml_random, 1),
+    "sweep": (sweeps, 1), "yaml_random": (yaml_random, 1), "special_files": (special_files, 1),
     "valid": (valid, 2),
 }
 # What test_fuzz runs inside `make test`: refused at recipe-reading or data-loading time, nothing trains.
 CHEAP = ("drop_or_rename", "wrong_type", "numbers", "strings", "names", "yaml", "overrides", "npz", "checkpoint", "out",
-         "chains")
+         "chains", "special_files")
 
 
 @st.composite

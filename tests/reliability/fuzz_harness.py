@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import time
 import traceback
 from pathlib import Path
@@ -58,7 +59,11 @@ def _snapshot(root: Path, skip: list[Path]) -> dict[str, bytes]:
         for f in filenames:
             p = here / f
             try:
-                out[str(p.relative_to(root))] = p.read_bytes() if p.stat().st_size < 1_000_000 else b"<large>"
+                st = p.lstat()
+                if not stat.S_ISREG(st.st_mode):  # a FIFO, a link: record what it is, never read through it
+                    out[str(p.relative_to(root))] = f"<{stat.S_IFMT(st.st_mode)}:{os.readlink(p) if p.is_symlink() else ''}>".encode()
+                else:
+                    out[str(p.relative_to(root))] = p.read_bytes() if st.st_size < 1_000_000 else b"<large>"
             except OSError:
                 out[str(p.relative_to(root))] = b"<unreadable>"
     return out
@@ -87,7 +92,14 @@ def prepare(case: Case, base: Path, index: int) -> tuple[Path, list[str]]:
     (box / "recipe.yaml").write_bytes(_recipe_text(case, root))
     for name, data in case.files:
         (box / name).write_bytes(data)
-    args = [case.command, "recipe.yaml", *(o.replace("@ROOT@", str(root)) for o in case.overrides)]
+    for name, kind in case.special:
+        if kind == "fifo":
+            os.mkfifo(box / name)
+        elif kind == "dir":
+            (box / name).mkdir()
+        else:
+            os.symlink(kind.removeprefix("link:").replace("@ROOT@", str(root)), box / name)
+    args = [case.command, case.recipe_path, *(o.replace("@ROOT@", str(root)) for o in case.overrides)]
     if case.give_out:
         args += ["--out", case.out.replace("@ROOT@", str(root))]
     if case.smoke:
