@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from edgedistill.errors import UserInputError
 from edgedistill.params import check_free_values, short_repr as _short
@@ -50,6 +50,16 @@ def safe_name(value: str) -> str:
 def _check_free(values: dict[str, Any]) -> dict[str, Any]:
     check_free_values(values)
     return values
+
+
+def _no_nul(value: Path) -> Path:
+    if "\x00" in str(value):  # no file system takes it; every os call would raise a bare ValueError
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+#: A file or folder path from a recipe: a NUL byte is refused when the recipe is read, not by the first os call.
+RecipePath = Annotated[Path, AfterValidator(_no_nul)]
 
 
 class _Strict(BaseModel):
@@ -102,7 +112,7 @@ class TopologyConfig(_Strict):
     embed_dim: int = Field(3, ge=2, le=64)
     delay: int = Field(1, ge=1, le=100_000)
     source: Literal["exact", "pinet"] = "exact"  # exact: gudhi; pinet: a trained PI-Net (`edgedistill topo pinet`)
-    pinet: Optional[Path] = None  # the PI-Net checkpoint for source: pinet
+    pinet: Optional[RecipePath] = None  # the PI-Net checkpoint for source: pinet
     workers: Optional[int] = Field(None, ge=1, le=MAX_THREADS)  # processes computing PIs (default min(4, CPUs))
 
     @model_validator(mode="after")
@@ -127,7 +137,7 @@ class CsvColumns(_Strict):
 
 class DataConfig(_Strict):
     name: Optional[str] = None
-    path: Optional[Path] = None
+    path: Optional[RecipePath] = None
     # The columns of a .csv (data.path): label, group, window, time, channels. Left out of dumps when unset.
     columns: Optional[CsvColumns] = Field(None, exclude_if=lambda v: v is None)
     # What y means, when the file's dtype should not decide (float class ids, integer targets): never guessed
@@ -223,7 +233,7 @@ class ModelConfig(_Open):
     """``model`` names a zoo entry; every other key is a keyword argument of that model's factory."""
 
     model: str = Field(max_length=100)
-    checkpoint: Optional[Path] = None  # start from these weights (state_dict file, loaded weights-only)
+    checkpoint: Optional[RecipePath] = None  # start from these weights (state_dict file, loaded weights-only)
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -348,7 +358,7 @@ class Recipe(_Strict):
     baseline: bool = True
     engine: EngineConfig = Field(default_factory=EngineConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
-    cache_dir: Optional[Path] = None  # trained-model cache; default ~/.cache/edgedistill or $EDGEDISTILL_CACHE
+    cache_dir: Optional[RecipePath] = None  # trained-model cache; default ~/.cache/edgedistill or $EDGEDISTILL_CACHE
 
     @model_validator(mode="after")
     def _teachers(self) -> "Recipe":
@@ -403,24 +413,29 @@ def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     as command-line overrides are applied afterwards and stay relative to the working folder, as a shell expects."""
     out = copy.deepcopy(data)
 
-    def absolute(value: Any) -> Any:
+    def absolute(value: Any, key: str) -> Any:
         if not isinstance(value, str) or not value:
             return value
+        if "\x00" in value:  # no file system takes it; Path.resolve would raise a bare ValueError
+            raise UserInputError(f"{key}: a path cannot contain a NUL character (got {value[:60]!r})")
         p = Path(value).expanduser()
-        return str(p if p.is_absolute() else (base / p).resolve())
+        try:
+            return str(p if p.is_absolute() else (base / p).resolve())
+        except OSError as exc:  # a name too long for the file system
+            raise UserInputError(f"{key}: the path {value[:60]!r} cannot be resolved ({exc.strerror or exc})") from None
 
     for section, key in _PATH_KEYS:
         node = out.get(section)
         if key is None:
             if section in out:
-                out[section] = absolute(node)
+                out[section] = absolute(node, section)
             continue
-        for entry in node if isinstance(node, list) else [node]:
+        for i, entry in enumerate(node if isinstance(node, list) else [node]):
             if isinstance(entry, dict) and key in entry:
-                entry[key] = absolute(entry[key])
+                entry[key] = absolute(entry[key], f"{section}.{i}.{key}" if isinstance(node, list) else f"{section}.{key}")
     topology = (out.get("data") or {}).get("topology") if isinstance(out.get("data"), dict) else None
     if isinstance(topology, dict) and "pinet" in topology:
-        topology["pinet"] = absolute(topology["pinet"])
+        topology["pinet"] = absolute(topology["pinet"], "data.topology.pinet")
     return out
 
 

@@ -52,3 +52,28 @@ def test_generated_data_is_bounded_before_anything_is_allocated_also_under_smoke
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and says in result.output and "data.params" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_grid_too_large_to_validate_is_refused_at_once(tmp_path):
+    recipe = tmp_path / "grid.yaml"
+    recipe.write_text((RECIPES / "quickstart.yaml").read_text() + "\nsweep: {grid: {train.epochs: [%s], train.batch_size: [%s]}}\n"
+                      % (", ".join(map(str, range(1, 101))), ", ".join(map(str, range(1, 101)))))
+    result = CliRunner().invoke(app, ["sweep", str(recipe), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2 and "100 x 100 = 10,000 points; at most 1,000" in result.output, result.output
+
+
+@pytest.mark.parametrize("given", [None, "", "four", [4]])
+def test_a_loss_number_given_as_null_text_or_list_is_named(tmp_path, given):
+    import yaml
+    override = f"method.terms.1.temperature={yaml.safe_dump(given, default_flow_style=True).strip().removesuffix('...').strip()}"
+    result = CliRunner().invoke(app, ["run", str(RECIPES / "quickstart.yaml"), override, "--smoke", "--out",
+                                      str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2 and "temperature" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_recipe_path_with_a_nul_byte_is_named(tmp_path):
+    recipe = tmp_path / "nul.yaml"
+    recipe.write_text('name: a\ndata: {name: synthetic}\nstudent: {model: cnn1d}\ncache_dir: "nul\\0byte"\n')
+    result = CliRunner().invoke(app, ["run", str(recipe), "--smoke", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2 and "cache_dir: a path cannot contain a NUL character" in result.output, result.output

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import json
 import re
 from pathlib import Path
 from typing import Any, Optional
 
-from edgedistill.config import load_recipe, resolve_recipe_paths
+from edgedistill.config import load_recipe, resolve_recipe_paths, safe_name
+from edgedistill.params import short_repr
 from edgedistill.yaml_io import apply_overrides, read_yaml
 from edgedistill.errors import UserInputError
 from edgedistill.experiment.sweep_report import label
 
 SPEC_KEYS = ("grid", "seeds", "metric", "name")
+#: The most grid points a sweep may have: every point is validated before anything runs, and 1,000 points (each over
+#: every seed) is already days of CPU; a larger study is several sweeps, or a coarser grid.
+MAX_POINTS = 1000
 METRICS = {"classification": ("acc", "f1", "ece", "nll"), "regression": ("rmse", "mae", "r2")}
 
 
@@ -80,17 +85,24 @@ def read_sweep(path: Path, overrides: Optional[list[str]] = None) -> dict[str, A
         if len(set(map(_canon, codes))) != len(codes):
             raise UserInputError(f"sweep.grid.{key}: a text value collides with a list/mapping value written as JSON")
         values[key] = vals
+    points = math.prod(len(v) for v in values.values())
+    if points > MAX_POINTS:
+        sizes = " x ".join(str(len(v)) for v in values.values())
+        raise UserInputError(f"sweep.grid: {sizes} = {points:,} points; at most {MAX_POINTS:,} (split the study into "
+                             "several sweeps, or use fewer values per axis)")
     seeds = raw.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
                               or len(set(seeds)) != len(seeds)):
-        raise UserInputError(f"sweep.seeds: expected a non-empty list of distinct integers (got {seeds!r})")
+        raise UserInputError(f"sweep.seeds: expected a non-empty list of distinct integers (got {short_repr(seeds)})")
     metric = raw.get("metric")
     if metric is not None and metric not in (*METRICS["classification"], *METRICS["regression"]):
         raise UserInputError(f"sweep.metric: unknown metric {metric!r}; expected one of: "
                              f"{', '.join(METRICS['classification'])} (classification), {', '.join(METRICS['regression'])} (regression)")
     name = raw.get("name", data.get("name", "run"))
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UserInputError(f"sweep.name: expected letters, digits, '.', '_' or '-' (got {name!r})")
+    try:
+        name = safe_name(name) if isinstance(name, str) else safe_name("")
+    except ValueError as exc:
+        raise UserInputError(f"sweep.name: {exc} (got {short_repr(name)})") from None
     # Relative data paths are relative to the recipe file (as for `edgedistill run`); trials get the recipe as a dict.
     d = data.get("data")
     if isinstance(d, dict) and isinstance(d.get("path"), str) and not Path(d["path"]).is_absolute() and not Path(d["path"]).exists():

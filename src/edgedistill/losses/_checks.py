@@ -27,8 +27,9 @@ def min_dims(loss: str, name: str, t: torch.Tensor, dims: int, what: str) -> Non
 
 
 def positive(loss: str, name: str, value: float) -> None:
-    if not value > 0:
-        raise UserInputError(f"{loss}: {name} must be > 0, got {value}")
+    """A number > 0 (a recipe may hand a loss null, text or a list: refused by name, never compared)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise UserInputError(f"{loss}: {name} must be > 0, got {str(value)[:60] if value is not None else 'null'}")
 
 
 def classes_last(t: torch.Tensor) -> torch.Tensor:
