@@ -187,7 +187,8 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
     after = _snapshot(root, allowed)
     lost = sorted(k for k in before if after.get(k) != before[k])
     new = sorted(k for k in after if k not in before)
-    new_base = sorted(set(os.listdir(base)) - base_before - {"cache", "mpl"})
+    new_base = sorted(n for n in set(os.listdir(base)) - base_before - {"cache", "mpl"}
+                      if not any(base / n == p or base / n in p.parents for p in allowed))  # a cache_dir: ../../x
     if lost:
         flags.append("data_lost")
     if new or new_base:
