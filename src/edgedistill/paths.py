@@ -30,3 +30,24 @@ def inside(root: Path, *parts: str, what: str = "a name") -> Path:
         raise UserInputError(f"{what} {'/'.join(parts)!r} would write outside '{root}'; use a plain name "
                              "(letters, digits, '.', '_' or '-')")
     return target
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (links followed), else a ``UserInputError`` saying what is there instead: a
+    folder, a FIFO or a device would block or stream for ever where a file is read (a recipe, data, a checkpoint)."""
+    import stat
+
+    from edgedistill.errors import UserInputError
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserInputError(f"{what} '{path}' does not exist") from None
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, a loop of links
+        raise UserInputError(f"{what} {str(path)[:200]!r} is not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device" if (
+            stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise UserInputError(f"{what} '{path}' is {kind}, not a regular file")
+    return path

@@ -17,6 +17,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from edgedistill.errors import UserInputError
+from edgedistill.paths import regular_file
 
 #: A recipe file larger than this is refused unread: the largest bundled recipe is ~3 KB.
 MAX_FILE_BYTES = 1_000_000
@@ -234,9 +235,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
 def read_yaml(path: Path) -> dict[str, Any]:
     """The mapping in recipe file ``path``, within the limits above; every problem is a ``UserInputError``."""
     path = Path(path)
-    if not path.is_file():
-        what = "is not a file" if path.exists() else "does not exist"
-        raise UserInputError(f"recipe file '{path}' {what}")
+    regular_file(path, "recipe file")
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)  # never more than the limit, even from a file that keeps growing

@@ -77,3 +77,28 @@ def test_a_recipe_path_with_a_nul_byte_is_named(tmp_path):
     recipe.write_text('name: a\ndata: {name: synthetic}\nstudent: {model: cnn1d}\ncache_dir: "nul\\0byte"\n')
     result = CliRunner().invoke(app, ["run", str(recipe), "--smoke", "--out", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 2 and "cache_dir: a path cannot contain a NUL character" in result.output, result.output
+
+
+def test_a_cache_dir_that_cannot_be_a_folder_is_refused_before_the_run_directory(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    result = CliRunner().invoke(app, ["run", str(RECIPES / "quickstart.yaml"), "data.name=synthetic",
+                                      f"cache_dir={tmp_path / 'a_file'}", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2 and result.output.startswith("error: cache_dir: cannot create the folder"), result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+@pytest.mark.parametrize("where", ["recipe", "data", "checkpoint"])
+def test_a_folder_or_fifo_where_a_file_is_read_is_named_for_what_it_is(tmp_path, kind, where):
+    import os
+
+    odd = tmp_path / {"recipe": "odd.yaml", "data": "odd.npz", "checkpoint": "odd.pt"}[where]
+    os.mkfifo(odd) if kind == "fifo" else odd.mkdir()
+    recipe, extra = str(RECIPES / "quickstart.yaml"), []
+    if where == "recipe":
+        recipe = str(odd)
+    else:
+        extra = [f"data.path={odd}", "data.name=null"] if where == "data" else [f"student.checkpoint={odd}"]
+    result = CliRunner().invoke(app, ["run", recipe, *extra, "--out", str(tmp_path / "out"), "--no-progress"])
+    what = "a FIFO" if kind == "fifo" else "a folder"
+    assert result.exit_code == 2 and f"is {what}, not a regular file" in result.output, result.output

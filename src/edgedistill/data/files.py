@@ -17,16 +17,14 @@ import numpy as np
 from edgedistill.data.raw import RawData, settle_task
 from edgedistill.data.windowing import memory_bytes
 from edgedistill.errors import UserInputError
+from edgedistill.paths import regular_file
 
 _RESERVED = {"x", "y", "group", "test_x", "test_y", "test_group", "task"}
 _TASKS = ("classification", "regression")
 
 
 def check_file(path: Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"data file '{path}' does not exist")
-    return path
+    return regular_file(path, "data file")
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

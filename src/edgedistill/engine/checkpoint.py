@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from edgedistill.errors import UserInputError
+from edgedistill.paths import regular_file
 from edgedistill.io import atomic_write
 
 #: Key of the content digest in a training checkpoint (``last.pt``, ``best.pt``); ``load`` removes it.
@@ -92,12 +93,7 @@ def load(path: Path, data: bytes | None = None, hint: str = RESAVE) -> dict[str,
     ``hint`` is what the error tells the user to do (for the toolkit's own files: how to retrain; "" for nothing)."""
     path = Path(path)
     if data is None:
-        try:
-            exists = path.is_file()
-        except (OSError, ValueError) as exc:  # a name too long, a NUL byte: the path itself cannot be a file
-            raise UserInputError(f"checkpoint {str(path)[:200]!r} is not a usable path ({exc})") from None
-        if not exists:
-            raise UserInputError(f"checkpoint '{path}' does not exist")
+        regular_file(path, "checkpoint")
         if path.stat().st_size == 0:
             raise UnreadableCheckpoint(f"checkpoint '{path}' is empty, not a weights-only torch file{_tail(hint)}")
     elif not data:

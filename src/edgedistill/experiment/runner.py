@@ -277,6 +277,8 @@ def run(
 
         recipe = smoke_recipe(recipe)
     p = plan(recipe, smoke)
+    if not smoke:  # (a smoke run caches inside its run directory) the model cache must be a folder we can make
+        _cache_folder(recipe)
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     rundir.open_run_dir(run_dir, recipe_to_dict(recipe), _same_config(recipe))  # refuse before writing anything
     command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
@@ -291,6 +293,17 @@ def run(
         if problem is None:
             raise
         raise problem from None
+
+
+def _cache_folder(recipe: Recipe) -> Path:
+    """The model cache's folder, made now: one that cannot exist (a file in the way, a name too long) is refused
+    naming cache_dir before the run directory is written, not after the run started."""
+    root = default_cache_dir(recipe.cache_dir)
+    try:
+        return make_dirs(root / "models")
+    except UserInputError as exc:
+        where = "cache_dir" if recipe.cache_dir is not None else "the model cache ($EDGEDISTILL_CACHE or ~/.cache/edgedistill)"
+        raise UserInputError(f"{where}: {exc}") from None
 
 
 def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
