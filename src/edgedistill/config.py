@@ -8,13 +8,13 @@ is ever imported or executed. Keys that a model factory or a loss takes as keywo
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from edgedistill.errors import UserInputError
+from edgedistill.recipe_paths import RecipePath, resolve_recipe_paths, safe_name  # noqa: F401 - re-exported
 from edgedistill.params import check_free_values, short_repr as _short
 from edgedistill.yaml_io import apply_overrides, read_yaml
 
@@ -35,31 +35,9 @@ MAX_RUNS = 1_000
 MAX_TERMS = 64
 
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def safe_name(value: str) -> str:
-    """A recipe name that becomes a file or folder name (the run folder, a teacher's folder): 1-64 letters, digits,
-    '.', '_' or '-', starting with a letter or digit. So a name is never a path: no separator, no '..', not absolute."""
-    if not _SAFE_NAME.fullmatch(value) or ".." in value:
-        raise ValueError(f"becomes a file or folder name: use 1-64 letters, digits, '.', '_' or '-', starting with a "
-                         f"letter or digit (no '/', no '..')")
-    return value
-
-
 def _check_free(values: dict[str, Any]) -> dict[str, Any]:
     check_free_values(values)
     return values
-
-
-def _no_nul(value: Path) -> Path:
-    if "\x00" in str(value):  # no file system takes it; every os call would raise a bare ValueError
-        raise ValueError("a path cannot contain a NUL character")
-    return value
-
-
-#: A file or folder path from a recipe: a NUL byte is refused when the recipe is read, not by the first os call.
-RecipePath = Annotated[Path, AfterValidator(_no_nul)]
 
 
 class _Strict(BaseModel):
@@ -400,43 +378,6 @@ class Recipe(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("seeds must not repeat")
         return v
-
-
-# Keys whose values are file paths: (section, key) with section a mapping or a list of mappings of the recipe.
-_PATH_KEYS = (("data", "path"), ("student", "checkpoint"), ("teacher", "checkpoint"), ("teachers", "checkpoint"),
-              ("cache_dir", None))
-
-
-def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative paths written in a recipe file are relative to that file's folder, whatever the working folder, and
-    are stored absolute (so config.yaml, export, profile and resume mean the same file from anywhere). Paths given
-    as command-line overrides are applied afterwards and stay relative to the working folder, as a shell expects."""
-    out = copy.deepcopy(data)
-
-    def absolute(value: Any, key: str) -> Any:
-        if not isinstance(value, str) or not value:
-            return value
-        if "\x00" in value:  # no file system takes it; Path.resolve would raise a bare ValueError
-            raise UserInputError(f"{key}: a path cannot contain a NUL character (got {value[:60]!r})")
-        p = Path(value).expanduser()
-        try:
-            return str(p if p.is_absolute() else (base / p).resolve())
-        except OSError as exc:  # a name too long for the file system
-            raise UserInputError(f"{key}: the path {value[:60]!r} cannot be resolved ({exc.strerror or exc})") from None
-
-    for section, key in _PATH_KEYS:
-        node = out.get(section)
-        if key is None:
-            if section in out:
-                out[section] = absolute(node, section)
-            continue
-        for i, entry in enumerate(node if isinstance(node, list) else [node]):
-            if isinstance(entry, dict) and key in entry:
-                entry[key] = absolute(entry[key], f"{section}.{i}.{key}" if isinstance(node, list) else f"{section}.{key}")
-    topology = (out.get("data") or {}).get("topology") if isinstance(out.get("data"), dict) else None
-    if isinstance(topology, dict) and "pinet" in topology:
-        topology["pinet"] = absolute(topology["pinet"], "data.topology.pinet")
-    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from edgedistill.config import load_recipe, resolve_recipe_paths, safe_name
+from edgedistill.config import load_recipe
+from edgedistill.recipe_paths import resolve_recipe_paths, safe_name
 from edgedistill.params import short_repr
 from edgedistill.yaml_io import apply_overrides, read_yaml
 from edgedistill.errors import UserInputError

@@ -1,0 +1,71 @@
+"""Names and paths in a recipe: a name that becomes a folder is never a path (``safe_name``), a path never holds a
+NUL byte (``RecipePath``), and relative paths written in a recipe file mean the recipe's folder
+(``resolve_recipe_paths``). A core module: ``config`` validates with it, sweeps resolve with it."""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+from edgedistill.errors import UserInputError
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def safe_name(value: str) -> str:
+    """A recipe name that becomes a file or folder name (the run folder, a teacher's folder): 1-64 letters, digits,
+    '.', '_' or '-', starting with a letter or digit. So a name is never a path: no separator, no '..', not absolute."""
+    if not _SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ValueError("becomes a file or folder name: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+                         "letter or digit (no '/', no '..')")
+    return value
+
+
+def _no_nul(value: Path) -> Path:
+    if "\x00" in str(value):  # no file system takes it; every os call would raise a bare ValueError
+        raise ValueError("a path cannot contain a NUL character")
+    return value
+
+
+#: A file or folder path from a recipe: a NUL byte is refused when the recipe is read, not by the first os call.
+RecipePath = Annotated[Path, AfterValidator(_no_nul)]
+
+
+# Keys whose values are file paths: (section, key) with section a mapping or a list of mappings of the recipe.
+_PATH_KEYS = (("data", "path"), ("student", "checkpoint"), ("teacher", "checkpoint"), ("teachers", "checkpoint"),
+              ("cache_dir", None))
+
+
+def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths written in a recipe file are relative to that file's folder, whatever the working folder, and
+    are stored absolute (so config.yaml, export, profile and resume mean the same file from anywhere). Paths given
+    as command-line overrides are applied afterwards and stay relative to the working folder, as a shell expects."""
+    out = copy.deepcopy(data)
+
+    def absolute(value: Any, key: str) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        if "\x00" in value:  # no file system takes it; Path.resolve would raise a bare ValueError
+            raise UserInputError(f"{key}: a path cannot contain a NUL character (got {value[:60]!r})")
+        p = Path(value).expanduser()
+        try:
+            return str(p if p.is_absolute() else (base / p).resolve())
+        except OSError as exc:  # a name too long for the file system
+            raise UserInputError(f"{key}: the path {value[:60]!r} cannot be resolved ({exc.strerror or exc})") from None
+
+    for section, key in _PATH_KEYS:
+        node = out.get(section)
+        if key is None:
+            if section in out:
+                out[section] = absolute(node, section)
+            continue
+        for i, entry in enumerate(node if isinstance(node, list) else [node]):
+            if isinstance(entry, dict) and key in entry:
+                entry[key] = absolute(entry[key], f"{section}.{i}.{key}" if isinstance(node, list) else f"{section}.{key}")
+    topology = (out.get("data") or {}).get("topology") if isinstance(out.get("data"), dict) else None
+    if isinstance(topology, dict) and "pinet" in topology:
+        topology["pinet"] = absolute(topology["pinet"], "data.topology.pinet")
+    return out
