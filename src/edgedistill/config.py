@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgedistill.errors import UserInputError
 from edgedistill.recipe_paths import RecipePath, resolve_recipe_paths, safe_name  # noqa: F401 - re-exported
-from edgedistill.params import check_free_values, short_repr as _short
+from edgedistill.errors import short_repr as _short
+from edgedistill.params import check_free_values
 from edgedistill.yaml_io import apply_overrides, read_yaml
 
 # Bounds every recipe number is checked against (docs/reliability.md says why each): a value outside is a typo or an

@@ -8,6 +8,8 @@ command once the cause is removed; 130 interrupted (finished stages are kept; th
 """
 from __future__ import annotations
 
+from typing import Any
+
 #: The most characters of an error message the CLI prints: a message built from user input stays one readable line.
 MESSAGE_LIMIT = 600
 
@@ -42,3 +44,12 @@ def one_line(exc: BaseException, limit: int = MESSAGE_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages quote user input, never all of it)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits has no repr
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

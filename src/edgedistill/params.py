@@ -17,7 +17,7 @@ from typing import (Annotated, Any, Callable, ClassVar, Literal, Optional, TypeV
 
 from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError, create_model
 
-from edgedistill.errors import UserInputError
+from edgedistill.errors import UserInputError, short_repr
 
 P = TypeVar("P", bound="Params")
 
@@ -122,15 +122,6 @@ def type_name(ann: Any) -> str:
 #: Any number a model, loss, augmentation, method or dataset takes as a free keyword: beyond this it is a typo
 #: (and an int beyond 2**63 crashes torch).
 MAX_KNOB = 1e12
-
-
-def short_repr(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters (error messages quote user input, never all of it)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int of more than 4300 digits has no repr
-        return f"<{type(value).__name__} too large to show>"
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def check_free_values(values: dict[str, Any], depth: int = 0) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from edgedistill.errors import UserInputError
+from edgedistill.errors import UserInputError, short_repr
 from edgedistill.paths import regular_file
 
 #: A recipe file larger than this is refused unread: the largest bundled recipe is ~3 KB.
@@ -81,10 +81,10 @@ class _YamlLoader(yaml.SafeLoader):
                     continue
                 key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
-                    raise YamlLimit(f"line {_line(key_node)}: key {_short(key)} (of type {type(key).__name__}) is not a "
+                    raise YamlLimit(f"line {_line(key_node)}: key {short_repr(key, 80)} (of type {type(key).__name__}) is not a "
                                     "name; every recipe key is a name (quote it if it is meant as one)")
                 if key in seen:
-                    raise YamlLimit(f"line {_line(key_node)}: key '{_short(key, 60)[1:-1]}' is given twice (first "
+                    raise YamlLimit(f"line {_line(key_node)}: key '{short_repr(key, 60)[1:-1]}' is given twice (first "
                                     f"on line {seen[key]}); YAML would silently keep only the last")
                 seen[key] = _line(key_node)
         return super().construct_mapping(node, deep=deep)
@@ -135,15 +135,6 @@ def _check_expanded(root: Node) -> None:
     measure(root)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: error messages quote user input, never all of it."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int of more than 4300 digits has no repr
-        return f"<{type(value).__name__} too large to show>"
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
 def safe_load(text: Any) -> Any:
     """``yaml.safe_load`` semantics (no tags execute anything) with scientific-notation floats and the limits above
     (a string over ``MAX_FILE_BYTES`` characters is refused unparsed). Raises ``yaml.YAMLError``."""
@@ -165,9 +156,9 @@ def check_key(key: str | list[str], where: str) -> list[str]:
         raise UserInputError(f"{where}: the key has {len(path)} segments; at most {MAX_KEY_SEGMENTS}")
     for part in path:
         if not isinstance(part, str) or not part:
-            raise UserInputError(f"{where}: empty key segment in {_short(shown)} (expected key.sub=value)")
+            raise UserInputError(f"{where}: empty key segment in {short_repr(shown, 80)} (expected key.sub=value)")
         if len(part) > MAX_SEGMENT_CHARS or not _SEGMENT.fullmatch(part):
-            raise UserInputError(f"{where}: key segment {_short(part, 40)} is not a name or list index (1-"
+            raise UserInputError(f"{where}: key segment {short_repr(part, 40)} is not a name or list index (1-"
                                  f"{MAX_SEGMENT_CHARS} letters, digits, '_' or '-')")
     return path
 
@@ -175,19 +166,19 @@ def check_key(key: str | list[str], where: str) -> list[str]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.lr=1e-3"`` -> (["train", "lr"], 0.001); the value is parsed as YAML (safe_load)."""
     if len(text) > MAX_OVERRIDE_CHARS:
-        raise UserInputError(f"override {_short(text, 40)}: {len(text):,} characters; the limit is "
+        raise UserInputError(f"override {short_repr(text, 40)}: {len(text):,} characters; the limit is "
                              f"{MAX_OVERRIDE_CHARS:,}")
     if "=" not in text:
-        raise UserInputError(f"override {_short(text)}: expected key.sub=value")
+        raise UserInputError(f"override {short_repr(text, 80)}: expected key.sub=value")
     key, raw = text.split("=", 1)
-    path = check_key(key.strip(), f"override {_short(text)}")
+    path = check_key(key.strip(), f"override {short_repr(text, 80)}")
     try:
         value = safe_load(raw) if raw.strip() else None
     except YamlLimit as exc:
-        raise UserInputError(f"override {_short(text)}: value refused: {exc}") from None
+        raise UserInputError(f"override {short_repr(text, 80)}: value refused: {exc}") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserInputError(f"override {_short(text)}: value is not valid YAML ({problem})") from None
+        raise UserInputError(f"override {short_repr(text, 80)}: value is not valid YAML ({problem})") from None
     return path, value
 
 
@@ -208,7 +199,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
     out = _unshared(data)
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
     for key, value in items:
-        path = check_key(key, f"override {_short(key)}")
+        path = check_key(key, f"override {short_repr(key, 80)}")
         node: Any = out
         for i, part in enumerate(path[:-1]):
             if isinstance(node, list):
@@ -221,7 +212,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
                 node = node[part]
             if not isinstance(node, (dict, list)):  # a number or a name cannot hold a sub-key
                 raise UserInputError(f"override '{'.'.join(path)}': '{'.'.join(path[: i + 1])}' is "
-                                     f"{_short(node, 40)}, not a mapping or list")
+                                     f"{short_repr(node, 40)}, not a mapping or list")
         last = path[-1]
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):

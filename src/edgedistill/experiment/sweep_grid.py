@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from edgedistill.config import load_recipe
 from edgedistill.recipe_paths import resolve_recipe_paths, safe_name
-from edgedistill.params import short_repr
+from edgedistill.errors import short_repr
 from edgedistill.yaml_io import apply_overrides, read_yaml
 from edgedistill.errors import UserInputError
 from edgedistill.experiment.sweep_report import label
