@@ -32,7 +32,8 @@ def _fail(exc: EdgeDistillError) -> None:
 
 def _environment(exc: OSError) -> None:
     """An OSError that escaped a command: the machine refusing (read-only, full disk, no permission) is one line and
-    exit 4 like any ``EnvironmentProblem``; anything else is a bug and keeps its traceback."""
+    exit 4, a path that cannot be one (a file in the way, a name too long) one line and exit 2; anything else is a bug
+    and keeps its traceback."""
     from edgedistill.experiment.rundir import as_environment_problem
 
     problem = as_environment_problem(exc, Path("."))

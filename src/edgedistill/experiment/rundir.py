@@ -9,7 +9,6 @@ run directory, and their logs and metrics never interleave.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -23,12 +22,10 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from edgedistill.errors import EnvironmentProblem, UserInputError
+from edgedistill.errors import EdgeDistillError, EnvironmentProblem, UserInputError
 from edgedistill.io import environment_error, make_dirs, write_text
 
 LOCK_NAME = ".edgedistill.lock"
-#: errno values of an OSError that is the machine refusing (read-only, full, no permission), not a bug.
-ENVIRONMENT_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
 
 
 def _stderr(line: str) -> None:
@@ -122,12 +119,14 @@ def only_the_lock(directory: Path) -> bool:
     return all(p.name == LOCK_NAME for p in Path(directory).iterdir())
 
 
-def as_environment_problem(exc: OSError, where: Path) -> Optional[EnvironmentProblem]:
-    """An unexpected OSError of the machine-refusing kind as an ``EnvironmentProblem`` naming its file, else None."""
-    if isinstance(exc, EnvironmentProblem) or exc.errno not in ENVIRONMENT_ERRNOS:
+def as_environment_problem(exc: OSError, where: Path) -> Optional[EdgeDistillError]:
+    """An unexpected OSError as one line naming its file: an ``EnvironmentProblem`` when the machine refuses
+    (read-only, full, no permission), a ``UserInputError`` when the path cannot be one (a file in the way, a name too
+    long), as ``io.environment_error`` decides; None for anything else (a bug, left to its traceback)."""
+    if isinstance(exc, EdgeDistillError):
         return None
     mapped = environment_error(exc, Path(exc.filename) if exc.filename else Path(where))
-    return mapped if isinstance(mapped, EnvironmentProblem) else None
+    return mapped if isinstance(mapped, EdgeDistillError) else None
 
 
 # -- secrets -------------------------------------------------------------------------------------------------
