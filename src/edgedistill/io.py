@@ -196,6 +196,12 @@ def remove_stale_temp(folder: Path, now: float | None = None, recursive: bool = 
     return removed
 
 
+def content_record(data: bytes) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of ``data``: what a manifest or sidecar records so a later read can tell
+    the same bytes from truncated or flipped ones (torch and numpy load many damaged files without complaint)."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
     """(hex sha256, size in bytes) of a file's content, read in chunks."""
     h, size = hashlib.sha256(), 0

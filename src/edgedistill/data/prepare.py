@@ -23,6 +23,7 @@ from edgedistill.data.raw import RawData, check_raw
 from edgedistill.data.splits import random_split, stratified_split, subject_split
 from edgedistill.data.windowing import window_raw
 from edgedistill.errors import UserInputError
+from edgedistill.io import sha256_file
 from edgedistill.params import signature_params
 from edgedistill.registry import DATASETS
 
@@ -350,11 +351,7 @@ def dataset_fingerprint(cfg: DataConfig, seed: int = 0) -> str:
         path = Path(cfg.path)
         if not path.is_file():
             raise UserInputError(f"data.path: '{path}' does not exist")
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        doc["path"] = {"suffix": path.suffix.lower(), "sha256": h.hexdigest()}
+        doc["path"] = {"suffix": path.suffix.lower(), "sha256": sha256_file(path)[0]}
     doc["_pipeline"] = PIPELINE_VERSION
     doc["_seed"] = int(seed)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

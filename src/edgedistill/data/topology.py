@@ -45,6 +45,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from edgedistill.errors import UserInputError
+from edgedistill.io import content_record, make_dirs, remove_stale_temp, write_bytes, write_json
 
 if TYPE_CHECKING:
     from edgedistill.config import TopologyConfig
@@ -199,13 +200,11 @@ def _save_atomic(path: Path, arr: np.ndarray) -> None:
     """The chunk, then its sidecar (size and sha256): a chunk is trusted only when the two agree."""
     import io as _io
 
-    from edgedistill.io import write_bytes, write_json
-
     buf = _io.BytesIO()
     np.save(buf, np.ascontiguousarray(arr, dtype=np.float32))
     data = buf.getvalue()
     write_bytes(path, data)
-    write_json(path.with_suffix(".sha256"), {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    write_json(path.with_suffix(".sha256"), content_record(data))
 
 
 def _checked_chunk(path: Path, rows: int) -> tuple[Optional[np.ndarray], str]:
@@ -222,7 +221,7 @@ def _checked_chunk(path: Path, rows: int) -> tuple[Optional[np.ndarray], str]:
     if side.is_file():
         try:
             want = json.loads(side.read_text())
-            ok = len(data) == want["bytes"] and hashlib.sha256(data).hexdigest() == want["sha256"]
+            ok = content_record(data) == {"bytes": want["bytes"], "sha256": want["sha256"]}
         except (OSError, ValueError, KeyError, TypeError):
             return None, f"its sidecar {side.name} is unreadable"
         if not ok:
@@ -236,16 +235,12 @@ def _checked_chunk(path: Path, rows: int) -> tuple[Optional[np.ndarray], str]:
     if not side.is_file():  # a chunk from before sidecars: adopted when it loads and holds what a PI can hold
         if not (np.isfinite(arr).all() and arr.min(initial=0.0) >= 0.0 and arr.max(initial=0.0) <= 1.0):
             return None, "holds values outside [0, 1] (each PI is scaled by its maximum)"
-        from edgedistill.io import write_json
-
-        write_json(side, {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        write_json(side, content_record(data))
     return arr, ""
 
 
 def _quarantine_chunk(path: Path, root: Path, why: str) -> None:
     """Move a damaged chunk (and its sidecar) to ``<cache>/quarantine/`` and say so in one line on stderr."""
-    from edgedistill.io import make_dirs
-
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = make_dirs(root / "quarantine") / f"pi-{path.parent.name}-{path.stem}-{stamp}"
     for src, suffix in ((path, ".npy"), (path.with_suffix(".sha256"), ".sha256")):
@@ -272,8 +267,6 @@ def compute_pis(x: np.ndarray, params: dict[str, Any], scale: Optional[np.ndarra
         raise UserInputError(f"data.topology: PIs need windows of shape (n, channels, length), got {x.shape}")
     scale = pi_scale(x) if scale is None else np.asarray(scale, dtype=np.float64)
     key = _key(x, scale, params)
-    from edgedistill.io import make_dirs, remove_stale_temp
-
     root = default_cache_dir(cache_dir)
     folder = make_dirs(root / "pi" / key)
     remove_stale_temp(folder)

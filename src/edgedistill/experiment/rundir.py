@@ -10,7 +10,6 @@ run directory, and their logs and metrics never interleave.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 import socket
@@ -23,7 +22,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from edgedistill.errors import EdgeDistillError, EnvironmentProblem, UserInputError
-from edgedistill.io import environment_error, make_dirs, write_text
+from edgedistill.io import environment_error, make_dirs, sha256_file, write_text
 
 LOCK_NAME = ".edgedistill.lock"
 
@@ -143,14 +142,6 @@ def redact(text: str) -> str:
 _HASH_LINE = re.compile(r"^# sha256 (?P<key>\S+) (?P<digest>[0-9a-f]{64}) (?P<path>.+)$")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def input_files(resolved: dict[str, Any]) -> dict[str, Path]:
     """The files a resolved recipe reads (recipe key -> path): data, start checkpoints, a PI-Net."""
     files: dict[str, Path] = {}
@@ -169,7 +160,7 @@ def input_files(resolved: dict[str, Any]) -> dict[str, Path]:
 
 
 def input_hashes(resolved: dict[str, Any]) -> dict[str, tuple[str, Path]]:
-    return {key: (_sha256(path), path) for key, path in input_files(resolved).items()}
+    return {key: (sha256_file(path)[0], path) for key, path in input_files(resolved).items()}
 
 
 def recorded_hashes(config_path: Path) -> dict[str, tuple[str, str]]:
@@ -191,7 +182,7 @@ def check_inputs(run_dir: Path, doing: str) -> None:
         if not p.is_file():
             raise UserInputError(f"{key}: '{p}' (recorded in '{run_dir}/config.yaml') no longer exists; cannot {doing} "
                                  "without the file the run used")
-        if _sha256(p) != digest:
+        if sha256_file(p)[0] != digest:
             raise UserInputError(f"{key}: the file '{p}' changed since the run in '{run_dir}' used it (sha256 differs from "
                                  f"the one in its config.yaml); cannot {doing}: restore the file, or start a new run "
                                  "with another --out")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 from edgedistill.engine import checkpoint as ckpt
-from edgedistill.io import environment_error, make_dirs, remove_stale_temp, sha256_file, write_json
+from edgedistill.io import content_record, environment_error, make_dirs, remove_stale_temp, write_json
 from edgedistill.paths import default_cache_dir  # noqa: F401 - re-exported: the cache root lives in core
 
 CACHE_FORMAT = 1
@@ -67,10 +67,6 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)  # NaN metrics compare equal as text, not as floats
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class ModelCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root) / "models"
@@ -104,7 +100,7 @@ class ModelCache:
             want = files[name]
             if len(content[name]) != want.get("bytes"):
                 return f"{name} has {len(content[name])} bytes, the manifest says {want.get('bytes')} (truncated or replaced)"
-            if _sha256(content[name]) != want.get("sha256"):
+            if content_record(content[name])["sha256"] != want.get("sha256"):
                 return f"{name} does not match its sha256 in the manifest (corrupted bytes)"
         try:
             summary = json.loads(content["summary.json"])
@@ -172,10 +168,7 @@ class ModelCache:
             ckpt.save(partial / "weights.pt", state)
             write_json(partial / "key.json", parts)
             write_json(partial / "summary.json", summary)
-            files = {}
-            for name in ENTRY_FILES:
-                digest, size = sha256_file(partial / name)
-                files[name] = {"bytes": size, "sha256": digest}
+            files = {name: content_record((partial / name).read_bytes()) for name in ENTRY_FILES}
             # Written last: its presence says the entry is complete, its content what the files must be.
             write_json(partial / MANIFEST, {"format": MANIFEST_FORMAT, "files": files, "metrics": _metrics(summary)})
             final = self.entry(key)
