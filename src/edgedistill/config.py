@@ -209,17 +209,32 @@ class TermConfig(_Open):
 
 
 class ModelConfig(_Open):
-    """``model`` names a zoo entry; every other key is a keyword argument of that model's factory."""
+    """``model`` names a zoo entry or the user's class by import path (``pkg.mod:Class``, ``./nets.py:Class``;
+    docs/models.md); every other key is a keyword argument of that model's factory or constructor."""
 
-    model: str = Field(max_length=100)
+    # Long enough for a file path to the user's class; a zoo name is at most a few words.
+    model: str = Field(max_length=1000)
     checkpoint: Optional[RecipePath] = None  # start from these weights (state_dict file, loaded weights-only)
 
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @property
+    def label(self) -> str:
+        """What reports call the model: its zoo name, or the class name of an import path."""
+        return self.model.rsplit(":", 1)[-1] if ":" in self.model else self.model
+
 
 class TeacherConfig(ModelConfig):
+    """A teacher: trained from ``model`` (cached), or given: ``load`` (a saved teacher: weights of ``model``, a
+    TorchScript, ``torch.export`` or ONNX file) or ``outputs`` (an ``.npz`` of its outputs on every row of the
+    data, for a teacher from another framework). A given teacher is evaluated, never trained (docs/models.md)."""
+
+    # Optional here: a program file (TorchScript, .pt2, ONNX) or an outputs file needs no model class.
+    model: Optional[str] = Field(None, max_length=1000)  # type: ignore[assignment]
+    load: Optional[RecipePath] = None
+    outputs: Optional[RecipePath] = None
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=100))
     seed: int = Field(0, ge=0, le=MAX_SEED)
     view: str = "x"  # the batch view the teacher reads (a privileged view for cross-modal teachers)
@@ -235,6 +250,34 @@ class TeacherConfig(ModelConfig):
     @classmethod
     def _name_is_not_a_path(cls, value: Optional[str]) -> Optional[str]:
         return None if value is None else safe_name(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherConfig":
+        given = [k for k in ("load", "outputs", "checkpoint") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: give one of load (a saved teacher), outputs (its outputs on the "
+                             "data) or checkpoint (weights of model), not several")
+        if self.outputs is not None and (self.model is not None or self.kwargs):
+            raise ValueError("outputs: a teacher given by its outputs has no model; remove 'model' and its options")
+        if self.model is None and self.load is None and self.outputs is None:
+            raise ValueError("model: a teacher needs a model to train (a zoo name or an import path), or load: PATH "
+                             "(a saved teacher) or outputs: PATH (its outputs on the data)")
+        if self.model is None and self.kwargs:
+            raise ValueError(f"{next(iter(self.kwargs))}: model options need a 'model'")
+        if (self.load is not None or self.outputs is not None) and (self.distill_from or self.terms):
+            raise ValueError("distill_from: a given teacher (load or outputs) is not trained, so it is not distilled")
+        return self
+
+    @property
+    def given(self) -> bool:
+        """A teacher that is evaluated as given (loaded, read from outputs, or a checkpoint), never trained."""
+        return self.load is not None or self.outputs is not None or self.checkpoint is not None
+
+    @property
+    def label(self) -> str:
+        if self.model is not None:
+            return super().label
+        return Path(str(self.load or self.outputs)).name
 
 
 class MethodConfig(_Strict):

@@ -36,6 +36,7 @@ RecipePath = Annotated[Path, AfterValidator(_no_nul)]
 
 # Keys whose values are file paths: (section, key) with section a mapping or a list of mappings of the recipe.
 _PATH_KEYS = (("data", "path"), ("student", "checkpoint"), ("teacher", "checkpoint"), ("teachers", "checkpoint"),
+              ("teacher", "load"), ("teachers", "load"), ("teacher", "outputs"), ("teachers", "outputs"),
               ("cache_dir", None))
 
 

@@ -34,6 +34,14 @@ def build_network(cfg: ModelConfig, info: DataInfo, key: str, view: str = "x", s
     from edgedistill.models import build_model
 
     seed_everything(seed)
+    if getattr(cfg, "outputs", None) is not None:  # a teacher given by its outputs on the data: no network to build
+        from edgedistill.experiment.teacher_outputs import recorded_teacher
+
+        return recorded_teacher(cfg, info, key)
+    if getattr(cfg, "load", None) is not None:  # a saved teacher: weights of cfg.model, or a program (TorchScript, ...)
+        from edgedistill.experiment.saved_teacher import load_teacher
+
+        return load_teacher(cfg, info, key, view)
     shape = info.views.get(view, info.input_shape)
     model = build_model(cfg.model, shape[0], info.n_outputs, tuple(shape[1:]), key=key, **cfg.kwargs)
     if cfg.checkpoint is not None:

@@ -24,9 +24,10 @@ from edgedistill.experiment import report
 from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.experiment import rundir
-from edgedistill.io import make_dirs, read_json_record, remove_stale_temp, write_json, write_text
+from edgedistill.io import make_dirs, read_json_record, remove_stale_temp, sha256_file, write_json, write_text
 from edgedistill.methods.base import Method, TeacherNet
 from edgedistill.methods.supervised import Supervised
+from edgedistill.models import model_identity
 from edgedistill.paths import default_cache_dir, inside
 from edgedistill.progress import StageProgress
 from edgedistill.registry import METHODS
@@ -149,7 +150,7 @@ class Runner:
             "precision": self.r.engine.precision,
             "role": role,
             "data": self.p.data_key,
-            "model": {"name": cfg.model, **cfg.kwargs},
+            "model": model_identity(cfg.model, cfg.kwargs),
             "train": train_cfg.model_dump(mode="json"),
             "seed": seed,
             "view": view,
@@ -193,11 +194,16 @@ class Runner:
         out = []
         for spec in self.p.teachers[seed]:
             label = "teacher" if spec.name == "teacher" else f"teacher '{spec.name}'"
-            if spec.checkpoint is not None:
+            if spec.given:  # loaded, read from outputs, or a checkpoint: evaluated and reported, never trained
                 net = build_network(spec, info, _teacher_key(self.r, spec.name), spec.view, seed=spec.seed)
                 splits = _view_as_x(self.p.splits, spec.view)
                 metrics = {split: evaluate(net, getattr(splits, split), info, device) for split in ("val", "test")}
-                summary = {"label": label, "checkpoint": str(spec.checkpoint), "cache_key": f"checkpoint:{spec.checkpoint}",
+                kind, path = next((k, getattr(spec, k)) for k in ("load", "outputs", "checkpoint") if getattr(spec, k))
+                # Keyed by content, so an assistant distilled from it is retrained when the file changes.
+                key = cache_key({"given": kind, "sha256": sha256_file(Path(path))[0], "data": self.p.data_key,
+                                 "model": model_identity(spec.model, spec.kwargs) if spec.model else None,
+                                 "view": spec.view})
+                summary = {"label": label, kind: str(path), "cache_key": f"{kind}:{key}",
                            "val": {"best": metrics["val"], "last": metrics["val"]},
                            "test": {"best": metrics["test"], "last": metrics["test"]}}
             else:
@@ -343,13 +349,13 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     for name, versions in trained.items():
         # Teachers are selected on validation ("best"); one shared by every seed is one model (n = 1).
         t, _ = next(iter(versions.values()))
-        label = t.config.model if len(trained) == 1 else f"{name}: {t.config.model}"
+        label = t.config.label if len(trained) == 1 else f"{name}: {t.config.label}"
         role = "teacher" if t.config.distill_from is None else f"assistant (from {t.config.distill_from})"
         rows.append(_model_row(label, role, describe(t.model), [s for _, s in versions.values()], "best"))
     if baselines:
-        rows.append(_model_row(recipe.student.model, "student alone", describe(student), baselines, select))
+        rows.append(_model_row(recipe.student.label, "student alone", describe(student), baselines, select))
     role = "student alone" if is_baseline else "method"
-    rows.append(_model_row(f"{recipe.student.model} + {method_label(recipe)}", role, describe(student), results, select))
+    rows.append(_model_row(f"{recipe.student.label} + {method_label(recipe)}", role, describe(student), results, select))
     for name in results[0].get("others", {}):
         # Networks the regime trains or forms besides the deliverable (peers, a co-trained teacher, ensembles).
         per_seed = [r["others"][name] for r in results]
@@ -366,7 +372,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
         "select": select,
         "seeds": recipe.seeds,
         "teacher_seed": recipe.teacher.seed if recipe.teacher else None,
-        "deliverable": f"{recipe.student.model} + {method_label(recipe)}",
+        "deliverable": f"{recipe.student.label} + {method_label(recipe)}",
         "smoke": smoke,
         "data": {"name": info.name, "sizes": info.sizes, "split_by": info.split_by, "official_test": info.official_test,
                  "classes": info.classes, "channels": info.channels, "notes": info.notes},

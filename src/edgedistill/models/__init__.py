@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KnobError",
     "build_model",
+    "model_identity",
     "FeatureTaps",
     "module_paths",
     "resolve",
@@ -74,8 +75,18 @@ def build_model(
     """Build zoo model ``name``; every recipe mistake becomes a one-line ``UserInputError`` naming ``key``.
 
     ``key`` is the recipe path of the model section (``"student"``, ``"teacher"``) so that messages read
-    ``student.width: ...`` and the user knows which line of the recipe to fix.
+    ``student.width: ...`` and the user knows which line of the recipe to fix. A ``name`` with a colon is the
+    user's own class (``models.user``: ``pkg.mod:Class``, ``/abs/nets.py:Class``) or a module passed to the Python
+    API as an object (``models.objects``: ``object:<hash>``).
     """
+    if name.startswith("object:"):
+        from edgedistill.models.objects import build_object_model
+
+        return build_object_model(name, in_channels, n_outputs, tuple(input_size), key=key, **knobs)
+    if ":" in name:
+        from edgedistill.models.user import build_user_model
+
+        return build_user_model(name, in_channels, n_outputs, tuple(input_size), key=key, **knobs)
     entry = MODELS.entry(name, key=key)
     where = key or "model"
     _check_dims(entry.meta.get("kind"), name, where, in_channels, n_outputs, input_size)
@@ -125,3 +136,18 @@ def _check_knobs(factory: Callable[..., Any], name: str, key: str | None, knobs:
     signature_params(factory, skip=first, noun="option").parse(knobs, key or "", what=f"model '{name}'")
 
 
+
+
+def model_identity(name: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    """What determines a model before training, for cache keys: the zoo name and knobs (a zoo model is defined by
+    this toolkit's version, which every key holds); for the user's class also a hash of its source
+    (``models.user``), so an edited class never reuses a model trained from the old one."""
+    if name.startswith("object:"):
+        from edgedistill.models.objects import object_identity
+
+        return {"name": name, **knobs, "object": object_identity(name)}
+    if ":" not in name:
+        return {"name": name, **knobs}
+    from edgedistill.models.user import source_identity
+
+    return {"name": name, **knobs, "source": source_identity(name)}
