@@ -59,3 +59,29 @@ def test_yaml_tags_are_not_executed(tmp_path):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    "teacher, message",
+    [
+        ({"train": {"epochs": 2}}, "a teacher needs a model to train"),
+        ({"load": "t.onnx", "outputs": "o.npz"}, "load and outputs: give one of"),
+        ({"model": "fcn", "load": "t.pt", "checkpoint": "c.pt"}, "load and checkpoint: give one of"),
+        ({"model": "fcn", "outputs": "o.npz"}, "outputs: a teacher given by its outputs has no model"),
+        ({"outputs": "o.npz", "width": 8}, "has no model"),
+        ({"load": "t.onnx", "width": 8}, "width: model options need a 'model'"),
+    ],
+)
+def test_teacher_sources_are_exclusive(teacher, message):
+    with pytest.raises(UserInputError, match=message):
+        load_recipe({**BASE, "teacher": teacher})
+
+
+def test_given_teachers_and_labels(tmp_path):
+    (tmp_path / "r.yaml").write_text("name: t\ndata: {name: synthetic}\nstudent: {model: ./nets.py:Wrist}\n"
+                                     "teacher: {load: saved/t.onnx}\n")
+    r = load_recipe(tmp_path / "r.yaml")
+    assert r.teacher.given and r.teacher.model is None
+    assert r.teacher.load == (tmp_path / "saved" / "t.onnx").resolve()  # relative to the recipe's folder
+    assert r.teacher.label == "t.onnx" and r.student.label == "Wrist"
+    assert not load_recipe(BASE).teacher.given
