@@ -38,6 +38,34 @@ RecipePath = Annotated[Path, AfterValidator(_no_nul)]
 _PATH_KEYS = (("data", "path"), ("student", "checkpoint"), ("teacher", "checkpoint"), ("teachers", "checkpoint"),
               ("teacher", "load"), ("teachers", "load"), ("teacher", "outputs"), ("teachers", "outputs"),
               ("cache_dir", None))
+# Sections whose ``model`` may name the user's class in a file (``./nets.py:WristNet``, models.user): the file part
+# is a recipe path like the others. (section, sub-section) with section a mapping of the recipe.
+_MODEL_KEYS = (("student", None), ("teacher", None), ("teachers", None), ("method", "peers"), ("method", "large"))
+_MODEL_FILE = re.compile(r"(?P<file>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def model_file(value: Any) -> str | None:
+    """The file part of a ``model`` value that names a class in a Python file (``./nets.py:WristNet`` ->
+    ``./nets.py``), else None (a zoo name, ``pkg.mod:Class``). String-level only: nothing is imported."""
+    m = _MODEL_FILE.fullmatch(value) if isinstance(value, str) else None
+    return m["file"] if m else None
+
+
+def model_sections(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(recipe key, section) of every model section a recipe dict holds whose ``model`` may be the user's class:
+    student, teacher, teachers[i], and the networks an online regime builds (method.params.peers[i], .large)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for section, sub in _MODEL_KEYS:
+        node = data.get(section)
+        key = section
+        if sub is not None:
+            params = node.get("params") if isinstance(node, dict) else None
+            node = params.get(sub) if isinstance(params, dict) else None
+            key = f"{section}.params.{sub}"
+        for i, entry in enumerate(node if isinstance(node, list) else [node]):
+            if isinstance(entry, dict):
+                found.append((f"{key}.{i}" if isinstance(node, list) else key, entry))
+    return found
 
 
 def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -66,6 +94,10 @@ def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         for i, entry in enumerate(node if isinstance(node, list) else [node]):
             if isinstance(entry, dict) and key in entry:
                 entry[key] = absolute(entry[key], f"{section}.{i}.{key}" if isinstance(node, list) else f"{section}.{key}")
+    for key, section in model_sections(out):
+        file = model_file(section.get("model"))
+        if file is not None:
+            section["model"] = f"{absolute(file, f'{key}.model')}:{section['model'].rsplit(':', 1)[1]}"
     topology = (out.get("data") or {}).get("topology") if isinstance(out.get("data"), dict) else None
     if isinstance(topology, dict) and "pinet" in topology:
         topology["pinet"] = absolute(topology["pinet"], "data.topology.pinet")

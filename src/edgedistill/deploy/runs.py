@@ -86,7 +86,14 @@ def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best
     if not isinstance(networks, dict) or key not in networks:
         raise UserInputError(f"checkpoint '{ckpt}' has no 'networks.{key}' state dict")
     student_cfg = recipe.student.model_copy(update={"checkpoint": None})
-    student = build_network(student_cfg, splits.info, "student", seed=seed)
+    try:
+        student = build_network(student_cfg, splits.info, "student", seed=seed)
+    except UserInputError as exc:
+        if ":" not in recipe.student.model:
+            raise
+        # The student is the user's class: it is rebuilt from its code, which must still import here.
+        raise UserInputError(f"'{run_dir}': the run's student class '{recipe.student.model}' must be importable to "
+                             f"export or profile it: {exc}") from None
     ckpt_io.load_state_dict_checked(student, networks[key], f"checkpoint '{ckpt}'")
     student.eval()
     return LoadedRun(Path(run_dir), recipe, splits, student, seed, which, ckpt)

@@ -166,10 +166,10 @@ def dry_run(splits: DataSplits, student: nn.Module, teachers: list[TeacherNet], 
                 raise UserInputError(f"augment: the pipeline changed the input shape {tuple(batch['x_clean'].shape[1:])} "
                                      f"to {tuple(batch[key].shape[1:])}; augmentations must keep it")
     with torch.no_grad():
-        s_out = _forward("student", student, batch["x"], "x")
+        s_out = _forward("student", student, batch["x"], "x", splits.info)
         for t in teachers:
             role = "teacher" if t.name == "teacher" else f"teacher '{t.name}'"
-            t_out = _forward(role, t.model, batch[t.view], t.view)
+            t_out = _forward(role, t.model, batch[t.view], t.view, splits.info)
             if s_out.shape[1:] != t_out.shape[1:]:
                 raise UserInputError(
                     f"{role} outputs shape {tuple(t_out.shape[1:])} per sample but the student outputs {tuple(s_out.shape[1:])}; "
@@ -177,14 +177,21 @@ def dry_run(splits: DataSplits, student: nn.Module, teachers: list[TeacherNet], 
                 )
 
 
-def _forward(role: str, model: nn.Module, x: torch.Tensor, view: str) -> torch.Tensor:
+def _forward(role: str, model: nn.Module, x: torch.Tensor, view: str, info: DataInfo) -> torch.Tensor:
     try:
         with evaluating(model):
             out = model(x)
-    except (RuntimeError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0]
+    except Exception as exc:  # noqa: BLE001 - filtered below: the user's own class may raise anything
+        if not isinstance(exc, (RuntimeError, ValueError)) and type(model).__module__.startswith("edgedistill."):
+            raise  # a zoo model raising something else is a bug here, not a recipe mistake
+        msg = (str(exc).strip().splitlines() or [""])[0]
+        msg = msg if isinstance(exc, (RuntimeError, ValueError)) else f"{type(exc).__name__}: {msg}"
         raise UserInputError(f"{role}: cannot run on view '{view}' of shape {tuple(x.shape[1:])} per sample: {msg}") from None
     if not torch.is_tensor(out) or out.dim() != 2:
         got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise UserInputError(f"{role}: forward must return a (N, outputs) tensor, got {got}")
+    if out.shape[1] != info.n_outputs:  # the user's class may ignore n_outputs, or hard-code another count
+        what = "classes" if info.task == "classification" else "regression targets"
+        raise UserInputError(f"{role}: model {type(model).__name__} outputs {out.shape[1]} values per sample but the "
+                             f"data has {info.n_outputs} {what}")
     return out

@@ -23,6 +23,7 @@ import yaml
 
 from edgedistill.errors import EdgeDistillError, EnvironmentProblem, UserInputError
 from edgedistill.io import environment_error, make_dirs, sha256_file, write_text
+from edgedistill.recipe_paths import model_file, model_sections
 
 LOCK_NAME = ".edgedistill.lock"
 
@@ -143,19 +144,25 @@ _HASH_LINE = re.compile(r"^# sha256 (?P<key>\S+) (?P<digest>[0-9a-f]{64}) (?P<pa
 
 
 def input_files(resolved: dict[str, Any]) -> dict[str, Path]:
-    """The files a resolved recipe reads (recipe key -> path): data, start checkpoints, a PI-Net."""
+    """The files a resolved recipe reads (recipe key -> path): data, start checkpoints, a PI-Net, saved teachers and
+    recorded teacher outputs, the user's model files (``./nets.py:WristNet``)."""
     files: dict[str, Path] = {}
     data = resolved.get("data") or {}
     if data.get("path"):
         files["data.path"] = Path(data["path"])
     if (data.get("topology") or {}).get("pinet"):
         files["data.topology.pinet"] = Path(data["topology"]["pinet"])
-    for key in ("student", "teacher"):
-        if (resolved.get(key) or {}).get("checkpoint"):
-            files[f"{key}.checkpoint"] = Path(resolved[key]["checkpoint"])
-    for i, t in enumerate(resolved.get("teachers") or []):
-        if t.get("checkpoint"):
-            files[f"teachers.{i}.checkpoint"] = Path(t["checkpoint"])
+    if (resolved.get("student") or {}).get("checkpoint"):
+        files["student.checkpoint"] = Path(resolved["student"]["checkpoint"])
+    for key in ("checkpoint", "load", "outputs"):  # start weights, a saved teacher, a teacher's recorded outputs
+        if (resolved.get("teacher") or {}).get(key):
+            files[f"teacher.{key}"] = Path(resolved["teacher"][key])
+        for i, t in enumerate(resolved.get("teachers") or []):
+            if t.get(key):
+                files[f"teachers.{i}.{key}"] = Path(t[key])
+    for key, section in model_sections(resolved):  # the user's class in a .py file: an edit is a changed input
+        if model_file(section.get("model")):
+            files[f"{key}.model"] = Path(str(model_file(section["model"])))
     return {k: p for k, p in files.items() if p.is_file()}
 
 

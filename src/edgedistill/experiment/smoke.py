@@ -31,14 +31,17 @@ def _check_real(recipe: Recipe, shape: tuple[int, ...] | None) -> None:
     keys = ["teacher"] if recipe.teacher is not None else [f"teachers[{i}]" for i in range(len(recipe.teachers))]
     nets = [("student", recipe.student, "x")] + [(k, t, t.view) for k, t in zip(keys, recipe.teacher_specs())]
     for key, cfg, view in nets:
+        if cfg.model is None or ":" in cfg.model:
+            continue  # a given teacher (load, outputs), or the user's own class: its size is the user's choice
         channels = len(recipe.data.views[view]) if view in recipe.data.views else shape[0]
         check_budget(MODELS.get(cfg.model, key=f"{key}.model"), channels, 1, shape[1:], cfg.kwargs, key, cfg.model)
 
 
-def _kind_task_shape(recipe: Recipe) -> tuple[str, str, tuple[int, ...] | None]:
+def _kind_task_shape(recipe: Recipe) -> tuple[str, str, tuple[int, ...] | None, Any]:
     """The data's kind ("1d"/"2d") and task, and for a data file or a generated dataset the (channels, *sizes) of one
-    real input: that data is made, checked and windowed exactly as the real run will (so its errors surface under
-    --smoke too). A bundled real dataset is not loaded (None): smoke runs stay seconds long."""
+    real input, and a data file's windowed ``RawData`` (else None): that data is made, checked and windowed exactly as
+    the real run will (so its errors surface under --smoke too). A bundled real dataset is not loaded (None): smoke
+    runs stay seconds long."""
     from edgedistill.data.prepare import windowed_raw
 
     if recipe.data.name is not None:
@@ -57,15 +60,33 @@ def _kind_task_shape(recipe: Recipe) -> tuple[str, str, tuple[int, ...] | None]:
                 if isinstance(params.get(count), int) and isinstance(classes, int):
                     params[count] = min(params[count], few)
             shape = tuple(int(n) for n in windowed_raw(recipe.data.model_copy(update={"params": params})).x.shape[1:])
-        return meta.get("kind", "1d"), task, shape
+        return meta.get("kind", "1d"), task, shape, None
 
     raw = windowed_raw(recipe.data)
-    return ("2d" if raw.x.ndim == 4 else "1d"), raw.task, tuple(int(n) for n in raw.x.shape[1:])
+    return ("2d" if raw.x.ndim == 4 else "1d"), raw.task, tuple(int(n) for n in raw.x.shape[1:]), raw
+
+
+def _outputs(raw: Any) -> int:
+    """Classes (as data.prepare counts them: the given order, else the labels of every split) or regression targets."""
+    import numpy as np
+
+    if raw.task != "classification":
+        return 1 if raw.y.ndim == 1 else int(raw.y.shape[1])
+    if raw.classes is not None:
+        return len(raw.classes)
+    labels = [raw.y] if raw.test_y is None else [raw.y, raw.test_y]
+    return len(np.unique(np.concatenate([np.asarray(y).astype(str) for y in labels])))
 
 
 def smoke_recipe(recipe: Recipe) -> Recipe:
-    kind, task, shape = _kind_task_shape(recipe)
+    kind, task, shape, raw = _kind_task_shape(recipe)
     _check_real(recipe, shape)
+    loads = any(t.load is not None for t in recipe.teacher_specs())
+    n_outputs = _outputs(raw) if loads and raw is not None else None  # what a saved teacher must output
+    if any(t.outputs is not None for t in recipe.teacher_specs()):  # checked against the real data, which smoke replaces
+        from edgedistill.experiment.teacher_outputs import check_outputs_files
+
+        check_outputs_files(recipe)
     d: dict[str, Any] = recipe_to_dict(recipe)
     if kind == "2d":
         data = {"name": "synthetic_images", "params": {"n": 64, "n_classes": 3, "size": 12}}
@@ -81,7 +102,11 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     d["train"].update(epochs=1, batch_size=min(d["train"]["batch_size"], 16))
     d["seeds"] = d["seeds"][:1]
     d["student"]["checkpoint"] = None  # user weights are for the real data's shapes
-    for t in ([d["teacher"]] if d.get("teacher") else []) + d.get("teachers", []):
+    if d.get("teacher"):
+        d["teacher"] = _smoke_teacher(d["teacher"], "teacher", shape, n_outputs, d["student"])
+    d["teachers"] = [_smoke_teacher(t, f"teachers[{i}]", shape, n_outputs, d["student"])
+                     for i, t in enumerate(d.get("teachers", []))]
+    for t in ([d["teacher"]] if d.get("teacher") else []) + d["teachers"]:
         t["checkpoint"] = None
         t["train"].update(epochs=1, batch_size=min(t["train"]["batch_size"], 16))
     caps = METHODS.entry(d["method"]["name"], key="method.name").obj.smoke_caps
@@ -89,3 +114,15 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
         d["method"]["params"][key] = min(d["method"]["params"].get(key, cap), cap)
     d["name"] = f"{recipe.name}-smoke"
     return load_recipe(d)
+
+
+def _smoke_teacher(entry: dict[str, Any], key: str, shape: tuple[int, ...] | None, n_outputs: int | None,
+                   student: dict[str, Any]) -> dict[str, Any]:
+    """A saved teacher (``load``) is for the real data's shapes: its file is checked now (at the real shape where
+    known) and the smoke run gets a stand-in that fits the synthetic data (experiment.saved_teacher.smoke_teacher)."""
+    if not entry.get("load"):
+        return entry
+    from edgedistill.experiment.saved_teacher import smoke_teacher
+
+    # The real shape is the x view's; a teacher reading another view is checked at its own shape by the real run.
+    return smoke_teacher(entry, key, shape if entry.get("view", "x") == "x" else None, n_outputs, student)

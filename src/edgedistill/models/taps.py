@@ -17,6 +17,8 @@ from torch.utils.hooks import RemovableHandle
 from edgedistill.errors import UserInputError
 
 _MAX_LISTED = 40
+#: The tap names every zoo model defines in its ``default_taps`` (the default of a feature loss's student_tap/teacher_tap).
+ZOO_TAP_NAMES = ("feat", "emb", "stage1", "stage2")
 
 
 def module_paths(model: nn.Module) -> list[str]:
@@ -39,6 +41,11 @@ def resolve(model: nn.Module, path: str) -> nn.Module:
     shown = ", ".join(listed) or "(the model has no submodules)"
     if len(listed) < len(paths):
         shown += f", ... ({len(paths) - len(listed)} more, see module_paths())"
+    if path in ZOO_TAP_NAMES and not hasattr(model, "default_taps"):
+        # The user's own class: "feat"/"emb" are names the zoo models define, not paths in this one.
+        raise UserInputError(f"tap '{path}' is a zoo model's default tap name, and {type(model).__name__} defines no "
+                             "default_taps: set student_tap / teacher_tap to one of its module paths (or give the class "
+                             f"a default_taps dict, e.g. {{'{path}': 'blocks.2'}}); valid paths: {shown}.{hint}")
     raise UserInputError(f"tap '{path}' does not exist in {type(model).__name__}; valid paths: {shown}.{hint}")
 
 
