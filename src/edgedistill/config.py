@@ -34,6 +34,8 @@ MAX_THREADS = 256
 #: Runs and terms in one recipe: each seed and teacher is a full training run.
 MAX_RUNS = 1_000
 MAX_TERMS = 64
+#: The data view holding a teacher's recorded outputs (``teacher.outputs``): this prefix + the teacher's name.
+OUTPUTS_VIEW = "outputs."
 
 
 def _check_free(values: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +268,10 @@ class TeacherConfig(ModelConfig):
             raise ValueError(f"{next(iter(self.kwargs))}: model options need a 'model'")
         if (self.load is not None or self.outputs is not None) and (self.distill_from or self.terms):
             raise ValueError("distill_from: a given teacher (load or outputs) is not trained, so it is not distilled")
+        # (Recipe.teacher_specs sets the view of its recorded outputs, OUTPUTS_VIEW + name; that one passes.)
+        if self.outputs is not None and self.view != "x" and not self.view.startswith(OUTPUTS_VIEW):
+            raise ValueError("view: a teacher given by its outputs reads its recorded outputs, not a view of the data; "
+                             "remove 'view' (record the outputs on the inputs that teacher read)")
         return self
 
     @property
@@ -409,10 +415,13 @@ class Recipe(_Strict):
         return self
 
     def teacher_specs(self) -> list[TeacherConfig]:
-        """Every teacher, named: ``teacher`` as [that one, named "teacher"], or the ``teachers`` list."""
-        if self.teacher is not None:
-            return [self.teacher.model_copy(update={"name": self.teacher.name or "teacher"})]
-        return [t.model_copy(update={"name": t.name or f"teacher{i + 1}"}) for i, t in enumerate(self.teachers)]
+        """Every teacher, named: ``teacher`` as [that one, named "teacher"], or the ``teachers`` list. A teacher
+        given by its ``outputs`` reads the view ``OUTPUTS_VIEW + name``: its recorded outputs, which the runner
+        adds to the data before the split (experiment.teacher_outputs), so they follow every row like ``x``."""
+        named = ([(self.teacher, self.teacher.name or "teacher")] if self.teacher is not None else
+                 [(t, t.name or f"teacher{i + 1}") for i, t in enumerate(self.teachers)])
+        return [t.model_copy(update={"name": name, **({"view": OUTPUTS_VIEW + name} if t.outputs is not None else {})})
+                for t, name in named]
 
     @field_validator("seeds")
     @classmethod

@@ -231,7 +231,8 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
 
 def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
     """The rest of ``prepare_data`` on ``windowed_raw(cfg)`` (possibly with views added to it since): encode,
-    split, fit normalisation on train (each view its own), tensors. ``cfg.topology`` is not read here."""
+    split, fit normalisation on train (each view its own; ``raw.raw_views`` are kept as given), tensors.
+    ``cfg.topology`` is not read here."""
     source = _source(cfg)
     official = raw.test_x is not None and raw.test_y is not None and cfg.split.official_test
     if not official:
@@ -285,8 +286,10 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
         parts["test"] = take(test_idx)  # type: ignore[arg-type]
 
     _check_parts(parts, classes, source, by)
-    # Normalisation: each view its own statistics, fitted on the training part only.
-    norms = {name: fit_normalizer(arr, cfg.normalize) for name, arr in parts["train"][0].items()}
+    # Normalisation: each view its own statistics, fitted on the training part only; a raw view (RawData.raw_views:
+    # a teacher's recorded outputs) is kept as given.
+    norms = {name: fit_normalizer(arr, cfg.normalize) for name, arr in parts["train"][0].items()
+             if name not in raw.raw_views}
     target_scale = None
     if task == "regression":
         y_train = parts["train"][1].reshape(len(parts["train"][1]), -1)
@@ -299,7 +302,9 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
     def tensors(part: str, views: dict[str, np.ndarray], y: np.ndarray, g: Optional[np.ndarray]) -> TensorData:
         tv = {}
         for k, v in views.items():
-            if k in norms:
+            if k in raw.raw_views:
+                tv[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+            elif k in norms:
                 z = norms[k].apply(v)
                 check_normalized(z, norms[k], k, part, source)
                 tv[k] = torch.from_numpy(z)

@@ -42,6 +42,10 @@ class RawData:
     test_y: Optional[np.ndarray] = None
     test_group: Optional[np.ndarray] = None
     test_views: dict[str, np.ndarray] = field(default_factory=dict)
+    # Views kept exactly as given through the split: not normalised, cast to float32. A teacher's recorded outputs
+    # (experiment.teacher_outputs) are one: logits mean what they say in their own units (a per-class z-score of
+    # logits would change the teacher's soft targets), and regression outputs are rescaled like y by the teacher.
+    raw_views: frozenset[str] = frozenset()
     classes: Optional[list[str]] = None  # label order; default: sorted unique labels
     name: str = "data"
     channels: Optional[list[str]] = None  # one name per channel of x (a CSV's column names); None: unnamed
@@ -52,7 +56,7 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def _check_values(name: str, arr: np.ndarray, source: str, bounded: bool) -> None:
+def check_values(name: str, arr: np.ndarray, source: str, bounded: bool) -> None:
     """Finite (NaN/inf refused) and, where ``bounded``, no magnitude above ``MAX_ABS``."""
     kind = arr.dtype.kind
     if kind in "fc":
@@ -138,7 +142,7 @@ def check_raw(raw: RawData, source: str) -> None:
         is_label = name in ("y", "test_y")
         if not is_label and a.dtype.kind not in "iufb":
             raise UserInputError(f"{source}: array '{name}' must be numeric, got dtype {a.dtype}")
-        _check_values(name, a, source, bounded=not is_label or raw.task == "regression")
+        check_values(name, a, source, bounded=not is_label or raw.task == "regression")
     for name, g in (("group", raw.group), ("test_group", raw.test_group)):
         if g is not None and np.asarray(g).dtype.kind == "f" and not np.isfinite(np.asarray(g)).all():
             raise UserInputError(f"{source}: array '{name}' (subject ids) has missing or non-finite values")

@@ -67,10 +67,12 @@ def _teacher_dirs(plans: dict[int, list[TeacherConfig]]) -> dict[tuple[int, str]
 def plan(recipe: Recipe, smoke: bool = False) -> Plan:
     """Load the data and build every network and the method once, to fail early. Writes nothing."""
     from edgedistill.data import dataset_fingerprint
+    from edgedistill.experiment.teacher_outputs import outputs_views
     from edgedistill.experiment.topology import prepare_with_pis
 
     check_precision(recipe)
-    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
+    # Teachers given by their outputs: those join the data as views before the split (so they follow every row).
+    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed, add_views=outputs_views(recipe, smoke))
     info = splits.info
     method_cls = METHODS.get(recipe.method.name, key="method.name")
     plans = {seed: method_cls.teacher_plan(recipe, seed) for seed in recipe.seeds}

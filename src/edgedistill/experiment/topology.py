@@ -57,14 +57,21 @@ def add_pi_view(raw: "RawData", cfg: "TopologyConfig", cache_dir: Optional[Path]
     return replace(raw, views=views, test_views=test_views)
 
 
-def prepare_with_pis(cfg: "DataConfig", seed: int = 0) -> "DataSplits":
+def prepare_with_pis(cfg: "DataConfig", seed: int = 0,
+                     add_views: Optional[Callable[["RawData"], "RawData"]] = None) -> "DataSplits":
     """The splits a run trains on: ``prepare_data(cfg, seed)``, and with ``data.topology`` the "pi" view of the
-    student's input added before the split (label-free), then split and normalised like every view."""
+    student's input added before the split (label-free), then split and normalised like every view.
+    ``add_views`` adds more views at the same point, one row per window, so they are split like ``x`` (the
+    runner's teacher outputs read from a file: ``experiment.teacher_outputs.outputs_views``)."""
     from edgedistill.data.prepare import prepare_data, split_windows, windowed_raw
 
-    if cfg.topology is None:
+    if cfg.topology is None and add_views is None:
         return prepare_data(cfg, seed)
-    raw = add_pi_view(windowed_raw(cfg), cfg.topology)
+    raw = windowed_raw(cfg)
+    if cfg.topology is not None:
+        raw = add_pi_view(raw, cfg.topology)
+    if add_views is not None:
+        raw = add_views(raw)
     return split_windows(raw, cfg, seed)
 
 
