@@ -1,7 +1,9 @@
 """edgedistill: distil large models into small ones for wearables, phones and microcontrollers.
 
-``edgedistill.run(recipe, **overrides)`` runs a recipe and returns its summary; ``edgedistill.losses``
-holds the loss functions. Heavy modules (torch, Lightning Fabric) load only when used.
+``edgedistill.run(recipe, **overrides)`` runs a recipe and returns its summary; ``edgedistill.distill(teacher=...,
+student=..., data=...)`` distils modules and arrays held as Python objects (``fit_teacher``, ``DistilledClassifier``:
+``edgedistill.api``); ``edgedistill.losses`` holds the loss functions. Heavy modules (torch, Lightning Fabric)
+load only when used.
 """
 from __future__ import annotations
 
@@ -31,9 +33,14 @@ def run(
     return _run(recipe, flat, out=out, smoke=smoke, progress=progress, deploy_profile=report_profile)
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("losses", "models", "data", "methods", "engine", "experiment", "metrics", "config", "deploy"):
-        import importlib
+_API = ("distill", "fit_teacher", "DistilledClassifier", "Distilled", "Fitted")
 
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name in _API:  # torch loads with the API, on first use, not on ``import edgedistill``
+        return getattr(importlib.import_module("edgedistill.api"), name)
+    if name in ("losses", "models", "data", "methods", "engine", "experiment", "metrics", "config", "deploy", "api"):
         return importlib.import_module(f"edgedistill.{name}")
     raise AttributeError(f"module 'edgedistill' has no attribute '{name}'")
