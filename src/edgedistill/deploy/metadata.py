@@ -101,7 +101,7 @@ def from_run(info: Any, data_cfg: Any, student_cfg: Any, *, run_dir: Path, seed:
         channels=channels,
         window=window,
         output_name="logits" if info.task == "classification" else "output",
-        model={"name": student_cfg.model, **student_cfg.kwargs},
+        model={"name": student_cfg.label, **student_cfg.kwargs},  # a class name, not the path of a user file
         toolkit_version=__version__,
         source_run=str(Path(run_dir).resolve()),
         seed=seed,

@@ -73,7 +73,7 @@ class DeepMutualLearning(Method):
             self.peer_models = [type(student).__name__]
         else:
             nets = [build_online_network(cfg, info, f"method.params.peers[{i}]") for i, cfg in enumerate(peers)]
-            self.peer_models = [cfg.model for cfg in peers]
+            self.peer_models = [cfg.label for cfg in peers]
         for i, net in enumerate(nets, start=1):
             self.networks[f"peer{i}"] = net
         self._check_outputs()
