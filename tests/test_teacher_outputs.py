@@ -108,6 +108,7 @@ def test_outputs_file_reproduces_the_kd_student_of_that_teacher_exactly(trained)
             assert given[split][m]["mean"] == made[split][m]["mean"]
     record = json.loads((trained.folder / "by_outputs" / "teacher" / "summary.json").read_text())
     assert record["outputs"].endswith("logits.npz") and "epochs" not in record
+    assert "# sha256 teacher.outputs " in (trained.folder / "by_outputs" / "config.yaml").read_text()  # an input
 
 
 def test_probabilities_give_the_soft_targets_of_the_logits(trained):
@@ -313,3 +314,18 @@ def test_smoke_checks_the_file_against_the_real_data_then_stands_in_random_outpu
                                       "--no-progress"])
     assert result.exit_code == 2 and "short.npz': array 'logits' has shape (95, 3)" in " ".join(result.output.split())
     assert not (short / "run").exists()
+
+
+def test_a_one_column_binary_model_is_told_how_to_save_both_classes(tmp_path):
+    from edgedistill.data.raw import RawData
+    from edgedistill.errors import UserInputError
+    from edgedistill.experiment.teacher_outputs import read_outputs
+
+    raw = RawData(x=np.zeros((6, 1, 4)), y=np.array([0, 1, 0, 1, 1, 0]), task="classification")
+    np.savez(tmp_path / "sigmoid.npz", probabilities=np.full((6, 1), 0.7))
+    with pytest.raises(UserInputError, match=r"shape \(6, 1\); expected \(6, 2\).*np.column_stack\(\[1 - p, p\]\)"):
+        read_outputs(tmp_path / "sigmoid.npz", "teacher", raw)
+    p = np.full(6, 0.7)
+    np.savez(tmp_path / "sigmoid.npz", probabilities=np.column_stack([1 - p, p]))
+    train, test = read_outputs(tmp_path / "sigmoid.npz", "teacher", raw)
+    assert test is None and np.allclose(np.exp(train), [[0.3, 0.7]] * 6)

@@ -147,12 +147,20 @@ def read_outputs(path: Path, key: str, raw: "RawData") -> tuple[np.ndarray, Opti
         if arr.ndim != 2 or arr.shape[0] != len(x) or arr.shape[1] != n_out:
             raise UserInputError(
                 f"{where}: array '{name}' has shape {arr.shape}; expected ({len(x)}, {n_out}): one row per sample of "
-                f"{of}, in its order, and one column per {unit} ({n_out} in the data)")
+                f"{of}, in its order, and one column per {unit} ({n_out} in the data)" + _binary_hint(arr, n_out, kind))
         check_values(name, arr, where, bounded=True)
         if kind == "probabilities":
             arr = _log_probabilities(arr.astype(np.float64), name, where)
         out.append(np.ascontiguousarray(arr, dtype=np.float32))
     return out[0], (out[1] if len(out) > 1 else None)
+
+
+def _binary_hint(arr: np.ndarray, n_out: int, kind: str) -> str:
+    """For two classes given as one column (a sigmoid model): how to write both. softmax([0, z]) = sigmoid(z)."""
+    if kind == "outputs" or n_out != 2 or arr.size != len(arr):
+        return ""
+    both = "np.column_stack([1 - p, p])" if kind == "probabilities" else "np.column_stack([np.zeros_like(z), z])"
+    return f"; a one-column binary model (sigmoid) of the second class: save {kind}={both}"
 
 
 def _log_probabilities(p: np.ndarray, name: str, where: str) -> np.ndarray:
