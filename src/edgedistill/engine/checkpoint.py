@@ -74,6 +74,13 @@ def _reason(exc: Exception, path: Path, data: bytes | None) -> str:
 
     source = io.BytesIO(data) if data is not None else path
     if not zipfile.is_zipfile(source):
+        if data is not None:
+            head = data[:1]
+        else:
+            with path.open("rb") as fh:
+                head = fh.read(1)
+        if head == b"\x80":  # a pickle stream: torch.save's legacy format, refused here only when it holds classes
+            return "it is a legacy (non-zip) pickle holding Python objects (a whole model or other classes), not only tensors"
         return "it is not a zip archive as torch.save writes: truncated, or another format"
     text = str(exc)
     if "Unsupported global" in text or "Unsupported operand" in text or "GLOBAL" in text:

@@ -27,7 +27,13 @@ def module_paths(model: nn.Module) -> list[str]:
 
 
 def resolve(model: nn.Module, path: str) -> nn.Module:
-    """The submodule at dotted ``path``; a bad path lists the valid ones and the closest matches."""
+    """The submodule at dotted ``path``; a bad path lists the valid ones and the closest matches. A module that gives
+    only its outputs (a loaded program, recorded outputs: ``edgedistill_outputs_only`` says which) has no features."""
+    outputs_only = getattr(model, "edgedistill_outputs_only", None)
+    if outputs_only:
+        raise UserInputError(f"{outputs_only} gives only its outputs; the loss/method reads its features at '{path}': "
+                             "use a loss on outputs (kd, dkd, dist, ...) or give the teacher as a model "
+                             "(model + load: weights)")
     try:
         module = model.get_submodule(path)
     except AttributeError:
