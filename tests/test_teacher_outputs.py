@@ -329,3 +329,13 @@ def test_a_one_column_binary_model_is_told_how_to_save_both_classes(tmp_path):
     np.savez(tmp_path / "sigmoid.npz", probabilities=np.column_stack([1 - p, p]))
     train, test = read_outputs(tmp_path / "sigmoid.npz", "teacher", raw)
     assert test is None and np.allclose(np.exp(train), [[0.3, 0.7]] * 6)
+
+
+@pytest.mark.parametrize("name", ["dfad", "cudfkd", "single_source"])
+def test_methods_that_make_their_own_teacher_inputs_are_refused(trained, name):
+    from edgedistill.errors import UserInputError
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml").read_text())
+    recipe.update(data=trained.recipe["data"], teacher={"outputs": str(trained.folder / "logits.npz")}, seeds=[0])
+    with pytest.raises(UserInputError, match="^teacher.view: .*(generates inputs|feeds the teacher)"):
+        plan(load_recipe(recipe))
