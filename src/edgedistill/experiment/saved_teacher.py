@@ -207,6 +207,7 @@ class OnnxTeacher(nn.Module):
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise UserInputError(f"{key}.load: '{path}' is not a readable ONNX model ({first})") from None
         self.edgedistill_outputs_only = f"loaded from ONNX file '{path.name}'"
+        self.edgedistill_no_input_gradients = True  # for a regime that back-propagates into the teacher's input
         inputs = self.session.get_inputs()
         where = f"{key}.load: ONNX model '{path}'"
         if len(inputs) != 1:
