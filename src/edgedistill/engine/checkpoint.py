@@ -79,7 +79,7 @@ def _reason(exc: Exception, path: Path, data: bytes | None) -> str:
         else:
             with path.open("rb") as fh:
                 head = fh.read(1)
-        if head == b"\x80":  # a pickle stream: torch.save's legacy format, refused here only when it holds classes
+        if head == b"\x80" and "Weights only load failed" in str(exc):  # torch.save's legacy (non-zip) pickle format
             return "it is a legacy (non-zip) pickle holding Python objects (a whole model or other classes), not only tensors"
         return "it is not a zip archive as torch.save writes: truncated, or another format"
     text = str(exc)
