@@ -171,7 +171,7 @@ def test_unbound_refs_are_refused_outside_the_call_and_export_from_python(tmp_pa
     x, y = arrays()
     teacher, student = nets()
     result = edgedistill.distill(teacher, student, (x, y), out=tmp_path / "run", **FAST)
-    with pytest.raises(UserInputError, match=r"teacher.model 'object:[0-9a-f]+' was a Python object passed"):
+    with pytest.raises(UserInputError, match=r"teacher.model 'object:TinyConv\.[0-9a-f]+' was a Python object passed"):
         edgedistill.run(tmp_path / "run" / "config.yaml", out=tmp_path / "again", progress=False)
     assert not (tmp_path / "again").exists()
     from edgedistill.deploy.export import export

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+
+from edgedistill.errors import UserInputError
 from typer.testing import CliRunner
 
 import edgedistill
@@ -248,3 +250,18 @@ def test_smoke_runs_the_examples_and_checks_the_file_at_the_real_shape(made, tmp
                                       "--smoke", "--out", str(tmp_path / "never"), "--no-progress"])
     assert result.exit_code == 2 and "short.onnx' takes inputs of shape" in " ".join(result.output.split()), result.output
     assert not (tmp_path / "never").exists()
+
+
+def test_dfad_refuses_an_onnx_teacher_before_the_run(tmp_path):
+    """onnxruntime passes no gradients to the generator's samples: refused when the regime is built, not at step 1."""
+    from edgedistill.data.dataset import DataInfo
+    from edgedistill.methods.data_free import DFAD
+    from edgedistill.models import build_model
+
+    info = DataInfo("t", "classification", (3, 16), 3, views={"x": (3, 16)})
+    teacher = build_model("cnn1d", 3, 3, (16,))
+    teacher.edgedistill_outputs_only = "loaded from ONNX file 't.onnx'"
+    teacher.edgedistill_no_input_gradients = True
+    with pytest.raises(UserInputError, match="teacher: method 'dfad' runs the teacher on the generator's samples and "
+                                             "back-propagates .* loaded from ONNX file 't.onnx' passes no gradients"):
+        DFAD(build_model("cnn1d", 3, 3, (16,)), info, teacher)

@@ -7,11 +7,11 @@ as files and names the recipe machinery already knows, all content-addressed und
 the same on every call with the same content:
 
 * arrays ``(x, y)`` -> ``<cache>/arrays/<sha256>.npz`` -> ``data.path``;
-* a module -> ``model: "object:<hash>"`` (``models.objects``: class, source, options and weights), bound to the
+* a module -> ``model: "object:<Class>.<hash>"`` (``models.objects``: class, source, options and weights), bound to the
   object only during the call; a teacher module is also written to ``<cache>/objects/<hash>.pt`` and used as a
   given teacher (``checkpoint``): evaluated and reported, never retrained.
 
-A run made here records ``object:<hash>`` in its ``config.yaml``: only this process, holding the object, can
+A run made here records ``object:<Class>.<hash>`` in its ``config.yaml``: only this process, holding the object, can
 rebuild it, so ``Distilled.export()`` (or ``export_run``) exports it; ``edgedistill export`` says so.
 """
 from __future__ import annotations
@@ -363,7 +363,7 @@ def _fit_teacher_run(source: dict[str, Any], flat: dict[str, Any], *, out: Optio
 
 def export_run(run_dir: str | Path, student: nn.Module, out: Optional[str | Path] = None, **options: Any) -> Any:
     """``edgedistill export`` for a run whose student was a Python object: ``student`` (any module of the same
-    architecture, e.g. ``Distilled.student``) stands in for the ``object:<hash>`` its config.yaml names; the
+    architecture, e.g. ``Distilled.student``) stands in for the ``object:<Class>.<hash>`` its config.yaml names; the
     weights come from the run's checkpoint, as on the CLI. ``options``: those of ``deploy.export.export``."""
     from edgedistill.deploy.export import export
     from edgedistill.deploy.runs import checkpoint_path

@@ -224,7 +224,11 @@ class ModelConfig(_Open):
 
     @property
     def label(self) -> str:
-        """What reports call the model: its zoo name, or the class name of an import path."""
+        """What reports call the model: its zoo name, the class name of an import path, or for a module passed to the
+        Python API (``object:<Class>.<hash>``) its class and the hash's first digits."""
+        if self.model.startswith("object:"):
+            cls, _, digest = self.model[len("object:"):].rpartition(".")
+            return f"{cls} (object {digest[:8]})"
         return self.model.rsplit(":", 1)[-1] if ":" in self.model else self.model
 
 

@@ -213,3 +213,33 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
             h.update(block)
             size += len(block)
     return h.hexdigest(), size
+
+
+def content_digest(obj: Any) -> str:
+    """sha256 over nested content: dicts (keys in sorted order), lists and tuples (the same content either way: a
+    tuple may come back as a list), tensors (dtype, shape and bytes) and plain values (their repr). The one hash of
+    in-memory weights: a training checkpoint's integrity digest and the identity of a module passed as an object
+    (its state_dict). torch is imported here only, when called: importing this core module stays torch-free."""
+    import torch
+
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            h.update(f"D{len(value)}:".encode())
+            for key in sorted(value, key=repr):
+                h.update(repr(key).encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(f"L{len(value)}:".encode())
+            for item in value:
+                feed(item)
+        else:
+            h.update(f"V{value!r};".encode())
+
+    feed(obj)
+    return h.hexdigest()

@@ -25,7 +25,7 @@ import torch
 
 from edgedistill.errors import UserInputError
 from edgedistill.paths import regular_file
-from edgedistill.io import atomic_write
+from edgedistill.io import atomic_write, content_digest as digest  # noqa: F401 - re-exported
 
 #: Key of the content digest in a training checkpoint (``last.pt``, ``best.pt``); ``load`` removes it.
 DIGEST_KEY = "content_sha256"
@@ -34,31 +34,6 @@ RESAVE = "re-save the weights with torch.save(model.state_dict(), path)"
 
 class UnreadableCheckpoint(UserInputError):
     """A checkpoint file that exists but cannot be used: truncated, corrupted, not a weights-only torch file."""
-
-
-def digest(obj: Any) -> str:
-    """sha256 over a checkpoint's content: nested dicts (keys in sorted order), lists, tensors, plain values."""
-    h = hashlib.sha256()
-    _feed(h, obj)
-    return h.hexdigest()
-
-
-def _feed(h: Any, obj: Any) -> None:
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(obj, dict):
-        h.update(f"D{len(obj)}:".encode())
-        for key in sorted(obj, key=repr):
-            h.update(repr(key).encode())
-            _feed(h, obj[key])
-    elif isinstance(obj, (list, tuple)):  # a tuple may come back as a list: the same content either way
-        h.update(f"L{len(obj)}:".encode())
-        for item in obj:
-            _feed(h, item)
-    else:
-        h.update(f"V{obj!r};".encode())
 
 
 def save(path: Path, obj: dict[str, Any], digest_content: bool = False) -> None:

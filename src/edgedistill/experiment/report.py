@@ -46,7 +46,9 @@ def table_rows(summary: dict[str, Any], compact: bool = False) -> tuple[list[str
         header.append("gap closed")
     rows = []
     for row in summary["rows"]:
-        cells = [row["model"], row["role"], f"{row['params']:,}", f"{row['size_kb']:.1f}"]
+        # "-": a size torch does not know (a teacher given by its outputs)
+        cells = [row["model"], row["role"], "-" if row["params"] is None else f"{row['params']:,}",
+                 "-" if row["size_kb"] is None else f"{row['size_kb']:.1f}"]
         cells += [_fmt(row["metrics"][k]) if k in row["metrics"] else "" for k, _ in cols]
         if summary["task"] == "classification":
             g = row.get("gap_closed")
@@ -64,6 +66,12 @@ def _split_words(data: dict[str, Any]) -> str:
 
 
 def _teacher_words(summary: dict[str, Any]) -> str:
+    rows = summary.get("rows", [])
+    given = [r["given"] for r in rows if r.get("given")]
+    if given:  # loaded, read from outputs or a checkpoint: it has no epochs or seeds of its own here
+        words = f"given teacher{'s' if len(given) > 1 else ''} ({'; '.join(given)}): evaluated as given, never trained."
+        trained = any(r.get("role", "").startswith(("teacher", "assistant")) and not r.get("given") for r in rows)
+        return words + (" Every other teacher or assistant is its best epoch on validation." if trained else "")
     if summary.get("teacher_seed") is not None:
         return f"the teacher is one model (seed {summary['teacher_seed']}, its best epoch on validation)."
     return "each teacher or assistant is its best epoch on validation; one trained once for all seeds counts as one model."

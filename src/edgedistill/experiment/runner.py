@@ -205,7 +205,10 @@ class Runner:
                 key = cache_key({"given": kind, "sha256": sha256_file(Path(path))[0], "data": self.p.data_key,
                                  "model": model_identity(spec.model, spec.kwargs) if spec.model else None,
                                  "view": spec.view})
-                summary = {"label": label, kind: str(path), "cache_key": f"{kind}:{key}",
+                # Where it came from, in words (a loaded file, its format, a stripped prefix): report.md says it.
+                source = (getattr(net, "edgedistill_loaded", None) or getattr(net, "edgedistill_outputs_only", None)
+                          or f"{_teacher_key(self.r, spec.name)}.{kind} '{path}'")
+                summary = {"label": label, kind: str(path), "given": source, "cache_key": f"{kind}:{key}",
                            "val": {"best": metrics["val"], "last": metrics["val"]},
                            "test": {"best": metrics["test"], "last": metrics["test"]}}
             else:
@@ -354,6 +357,8 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
         label = t.config.label if len(trained) == 1 else f"{name}: {t.config.label}"
         role = "teacher" if t.config.distill_from is None else f"assistant (from {t.config.distill_from})"
         rows.append(_model_row(label, role, describe(t.model), [s for _, s in versions.values()], "best"))
+        if t.config.given:
+            rows[-1]["given"] = next(iter(versions.values()))[1].get("given")
     if baselines:
         rows.append(_model_row(recipe.student.label, "student alone", describe(student), baselines, select))
     role = "student alone" if is_baseline else "method"

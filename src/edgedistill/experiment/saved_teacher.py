@@ -185,6 +185,15 @@ class ProgramTeacher(nn.Module):
         return self.program(x).float()
 
 
+def _onnx_size(path: Path) -> dict[str, Any]:
+    """Parameters (elements of the graph's initializers) and KiB of an ONNX file, for reports and size orderings."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    params = sum(int(np.prod(t.dims)) if t.dims else 1 for t in graph.initializer)
+    return {"params": params, "size_kb": path.stat().st_size / 1024}
+
+
 class OnnxTeacher(nn.Module):
     """An ONNX model run by onnxruntime (CPU, one thread per operator: the machine's other cores stay with the data
     loading and the student). It takes a torch tensor and returns float32 outputs on the input's device; a model
@@ -208,6 +217,7 @@ class OnnxTeacher(nn.Module):
             raise UserInputError(f"{key}.load: '{path}' is not a readable ONNX model ({first})") from None
         self.edgedistill_outputs_only = f"loaded from ONNX file '{path.name}'"
         self.edgedistill_no_input_gradients = True  # for a regime that back-propagates into the teacher's input
+        self.edgedistill_size = _onnx_size(path)  # onnxruntime holds the weights: torch would count 0
         inputs = self.session.get_inputs()
         where = f"{key}.load: ONNX model '{path}'"
         if len(inputs) != 1:

@@ -60,6 +60,8 @@ class RecordedTeacher(nn.Module):
                  target_scale: Optional[tuple[list[float], list[float]]] = None) -> None:
         super().__init__()
         self.edgedistill_outputs_only = source
+        self.edgedistill_size = {"params": None, "size_kb": None}  # the teacher's size is not in the file
+        self.edgedistill_recorded = True  # runs on the data's rows only (methods.teachers.Teachers.check_new_inputs)
         self.n_outputs = n_outputs
         self.standardise = target_scale is not None
         mean, std = target_scale if target_scale is not None else ([0.0] * n_outputs, [1.0] * n_outputs)

@@ -45,6 +45,7 @@ from edgedistill.methods.base import Step
 from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.methods.terms import HINTON_TERMS, TermsMethod
 from edgedistill.params import Params
+from edgedistill.models.size import count_params
 from edgedistill.registry import METHODS
 
 
@@ -121,8 +122,11 @@ class CESKD(TermsMethod):
             key = "method.params.experts" if experts is not None else "teachers"
             raise UserInputError(f"{key}: ceskd needs at least two experts (a teacher and an assistant), got {len(chosen)}")
         group = Teachers(chosen, info, self.method_name(), minimum=2)
-        size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        sizes = [size(m) for m in group.models]
+        sizes = [count_params(t.model) for t in group]
+        for t, n in zip(group, sizes):
+            if n is None:
+                raise UserInputError(f"teachers: ceskd orders its experts by size, and teacher '{t.name}' "
+                                     f"({t.model.edgedistill_outputs_only}) has no known size; give it as a model")
         group.reorder(sorted(range(len(sizes)), key=sizes.__getitem__))  # stable: equal sizes keep list order
         super().__init__(student, info, group, terms, train, **params)  # self.teacher: the largest expert
         self.experts = self.teachers.names

@@ -159,6 +159,7 @@ class DataFreeDistillation(Method):
         super().__init__(student, info, **params)
         name = self.method_name()
         self.teachers = Teachers([teacher] if teacher is not None else [], info, name, maximum=1)
+        self.teachers.check_new_inputs(name, "runs the teacher on the generator's samples", gradients=True)
         # The generator makes inputs of view "x" only; a teacher on another view could not read them.
         if self.teachers[-1].view != "x":
             raise UserInputError(f"teacher.view: method '{name}' generates inputs shaped like view 'x' for teacher "

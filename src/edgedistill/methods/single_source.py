@@ -113,6 +113,7 @@ class SingleSourceDistillation(Method):
         super().__init__(student, info, **params)
         name = self.method_name()
         self.teachers = Teachers([teacher] if teacher is not None else [], info, name, maximum=1)
+        self.teachers.check_new_inputs(name, "runs the teacher on crops of the one training row")
         if self.teachers[-1].view != "x":
             raise UserInputError(f"teacher.view: {name} feeds the teacher the student's crops; use view 'x'")
         self.teacher = self.teachers[-1].model

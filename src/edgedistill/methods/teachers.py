@@ -98,6 +98,20 @@ class Teachers:
             raise UserInputError(f"{key}: a name is listed twice: {list(names)}")
         return [by_name[n] for n in names]
 
+    def check_new_inputs(self, method: str, why: str, *, gradients: bool = False) -> None:
+        """For a regime that runs its teachers on inputs it makes (``why``: generated samples, crops): a teacher given
+        by its recorded outputs cannot run on them, and with ``gradients`` one run outside torch (onnxruntime) passes
+        them none. Refused when the regime is built, before the run directory exists, naming the teacher."""
+        for t in self.nets:
+            source = getattr(t.model, "edgedistill_outputs_only", "the teacher")
+            if getattr(t.model, "edgedistill_recorded", False):
+                raise UserInputError(f"teacher: method '{method}' {why}; {source} is the teacher's outputs on the data's "
+                                     "rows and cannot run on them: give the teacher as a model (model, or model + load)")
+            if gradients and getattr(t.model, "edgedistill_no_input_gradients", False):
+                raise UserInputError(f"teacher: method '{method}' {why} and back-propagates through the teacher into "
+                                     f"them; {source} passes no gradients to its input: give the teacher as "
+                                     "TorchScript, torch.export (.pt2) or model + weights")
+
     # -- what they are
     def __len__(self) -> int:
         return len(self.nets)

@@ -77,7 +77,7 @@ def build_model(
     ``key`` is the recipe path of the model section (``"student"``, ``"teacher"``) so that messages read
     ``student.width: ...`` and the user knows which line of the recipe to fix. A ``name`` with a colon is the
     user's own class (``models.user``: ``pkg.mod:Class``, ``/abs/nets.py:Class``) or a module passed to the Python
-    API as an object (``models.objects``: ``object:<hash>``).
+    API as an object (``models.objects``: ``object:<Class>.<hash>``).
     """
     if name.startswith("object:"):
         from edgedistill.models.objects import build_object_model

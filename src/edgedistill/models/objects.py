@@ -1,6 +1,6 @@
 """Modules passed to the Python API as objects (``edgedistill.distill(student=my_net)``), as recipe models.
 
-A recipe names a model by text, so an object reaches the recipe machinery as ``model: "object:<hash>"``. The hash
+A recipe names a model by text, so an object reaches the recipe machinery as ``model: "object:<Class>.<hash>"``. The hash
 (``object_ref``) covers what determines the module before training: the module path and qualified name of every
 class in it, the bytes of each class's source file (when it has one), its ``repr`` (layer sizes and options) and
 its ``state_dict`` (every tensor's dtype, shape and bytes). The cache keys of the runs hold it, so a second call
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from edgedistill.errors import UserInputError
-from edgedistill.io import sha256_file
+from edgedistill.io import content_digest, sha256_file
 from edgedistill.models.modes import evaluating
 
 PREFIX = "object:"
@@ -48,20 +48,9 @@ def bound_objects(mapping: Mapping[str, nn.Module]) -> Iterator[None]:
         _BOUND.reset(token)
 
 
-def _update_state(h: Any, state: Mapping[str, Any]) -> None:
-    for name in sorted(state):
-        value = state[name]
-        h.update(f"{name}\0".encode())
-        if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}:".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:  # extra state a module chose to save (get_extra_state): its repr
-            h.update(repr(value).encode())
-
-
 def object_ref(module: Any, key: str = "model") -> str:
-    """``object:<hash>``: the recipe name of ``module``; equal for equal classes, source, options and weights."""
+    """``object:<Class>.<hash>``: the recipe name of ``module``; equal for equal classes, source, options and
+    weights (the hash covers everything; the class name is there for people reading reports)."""
     if not isinstance(module, nn.Module):
         raise UserInputError(f"{key}: expected a torch.nn.Module, got {type(module).__name__}")
     h = hashlib.sha256()
@@ -78,12 +67,13 @@ def object_ref(module: Any, key: str = "model") -> str:
                 files[source] = sha256_file(Path(source))[0]
             h.update(f"source {files[source]}\n".encode())
     h.update(repr(module).encode())
-    _update_state(h, module.state_dict())
-    return PREFIX + h.hexdigest()[:HASH_CHARS]
+    h.update(content_digest(module.state_dict()).encode())
+    # The class name first: reports and config.yaml then say what the object was (ModelConfig.label).
+    return f"{PREFIX}{type(module).__name__}.{h.hexdigest()[:HASH_CHARS]}"
 
 
 def object_identity(name: str) -> str:
-    """The hash part of an ``object:<hash>`` ref (what cache keys hold besides the ref itself)."""
+    """The hash part of an ``object:<Class>.<hash>`` ref (what cache keys hold besides the ref itself)."""
     return name[len(PREFIX):] if name.startswith(PREFIX) else name
 
 

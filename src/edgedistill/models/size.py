@@ -2,7 +2,7 @@
 budget every network must fit before it is built (``check_budget``, on the meta device: no memory is allocated)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -34,14 +34,26 @@ def _check_initialised(model: nn.Module) -> None:
         )
 
 
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters; shared (tied) parameters are counted once."""
+#: A module whose weights torch does not hold (an ONNX teacher run by onnxruntime, a teacher given by its recorded
+#: outputs) says its size in this attribute: {"params": int | None, "size_kb": float | None}, None where unknown.
+SIZE_ATTR = "edgedistill_size"
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> Optional[int]:
+    """Number of parameters; shared (tied) parameters are counted once. None for a module of unknown size (a
+    teacher given by its outputs): never 0, which a size ordering or a report would read as a tiny model."""
+    given = getattr(model, SIZE_ATTR, None)
+    if given is not None:
+        return 0 if trainable_only else given["params"]
     _check_initialised(model)
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def size_kb(model: nn.Module) -> float:
-    """KiB of parameters plus buffers (BN statistics included) in the dtypes they are stored in."""
+def size_kb(model: nn.Module) -> Optional[float]:
+    """KiB of parameters plus buffers (BN statistics included) in the dtypes they are stored in (None: unknown)."""
+    given = getattr(model, SIZE_ATTR, None)
+    if given is not None:
+        return given["size_kb"]
     _check_initialised(model)
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors) / 1024
@@ -52,7 +64,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
     return {
         "params": count_params(model),
         "trainable_params": count_params(model, trainable_only=True),
-        "size_kb": round(size_kb(model), 3),
+        "size_kb": None if (kb := size_kb(model)) is None else round(kb, 3),
     }
 
 
