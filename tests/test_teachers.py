@@ -70,12 +70,11 @@ def test_teachers_list_trains_chain_and_subset_and_reports_each(tmp_path):
 
 def test_training_subset_really_is_a_subset(tmp_path):
     from edgedistill.data import prepare_data
-    from edgedistill.experiment.runner import _train_subset
 
     splits = prepare_data(load_recipe(BASE).data)
-    sub = _train_subset(splits, 0.5, seed=3)
-    again = _train_subset(splits, 0.5, seed=3)
-    other = _train_subset(splits, 0.5, seed=4)
+    sub = splits.train_subset(0.5, seed=3)
+    again = splits.train_subset(0.5, seed=3)
+    other = splits.train_subset(0.5, seed=4)
     assert len(sub.train) == round(0.5 * len(splits.train))
     assert torch.equal(sub.train.x, again.train.x) and not torch.equal(sub.train.x, other.train.x)
     assert sub.val is splits.val and sub.test is splits.test

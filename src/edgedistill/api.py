@@ -312,53 +312,15 @@ def fit_teacher(
 
 def _fit_teacher_run(source: dict[str, Any], flat: dict[str, Any], *, out: Optional[str | Path], progress: bool,
                      command: str) -> tuple[nn.Module, dict[str, Any]]:
-    """A run of the teacher stage only: planned and checked like any run (nothing written on bad input), the teacher
-    trained or reused through ``Runner.teachers`` (the teacher cache key), then summary.json and report.md."""
-    import time
+    """The teacher stage of a run only (``runner.run(teachers_only=True)``): planned and checked like any run (nothing
+    written on bad input), the teacher trained or reused under the teacher cache key, summary.json and report.md."""
+    from edgedistill.experiment.runner import run
 
-    import torch
-
-    from edgedistill.config import load_recipe, recipe_to_dict
-    from edgedistill.experiment import report, rundir
-    from edgedistill.experiment.runner import Runner, _cache_folder, _model_row, _same_config, open_run_dir, plan
-    from edgedistill.io import write_json, write_text
-    from edgedistill.models import describe
-    from edgedistill.progress import StageProgress
-
-    recipe = load_recipe(source, flat)
-    p = plan(recipe)
-    _cache_folder(recipe)
-    run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    rundir.open_run_dir(run_dir, recipe_to_dict(recipe), _same_config(recipe))  # refuse before writing anything
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        with rundir.DirLock(run_dir, "run directory"):
-            open_run_dir(run_dir, recipe)
-            with StageProgress(enabled=progress and recipe.engine.progress) as prog:
-                prog.message(f"Run directory: {run_dir}")
-                (t, t_summary), = Runner(p, run_dir, prog).teachers(recipe.seeds[0])
-            info = p.splits.info
-            summary: dict[str, Any] = {
-                "name": recipe.name, "task": info.task, "select": "best", "seeds": recipe.seeds,
-                "teacher_seed": recipe.teacher.seed if recipe.teacher else None,
-                "deliverable": recipe.student.label, "smoke": False,
-                "data": {"name": info.name, "sizes": info.sizes, "split_by": info.split_by,
-                         "official_test": info.official_test, "classes": info.classes, "channels": info.channels,
-                         "notes": info.notes},
-                "rows": [_model_row(recipe.student.label, "teacher", describe(t.model), [t_summary], "best")],
-                "teacher": t_summary, "run_dir": str(run_dir), "command": command,
-            }
-            write_json(run_dir / "summary.json", summary)
-            write_text(run_dir / "report.md", report.markdown(summary))
-    except OSError as exc:
-        problem = rundir.as_environment_problem(exc, run_dir)
-        if problem is None:
-            raise
-        raise problem from None
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-    return t.model, summary
+    got: list[tuple[nn.Module, dict[str, Any]]] = []
+    summary = run(source, flat, out=out, progress=progress, command=command, teachers_only=True,
+                  on_teacher=lambda t, t_summary: got.append((t.model, t_summary)))
+    (net, t_summary), = got
+    return net, {**summary, "teacher": t_summary}
 
 
 def export_run(run_dir: str | Path, student: nn.Module, out: Optional[str | Path] = None, **options: Any) -> Any:

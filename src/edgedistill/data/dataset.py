@@ -126,3 +126,16 @@ class DataSplits:
     val: TensorData
     test: TensorData
     info: DataInfo
+
+    def train_subset(self, fraction: float, seed: int) -> "DataSplits":
+        """The same splits with training rows reduced to ``fraction`` of them, drawn with ``seed`` (RoS-KD's subsets)."""
+        n = len(self.train)
+        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: max(1, round(fraction * n))].sort().values
+        return DataSplits(self.train.subset(keep), self.val, self.test, self.info)
+
+    def view_as_x(self, view: str) -> "DataSplits":
+        """The same splits with ``view`` in the "x" slot: a teacher trains and evaluates on its own view."""
+        if view == "x":
+            return self
+        swap = lambda d: TensorData({**d.views, "x": d.views[view]}, d.y, d.group)  # noqa: E731
+        return DataSplits(swap(self.train), swap(self.val), swap(self.test), self.info)

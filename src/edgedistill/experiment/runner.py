@@ -172,9 +172,9 @@ class Runner:
             from edgedistill.methods.offline import OfflineDistillation
 
             seed_everything(seed)
-            splits = _view_as_x(self.p.splits, view)
+            splits = self.p.splits.view_as_x(view)
             if subset is not None:
-                splits = _train_subset(splits, subset, seed)
+                splits = splits.train_subset(subset, seed)
             if parent is None:
                 method: Any = Supervised(net, info)
             else:
@@ -198,7 +198,7 @@ class Runner:
             label = "teacher" if spec.name == "teacher" else f"teacher '{spec.name}'"
             if spec.given:  # loaded, read from outputs, or a checkpoint: evaluated and reported, never trained
                 net = build_network(spec, info, _teacher_key(self.r, spec.name), spec.view, seed=spec.seed)
-                splits = _view_as_x(self.p.splits, spec.view)
+                splits = self.p.splits.view_as_x(spec.view)
                 metrics = {split: evaluate(net, getattr(splits, split), info, device) for split in ("val", "test")}
                 kind, path = next((k, getattr(spec, k)) for k in ("load", "outputs", "checkpoint") if getattr(spec, k))
                 # Keyed by content, so an assistant distilled from it is retrained when the file changes.
@@ -245,22 +245,6 @@ def distilled_method(p: Plan, seed: int, teachers: list[TeacherNet]) -> Method:
     return build_method(p.recipe, student, teachers, p.splits, p.augmenter)
 
 
-def _train_subset(splits: DataSplits, fraction: float, seed: int) -> DataSplits:
-    """The same splits with training rows reduced to ``fraction`` of them, drawn with ``seed``."""
-    n = len(splits.train)
-    g = torch.Generator().manual_seed(seed)
-    keep = torch.randperm(n, generator=g)[: max(1, round(fraction * n))].sort().values
-    return DataSplits(splits.train.subset(keep), splits.val, splits.test, splits.info)
-
-
-def _view_as_x(splits: DataSplits, view: str) -> DataSplits:
-    """The same splits with ``view`` in the "x" slot: a teacher trains and evaluates on its own view."""
-    if view == "x":
-        return splits
-    swap = lambda d: type(d)({**d.views, "x": d.views[view]}, d.y, d.group)  # noqa: E731
-    return DataSplits(swap(splits.train), swap(splits.val), swap(splits.test), splits.info)
-
-
 def method_label(recipe: Recipe) -> str:
     if METHODS.entry(recipe.method.name).meta.get("label_from_terms") and recipe.method.terms:
         return "+".join(t.loss for t in recipe.method.terms)
@@ -276,12 +260,16 @@ def run(
     progress: bool = True,
     command: Optional[str] = None,
     deploy_profile: Optional[Callable[[Path, bool], None]] = None,
+    teachers_only: bool = False,
+    on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None,
 ) -> dict[str, Any]:
     """Run a recipe end to end and return its summary (also written to ``<run>/summary.json``).
 
     ``deploy_profile(run_dir, smoke)`` is what ``report.profile`` calls once the run is written: the deploy layer
     sits above this one, so the entry points (``edgedistill.run``, ``edgedistill run``, ``edgedistill sweep``)
-    pass ``edgedistill.deploy.profile.report_profile``; without it the profile is skipped with a message."""
+    pass ``edgedistill.deploy.profile.report_profile``; without it the profile is skipped with a message.
+    ``teachers_only`` stops after the teacher stages (``edgedistill.fit_teacher``), and ``on_teacher(net, summary)``
+    is given every teacher as it is trained or reused (the Python API returns the module itself)."""
     recipe = load_recipe(source, overrides)
     if smoke:
         from edgedistill.experiment.smoke import smoke_recipe
@@ -298,7 +286,7 @@ def run(
         with rundir.DirLock(run_dir, "run directory"):
             open_run_dir(run_dir, recipe)  # checked again under the lock: another process may have started it meanwhile
             remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
-            return _execute(p, run_dir, smoke, progress, command, deploy_profile)
+            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher)
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
         if problem is None:
@@ -318,7 +306,8 @@ def _cache_folder(recipe: Recipe) -> Path:
 
 
 def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
-             deploy_profile: Optional[Callable[[Path, bool], None]]) -> dict[str, Any]:
+             deploy_profile: Optional[Callable[[Path, bool], None]], teachers_only: bool = False,
+             on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None) -> dict[str, Any]:
     recipe = p.recipe
     is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
     select = recipe.report.select
@@ -336,6 +325,10 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                 teachers = runner.teachers(seed)
                 for t, t_summary in teachers:
                     trained.setdefault(t.name, {}).setdefault(t_summary["cache_key"], (t, t_summary))
+                    if on_teacher is not None:
+                        on_teacher(t, t_summary)
+                if teachers_only:
+                    continue
                 if recipe.baseline and not is_baseline:
                     baselines.append(runner.baseline(seed))
                 results.append(runner.distilled(seed, [t for t, _ in teachers]))
@@ -362,8 +355,9 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     if baselines:
         rows.append(_model_row(recipe.student.label, "student alone", describe(student), baselines, select))
     role = "student alone" if is_baseline else "method"
-    rows.append(_model_row(f"{recipe.student.label} + {method_label(recipe)}", role, describe(student), results, select))
-    for name in results[0].get("others", {}):
+    if results:
+        rows.append(_model_row(f"{recipe.student.label} + {method_label(recipe)}", role, describe(student), results, select))
+    for name in results[0].get("others", {}) if results else ():
         # Networks the regime trains or forms besides the deliverable (peers, a co-trained teacher, ensembles).
         per_seed = [r["others"][name] for r in results]
         rows.append(_model_row(name, "also trained (not the deliverable)", per_seed[0].get("size", {}), per_seed, select))
@@ -379,7 +373,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
         "select": select,
         "seeds": recipe.seeds,
         "teacher_seed": recipe.teacher.seed if recipe.teacher else None,
-        "deliverable": f"{recipe.student.label} + {method_label(recipe)}",
+        "deliverable": rows[0]["model"] if teachers_only else f"{recipe.student.label} + {method_label(recipe)}",
         "smoke": smoke,
         "data": {"name": info.name, "sizes": info.sizes, "split_by": info.split_by, "official_test": info.official_test,
                  "classes": info.classes, "channels": info.channels, "notes": info.notes},
