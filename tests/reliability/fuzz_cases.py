@@ -218,6 +218,33 @@ def chains(draw: Callable) -> Case:
     return Case("recipe.chains", expect, recipe, note=f"{recipe['method']['name']}: {key} = {value!r}")
 
 
+# A model named by import path runs code (docs/models.md): what a hostile or mistaken recipe can name. Every one is
+# refused before anything trains: the standard library and edgedistill are never imported for a recipe, a missing
+# module or file is named, and a class that is not a fitting nn.Module never trains. (key, value)
+_MODEL_REFS = [
+    "os:system", "subprocess:Popen", "antigravity:X", "this:X", "builtins:eval", "importlib:import_module",
+    "edgedistill.models.zoo1d:FCN", "edgedistill.cli:app", "numpy:ndarray", "torch.nn:Identity", "torch.nn:Linear",
+    "torch.nn:Conv1d", "torch:load", "no_such_package_xyz.nets:Net", "a:b", ":Net", "nets:", "a..b:Net",
+    "./missing.py:Net", "@ROOT@/outside/evil.py:Net", "../../etc/passwd.py:Net", "nets.py:../Net", "x" * 900 + ":Net",
+    "nets.py:Net\x00", "pkg.mod:Class.attr", "pkg.mod:1Net", "C:\\nets.py:Net", "~/nets.py:Net",
+]
+
+
+@st.composite
+def model_refs(draw: Callable) -> Case:
+    value = draw(st.sampled_from(_MODEL_REFS))
+    key = draw(st.sampled_from(["student.model", "teacher.model", "teachers.1.model", "method.params.peers.0.model"]))
+    if key.startswith("teachers"):
+        recipe = _set(_clean(TAKD), key, value)
+    elif key.startswith("method.params"):
+        recipe = _set(_set(BASE, "method", {"name": "dml", "params": {"peers": [{"model": "cnn1d"}]}}), "teacher", None)
+        recipe = _set(recipe, key, value)
+    else:
+        recipe = _set(BASE, key, value)
+    smoke = draw(st.integers(0, 4)) == 0
+    return Case("recipe.model_refs", REFUSE, recipe, smoke=smoke, note=f"{key} = {value[:60]!r}{' (--smoke)' if smoke else ''}")
+
+
 def _paths(node: Any, prefix: str = "") -> list[str]:
     """Every dotted path of a recipe tree (mapping keys and list indices)."""
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
@@ -437,11 +464,11 @@ FAMILIES: dict[str, tuple[Callable[[], st.SearchStrategy], int]] = {
     "npz": (npz_files, 3), "csv": (csv_files, 2), "checkpoint": (checkpoints, 1), "out": (outs, 1), "chains": (chains, 3), "mutate": (mutate, 4),
     "random_overrides": (random_overrides, 2), "npz_random": (npz_random, 2),
     "sweep": (sweeps, 1), "yaml_random": (yaml_random, 1), "special_files": (special_files, 1),
-    "valid": (valid, 2),
+    "model_refs": (model_refs, 2), "valid": (valid, 2),
 }
 # What test_fuzz runs inside `make test`: refused at recipe-reading or data-loading time, nothing trains.
 CHEAP = ("drop_or_rename", "wrong_type", "numbers", "strings", "names", "yaml", "overrides", "npz", "checkpoint", "out",
-         "chains", "special_files")
+         "chains", "special_files", "model_refs")
 
 
 @st.composite

@@ -258,6 +258,10 @@ _CKPT: list[tuple[str, Callable[[], bytes], str]] = [
 def checkpoints(draw: Callable) -> Case:
     row = draw(st.integers(0, len(_CKPT) - 1))
     note, _, expect = _CKPT[row]
-    who = draw(st.sampled_from(["student", "teacher"]))
-    return Case("checkpoint", expect, _set(BASE, f"{who}.checkpoint", "weights.pt"), note=f"{who}.checkpoint: {note}",
-                lazy=("ckpt", row))
+    # The same damaged, code-running or wrong files as start weights, as a saved teacher (load) and as a teacher's
+    # recorded outputs (issue 17): every one is refused, and no pickle ever runs.
+    key = draw(st.sampled_from(["student.checkpoint", "teacher.checkpoint", "teacher.load", "teacher.outputs"]))
+    recipe = _set(BASE, key, "weights.pt")
+    if key == "teacher.outputs":  # a teacher given by its outputs has no model
+        recipe = _set(BASE, "teacher", {"outputs": "weights.pt"})
+    return Case("checkpoint", expect, recipe, note=f"{key}: {note}", lazy=("ckpt", row))

@@ -172,7 +172,10 @@ def run_case(case: Case, base: Path, index: int = 0, limit_s: float = 20.0, keep
         elif code == 0:
             result["outcome"] = "accepted"
         else:
-            one_line = len(lines) == 1 and lines[0].startswith("error:")
+            # "note: ..." lines say what was inferred or imported before the check failed (a user class's file):
+            # information the user is owed, not part of the error, which must still be one line.
+            errors = [line for line in lines if not line.startswith("note: ")]
+            one_line = len(errors) == 1 and errors[0].startswith("error:")
             wrote = code in (2, 4) and any(_exists(p) for p in run_dirs)
             result["outcome"] = "clean" if one_line and not wrote else "untidy"
             if not one_line:
