@@ -353,7 +353,7 @@ class DistilledClassifier:
         self.options = {"progress": False, **options}
 
     def fit(self, X: Any, y: Any, group: Any = None) -> "DistilledClassifier":
-        from edgedistill.data.normalize import Normalizer
+        from edgedistill.deploy.predictor import normalizer_of
 
         data = (X, y) if group is None else (X, y, group)
         self.result_ = distill(self.teacher, self.student, data, self.method, **self.options)
@@ -364,8 +364,7 @@ class DistilledClassifier:
         labels = np.unique(np.asarray(y))
         by_name = {str(v): v for v in labels}
         self.classes_ = np.asarray([by_name[c] for c in self.meta.classes])  # the run's output order
-        norm = self.meta.normalization
-        self.normalizer = Normalizer(norm["mode"], list(norm.get("mean", [])), list(norm.get("std", [])))
+        self.normalizer = normalizer_of(self.meta)
         return self
 
     @property
@@ -375,11 +374,11 @@ class DistilledClassifier:
     def _logits(self, X: Any) -> np.ndarray:
         import torch
 
-        from edgedistill.deploy.predictor import Predictor
+        from edgedistill.deploy.predictor import preprocess
 
         if not hasattr(self, "result_"):
             raise UserInputError("DistilledClassifier: call fit(X, y) before predict")
-        x, _ = Predictor.preprocess(self, X)  # type: ignore[arg-type] - the same checks and normalisation
+        x, _ = preprocess(self.meta, self.normalizer, X, who="DistilledClassifier")  # the Predictor's checks
         model = self.result_.student.eval()
         param = next(model.parameters(), None)
         with torch.no_grad():
@@ -389,9 +388,9 @@ class DistilledClassifier:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """(n, classes) softmax probabilities, columns in ``classes_`` order."""
-        z = self._logits(X)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        from edgedistill.deploy.predictor import softmax
+
+        return softmax(self._logits(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """The label (as given to ``fit``) of the largest output, per window."""

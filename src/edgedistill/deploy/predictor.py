@@ -22,13 +22,51 @@ from edgedistill.deploy.metadata import ModelMetadata, _session
 from edgedistill.errors import UserInputError
 
 
+def normalizer_of(meta: ModelMetadata) -> Normalizer:
+    """The training split's normalisation a model's metadata records."""
+    norm = meta.normalization
+    return Normalizer(norm["mode"], list(norm.get("mean", [])), list(norm.get("std", [])))
+
+
+def preprocess(meta: ModelMetadata, normalizer: Normalizer, windows: Any, who: str = "Predictor") -> tuple[np.ndarray, bool]:
+    """Raw windows -> the normalised float32 batch a model described by ``meta`` takes, and whether one window was
+    given: the checks and preprocessing of every way to predict (``Predictor``, ``DistilledClassifier``)."""
+    x = np.asarray(windows)
+    if x.dtype.kind not in "iuf":
+        raise UserInputError(f"{who}: windows must be numbers, got dtype {x.dtype}")
+    shape = tuple(meta.input_shape)
+    single = x.ndim == len(shape)
+    if single:
+        x = x[None]
+    if x.ndim != len(shape) + 1:
+        raise UserInputError(
+            f"{who}: expected one window of shape {shape} or a batch (n, {', '.join(map(str, shape))}), "
+            f"got shape {tuple(np.shape(windows))}"
+        )
+    chans = meta.channels
+    if chans is not None and x.shape[1] != shape[0] and x.shape[1] > max(chans):
+        x = x[:, chans]  # a full raw recording: pick the channels the model reads, in its order
+    if tuple(x.shape[1:]) != shape:
+        hint = f" (the model reads channels {chans} of the raw data)" if chans is not None else ""
+        raise UserInputError(f"{who}: each window must have shape {shape}, got {tuple(x.shape[1:])}{hint}")
+    if not np.isfinite(x).all():
+        raise UserInputError(f"{who}: windows contain NaN or inf")
+    return np.ascontiguousarray(normalizer.apply(x), dtype=np.float32), single
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (outputs -> class probabilities)."""
+    z = np.asarray(z, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 class Predictor:
     def __init__(self, path: str | Path, threads: Optional[int] = None) -> None:
         self.path = Path(path)
         self.session = _session(self.path, threads)
         self.meta = ModelMetadata.from_props(dict(self.session.get_modelmeta().custom_metadata_map), f"'{self.path}'")
-        norm = self.meta.normalization
-        self.normalizer = Normalizer(norm["mode"], list(norm.get("mean", [])), list(norm.get("std", [])))
+        self.normalizer = normalizer_of(self.meta)
         self.input_name = self.session.get_inputs()[0].name
 
     @property
@@ -45,27 +83,7 @@ class Predictor:
 
     def preprocess(self, windows: Any) -> tuple[np.ndarray, bool]:
         """Raw windows -> the normalised float32 batch the model takes, and whether one window was given."""
-        x = np.asarray(windows)
-        if x.dtype.kind not in "iuf":
-            raise UserInputError(f"Predictor: windows must be numbers, got dtype {x.dtype}")
-        shape = self.input_shape
-        single = x.ndim == len(shape)
-        if single:
-            x = x[None]
-        if x.ndim != len(shape) + 1:
-            raise UserInputError(
-                f"Predictor: expected one window of shape {shape} or a batch (n, {', '.join(map(str, shape))}), "
-                f"got shape {tuple(np.shape(windows))}"
-            )
-        chans = self.meta.channels
-        if chans is not None and x.shape[1] != shape[0] and x.shape[1] > max(chans):
-            x = x[:, chans]  # a full raw recording: pick the channels the model reads, in its order
-        if tuple(x.shape[1:]) != shape:
-            hint = f" (the model reads channels {chans} of the raw data)" if chans is not None else ""
-            raise UserInputError(f"Predictor: each window must have shape {shape}, got {tuple(x.shape[1:])}{hint}")
-        if not np.isfinite(x).all():
-            raise UserInputError("Predictor: windows contain NaN or inf")
-        return np.ascontiguousarray(self.normalizer.apply(x), dtype=np.float32), single
+        return preprocess(self.meta, self.normalizer, windows)
 
     def outputs(self, windows: Any, batch: int = 256) -> np.ndarray:
         """Raw model outputs (logits, or standardised regression values) for a batch of windows."""
@@ -78,9 +96,7 @@ class Predictor:
         if self.task != "classification":
             raise UserInputError("Predictor.predict_proba: this model does regression; use predict()")
         single = np.ndim(windows) == len(self.input_shape)
-        z = self.outputs(windows).astype(np.float64)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        p = z / z.sum(axis=1, keepdims=True)
+        p = softmax(self.outputs(windows))
         return p[0] if single else p
 
     def predict(self, windows: Any) -> Any:
