@@ -62,10 +62,14 @@ def model_sections(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             params = node.get("params") if isinstance(node, dict) else None
             node = params.get(sub) if isinstance(params, dict) else None
             key = f"{section}.params.{sub}"
-        for i, entry in enumerate(node if isinstance(node, list) else [node]):
-            if isinstance(entry, dict):
-                found.append((f"{key}.{i}" if isinstance(node, list) else key, entry))
+        found += _sections(node, key)
     return found
+
+
+def _sections(node: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
+    """(recipe key, mapping) of a section that is one mapping (``teacher``) or a list of them (``teachers.1``)."""
+    entries = node if isinstance(node, list) else [node]
+    return [(f"{key}.{i}" if isinstance(node, list) else key, e) for i, e in enumerate(entries) if isinstance(e, dict)]
 
 
 def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -91,9 +95,9 @@ def resolve_recipe_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             if section in out:
                 out[section] = absolute(node, section)
             continue
-        for i, entry in enumerate(node if isinstance(node, list) else [node]):
-            if isinstance(entry, dict) and key in entry:
-                entry[key] = absolute(entry[key], f"{section}.{i}.{key}" if isinstance(node, list) else f"{section}.{key}")
+        for where, entry in _sections(node, section):
+            if key in entry:
+                entry[key] = absolute(entry[key], f"{where}.{key}")
     for key, section in model_sections(out):
         file = model_file(section.get("model"))
         if file is not None:
