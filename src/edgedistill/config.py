@@ -308,6 +308,10 @@ class Recipe(_Strict):
             raise ValueError("teacher.distill_from: a single teacher has nothing to be distilled from; use 'teachers'")
         return self
 
+    def teacher_keys(self) -> list[str]:
+        """The recipe key of each of ``teacher_specs()``, for messages: ``teacher``, or ``teachers[0]``, ...."""
+        return ["teacher"] if self.teacher is not None else [f"teachers[{i}]" for i in range(len(self.teachers))]
+
     def teacher_specs(self) -> list[TeacherConfig]:
         """Every teacher, named: ``teacher`` as [that one, named "teacher"], or the ``teachers`` list. A teacher
         given by its ``outputs`` reads the view ``OUTPUTS_VIEW + name``: its recorded outputs, which the runner

@@ -51,6 +51,15 @@ class RawData:
     channels: Optional[list[str]] = None  # one name per channel of x (a CSV's column names); None: unnamed
     notes: list[str] = field(default_factory=list)  # what the loader inferred or changed, for the run's report
 
+    @property
+    def n_outputs(self) -> int:
+        """What a model must output for this data, as ``prepare`` counts it: the loader's classes, else the distinct
+        training labels (a test label outside them is refused there), or the regression targets per sample."""
+        if self.task == "regression":
+            y = np.asarray(self.y)
+            return int(y.reshape(len(y), -1).shape[1])
+        return len(self.classes) if self.classes else len({str(v) for v in np.asarray(self.y).reshape(-1)})
+
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])

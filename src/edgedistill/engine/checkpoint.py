@@ -13,7 +13,6 @@ bytes, not a torch file, pickled objects) or whose digest does not match raises 
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import random
 import warnings

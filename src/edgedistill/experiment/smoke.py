@@ -28,8 +28,7 @@ def _check_real(recipe: Recipe, shape: tuple[int, ...] | None) -> None:
         return
     from edgedistill.models.size import check_budget
 
-    keys = ["teacher"] if recipe.teacher is not None else [f"teachers[{i}]" for i in range(len(recipe.teachers))]
-    nets = [("student", recipe.student, "x")] + [(k, t, t.view) for k, t in zip(keys, recipe.teacher_specs())]
+    nets = [("student", recipe.student, "x")] + [(k, t, t.view) for k, t in zip(recipe.teacher_keys(), recipe.teacher_specs())]
     for key, cfg, view in nets:
         if cfg.model is None or ":" in cfg.model:
             continue  # a given teacher (load, outputs), or the user's own class: its size is the user's choice
@@ -66,23 +65,11 @@ def _kind_task_shape(recipe: Recipe) -> tuple[str, str, tuple[int, ...] | None, 
     return ("2d" if raw.x.ndim == 4 else "1d"), raw.task, tuple(int(n) for n in raw.x.shape[1:]), raw
 
 
-def _outputs(raw: Any) -> int:
-    """Classes (as data.prepare counts them: the given order, else the labels of every split) or regression targets."""
-    import numpy as np
-
-    if raw.task != "classification":
-        return 1 if raw.y.ndim == 1 else int(raw.y.shape[1])
-    if raw.classes is not None:
-        return len(raw.classes)
-    labels = [raw.y] if raw.test_y is None else [raw.y, raw.test_y]
-    return len(np.unique(np.concatenate([np.asarray(y).astype(str) for y in labels])))
-
-
 def smoke_recipe(recipe: Recipe) -> Recipe:
     kind, task, shape, raw = _kind_task_shape(recipe)
     _check_real(recipe, shape)
     loads = any(t.load is not None for t in recipe.teacher_specs())
-    n_outputs = _outputs(raw) if loads and raw is not None else None  # what a saved teacher must output
+    n_outputs = raw.n_outputs if loads and raw is not None else None  # what a saved teacher must output
     if any(t.outputs is not None for t in recipe.teacher_specs()):  # checked against the real data, which smoke replaces
         from edgedistill.experiment.teacher_outputs import check_outputs_files
 

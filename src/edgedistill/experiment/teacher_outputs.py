@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgedistill.config import OUTPUTS_VIEW, Recipe, TeacherConfig
+from edgedistill.config import Recipe, TeacherConfig
 from edgedistill.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -93,17 +93,6 @@ def recorded_teacher(cfg: TeacherConfig, info: "DataInfo", key: str) -> nn.Modul
     return RecordedTeacher(_source(key, Path(cfg.outputs)), info.n_outputs, scale)
 
 
-def _n_outputs(raw: "RawData") -> int:
-    """Classes (as prepare.split_windows counts them: the loader's list, else the distinct labels) or targets."""
-    if raw.task == "regression":
-        y = np.asarray(raw.y)
-        return int(y.reshape(len(y), -1).shape[1])
-    if raw.classes:
-        return len(raw.classes)
-    labels = [np.asarray(raw.y).reshape(-1)] + ([np.asarray(raw.test_y).reshape(-1)] if raw.test_y is not None else [])
-    return len({str(v) for part in labels for v in part})
-
-
 def read_outputs(path: Path, key: str, raw: "RawData") -> tuple[np.ndarray, Optional[np.ndarray]]:
     """The recorded outputs of the rows of ``raw.x`` and, when the data has an official test split, of
     ``raw.test_x``: float32 (n, classes or targets), probabilities as log-probabilities; every check of the module
@@ -128,7 +117,7 @@ def read_outputs(path: Path, key: str, raw: "RawData") -> tuple[np.ndarray, Opti
         want = "outputs" if raw.task == "regression" else "logits or probabilities"
         raise UserInputError(f"{where}: array '{kind}' is for {KINDS[kind]}, but the data is a {raw.task} task; "
                              f"give {want}")
-    n_out = _n_outputs(raw)
+    n_out = raw.n_outputs
     unit = "class" if raw.task == "classification" else "regression target"
     parts: list[tuple[str, Optional[np.ndarray], str]] = [(kind, raw.x, "x")]
     if raw.test_x is not None:
@@ -182,13 +171,9 @@ def _log_probabilities(p: np.ndarray, name: str, where: str) -> np.ndarray:
     return np.log(np.clip(p, np.finfo(np.float32).tiny, None))
 
 
-def _keys(recipe: Recipe) -> list[str]:
-    return ["teacher"] if recipe.teacher is not None else [f"teachers[{i}]" for i in range(len(recipe.teachers))]
-
-
 def given_outputs(recipe: Recipe) -> list[tuple[str, TeacherConfig]]:
     """(recipe key, spec) of every teacher given by its outputs; the spec's view is its outputs view."""
-    return [(k, t) for k, t in zip(_keys(recipe), recipe.teacher_specs()) if t.outputs is not None]
+    return [(k, t) for k, t in zip(recipe.teacher_keys(), recipe.teacher_specs()) if t.outputs is not None]
 
 
 def check_recipe(recipe: Recipe) -> None:
@@ -225,7 +210,7 @@ def _random_outputs(raw: "RawData", spec: TeacherConfig) -> tuple[np.ndarray, Op
     """Stand-in outputs of the smoke run's synthetic data (its file was checked against the real data): logits of
     scale 2, or the targets plus noise, drawn with a fixed seed."""
     rng = np.random.default_rng(0)
-    n_out = _n_outputs(raw)
+    n_out = raw.n_outputs
 
     def draw(n: int, y: Optional[np.ndarray]) -> np.ndarray:
         if raw.task == "classification" or y is None:
