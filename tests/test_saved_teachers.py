@@ -265,3 +265,22 @@ def test_dfad_refuses_an_onnx_teacher_before_the_run(tmp_path):
     with pytest.raises(UserInputError, match="teacher: method 'dfad' runs the teacher on the generator's samples and "
                                              "back-propagates .* loaded from ONNX file 't.onnx' passes no gradients"):
         DFAD(build_model("cnn1d", 3, 3, (16,)), info, teacher)
+
+
+def test_start_checkpoints_read_weights_as_a_saved_teacher_does(tmp_path):
+    """student.checkpoint (and teacher.checkpoint) take the same files as teacher.load's weights: a Lightning-style
+    checkpoint with its prefix, read weights-only."""
+    from edgedistill.config import ModelConfig
+    from edgedistill.data.dataset import DataInfo
+    from edgedistill.experiment.build import build_network
+    from edgedistill.models import build_model
+
+    info = DataInfo("t", "classification", (3, 16), 3, views={"x": (3, 16)})
+    source = build_model("cnn1d", 3, 3, (16,), width=4)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}, "epoch": 2}, tmp_path / "s.ckpt")
+    cfg = ModelConfig.model_validate({"model": "cnn1d", "width": 4, "checkpoint": str(tmp_path / "s.ckpt")})
+    net = build_network(cfg, info, "student", seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), source.state_dict().values()))
+    torch.save({"state_dict": {"model.nope": torch.zeros(1)}}, tmp_path / "bad.ckpt")
+    with pytest.raises(UserInputError, match=r"^student.checkpoint '.*bad.ckpt' \(key 'state_dict'\): weights do not fit"):
+        build_network(cfg.model_copy(update={"checkpoint": tmp_path / "bad.ckpt"}), info, "student")

@@ -16,7 +16,6 @@ from torch import nn
 
 from edgedistill.config import ModelConfig, Recipe, TermConfig
 from edgedistill.data.dataset import DataInfo, DataSplits
-from edgedistill.engine import checkpoint as ckpt
 from edgedistill.errors import UserInputError
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.methods.base import Method, TeacherNet
@@ -44,10 +43,10 @@ def build_network(cfg: ModelConfig, info: DataInfo, key: str, view: str = "x", s
         return load_teacher(cfg, info, key, view)
     shape = info.views.get(view, info.input_shape)
     model = build_model(cfg.model, shape[0], info.n_outputs, tuple(shape[1:]), key=key, **cfg.kwargs)
-    if cfg.checkpoint is not None:
-        state = ckpt.load(cfg.checkpoint)
-        state = state.get("networks", {}).get("student", state) if "networks" in state else state
-        ckpt.load_state_dict_checked(model, state, f"{key}.checkpoint '{cfg.checkpoint}'")
+    if cfg.checkpoint is not None:  # the same weights-only reading as a saved teacher: Lightning, run checkpoints
+        from edgedistill.experiment.saved_teacher import load_weights
+
+        load_weights(model, cfg.checkpoint, f"{key}.checkpoint")
     return model
 
 

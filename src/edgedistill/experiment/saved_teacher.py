@@ -54,7 +54,7 @@ def _source(cfg: TeacherConfig, key: str) -> tuple[Path, str]:
     regular_file(path, f"{key}.load")
     kind = detect_format(path, key)
     if kind == "weights" and cfg.model is None:
-        _read_weights(path, key)  # a pickled whole model is refused for what it is first
+        _read_weights(path, f"{key}.load")  # a pickled whole model is refused for what it is first
         raise UserInputError(f"{key}.model: '{path}' holds weights (a state_dict), which need the model they belong "
                              "to: add model: <zoo name or import path> and its options")
     if kind != "weights" and cfg.model is not None:
@@ -97,23 +97,31 @@ def detect_format(path: Path, key: str) -> str:
 def _weights_teacher(cfg: TeacherConfig, info: DataInfo, key: str, path: Path, shape: tuple[int, ...]) -> nn.Module:
     from edgedistill.models import build_model
 
-    state, where = _read_weights(path, key)
     model = build_model(str(cfg.model), shape[0], info.n_outputs, tuple(shape[1:]), key=key, **cfg.kwargs)
-    state, prefix = strip_prefix(state, set(model.state_dict()))
-    source = f"{key}.load '{path}'" + (f" (key '{where}')" if where else "") + (
-        f" (prefix '{prefix}' stripped)" if prefix else "")
-    ckpt.load_state_dict_checked(model, state, source)
-    model.edgedistill_loaded = source  # type: ignore[assignment] - what a report can say about where it came from
+    model.edgedistill_loaded = load_weights(model, path, f"{key}.load", SAVE_INSTEAD)  # type: ignore[assignment]
     return model
 
 
-def _read_weights(path: Path, key: str) -> tuple[dict[str, Any], str]:
+def load_weights(model: nn.Module, path: Path, key: str, hint: str = ckpt.RESAVE) -> str:
+    """Load the weights a file holds for ``model`` (a plain state_dict, or one inside a checkpoint: ``find_state_dict``;
+    a prefix stripped where that makes the keys fit: ``strip_prefix``), weights-only; returns where they came from,
+    in words. Serves ``teacher.load`` and every ``checkpoint`` key (``key`` names the one a message is about;
+    ``hint`` is what a message about an unreadable file tells the user to do)."""
+    state, where = _read_weights(path, key, hint)
+    state, prefix = strip_prefix(state, set(model.state_dict()))
+    source = f"{key} '{path}'" + (f" (key '{where}')" if where else "") + (
+        f" (prefix '{prefix}' stripped)" if prefix else "")
+    ckpt.load_state_dict_checked(model, state, source)
+    return source
+
+
+def _read_weights(path: Path, key: str, hint: str = SAVE_INSTEAD) -> tuple[dict[str, Any], str]:
     """The state_dict in a weights-only torch file and where it was in it (``find_state_dict``)."""
     try:
-        obj = ckpt.load(path, hint=SAVE_INSTEAD)
+        obj = ckpt.load(path, hint=hint)
     except UserInputError as exc:
-        raise UserInputError(f"{key}.load: {exc}") from None
-    return find_state_dict(obj, f"{key}.load '{path}'")
+        raise UserInputError(f"{key}: {exc}") from None
+    return find_state_dict(obj, f"{key} '{path}'")
 
 
 def find_state_dict(obj: dict[str, Any], source: str) -> tuple[dict[str, Any], str]:
@@ -290,7 +298,7 @@ def smoke_teacher(entry: dict[str, Any], key: str, shape: Optional[tuple[int, ..
                             views={"x": tuple(shape)})
             _weights_teacher(cfg, info, key, path, tuple(shape))
         else:
-            _read_weights(path, key)
+            _read_weights(path, f"{key}.load")
         return {**entry, "load": None}
     if shape is not None:
         check_outputs(_program(path, kind, tuple(shape), key), tuple(shape), n_outputs, f"{key}.load '{path}'")
