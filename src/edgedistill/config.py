@@ -2,7 +2,9 @@
 
 Every key is validated before anything trains: a misspelt key, a wrong type or an out-of-range value
 fails with the key's dotted path and what was expected. YAML is read with ``safe_load``; no tag or value
-is ever imported or executed. Keys that a model factory or a loss takes as keyword arguments (``width``,
+is ever evaluated. The one key that names code is a model's import path (``model: my_pkg.nets:WristNet``), which
+``models.user`` imports, within the bounds docs/models.md states (never the standard library or edgedistill, only an
+``nn.Module`` subclass, none at all with ``EDGEDISTILL_NO_USER_CODE=1``). Keys that a model factory or a loss takes as keyword arguments (``width``,
 ``temperature``) are checked against that callable's signature when the run is built.
 """
 from __future__ import annotations

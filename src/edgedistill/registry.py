@@ -1,8 +1,9 @@
 """One small generic registry, shared by datasets, models, losses and methods.
 
 A registry maps a name to a callable plus a one-line doc. Registration happens at import time of the
-module that defines the object (``@LOSSES.register("kd")``); nothing in a recipe ever imports code by
-path, so a config value can never execute anything.
+module that defines the object (``@LOSSES.register("kd")``); a registry never imports code a recipe names. (The
+user's own model classes, named by import path, are not registered: ``models.user`` imports them, within the bounds
+docs/models.md states.)
 """
 from __future__ import annotations
 
