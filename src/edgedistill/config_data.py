@@ -33,7 +33,8 @@ class WindowConfig(_Strict):
 
 class TopologyConfig(_Strict):
     """Persistence images of every input channel as the privileged view "pi" (data/topology.py, docs/topology.md).
-    Defaults are the spec's PAMAP2 settings (asu-group.md 6.1): 64x64 pixels, spread 0.015, range [-1, 1]."""
+    Defaults are the PAMAP2 settings of the topological-KD work (sources in docs/methods/topo_kd.md): 64x64
+    pixels, spread 0.015, range [-1, 1]."""
 
     resolution: int = Field(64, ge=2, le=256)
     spread: float = Field(0.015, gt=0, le=100)

@@ -2,8 +2,8 @@
 probabilities (one-hot for clean labels) and y~ the mixed probabilities (rows still sum to 1). Work on series
 (N, C, L) and images (N, C, H, W). None preserves labels.
 
-``mixup`` and ``partial_mixup`` follow MIX-KD's code (Choi et al., WACV 2023, arXiv 2211.03946; spec
-asu-group.md §4.3): two independent permutations rp1, rp2 of the batch, λ_i ~ Beta(a, a) per sample, and
+``mixup`` and ``partial_mixup`` follow MIX-KD's code (Choi et al., WACV 2023, arXiv 2211.03946):
+two independent permutations rp1, rp2 of the batch, λ_i ~ Beta(a, a) per sample, and
 
     x~_i = λ_i x_{rp1(i)} + (1 - λ_i) x_{rp2(i)}        y~_i = λ_i y_{rp1(i)} + (1 - λ_i) y_{rp2(i)}
 
@@ -76,7 +76,7 @@ def clean_mask(n: int, clean_fraction: float, with_replacement: bool, generator:
 
 def mix_pairs(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, rp1: torch.Tensor,
               rp2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x~_i = λ_i x_{rp1(i)} + (1 - λ_i) x_{rp2(i)}, y~ likewise (§4.3). λ_i = 1 returns x_{rp1(i)} exactly."""
+    """x~_i = λ_i x_{rp1(i)} + (1 - λ_i) x_{rp2(i)}, y~ likewise (MIX-KD's code). λ_i = 1 returns x_{rp1(i)} exactly."""
     rp1, rp2 = rp1.to(x.device), rp2.to(x.device)
     lx = lam.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
     ly = lam.to(device=y.device, dtype=y.dtype).view(-1, 1)
@@ -87,7 +87,7 @@ def mix_pairs(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, rp1: torch.Te
 def mixup(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup, MIX-KD's full mixup (FMU): every sample is λ·x_{rp1(i)} + (1-λ)·x_{rp2(i)}, λ ~ Beta(α, α).
 
-    Two independent permutations rp1, rp2 and one λ per sample, as MIX-KD's code (§4.3); α = 0: no mixing
+    Two independent permutations rp1, rp2 and one λ per sample, as MIX-KD's code; α = 0: no mixing
     (λ ≡ 1, the output is the batch reordered by rp1, each input still with its own target).
     """
     _check("mixup", x, y)

@@ -1,5 +1,5 @@
-"""Intra-class patch swap (Choi, Jeon, Shukla, Turaga, Neurocomputing 2025, arXiv 2505.14124; spec
-asu-group.md §5.2), for any number of spatial dimensions.
+"""Intra-class patch swap (Choi, Jeon, Shukla, Turaga, Neurocomputing 2025, arXiv 2505.14124),
+for any number of spatial dimensions.
 
 Two samples of the same class, x_a and x_b of shape (C, *spatial), are cut into patches of ``patch`` samples
 per spatial dimension (m x m patches of an image, segments of length m of a series; the last patch of a

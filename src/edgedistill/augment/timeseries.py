@@ -7,7 +7,7 @@ parameters are declared once, as a ``Params`` model registered with it (``AUGMEN
 defaults, bounds, choices and a doc per field. A recipe's values are validated through that model when the
 augmentation pipeline is built (``augment.student[1].sigma: ...``); the functions themselves only check what
 depends on the data (rank and dtype of ``x``, ``segments`` against L, ``groups`` against C). The
-wearable-KD study (Jeon et al., IEEE IoT-J 2022, arXiv 2201.00111; spec asu-group.md §8) uses ``removal``,
+wearable-KD study (Jeon et al., IEEE IoT-J 2022, arXiv 2201.00111) uses ``removal``,
 ``noise``, ``shift`` and the hybrids ``mix1`` = removal → shift and ``mix2`` = removal → noise → shift; the
 others follow Um et al. (ICMI 2017, "Data augmentation of wearable sensor data ...") and Le Guennec et al.
 (2016, window slicing). See docs/augment.md for the defaults and what we chose where the papers are silent.
@@ -103,7 +103,7 @@ def _shift(x: torch.Tensor, generator: torch.Generator, max_shift: float, mode: 
     return out
 
 
-# -- the seed paper's augmentations (§8) ---------------------------------------------------------------------
+# -- the seed paper's augmentations (Jeon et al. 2022) -------------------------------------------------------
 class NoiseParams(Params):
     """Gaussian noise of the wearable-KD study."""
 
@@ -143,7 +143,7 @@ def noise(x: torch.Tensor, generator: torch.Generator, sigma: float = 0.06) -> t
 def removal(x: torch.Tensor, generator: torch.Generator, fraction: float = 0.15, fill: str = "zero") -> torch.Tensor:
     """Remove one contiguous segment of exactly round(fraction·L) samples per sample, all channels at once.
 
-    The start is uniform in [0, L - k]. ``fill="zero"`` sets the segment to 0 (what §8.3 tests); ``"mean"`` to
+    The start is uniform in [0, L - k]. ``fill="zero"`` sets the segment to 0 (the default); ``"mean"`` to
     each channel's mean over the kept samples. Missing ratios of the study: {0.15, 0.22, 0.30}.
     """
     return _removal(check_input("removal", x, "1d"), generator, fraction, fill)

@@ -1,7 +1,8 @@
 """Static int8 quantization with ONNX Runtime: QDQ format, per-channel weights, calibrated on training windows.
 
 Static (activation ranges fixed from calibration data) rather than dynamic: dynamic int8 quantizes
-only MatMul/Gemm well and was slower than fp32 for conv students (FACTS: 295 us vs 91 us). Weights are
+only MatMul/Gemm well and was slower than fp32 for conv students (295 us vs 91 us in a one-off
+measurement on a 2-core CPU machine, docs/deploy.md). Weights are
 symmetric int8 per output channel; activations asymmetric uint8 per tensor with MinMax ranges. The float
 graph is first pre-processed (shape inference, constant folding) as ONNX Runtime recommends.
 """

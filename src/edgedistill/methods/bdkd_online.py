@@ -4,7 +4,7 @@ with a per-sample balance of forward and reverse KL.
 Amara, Sepahvand, Meyer, Gross, Clark, "BD-KD: Balancing the Divergences for Online Knowledge Distillation",
 arXiv 2212.12965. Established [abstract]: logit-based online KD; the
 student's AND the teacher's losses use a sample-wise weighting of forward KL(p_T||p_S) and reverse
-KL(p_S||p_T), to balance the student's confidence (accuracy and ECE). Student loss (template §9.2)::
+KL(p_S||p_T), to balance the student's confidence (accuracy and ECE). Student loss (our template, docs/methods/bdkd.md)::
 
     L_S = (1-a) CE(z_S, y) + a T^2 mean_i [ (1-w_i) KL(p_L,i || p_S,i) + w_i KL(p_S,i || p_L,i) ],  z_L detached
     L_L = (1-a) CE(z_L, y) + a T^2 mean_i [ (1-v_i) KL(p_S,i || p_L,i) + v_i KL(p_L,i || p_S,i) ],  z_S detached

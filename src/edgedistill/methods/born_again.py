@@ -2,7 +2,7 @@
 
 Furlanello, Lipton, Tschannen, Itti, Anandkumar, "Born Again Neural Networks", ICML 2018, arXiv 1805.04770;
 the multi-generation self-distillation procedure studied in Pham et al., "Revisiting Self-Distillation",
-arXiv 2206.08491 (spec: others.md §17.2 and §14)::
+arXiv 2206.08491::
 
     gen0      = the student's architecture trained on the labels
     gen k     = trained from scratch to match gen k-1 (frozen):  L_k = -sum_c p^(k-1)_c log p^(k)_c   (T = 1)

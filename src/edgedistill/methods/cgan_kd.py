@@ -1,8 +1,8 @@
 """cGAN-KD: knowledge passed to the student through teacher-processed synthetic samples, not through a loss.
 
 Ding, Wang, Xu, Wang, Welch, "Distilling and Transferring Knowledge via cGAN-generated Samples for Image
-Classification and Regression", Expert Systems with Applications 213:119060 (2023), arXiv 2104.03164
-(spec: others.md §8). ``setup`` runs the pipeline once, before the student trains:
+Classification and Regression", Expert Systems with Applications 213:119060 (2023), arXiv 2104.03164.
+``setup`` runs the pipeline once, before the student trains:
 
 1. train a conditional GAN (``models/cgan.py``: hinge loss, projection discriminator) on the training set;
 2. cDR-RS: a conditional density-ratio net r(phi(x), y) >= 0 is fitted with the Softplus divergence
@@ -60,7 +60,7 @@ from edgedistill.registry import METHODS
 
 # -- the pure pieces (golden-tested against the spec's vectors) ---------------------------------------------
 def dre_softplus_loss(r_real: torch.Tensor, r_fake: torch.Tensor, lam: float = 0.01) -> torch.Tensor:
-    """Softplus-divergence density-ratio loss with the mean-one penalty on generated samples (spec §8 step 2)."""
+    """Softplus-divergence density-ratio loss with the mean-one penalty on generated samples (step 2 in docs/methods/cgan_kd.md)."""
     return ((torch.sigmoid(r_fake) * r_fake).mean() - F.softplus(r_fake).mean() - torch.sigmoid(r_real).mean()
             + lam * (r_fake.mean() - 1.0) ** 2)
 

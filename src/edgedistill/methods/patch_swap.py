@@ -1,13 +1,13 @@
 """Intra-class Patch Swap (ICPS) self-distillation: one network, no teacher.
 
 Choi, Jeon, Shukla, Turaga, "Intra-class Patch Swap for Self-Distillation", Neurocomputing 2025,
-arXiv 2505.14124 (spec: asu-group.md §5). For each training sample x_a the method draws another training
+arXiv 2505.14124. For each training sample x_a the method draws another training
 sample x_b of the same class, swaps a random set of patches between them with probability p_r
 (``edgedistill.augment.patch_swap``) and distils, per pair, from the more confident view to the other::
 
     L = CE(f(x~a), y) + CE(f(x~b), y) + lambda * tau^2 * mean_i KL( sg[softmax(z_T,i / tau)] || softmax(z_S,i / tau) )
 
-(T, S) = (a, b) if p_a(y) >= p_b(y) else (b, a), with p = softmax(z) at temperature 1 (§5.5's rule). This loss
+(T, S) = (a, b) if p_a(y) >= p_b(y) else (b, a), with p = softmax(z) at temperature 1 (docs/methods/patch_swap.md). This loss
 is the spec's *hypothesis* [RECALL, unverified]: the paper's code could not be read. The abstract establishes
 only the teacher-free pairing of same-class samples of different confidence and an instance-to-instance KL.
 

@@ -2,7 +2,7 @@
 
 Suh, Fortes Rey, Lukowicz, "TASKED: Transformer-based Adversarial learning for human activity recognition
 using wearable sensors via Self-KnowledgE Distillation", Knowledge-Based Systems 260:110143 (2023),
-arXiv 2209.09092 (spec: others.md §11). No official code exists; the abstract names the parts, not their
+arXiv 2209.09092. No official code exists; the abstract names the parts, not their
 formulas, so every formula below is a standard form we chose (docs/methods/tasked.md, "What we chose")::
 
     L = w_ce   CE(z, y)                                           "ce"           task loss

@@ -2,8 +2,9 @@
 caches their outputs (and tapped features) by training row, and knows when that cache would be wrong.
 
 A frozen teacher in eval mode gives the same outputs for the same input every epoch, so a regime looks them up
-by ``batch["index"]`` instead of running the teacher each step (FACTS: 12.3 s -> ~4 s per epoch on the HAR-sized
-probe). The cache is invalid when the teacher reads the student's view and the augmentation changes that input
+by ``batch["index"]`` instead of running the teacher each step (12.3 s -> ~4 s per epoch on a HAR-sized
+set, a one-off measurement on a 2-core CPU machine).
+The cache is invalid when the teacher reads the student's view and the augmentation changes that input
 every step (``augment.teacher_sees: same``): then the teachers run live, on ``batch["x_teacher"]``.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Teacher-free KD with a manually designed (virtual) teacher: Tf-KD_reg.
 
 Yuan, Tay, Li, Wang, Feng, "Revisiting Knowledge Distillation via Label Smoothing Regularization", CVPR 2020,
-arXiv 1909.11723 (spec: others.md §11, "Teacher-free KD"). The virtual teacher puts probability ``a`` on the
+arXiv 1909.11723 ("Teacher-free KD"). The virtual teacher puts probability ``a`` on the
 true class and spreads the rest uniformly::
 
     p^d_c = a if c = y else (1 - a) / (C - 1)

@@ -1,6 +1,7 @@
 """PI-Net: a 1-D CNN that maps a (preprocessed) window to its persistence images, a fast PI source.
 
-Spec: asu-group.md 6.2 (Signal PI-Net, [CODE] anirudhsom/PI-Net, Keras). Architecture as specified: four blocks of
+Signal PI-Net (Som et al., CVPR-W 2020, arXiv 1906.01769; code anirudhsom/PI-Net, Keras). Architecture as
+specified: four blocks of
 Conv1d(k=3, same) -> BatchNorm -> ReLU, the first three followed by MaxPool(3, stride 2, same), then global average
 pooling -> Linear(C' R R) -> ReLU -> reshape (C', R, R); MSE to the exact PIs (each in [0, 1]). Our choices (CPU
 budget, not the paper's): widths default to (32, 64, 128, 256) instead of (128, 256, 512, 1024), and plain Adam
