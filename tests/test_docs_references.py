@@ -24,7 +24,7 @@ MACHINE_PATH = re.compile(r"(?<![\w.~$-])/(?:work|home|root|opt|mnt|Users|srv|sc
 # (b) files or notes that live outside the repository (spec folders, fact sheets, design notes, reference scripts),
 # and bare section numbers ("§4.3"), which pointed into those notes: cite a paper's section with the paper named.
 OUTSIDE = re.compile(r"\bshared/|\.\./shared\b|\bFACTS\b|\bDESIGN\.md\b|(?<![\w/.-])seeds/|\basu-group\.md\b"
-                     r"|\bothers\.md\b|\bref_asu\w*|\bref_others\w*|\breference/ref_|§\s?\d")
+                     r"|\bothers\.md\b|\bref_asu\w*|\bref_others\w*|\breference/ref_|§\s?\d|\bspec \d")
 # (c) a relative markdown link: [text](target), target without a scheme or a leading '#'.
 MD_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 # A repository path written in prose (`docs/x.md`, benchmarks/results/y.json): it must exist.
@@ -126,6 +126,7 @@ def test_docstrings_and_comments_cite_only_papers_and_repository_paths() -> None
     ("Spec: `asu-group.md` §2.", True),
     ("as DESIGN.md says", True),
     ("y~ likewise (§4.3)", True),
+    ("PI-Net (arXiv 1906.01769; spec 6.2)", True),
     ("the per-seed files are in seeds/quickstart.json", True),
     ("teacher and baseline come from the shared cache, for every seed", False),
     (r"stored in C:\Users\me\runs", True),
