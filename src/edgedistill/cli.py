@@ -213,7 +213,7 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="Also write a static int8 (QDQ, per-channel) model, calibrated on training windows."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output .onnx file (default <run>/export/student_seed<k>_<which>.onnx); int8 goes to <stem>.int8.onnx."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the run's first seed)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the one best on validation)."),
     which: str = typer.Option("best", "--which", help="best (on validation) or last checkpoint."),
     calibration: int = typer.Option(256, "--calibration", help="Training windows used to calibrate int8 (all when fewer)."),
     max_diff: float = typer.Option(1e-4, "--max-diff", help="Fail if the fp32 file's outputs differ from PyTorch's by more (test windows)."),
@@ -238,6 +238,8 @@ def export(
         _environment(exc)
     for note in result.warnings:
         typer.echo(f"warning: {note}", err=True)
+    if result.seed_reason:
+        typer.echo(f"exporting {result.seed_reason}")
     meta = result.metadata
     _table(f"{meta.model.get('name')} seed {meta.seed} ({meta.checkpoint} checkpoint): {result.verification['test_windows']} test windows",
            *result.table())
@@ -245,12 +247,14 @@ def export(
         typer.echo(f"rewritten for export (same numbers, checked above): {note}")
     for variant, path in result.files.items():
         typer.echo(f"{variant}: {path}")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
 
 
 @app.command()
 def profile(
     target: Path = typer.Argument(..., help="A run directory (its student is exported to a temporary folder) or an .onnx file."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the run's first seed)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the one best on validation)."),
     which: str = typer.Option("best", "--which", help="best or last checkpoint."),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also profile the static int8 model."),
     runs: int = typer.Option(200, "--runs", help="Timed runs per variant (after the warm-up)."),
@@ -259,8 +263,13 @@ def profile(
 ) -> None:
     """Parameters, file size, MACs per window and batch-1 latency (one thread): ONNX Runtime and PyTorch eager."""
     try:
+        from edgedistill.deploy.export import int8_notes
         from edgedistill.deploy.profile import describe, profile as do_profile, table
+        from edgedistill.deploy.runs import pick_seed
 
+        if seed is None and target.is_dir():
+            seed, reason = pick_seed(target, which)
+            typer.echo(f"profiling {reason}")
         result = do_profile(target, seed=seed, which=which, int8=int8, runs=runs, warmup=warmup, write_report=report)
     except EdgeDistillError as exc:
         _fail(exc)
@@ -268,6 +277,11 @@ def profile(
         _environment(exc)
     _table(f"profile: {result['target']}", *table(result))
     typer.echo(describe(result))
+    rows = {r["variant"]: r for r in result["rows"]}
+    fp32, q8 = rows.get("onnxruntime fp32"), rows.get("onnxruntime int8")
+    if fp32 is not None and q8 is not None:
+        for note in int8_notes(fp32["size_bytes"], q8["size_bytes"], fp32.get("median_us"), q8.get("median_us")):
+            typer.echo(f"note: {note}")
     if report and Path(target).is_dir():
         typer.echo(f"Written into {Path(target) / 'report.md'} and {Path(target) / 'profile.json'}")
 

@@ -68,7 +68,32 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
+def _read_umask() -> int:
+    """The process umask without changing it: ``os.umask`` can only be read by setting it, which is process-wide
+    and races with threads writing files meanwhile, so Linux's ``/proc/self/status`` line is read where it exists."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
+
+
+def _umask_at_import() -> int:
+    # Fallback where /proc is absent (macOS, Windows): set-and-restore once, at import, before any writer thread.
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write ``path`` through a temporary file renamed over it. ``mkstemp`` creates the temporary file 0600; it is
+    given ``0o666 & ~umask`` first, so run files get the mode any other program's files get (0644 under umask 022)."""
     path = Path(path)
     make_dirs(path.parent)
     try:
@@ -77,6 +102,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
         raise environment_error(exc, path) from None
     try:
         with os.fdopen(fd, mode) as fh:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), 0o666 & ~_read_umask())
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -33,6 +33,8 @@ class ExportResult:
     rewrites: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)  # bytes per variant ("pytorch": the state dict)
+    notes: list[str] = field(default_factory=list)  # plain remarks on the result (int8 not smaller than fp32)
+    seed_reason: str = ""  # which seed was exported and why, when the caller named none
 
     @property
     def files(self) -> dict[str, Path]:
@@ -50,6 +52,20 @@ class ExportResult:
             rows.append([r["variant"], Path(r["file"]).name if r["file"] else "(checkpoint)", "" if size is None else f"{size / 1024:.1f}",
                          "-" if r["variant"] == "pytorch" else f"{r['max_abs_diff']:.2e}", f"{r['score']:.4f}", agree])
         return header, rows
+
+
+def int8_notes(size_fp32: int, size_int8: int, us_fp32: Optional[float] = None,
+               us_int8: Optional[float] = None) -> list[str]:
+    """Say plainly when int8 buys nothing: for a student of a few thousand weights the quantise/dequantise nodes and
+    their scales outweigh the bytes saved, and ONNX Runtime may run the QDQ graph slower than fp32."""
+    notes = []
+    if size_int8 >= size_fp32:
+        notes.append(f"the int8 file ({size_int8 / 1024:.1f} KB) is not smaller than fp32 ({size_fp32 / 1024:.1f} KB): "
+                     "for a model this small its quantisation nodes outweigh the bytes saved; ship fp32")
+    if us_fp32 is not None and us_int8 is not None and us_int8 >= us_fp32:
+        notes.append(f"int8 is not faster than fp32 here (median {us_int8:.0f} µs against {us_fp32:.0f} µs per window, "
+                     "batch 1, one thread); on this CPU fp32 is the better choice")
+    return notes
 
 
 def predict_torch(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -84,7 +100,7 @@ def export(
     max_int8_drop: Optional[float] = DEFAULT_MAX_INT8_DROP,
     exporter: str = "auto",
 ) -> ExportResult:
-    """Export the student of ``run_dir`` (seed ``seed``, default the run's first; checkpoint ``which``).
+    """Export the student of ``run_dir`` (seed ``seed``, default the one best on validation; checkpoint ``which``).
 
     Writes ``out`` (default ``<run>/export/student_seed<k>_<which>.onnx``) and with ``int8`` also
     ``<stem>.int8.onnx``. Raises ``ExportError`` (the layer that cannot be exported and why) or
@@ -96,8 +112,10 @@ def export(
     require_onnx(), require_onnxruntime()  # before the data is loaded: say what to install at once
     run = load_run(run_dir, seed, which)
     fp32_path, int8_path = default_paths(run, out)
-    return export_loaded(run, fp32_path, int8_path if int8 else None, opset=opset, calibration=calibration,
-                         max_diff=max_diff, max_int8_drop=max_int8_drop, exporter=exporter)
+    result = export_loaded(run, fp32_path, int8_path if int8 else None, opset=opset, calibration=calibration,
+                           max_diff=max_diff, max_int8_drop=max_int8_drop, exporter=exporter)
+    result.seed_reason = run.seed_reason
+    return result
 
 
 def export_loaded(run: Any, fp32_path: Path, int8_path: Optional[Path], *, opset: Optional[int] = None,
@@ -178,5 +196,6 @@ def export_loaded(run: Any, fp32_path: Path, int8_path: Optional[Path], *, opset
         raise
     shutil.rmtree(tmp, ignore_errors=True)
     meta.quantization = "none"
+    notes = int8_notes(sizes["fp32"], sizes["int8"]) if "int8" in sizes else []
     return ExportResult(fp32_path, int8_path, result, meta, converted.exporter, converted.rewrites,
-                        converted.warnings, sizes)
+                        converted.warnings, sizes, notes)

@@ -1,5 +1,8 @@
 """Read a finished run directory back: its recipe, its data (re-prepared, same splits and statistics) and
-the deliverable student of one seed, from ``<method>/seed<k>/checkpoints/{best,last}.pt``."""
+the deliverable student of one seed, from ``<method>/seed<k>/checkpoints/{best,last}.pt``.
+
+Without a seed, the seed whose student scored best on validation is taken (``pick_seed``): the one a user would
+ship, chosen on data the test numbers were not, and never seed 0 merely because it comes first."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ class LoadedRun:
     seed: int
     which: str
     checkpoint: Path
+    seed_reason: str = ""  # why this seed, when the caller gave none
 
     @property
     def info(self) -> Any:
@@ -55,7 +59,8 @@ def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None, which: str 
         recipe = load_recipe(path / "config.yaml")
     except UserInputError as exc:
         raise UserInputError(f"'{path}' holds a config.yaml this toolkit cannot read: {exc}") from None
-    seed = recipe.seeds[0] if seed is None else seed
+    if seed is None:
+        seed, _ = choose_seed(path, recipe, which)
     if seed not in recipe.seeds:
         raise UserInputError(f"--seed: the run has seeds {recipe.seeds}, not {seed}")
     ckpt = path / recipe.method.name / f"seed{seed}" / "checkpoints" / f"{which}.pt"
@@ -67,8 +72,50 @@ def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None, which: str 
     return recipe, seed, ckpt
 
 
+def choose_seed(path: Path, recipe: Any, which: str = "best") -> tuple[int, str]:
+    """(seed, one line saying why): the seed whose ``which`` checkpoint scored best on validation, read from each
+    seed's ``<method>/seed<k>/summary.json`` (the run's summary keeps test numbers per seed, not validation ones);
+    compared as training chose checkpoints (accuracy, then NLL; or RMSE, then MAE). Seeds not finished are skipped."""
+    from edgedistill.io import read_json
+    from edgedistill.metrics import selection_score
+
+    scores: dict[int, dict[str, float]] = {}
+    for k in recipe.seeds:
+        file = path / recipe.method.name / f"seed{k}" / "summary.json"
+        try:
+            val = read_json(file)["val"][which]
+            selection_score(val)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        scores[k] = val
+    first = recipe.seeds[0]
+    if len(recipe.seeds) == 1:
+        return first, f"seed {first}: the run's only seed"
+    if not scores:
+        return first, f"seed {first}: the run's first seed (no seed has a finished summary.json to compare on validation)"
+    best = max(scores, key=lambda k: selection_score(scores[k]))  # the first of equals
+    key = "acc" if "acc" in scores[best] else "rmse"
+    others = ", ".join(f"seed {k} {v[key]:.3f}" for k, v in scores.items() if k != best)
+    missing = [k for k in recipe.seeds if k not in scores]
+    tied = [k for k in scores if k != best and scores[k][key] == scores[best][key]]
+    second = "nll" if key == "acc" else "mae"
+    tie = f"; tied with seed(s) {tied}, lower validation {second} {scores[best][second]:.3f}" if tied else ""
+    return best, (f"seed {best}: its student had the best validation {key} ({scores[best][key]:.3f}, {which} checkpoint; "
+                  f"{others or 'no other seed finished'}{tie}{f'; seeds {missing} unfinished' if missing else ''}); "
+                  f"--seed picks another")
+
+
+def pick_seed(run_dir: str | Path, which: str = "best") -> tuple[int, str]:
+    """``choose_seed`` for a run directory, every problem with it named as ``checkpoint_path`` names it."""
+    recipe, _, _ = checkpoint_path(run_dir, None, which)
+    return choose_seed(Path(run_dir), recipe, which)
+
+
 def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best") -> LoadedRun:
-    """Rebuild the run's data and its student (``seed``: default the run's first seed)."""
+    """Rebuild the run's data and its student (``seed``: default the seed best on validation, ``choose_seed``)."""
+    reason = ""
+    if seed is None:
+        seed, reason = pick_seed(run_dir, which)
     from edgedistill.engine import checkpoint as ckpt_io
     from edgedistill.experiment.build import build_network
     from edgedistill.experiment.rundir import check_inputs
@@ -96,7 +143,7 @@ def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best
                              f"export or profile it: {exc}") from None
     ckpt_io.load_state_dict_checked(student, networks[key], f"checkpoint '{ckpt}'")
     student.eval()
-    return LoadedRun(Path(run_dir), recipe, splits, student, seed, which, ckpt)
+    return LoadedRun(Path(run_dir), recipe, splits, student, seed, which, ckpt, reason)
 
 
 def default_paths(run: LoadedRun, out: Optional[str | Path]) -> tuple[Path, Path]:
