@@ -21,14 +21,17 @@ def run(
     progress: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Run a recipe (YAML path or dict) and return its summary.
+    """Run a recipe (YAML path, a shipped recipe's name such as ``"kd"``, or a dict) and return its summary.
 
     Overrides are keyword arguments with dotted or double-underscore keys:
-    ``edgedistill.run("recipes/kd.yaml", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.
+    ``edgedistill.run("kd", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.
     """
     from edgedistill.deploy.profile import report_profile
     from edgedistill.experiment.runner import run as _run
+    from edgedistill.shipped_recipes import recipe_source
 
+    if not isinstance(recipe, dict):
+        recipe = recipe_source(recipe)  # a name is resolved here, as on the command line
     flat = {k.replace("__", "."): v for k, v in overrides.items()}
     return _run(recipe, flat, out=out, smoke=smoke, progress=progress, deploy_profile=report_profile)
 

@@ -12,15 +12,13 @@ from edgedistill.errors import EdgeDistillError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge distillation for wearable time series and small images.")
 
-QUICKSTART = "quickstart.yaml"
 
+def find_recipe(name: Optional[str]) -> Path:
+    """A recipe path, or the name of a shipped recipe (``kd``; none: the quickstart): ``shipped_recipes.recipe_source``.
+    Raises ``UserInputError`` for an unknown name, so every caller calls it inside its ``try``."""
+    from edgedistill.shipped_recipes import recipe_source
 
-def find_recipe(name: str) -> Path:
-    """A recipe path as given, else under ./recipes/, else the recipes shipped beside the package."""
-    for candidate in (Path(name), Path("recipes") / name, Path(__file__).resolve().parents[2] / "recipes" / name):
-        if candidate.is_file():
-            return candidate
-    return Path(name)
+    return recipe_source(name)
 
 
 def _fail(exc: EdgeDistillError) -> None:
@@ -44,7 +42,7 @@ def _environment(exc: OSError) -> None:
 
 @app.command()
 def run(
-    recipe: Optional[str] = typer.Argument(None, help="Recipe YAML (default: recipes/quickstart.yaml)."),
+    recipe: Optional[str] = typer.Argument(None, help="Recipe YAML, or a shipped recipe's name (kd; edgedistill list recipes); default: quickstart."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides, e.g. train.epochs=20"),
     smoke: bool = typer.Option(False, "--smoke", help="Tiny synthetic data of the same kind, one short epoch."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>); an existing one with the same config is resumed."),
@@ -55,8 +53,8 @@ def run(
     if recipe is not None and "=" in recipe:
         items.insert(0, recipe)
         recipe = None
-    path = find_recipe(recipe or QUICKSTART)
     try:
+        path = find_recipe(recipe)
         from edgedistill.deploy.profile import report_profile
         from edgedistill.experiment.runner import command_line, run as run_recipe
 
@@ -94,7 +92,7 @@ def _print_summary(summary: dict) -> None:
 
 @app.command()
 def sweep(
-    recipe: str = typer.Argument(..., help="Recipe YAML with a top-level 'sweep:' section (grid, seeds, metric, name): docs/sweep.md."),
+    recipe: str = typer.Argument(..., help="Recipe YAML (or a shipped recipe's name, e.g. sweep_example) with a top-level 'sweep:' section (grid, seeds, metric, name): docs/sweep.md."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of the recipe, e.g. train.epochs=20 or sweep.seeds=[0,1]"),
     smoke: bool = typer.Option(False, "--smoke", help="The whole grid on tiny synthetic data, one epoch, one seed: seconds."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default sweeps/<name>-<time>; a temporary one with --smoke); give the same one again to resume."),
@@ -140,7 +138,7 @@ def sweep(
 
 @app.command("list")
 def list_(
-    kind: str = typer.Argument(..., help="methods, losses, datasets, models or augmentations"),
+    kind: str = typer.Argument(..., help="methods, losses, datasets, models, augmentations or recipes"),
     params: Optional[str] = typer.Option(None, "--params", help="Print this entry's parameters: type, default, bounds, doc."),
 ) -> None:
     """List what is registered, with one-line docs (or one entry's typed parameters with --params NAME)."""
@@ -151,8 +149,14 @@ def list_(
     from edgedistill.errors import UserInputError
     from edgedistill.registry import REGISTRIES, typed_params
 
+    if kind == "recipes":
+        if params is not None:
+            typer.echo(f"error: --params is for {', '.join(REGISTRIES)}; a recipe's keys are in its file", err=True)
+            raise typer.Exit(2)
+        _list_recipes()
+        return
     if kind not in REGISTRIES:
-        typer.echo(f"error: unknown kind '{kind}'; expected one of: {', '.join(REGISTRIES)}", err=True)
+        typer.echo(f"error: unknown kind '{kind}'; expected one of: {', '.join(REGISTRIES)}, recipes", err=True)
         raise typer.Exit(2)
     if params is not None:
         try:
@@ -192,6 +196,17 @@ def list_(
         tags = " ".join(f"{k}={v}" for k, v in entry.meta.items() if isinstance(v, (str, int, float, bool)))
         table.add_row(entry.name, escape(tags), escape(entry.doc))
     Console(width=max(100, Console().width)).print(table)
+
+
+def _list_recipes() -> None:
+    """One plain line per shipped recipe (name, first sentence of its header), cut to the terminal: easy to grep."""
+    import shutil
+
+    from edgedistill.shipped_recipes import shipped_descriptions, shipped_names
+
+    pad = max(len(n) for n in shipped_names())
+    for name, doc in shipped_descriptions(width=max(40, shutil.get_terminal_size((120, 24)).columns - pad - 3)):
+        typer.echo(f"{name:<{pad}}  {doc}")
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
