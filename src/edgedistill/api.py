@@ -44,7 +44,7 @@ _TEACHER_FILES = (".pt", ".pth", ".ckpt", ".ts", ".pt2", ".onnx", ".npz", ".bin"
 
 @dataclass
 class Distilled:
-    """What ``distill`` returns: the distilled student of the first seed (best epoch on validation, loaded from the
+    """What ``distill`` returns: the distilled student of the seed best on validation (its best epoch, loaded from the
     run's checkpoint, eval mode), the run's summary and directory, and the preprocessing the student expects
     (``metadata.normalization``, ``metadata.classes``: ``deploy.metadata.ModelMetadata``)."""
 

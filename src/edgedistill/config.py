@@ -257,7 +257,7 @@ class AugmentConfig(_Strict):
 class ReportConfig(_Strict):
     # Which checkpoint's test numbers the summary reports: best on validation, or the last epoch.
     select: Literal["best", "last"] = "best"
-    # After the run, export the first seed's student to ONNX (fp32 + int8, in a temporary folder) and add its
+    # After the run, export the best-on-validation seed's student to ONNX (fp32 + int8, in a temporary folder) and add its
     # size / MACs / latency to report.md ("Deployment profile"); needs the deploy extra, skipped in smoke runs.
     profile: bool = False
 

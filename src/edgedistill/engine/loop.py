@@ -185,7 +185,7 @@ class Trainer:
         train = splits.train
         steps_per_epoch = train.num_batches(cfg.batch_size, drop_last=True)
         total_steps = steps_per_epoch * cfg.epochs
-        self.progress.start(stage.label, total_steps, done=start_epoch * steps_per_epoch)
+        self.progress.start(stage.label, total_steps, done=start_epoch * steps_per_epoch, epochs=cfg.epochs)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             for net in method.networks.values():
