@@ -6,6 +6,7 @@ Guo et al. 2017). Regression: MAE, RMSE, R^2, computed in the targets' original 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -58,6 +59,19 @@ def classification_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, f
         "nll": nll(logits, y),
         "ece": ece(logits, y),
     }
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Counts, int64 (n_classes, n_classes): rows are the true class, columns the predicted one (sklearn's layout),
+    so a row's sum is the class's support and its diagonal entry over that sum is the class's recall."""
+    y, pred = y.reshape(-1).long().cpu(), pred.reshape(-1).long().cpu()
+    return torch.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_recall(confusion: torch.Tensor) -> list[Optional[float]]:
+    """Recall of each class (diagonal / row sum); None for a class absent from the split (no recall at all)."""
+    support = confusion.sum(dim=1)
+    return [float(confusion[c, c]) / float(support[c]) if support[c] > 0 else None for c in range(len(support))]
 
 
 def fit_temperature(logits: torch.Tensor, y: torch.Tensor, iters: int = 80) -> float:

@@ -118,6 +118,7 @@ class DataInfo:
     sizes: dict[str, int] = field(default_factory=dict)
     channels: list[str] = field(default_factory=list)  # the name of each channel of "x" (indices when unnamed)
     notes: list[str] = field(default_factory=list)  # what the loader inferred or changed (task, order), for the report
+    subjects: list[str] = field(default_factory=list)  # original subject ids by group code (group g is subjects[g])
 
 
 @dataclass

@@ -340,6 +340,7 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
         sizes={k: len(v) for k, v in out.items()},
         channels=list(raw.channels) if raw.channels else [str(i) for i in range(x_train.shape[1])],
         notes=list(raw.notes),
+        subjects=gnames,
     )
     return DataSplits(out["train"], out["val"], out["test"], info)
 

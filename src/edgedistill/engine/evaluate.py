@@ -1,12 +1,14 @@
 """Predict over a whole split and compute the task's metrics (regression in original units)."""
 from __future__ import annotations
 
+from typing import Any
 
 import torch
 from torch import nn
 
 from edgedistill.data.dataset import DataInfo, TensorData, outputs_by_batch
-from edgedistill.metrics import classification_metrics, ece, fit_temperature, regression_metrics
+from edgedistill.metrics import (classification_metrics, confusion_matrix, ece, fit_temperature, macro_f1, per_class_recall,
+                                 regression_metrics)
 from edgedistill.models.modes import evaluating
 
 
@@ -41,3 +43,31 @@ def evaluate_val_test(model: nn.Module, val: TensorData, test: TensorData, info:
     t = fit_temperature(zv, val.y)
     return classification_metrics(zv, val.y), {**classification_metrics(zt, test.y), "ece_ts": ece(zt / t, test.y),
                                                 "temperature": t}
+
+
+def evaluate_detail(model: nn.Module, data: TensorData, info: DataInfo, device: torch.device, view: str = "x") -> dict[str, Any]:
+    """What one number hides, from one pass over ``data`` (JSON-safe): for classification the confusion matrix (rows
+    true, columns predicted), each class's support and recall, and each subject's accuracy and macro-F1; for
+    regression each subject's MAE in original units. A model that wins on average may fail one class or one
+    subject, which is what a wearable study is judged on. Subjects are named by ``info.subjects`` where known."""
+    out = predict(model, data, device, view)
+    groups = [] if data.group is None else sorted(int(g) for g in data.group.unique())
+    names = info.subjects
+
+    def name(g: int) -> str:
+        return names[g] if 0 <= g < len(names) else str(g)
+
+    if info.task == "classification":
+        pred = out.argmax(dim=1)
+        cm = confusion_matrix(pred, data.y, info.n_outputs)
+        subjects = []
+        for g in groups:
+            rows = data.group == g
+            subjects.append({"subject": name(g), "n": int(rows.sum()), "acc": float((pred[rows] == data.y[rows]).double().mean()),
+                             "f1": macro_f1(pred[rows], data.y[rows], info.n_outputs)})
+        return {"n": len(data), "support": cm.sum(dim=1).tolist(), "recall": per_class_recall(cm),
+                "confusion": cm.tolist(), "subjects": subjects}
+    err = (unscale(out, info) - unscale(data.y.float(), info)).double().abs().reshape(len(data), -1).mean(dim=1)
+    subjects = [{"subject": name(g), "n": int((data.group == g).sum()), "mae": float(err[data.group == g].mean())}
+                for g in groups]
+    return {"n": len(data), "subjects": subjects}

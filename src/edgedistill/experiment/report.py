@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from edgedistill.experiment import report_detail
+
 CLASSIFICATION_COLUMNS = [("acc", "accuracy"), ("f1", "macro-F1"), ("ece", "ECE"), ("ece_ts", "ECE T-scaled"), ("nll", "NLL")]
 REGRESSION_COLUMNS = [("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²")]
 
@@ -115,6 +117,7 @@ def markdown(summary: dict[str, Any]) -> str:
     verdict = summary.get("verdict")
     if verdict:
         lines += ["", verdict]
+    lines += report_detail.markdown_lines(summary)  # per class, per subject, the data: after the main table's notes
     lines += ["", f"Command: `{summary['command']}`", ""]
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.errors import UserInputError
-from edgedistill.experiment import report
+from edgedistill.experiment import report, report_detail
 from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.experiment import rundir
@@ -367,6 +367,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
         t_acc, s_acc, noise = ref["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["std"]
         for row in rows[rows.index(alone) + 1:]:
             row["gap_closed"] = report.gap_closed(row["metrics"]["acc"]["mean"], s_acc, t_acc, noise)
+    report_detail.attach(rows, p, runner, trained, baselines, results, run_dir)  # per class, per subject (test)
     summary: dict[str, Any] = {
         "name": recipe.name,
         "task": info.task,
@@ -375,8 +376,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
         "teacher_seed": recipe.teacher.seed if recipe.teacher else None,
         "deliverable": rows[0]["model"] if teachers_only else f"{recipe.student.label} + {method_label(recipe)}",
         "smoke": smoke,
-        "data": {"name": info.name, "sizes": info.sizes, "split_by": info.split_by, "official_test": info.official_test,
-                 "classes": info.classes, "channels": info.channels, "notes": info.notes},
+        "data": report_detail.data_section(p.splits),  # + input shape, class counts, subjects per split
         "rows": rows,
         "run_dir": str(run_dir),
         "command": command,
