@@ -3,6 +3,7 @@
 The bar is shown when progress is on and stderr is a terminal. Otherwise (``--no-progress``, ``engine.progress:
 false``, output piped to a file) each stage still prints one line when it starts and one when it ends, plus at most
 one line a minute while a long stage runs, so a long run is never silent and a log file gets no per-batch noise.
+Those plain lines go to stdout; stderr keeps warnings and errors only.
 ``quiet=True`` prints nothing at all (for callers that report on their own).
 """
 from __future__ import annotations
@@ -31,6 +32,10 @@ class StageProgress:
     def __init__(self, enabled: bool = True, console: Optional[Console] = None, quiet: bool = False,
                  heartbeat_s: float = HEARTBEAT_S) -> None:
         self.console = console or Console(stderr=True)
+        # Plain lines (no bar) go to stdout: stderr is kept for warnings and the one-line error a failure prints, so a
+        # log or a caller reading stderr sees "error: ..." alone. The bar (and a message printed under it) stays on
+        # stderr, where rich redraws it.
+        self.lines = console or Console()
         self.live = enabled and not quiet and self.console.is_terminal
         self.enabled = enabled
         self.quiet = quiet
@@ -70,7 +75,8 @@ class StageProgress:
     def _line(self, text: str) -> None:
         if not self.quiet:
             # soft_wrap: a log file gets whole lines, not rich's 80-column wrapping; markup off: labels are text.
-            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+            (self.console if self._progress is not None else self.lines).print(text, highlight=False, markup=False,
+                                                                              soft_wrap=True)
 
     def _position(self) -> str:
         if self._epochs and self._total:
