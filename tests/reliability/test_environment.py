@@ -94,7 +94,8 @@ def test_a_full_disk_mid_run_is_exit_4_and_the_same_command_resumes_to_identical
     monkeypatch.setattr(os, "replace", replace_fills_disk)
     first = _run(*args)
     assert first.exit_code == 4, first.output
-    assert "disk is full" in first.output and "last.pt" in first.output and len(first.output.strip().splitlines()) == 1
+    # stderr is the one error line (stage lines, on stdout, say how far the run got)
+    assert "disk is full" in first.stderr and "last.pt" in first.stderr and len(first.stderr.strip().splitlines()) == 1
     monkeypatch.setattr(os, "replace", real_replace)
 
     # A plain append (the metrics log) on a full disk: the runner maps it too; a half-written line is dropped on resume.
