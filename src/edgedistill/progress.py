@@ -103,7 +103,7 @@ class StageProgress:
             return
         self._open = True
         resumed = f", resuming at {self._position()}" if done else ""
-        size = f"{epochs} epochs" if epochs else f"{total_steps} steps"
+        size = f"{epochs} epoch{'s' * (epochs != 1)}" if epochs else f"{total_steps} step{'s' * (total_steps != 1)}"
         self._line(f"{label}: started ({size}{resumed})")
 
     def advance(self, steps: int = 1) -> None:
