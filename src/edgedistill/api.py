@@ -330,7 +330,7 @@ def export_run(run_dir: str | Path, student: nn.Module, out: Optional[str | Path
     from edgedistill.deploy.export import export
     from edgedistill.deploy.runs import checkpoint_path
 
-    recipe, _, _ = checkpoint_path(run_dir, options.get("seed"), options.get("which", "best"))
+    recipe, _, _, _ = checkpoint_path(run_dir, options.get("seed"), options.get("which", "best"))
     name = recipe.student.model
     if not name.startswith("object:"):
         raise UserInputError(f"student: the run in '{run_dir}' names its student '{name}'; export it with "

@@ -48,8 +48,9 @@ def check_run_dir(run_dir: str | Path) -> Path:
     return path
 
 
-def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None, which: str = "best") -> tuple[Any, int, Path]:
-    """(recipe, seed, checkpoint file) of a run, every problem named."""
+def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None,
+                    which: str = "best") -> tuple[Any, int, Path, str]:
+    """(recipe, seed, checkpoint file, why this seed: "" when ``seed`` was given) of a run, every problem named."""
     from edgedistill.config import load_recipe
 
     path = check_run_dir(run_dir)
@@ -59,8 +60,9 @@ def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None, which: str 
         recipe = load_recipe(path / "config.yaml")
     except UserInputError as exc:
         raise UserInputError(f"'{path}' holds a config.yaml this toolkit cannot read: {exc}") from None
+    reason = ""
     if seed is None:
-        seed, _ = choose_seed(path, recipe, which)
+        seed, reason = choose_seed(path, recipe, which)
     if seed not in recipe.seeds:
         raise UserInputError(f"--seed: the run has seeds {recipe.seeds}, not {seed}")
     ckpt = path / recipe.method.name / f"seed{seed}" / "checkpoints" / f"{which}.pt"
@@ -69,7 +71,7 @@ def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None, which: str 
             f"'{path}': no student checkpoint at {ckpt.relative_to(path)} (is the run finished? "
             f"resume it with 'edgedistill run {path / 'config.yaml'} --out {path}')"
         )
-    return recipe, seed, ckpt
+    return recipe, seed, ckpt, reason
 
 
 def choose_seed(path: Path, recipe: Any, which: str = "best") -> tuple[int, str]:
@@ -107,21 +109,18 @@ def choose_seed(path: Path, recipe: Any, which: str = "best") -> tuple[int, str]
 
 def pick_seed(run_dir: str | Path, which: str = "best") -> tuple[int, str]:
     """``choose_seed`` for a run directory, every problem with it named as ``checkpoint_path`` names it."""
-    recipe, _, _ = checkpoint_path(run_dir, None, which)
-    return choose_seed(Path(run_dir), recipe, which)
+    _, seed, _, reason = checkpoint_path(run_dir, None, which)
+    return seed, reason
 
 
 def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best") -> LoadedRun:
     """Rebuild the run's data and its student (``seed``: default the seed best on validation, ``choose_seed``)."""
-    reason = ""
-    if seed is None:
-        seed, reason = pick_seed(run_dir, which)
     from edgedistill.engine import checkpoint as ckpt_io
     from edgedistill.experiment.build import build_network
     from edgedistill.experiment.rundir import check_inputs
     from edgedistill.experiment.topology import prepare_with_pis
 
-    recipe, seed, ckpt = checkpoint_path(run_dir, seed, which)
+    recipe, seed, ckpt, reason = checkpoint_path(run_dir, seed, which)
     # The data file (and start checkpoints) must be the ones the run used, by content: another file's
     # normalisation embedded in the ONNX would pass verification and still be wrong.
     check_inputs(Path(run_dir), "export or profile it")
@@ -136,8 +135,8 @@ def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best
     try:
         student = build_network(student_cfg, splits.info, "student", seed=seed)
     except UserInputError as exc:
-        if ":" not in recipe.student.model:
-            raise
+        if ":" not in recipe.student.model or recipe.student.model.startswith("object:"):
+            raise  # a zoo model's error, or an API object's (which says itself how to export it)
         # The student is the user's class: it is rebuilt from its code, which must still import here.
         raise UserInputError(f"'{run_dir}': the run's student class '{recipe.student.model}' must be importable to "
                              f"export or profile it: {exc}") from None
