@@ -120,6 +120,10 @@ class DataInfo:
     notes: list[str] = field(default_factory=list)  # what the loader inferred or changed (task, order), for the report
     subjects: list[str] = field(default_factory=list)  # original subject ids by group code (group g is subjects[g])
 
+    def subject_name(self, group: int) -> str:
+        """The original id of group code ``group`` (the code itself where unknown: summaries made before names)."""
+        return self.subjects[group] if 0 <= group < len(self.subjects) else str(group)
+
 
 @dataclass
 class DataSplits:

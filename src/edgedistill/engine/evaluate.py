@@ -52,22 +52,17 @@ def evaluate_detail(model: nn.Module, data: TensorData, info: DataInfo, device: 
     subject, which is what a wearable study is judged on. Subjects are named by ``info.subjects`` where known."""
     out = predict(model, data, device, view)
     groups = [] if data.group is None else sorted(int(g) for g in data.group.unique())
-    names = info.subjects
-
-    def name(g: int) -> str:
-        return names[g] if 0 <= g < len(names) else str(g)
-
     if info.task == "classification":
         pred = out.argmax(dim=1)
         cm = confusion_matrix(pred, data.y, info.n_outputs)
         subjects = []
         for g in groups:
             rows = data.group == g
-            subjects.append({"subject": name(g), "n": int(rows.sum()), "acc": float((pred[rows] == data.y[rows]).double().mean()),
+            subjects.append({"subject": info.subject_name(g), "n": int(rows.sum()), "acc": float((pred[rows] == data.y[rows]).double().mean()),
                              "f1": macro_f1(pred[rows], data.y[rows], info.n_outputs)})
         return {"n": len(data), "support": cm.sum(dim=1).tolist(), "recall": per_class_recall(cm),
                 "confusion": cm.tolist(), "subjects": subjects}
     err = (unscale(out, info) - unscale(data.y.float(), info)).double().abs().reshape(len(data), -1).mean(dim=1)
-    subjects = [{"subject": name(g), "n": int((data.group == g).sum()), "mae": float(err[data.group == g].mean())}
+    subjects = [{"subject": info.subject_name(g), "n": int((data.group == g).sum()), "mae": float(err[data.group == g].mean())}
                 for g in groups]
     return {"n": len(data), "subjects": subjects}

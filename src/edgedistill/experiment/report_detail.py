@@ -30,8 +30,7 @@ def data_section(splits: Any) -> dict[str, Any]:
 
         out["class_counts"] = {k: torch.bincount(d.y.long(), minlength=info.n_outputs).tolist() for k, d in parts.items()}
     if info.has_groups:
-        name = lambda g: info.subjects[g] if 0 <= g < len(info.subjects) else str(g)  # noqa: E731
-        out["subjects"] = {k: [name(int(g)) for g in sorted(d.group.unique().tolist())] if d.group is not None else []
+        out["subjects"] = {k: [info.subject_name(int(g)) for g in sorted(d.group.unique().tolist())] if d.group is not None else []
                            for k, d in parts.items()}
     return out
 
