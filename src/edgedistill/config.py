@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_serializer, 
 from edgedistill.config_base import (
     MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_RUNS, MAX_SEED, MAX_TERMS, MAX_THREADS, MAX_WEIGHT, _check_free, _Open, _Strict,
 )
-from edgedistill.config_data import CsvColumns, DataConfig, SplitConfig, TopologyConfig, WindowConfig
+from edgedistill.config_data import CsvColumns, DataConfig, EvalConfig, SplitConfig, TopologyConfig, WindowConfig
 from edgedistill.errors import UserInputError
 from edgedistill.recipe_paths import RecipePath, resolve_recipe_paths, safe_name  # noqa: F401 - re-exported
 from edgedistill.errors import short_repr as _short
@@ -28,7 +28,7 @@ from edgedistill.yaml_io import apply_overrides, read_yaml
 # Every public name, the re-exported ones included (``from edgedistill.config import DataConfig, MAX_SEED`` works).
 __all__ = [
     "MAX_BATCH", "MAX_EPOCHS", "MAX_LR", "MAX_RUNS", "MAX_SEED", "MAX_TERMS", "MAX_THREADS", "MAX_WEIGHT", "OUTPUTS_VIEW",
-    "AugmentConfig", "AugmentStep", "CsvColumns", "DataConfig", "EngineConfig", "MethodConfig", "ModelConfig",
+    "AugmentConfig", "AugmentStep", "CsvColumns", "DataConfig", "EngineConfig", "EvalConfig", "MethodConfig", "ModelConfig",
     "Recipe", "RecipePath", "ReportConfig", "SplitConfig", "TeacherConfig", "TermConfig", "TopologyConfig",
     "TrainConfig", "WindowConfig", "load_recipe", "recipe_to_dict", "resolve_recipe_paths", "safe_name",
 ]
@@ -143,6 +143,9 @@ class TeacherConfig(ModelConfig):
     # Distil this network from an earlier teacher of the list with ``terms`` (teacher-assistant chains).
     distill_from: Optional[str] = None
     terms: list[TermConfig] = Field(default_factory=list, max_length=MAX_TERMS)
+    # Which weights of a trained teacher distil: best on validation, the last epoch, or the average of the last
+    # epochs' weights (stochastic weight averaging); docs/evaluation.md says when each is the safer choice.
+    select: Literal["best", "last", "swa"] = "best"
 
     @field_validator("name")
     @classmethod
@@ -164,6 +167,9 @@ class TeacherConfig(ModelConfig):
             raise ValueError(f"{next(iter(self.kwargs))}: model options need a 'model'")
         if (self.load is not None or self.outputs is not None) and (self.distill_from or self.terms):
             raise ValueError("distill_from: a given teacher (load or outputs) is not trained, so it is not distilled")
+        if self.given and self.select != "best":
+            raise ValueError(f"select: '{self.select}' chooses among a trained teacher's epochs; a given teacher "
+                             "(load, outputs or checkpoint) is used as it is; remove 'select'")
         # (Recipe.teacher_specs sets the view of its recorded outputs, OUTPUTS_VIEW + name; that one passes.)
         if self.outputs is not None and self.view != "x" and not self.view.startswith(OUTPUTS_VIEW):
             raise ValueError("view: a teacher given by its outputs reads its recorded outputs, not a view of the data; "
@@ -260,6 +266,16 @@ class ReportConfig(_Strict):
     # After the run, export the best-on-validation seed's student to ONNX (fp32 + int8, in a temporary folder) and add its
     # size / MACs / latency to report.md ("Deployment profile"); needs the deploy extra, skipped in smoke runs.
     profile: bool = False
+    # Classical baselines trained beside the networks (rows of the report, with size and latency): does a network
+    # pay off at all? minirocket / multirocket (aeon) and forest (a random forest on window features).
+    classical: list[Literal["minirocket", "multirocket", "forest"]] = Field(default_factory=list, max_length=3)
+
+    @field_validator("classical")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a baseline twice: {value}")
+        return value
 
 
 class Recipe(_Strict):
@@ -282,6 +298,7 @@ class Recipe(_Strict):
     baseline: bool = True
     engine: EngineConfig = Field(default_factory=EngineConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # holdout, or cross-validation over folds
     cache_dir: Optional[RecipePath] = None  # trained-model cache; default ~/.cache/edgedistill or $EDGEDISTILL_CACHE
 
     @model_validator(mode="after")

@@ -26,6 +26,28 @@ class SplitConfig(_Strict):
         return self
 
 
+class EvalConfig(_Strict):
+    """How the test numbers are obtained: one held-out split (``holdout``, data.split) or cross-validation, where
+    every fold holds out a part as test, trains teacher, student alone and method on the rest (validation carved
+    from it by subject where subjects exist) and the report gives mean +- std over folds x seeds
+    (docs/evaluation.md). ``loso``: one fold per subject; ``group_kfold``: ``folds`` folds of whole subjects;
+    ``stratified_kfold``: ``folds`` folds of samples, each with every class in proportion (no subjects needed)."""
+
+    scheme: Literal["holdout", "loso", "group_kfold", "stratified_kfold"] = "holdout"
+    folds: Optional[int] = Field(None, ge=2, le=1000)  # group_kfold / stratified_kfold (default 5); not for loso
+    # Run only these folds (0-based), e.g. to spread one cross-validation over machines; default every fold.
+    only: Optional[list[Annotated[int, Field(ge=0, le=999)]]] = Field(None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _folds_fit_scheme(self) -> "EvalConfig":
+        if self.scheme in ("holdout", "loso") and self.folds is not None:
+            raise ValueError(f"folds: eval.scheme '{self.scheme}' has no fold count "
+                             f"({'one fold per subject' if self.scheme == 'loso' else 'one split, data.split'}); remove it")
+        if self.scheme == "holdout" and self.only is not None:
+            raise ValueError("only: names folds of a cross-validation; eval.scheme is holdout")
+        return self
+
+
 class WindowConfig(_Strict):
     length: int = Field(gt=1, le=1_000_000)  # samples per window; the data's length is checked when it is read
     stride: Optional[int] = Field(None, gt=0, le=1_000_000)
