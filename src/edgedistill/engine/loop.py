@@ -2,7 +2,8 @@
 
 A stage directory holds ``metrics.jsonl`` (one JSON line per epoch, every loss term logged),
 ``checkpoints/last.pt`` (full training state, rewritten atomically each epoch), ``checkpoints/best.pt``
-(weights of the best-on-validation epoch) and, once finished, ``summary.json``. Resuming from
+(weights of the best-on-validation epoch), with ``Stage(swa=True)`` ``checkpoints/swa.pt`` (the weights averaged
+over the final epochs, engine/swa.py) and, once finished, ``summary.json``. Resuming from
 ``last.pt`` gives the same result as an uninterrupted run: shuffling is seeded per epoch and the RNG
 states are restored.
 """
@@ -25,7 +26,8 @@ from edgedistill.config import EngineConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine.evaluate import evaluate, evaluate_val_test
-from edgedistill.errors import TrainingDiverged
+from edgedistill.engine.swa import WeightAverage, networks_reading_x
+from edgedistill.errors import TrainingDiverged, UserInputError
 from edgedistill.io import append_line, make_dirs, remove_stale_temp, write_json, write_text
 from edgedistill.metrics import selection_score
 from edgedistill.methods.base import Method, Step
@@ -59,6 +61,9 @@ class Stage:
     train: TrainConfig
     # Training-batch augmentation, ``augment(batch, generator) -> batch`` (edgedistill.augment.pipeline).
     augment: Optional[Callable[[Batch, torch.Generator], Batch]] = None
+    # Also keep an equal-weight average of the weights over the last quarter of the epochs (stochastic weight
+    # averaging, engine/swa.py): written as checkpoints/swa.pt and reported as summary["val"/"test"]["swa"].
+    swa: bool = False
 
 
 def _truncate_log(path: Path, epochs_kept: int) -> None:
@@ -81,7 +86,8 @@ def _truncate_log(path: Path, epochs_kept: int) -> None:
 _LAST_KEYS = ("networks", "optimizers", "epoch", "best_score", "best_epoch", "rng")
 
 
-def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list[str]) -> Optional[dict[str, Any]]:
+def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list[str],
+                  required: tuple[str, ...] = ()) -> Optional[dict[str, Any]]:
     """``last.pt``'s training state, or None to start the stage from scratch.
 
     ``last.pt`` and ``best.pt`` are only ever written by this loop, atomically and with a content digest, so one
@@ -95,7 +101,7 @@ def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list
         return None
     try:
         state = ckpt.load(last, hint="")  # the warning below says what happens instead
-        missing = [k for k in _LAST_KEYS if k not in state]
+        missing = [k for k in (*_LAST_KEYS, *required) if k not in state]
         missing += [f"networks.{n}" for n in networks if n not in state.get("networks", {})]
         missing += [f"optimizers.{n}" for n in optimizers if n not in state.get("optimizers", {})]
         if missing:
@@ -144,6 +150,7 @@ class Trainer:
         self.fabric = fabric or make_fabric(engine)
         self.progress = progress or StageProgress(enabled=False)
         self.deterministic = engine.deterministic
+        self._swa: Optional[WeightAverage] = None  # the running weight average of the stage being fitted
 
     def fit(self, method: Method, splits: DataSplits, stage: Stage) -> dict[str, Any]:
         fabric, cfg, info = self.fabric, stage.train, splits.info
@@ -163,7 +170,9 @@ class Trainer:
         start_epoch, best_score, best_epoch = 0, None, 0
         remove_stale_temp(stage.directory)
         remove_stale_temp(ckdir)
-        state = _resume_state(ckdir, stage.label, list(method.networks), list(optimizers))
+        # ``_save_last`` writes the running weight average into last.pt with the rest of the training state.
+        self._swa = WeightAverage(cfg.epochs) if stage.swa else None
+        state = _resume_state(ckdir, stage.label, list(method.networks), list(optimizers), ("swa",) if stage.swa else ())
         if state is not None:
             for name, net in method.networks.items():
                 ckpt.load_state_dict_checked(net, state["networks"][name], str(ckdir / "last.pt"))
@@ -172,6 +181,8 @@ class Trainer:
             start_epoch, best_epoch = int(state["epoch"]), int(state["best_epoch"])
             best_score = tuple(state["best_score"]) if state["best_score"] is not None else None
             ckpt.set_rng_state(state["rng"])
+            if stage.swa:
+                self._swa = WeightAverage.resumed(cfg.epochs, state["swa"])
             _truncate_log(log_path, start_epoch)
         else:
             make_dirs(stage.directory)
@@ -238,6 +249,8 @@ class Trainer:
                 "best": improved,
                 "time_s": round(time.perf_counter() - t0, 4),
             }
+            if self._swa is not None:
+                self._swa.update(method.networks, epoch + 1)
             if fabric.is_global_zero:
                 append_line(log_path, json.dumps(record))
                 self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
@@ -263,6 +276,7 @@ class Trainer:
                 "best_score": list(best) if best is not None else None,
                 "best_epoch": best_epoch,
                 "rng": ckpt.rng_state(),
+                **({"swa": self._swa.state()} if self._swa is not None else {}),
             },
             digest_content=True,
         )
@@ -277,20 +291,14 @@ class Trainer:
         )
 
     def _finish(self, method: Method, splits: DataSplits, stage: Stage, best_epoch: int) -> dict[str, Any]:
-        device, info = self.fabric.device, splits.info
-        model = method.deliverable()
-
-        def scores() -> tuple[dict, dict, dict]:
-            others = {name: dict(zip(("val", "test"), evaluate_val_test(net, splits.val, splits.test, info, device)))
-                      for name, net in method.evaluated().items()}
-            return (*evaluate_val_test(model, splits.val, splits.test, info, device), others)
-
-        last_val, last_test, last_others = scores()
+        last_val, last_test, last_others = self._scores(method, splits)
         best = ckpt.load(stage.directory / "checkpoints" / "best.pt", hint=_retrain_hint(stage.directory))
         last_weights = self._weights(method)
         for name, net in method.networks.items():
             net.load_state_dict(best["networks"][name])
-        best_val, best_test, best_others = scores()
+        kinds = {"best": self._scores(method, splits), "last": (last_val, last_test, last_others)}
+        if self._swa is not None:
+            kinds["swa"] = self._averaged(method, splits, stage)
         for name, net in method.networks.items():  # leave the method as training left it
             net.load_state_dict(last_weights[name])
         summary = {
@@ -298,24 +306,44 @@ class Trainer:
             "seed": stage.seed,
             "epochs": stage.train.epochs,
             "best_epoch": best_epoch,
-            "val": {"best": best_val, "last": last_val},
-            "test": {"best": best_test, "last": last_test},
+            **({"swa_epochs": self._swa.epochs_averaged} if self._swa is not None else {}),
+            "val": {kind: got[0] for kind, got in kinds.items()},
+            "test": {kind: got[1] for kind, got in kinds.items()},
             "method": method.describe(),
         }
         if last_others:
-            # Other networks at the deliverable's best epoch and at the last epoch, same layout as above.
+            # Other networks at the deliverable's best epoch, at the last epoch (and averaged), same layout as above.
             from edgedistill.models import describe
 
             nets = method.evaluated()
             summary["others"] = {
                 name: {"size": describe(nets[name]),
-                       **{split: {"best": best_others[name][split], "last": last_others[name][split]} for split in ("val", "test")}}
+                       **{split: {kind: got[2][name][split] for kind, got in kinds.items()} for split in ("val", "test")}}
                 for name in last_others
             }
         if self.fabric.is_global_zero:
             write_json(stage.directory / "summary.json", summary)
-        self.progress.finish(_brief(best_test, best_epoch, prefix="test "))
+        self.progress.finish(_brief(kinds["best"][1], best_epoch, prefix="test "))
         return summary
+
+    def _averaged(self, method: Method, splits: DataSplits, stage: Stage) -> tuple[dict, dict, dict]:
+        """Put the weight average (BatchNorm statistics recomputed) into the networks, save it as ``swa.pt`` in
+        ``best.pt``'s format, and score it like ``_finish`` scores best and last."""
+        swa = self._swa
+        assert swa is not None
+        recompute = networks_reading_x(method.networks, method.deliverable(), method.evaluated().values())
+        swa.apply(method.networks, recompute, splits.train, stage.train.batch_size, self.fabric.device, stage.seed)
+        if self.fabric.is_global_zero:
+            ckpt.save(stage.directory / "checkpoints" / "swa.pt", {"networks": self._weights(method), "epoch": stage.train.epochs,
+                                                                   "deliverable": method.deliverable_key}, digest_content=True)
+        return self._scores(method, splits)
+
+    def _scores(self, method: Method, splits: DataSplits) -> tuple[dict, dict, dict]:
+        """Validation and test metrics of the deliverable and of each reported network, with the weights loaded now."""
+        device, info = self.fabric.device, splits.info
+        others = {name: dict(zip(("val", "test"), evaluate_val_test(net, splits.val, splits.test, info, device)))
+                  for name, net in method.evaluated().items()}
+        return (*evaluate_val_test(method.deliverable(), splits.val, splits.test, info, device), others)
 
 
 def _brief(metrics: dict[str, float], best_epoch: int, prefix: str = "val ") -> str:
@@ -323,9 +351,19 @@ def _brief(metrics: dict[str, float], best_epoch: int, prefix: str = "val ") -> 
     return f"{prefix}{key} {metrics[key]:.3f} (best epoch {best_epoch})"
 
 
+#: The weights a finished stage keeps: best on validation, the last epoch's, the weight average (``Stage(swa=True)``).
+SELECTIONS = ("best", "last", "swa")
+
+
 def deliverable_weights(stage_dir: Path, which: str) -> dict[str, Any]:
-    """State dict of the shipped network from a finished stage: ``which`` is "best" or "last"."""
-    state = ckpt.load(stage_dir / "checkpoints" / f"{which}.pt", hint=_retrain_hint(stage_dir))
+    """State dict of the shipped network from a finished stage: ``which`` is one of ``SELECTIONS``."""
+    if which not in SELECTIONS:
+        raise ValueError(f"which: expected one of {', '.join(SELECTIONS)}, got {which!r}")
+    path = stage_dir / "checkpoints" / f"{which}.pt"
+    if which == "swa" and not path.exists():
+        raise UserInputError(f"teacher.select: 'swa' reads '{path}', which this stage did not write (it was trained "
+                             f"without weight averaging); {_retrain_hint(stage_dir)} with select: swa")
+    state = ckpt.load(path, hint=_retrain_hint(stage_dir))
     return state["networks"][state.get("deliverable", "student")]
 
 
