@@ -155,8 +155,9 @@ def test_warning_stays_silent_within_noise_with_many_subjects_or_without_choosin
 def test_warning_without_subjects_reads_the_sample_count():
     cls = dict(n_val_subjects=None, task="classification", select="best")
     text = selection_warning(_summary(0.90, 0.80), n_val=150, **cls)
-    assert text is not None and "only 150 samples and no subjects" in text
+    assert text is not None and "only 150 samples and no subjects" in text and "stratified_kfold" in text
     assert selection_warning(_summary(0.90, 0.80), n_val=5000, **cls) is None  # a large validation set
+    assert selection_warning(_summary(0.90, 0.80), 0, 5000, "classification", "best") is None  # 0 subjects: none known
     # The same gap on more samples is more than noise; on fewer samples it is not.
     assert selection_warning(_summary(0.90, 0.85), n_val=350, **cls) is not None
     assert selection_warning(_summary(0.90, 0.85), n_val=60, **cls) is None

@@ -3,10 +3,11 @@
 A trained teacher is by default the epoch that scored best on validation (``teacher.select: best``). With few
 validation subjects that choice can follow who those subjects are rather than how good the teacher is: in a
 12-subject study (issue 18) a fixed split left 2 for validation, the teacher was chosen at an early epoch that scored
-far below its last epoch on test, and the KD verdict flipped with the choice of validation subjects. ``selection_warning``
-says so in the report when the chosen epoch and the last one differ on validation by more than sampling noise AND
-the validation set is small; it recommends a choice that does not read validation (``teacher.select: last`` or
-``swa``) or cross-validation over subjects (``eval.scheme: loso`` / ``group_kfold``).
+far below its last epoch on test, and the KD verdict flipped with the choice of validation subjects.
+``selection_warning`` says so in the report when the chosen epoch and the last one differ on validation by more
+than sampling noise AND the validation set is small; it recommends a choice that does not read validation
+(``teacher.select: last`` or ``swa``) or cross-validation (``eval.scheme: loso`` / ``group_kfold`` over subjects,
+``stratified_kfold`` for data without subjects).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def selection_warning(teacher_summary: dict[str, Any], n_val_subjects: Optional[
     """A plain sentence for report.md, or None.
 
     ``teacher_summary`` is the teacher stage's summary (``val`` -> ``best``/``last`` metrics, ``best_epoch``,
-    ``epochs``); ``n_val_subjects``: subjects in the validation split, None when the data has none; ``n_val``:
+    ``epochs``); ``n_val_subjects``: subjects in the validation split, None (or 0) when the data has none; ``n_val``:
     validation samples; ``task``: "classification" (accuracy) or "regression" (RMSE); ``select``: the recipe's
     ``teacher.select``. Silent for a given teacher (it has no epochs), for ``select`` last or swa (neither reads
     validation), when the gap is within ``noise_threshold``, and when validation is not small (``FEW_SUBJECTS``
@@ -58,17 +59,22 @@ def selection_warning(teacher_summary: dict[str, Any], n_val_subjects: Optional[
         best, last = float(val["best"][key]), float(val["last"][key])
     except (KeyError, TypeError):
         return None
+    if not n_val_subjects:  # 0: rows without a known subject, judged like data without subjects
+        n_val_subjects = None
     small = n_val_subjects < FEW_SUBJECTS if n_val_subjects is not None else n_val < FEW_SAMPLES
     threshold = noise_threshold(task, best, last, n_val)
     if not small or abs(best - last) <= threshold:
         return None
     name = "accuracy" if key == "acc" else "RMSE"
-    few = (f"only {n_val_subjects} subject{'s' if n_val_subjects != 1 else ''}" if n_val_subjects is not None
-           else f"only {n_val} samples and no subjects")
+    if n_val_subjects is not None:
+        few = f"only {n_val_subjects} subject{'s' if n_val_subjects != 1 else ''}"
+        who, schemes = "who is in validation", "eval.scheme: loso or group_kfold to cross-validate over subjects"
+    else:
+        few = f"only {n_val} samples and no subjects"
+        who, schemes = "which samples are in validation", "eval.scheme: stratified_kfold to cross-validate"
     epoch, epochs = teacher_summary.get("best_epoch"), teacher_summary.get("epochs")
     at = f"epoch {epoch} of {epochs}" if epoch is not None and epochs is not None else "its best epoch"
     return (f"The teacher was chosen on validation at {at} (validation {name} {best:.3f}), but its last epoch scores "
-            f"{last:.3f}: a gap of {abs(best - last):.3f}, beyond sampling noise (+-{threshold:.3f} on {n_val} samples), "
-            f"on a validation set of {few}, so which epoch wins may depend on who is in validation rather than on "
-            f"the teacher. Consider teacher.select: last or swa (neither reads validation), or eval.scheme: loso "
-            f"or group_kfold to cross-validate over subjects.")
+            f"{last:.3f}: a gap of {abs(best - last):.3f}, beyond sampling noise (+-{threshold:.3f} on {n_val} "
+            f"samples), on a validation set of {few}, so which epoch wins may depend on {who} rather than on the "
+            f"teacher. Consider teacher.select: last or swa (neither reads validation), or {schemes}.")
