@@ -119,6 +119,8 @@ class DataInfo:
     channels: list[str] = field(default_factory=list)  # the name of each channel of "x" (indices when unnamed)
     notes: list[str] = field(default_factory=list)  # what the loader inferred or changed (task, order), for the report
     subjects: list[str] = field(default_factory=list)  # original subject ids by group code (group g is subjects[g])
+    # Cross-validation: scheme, folds, index, count, label (what the test part holds) and every fold's label; else {}.
+    fold: dict[str, Any] = field(default_factory=dict)
 
     def subject_name(self, group: int) -> str:
         """The original id of group code ``group`` (the code itself where unknown: summaries made before names)."""

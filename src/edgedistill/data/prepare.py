@@ -18,6 +18,7 @@ import torch
 
 from edgedistill.config import DataConfig
 from edgedistill.data.dataset import DataInfo, DataSplits, TensorData
+from edgedistill.data.folds import Fold, assign_folds, check_fold_classes
 from edgedistill.data.normalize import MAX_Z, check_normalized, fit_normalizer
 from edgedistill.data.raw import RawData, check_raw
 from edgedistill.data.splits import random_split, stratified_split, subject_split
@@ -215,7 +216,7 @@ def windowed_raw(cfg: DataConfig) -> RawData:
     return raw
 
 
-def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
+def prepare_data(cfg: DataConfig, seed: int = 0, fold: Optional[Fold] = None) -> DataSplits:
     """Load, check, window, encode, split and normalise the data described by ``cfg``.
 
     A ``data.topology`` section is refused here: its "pi" view is added between windowing and splitting by
@@ -226,17 +227,22 @@ def prepare_data(cfg: DataConfig, seed: int = 0) -> DataSplits:
             "data.topology: prepare_data does not compute persistence images; use "
             "edgedistill.experiment.topology.prepare_with_pis(cfg, seed), which adds the 'pi' view"
         )
-    return split_windows(windowed_raw(cfg), cfg, seed)
+    return split_windows(windowed_raw(cfg), cfg, seed, fold)
 
 
-def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
+def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[Fold] = None) -> DataSplits:
     """The rest of ``prepare_data`` on ``windowed_raw(cfg)`` (possibly with views added to it since): encode,
     split, fit normalisation on train (each view its own; ``raw.raw_views`` are kept as given), tensors.
-    ``cfg.topology`` is not read here."""
+    ``cfg.topology`` is not read here. With ``fold`` (cross-validation, data/folds.py) the test part is that fold
+    of all samples (an official test split is pooled first) and validation is carved from the rest."""
     source = _source(cfg)
-    official = raw.test_x is not None and raw.test_y is not None and cfg.split.official_test
+    has_official = raw.test_x is not None and raw.test_y is not None
+    official = has_official and cfg.split.official_test and fold is None
     if not official:
         raw = _pool_official_test(raw)
+    if fold is not None and has_official and cfg.split.official_test:
+        raw = replace(raw, notes=[*raw.notes, f"eval.scheme {fold.scheme}: the dataset's official test split is pooled "
+                                              "with its training split; the folds are formed over all samples"])
     task = raw.task
 
     classes, y_all, y_test_official = _targets(raw, official, source)
@@ -268,8 +274,17 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
     everything = np.arange(len(y_all))
     rng = np.random.default_rng(seed)
     split_seeds = rng.integers(0, 2**31 - 1, size=2)
+    fold_info: dict = {}
     if official:
         pool, test_idx = everything, None
+    elif fold is not None:
+        fold_ids, labels = assign_folds(fold, _strata(y_all, task), groups, gnames, int(split_seeds[0]), source, classes)
+        if fold.index >= len(labels):
+            raise UserInputError(f"eval.only: fold {fold.index} does not exist; eval.scheme '{fold.scheme}' gives "
+                                 f"{len(labels)} folds of {source} (0..{len(labels) - 1})")
+        check_fold_classes(fold_ids, y_all, classes, labels, fold.scheme, source)
+        pool, test_idx = np.flatnonzero(fold_ids != fold.index), np.flatnonzero(fold_ids == fold.index)
+        fold_info = {**fold.key(), "count": len(labels), "label": labels[fold.index], "labels": labels}
     else:
         pool, test_idx = _carve(by, everything, y_all, groups, task, cfg.split.test, int(split_seeds[0]), "test")
     train_idx, val_idx = _carve(by, pool, y_all, groups, task, cfg.split.val, int(split_seeds[1]), "validation")
@@ -341,11 +356,12 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0) -> DataSplits:
         channels=list(raw.channels) if raw.channels else [str(i) for i in range(x_train.shape[1])],
         notes=list(raw.notes),
         subjects=gnames,
+        fold=fold_info,
     )
     return DataSplits(out["train"], out["val"], out["test"], info)
 
 
-def dataset_fingerprint(cfg: DataConfig, seed: int = 0) -> str:
+def dataset_fingerprint(cfg: DataConfig, seed: int = 0, fold: Optional[Fold] = None) -> str:
     """Stable sha256 of everything that determines ``prepare_data(cfg, seed)``'s output.
 
     A file is identified by its content hash, not its path, so moving a file keeps cached teachers valid
@@ -360,4 +376,6 @@ def dataset_fingerprint(cfg: DataConfig, seed: int = 0) -> str:
         doc["path"] = {"suffix": path.suffix.lower(), "sha256": sha256_file(path)[0]}
     doc["_pipeline"] = PIPELINE_VERSION
     doc["_seed"] = int(seed)
+    if fold is not None:  # only then: the fingerprints (and cached teachers) of holdout runs stay as they were
+        doc["_fold"] = fold.key()
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

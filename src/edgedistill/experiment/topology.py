@@ -26,6 +26,7 @@ from edgedistill.errors import UserInputError
 if TYPE_CHECKING:
     from edgedistill.config import DataConfig, TopologyConfig
     from edgedistill.data.dataset import DataSplits
+    from edgedistill.data.folds import Fold
     from edgedistill.data.raw import RawData
 
 
@@ -58,7 +59,7 @@ def add_pi_view(raw: "RawData", cfg: "TopologyConfig", cache_dir: Optional[Path]
 
 
 def prepare_with_pis(cfg: "DataConfig", seed: int = 0,
-                     add_views: Optional[Callable[["RawData"], "RawData"]] = None) -> "DataSplits":
+                     add_views: Optional[Callable[["RawData"], "RawData"]] = None, fold: Optional["Fold"] = None) -> "DataSplits":
     """The splits a run trains on: ``prepare_data(cfg, seed)``, and with ``data.topology`` the "pi" view of the
     student's input added before the split (label-free), then split and normalised like every view.
     ``add_views`` adds more views at the same point, one row per window, so they are split like ``x`` (the
@@ -66,13 +67,13 @@ def prepare_with_pis(cfg: "DataConfig", seed: int = 0,
     from edgedistill.data.prepare import prepare_data, split_windows, windowed_raw
 
     if cfg.topology is None and add_views is None:
-        return prepare_data(cfg, seed)
+        return prepare_data(cfg, seed, fold)
     raw = windowed_raw(cfg)
     if cfg.topology is not None:
         raw = add_pi_view(raw, cfg.topology)
     if add_views is not None:
         raw = add_views(raw)
-    return split_windows(raw, cfg, seed)
+    return split_windows(raw, cfg, seed, fold)
 
 
 def topology_windows(cfg: "DataConfig", seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
