@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench-quality bench-speed
+.PHONY: demo test test-slow install clean bench-quality bench-speed bench-cv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,11 @@ demo: $(STAMP)
 # Both outputs go to .pytest-last.log (.ci/run reads it); the exit status is lint-imports' if it fails, else pytest's.
 test: $(STAMP)
 	$(BIN)/lint-imports --no-logo 2>&1 | tee .pytest-last.log; rc=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] || exit $$rc; \
-	$(BIN)/python -m pytest 2>&1 | tee -a .pytest-last.log; exit $${PIPESTATUS[0]}
+	$(BIN)/python -m pytest -m "not slow" 2>&1 | tee -a .pytest-last.log; exit $${PIPESTATUS[0]}
+
+# Tests marked slow: the rocket baselines (aeon's numba compiles each rocket on an installation's first use, 1-2 min).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 # Benchmarks (benchmarks/results/): distillation quality on the bundled sets (budgeted for <90 min on 2 idle cores;
 # QUICK=1 for the minutes-long version), and what distillation costs over plain training (minutes).
@@ -37,6 +41,7 @@ bench-quality: $(STAMP)
 bench-speed: $(STAMP)
 	-$(BIN)/pip install --quiet --no-deps torchdistill
 	$(BIN)/python benchmarks/speed.py
+bench-kd-recipe: $(STAMP) ; OMP_NUM_THREADS=1 $(BIN)/python benchmarks/kd_recipe_heldout.py  # which plain-KD setting recipes/kd.yaml ships (~40 min)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
@@ -51,3 +56,7 @@ fuzz: $(STAMP)
 
 reliability: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/reliability_figures.py --cases 1000 --seed $(SEED) --fresh-seed 2026 --faults --write-doc docs/reliability.md
+
+# Holdout vs cross-validation verdicts on two real sets and a synthetic subject set, and LOSO's cost (~40 min).
+bench-cv: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/cross_validation.py

@@ -178,6 +178,7 @@ def test_rocket_ridge_rows(tmp_path, name):
     assert row["params"] > 1000 and row["size_kb"] > 0 and row["latency_ms"] > 0
 
 
+@pytest.mark.slow
 def test_rocket_ridge_is_fitted_on_a_bounded_subset(tmp_path, monkeypatch):
     # A tiny bound forces the subset: the note says so and the record counts the windows used.
     monkeypatch.setattr(classical, "MAX_RIDGE_CELLS", 10_000 * 40)

@@ -172,3 +172,37 @@ def test_warning_for_regression_compares_rmse():
     assert selection_warning(_summary(0.40, 0.50, key="rmse"), n_val=200, **reg) is not None
     assert selection_warning(_summary(0.40, 0.55, key="rmse"), n_val=200, n_val_subjects=8, task="regression",
                              select="best") is None
+
+
+# -- through a run: the recipe key reaches the teacher row, the cache and the report -------------------------------
+def test_teacher_select_last_is_what_the_run_reports_and_caches_apart(tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgedistill.cli import app
+
+    recipe = {
+        "name": "sel", "data": {"name": "synthetic", "params": {"n_subjects": 4, "windows_per_subject": 10, "length": 32}},
+        "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 3, "batch_size": 16}},
+        "student": {"model": "cnn1d", "width": 4, "depth": 2}, "train": {"epochs": 1, "batch_size": 16},
+        "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5}]},
+        "engine": {"progress": False},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    keys = {}
+    for select in ("best", "last"):
+        out = tmp_path / select
+        result = CliRunner().invoke(app, ["run", str(path), f"teacher.select={select}", "--out", str(out), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "summary.json").read_text())
+        teacher = json.loads((out / "teacher" / "summary.json").read_text())
+        row = summary["rows"][0]
+        assert row["role"] == "teacher" and row["checkpoint"] == select
+        assert row["per_seed_test"] == [teacher["test"][select]]
+        keys[select] = teacher["cache_key"]
+        words = "its last epoch" if select == "last" else "its best epoch on validation"
+        assert words in (out / "report.md").read_text()
+    assert keys["best"] != keys["last"]  # another checkpoint's weights: never served from the other's cache entry

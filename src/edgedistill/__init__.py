@@ -19,9 +19,11 @@ def run(
     out: Optional[str | Path] = None,
     smoke: bool = False,
     progress: bool = True,
+    jobs: int = 1,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run a recipe (YAML path, a shipped recipe's name such as ``"kd"``, or a dict) and return its summary.
+    ``jobs``: with cross-validation (``eval.scheme``), how many folds run at once, in worker processes.
 
     Overrides are keyword arguments with dotted or double-underscore keys:
     ``edgedistill.run("kd", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.
@@ -33,7 +35,7 @@ def run(
     if not isinstance(recipe, dict):
         recipe = recipe_source(recipe)  # a name is resolved here, as on the command line
     flat = {k.replace("__", "."): v for k, v in overrides.items()}
-    return _run(recipe, flat, out=out, smoke=smoke, progress=progress, deploy_profile=report_profile)
+    return _run(recipe, flat, out=out, smoke=smoke, progress=progress, deploy_profile=report_profile, jobs=jobs)
 
 
 _API = ("distill", "fit_teacher", "DistilledClassifier", "Distilled", "Fitted")

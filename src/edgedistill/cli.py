@@ -47,6 +47,7 @@ def run(
     smoke: bool = typer.Option(False, "--smoke", help="Tiny synthetic data of the same kind, one short epoch."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>); an existing one with the same config is resumed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="With eval.scheme loso/group_kfold/stratified_kfold: folds run in this many parallel processes (each gets cores // jobs threads unless the recipe sets engine.threads)."),
 ) -> None:
     """Train (or reuse) the teacher, the student alone and the distilled student; print the table."""
     items = list(overrides or [])
@@ -59,7 +60,7 @@ def run(
         from edgedistill.experiment.runner import command_line, run as run_recipe
 
         summary = run_recipe(path, items, out=out, smoke=smoke, progress=progress, command=command_line(),
-                             deploy_profile=report_profile)
+                             deploy_profile=report_profile, jobs=jobs)
     except EdgeDistillError as exc:
         _fail(exc)
     except OSError as exc:
@@ -77,7 +78,8 @@ def _print_summary(summary: dict) -> None:
 
     header, rows = table_rows(summary, compact=True)
     what = "best-on-validation" if summary["select"] == "best" else "last-epoch"
-    table = Table(title=f"{summary['name']}: test metrics ({what} checkpoint), mean ± std over seeds {summary['seeds']}")
+    over = f"folds x seeds {summary['seeds']} ({summary['eval']['scheme']})" if summary.get("folds") else f"seeds {summary['seeds']}"
+    table = Table(title=f"{summary['name']}: test metrics ({what} checkpoint), mean ± std over {over}")
     for h in header:
         text = h in ("model", "role")
         table.add_column(h, justify="left" if text else "right", no_wrap=not text)  # never split "0.720 ± 0.063"
@@ -87,6 +89,8 @@ def _print_summary(summary: dict) -> None:
     console.print(table)
     if summary.get("verdict"):
         console.print(summary["verdict"].replace("**", ""))
+    for warning in summary.get("warnings") or []:
+        console.print(f"Warning: {warning}", markup=False)
     console.print(f"Report: {Path(summary['run_dir']) / 'report.md'}")
 
 

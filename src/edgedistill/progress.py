@@ -30,7 +30,9 @@ class StageProgress:
     its end; ``message`` prints a line in either mode."""
 
     def __init__(self, enabled: bool = True, console: Optional[Console] = None, quiet: bool = False,
-                 heartbeat_s: float = HEARTBEAT_S) -> None:
+                 heartbeat_s: float = HEARTBEAT_S, prefix: str = "") -> None:
+        # Put before every line and bar label: which fold (or trial) of several running at once a line is about.
+        self.prefix = prefix
         self.console = console or Console(stderr=True)
         # Plain lines (no bar) go to stdout: stderr is kept for warnings and the one-line error a failure prints, so a
         # log or a caller reading stderr sees "error: ..." alone. The bar (and a message printed under it) stays on
@@ -75,7 +77,7 @@ class StageProgress:
     def _line(self, text: str) -> None:
         if not self.quiet:
             # soft_wrap: a log file gets whole lines, not rich's 80-column wrapping; markup off: labels are text.
-            (self.console if self._progress is not None else self.lines).print(text, highlight=False, markup=False,
+            (self.console if self._progress is not None else self.lines).print(self.prefix + text, highlight=False, markup=False,
                                                                               soft_wrap=True)
 
     def _position(self) -> str:
@@ -99,7 +101,7 @@ class StageProgress:
         self._total, self._steps, self._epochs, self._note = int(total_steps), int(done), epochs, ""
         self._t0 = self._last_line = time.perf_counter()
         if self._progress is not None:
-            self._task = self._progress.add_task(label, total=total_steps, completed=done, note="")
+            self._task = self._progress.add_task(self.prefix + label, total=total_steps, completed=done, note="")
             return
         self._open = True
         resumed = f", resuming at {self._position()}" if done else ""

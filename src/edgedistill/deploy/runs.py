@@ -60,6 +60,16 @@ def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None,
         recipe = load_recipe(path / "config.yaml")
     except UserInputError as exc:
         raise UserInputError(f"'{path}' holds a config.yaml this toolkit cannot read: {exc}") from None
+    only = recipe.eval.only or []
+    # A fold's own directory has eval.only: [i] and no fold folders; the cross-validation's has fold<i>/ folders.
+    if recipe.eval.scheme != "holdout" and (len(only) != 1 or (path / f"fold{only[0]}" / "config.yaml").is_file()):
+        folds = sorted((p.name for p in path.glob("fold*") if (p / "config.yaml").is_file()), key=lambda n: int(n[4:] or 0))
+        raise UserInputError(
+            f"'{path}' is a cross-validation run (eval.scheme {recipe.eval.scheme}): it has one student per fold and "
+            f"seed, each trained without its fold's test part. Export or profile one fold's: "
+            f"'{path / (folds[0] if folds else 'fold0')}' ({len(folds)} fold folder(s) here); to ship one student "
+            f"trained on all subjects but validation, run the recipe with eval.scheme=holdout"
+        )
     reason = ""
     if seed is None:
         seed, reason = choose_seed(path, recipe, which)
@@ -115,6 +125,7 @@ def pick_seed(run_dir: str | Path, which: str = "best") -> tuple[int, str]:
 
 def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best") -> LoadedRun:
     """Rebuild the run's data and its student (``seed``: default the seed best on validation, ``choose_seed``)."""
+    from edgedistill.data.folds import fold_of
     from edgedistill.engine import checkpoint as ckpt_io
     from edgedistill.experiment.build import build_network
     from edgedistill.experiment.rundir import check_inputs
@@ -124,7 +135,8 @@ def load_run(run_dir: str | Path, seed: Optional[int] = None, which: str = "best
     # The data file (and start checkpoints) must be the ones the run used, by content: another file's
     # normalisation embedded in the ONNX would pass verification and still be wrong.
     check_inputs(Path(run_dir), "export or profile it")
-    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed)
+    fold = fold_of(recipe.eval, recipe.eval.only[0]) if recipe.eval.scheme != "holdout" else None  # one fold's run
+    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed, fold=fold)
     state = ckpt_io.load(ckpt, hint=f"the run's checkpoint is damaged; rerun the run's command to retrain that stage "
                                    f"(move '{Path(ckpt).parent.parent}' aside first)")
     networks = state.get("networks") if isinstance(state, dict) else None

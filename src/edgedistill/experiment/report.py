@@ -31,6 +31,17 @@ def gap_closed(method_acc: float, student_acc: float, teacher_acc: float, noise:
     return (method_acc - student_acc) / gap if gap > max(noise, 1e-9) else None
 
 
+def add_gap_closed(rows: list[dict[str, Any]], task: str) -> None:
+    """Set ``gap_closed`` on every row after the student alone's, against the (first) teacher's accuracy."""
+    ref = next((r for r in rows if r["role"] == "teacher"), None)
+    alone = next((r for r in rows if r["role"] == "student alone"), None)
+    if task != "classification" or ref is None or alone is None:
+        return
+    t_acc, s_acc, noise = ref["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["std"]
+    for row in rows[rows.index(alone) + 1:]:
+        row["gap_closed"] = gap_closed(row["metrics"]["acc"]["mean"], s_acc, t_acc, noise)
+
+
 def _fmt(stat: dict[str, float], digits: int = 3) -> str:
     if stat["n"] == 1:
         return f"{stat['mean']:.{digits}f}"
@@ -62,21 +73,33 @@ def table_rows(summary: dict[str, Any], compact: bool = False) -> tuple[list[str
 def _split_words(data: dict[str, Any]) -> str:
     held = {"subject": "by subject (no subject in two splits)", "stratified": "stratified by class", "random": "at random"}
     how = held.get(data["split_by"], data["split_by"])
+    fold = data.get("fold")
+    if fold:
+        return (f"test = fold{fold['index']} of {fold['count']} ({fold['scheme']}): {fold['label']}; "
+                f"validation held out {how} from the rest")
     if data.get("official_test"):
         return f"test = the dataset's official test split, validation held out {how}"
     return f"validation and test held out {how}"
 
 
+_CHECKPOINT_WORDS = {"best": "its best epoch on validation", "last": "its last epoch",
+                     "swa": "the average of its last epochs' weights (SWA)"}
+
+
 def _teacher_words(summary: dict[str, Any]) -> str:
     rows = summary.get("rows", [])
+    teachers = [r for r in rows if r.get("role", "").startswith(("teacher", "assistant")) and not r.get("given")]
+    # teacher.select (rows from before that key: best); several teachers choosing differently are each named.
+    picks = sorted({r.get("checkpoint", "best") for r in teachers})
+    which = _CHECKPOINT_WORDS[picks[0]] if len(picks) == 1 else ", ".join(
+        f"{r['model']}: {_CHECKPOINT_WORDS[r.get('checkpoint', 'best')]}" for r in teachers)
     given = [r["given"] for r in rows if r.get("given")]
     if given:  # loaded, read from outputs or a checkpoint: it has no epochs or seeds of its own here
         words = f"given teacher{'s' if len(given) > 1 else ''} ({'; '.join(given)}): evaluated as given, never trained."
-        trained = any(r.get("role", "").startswith(("teacher", "assistant")) and not r.get("given") for r in rows)
-        return words + (" Every other teacher or assistant is its best epoch on validation." if trained else "")
+        return words + (f" Every other teacher or assistant is {which}." if teachers else "")
     if summary.get("teacher_seed") is not None:
-        return f"the teacher is one model (seed {summary['teacher_seed']}, its best epoch on validation)."
-    return "each teacher or assistant is its best epoch on validation; one trained once for all seeds counts as one model."
+        return f"the teacher is one model (seed {summary['teacher_seed']}, {which})."
+    return f"each teacher or assistant is {which}; one trained once for all seeds counts as one model."
 
 
 def _data_words(data: dict[str, Any]) -> list[str]:
@@ -92,6 +115,12 @@ def _data_words(data: dict[str, Any]) -> list[str]:
 
 
 def markdown(summary: dict[str, Any]) -> str:
+    from edgedistill.experiment.classical import markdown_lines as classical_lines  # lazy: it imports torch
+
+    if summary.get("folds"):  # a cross-validation's summary (experiment/cv_report.py)
+        from edgedistill.experiment import cv_report
+
+        return cv_report.markdown(summary)
     header, rows = table_rows(summary)
     lines = [
         f"# {summary['name']}",
@@ -117,6 +146,8 @@ def markdown(summary: dict[str, Any]) -> str:
     verdict = summary.get("verdict")
     if verdict:
         lines += ["", verdict]
+    lines += [line for w in summary.get("warnings") or [] for line in ("", f"**Warning:** {w}")]
+    lines += classical_lines(summary)
     lines += report_detail.markdown_lines(summary)  # per class, per subject, the data: after the main table's notes
     lines += ["", f"Command: `{summary['command']}`", ""]
     return "\n".join(lines)

@@ -24,6 +24,8 @@ def data_section(splits: Any) -> dict[str, Any]:
         "name": info.name, "sizes": info.sizes, "split_by": info.split_by, "official_test": info.official_test,
         "classes": info.classes, "channels": info.channels, "notes": info.notes, "input_shape": list(info.input_shape),
     }
+    if info.fold:  # one fold of a cross-validation: which, and what its test part holds
+        out["fold"] = info.fold
     parts = {"train": splits.train, "val": splits.val, "test": splits.test}
     if info.task == "classification":
         import torch
@@ -60,8 +62,8 @@ def mean_detail(per_seed: list[dict[str, Any]], checkpoint: str) -> dict[str, An
 def attach(rows: list[dict[str, Any]], p: Any, runner: Any, trained: dict[str, dict[str, tuple[Any, dict]]],
            baselines: list[dict], results: list[dict], run_dir: Path) -> None:
     """Add ``detail`` to the rows of the teachers, the student alone and the method (in the order the runner made
-    them: one per trained teacher, then the student alone if trained, then the method). Teachers are their best
-    epoch; the method at ``report.select``; the student alone is the weights the model cache keeps (best epoch)."""
+    them: one per trained teacher, then the student alone if trained, then the method). Teachers are their
+    teacher.select checkpoint; the method at ``report.select``; the student alone is the weights the model cache keeps (best epoch)."""
     from edgedistill.engine.evaluate import evaluate_detail
     from edgedistill.engine.loop import deliverable_weights
     from edgedistill.experiment.build import build_network
@@ -86,7 +88,7 @@ def attach(rows: list[dict[str, Any]], p: Any, runner: Any, trained: dict[str, d
     at = 0
     for versions in trained.values():
         put(rows[at], lambda v=versions: [evaluate_detail(t.model, splits.view_as_x(t.config.view).test, info, device)
-                                          for t, _ in v.values()], "best")
+                                          for t, _ in v.values()], next(iter(versions.values()))[0].config.select)
         at += 1
     if baselines:
         def alone() -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from edgedistill.data.dataset import DataSplits
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.errors import UserInputError
-from edgedistill.experiment import report, report_detail
+from edgedistill.experiment import report, run_summary
 from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.experiment import rundir
@@ -64,16 +64,24 @@ def _teacher_dirs(plans: dict[int, list[TeacherConfig]]) -> dict[tuple[int, str]
     return dirs
 
 
-def plan(recipe: Recipe, smoke: bool = False) -> Plan:
-    """Load the data and build every network and the method once, to fail early. Writes nothing."""
+def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Plan:
+    """Load the data and build every network and the method once, to fail early. Writes nothing. ``fold``: the
+    cross-validation fold (``recipe.eval``) whose test part this run holds out; None for a holdout run."""
     from edgedistill.data import dataset_fingerprint
+    from edgedistill.data.folds import fold_of
     from edgedistill.experiment.teacher_outputs import outputs_views
     from edgedistill.experiment.topology import prepare_with_pis
 
     check_precision(recipe)
+    the_fold = None if fold is None else fold_of(recipe.eval, fold)
     # Teachers given by their outputs: those join the data as views before the split (so they follow every row).
-    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed, add_views=outputs_views(recipe, smoke))
+    splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed, add_views=outputs_views(recipe, smoke),
+                              fold=the_fold)
     info = splits.info
+    if recipe.report.classical:
+        from edgedistill.experiment.classical import check_classical
+
+        check_classical(recipe, info)
     method_cls = METHODS.get(recipe.method.name, key="method.name")
     plans = {seed: method_cls.teacher_plan(recipe, seed) for seed in recipe.seeds}
     specs = plans[recipe.seeds[0]]
@@ -96,8 +104,8 @@ def plan(recipe: Recipe, smoke: bool = False) -> Plan:
     augmenter = Augmenter(recipe.augment, info) if recipe.augment is not None else None
     build_method(recipe, student, teachers, splits, augmenter)
     dry_run(splits, student, teachers, augmenter)
-    return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed), smoke, student, plans,
-                _teacher_dirs(plans), augmenter)
+    return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed, fold=the_fold), smoke,
+                student, plans, _teacher_dirs(plans), augmenter)
 
 
 def _same_config(recipe: Recipe) -> Callable[[Any], bool]:
@@ -122,18 +130,6 @@ def open_run_dir(out: Path, recipe: Recipe) -> Path:
     return out
 
 
-def _model_row(name: str, role: str, size: dict[str, Any], per_seed: list[dict], select: str) -> dict[str, Any]:
-    """Test metrics (what is reported) and validation metrics (what choices are made on), mean ± std."""
-    return {
-        "model": name,
-        "role": role,
-        **size,
-        "metrics": report.aggregate(per_seed, select),
-        "val_metrics": report.aggregate(per_seed, select, split="val"),
-        "per_seed_test": [s["test"][select] for s in per_seed],
-    }
-
-
 class Runner:
     def __init__(self, p: Plan, run_dir: Path, progress: StageProgress) -> None:
         self.p, self.r, self.dir, self.progress = p, p.recipe, run_dir, progress
@@ -145,6 +141,7 @@ class Runner:
     def _cached(
         self, role: str, label: str, cfg: Any, train_cfg: Any, seed: int, view: str,
         subset: Optional[float] = None, parent: Optional[tuple[TeacherNet, str]] = None, augment: bool = False,
+        select: str = "best",
     ) -> tuple[torch.nn.Module, dict]:
         info = self.p.splits.info
         parts: dict[str, Any] = {
@@ -165,6 +162,8 @@ class Runner:
         if parent is not None:  # a distilled network depends on everything that made its teacher
             parts["distilled_from"] = parent[1]
             parts["terms"] = [t.model_dump(mode="json") for t in cfg.terms]
+        if select != "best":  # the entry holds that checkpoint's weights; "best" adds nothing: existing caches stay valid
+            parts["select"] = select
         key = cache_key(parts)
         net = build_network(cfg, info, role, view, seed=seed)
 
@@ -179,8 +178,9 @@ class Runner:
                 method: Any = Supervised(net, info)
             else:
                 method = OfflineDistillation(net, info, parent[0], cfg.terms, train=splits.train)
-            summary = self.trainer.fit(method, splits, Stage(f"{label} seed {seed}", partial, seed, train_cfg, augmenter))
-            return deliverable_weights(partial, "best"), summary
+            stage = Stage(f"{label} seed {seed}", partial, seed, train_cfg, augmenter, swa=select == "swa")
+            summary = self.trainer.fit(method, splits, stage)
+            return deliverable_weights(partial, select), summary
 
         state, summary, cached = self.cache.get_or_train(key, parts, train)
         net.load_state_dict(state)
@@ -213,7 +213,8 @@ class Runner:
                            "test": {"best": metrics["test"], "last": metrics["test"]}}
             else:
                 parent = done[spec.distill_from] if spec.distill_from else None
-                net, summary = self._cached("teacher", label, spec, spec.train, spec.seed, spec.view, spec.train_subset, parent)
+                net, summary = self._cached("teacher", label, spec, spec.train, spec.seed, spec.view, spec.train_subset, parent,
+                                            select=spec.select)
             t = TeacherNet(spec.name, net, spec)
             done[spec.name] = (t, summary["cache_key"])
             path = inside(self.dir, *self.p.teacher_dirs[(seed, spec.name)].split("/"), "summary.json", what="teacher name")
@@ -245,12 +246,6 @@ def distilled_method(p: Plan, seed: int, teachers: list[TeacherNet]) -> Method:
     return build_method(p.recipe, student, teachers, p.splits, p.augmenter)
 
 
-def method_label(recipe: Recipe) -> str:
-    if METHODS.entry(recipe.method.name).meta.get("label_from_terms") and recipe.method.terms:
-        return "+".join(t.loss for t in recipe.method.terms)
-    return recipe.method.name
-
-
 def run(
     source: str | Path | dict[str, Any],
     overrides: Optional[list[str] | dict[str, Any]] = None,
@@ -262,6 +257,9 @@ def run(
     deploy_profile: Optional[Callable[[Path, bool], None]] = None,
     teachers_only: bool = False,
     on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None,
+    jobs: int = 1,
+    fold: Optional[int] = None,
+    prefix: str = "",
 ) -> dict[str, Any]:
     """Run a recipe end to end and return its summary (also written to ``<run>/summary.json``).
 
@@ -269,24 +267,43 @@ def run(
     sits above this one, so the entry points (``edgedistill.run``, ``edgedistill run``, ``edgedistill sweep``)
     pass ``edgedistill.deploy.profile.report_profile``; without it the profile is skipped with a message.
     ``teachers_only`` stops after the teacher stages (``edgedistill.fit_teacher``), and ``on_teacher(net, summary)``
-    is given every teacher as it is trained or reused (the Python API returns the module itself)."""
+    is given every teacher as it is trained or reused (the Python API returns the module itself).
+    With ``eval.scheme`` other than holdout, every fold is a run of its own in ``<run>/fold<i>`` (``fold``: run
+    only that one, as the cross-validation does for each), ``jobs`` of them at a time, and the summary is over
+    folds x seeds (experiment/cross_validation.py). ``prefix`` starts every stage line (a sweep's parallel trials
+    name their grid point; a fold adds ``[fold<i>]``)."""
+    from edgedistill.experiment import cross_validation
+
     recipe = load_recipe(source, overrides)
     if smoke:
         from edgedistill.experiment.smoke import smoke_recipe
 
         recipe = smoke_recipe(recipe)
-    p = plan(recipe, smoke)
+    folded = recipe.eval.scheme != "holdout"
+    if fold is not None:
+        recipe = cross_validation.fold_recipe(recipe, fold)
+    elif folded:
+        cross_validation.check_request(recipe, jobs, teachers_only)
+    elif jobs != 1:
+        raise UserInputError(f"--jobs: runs folds of a cross-validation in parallel; this recipe has eval.scheme "
+                             f"holdout (one split), so there is nothing to run in parallel (got --jobs {jobs})")
+    p = plan(recipe, smoke, fold=fold if fold is not None or not folded else cross_validation.first_fold(recipe))
+    command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
+    run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folds = None
+    if folded and fold is None:  # (checks eval.only against the data's folds: before anything is written)
+        folds = cross_validation.Folds(source, overrides, recipe, p, run_dir, smoke, progress, command, jobs)
     if not smoke:  # (a smoke run caches inside its run directory) the model cache must be a folder we can make
         _cache_folder(recipe)
-    run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     rundir.open_run_dir(run_dir, recipe_to_dict(recipe), _same_config(recipe))  # refuse before writing anything
-    command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
     try:
         # One process per run directory for the whole run (and its report and profile): logs never interleave.
         with rundir.DirLock(run_dir, "run directory"):
             open_run_dir(run_dir, recipe)  # checked again under the lock: another process may have started it meanwhile
             remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
-            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher)
+            if folds is not None:
+                return folds.run(deploy_profile)
+            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix)
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
         if problem is None:
@@ -307,19 +324,20 @@ def _cache_folder(recipe: Recipe) -> Path:
 
 def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
              deploy_profile: Optional[Callable[[Path, bool], None]], teachers_only: bool = False,
-             on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None) -> dict[str, Any]:
+             on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None, prefix: str = "") -> dict[str, Any]:
     recipe = p.recipe
     is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
-    select = recipe.report.select
     # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        with StageProgress(enabled=progress and recipe.engine.progress) as prog:
+        fold = p.splits.info.fold  # a fold of a cross-validation: every line says which (folds may run in parallel)
+        prefix += f"[fold{fold['index']}] " if fold else ""
+        with StageProgress(enabled=progress and recipe.engine.progress, prefix=prefix) as prog:
             prog.message(f"Run directory: {run_dir}")
             for note in p.splits.info.notes:  # what the loader inferred about the user's file: said, never silent
                 prog.message(f"data: {note}")
             runner = Runner(p, run_dir, prog)
-            baselines, results = [], []
+            baselines, results, classical = [], [], []
             trained: dict[str, dict[str, tuple[TeacherNet, dict]]] = {}  # teacher name -> cache key -> (net, summary)
             for seed in recipe.seeds:
                 teachers = runner.teachers(seed)
@@ -332,6 +350,10 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                 if recipe.baseline and not is_baseline:
                     baselines.append(runner.baseline(seed))
                 results.append(runner.distilled(seed, [t for t, _ in teachers]))
+            if recipe.report.classical and not teachers_only:  # (inside: it reports progress, at the run's threads)
+                from edgedistill.experiment.classical import classical_rows
+
+                classical = classical_rows(recipe, p.splits, run_dir, prog)
     except KeyboardInterrupt:
         again = command if "--out" in command else f"{command} --out {run_dir}"
         print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
@@ -340,48 +362,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
-    from edgedistill.models import describe
-
-    info, student = p.splits.info, p.student
-    rows = []
-    for name, versions in trained.items():
-        # Teachers are selected on validation ("best"); one shared by every seed is one model (n = 1).
-        t, _ = next(iter(versions.values()))
-        label = t.config.label if len(trained) == 1 else f"{name}: {t.config.label}"
-        role = "teacher" if t.config.distill_from is None else f"assistant (from {t.config.distill_from})"
-        rows.append(_model_row(label, role, describe(t.model), [s for _, s in versions.values()], "best"))
-        if t.config.given:
-            rows[-1]["given"] = next(iter(versions.values()))[1].get("given")
-    if baselines:
-        rows.append(_model_row(recipe.student.label, "student alone", describe(student), baselines, select))
-    role = "student alone" if is_baseline else "method"
-    if results:
-        rows.append(_model_row(f"{recipe.student.label} + {method_label(recipe)}", role, describe(student), results, select))
-    for name in results[0].get("others", {}) if results else ():
-        # Networks the regime trains or forms besides the deliverable (peers, a co-trained teacher, ensembles).
-        per_seed = [r["others"][name] for r in results]
-        rows.append(_model_row(name, "also trained (not the deliverable)", per_seed[0].get("size", {}), per_seed, select))
-    ref = next((r for r in rows if r["role"] == "teacher"), None)
-    alone = next((r for r in rows if r["role"] == "student alone"), None)
-    if info.task == "classification" and ref is not None and baselines:
-        t_acc, s_acc, noise = ref["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["mean"], alone["metrics"]["acc"]["std"]
-        for row in rows[rows.index(alone) + 1:]:
-            row["gap_closed"] = report.gap_closed(row["metrics"]["acc"]["mean"], s_acc, t_acc, noise)
-    report_detail.attach(rows, p, runner, trained, baselines, results, run_dir)  # per class, per subject (test)
-    summary: dict[str, Any] = {
-        "name": recipe.name,
-        "task": info.task,
-        "select": select,
-        "seeds": recipe.seeds,
-        "teacher_seed": recipe.teacher.seed if recipe.teacher else None,
-        "deliverable": rows[0]["model"] if teachers_only else f"{recipe.student.label} + {method_label(recipe)}",
-        "smoke": smoke,
-        "data": report_detail.data_section(p.splits),  # + input shape, class counts, subjects per split
-        "rows": rows,
-        "run_dir": str(run_dir),
-        "command": command,
-    }
-    summary["verdict"] = report.verdict(summary)
+    summary = run_summary.build(p, runner, trained, baselines, results, classical, run_dir, command, teachers_only)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "report.md", report.markdown(summary))
     if recipe.report.profile:

@@ -42,7 +42,7 @@ from edgedistill.experiment.sweep_grid import (
 )
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_store import (
-    GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat,
+    GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat, worker_threads,
 )
 from edgedistill.io import read_json_record, write_json
 from edgedistill.paths import inside
@@ -65,8 +65,7 @@ class Sweep:
         self.dists = {k: CategoricalDistribution(self.codes[k]) for k in self.axes}
         self.session, self.host, self.pid = uuid.uuid4().hex[:8], socket.gethostname(), os.getpid()
         sets_threads = "engine.threads" in self.axes or (spec["base"].get("engine") or {}).get("threads")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.threads = None if sets_threads or jobs == 1 else max(1, cores // jobs)
+        self.threads = worker_threads(bool(sets_threads), jobs)
         self.heartbeat = _Heartbeat(storage)
         self.waiting_said = False
 
@@ -166,7 +165,8 @@ class Sweep:
             recipe, overrides, smoke = shared, {}, False
         return {"recipe": recipe, "overrides": overrides, "run_dir": str(run_dir), "lock": str(run_dir) + ".lock",
                 "smoke": smoke, "threads": self.threads, "metric": self.metric, "command": command,
-                "progress": self.progress and self.jobs == 1, "deploy_profile": self.deploy_profile}
+                "progress": self.progress and self.jobs == 1, "deploy_profile": self.deploy_profile,
+                "prefix": f"[{pid}] " if self.jobs > 1 else ""}  # parallel trials' lines interleave: say whose
 
     def finish(self, trial: Any, pid: str, outcome: dict[str, Any]) -> None:
         from optuna.trial import TrialState

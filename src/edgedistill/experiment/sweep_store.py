@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Hashable, Iterator, Optional
+from typing import Any, Callable, Hashable, Iterator, Optional
 
 from edgedistill.errors import EdgeDistillError, UserInputError
 from edgedistill.experiment.rundir import redact
@@ -72,23 +72,39 @@ def _extract(summary: dict[str, Any], metric: str) -> dict[str, Any]:
 
 def run_trial(job: dict[str, Any]) -> dict[str, Any]:
     """Run one grid point (a whole ``edgedistill.run`` over the seeds); errors come back as text, never raised."""
-    start = time.time()
-    try:
-        if job["threads"]:
-            import torch
-
-            torch.set_num_threads(job["threads"])
+    def work() -> dict[str, Any]:
         from edgedistill.experiment.runner import run
 
         with _locked(Path(job["lock"])):  # a duplicate of this point waits here, then reads the finished run back
             summary = run(job["recipe"], job["overrides"], out=job["run_dir"], smoke=job["smoke"], progress=job["progress"],
-                          command=job["command"], deploy_profile=job.get("deploy_profile"))
-        return {"result": _extract(summary, job["metric"]), "seconds": time.time() - start}
+                          command=job["command"], deploy_profile=job.get("deploy_profile"), prefix=job.get("prefix", ""))
+        return _extract(summary, job["metric"])
+
+    return guarded(job, work)
+
+
+def guarded(job: dict[str, Any], work: Callable[[], Any]) -> dict[str, Any]:
+    """A worker's job: ``work()`` with ``job["threads"]`` torch threads, as ``{"result", "seconds"}``, or any error as
+    ``{"error", "seconds"}`` text (a traceback's tail for a bug): one failing job must not stop the others."""
+    start = time.time()
+    try:
+        if job.get("threads"):
+            import torch
+
+            torch.set_num_threads(job["threads"])
+        return {"result": work(), "seconds": time.time() - start}
     except EdgeDistillError as exc:
         return {"error": f"{type(exc).__name__}: {exc}", "seconds": time.time() - start}
-    except Exception as exc:  # noqa: BLE001 - one broken grid point must not stop the sweep
+    except Exception as exc:  # noqa: BLE001 - reported as the job's outcome
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-1500:]
         return {"error": f"{type(exc).__name__}: {exc}\n{tb}", "seconds": time.time() - start}
+
+
+def worker_threads(fixed: bool, jobs: int) -> Optional[int]:
+    """Torch threads for each of ``jobs`` worker processes: the cores shared out (one thread per process beats two
+    fighting over a core), or None (leave torch's choice or the recipe's engine.threads) with one job or ``fixed``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return None if fixed or jobs == 1 else max(1, cores // jobs)
 
 
 # -- worker processes (--jobs N) ---------------------------------------------------------------------------
@@ -117,8 +133,9 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="edgedistill-sweep-watchdog").start()
 
 
-def worker_main(conn: Any, parent: int) -> None:
-    """A worker's life: run the trials the sweep process sends, one at a time, until it sends None or goes away."""
+def worker_main(conn: Any, parent: int, target: Callable[[dict[str, Any]], dict[str, Any]] = run_trial) -> None:
+    """A worker's life: run the jobs the parent sends (``target(job)``: a sweep's trials, a cross-validation's folds),
+    one at a time, until it sends None or goes away."""
     _die_with_parent(parent)
     try:
         while True:
@@ -131,7 +148,7 @@ def worker_main(conn: Any, parent: int) -> None:
             kill = os.environ.get(TEST_KILL_TRIAL)
             if kill and kill in Path(job["run_dir"]).name:
                 os.kill(os.getpid(), signal.SIGKILL)
-            conn.send(run_trial(job))
+            conn.send(target(job))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the sweep process reports it
         return
 
@@ -144,19 +161,20 @@ def _death(exitcode: Optional[int]) -> str:
 
 
 class Workers:
-    """Up to ``jobs`` spawned worker processes, one trial each at a time, each on its own pipe."""
+    """Up to ``jobs`` spawned worker processes, one job each at a time, each on its own pipe; ``target`` (a module-level
+    function, so a spawned process can import it) runs a job and returns its outcome, never raising."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, target: Callable[[dict[str, Any]], dict[str, Any]] = run_trial) -> None:
         import multiprocessing
 
-        self.ctx, self.jobs = multiprocessing.get_context("spawn"), jobs
+        self.ctx, self.jobs, self.target = multiprocessing.get_context("spawn"), jobs, target
         self.idle: list[tuple[Any, Any]] = []  # (process, connection)
         self.busy: dict[Any, tuple[Any, Hashable, float]] = {}  # connection -> (process, key, start time)
 
     def _start(self) -> tuple[Any, Any]:
         conn, child = self.ctx.Pipe()
         # Not daemonic: a trial may start processes of its own (persistence images); close() ends workers.
-        proc = self.ctx.Process(target=worker_main, args=(child, os.getpid()), name="edgedistill-sweep-worker")
+        proc = self.ctx.Process(target=worker_main, args=(child, os.getpid(), self.target), name="edgedistill-worker")
         proc.start()
         child.close()
         return proc, conn
