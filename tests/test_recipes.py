@@ -54,8 +54,9 @@ def test_recipe_smoke(path, tmp_path, monkeypatch):
 
     # Every term training_step returned is logged in the run's metrics.jsonl (the engine's epoch records).
     assert returned, f"method '{name}' never ran a training step"
+    first = tmp_path / "run" / summary["folds"][0]["dir"] if summary.get("folds") else tmp_path / "run"  # a fold's run
     for seed in summary["seeds"]:
-        log = tmp_path / "run" / name / f"seed{seed}" / "metrics.jsonl"
+        log = first / name / f"seed{seed}" / "metrics.jsonl"
         records = [json.loads(line) for line in log.read_text().splitlines()]
         assert records, f"{log} is empty"
         for record in records:
