@@ -9,33 +9,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
 import edgedistill
-from edgedistill.cli import app
+from tests.helpers import TINY_RECIPE, cli_run, recipe_file
 
-RECIPE = {
-    "name": "e2e",
-    "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 12, "length": 32}, "split": {"by": "subject"}},
-    "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 2, "batch_size": 16}},
-    "student": {"model": "cnn1d", "width": 4, "depth": 2},
-    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 2}]},
-    "train": {"epochs": 2, "batch_size": 16},
-    "seeds": [0, 1],
-    "engine": {"progress": False},
-}
+RECIPE = TINY_RECIPE
 
 
 def _recipe(tmp_path, **changes) -> Path:
-    data = json.loads(json.dumps(RECIPE))
-    data.update(changes)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return recipe_file(tmp_path, RECIPE, **changes)
 
 
-def _run(*args):
-    return CliRunner().invoke(app, ["run", *map(str, args), "--no-progress"])
+_run = cli_run
 
 
 def test_cli_run_end_to_end_writes_a_complete_run_directory(tmp_path):

@@ -14,30 +14,16 @@ from edgedistill.data.folds import Fold, assign_folds, check_fold_classes
 from edgedistill.data.prepare import dataset_fingerprint, prepare_data
 from edgedistill.errors import UserInputError
 from edgedistill.experiment import cv_report
+from tests.helpers import TINY_RECIPE, cli_run, recipe_file
 
-SUBJECTS = {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 12, "length": 32}}
-RECIPE = {
-    "name": "cv",
-    "data": SUBJECTS,
-    "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 2, "batch_size": 16}},
-    "student": {"model": "cnn1d", "width": 4, "depth": 2},
-    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 2}]},
-    "train": {"epochs": 2, "batch_size": 16},
-    "seeds": [0, 1],
-    "engine": {"progress": False},
-}
+RECIPE = TINY_RECIPE
 
 
 def _recipe(tmp_path: Path, **changes) -> Path:
-    data = json.loads(json.dumps(RECIPE))
-    data.update(changes)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return recipe_file(tmp_path, RECIPE, **changes)
 
 
-def _run(*args):
-    return CliRunner().invoke(app, ["run", *map(str, args), "--no-progress"])
+_run = cli_run
 
 
 # -- the folds ----------------------------------------------------------------------------------------------
