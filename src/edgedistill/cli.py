@@ -305,6 +305,10 @@ def profile(
         typer.echo(f"Written into {Path(target) / 'report.md'} and {Path(target) / 'profile.json'}")
 
 
+from edgedistill.cli_data import data_app  # noqa: E402 - its own module; registered beside the others
+
+app.add_typer(data_app, name="data")
+
 topo_app = typer.Typer(no_args_is_help=True, help="Topological views: persistence images and PI-Net (docs/topology.md).")
 app.add_typer(topo_app, name="topo")
 

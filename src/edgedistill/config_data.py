@@ -99,6 +99,9 @@ class DataConfig(_Strict):
     # silently; the loader says what it inferred. Left out of dumps when unset.
     task: Optional[Literal["classification", "regression"]] = Field(None, exclude_if=lambda v: v is None)
     params: dict[str, Any] = Field(default_factory=dict)
+    # A public archive's local folder (data/archives): default $EDGEDISTILL_DATA or ~/.cache/edgedistill/data.
+    # Left out of dumps when unset, so the fingerprints of recipes without it do not change.
+    root: Optional[RecipePath] = Field(None, exclude_if=lambda v: v is None)
     _params_finite = field_validator("params")(_check_free)
     split: SplitConfig = Field(default_factory=SplitConfig)
     normalize: Literal["per_channel", "global", "none"] = "per_channel"

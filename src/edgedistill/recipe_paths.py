@@ -35,7 +35,7 @@ RecipePath = Annotated[Path, AfterValidator(_no_nul)]
 
 
 # Keys whose values are file paths: (section, key) with section a mapping or a list of mappings of the recipe.
-_PATH_KEYS = (("data", "path"), ("student", "checkpoint"), ("teacher", "checkpoint"), ("teachers", "checkpoint"),
+_PATH_KEYS = (("data", "path"), ("data", "root"), ("student", "checkpoint"), ("teacher", "checkpoint"), ("teachers", "checkpoint"),
               ("teacher", "load"), ("teachers", "load"), ("teacher", "outputs"), ("teachers", "outputs"),
               ("cache_dir", None))
 # Sections whose ``model`` may name the user's class in a file (``./nets.py:WristNet``, models.user): the file part

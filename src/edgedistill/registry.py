@@ -91,7 +91,8 @@ def typed_params(entry: Entry) -> Any:
     return model if isinstance(model, type) and hasattr(model, "fields_doc") else None
 
 
-DATASETS: Registry = Registry("dataset", ("edgedistill.data.bundled", "edgedistill.data.synthetic"))
+DATASETS: Registry = Registry("dataset", ("edgedistill.data.bundled", "edgedistill.data.synthetic",
+                                          "edgedistill.data.archives.registered"))
 MODELS: Registry = Registry("model", ("edgedistill.models.*",))
 LOSSES: Registry = Registry("loss", ("edgedistill.losses",))
 METHODS: Registry = Registry("method", ("edgedistill.methods",))

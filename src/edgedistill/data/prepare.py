@@ -65,9 +65,16 @@ def _load(cfg: DataConfig) -> tuple[RawData, bool]:
     assert cfg.name is not None
     if cfg.columns is not None:
         raise UserInputError("data.columns: names the columns of a .csv data.path; remove it with data.name")
-    loader = DATASETS.get(cfg.name, key="data.name")
+    entry = DATASETS.entry(cfg.name, key="data.name")
+    loader = entry.obj
     signature_params(loader).parse(cfg.params, "data.params", what=f"dataset {cfg.name}")
-    raw = loader(**cfg.params)
+    if entry.meta.get("archive"):  # a public archive read from a local folder (data/archives)
+        raw = loader(root=cfg.root, **cfg.params)
+    elif cfg.root is not None:
+        raise UserInputError(f"data.root: the folder of a downloaded archive; dataset '{cfg.name}' is not one "
+                             f"(edgedistill data list shows the archives); remove data.root")
+    else:
+        raw = loader(**cfg.params)
     if not isinstance(raw, RawData):
         raise UserInputError(f"data.name: dataset '{cfg.name}' returned {type(raw).__name__}, expected RawData")
     if cfg.task is not None and cfg.task != raw.task:
@@ -374,6 +381,10 @@ def dataset_fingerprint(cfg: DataConfig, seed: int = 0, fold: Optional[Fold] = N
         if not path.is_file():
             raise UserInputError(f"data.path: '{path}' does not exist")
         doc["path"] = {"suffix": path.suffix.lower(), "sha256": sha256_file(path)[0]}
+    if cfg.name is not None and DATASETS.entry(cfg.name, key="data.name").meta.get("archive"):
+        # An archive by what its files are (not where they are): a moved archive keeps its cached teachers.
+        doc.pop("root", None)
+        doc["archive"] = DATASETS.get(cfg.name).fingerprint(cfg.root, cfg.params)
     doc["_pipeline"] = PIPELINE_VERSION
     doc["_seed"] = int(seed)
     if fold is not None:  # only then: the fingerprints (and cached teachers) of holdout runs stay as they were

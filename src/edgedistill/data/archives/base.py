@@ -51,11 +51,12 @@ def find_folder(archive: Archive, root: Optional[str | Path] = None) -> Path:
     """The archive's top folder: ``<root>/<folder>``, or ``root`` itself when it is that folder (it holds the
     archive's files). Refused, naming both places and how to get the files, when neither holds them."""
     base = data_root(root)
-    for candidate in (base / archive.folder, base):
-        if all((candidate / f).exists() for f in archive.files):
+    # With no files named, only '<root>/<folder>' counts: the root itself would always look present.
+    for candidate in (base / archive.folder, base) if archive.files else (base / archive.folder,):
+        if candidate.is_dir() and all((candidate / f).exists() for f in archive.files):
             return candidate
     how = f"download it with 'edgedistill data prepare {archive.name}'" if archive.url else archive.manual
-    missing = next(f for f in archive.files if not (base / archive.folder / f).exists())
+    missing = next((f for f in archive.files if not (base / archive.folder / f).exists()), "")
     raise UserInputError(
         f"dataset '{archive.name}': not found under '{base}' (looked for '{base / archive.folder / missing}'); "
         f"{how}; put the unpacked folder '{archive.folder}' in '{base}' (or set data.root / ${DATA_ENV})"

@@ -1,0 +1,169 @@
+"""The archive machinery every loader shares: finding the folder, the prepared-window cache, the download, the
+`edgedistill data` commands and data.root in a recipe. (Each archive's own format: tests/test_archive_<name>.py.)"""
+import http.server
+import io
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgedistill.cli import app
+from edgedistill.data.archives import registered
+from edgedistill.data.archives.base import Archive, find_folder, stream_windows
+from edgedistill.data.archives.download import download, unpack
+from edgedistill.data.raw import RawData
+from edgedistill.errors import UserInputError
+
+CALLS: list[int] = []
+
+
+def toy_load(folder: Path, *, window: int = 4) -> RawData:
+    """A stream of 24 steps, 2 channels, labels a/b, windowed without overlap."""
+    CALLS.append(window)
+    table = np.loadtxt(folder / "rec.txt")
+    x, y = stream_windows(table[:, :2], np.where(table[:, 2] > 0, "b", "a"), window, window)
+    return RawData(x=x, y=y, task="classification", group=np.arange(len(y)) % 3, classes=["a", "b"], name="toy",
+                   channels=["c0", "c1"], notes=[f"window {window}"])
+
+
+TOY = Archive(name="toy", folder="Toy_Data", files=("rec.txt",), task="classification", kind="1d", doc="toy",
+              citation="none", load=toy_load, url=None, manual="copy it from the toy page")
+
+
+def write_toy(root: Path) -> Path:
+    folder = root / "Toy_Data"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = np.c_[np.arange(24), np.arange(24) * 2.0, (np.arange(24) >= 12).astype(float)]
+    np.savetxt(folder / "rec.txt", rows)
+    return folder
+
+
+def test_the_folder_is_found_under_the_root_or_as_the_root(tmp_path):
+    folder = write_toy(tmp_path)
+    assert find_folder(TOY, tmp_path) == folder
+    assert find_folder(TOY, folder) == folder
+    with pytest.raises(UserInputError, match=r"not found under .*Toy_Data.*rec.txt.*copy it from the toy page"):
+        find_folder(TOY, tmp_path / "elsewhere")
+
+
+def test_windows_are_cached_memory_mapped_and_prepared_again_when_a_file_changes(tmp_path):
+    folder, cache = write_toy(tmp_path / "data"), tmp_path / "cache"
+    CALLS.clear()
+    first, cached = registered.load_cached(TOY, tmp_path / "data", {}, cache_root=cache)
+    assert not cached and CALLS == [4] and first.x.shape == (6, 2, 4)
+    again, cached = registered.load_cached(TOY, tmp_path / "data", {}, cache_root=cache)
+    assert cached and CALLS == [4] and isinstance(again.x, np.memmap)
+    assert again.y.tolist() == first.y.tolist() == ["a"] * 3 + ["b"] * 3 and again.notes == ["window 4"]
+    registered.load_cached(TOY, tmp_path / "data", {"window": 6}, cache_root=cache)  # another protocol: its own entry
+    assert CALLS == [4, 6]
+    with open(folder / "rec.txt", "a") as fh:  # the archive changed: prepared again
+        fh.write("24 48 1\n")
+    registered.load_cached(TOY, tmp_path / "data", {}, cache_root=cache)
+    assert CALLS == [4, 6, 4]
+    for p in (cache / "windows").iterdir():  # damaged entries: prepared again, not an error
+        (p / "meta.json").write_text("{")
+    registered.load_cached(TOY, tmp_path / "data", {}, cache_root=cache)
+    assert CALLS[-1] == 4 and len(CALLS) == 4
+
+
+def test_the_registered_loader_takes_the_protocol_keys_only():
+    loader = registered.ArchiveLoader(TOY)
+    from edgedistill.params import signature_params
+
+    model = signature_params(loader)
+    model.parse({"window": 8}, "data.params", what="dataset toy")
+    with pytest.raises(UserInputError, match="data.params"):
+        model.parse({"folder": "x"}, "data.params", what="dataset toy")
+
+
+def test_data_root_is_refused_for_a_dataset_that_is_not_an_archive(tmp_path):
+    from edgedistill.config import load_recipe
+    from edgedistill.data.prepare import prepare_data
+
+    cfg = load_recipe({"data": {"name": "synthetic", "root": str(tmp_path)}, "student": {"model": "cnn1d"}}).data
+    with pytest.raises(UserInputError, match="data.root"):
+        prepare_data(cfg)
+
+
+# -- download ------------------------------------------------------------------------------------------------------
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class _RangeHandler(http.server.BaseHTTPRequestHandler):
+    payload = b""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        start = int(self.headers.get("Range", "bytes=0-")[6:].split("-")[0])
+        body = self.payload[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _RangeHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+
+
+def test_download_resumes_checks_and_unpacks(tmp_path, server):
+    import hashlib
+
+    payload = _tar({"Toy_Data/rec.txt": b"0 0 0\n"})
+    _RangeHandler.payload = payload
+    url = f"http://127.0.0.1:{server.server_port}/toy.tar.gz"
+    archive = Archive(**{**TOY.__dict__, "url": url, "download_name": "toy.tar.gz",
+                         "sha256": hashlib.sha256(payload).hexdigest()})
+    (tmp_path / "toy.tar.gz.part").write_bytes(payload[:10])  # an interrupted download
+    download(archive, tmp_path, say=lambda s: None)
+    assert (tmp_path / "Toy_Data" / "rec.txt").read_bytes() == b"0 0 0\n"
+    wrong = Archive(**{**archive.__dict__, "download_name": "other.tar.gz", "sha256": "0" * 64})
+    with pytest.raises(UserInputError, match="checksum"):
+        download(wrong, tmp_path, say=lambda s: None)
+    assert not (tmp_path / "other.tar.gz.part").exists()
+
+
+def test_no_network_names_the_url_and_the_folder(tmp_path):
+    archive = Archive(**{**TOY.__dict__, "url": "http://127.0.0.1:9/toy.zip", "download_name": "toy.zip"})
+    with pytest.raises(UserInputError, match=r"could not download http://127.0.0.1:9/toy.zip .*Toy_Data"):
+        download(archive, tmp_path, say=lambda s: None)
+
+
+def test_unpack_refuses_members_outside_the_root(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(_tar({"../escape.txt": b"x"}))
+    with pytest.raises(UserInputError, match="outside the data root"):
+        unpack(bad, tmp_path / "into")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+# -- the commands ----------------------------------------------------------------------------------------------------
+def test_data_commands_list_and_refuse_what_is_absent(tmp_path, monkeypatch):
+    monkeypatch.setattr(registered, "archives", lambda: {"toy": TOY})
+    listed = CliRunner().invoke(app, ["data", "list", "--root", str(tmp_path)])
+    assert listed.exit_code == 0 and "archives" in listed.output
+    unknown = CliRunner().invoke(app, ["data", "info", "no_such_archive", "--root", str(tmp_path)])
+    assert unknown.exit_code == 2 and "unknown archive" in unknown.output
+    absent = CliRunner().invoke(app, ["data", "prepare", "toy", "--root", str(tmp_path), "--no-download"])
+    assert absent.exit_code == 2 and "not found under" in absent.output
+    write_toy(tmp_path)
+    prepared = CliRunner().invoke(app, ["data", "prepare", "toy", "--root", str(tmp_path)])
+    assert prepared.exit_code == 0 and "6 training windows" in prepared.output, prepared.output
+    info = CliRunner().invoke(app, ["data", "info", "toy", "window=6", "--root", str(tmp_path)])
+    assert info.exit_code == 0 and "train: 4 windows of shape (2, 6), 3 subjects" in info.output, info.output
