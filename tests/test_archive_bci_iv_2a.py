@@ -128,4 +128,5 @@ def test_without_mne_the_message_says_how_to_install_it(tmp_path, monkeypatch):
 
 def test_archive_entry():
     assert ARCHIVE.extras == ("mne",) and "A09E.gdf" in ARCHIVE.files and ARCHIVE.url is None
-    assert bci_iv_2a.INSTALL == "pip install 'edgedistill[eeg]'" and len(MONTAGE8) == 8 and set(MONTAGE8) <= set(EEG_CHANNELS)
+    assert bci_iv_2a.INSTALL == "pip install 'edgedistill[eeg]'"
+    assert len(MONTAGE8) == 8 and set(MONTAGE8) <= set(EEG_CHANNELS)

@@ -33,7 +33,8 @@ def write_gaitrec(root: Path) -> Path:
     folder.mkdir()
     lines = [META_HEADER]
     for s, (cls, subj, speed, train, bal, test, _) in SESSIONS.items():
-        lines.append(f"{cls},{cls}_X,{subj},{s},1,40,175,800.5,81.6,42,0,1,0,{speed},0,1,2012-01-01,{train},{bal},{test}")
+        lines.append(f"{cls},{cls}_X,{subj},{s},1,40,175,800.5,81.6,42,0,1,0,{speed},0,1,2012-01-01,"
+                     f"{train},{bal},{test}")
     (folder / "GRF_metadata.csv").write_text("\n".join(lines) + "\n")
     header = "SUBJECT_ID,SESSION_ID,TRIAL_ID," + ",".join(f"F_PRO_{i}" for i in range(1, 102))
     for ci, comp in enumerate(COMPS):

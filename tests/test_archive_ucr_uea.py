@@ -102,3 +102,23 @@ def test_a_label_outside_the_header_list_is_refused(tmp_path):
 
 def test_archive_entry():
     assert ARCHIVE.name == "ucr_uea" and ARCHIVE.kind == "1d" and ARCHIVE.load is load and ARCHIVE.url is None
+
+
+@pytest.mark.parametrize("problem", ["BasicMotions", "ArrowHead"])
+def test_the_archives_own_files_as_aeon_ships_them_read_like_aeon_reads_them(problem):
+    """aeon's wheel carries a few problems' real .ts files in the archive's layout (<Name>/<Name>_TRAIN.ts)."""
+    import aeon.datasets
+    from aeon.datasets import load_classification
+
+    raw = load(Path(aeon.datasets.__file__).parent / "data", dataset=problem)
+    for split, x, y in (("train", raw.x, raw.y), ("test", raw.test_x, raw.test_y)):
+        ax, ay = load_classification(problem, split=split)
+        np.testing.assert_array_equal(x, ax)
+        np.testing.assert_array_equal(y, ay)
+
+
+def test_an_unequal_length_problem_from_the_archive_is_refused():
+    import aeon.datasets
+
+    with pytest.raises(UserInputError, match="unequal length"):
+        load(Path(aeon.datasets.__file__).parent / "data", dataset="JapaneseVowels")

@@ -73,10 +73,12 @@ def read_gdf(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
         raw = mne.io.read_raw_gdf(str(path), preload=True, verbose="error")
         events, ids = mne.events_from_annotations(raw, verbose="error")
     except Exception as exc:  # noqa: BLE001 - any reader failure means the file is not the archive's GDF
-        raise UserInputError(f"dataset '{NAME}': '{path}' could not be read as GDF ({type(exc).__name__}: {exc})") from None
+        raise UserInputError(f"dataset '{NAME}': '{path}' could not be read as GDF "
+                             f"({type(exc).__name__}: {exc})") from None
     data = np.asarray(raw.get_data())
     if data.shape[0] < len(EEG_CHANNELS):
-        raise UserInputError(f"dataset '{NAME}': '{path}' has {data.shape[0]} channels; the archive's have 22 EEG + 3 EOG")
+        raise UserInputError(f"dataset '{NAME}': '{path}' has {data.shape[0]} channels; the archive's have "
+                             f"22 EEG + 3 EOG")
     code_of = {v: int(k) for k, v in ids.items() if str(k).strip().isdigit()}
     pairs = np.array([(s, code_of[i]) for s, _, i in events if i in code_of], dtype=np.int64).reshape(-1, 2)
     return data[:len(EEG_CHANNELS)] * 1e6, pairs, float(raw.info["sfreq"])
@@ -94,7 +96,8 @@ def read_true_labels(folder: Path, session: str) -> np.ndarray:
     try:
         labels = np.asarray(loadmat(str(path))["classlabel"]).reshape(-1).astype(np.int64)
     except Exception as exc:  # noqa: BLE001 - any failure means the file is not the archive's label file
-        raise UserInputError(f"dataset '{NAME}': '{path}' is not a true-labels .mat with 'classlabel' ({exc})") from None
+        raise UserInputError(f"dataset '{NAME}': '{path}' is not a true-labels .mat with 'classlabel' "
+                             f"({exc})") from None
     if labels.size == 0 or labels.min() < 1 or labels.max() > len(CUES):
         raise UserInputError(f"dataset '{NAME}': '{path}' classlabel values must be 1..{len(CUES)}")
     return labels
@@ -107,7 +110,8 @@ def _session(folder: Path, subject: int, session: str, start_s: float, stop_s: f
     path = folder / f"{name}.gdf"
     signal, events, sfreq = read_gdf(path)
     codes = [UNKNOWN_CUE] if session == "E" else list(CUES)
-    x, cue = epoch_trials(signal, events, sfreq=sfreq, cue_codes=codes, start_s=start_s, stop_s=stop_s, source=str(path))
+    x, cue = epoch_trials(signal, events, sfreq=sfreq, cue_codes=codes, start_s=start_s, stop_s=stop_s,
+                          source=str(path))
     if session == "E":
         labels = read_true_labels(folder, name)
         if len(labels) != len(x):
@@ -132,7 +136,8 @@ def _validate(subjects, start_s, stop_s, rate) -> list[int]:
         raise UserInputError(f"data.params.stop_s: expected start_s < stop_s with start_s >= -2 (the trial's start), "
                              f"got start_s={start_s}, stop_s={stop_s}")
     if not 0 < rate <= RATE:
-        raise UserInputError(f"data.params.rate: expected a rate in (0, {RATE:g}] Hz (the recordings' rate), got {rate}")
+        raise UserInputError(f"data.params.rate: expected a rate in (0, {RATE:g}] Hz (the recordings' rate), "
+                             f"got {rate}")
     return sorted(set(chosen))
 
 

@@ -9,8 +9,8 @@ with SUBJECT_ID, SESSION_ID, CLASS_LABEL (HC healthy control, H hip, K knee, A a
 self-selected; only healthy controls also walked at other speeds) and the split flags TRAIN, TRAIN_BALANCED, TEST
 (0/1) the authors defined (test sessions' subjects never in training).
 
-Protocol (the archive's split; trials averaged per session as in the GaitRec data-fetching code its authors'
-classification studies use): sessions flagged ``train_set`` (TRAIN_BALANCED: class-balanced) train, TEST sessions
+Protocol (the archive's split; self-selected speed and trials averaged per session as a public GaitRec loading
+code does by default): sessions flagged ``train_set`` (TRAIN_BALANCED: class-balanced) train, TEST sessions
 test; self-selected speed only; one sample per session (the mean of its trials; ``unit: trial`` keeps every step);
 channels = each force component of the left then the right foot, 101 points; views ``left`` / ``right`` (one foot's
 components) for cross-view distillation; group = SUBJECT_ID.

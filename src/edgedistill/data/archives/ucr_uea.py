@@ -99,7 +99,8 @@ def load(folder: Path, *, dataset: str = "BasicMotions") -> RawData:
         raise UserInputError(
             f"dataset '{NAME}': labels {unknown[:5]} in '{place}' are not in the header's @classLabel list {classes}"
         )
-    notes.append(f"{dataset}: official split {len(x)} train / {len(tx)} test cases; labels lower-cased by aeon's reader")
+    notes.append(f"{dataset}: official split {len(x)} train / {len(tx)} test cases; labels lower-cased by aeon's "
+                 f"reader")
     return RawData(
         x=x, y=y, task="classification", test_x=tx, test_y=ty, classes=classes, name=dataset,
         channels=[f"dim_{i}" for i in range(x.shape[1])], notes=notes,
