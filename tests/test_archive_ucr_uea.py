@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedistill.data.archives.ucr_uea import ARCHIVE, load
+from edgedistill.data.archives.ucr_uea import ARCHIVE, load, problem_folder
 from edgedistill.errors import UserInputError
 
 HEADER = """#A comment line as the archive's files start with.
@@ -56,6 +56,12 @@ def test_a_problem_in_the_univariate_release_beside_the_archive_folder_is_found(
     write_problem(tmp_path, name="Uni", release="Univariate_ts")
     raw = load(tmp_path / "Multivariate_ts", dataset="Uni")
     assert raw.x.shape == (3, 2, 4)
+
+
+def test_one_problems_zip_unpacked_into_the_root_is_found_even_without_the_release_folder(tmp_path):
+    folder = write_problem(tmp_path, name="Solo", release=".")
+    assert load(tmp_path / "Multivariate_ts", dataset="Solo").x.shape == (3, 2, 4)
+    assert problem_folder(tmp_path / "Multivariate_ts", "Solo") == folder / "Solo"
 
 
 def test_missing_values_are_interpolated_and_noted(tmp_path):

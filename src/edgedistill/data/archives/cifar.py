@@ -25,7 +25,8 @@ from edgedistill.data.archives.base import Archive, require
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
-#: The md5 checksums the CIFAR page publishes (it gives md5 only, no sha256): the download compares these.
+#: The md5 checksums the CIFAR page publishes (it gives md5 only, no sha256). They go in ``Archive.sha256``: the
+#: download compares md5 when that field holds 32 hex digits (``download.py``).
 MD5_CIFAR10 = "c58f30108f718f92721af3b95e74349a"
 MD5_CIFAR100 = "eb9058c3a382ffc7106e4002c42a8d85"
 IMAGE = (3, 32, 32)
@@ -152,7 +153,7 @@ ARCHIVE = Archive(
     citation=_CITATION,
     load=load,
     url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    sha256=None,  # the page publishes md5 only: MD5_CIFAR10
+    sha256=MD5_CIFAR10,  # the page publishes md5 only; download.py compares md5 for a 32-hex-digit value
     download_name="cifar-10-python.tar.gz",
     manual="download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it",
 )
@@ -167,7 +168,7 @@ ARCHIVE_100 = Archive(
     citation=_CITATION,
     load=load_100,
     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    sha256=None,  # the page publishes md5 only: MD5_CIFAR100
+    sha256=MD5_CIFAR100,  # the page publishes md5 only; download.py compares md5 for a 32-hex-digit value
     download_name="cifar-100-python.tar.gz",
     manual="download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it",
 )

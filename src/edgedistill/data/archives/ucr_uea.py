@@ -30,9 +30,13 @@ RELEASE_FOLDERS = ("Multivariate_ts", "Univariate_ts")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
 
-def _problem_folder(folder: Path, dataset: str) -> Path:
-    """``<folder>/<dataset>``, else the same problem in a sibling release folder; refused naming every place."""
-    places = [folder / dataset] + [folder.parent / r / dataset for r in RELEASE_FOLDERS if r != folder.name]
+def problem_folder(folder: Path, dataset: str) -> Path:
+    """Where the problem's two files are: ``<folder>/<dataset>``, else the same problem in a sibling release folder,
+    else ``<dataset>`` beside ``folder`` (one problem's zip unpacked into the data root); refused naming every place.
+    ``folder`` is the archive folder (``<root>/Multivariate_ts``), which need not exist itself."""
+    folder = Path(folder)
+    places = ([folder / dataset] + [folder.parent / r / dataset for r in RELEASE_FOLDERS if r != folder.name]
+              + [folder.parent / dataset])
     for place in places:
         if (place / f"{dataset}_TRAIN.ts").exists():
             return place
@@ -82,7 +86,7 @@ def load(folder: Path, *, dataset: str = "BasicMotions") -> RawData:
             f"data.params.dataset: expected a UCR/UEA problem name (letters, digits, '_' or '-', e.g. "
             f"'BasicMotions'), got {dataset!r}"
         )
-    place = _problem_folder(Path(folder), dataset)
+    place = problem_folder(Path(folder), dataset)
     notes: list[str] = []
     x, y, meta = _read_ts(place / f"{dataset}_TRAIN.ts")
     tx, ty, test_meta = _read_ts(require(place / f"{dataset}_TEST.ts", NAME))
