@@ -29,7 +29,7 @@ from edgedistill.io import make_dirs, write_json
 from edgedistill.paths import default_cache_dir
 from edgedistill.registry import DATASETS
 
-#: The archive modules: each defines ARCHIVE. One not importable here (a module not written yet) is not registered.
+#: The archive modules: each defines ARCHIVE (or ARCHIVES). One not importable here (a module not written yet) is not registered.
 MODULES = ("uci_har", "wisdm", "mhealth", "pamap2", "opportunity", "daphnet", "bci_iv_2a", "gaitrec", "ucr_uea", "cifar")
 CACHE_VERSION = "windows-v1"  # bump when the cache layout changes
 _ARRAYS = ("x", "y", "group", "test_x", "test_y", "test_group")
@@ -45,7 +45,9 @@ def archives() -> dict[str, Archive]:
             if exc.name == f"edgedistill.data.archives.{mod}":
                 continue
             raise
-        found[module.ARCHIVE.name] = module.ARCHIVE
+        # A module defines ARCHIVE, or ARCHIVES when one format serves several archives (CIFAR-10 and CIFAR-100).
+        for archive in getattr(module, "ARCHIVES", None) or (module.ARCHIVE,):
+            found[archive.name] = archive
     return found
 
 
