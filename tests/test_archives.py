@@ -167,3 +167,20 @@ def test_data_commands_list_and_refuse_what_is_absent(tmp_path, monkeypatch):
     assert prepared.exit_code == 0 and "6 training windows" in prepared.output, prepared.output
     info = CliRunner().invoke(app, ["data", "info", "toy", "window=6", "--root", str(tmp_path)])
     assert info.exit_code == 0 and "train: 4 windows of shape (2, 6), 3 subjects" in info.output, info.output
+
+
+def test_an_archive_located_by_its_protocol_is_found_and_keyed_by_that_problem(tmp_path):
+    """UCR/UEA: one problem of many, in whichever release folder holds it (Archive.locate)."""
+    import shutil
+
+    import aeon.datasets
+
+    from edgedistill.data.archives import ucr_uea
+
+    shipped = Path(aeon.datasets.__file__).parent / "data" / "ArrowHead"
+    shutil.copytree(shipped, tmp_path / "Univariate_ts" / "ArrowHead")  # only the univariate zip unpacked
+    raw, cached = registered.load_cached(ucr_uea.ARCHIVE, tmp_path, {"dataset": "ArrowHead"}, cache_root=tmp_path / "c")
+    assert not cached and raw.x.shape[1:] == (1, 251) and raw.test_x is not None
+    assert registered.load_cached(ucr_uea.ARCHIVE, tmp_path, {"dataset": "ArrowHead"}, cache_root=tmp_path / "c")[1]
+    with pytest.raises(UserInputError, match="data.params.dataset"):
+        registered.load_cached(ucr_uea.ARCHIVE, tmp_path, {"dataset": "../ArrowHead"}, cache_root=tmp_path / "c")

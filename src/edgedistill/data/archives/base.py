@@ -39,6 +39,9 @@ class Archive:
     download_name: Optional[str] = None  # the file the URL gives (a .zip or .tar.gz unpacked into the root)
     manual: str = ""  # where to get it by hand when there is no stable URL (or no network)
     extras: tuple[str, ...] = field(default_factory=tuple)  # optional packages the loader needs (e.g. "mne")
+    # For an archive whose files depend on the protocol (one UCR/UEA problem of many): locate(archive folder,
+    # protocol) -> the folder the loader will read, refused when absent; it is what the window cache fingerprints.
+    locate: Optional[Callable[[Path, dict], Path]] = None
 
 
 def data_root(root: Optional[str | Path] = None) -> Path:

@@ -87,7 +87,7 @@ def load(folder: Path, *, window: int = 128, stride: int = 64, rate: float = 50.
     folder = Path(folder)
     window, stride, rate = _check_protocol(window, stride, rate)
     chosen = _channels(channels)
-    xs, ys, gs, dropped, rows = [], [], [], 0, 0
+    xs, ys, gs, dropped = [], [], [], 0
     for k in SUBJECTS:
         w, lab, null = _subject_windows(folder / subject_file(k), window, stride, rate)
         xs.append(w)

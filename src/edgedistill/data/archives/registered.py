@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgedistill.data.archives.base import Archive, find_folder
+from edgedistill.data.archives.base import Archive, data_root, find_folder
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 from edgedistill.io import make_dirs, write_json
@@ -106,11 +106,21 @@ def _open(folder: Path) -> RawData:
                    classes=meta["classes"], name=meta["name"], channels=meta["channels"], notes=meta["notes"])
 
 
+def locate(archive: Archive, root: Optional[str | Path], params: dict[str, Any]) -> tuple[Path, Path]:
+    """(the folder the loader reads, the folder whose files key the cache): the archive's folder for both, or for
+    an archive with ``locate`` (files that depend on the protocol) the archive folder and what ``locate`` finds."""
+    if archive.locate is None:
+        folder = find_folder(archive, root)
+        return folder, folder
+    folder = data_root(root) / archive.folder
+    return folder, archive.locate(folder, protocol(archive, params))
+
+
 def load_cached(archive: Archive, root: Optional[str | Path], params: dict[str, Any],
                 cache_root: Optional[Path] = None) -> tuple[RawData, bool]:
     """(the archive's windows, whether they came from the cache). A damaged cache folder is prepared again."""
-    folder = find_folder(archive, root)
-    where = (cache_root or default_cache_dir()) / "windows" / f"{archive.name}-{cache_key(archive, folder, params)[:20]}"
+    folder, keyed = locate(archive, root, params)
+    where = (cache_root or default_cache_dir()) / "windows" / f"{archive.name}-{cache_key(archive, keyed, params)[:20]}"
     if (where / "meta.json").is_file():
         try:
             return _open(where), True
@@ -142,7 +152,7 @@ class ArchiveLoader:
         return load_cached(self.archive, root, params)[0]
 
     def fingerprint(self, root: Optional[str | Path], params: dict[str, Any]) -> str:
-        return cache_key(self.archive, find_folder(self.archive, root), params)
+        return cache_key(self.archive, locate(self.archive, root, params)[1], params)
 
 
 for _archive in archives().values():

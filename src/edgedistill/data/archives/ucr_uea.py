@@ -81,12 +81,7 @@ def _filled(x: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
 
 def load(folder: Path, *, dataset: str = "BasicMotions") -> RawData:
     """The problem ``dataset``: its ``_TRAIN.ts`` as x/y and ``_TEST.ts`` as the official test split."""
-    if not isinstance(dataset, str) or not _SAFE_NAME.fullmatch(dataset):
-        raise UserInputError(
-            f"data.params.dataset: expected a UCR/UEA problem name (letters, digits, '_' or '-', e.g. "
-            f"'BasicMotions'), got {dataset!r}"
-        )
-    place = problem_folder(Path(folder), dataset)
+    place = problem_folder(Path(folder), _checked(dataset))
     notes: list[str] = []
     x, y, meta = _read_ts(place / f"{dataset}_TRAIN.ts")
     tx, ty, test_meta = _read_ts(require(place / f"{dataset}_TEST.ts", NAME))
@@ -111,7 +106,23 @@ def load(folder: Path, *, dataset: str = "BasicMotions") -> RawData:
     )
 
 
+def _checked(dataset: object) -> str:
+    """A problem name checked before it becomes part of a path."""
+    if not isinstance(dataset, str) or not _SAFE_NAME.fullmatch(dataset):
+        raise UserInputError(
+            f"data.params.dataset: expected a UCR/UEA problem name (letters, digits, '_' or '-', e.g. "
+            f"'BasicMotions'), got {dataset!r}"
+        )
+    return dataset
+
+
+def _locate(folder: Path, protocol: dict) -> Path:
+    """The problem's folder for the window cache (``Archive.locate``)."""
+    return problem_folder(folder, _checked(protocol.get("dataset")))
+
+
 ARCHIVE = Archive(
+    locate=_locate,
     name=NAME,
     folder="Multivariate_ts",
     files=(),  # which files prove presence depends on data.params.dataset: the loader checks them
