@@ -3,8 +3,8 @@
 A recipe's ``data: {name: pamap2, root: ~/data, params: {...}}`` reaches ``ArchiveLoader(root=..., **params)``:
 the archive's folder is found under the root (``base.find_folder``), and the windows its loader cuts are cached
 under ``<model cache>/windows/<name>-<key>/`` as ``.npy`` files that later runs open memory-mapped, so a second
-start skips parsing. The key is a hash of the loader's version, the protocol (the loader's keyword defaults
-filled in) and every file of the archive's folder by relative path, size and modification time: editing,
+start skips parsing. The key is a hash of the loader's code (its module and base.py, by content), the protocol
+(the loader's keyword defaults filled in) and every file of the archive's folder by relative path, size and modification time: editing,
 adding or replacing a file prepares again. (Content hashes would read a 1.6 GB archive on every start; size and
 time change whenever a file is rewritten.) The same key is in the data fingerprint of a run, so teachers cached
 for one version of an archive are never reused for another.
@@ -68,9 +68,21 @@ def files_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
     return sorted(out)
 
 
+def _code_hash(archive: Archive) -> str:
+    """The loader's module and the shared helpers, by content: a changed loader never serves its old windows."""
+    import sys
+
+    from edgedistill.data.archives import base
+
+    h = hashlib.sha256()
+    for module in (sys.modules[archive.load.__module__], base):
+        h.update(Path(str(module.__file__)).read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(archive: Archive, folder: Path, params: dict[str, Any]) -> str:
     doc = {"version": CACHE_VERSION, "archive": archive.name, "protocol": protocol(archive, params),
-           "files": files_fingerprint(folder)}
+           "files": files_fingerprint(folder), "code": _code_hash(archive)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
