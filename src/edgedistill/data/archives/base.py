@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -85,6 +85,35 @@ def read_numeric_table(path: Path, archive: str, delimiter: Optional[str] = None
     if columns is not None and out.shape[1] != columns:
         raise UserInputError(f"dataset '{archive}': '{path}' has {out.shape[1]} columns; the archive's format has {columns}")
     return out
+
+
+def check_protocol(rate: object, window: object, stride: object, native_hz: float) -> tuple[float, int, int]:
+    """(rate, window, stride) of a stream archive's ``data.params``, checked: 0 < rate <= the recording's
+    ``native_hz`` (resampling only goes down), window >= 2 steps, 1 <= stride <= window (no step skipped)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not np.isfinite(rate) or not 0 < rate <= native_hz:
+        raise UserInputError(f"data.params.rate: expected a rate in (0, {native_hz:g}] Hz (the recording's; resampling "
+                             f"only goes down), got {rate!r}")
+    window, stride = checked_int("window", window, 2), checked_int("stride", stride, 1)
+    if stride > window:
+        raise UserInputError(f"data.params.stride: {stride} is above data.params.window ({window}); windows "
+                             f"would skip samples")
+    return float(rate), window, stride
+
+
+def checked_int(key: str, value: object, lo: int) -> int:
+    """``data.params.<key>`` as an integer >= ``lo`` (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise UserInputError(f"data.params.{key}: expected an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def choices(key: str, value: object, allowed: Sequence, empty: bool = False) -> list:
+    """``data.params.<key>``: one value or a list of distinct values among ``allowed`` (empty only if ``empty``)."""
+    chosen = [value] if isinstance(value, (str, int)) else list(value)  # type: ignore[call-overload]
+    bad = [v for v in chosen if isinstance(v, bool) or v not in allowed]
+    if (not chosen and not empty) or bad or len(set(chosen)) != len(chosen):
+        raise UserInputError(f"data.params.{key}: expected distinct values among {list(allowed)}, got {value!r}")
+    return chosen
 
 
 def resample(signal: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:

@@ -17,7 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from edgedistill.data.archives.base import Archive, fill_gaps, read_numeric_table, require, resample, stream_windows
+from edgedistill.data.archives.base import (
+    Archive, check_protocol, choices, fill_gaps, read_numeric_table, require, resample, stream_windows,
+)
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -37,30 +39,10 @@ AXES = ("forward", "vertical", "lateral")
 MAX_GAP_PERIODS = 10
 
 
-def _int(key: str, value: object, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise UserInputError(f"data.params.{key}: expected an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
-def _protocol(rate: object, window: object, stride: object) -> tuple[float, int, int]:
-    """(rate, window, stride) checked: 0 < rate <= the native rate (NATIVE_HZ), window >= 2, 1 <= stride <= window."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= NATIVE_HZ:
-        raise UserInputError(f"data.params.rate: expected a rate in (0, {NATIVE_HZ:g}] Hz (the recording's), "
-                             f"got {rate!r}")
-    window, stride = _int("window", window, 2), _int("stride", stride, 1)
-    if stride > window:
-        raise UserInputError(f"data.params.stride: {stride} is above data.params.window ({window}); windows "
-                             f"would skip samples")
-    return float(rate), window, stride
 
 
-def _choices(key: str, value: Sequence, allowed: Sequence, empty: bool = False) -> list:
-    chosen = [value] if isinstance(value, (str, int)) else list(value)
-    bad = [v for v in chosen if isinstance(v, bool) or v not in allowed]
-    if (not chosen and not empty) or bad or len(set(chosen)) != len(chosen):
-        raise UserInputError(f"data.params.{key}: expected distinct values among {list(allowed)}, got {value!r}")
-    return chosen
 
 
 def run_path(folder: Path, subject: int, run: int) -> Path:
@@ -94,9 +76,9 @@ def load(folder: Path, *, rate: float = NATIVE_HZ, window: int = 256, stride: in
     ``rate`` (<= 64) resamples, ``window``/``stride`` are in samples at ``rate``, ``sensors`` (ankle, thigh,
     trunk) are the accelerometers in x, ``test_subjects`` become the official test split (none by default: use
     eval.scheme loso), ``views`` adds the three placements as named views, and "all" when ``sensors`` keeps fewer."""
-    rate, window, stride = _protocol(rate, window, stride)
-    sensors = _choices("sensors", sensors, tuple(SENSORS))
-    test_subjects = _choices("test_subjects", test_subjects, SUBJECTS, empty=True)
+    rate, window, stride = check_protocol(rate, window, stride, NATIVE_HZ)
+    sensors = choices("sensors", sensors, tuple(SENSORS))
+    test_subjects = choices("test_subjects", test_subjects, SUBJECTS, empty=True)
     if len(test_subjects) == len(SUBJECTS):
         raise UserInputError("data.params.test_subjects: every subject is a test subject; leave some to train on")
     cols = [SENSORS[s] + k for s in SENSORS for k in range(3)]

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgedistill.data.archives.base import Archive, read_numeric_table, resample, stream_windows
+from edgedistill.data.archives.base import Archive, check_protocol, read_numeric_table, resample, stream_windows
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -85,7 +85,7 @@ def load(folder: Path, *, window: int = 128, stride: int = 64, rate: float = 50.
     None keeps all 23. ``views``: add the chest (5), ankle (9) and arm (9) placements as named views, and "all" (23)
     when ``channels`` keeps fewer: a wrist student's teacher may read every sensor."""
     folder = Path(folder)
-    window, stride, rate = _check_protocol(window, stride, rate)
+    rate, window, stride = check_protocol(rate, window, stride, RATE_HZ)
     chosen = _channels(channels)
     xs, ys, gs, dropped = [], [], [], 0
     for k in SUBJECTS:
@@ -114,19 +114,6 @@ def load(folder: Path, *, window: int = 128, stride: int = 64, rate: float = 50.
                    views=view_arrays, classes=list(ACTIVITIES), name=NAME, channels=chosen, notes=notes)
 
 
-def _check_protocol(window: int, stride: int, rate: float) -> tuple[int, int, float]:
-    for key, value in (("window", window), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserInputError(f"data.params.{key}: expected a positive number of steps, got {value!r}")
-    if window < 2:
-        raise UserInputError(f"data.params.window: expected at least 2 steps per window, got {window}")
-    if stride > window:
-        raise UserInputError(f"data.params.stride: expected at most the window ({window}) so no step is skipped "
-                             f"between windows, got {stride}")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not np.isfinite(rate) or not 0 < rate <= RATE_HZ:
-        raise UserInputError(f"data.params.rate: expected a rate in Hz above 0 and at most the archive's "
-                             f"{RATE_HZ:g} (resampling only goes down), got {rate!r}")
-    return int(window), int(stride), float(rate)
 
 
 def _channels(channels: Optional[list[str]]) -> list[str]:

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.data.archives.base import Archive, fill_gaps, read_numeric_table, require, resample, stream_windows
+from edgedistill.data.archives.base import (
+    Archive, check_protocol, fill_gaps, read_numeric_table, require, resample, stream_windows,
+)
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -59,22 +61,8 @@ MAX_GAP_PERIODS = 10
 _COLUMN_LINE = re.compile(r"^\s*Column:\s*(\d+)\s+([^;]+?)\s*(?:;.*)?$")
 
 
-def _int(key: str, value: object, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise UserInputError(f"data.params.{key}: expected an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
-def _protocol(rate: object, window: object, stride: object) -> tuple[float, int, int]:
-    """(rate, window, stride) checked: 0 < rate <= the native rate (NATIVE_HZ), window >= 2, 1 <= stride <= window."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= NATIVE_HZ:
-        raise UserInputError(f"data.params.rate: expected a rate in (0, {NATIVE_HZ:g}] Hz (the recording's), "
-                             f"got {rate!r}")
-    window, stride = _int("window", window, 2), _int("stride", stride, 1)
-    if stride > window:
-        raise UserInputError(f"data.params.stride: {stride} is above data.params.window ({window}); windows "
-                             f"would skip samples")
-    return float(rate), window, stride
 
 
 def _choice(key: str, value: object, allowed: tuple) -> str:
@@ -162,7 +150,7 @@ def load(folder: Path, *, label: str = "gestures", channels: str = "body", rate:
     label = _choice("label", label, tuple(LABELS))
     channels = _choice("channels", channels, tuple(CHANNEL_SETS))
     labelling = _choice("labelling", labelling, LABELLING)
-    rate, window, stride = _protocol(rate, window, stride)
+    rate, window, stride = check_protocol(rate, window, stride, NATIVE_HZ)
     names = column_names(folder)
     cols = CHANNEL_SETS[channels]
     # With views, the body-worn columns are read too: the groups come from them whatever x keeps.

@@ -20,7 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from edgedistill.data.archives.base import Archive, fill_gaps, read_numeric_table, require, resample, stream_windows
+from edgedistill.data.archives.base import (
+    Archive, check_protocol, choices, fill_gaps, read_numeric_table, require, resample, stream_windows,
+)
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -42,30 +44,10 @@ SIGNALS = {"temperature": (0, ("",)), "acc16": (1, ("x", "y", "z")), "acc6": (4,
 MAX_GAP_S = 0.1
 
 
-def _int(key: str, value: object, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise UserInputError(f"data.params.{key}: expected an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
-def _protocol(rate: object, window: object, stride: object) -> tuple[float, int, int]:
-    """(rate, window, stride) checked: 0 < rate <= the native rate (NATIVE_HZ), window >= 2, 1 <= stride <= window."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= NATIVE_HZ:
-        raise UserInputError(f"data.params.rate: expected a rate in (0, {NATIVE_HZ:g}] Hz (the IMUs' rate), "
-                             f"got {rate!r}")
-    window, stride = _int("window", window, 2), _int("stride", stride, 1)
-    if stride > window:
-        raise UserInputError(f"data.params.stride: {stride} is above data.params.window ({window}); windows "
-                             f"would skip samples")
-    return float(rate), window, stride
 
 
-def _choices(key: str, value: Sequence, allowed: Sequence) -> list:
-    chosen = [value] if isinstance(value, (str, int)) else list(value)
-    bad = [v for v in chosen if v not in allowed]
-    if not chosen or bad or len(set(chosen)) != len(chosen):
-        raise UserInputError(f"data.params.{key}: expected distinct values among {list(allowed)}, got {value!r}")
-    return chosen
 
 
 def channel_columns(sensors: Sequence[str], signals: Sequence[str], heart_rate: bool) -> tuple[list[int], list[str]]:
@@ -114,10 +96,10 @@ def load(folder: Path, *, rate: float = NATIVE_HZ / 3, window: int = 171, stride
     from every IMU, ``sensors`` (hand, chest, ankle) are the ones in x, ``heart_rate`` adds the heart-rate channel.
     ``views`` adds the hand, chest and ankle placements as named views, and "all" (every IMU, heart rate if read)
     when ``sensors`` keeps fewer: a wrist student's teacher may read every sensor."""
-    rate, window, stride = _protocol(rate, window, stride)
-    sensors = _choices("sensors", sensors, tuple(IMUS))
-    signals = _choices("signals", signals, tuple(SIGNALS))
-    subjects = _choices("subjects", subjects, SUBJECTS)
+    rate, window, stride = check_protocol(rate, window, stride, NATIVE_HZ)
+    sensors = choices("sensors", sensors, tuple(IMUS))
+    signals = choices("signals", signals, tuple(SIGNALS))
+    subjects = choices("subjects", subjects, SUBJECTS)
     cols, names = channel_columns(tuple(IMUS), signals, bool(heart_rate))
     in_x = [i for i, n in enumerate(names) if n.split("_")[0] in sensors or n == "heart_rate"]
     codes = list(ACTIVITIES)

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgedistill.data.archives.base import Archive, require, resample, stream_windows
+from edgedistill.data.archives.base import Archive, check_protocol, require, resample, stream_windows
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -94,7 +94,7 @@ def load(folder: Path, *, window: int = 200, stride: int = 200, rate: float = 20
     activity. Defaults: Kwapisz et al. 2011, 10 s at 20 Hz without overlap. ``channels``: accelerometer axes to keep
     (x, y, z). ``rate`` below 20 resamples each run (linear interpolation) before windowing."""
     folder = Path(folder)
-    window, stride, rate = _check_protocol(window, stride, rate)
+    rate, window, stride = check_protocol(rate, window, stride, RATE_HZ)
     axes = _axes(channels)
     path = require(folder / FILE, NAME)
     try:
@@ -132,19 +132,6 @@ def load(folder: Path, *, window: int = 200, stride: int = 200, rate: float = 20
                    channels=[f"acc_{c}" for c in axes], notes=notes)
 
 
-def _check_protocol(window: int, stride: int, rate: float) -> tuple[int, int, float]:
-    for key, value in (("window", window), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise UserInputError(f"data.params.{key}: expected a positive number of records, got {value!r}")
-    if window < 2:
-        raise UserInputError(f"data.params.window: expected at least 2 records per window, got {window}")
-    if stride > window:
-        raise UserInputError(f"data.params.stride: expected at most the window ({window}) so no record is skipped "
-                             f"between windows, got {stride}")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not np.isfinite(rate) or not 0 < rate <= RATE_HZ:
-        raise UserInputError(f"data.params.rate: expected a rate in Hz above 0 and at most the archive's "
-                             f"{RATE_HZ:g} (resampling only goes down), got {rate!r}")
-    return int(window), int(stride), float(rate)
 
 
 def _axes(channels: Optional[list[str]]) -> list[str]:
