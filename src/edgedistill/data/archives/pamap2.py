@@ -129,6 +129,7 @@ def load(folder: Path, *, rate: float = NATIVE_HZ / 3, window: int = 171, stride
             ys.append(y)
             gs.append(np.full(len(y), subject))
     x = np.concatenate(xs)
+    xs.clear()  # (the per-stream pieces: a full-size archive's windows are ~0.6 GB; never hold them twice)
     y_ids = np.concatenate(ys)
     if not len(x):
         raise UserInputError(f"data.params.window: no activity of subjects {subjects} lasts {window} samples at "
@@ -150,7 +151,8 @@ def load(folder: Path, *, rate: float = NATIVE_HZ / 3, window: int = 171, stride
         view_map = {sensor: x[:, [i for i, n in enumerate(names) if n.startswith(sensor + "_")]] for sensor in IMUS}
         if len(in_x) < len(names):
             view_map["all"] = x
-    return RawData(x=x[:, in_x], y=np.array([ACTIVITIES[int(i)] for i in y_ids]), task="classification",
+    every = list(in_x) == list(range(len(names)))  # x keeps every channel: no copy of it
+    return RawData(x=x if every else x[:, in_x], y=np.array([ACTIVITIES[int(i)] for i in y_ids]), task="classification",
                    group=np.concatenate(gs), views=view_map, classes=[ACTIVITIES[c] for c in codes],
                    name=NAME, channels=[names[i] for i in in_x], notes=notes)
 
