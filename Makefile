@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean bench-quality bench-speed bench-cv
+.PHONY: demo test test-slow bench-pamap2 install clean bench-quality bench-speed bench-cv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -60,3 +60,7 @@ reliability: $(STAMP)
 # Holdout vs cross-validation verdicts on two real sets and a synthetic subject set, and LOSO's cost (~40 min).
 bench-cv: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/cross_validation.py
+
+# Preparing a full-size archive in PAMAP2's format (3.85 M rows, synthetic, ~1.7 GiB in runs/): time and peak memory.
+bench-pamap2: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/pamap2_prepare.py
