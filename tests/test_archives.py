@@ -23,7 +23,9 @@ CALLS: list[int] = []
 def toy_load(folder: Path, *, window: int = 4) -> RawData:
     """A stream of 24 steps, 2 channels, labels a/b, windowed without overlap."""
     CALLS.append(window)
-    table = np.loadtxt(folder / "rec.txt")
+    from edgedistill.data.archives.base import read_numeric_table
+
+    table = read_numeric_table(folder / "rec.txt", "toy")
     x, y = stream_windows(table[:, :2], np.where(table[:, 2] > 0, "b", "a"), window, window)
     return RawData(x=x, y=y, task="classification", group=np.arange(len(y)) % 3, classes=["a", "b"], name="toy",
                    channels=["c0", "c1"], notes=[f"window {window}"])
@@ -165,6 +167,7 @@ def test_data_commands_list_and_refuse_what_is_absent(tmp_path, monkeypatch):
     write_toy(tmp_path)
     prepared = CliRunner().invoke(app, ["data", "prepare", "toy", "--root", str(tmp_path)])
     assert prepared.exit_code == 0 and "6 training windows" in prepared.output, prepared.output
+    assert "reading rec.txt (1;" in prepared.output  # a line per file parsed
     info = CliRunner().invoke(app, ["data", "info", "toy", "window=6", "--root", str(tmp_path)])
     assert info.exit_code == 0 and "train: 4 windows of shape (2, 6), 3 subjects" in info.output, info.output
 

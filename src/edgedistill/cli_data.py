@@ -108,9 +108,21 @@ def prepare(name: str, params: Optional[List[str]] = typer.Argument(None, help="
             if not download or a.url is None:
                 raise
             fetch(a, root, say=typer.echo)
+        from edgedistill.data.archives.base import ON_FILE
+
         start = time.time()
         typer.echo(f"{name}: reading and windowing (the first time can take a minute for a large archive)")
-        raw, cached = load_cached(a, root, _params(params))
+        seen: list[Path] = []
+
+        def tell(path: Path) -> None:  # one line per file parsed: the progress of a long first preparation
+            seen.append(path)
+            typer.echo(f"  reading {path.name} ({len(seen)}; {time.time() - start:.0f} s so far)")
+
+        token = ON_FILE.set(tell)
+        try:
+            raw, cached = load_cached(a, root, _params(params))
+        finally:
+            ON_FILE.reset(token)
         what = "already prepared" if cached else "prepared"
         typer.echo(f"{name}: {what} in {time.time() - start:.1f} s: {len(raw.y)} training windows"
                    f"{'' if raw.test_y is None else f', {len(raw.test_y)} test windows'} of shape {tuple(raw.x.shape[1:])}")

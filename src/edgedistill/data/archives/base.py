@@ -9,6 +9,7 @@ archive's files go (exit 2 on the command line).
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -20,6 +21,9 @@ from edgedistill.errors import UserInputError
 
 #: Where archives live unless ``data.root`` says otherwise: $EDGEDISTILL_DATA, else ~/.cache/edgedistill/data.
 DATA_ENV = "EDGEDISTILL_DATA"
+#: Told of every file a loader starts parsing (``read_numeric_table``): ``edgedistill data prepare`` prints a line per
+#: file of a long preparation. A context variable, so a loader needs no progress argument.
+ON_FILE: ContextVar[Optional[Callable[[Path], None]]] = ContextVar("edgedistill_archive_on_file", default=None)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,9 @@ def read_numeric_table(path: Path, archive: str, delimiter: Optional[str] = None
     """A whitespace/``delimiter``-separated numeric text file as float64 (2-D), 'NaN' read as NaN; a row with the
     wrong number of columns or a non-number is refused naming the file and the line."""
     require(path, archive)
+    tell = ON_FILE.get()
+    if tell is not None:
+        tell(path)
     try:
         out = np.loadtxt(path, delimiter=delimiter, skiprows=skip_rows, usecols=usecols, ndmin=2, dtype=np.float64)
     except ValueError as exc:
