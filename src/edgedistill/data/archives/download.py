@@ -87,9 +87,10 @@ def download(archive: Archive, root: Optional[str | Path] = None, say: Callable[
         try:
             _fetch(archive.url, part, say)
         except OSError as exc:  # no network, a refused connection, an HTTP error
+            kept = f" (the partial file '{part}' is kept: the same command resumes it)" if part.exists() else ""
             raise UserInputError(
                 f"dataset '{archive.name}': could not download {archive.url} ({exc}); download it by hand and unpack "
-                f"it into '{base}' so that '{base / archive.folder}' exists (a partial file is kept to resume: '{part}')"
+                f"it into '{base}' so that '{base / archive.folder}' exists{kept}"
             ) from None
         if archive.sha256:
             got = _digest(part, archive.sha256)
