@@ -1,6 +1,7 @@
 """The archive machinery every loader shares: finding the folder, the prepared-window cache, the download, the
 `edgedistill data` commands and data.root in a recipe. (Each archive's own format: tests/test_archive_<name>.py.)"""
 import http.server
+import os
 import io
 import tarfile
 import threading
@@ -187,3 +188,24 @@ def test_an_archive_located_by_its_protocol_is_found_and_keyed_by_that_problem(t
     assert registered.load_cached(ucr_uea.ARCHIVE, tmp_path, {"dataset": "ArrowHead"}, cache_root=tmp_path / "c")[1]
     with pytest.raises(UserInputError, match="data.params.dataset"):
         registered.load_cached(ucr_uea.ARCHIVE, tmp_path, {"dataset": "../ArrowHead"}, cache_root=tmp_path / "c")
+
+
+def test_large_tables_are_parsed_in_worker_processes_in_order(tmp_path, monkeypatch):
+    from edgedistill.data.archives import text_tables
+
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"t{k}.txt")
+        np.savetxt(paths[-1], np.arange(12.0).reshape(4, 3) + 100 * k)
+    monkeypatch.setattr(text_tables, "PARALLEL_BYTES", 0)  # parallel however small: the path large archives take
+    assert text_tables._workers(paths) >= min(2, len(paths)) or (os.cpu_count() or 1) < 2
+    seen = []
+    token = text_tables.ON_FILE.set(seen.append)
+    try:
+        tables = list(text_tables.read_tables(paths, "toy", columns=3))
+    finally:
+        text_tables.ON_FILE.reset(token)
+    assert [t[0, 0] for t in tables] == [0.0, 100.0, 200.0] and seen == paths
+    paths[1].write_text("1 2 x\n")  # a worker's refusal reaches the caller naming the file
+    with pytest.raises(UserInputError, match="t1.txt"):
+        list(text_tables.read_tables(paths, "toy", columns=3))

@@ -9,21 +9,18 @@ archive's files go (exit 2 on the command line).
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from edgedistill.data.archives.text_tables import ON_FILE, parse
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
 #: Where archives live unless ``data.root`` says otherwise: $EDGEDISTILL_DATA, else ~/.cache/edgedistill/data.
 DATA_ENV = "EDGEDISTILL_DATA"
-#: Told of every file a loader starts parsing (``read_numeric_table``): ``edgedistill data prepare`` prints a line per
-#: file of a long preparation. A context variable, so a loader needs no progress argument.
-ON_FILE: ContextVar[Optional[Callable[[Path], None]]] = ContextVar("edgedistill_archive_on_file", default=None)
 
 
 @dataclass(frozen=True)
@@ -79,19 +76,12 @@ def require(path: Path, archive: str, what: str = "file") -> Path:
 
 def read_numeric_table(path: Path, archive: str, delimiter: Optional[str] = None, columns: Optional[int] = None,
                        skip_rows: int = 0, usecols: Optional[tuple[int, ...]] = None) -> np.ndarray:
-    """A whitespace/``delimiter``-separated numeric text file as float64 (2-D), 'NaN' read as NaN; a row with the
-    wrong number of columns or a non-number is refused naming the file and the line."""
-    require(path, archive)
+    """One numeric text file (``text_tables.parse``), announced to ``ON_FILE``; ``read_tables`` reads several,
+    large ones in parallel processes."""
     tell = ON_FILE.get()
     if tell is not None:
         tell(path)
-    try:
-        out = np.loadtxt(path, delimiter=delimiter, skiprows=skip_rows, usecols=usecols, ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        raise UserInputError(f"dataset '{archive}': '{path}' is not a numeric table as the archive writes it ({exc})") from None
-    if columns is not None and out.shape[1] != columns:
-        raise UserInputError(f"dataset '{archive}': '{path}' has {out.shape[1]} columns; the archive's format has {columns}")
-    return out
+    return parse(path, archive, delimiter=delimiter, columns=columns, skip_rows=skip_rows, usecols=usecols)
 
 
 def check_protocol(rate: object, window: object, stride: object, native_hz: float) -> tuple[float, int, int]:

@@ -21,8 +21,9 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.data.archives.base import (
-    Archive, check_protocol, choices, fill_gaps, read_numeric_table, require, resample, stream_windows,
+    Archive, check_protocol, choices, fill_gaps, require, resample, stream_windows,
 )
+from edgedistill.data.archives.text_tables import read_tables
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -109,9 +110,8 @@ def load(folder: Path, *, rate: float = NATIVE_HZ / 3, window: int = 171, stride
     filled = {"imu": 0, "heart rate": 0}
     other: set[int] = set()
     pauses = 0
-    for subject in subjects:
-        path = require(Path(folder) / "Protocol" / f"subject{subject}.dat", NAME)
-        table = read_numeric_table(path, NAME, columns=COLUMNS)
+    paths = [require(Path(folder) / "Protocol" / f"subject{subject}.dat", NAME) for subject in subjects]
+    for subject, path, table in zip(subjects, paths, read_tables(paths, NAME, columns=COLUMNS)):
         ids = _activity_ids(table, path)
         other |= set(np.unique(ids).tolist()) - set(codes) - {0}
         ids = np.where(np.isin(ids, codes), ids, 0)
