@@ -197,3 +197,11 @@ def test_folds_in_parallel_give_the_same_summary_as_in_sequence(tmp_path):
     # Equal up to float reduction order (another process, maybe another thread count).
     flat = lambda rows: [s[k] for r in rows for s in r["per_seed_test"] for k in ("acc", "f1", "nll")]  # noqa: E731
     assert flat(a) == pytest.approx(flat(b), rel=1e-5)
+
+
+def test_distill_refuses_a_cross_validation_before_training():
+    import edgedistill
+
+    x, y = np.zeros((20, 3, 16), dtype=np.float32), np.arange(20) % 2
+    with pytest.raises(UserInputError, match="eval: distill returns one student"):
+        edgedistill.distill(teacher="fcn", student="cnn1d", data=(x, y), **{"eval.scheme": "loso"})

@@ -1,6 +1,7 @@
 """The first hour without traps (issue 18, part 5): stage lines with --no-progress, run files created with the
 user's umask, export/profile taking the seed best on validation (and saying so), a plain note when int8 is not
 smaller or faster, and shell-safe command lines in the README and docs."""
+import copy
 import io
 import json
 import os
@@ -18,20 +19,14 @@ from edgedistill.deploy.export import int8_notes
 from edgedistill.deploy.runs import choose_seed, load_run
 from edgedistill.io import write_json, write_text
 from edgedistill.progress import StageProgress
+from tests.helpers import TINY_RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 
-RECIPE = {
-    "name": "firsthour",
-    "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 12, "length": 32}, "split": {"by": "subject"}},
-    "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 1, "batch_size": 16}},
-    "student": {"model": "cnn1d", "width": 4, "depth": 2},
-    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 2}]},
-    "train": {"epochs": 1, "batch_size": 16},
-    "seeds": [0, 1],
-    "baseline": False,
-    "engine": {"progress": False},
-}
+# The CLI tests' tiny recipe, one epoch each, without the student alone.
+RECIPE = {**copy.deepcopy(TINY_RECIPE), "name": "firsthour", "baseline": False,
+          "teacher": {**TINY_RECIPE["teacher"], "train": {"epochs": 1, "batch_size": 16}},
+          "train": {"epochs": 1, "batch_size": 16}}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """`edgedistill sweep`: a grid of recipe variants with Optuna as the trial store. End to end on tiny data: the
 table and the picture, validation before anything is written, resume (finished points are not re-run, failed
 ones are), a sweep killed with SIGKILL and restarted (every grid point counted once), and --jobs 2."""
+import copy
 import csv
 import json
 import os
@@ -18,20 +19,12 @@ from typer.testing import CliRunner
 from edgedistill.cli import app
 from edgedistill.experiment import runner, sweep_report
 from edgedistill.experiment.sweep import encode, point_id
+from tests.helpers import TINY_RECIPE
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
-RECIPE = {
-    "name": "sw",
-    "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 12, "length": 32}, "split": {"by": "subject"}},
-    "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 2, "batch_size": 16}},
-    "student": {"model": "cnn1d", "width": 4, "depth": 2},
-    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 2}]},
-    "train": {"epochs": 2, "batch_size": 16},
-    "seeds": [0, 1],
-    "engine": {"progress": False},
-    "sweep": {"grid": {"method.terms.1.temperature": [1, 2, 4]}},
-}
+# The CLI tests' tiny recipe, swept over the KD temperature.
+RECIPE = {**copy.deepcopy(TINY_RECIPE), "name": "sw", "sweep": {"grid": {"method.terms.1.temperature": [1, 2, 4]}}}
 
 
 def _recipe(tmp_path, sweep=None, **changes) -> Path:
