@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgedistill.config import Recipe
 from edgedistill.errors import EdgeDistillError, UserInputError
@@ -77,15 +77,18 @@ class Folds:
         # A fold's interruption hint must resume the whole cross-validation, not start one inside the fold.
         self.command = command if "--out" in command else f"{command} --out {run_dir}"
 
-    def run(self, deploy_profile: Optional[Callable[[Path, bool], None]]) -> dict[str, Any]:
+    def run(self) -> dict[str, Any]:
         ev = self.recipe.eval
         with StageProgress(enabled=False) as say:  # plain lines, printed with or without --no-progress
             say.message(f"Run directory: {self.dir}")
             say.message(f"Cross-validation {ev.scheme}: {len(self.indices)} of {self.count} folds x {len(self.recipe.seeds)} "
                         f"seed(s), {self.jobs} at a time; each fold is a run in {self.dir}/fold<i>")
             start = time.time()
-            done = self._sequential() if self.jobs == 1 else self._parallel(say)
-            say.message(f"Cross-validation: {len(done)} fold(s) in {time.time() - start:.0f} s")
+            if self.jobs == 1:
+                self._sequential()
+            else:
+                self._parallel(say)
+            say.message(f"Cross-validation: {len(self.indices)} fold(s) in {time.time() - start:.0f} s")
         summaries = []
         for i in self.indices:
             s = read_json_record(self.dir / f"fold{i}" / "summary.json")
@@ -101,15 +104,14 @@ class Folds:
                   f"edgedistill profile {self.dir}/fold<i>", flush=True)
         return summary
 
-    def _sequential(self) -> list[int]:
+    def _sequential(self) -> None:
         from edgedistill.experiment.runner import run
 
         for i in self.indices:
             run(self.source, self.overrides, out=self.dir / f"fold{i}", smoke=self.smoke, progress=self.progress,
                 command=self.command, fold=i)
-        return self.indices
 
-    def _parallel(self, say: StageProgress) -> list[int]:
+    def _parallel(self, say: StageProgress) -> None:
         from edgedistill.experiment.sweep_store import Workers, worker_threads
 
         threads = worker_threads(self.recipe.engine.threads is not None, self.jobs)
@@ -139,4 +141,3 @@ class Folds:
             first = next(iter(failed.values())).splitlines()[0]
             raise EdgeDistillError(f"cross-validation: fold(s) {sorted(failed)} failed (first: {first}); the other folds "
                                    f"are kept. Fix the cause and resume with: {self.command}")
-        return self.indices

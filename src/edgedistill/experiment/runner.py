@@ -302,7 +302,7 @@ def run(
             open_run_dir(run_dir, recipe)  # checked again under the lock: another process may have started it meanwhile
             remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
             if folds is not None:
-                return folds.run(deploy_profile)
+                return folds.run()
             return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix)
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
