@@ -99,9 +99,10 @@ def _save(raw: RawData, into: Path) -> None:
     meta = {"task": raw.task, "classes": raw.classes, "name": raw.name, "channels": raw.channels, "notes": raw.notes,
             "views": sorted(raw.views), "test_views": sorted(raw.test_views)}
     write_json(tmp / "meta.json", meta)
-    if into.exists():  # another process prepared the same key meanwhile: keep theirs
+    if (into / "meta.json").is_file():  # another process prepared the same key meanwhile: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
         return
+    shutil.rmtree(into, ignore_errors=True)  # a damaged entry (no meta.json) is replaced
     os.replace(tmp, into)
 
 
