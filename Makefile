@@ -67,4 +67,4 @@ bench-pamap2: $(STAMP)
 
 # teacher.select best / last / swa with recipes/kd.yaml on ArrowHead and PickupGesture (~5 min).
 bench-select: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/teacher_select.py
+	$(BIN)/python benchmarks/teacher_select.py
