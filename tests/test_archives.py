@@ -209,3 +209,14 @@ def test_large_tables_are_parsed_in_worker_processes_in_order(tmp_path, monkeypa
     paths[1].write_text("1 2 x\n")  # a worker's refusal reaches the caller naming the file
     with pytest.raises(UserInputError, match="t1.txt"):
         list(text_tables.read_tables(paths, "toy", columns=3))
+
+
+def test_stream_bounds_cut_at_pauses_and_refuse_broken_time(tmp_path):
+    from edgedistill.data.archives.base import stream_bounds
+
+    t = np.array([0.0, 1.0, 2.0, 10.0, 11.0])
+    assert stream_bounds(t, 2.0, tmp_path / "f.dat", "toy", "column 1") == [(0, 3), (3, 5)]
+    with pytest.raises(UserInputError, match=r"f.dat': time \(column 1\) goes back at row 3"):
+        stream_bounds(np.array([0.0, 2.0, 1.0]), 2.0, tmp_path / "f.dat", "toy", "column 1")
+    with pytest.raises(UserInputError, match="missing time value"):
+        stream_bounds(np.array([0.0, np.nan]), 2.0, tmp_path / "f.dat", "toy", "column 1")

@@ -113,6 +113,21 @@ def choices(key: str, value: object, allowed: Sequence, empty: bool = False) -> 
     return chosen
 
 
+def stream_bounds(t: np.ndarray, max_step: float, path: Path, archive: str, column: str) -> list[tuple[int, int]]:
+    """(start, end) row ranges of a recording whose time column ``t`` never jumps by more than ``max_step`` (a
+    pause ends a stream, so no window spans it); a missing time value or time going back is refused, naming the
+    file, the ``column`` and the row."""
+    if not np.isfinite(t).all():
+        raise UserInputError(f"dataset '{archive}': '{path}' has a missing time value ({column})")
+    step = np.diff(t)
+    if (step < 0).any():
+        raise UserInputError(f"dataset '{archive}': '{path}': time ({column}) goes back at row "
+                             f"{int(np.argmax(step < 0)) + 2}")
+    cuts = np.flatnonzero(step > max_step) + 1
+    bounds = [0, *cuts.tolist(), len(t)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def resample(signal: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
     """(T, C) -> (round(T * to_hz / from_hz), C) by linear interpolation in time (NaN-free input expected)."""
     if from_hz == to_hz:

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.data.archives.base import (
-    Archive, check_protocol, choices, fill_gaps, read_numeric_table, require, resample, stream_windows,
+    Archive, check_protocol, choices, fill_gaps, read_numeric_table, require, resample, stream_bounds, stream_windows,
 )
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
@@ -49,16 +49,6 @@ def run_path(folder: Path, subject: int, run: int) -> Path:
     return Path(folder) / DATA / f"S{subject:02d}R{run:02d}.txt"
 
 
-def _streams(t: np.ndarray, path: Path) -> list[tuple[int, int]]:
-    if not np.isfinite(t).all():
-        raise UserInputError(f"dataset '{NAME}': '{path}' has a missing time value (column 1)")
-    step = np.diff(t)
-    if (step < 0).any():
-        raise UserInputError(f"dataset '{NAME}': '{path}': time goes back at row "
-                             f"{int(np.argmax(step < 0)) + 2}")
-    cuts = np.flatnonzero(step > MAX_GAP_PERIODS * 1000.0 / NATIVE_HZ) + 1
-    bounds = [0, *cuts.tolist(), len(t)]
-    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _short_freezes(labels: np.ndarray, length: int) -> int:
@@ -96,7 +86,7 @@ def load(folder: Path, *, rate: float = NATIVE_HZ, window: int = 256, stride: in
         ann = ann.astype(np.int64)
         signal = table[:, cols]
         filled += int((~np.isfinite(signal)).sum())
-        streams = _streams(table[:, 0], path)
+        streams = stream_bounds(table[:, 0], MAX_GAP_PERIODS * 1000.0 / NATIVE_HZ, path, NAME, "column 1, ms")
         pauses += len(streams) - 1
         xs, ys, gs = parts[subject in test_subjects]
         for a, b in streams:

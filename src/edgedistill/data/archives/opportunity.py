@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.data.archives.base import (
-    Archive, check_protocol, fill_gaps, read_numeric_table, require, resample, stream_windows,
+    Archive, check_protocol, fill_gaps, read_numeric_table, require, resample, stream_bounds, stream_windows,
 )
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
@@ -87,16 +87,6 @@ def column_names(folder: Path) -> dict[int, str]:
     return names
 
 
-def _streams(t: np.ndarray, path: Path) -> list[tuple[int, int]]:
-    if not np.isfinite(t).all():
-        raise UserInputError(f"dataset '{NAME}': '{path}' has a missing timestamp (column 1, MILLISEC)")
-    step = np.diff(t)
-    if (step < 0).any():
-        raise UserInputError(f"dataset '{NAME}': '{path}': MILLISEC goes back in time at row "
-                             f"{int(np.argmax(step < 0)) + 2}")
-    cuts = np.flatnonzero(step > MAX_GAP_PERIODS * 1000.0 / NATIVE_HZ) + 1
-    bounds = [0, *cuts.tolist(), len(t)]
-    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def last_label_windows(signal: np.ndarray, labels: np.ndarray, length: int, stride: int,
@@ -125,7 +115,7 @@ def _read_run(folder: Path, subject: int, run: str, cols: list[int], label_col: 
     counts["filled"] += int((~np.isfinite(signal)).sum())
     counts["empty"] += int((~np.isfinite(signal)).all(axis=0).sum())
     xs, ys = [], []
-    streams = _streams(table[:, 0], path)
+    streams = stream_bounds(table[:, 0], MAX_GAP_PERIODS * 1000.0 / NATIVE_HZ, path, NAME, "column 1, MILLISEC")
     counts["pauses"] += len(streams) - 1
     for a, b in streams:
         stream = resample(fill_gaps(signal[a:b]), NATIVE_HZ, rate)

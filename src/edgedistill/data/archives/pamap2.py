@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from edgedistill.data.archives.base import (
-    Archive, check_protocol, choices, fill_gaps, require, resample, stream_windows,
+    Archive, check_protocol, choices, fill_gaps, require, resample, stream_bounds, stream_windows,
 )
 from edgedistill.data.archives.text_tables import read_tables
 from edgedistill.data.raw import RawData
@@ -66,18 +66,6 @@ def channel_columns(sensors: Sequence[str], signals: Sequence[str], heart_rate: 
     return cols, names
 
 
-def _streams(table: np.ndarray, path: Path) -> list[tuple[int, int]]:
-    """(start, end) row ranges without a timestamp pause above ``MAX_GAP_S``; decreasing time is refused."""
-    t = table[:, 0]
-    if not np.isfinite(t).all():
-        raise UserInputError(f"dataset '{NAME}': '{path}' has a missing timestamp (column 1)")
-    step = np.diff(t)
-    if (step < 0).any():
-        raise UserInputError(f"dataset '{NAME}': '{path}': timestamps go back in time at row "
-                             f"{int(np.argmax(step < 0)) + 2}")
-    cuts = np.flatnonzero(step > MAX_GAP_S) + 1
-    bounds = [0, *cuts.tolist(), len(t)]
-    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def _activity_ids(table: np.ndarray, path: Path) -> np.ndarray:
@@ -119,7 +107,7 @@ def load(folder: Path, *, rate: float = NATIVE_HZ / 3, window: int = 171, stride
         missing = ~np.isfinite(signal)
         filled["heart rate"] += int(missing[:, -1].sum()) if heart_rate else 0
         filled["imu"] += int(missing[:, :-1].sum() if heart_rate else missing.sum())
-        streams = _streams(table, path)
+        streams = stream_bounds(table[:, 0], MAX_GAP_S, path, NAME, "column 1, s")
         pauses += len(streams) - 1
         for a, b in streams:
             stream = resample(fill_gaps(signal[a:b]), NATIVE_HZ, float(rate))
