@@ -64,6 +64,9 @@ class Stage:
     # Also keep an equal-weight average of the weights over the last quarter of the epochs (stochastic weight
     # averaging, engine/swa.py): written as checkpoints/swa.pt and reported as summary["val"/"test"]["swa"].
     swa: bool = False
+    # Called after each epoch's checkpoint with (epoch, validation metrics); may raise to stop the stage there
+    # (``edgedistill tune`` reports to its pruner and raises ``optuna.TrialPruned``).
+    on_epoch: Optional[Callable[[int, dict[str, float]], None]] = None
 
 
 def _truncate_log(path: Path, epochs_kept: int) -> None:
@@ -256,6 +259,8 @@ class Trainer:
                 self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
             _test_kill_after(epoch + 1)
             self.progress.note(_brief(val, best_epoch))
+            if stage.on_epoch is not None:
+                stage.on_epoch(epoch + 1, val)
         return self._finish(method, splits, stage, best_epoch)
 
     # ----------------------------------------------------------------------------------------------

@@ -131,8 +131,9 @@ def open_run_dir(out: Path, recipe: Recipe) -> Path:
 
 
 class Runner:
-    def __init__(self, p: Plan, run_dir: Path, progress: StageProgress) -> None:
-        self.p, self.r, self.dir, self.progress = p, p.recipe, run_dir, progress
+    def __init__(self, p: Plan, run_dir: Path, progress: StageProgress,
+                 on_epoch: Optional[Callable[[int, dict], None]] = None) -> None:
+        self.p, self.r, self.dir, self.progress, self.on_epoch = p, p.recipe, run_dir, progress, on_epoch
         cache_root = run_dir / "cache" if p.smoke else default_cache_dir(self.r.cache_dir)
         self.cache = ModelCache(cache_root)
         self.trainer = Trainer(self.r.engine, progress)
@@ -235,7 +236,7 @@ class Runner:
             return done
         method = distilled_method(self.p, seed, teachers)
         seed_everything(seed)
-        stage = Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train, self.p.augmenter)
+        stage = Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train, self.p.augmenter, on_epoch=self.on_epoch)
         return self.trainer.fit(method, self.p.splits, stage)
 
 
@@ -260,6 +261,7 @@ def run(
     jobs: int = 1,
     fold: Optional[int] = None,
     prefix: str = "",
+    on_epoch: Optional[Callable[[int, dict], None]] = None,
 ) -> dict[str, Any]:
     """Run a recipe end to end and return its summary (also written to ``<run>/summary.json``).
 
@@ -271,7 +273,8 @@ def run(
     With ``eval.scheme`` other than holdout, every fold is a run of its own in ``<run>/fold<i>`` (``fold``: run
     only that one, as the cross-validation does for each), ``jobs`` of them at a time, and the summary is over
     folds x seeds (experiment/cross_validation.py). ``prefix`` starts every stage line (a sweep's parallel trials
-    name their grid point; a fold adds ``[fold<i>]``)."""
+    name their grid point; a fold adds ``[fold<i>]``). ``on_epoch(epoch, val_metrics)``: called after each epoch of the
+    distilled student's stages (``Stage.on_epoch``; ``edgedistill tune`` prunes with it)."""
     from edgedistill.experiment import cross_validation
 
     recipe = load_recipe(source, overrides)
@@ -303,7 +306,7 @@ def run(
             remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
             if folds is not None:
                 return folds.run()
-            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix)
+            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix, on_epoch)
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
         if problem is None:
@@ -324,7 +327,8 @@ def _cache_folder(recipe: Recipe) -> Path:
 
 def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
              deploy_profile: Optional[Callable[[Path, bool], None]], teachers_only: bool = False,
-             on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None, prefix: str = "") -> dict[str, Any]:
+             on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None, prefix: str = "",
+             on_epoch: Optional[Callable[[int, dict], None]] = None) -> dict[str, Any]:
     recipe = p.recipe
     is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
     # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
@@ -336,7 +340,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
             prog.message(f"Run directory: {run_dir}")
             for note in p.splits.info.notes:  # what the loader inferred about the user's file: said, never silent
                 prog.message(f"data: {note}")
-            runner = Runner(p, run_dir, prog)
+            runner = Runner(p, run_dir, prog, on_epoch)
             baselines, results, classical = [], [], []
             trained: dict[str, dict[str, tuple[TeacherNet, dict]]] = {}  # teacher name -> cache key -> (net, summary)
             for seed in recipe.seeds:
