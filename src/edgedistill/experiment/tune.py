@@ -1,0 +1,408 @@
+"""``edgedistill tune RECIPE --budget 30m``: choose the distillation for a recipe within a wall-clock budget.
+
+The space (``tune_space``): the regimes that apply to the recipe's data and models, each with its key
+hyperparameters, optionally the student's width and depth. Optuna's TPE sampler proposes a point; a trial is one
+``edgedistill run`` of the recipe with that ``method`` section on the recipe's first seed, into
+``<tune>/trials/<number>`` (teachers and the student alone come from the model cache, so a trial trains only the
+distilled student). After every epoch the trial reports its validation accuracy (or RMSE) to a successive-halving
+pruner, which stops the trials that trail the others at the same epoch. The study lives where a sweep's does
+(``<tune>/study.db``, or any Optuna RDB URL; ``sweep_store.open_study``), so the same ``--out`` resumes it, and
+trials run inline or in ``--jobs`` spawned workers (``sweep_store.Workers``).
+
+The budget is wall-clock for the search: no trial starts when less than its measured cost is left, and a trial
+still running at the deadline stops at its next epoch (reported as stopped, never as finished). The winner is the
+finished trial with the best VALIDATION score; it is then retrained over every seed of the recipe and reported
+on test with ``edgedistill run``'s paired verdict (``<tune>/best-trial<n>``), and written as ``best_recipe.yaml``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edgedistill.errors import UserInputError
+from edgedistill.experiment import tune_report
+from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
+from edgedistill.experiment.sweep_grid import _canon
+from edgedistill.experiment.sweep_store import Workers, _Heartbeat, _extract, _pid_alive, guarded, open_study, worker_threads
+from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost
+from edgedistill.io import read_json_record, write_json, write_text
+
+MAX_FAILURES_IN_A_ROW = 3
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_budget(text: str | float | int) -> float:
+    """``90s``, ``30m``, ``2h``, ``1h30m`` (or a number of seconds) -> seconds; anything else is refused naming --budget."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", str(text).strip().lower())
+        if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd])", "", str(text).strip().lower()).strip():
+            raise UserInputError(f"--budget: expected a duration such as 90s, 30m, 2h or 1h30m (got {text!r})")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not seconds > 0:
+        raise UserInputError(f"--budget: expected a positive duration (got {text!r})")
+    return seconds
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def pruner(epochs: int) -> Any:
+    """Successive halving on epochs: a trial is first judged after ~1/9 of its epochs, then at 3x that, keeping the
+    best third at each rung (Optuna's ASHA, reduction factor 3)."""
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 9), reduction_factor=3)
+
+
+class _BudgetOut(Exception):
+    """The budget's deadline passed during a trial: it stops at this epoch (not a pruning decision)."""
+
+
+def run_tune_trial(job: dict[str, Any]) -> dict[str, Any]:
+    """One trial (inline or in a worker): the run, reporting each epoch's validation score to the study's pruner.
+    The outcome's ``result`` holds ``state`` complete/pruned/stopped with the epochs reached; errors come back as text."""
+    def work() -> dict[str, Any]:
+        import optuna
+
+        from edgedistill.experiment.runner import run
+
+        study = optuna.load_study(study_name=job["study"], storage=job["storage"], pruner=pruner(job["epochs"]))
+        trial = optuna.trial.Trial(study, job["trial_id"])
+        metric, reached = job["metric"], {"epoch": 0, "value": None}
+
+        def on_epoch(epoch: int, val: dict[str, float]) -> None:
+            reached.update(epoch=epoch, value=val[metric])
+            trial.report(val[metric], epoch)
+            if time.time() > job["deadline"]:
+                raise _BudgetOut()
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        try:
+            summary = run(job["recipe"], job["overrides"], out=job["run_dir"], smoke=job["smoke"], progress=job["progress"],
+                          command=job["command"], prefix=job["prefix"], on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            return {"state": "pruned", **reached}
+        except _BudgetOut:
+            return {"state": "stopped", **reached}
+        r = _extract(summary, metric)
+        return {"state": "complete", "epoch": reached["epoch"], "value": r["val"]["mean"], "run": r}
+
+    return guarded(job, work)
+
+
+def _read_base(recipe: str | Path | dict[str, Any], overrides: Optional[list[str]]) -> tuple[dict[str, Any], str]:
+    """The recipe as a dict (relative paths resolved against its file, as ``edgedistill run`` does), and its name."""
+    from edgedistill.recipe_paths import resolve_recipe_paths
+    from edgedistill.yaml_io import apply_overrides, read_yaml
+
+    if isinstance(recipe, dict):
+        data = dict(recipe)
+    else:
+        data = resolve_recipe_paths(read_yaml(Path(recipe)), Path(recipe).parent)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    data.pop("sweep", None)  # a sweep recipe's grid is not the tuner's space
+    return data, str(data.get("name", "run"))
+
+
+class Tuner:
+    def __init__(self, space: Space, tune_dir: Path, study: Any, store: Any, url: str, study_name: str, *, base: dict[str, Any],
+                 smoke: bool, seed: int, jobs: int, deadline: float, floor: float, epochs: int, progress: bool,
+                 command: str, log: Callable[[str], None], max_trials: Optional[int] = None) -> None:
+        self.space, self.dir, self.study, self.store, self.url, self.study_name = space, tune_dir, study, store, url, study_name
+        self.base, self.smoke, self.seed, self.jobs, self.deadline = base, smoke, seed, jobs, deadline
+        self.floor, self.epochs, self.progress, self.command, self.log = floor, epochs, progress, command, log
+        self.session, self.host, self.pid = uuid.uuid4().hex[:8], socket.gethostname(), os.getpid()
+        self.threads = worker_threads(bool((base.get("engine") or {}).get("threads")), jobs)
+        self.heartbeat = _Heartbeat(store)
+        self.started, self.max_trials = 0, max_trials  # trials started by this invocation, and its cap (--trials)
+
+    def recover(self) -> int:
+        """Trials RUNNING in the store whose tune process died (this host: pid gone; elsewhere: heartbeat stopped)
+        are marked failed; a resumed search samples afresh instead. Returns how many."""
+        import optuna
+        from optuna.trial import TrialState
+
+        with contextlib.suppress(Exception):
+            optuna.storages.fail_stale_trials(self.study)
+        n = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.user_attrs.get("owner") or {}
+            if owner.get("host") == self.host and not _pid_alive(int(owner.get("pid", 0))):
+                with contextlib.suppress(Exception):
+                    self.store.set_trial_user_attr(t._trial_id, "error", "interrupted: its tune process died")
+                    self.store.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                    n += 1
+        return n
+
+    def trial_cost(self) -> float:
+        """Seconds a full trial is expected to take: the median of the finished (unpruned) trials, else the measured floor."""
+        from optuna.trial import TrialState
+
+        took = sorted(t.user_attrs["seconds"] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                      if t.user_attrs.get("seconds"))
+        return took[len(took) // 2] if took else self.floor
+
+    def claim(self) -> tuple[Any, dict[str, Any]]:
+        trial = self.study.ask()
+        name, values, overrides = self.space.suggest(trial)
+        run_dir = self.dir / "trials" / f"{trial.number:04d}"
+        for k, v in (("owner", {"host": self.host, "pid": self.pid, "session": self.session}), ("candidate", name),
+                     ("values", values), ("choice", overrides), ("run_dir", str(run_dir))):
+            trial.set_user_attr(k, v)
+        self.heartbeat.beat(trial._trial_id)
+        self.heartbeat.ids.add(trial._trial_id)
+        extra = {"seeds": [self.seed], "report.profile": False, "report.classical": []}
+        where = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
+        job = {"recipe": self.base, "overrides": {**overrides, **extra}, "run_dir": str(run_dir), "smoke": self.smoke,
+               "threads": self.threads, "metric": self.space.metric, "study": self.study_name, "storage": self.url,
+               "trial_id": trial._trial_id, "epochs": self.epochs, "deadline": self.deadline,
+               "progress": self.progress and self.jobs == 1, "command": f"{self.command} (trial {trial.number}: {name} {where})",
+               "prefix": f"[trial {trial.number}] " if self.jobs > 1 else "", "label": f"{name} {where}"}
+        self.started += 1
+        return trial, job
+
+    def finish(self, trial: Any, job: dict[str, Any], outcome: dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        self.heartbeat.ids.discard(trial._trial_id)
+        secs = outcome["seconds"]
+        r = outcome.get("result") or {}
+        state = r.get("state", "failed")
+        try:
+            trial.set_user_attr("seconds", round(secs, 2))
+            trial.set_user_attr("epochs_run", r.get("epoch", 0))
+            if state == "complete":
+                trial.set_user_attr("result", r["run"])
+                self.study.tell(trial, r["value"])
+            elif state == "pruned":
+                trial.set_user_attr("pruned_at", r["epoch"])
+                self.study.tell(trial, state=TrialState.PRUNED)
+            elif state == "stopped":
+                trial.set_user_attr("error", f"stopped: the budget ran out at epoch {r['epoch']} of {self.epochs}")
+                self.study.tell(trial, state=TrialState.FAIL)
+            else:
+                trial.set_user_attr("error", outcome.get("error", "failed")[:4000])
+                self.study.tell(trial, state=TrialState.FAIL)
+        except Exception as exc:  # noqa: BLE001 - e.g. marked stale meanwhile: the run directory keeps what it did
+            self.log(f"warning: could not record trial {trial.number} ({type(exc).__name__}: {exc})")
+        left = max(0.0, self.deadline - time.time())
+        score = f"val {self.space.metric} {r['value']:.4f}" if r.get("value") is not None else ""
+        what = {"complete": f"{score} after {r.get('epoch')} epochs", "pruned": f"pruned at epoch {r.get('epoch')} ({score})",
+                "stopped": f"stopped by the budget at epoch {r.get('epoch')}"}.get(state) or \
+            f"FAILED: {outcome.get('error', 'failed').splitlines()[0]}"
+        self.log(f"[trial {trial.number}] {job['label']}: {what}, {secs:.0f} s; budget left {_duration(left)}")
+
+    def execute(self) -> None:
+        workers = Workers(self.jobs, target=run_tune_trial) if self.jobs > 1 else None
+        failures = 0  # in a row: a recipe every trial fails on (a missing file, a bad key) stops the search, not the budget
+        in_flight: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self.heartbeat.start()
+        try:
+            while True:
+                ended: list[tuple[int, dict[str, Any]]] = []
+                while (len(in_flight) < self.jobs and failures < MAX_FAILURES_IN_A_ROW
+                       and (self.max_trials is None or self.started < self.max_trials)
+                       and self.deadline - time.time() >= self.trial_cost()):
+                    trial, job = self.claim()
+                    in_flight[trial.number] = (trial, job)
+                    if workers is None:
+                        ended.append((trial.number, run_tune_trial(job)))
+                    else:
+                        workers.submit(trial.number, job)
+                if not in_flight:
+                    break
+                for key, outcome in ended or workers.wait():
+                    trial, job = in_flight.pop(key)
+                    self.finish(trial, job, outcome)
+                    failures = failures + 1 if "error" in outcome else 0
+                    if failures == MAX_FAILURES_IN_A_ROW:
+                        self.log(f"stopping: {failures} trials in a row failed (the last: "
+                                 f"{outcome['error'].splitlines()[0]}); see report.md")
+                    tune_report.write(self.dir, self.info(), self.study, self.space)
+        except KeyboardInterrupt:
+            from optuna.trial import TrialState
+
+            for trial, _ in in_flight.values():
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("error", "interrupted (Ctrl-C)")
+                    self.study.tell(trial, state=TrialState.FAIL)
+            if workers is not None:
+                workers.close(kill=True)
+            raise
+        finally:
+            self.heartbeat.stop.set()
+            if workers is not None:
+                workers.close(kill=bool(workers.busy))
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.base.get("name", "run"), "metric": self.space.metric, "direction": self.space.direction,
+                "seed": self.seed, "epochs": self.epochs, "smoke": self.smoke, "command": self.command,
+                "excluded": self.space.excluded, "student_note": self.space.student_note}
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def tune(
+    recipe: str | Path | dict[str, Any],
+    overrides: Optional[list[str]] = None,
+    *,
+    budget: str | float = "30m",
+    out: Optional[str | Path] = None,
+    storage: Optional[str] = None,
+    jobs: int = 1,
+    max_params: Optional[int] = None,
+    max_latency_us: Optional[float] = None,
+    methods: Optional[list[str]] = None,
+    include_data_free: bool = False,
+    max_trials: Optional[int] = None,
+    smoke: bool = False,
+    retrain: bool = True,
+    progress: bool = False,
+    command: Optional[str] = None,
+    log: Callable[[str], None] = lambda line: print(line, flush=True),
+    deploy_profile: Optional[Callable[[Path, bool], None]] = None,
+) -> dict[str, Any]:
+    """Search (or resume searching) the distillation for ``recipe`` within ``budget``; retrain the winner over the
+    recipe's seeds (``retrain``) and write report.md, trials.csv and best_recipe.yaml into the tune directory.
+    ``max_trials``: also stop after this many trials in this invocation (the budget still bounds them)."""
+    if jobs < 1:
+        raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
+    if max_trials is not None and max_trials < 1:
+        raise UserInputError(f"--trials: expected at least 1 (got {max_trials})")
+    if max_params is not None and max_params < 1:
+        raise UserInputError(f"--max-params: expected a positive number of parameters (got {max_params})")
+    if max_latency_us is not None and not max_latency_us > 0:
+        raise UserInputError(f"--max-latency-us: expected a positive latency in microseconds (got {max_latency_us})")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Hh]eartbeat.*")
+        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+        with contextlib.suppress(ImportError):
+            from optuna.exceptions import ExperimentalWarning
+
+            warnings.filterwarnings("ignore", category=ExperimentalWarning)
+        return _tune(recipe, overrides, budget=parse_budget(budget), out=out, storage=storage, jobs=jobs, max_params=max_params,
+                     max_latency_us=max_latency_us, methods=methods, include_data_free=include_data_free, max_trials=max_trials,
+                     smoke=smoke, retrain=retrain, progress=progress, command=command, log=log, deploy_profile=deploy_profile)
+
+
+def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: Any, storage: Optional[str], jobs: int,
+          max_params: Optional[int], max_latency_us: Optional[float], methods: Optional[list[str]], include_data_free: bool,
+          max_trials: Optional[int], smoke: bool, retrain: bool, progress: bool, command: Optional[str], log: Callable[[str], None],
+          deploy_profile: Optional[Callable[[Path, bool], None]]) -> dict[str, Any]:
+    from edgedistill.config import load_recipe
+    from edgedistill.experiment.sweep_grid import _shared_smoke_recipe
+
+    start = time.time()
+    base, name = _read_base(recipe, overrides)
+    seeds = load_recipe(base).seeds  # (validates the recipe before anything else)
+    command = redact(command or f"edgedistill tune {recipe if not isinstance(recipe, dict) else '<dict>'} --budget {budget:.0f}s")
+    if out is not None:
+        tune_dir = Path(out)
+    elif smoke:
+        tune_dir = Path(tempfile.gettempdir()) / f"edgedistill-tune-{name}-{uuid.uuid4().hex[:8]}"
+    else:
+        tune_dir = Path("tunes") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # Trials run the recipe as given; a smoke tune runs the smoke recipe with one model cache for all its trials.
+    trial_base, trial_smoke = base, False
+    if smoke:
+        shared = _shared_smoke_recipe({"base": base}, {}, tune_dir / "smoke-cache")
+        trial_base, trial_smoke = (shared, False) if shared is not None else (base, True)
+    space = build_space(trial_base, smoke=trial_smoke, methods=methods, include_data_free=include_data_free,
+                        max_params=max_params, max_latency_us=max_latency_us)
+    setup_s, epoch_s, epochs = estimate_trial_cost(trial_base, trial_smoke)
+    floor, left = setup_s + epoch_s * epochs, start + budget - time.time()
+    if left < floor:  # refused before anything is written
+        raise UserInputError(f"--budget {_duration(budget)}: one trial ({epochs} epochs of the distilled student) is estimated "
+                             f"at {_duration(floor)} or more on this machine (measured: {setup_s:.1f} s to load and build, {epoch_s:.2f} s per epoch), and "
+                             f"{_duration(max(0.0, left))} is left after setup; give at least --budget {int(floor * 1.5 + (budget - left)) + 1}s")
+    identity_doc = {"recipe": base, "space": space.describe(), "smoke": smoke, "seed": seeds[0]}
+    identity = "tune-" + hashlib.sha256(_canon(identity_doc).encode()).hexdigest()[:16]
+    meta_path = usable_folder(tune_dir) / "tune.json"
+    if meta_path.is_file():
+        previous = read_json_record(meta_path)
+        if previous is None or previous.get("identity") != identity:
+            raise UserInputError(f"--out '{tune_dir}' holds a different tune (recipe, search space, seed or smoke differ, or its "
+                                 "tune.json is damaged); choose another --out, or delete it to start over")
+    elif tune_dir.exists() and not (tune_dir.is_dir() and only_the_lock(tune_dir)):
+        raise UserInputError(f"--out '{tune_dir}' exists and is not an edgedistill tune directory")
+    study_name = f"tune-{name}"
+    opened = open_study(storage, study_name, space.direction, {}, identity) if storage else None  # before writing
+    with DirLock(tune_dir, "tune directory", note=log):
+        url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
+        if not meta_path.is_file():
+            write_json(meta_path, {"identity": identity, "spec": identity_doc, "name": name, "study": study_name,
+                                   "storage": redact(url), "command": command})
+        _, store = opened or open_study(url, study_name, space.direction, {}, identity)
+        import optuna
+
+        study = optuna.load_study(study_name=study_name, storage=store, pruner=pruner(epochs),
+                                  sampler=optuna.samplers.TPESampler(seed=None, multivariate=False))
+        deadline = start + budget
+        tuner = Tuner(space, tune_dir, study, store, url, study_name, base=trial_base, smoke=trial_smoke, seed=seeds[0],
+                      jobs=jobs, deadline=deadline, floor=floor, epochs=epochs, progress=progress, command=command, log=log,
+                      max_trials=max_trials)
+        recovered = tuner.recover()
+        cost = tuner.trial_cost()
+        done_before = len(study.get_trials(deepcopy=False))
+        log(f"Tune directory: {tune_dir} (study '{study_name}' in {redact(storage) if storage else tune_dir / 'study.db'})")
+        log(f"Searching {len(space.candidates)} regime(s) ({', '.join(c.name for c in space.candidates)}) on seed {seeds[0]}, "
+            f"chosen on validation {space.metric}; {epochs} epochs per trial, about {_duration(cost)} each; budget "
+            f"{_duration(budget)}; {jobs} job(s)" + (f"; {done_before} earlier trial(s) resumed" if done_before else "")
+            + (f"; {recovered} interrupted trial(s) marked failed" if recovered else ""))
+        for cname, why in space.excluded.items():
+            log(f"  not searched: {cname}: {why}")
+        try:
+            tuner.execute()
+        except KeyboardInterrupt:
+            again = command if "--out" in command else f"{command} --out {tune_dir}"
+            print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
+            raise
+        searched = time.time() - start
+        winner = tune_report.winner(study, space.direction)
+        final, final_dir = None, None
+        if winner is not None:
+            choice = winner.user_attrs["choice"]
+            best = load_recipe(base, choice)
+            from edgedistill.config import recipe_to_dict
+
+            resolved = recipe_to_dict(best)
+            resolved["name"] = f"{name}-tuned"
+            header = (f"# Chosen by `{command}` (trial {winner.number}: {winner.user_attrs['candidate']}, validation "
+                      f"{space.metric} {winner.value:.4f} on seed {seeds[0]}); run it with: edgedistill run best_recipe.yaml\n")
+            import yaml
+
+            write_text(tune_dir / "best_recipe.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
+            if retrain:
+                final_dir = tune_dir / f"best-trial{winner.number:04d}"
+                log(f"Winner on validation: trial {winner.number} ({winner.user_attrs['candidate']}); retraining it over seeds "
+                    f"{list(seeds)} into {final_dir}")
+                from edgedistill.experiment.runner import run
+
+                summary = run(trial_base, choice, out=final_dir, smoke=trial_smoke, progress=progress,
+                              command=f"edgedistill run {tune_dir / 'best_recipe.yaml'}", deploy_profile=deploy_profile)
+                final = _extract(summary, space.metric)
+        else:
+            log("No trial finished within the budget: no winner (a larger --budget, or the same --out again, continues)")
+        result = tune_report.write(tune_dir, tuner.info(), study, space, final=final, searched_s=searched)
+        return {"name": name, "tune_dir": str(tune_dir), "metric": space.metric, "direction": space.direction,
+                "candidates": [c.name for c in space.candidates], "excluded": space.excluded, "trials": result["rows"],
+                "importances": result["importances"], "winner": result["winner"], "final": final,
+                "final_dir": str(final_dir) if final_dir else None, "study": study_name, "storage": redact(url),
+                "searched_s": searched, "files": result["files"]}

@@ -1,0 +1,153 @@
+"""The report of ``edgedistill tune``: every trial (regime, hyperparameters, epochs it used, where it was pruned, its
+validation score), the hyperparameter importances (Optuna's evaluator), and the winner: chosen on validation,
+retrained over the recipe's seeds and reported on test with ``edgedistill run``'s paired verdict.
+Written as ``report.md`` and ``trials.csv`` (atomically) after every trial and at the end."""
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+from edgedistill.experiment.sweep_report import _cell, _fmt
+from edgedistill.io import write_text
+
+STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+
+
+def winner(study: Any, direction: str) -> Optional[Any]:
+    """The finished trial with the best VALIDATION score (the trial's value; test is never read here); ties: the
+    earlier trial."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    if not done:
+        return None
+    sign = 1 if direction == "maximize" else -1
+    return max(done, key=lambda t: (sign * t.value, -t.number))
+
+
+def rows(study: Any, epochs: int) -> list[dict[str, Any]]:
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        if "candidate" not in a:
+            continue
+        state = STATES.get(t.state.name, t.state.name.lower())
+        if state == "failed" and str(a.get("error", "")).startswith("stopped"):
+            state = "stopped"
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        out.append({"trial": t.number, "state": state, "method": a["candidate"], "params": a.get("values", {}),
+                    "epochs": a.get("epochs_run", max(t.intermediate_values, default=0)), "of": epochs,
+                    "pruned_at": a.get("pruned_at"), "val": t.value if t.value is not None else last,
+                    "seconds": a.get("seconds"), "run_dir": a.get("run_dir"), "error": (a.get("error") or "").splitlines()[:1]})
+        out[-1]["error"] = out[-1]["error"][0] if out[-1]["error"] else ""
+    return out
+
+
+def importances(study: Any) -> dict[str, Any]:
+    """Optuna's hyperparameter importances over the finished trials: over the parameters every trial has (the
+    regime, the student's shape), and within each regime over its own knobs (a sub-study of its trials). Each needs
+    at least two finished trials; where it cannot be computed, the reason is kept instead."""
+    import optuna
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    out: dict[str, Any] = {}
+
+    def compute(key: str, trials: list[Any]) -> None:
+        if len(trials) < 2:
+            out[key] = f"not computed: {len(trials)} finished trial(s), at least 2 needed"
+            return
+        sub = optuna.create_study(direction=study.direction)
+        sub.add_trials(trials)
+        try:
+            with warnings.catch_warnings():  # "importances will be equal" when all trials tie: the numbers say so
+                warnings.simplefilter("ignore")
+                out[key] = {k: round(float(v), 4) for k, v in optuna.importance.get_param_importances(sub).items()}
+        except (RuntimeError, ValueError) as exc:  # e.g. every trial has the same value, or no parameter varies
+            out[key] = f"not computed: {exc}"
+
+    compute("all trials", done)
+    for name in sorted({t.user_attrs.get("candidate") for t in done if t.user_attrs.get("candidate")}):
+        compute(name, [t for t in done if t.user_attrs.get("candidate") == name])
+    return out
+
+
+def _num(x: Any) -> str:
+    return "" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _params(p: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items())
+
+
+def csv_text(table: list[dict[str, Any]], metric: str) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["trial", "state", "method", "params", "epochs_run", "epochs", "pruned_at", f"val_{metric}", "seconds", "run_dir", "error"])
+    for r in table:
+        w.writerow([r["trial"], r["state"], r["method"], _params(r["params"]), r["epochs"], r["of"], _num(r["pruned_at"]),
+                    _num(r["val"]), _num(r["seconds"]), r["run_dir"] or "", r["error"]])
+    return buf.getvalue()
+
+
+def markdown(info: dict[str, Any], table: list[dict[str, Any]], imp: dict[str, Any], best: Optional[dict[str, Any]],
+             final: Optional[dict[str, Any]], searched_s: Optional[float]) -> str:
+    metric = info["metric"]
+    better = "higher" if info["direction"] == "maximize" else "lower"
+    count = {s: sum(r["state"] == s for r in table) for s in ("complete", "pruned", "stopped", "failed", "running")}
+    lines = [f"# {info['name']}: tuned distillation", "",
+             f"Command: `{info['command']}`{' (smoke mode: tiny synthetic data)' if info.get('smoke') else ''}.", "",
+             f"Each trial trains the distilled student on seed {info['seed']} for up to {info['epochs']} epochs and is scored on "
+             f"**validation {metric}** ({better} is better; the best epoch's); a successive-halving pruner stops trials that "
+             "trail the others at the same epoch. The winner is chosen on validation only, then retrained over every "
+             "seed of the recipe and reported on test below. "
+             + ", ".join(f"{n} {s}" for s, n in count.items() if n) + " trial(s)"
+             + (f"; search time this invocation {searched_s / 60:.1f} min" if searched_s is not None else "") + ".", ""]
+    if info.get("excluded"):
+        lines += ["Not searched: " + "; ".join(f"`{k}` ({v})" for k, v in info["excluded"].items()) + ".", ""]
+    if info.get("student_note"):
+        lines += [f"Student shapes: {info['student_note']}.", ""]
+    lines += ["## Winner", ""]
+    if best is None:
+        lines += ["No trial finished: no winner yet (resume with the same `--out` and a budget).", ""]
+    else:
+        lines += [f"Trial {best['trial']}: `{best['method']}` {_params(best['params'])}; validation {metric} "
+                  f"{best['val']:.4f} on seed {info['seed']}. Recipe: `best_recipe.yaml` (`edgedistill run best_recipe.yaml`).", ""]
+        if final is not None:
+            alone = "" if final["alone"] is None else (f"; student alone {_fmt(final['alone'])}; paired difference "
+                                                       f"{final['diff']:+.3f}, better on {final['wins']} of {final['n']} seeds")
+            teacher = "" if final["teacher"] is None else f"; teacher {final['teacher']:.3f}"
+            lines += [f"Retrained over seeds {final['seeds']}: test {metric} **{_fmt(final['method'])}** (validation "
+                      f"{_fmt(final['val']) if final.get('val') else '?'}){alone}{teacher}. Run directory: `{final['run_dir']}`.", ""]
+    lines += ["## Hyperparameter importance", "", "Optuna's `get_param_importances` over finished trials (all trials: the "
+              "parameters every trial has; per regime: its own knobs).", ""]
+    for key, v in imp.items():
+        lines.append(f"- {key}: " + (", ".join(f"`{k}` {x:.3f}" for k, x in v.items()) if isinstance(v, dict) else v))
+    lines += ["", "## Trials", ""]
+    header = ["trial", "state", "method", "hyperparameters", "epochs used", "pruned at", f"val {metric}", "seconds", "note"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in table:
+        cells = [str(r["trial"]), r["state"], r["method"], _params(r["params"]), f"{r['epochs']}/{r['of']}",
+                 "" if r["pruned_at"] is None else f"epoch {r['pruned_at']}", _num(r["val"]),
+                 "" if r["seconds"] is None else f"{r['seconds']:.0f}", r["error"]]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += ["", "Honest limits: the search sees one seed, so a small validation split can favour a lucky point; the "
+              "retrained winner's paired verdict over all seeds is the number to trust.", ""]
+    return "\n".join(lines)
+
+
+def write(tune_dir: Path, info: dict[str, Any], study: Any, space: Any, *, final: Optional[dict[str, Any]] = None,
+          searched_s: Optional[float] = None) -> dict[str, Any]:
+    table = rows(study, info["epochs"])
+    best_trial = winner(study, info["direction"])
+    best = next((r for r in table if best_trial is not None and r["trial"] == best_trial.number), None)
+    imp = importances(study)
+    files = {"markdown": str(tune_dir / "report.md"), "csv": str(tune_dir / "trials.csv")}
+    write_text(tune_dir / "trials.csv", csv_text(table, info["metric"]))
+    write_text(tune_dir / "report.md", markdown(info, table, imp, best, final, searched_s))
+    if best is not None:
+        files["recipe"] = str(tune_dir / "best_recipe.yaml")
+    return {"rows": table, "importances": imp, "winner": best, "files": files}

@@ -1,0 +1,326 @@
+"""What ``edgedistill tune`` searches: the distillation regimes that apply to a recipe's data and models, each with
+its key hyperparameters as Optuna distributions, and optionally the student's width and depth within a size or
+latency limit.
+
+The candidates are one table (``CANDIDATES``), declared once: a name, the recipe's ``method`` section it becomes
+(placeholders ``Val("knob")`` filled with the sampled values, ``SUPERVISED`` the data's own label loss), the knobs
+with their ranges (around the defaults the loss's or regime's docs page gives), and what it needs of the recipe.
+Whether a candidate applies is read, not listed per name: the task from the loss/method registries, "needs"
+(several teachers, a teacher on another channel view, data-free opt-in) from the recipe, and the rest (taps that
+exist and match, shapes) by building the regime on the recipe's data exactly as ``edgedistill run`` would. Every
+exclusion keeps its reason; the report lists them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from edgedistill.errors import UserInputError
+
+SUPERVISED = "$supervised"  # the data's label loss: ce (classification) or mse (regression)
+LABEL_LOSS = {"classification": "ce", "regression": "mse"}
+
+
+@dataclass(frozen=True)
+class Val:
+    """A sampled knob's value in a template; ``complement``: 1 - value (the label term's share of a mix)."""
+
+    knob: str
+    complement: bool = False
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()  # a categorical knob instead of a range
+
+    def suggest(self, trial: Any, key: str) -> Any:
+        if self.choices:
+            return trial.suggest_categorical(key, list(self.choices))
+        return trial.suggest_float(key, self.low, self.high, log=self.log)
+
+    def distribution(self) -> Any:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+        if self.choices:
+            return CategoricalDistribution(list(self.choices))
+        return FloatDistribution(self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    method: dict[str, Any]  # the recipe's method section, with Val placeholders
+    knobs: tuple[Knob, ...]
+    needs: frozenset[str] = frozenset()  # "teachers" (>= 2), "views" (a teacher on another view), "data_free"
+    doc: str = ""
+
+
+T = Knob("temperature", 1.0, 8.0, log=True)
+ALPHA = Knob("alpha", 0.1, 0.95)  # the distillation term's share; the label term gets 1 - alpha
+
+
+def _mix(loss: str, *extra: Knob, **fixed: Any) -> dict[str, Any]:
+    """Label loss (1 - alpha) + ``loss`` (alpha) with its knobs: the response-based losses."""
+    term = {"loss": loss, "weight": Val("alpha"), **fixed, **{k.name: Val(k.name) for k in extra}}
+    return {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": Val("alpha", True)}, term]}
+
+
+def _feature(loss: str, tap: str, **fixed: Any) -> dict[str, Any]:
+    """Label loss (weight 1) + a feature/relation loss on both networks' ``tap`` with a tuned weight (its scale is
+    the loss's own: the ranges bracket RepDistiller's defaults, as the docs pages give them)."""
+    return {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": 1.0},
+                                         {"loss": loss, "weight": Val("weight"), "student_tap": tap, "teacher_tap": tap, **fixed}]}
+
+
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("kd", _mix("kd", T), (T, ALPHA), doc="docs/losses/kd.md"),
+    Candidate("reverse_kd", _mix("reverse_kd", T), (T, ALPHA), doc="docs/losses/reverse_kd.md"),
+    Candidate("std_normalized_kd", _mix("std_normalized_kd", Knob("temperature", 0.5, 4.0, log=True)),
+              (Knob("temperature", 0.5, 4.0, log=True), ALPHA), doc="docs/losses/std_normalized_kd.md"),
+    Candidate("dist", {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": 1.0},
+                                                    {"loss": "dist", "weight": Val("weight"), "temperature": Val("temperature")}]},
+              (Knob("weight", 0.5, 4.0, log=True), T), doc="docs/losses/dist.md"),
+    Candidate("dkd", {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": 1.0},
+                                                   {"loss": "dkd", "weight": 1.0, "alpha": Val("alpha"), "beta": Val("beta"),
+                                                    "temperature": Val("temperature")}]},
+              (Knob("alpha", 0.5, 2.0), Knob("beta", 1.0, 16.0, log=True), T), doc="docs/losses/dkd.md"),
+    Candidate("mse_to_teacher", _mix("mse_to_teacher"), (ALPHA,), doc="docs/losses/mse_to_teacher.md"),
+    Candidate("fitnet", _feature("fitnet", "feat"), (Knob("weight", 1.0, 300.0, log=True),), doc="docs/losses/fitnet.md"),
+    Candidate("at", _feature("at", "feat", p=2), (Knob("weight", 100.0, 3000.0, log=True),), doc="docs/losses/at.md"),
+    Candidate("sp", _feature("sp", "feat"), (Knob("weight", 300.0, 10000.0, log=True),), doc="docs/losses/sp.md"),
+    Candidate("rkd", _feature("rkd", "emb", distance_weight=25, angle_weight=50), (Knob("weight", 0.3, 3.0, log=True),),
+              doc="docs/losses/rkd.md"),
+    Candidate("pkt", _feature("pkt", "emb"), (Knob("weight", 3000.0, 100000.0, log=True),), doc="docs/losses/pkt.md"),
+    Candidate("multi_teacher", {**_mix("kd", T), "name": "multi_teacher", "params": {"space": Val("space")}},
+              (T, ALPHA, Knob("space", choices=("probs", "logits"))), frozenset({"teachers"}), "docs/methods/multi_teacher.md"),
+    Candidate("camkd", {"name": "camkd", "params": {"temperature": Val("temperature")},
+                        "terms": [{"loss": "ce", "weight": 1.0}, {"loss": "kd", "weight": 1.0},
+                                  {"loss": "inter", "weight": Val("inter_weight"), "start_epoch": 1}]},
+              (T, Knob("inter_weight", 5.0, 100.0, log=True)), frozenset({"teachers"}), "docs/methods/camkd.md"),
+    Candidate("skkd", {"name": "skkd", "params": {"temperature": Val("temperature"), "kd_weight": Val("alpha"),
+                                                  "ce_weight": Val("alpha", True), "sk_weight": Val("sk_weight")}},
+              (T, ALPHA, Knob("sk_weight", 0.3, 3.0, log=True)), frozenset({"views"}), "docs/methods/skkd.md"),
+    Candidate("pskd", {"name": "pskd", "params": {"temperature": Val("temperature"), "alpha": Val("alpha")}},
+              (T, Knob("alpha", 0.5, 1.0)), frozenset({"views", "teachers"}), "docs/methods/pskd.md"),
+    Candidate("dfad", {"name": "dfad", "params": {"generator_lr": Val("generator_lr"), "adv": Val("adv")}},
+              (Knob("generator_lr", 1e-4, 1e-2, log=True), Knob("adv", 0.3, 3.0, log=True)), frozenset({"data_free"}),
+              "docs/methods/dfad.md"),
+    Candidate("cudfkd", {"name": "cudfkd", "params": {"generator_lr": Val("generator_lr"), "adv": Val("adv")}},
+              (Knob("generator_lr", 1e-4, 1e-2, log=True), Knob("adv", 0.3, 3.0, log=True)), frozenset({"data_free"}),
+              "docs/methods/cudfkd.md"),
+)
+BY_NAME = {c.name: c for c in CANDIDATES}
+#: Student shapes tried under --max-params / --max-latency-us (the models' ``width`` and ``depth`` keywords).
+WIDTHS, DEPTHS = (4, 8, 12, 16, 24, 32, 48, 64), (2, 3, 4, 5)
+
+
+def fill(template: Any, values: dict[str, Any], task: str) -> Any:
+    """``template`` with every ``Val`` replaced by its sampled value and ``SUPERVISED`` by the task's label loss."""
+    if isinstance(template, Val):
+        v = values[template.knob]
+        return round(1.0 - v, 6) if template.complement else v
+    if template == SUPERVISED:
+        return LABEL_LOSS[task]
+    if isinstance(template, dict):
+        return {k: fill(v, values, task) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, values, task) for v in template]
+    return template
+
+
+def defaults(c: Candidate) -> dict[str, Any]:
+    """A point inside every knob's range (geometric middle for log knobs): what the applicability check builds."""
+    return {k.name: k.choices[0] if k.choices else (k.low * k.high) ** 0.5 if k.log else (k.low + k.high) / 2 for k in c.knobs}
+
+
+def _needs(c: Candidate, recipe: Any, info: Any, include_data_free: bool) -> Optional[str]:
+    """Why ``c`` does not apply to the recipe (None: it may; the build check decides the rest)."""
+    from edgedistill.registry import LOSSES, METHODS
+
+    teachers = recipe.teacher_specs()
+    if "data_free" in c.needs and not include_data_free:
+        return "data-free (never reads the training data); pass --include-data-free to search it"
+    if not teachers:
+        return "the recipe has no teacher"
+    if "teachers" in c.needs and len(teachers) < 2:
+        return "needs several teachers (the recipe's 'teachers' list)"
+    if "views" in c.needs and (len(info.views) < 2 or all(t.view == "x" for t in teachers)):
+        return "cross-view: needs data.views and a teacher reading a view other than the student's"
+    task = METHODS.get(c.method["name"]).task
+    losses = [t["loss"] for t in c.method.get("terms", []) if t["loss"] != SUPERVISED]
+    task = task or next((LOSSES.entry(n).meta.get("task") for n in losses if n in LOSSES and LOSSES.entry(n).meta.get("task")), None)
+    if task is not None and task != info.task:
+        return f"needs {task} data (this recipe's is {info.task})"
+    return None
+
+
+@dataclass
+class Space:
+    task: str
+    metric: str
+    direction: str
+    candidates: list[Candidate]
+    excluded: dict[str, str]  # candidate -> why not searched
+    students: list[dict[str, int]] = field(default_factory=list)  # allowed {width, depth}; [] = the recipe's student
+    student_note: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        """The space as data: the tune's identity (a resumed study must search the same space) and the report."""
+        return {"task": self.task, "metric": self.metric, "students": self.students,
+                "candidates": {c.name: {k.name: list(k.choices) if k.choices else [k.low, k.high, "log" if k.log else "linear"]
+                                        for k in c.knobs} for c in self.candidates}}
+
+    def suggest(self, trial: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """Sample one point (define-by-run: each regime's knobs are their own parameters, ``<regime>.<knob>``).
+        Returns (regime, its knob values, the recipe overrides)."""
+        name = trial.suggest_categorical("method", [c.name for c in self.candidates])
+        c = BY_NAME[name]
+        values = {k.name: k.suggest(trial, f"{name}.{k.name}") for k in c.knobs}
+        overrides: dict[str, Any] = {"method": fill(c.method, values, self.task)}
+        if self.students:
+            shape = trial.suggest_categorical("student", [f"{s['width']}x{s['depth']}" for s in self.students])
+            width, depth = (int(v) for v in shape.split("x"))
+            overrides.update({"student.width": width, "student.depth": depth})
+            values["student"] = shape
+        return name, values, overrides
+
+
+def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us: Optional[float]) -> tuple[list[dict[str, int]], str]:
+    """Every (width, depth) of the recipe's student model within the limits; the limits measured, not guessed:
+    parameters counted on the built network, latency timed batch-1 on one thread (deploy.profile.torch_latency)."""
+    import numpy as np
+
+    from edgedistill.experiment.build import build_network
+    from edgedistill.models.size import count_params
+
+    if max_params is None and max_latency_us is None:
+        return [], ""
+    option = "--max-params" if max_params is not None else "--max-latency-us"
+    kept, tried = [], 0
+    for depth in DEPTHS:
+        for width in WIDTHS:
+            cfg = recipe.student.model_copy(update={"kwargs": {**recipe.student.kwargs, "width": width, "depth": depth}})
+            try:
+                net = build_network(cfg, info, "student")
+            except (UserInputError, TypeError, ValueError) as exc:
+                raise UserInputError(f"{option}: searches the student's width and depth, and student.model "
+                                     f"'{recipe.student.model}' does not take them ({exc})") from None
+            tried += 1
+            if max_params is not None and (count_params(net) or 0) > max_params:
+                continue
+            if max_latency_us is not None:
+                from edgedistill.deploy.profile import torch_latency
+
+                window = np.zeros(tuple(info.input_shape), dtype=np.float32)
+                stats = torch_latency(net, window, runs=30, warmup=5)
+                if stats.get("median_us", stats.get("mean_us", float("inf"))) > max_latency_us:
+                    continue
+            kept.append({"width": width, "depth": depth})
+    if not kept:
+        limits = " and ".join(x for x in (f"--max-params {max_params}" if max_params is not None else "",
+                                          f"--max-latency-us {max_latency_us}" if max_latency_us is not None else "") if x)
+        raise UserInputError(f"{option}: none of the {tried} student shapes (width {WIDTHS[0]}..{WIDTHS[-1]}, depth "
+                             f"{DEPTHS[0]}..{DEPTHS[-1]}) of '{recipe.student.model}' fits {limits}")
+    return kept, f"{len(kept)} of {tried} student shapes fit"
+
+
+def build_space(base: dict[str, Any], *, smoke: bool = False, methods: Optional[list[str]] = None, include_data_free: bool = False,
+                max_params: Optional[int] = None, max_latency_us: Optional[float] = None) -> Space:
+    """The search space for the recipe ``base`` (a dict); raises UserInputError when nothing applies, saying why."""
+    from edgedistill.config import load_recipe
+    from edgedistill.experiment.build import build_method
+    from edgedistill.experiment.runner import plan
+    from edgedistill.experiment.sweep_report import MAXIMIZE
+
+    if methods:
+        unknown = [m for m in methods if m not in BY_NAME]
+        if unknown:
+            raise UserInputError(f"--methods: unknown {', '.join(repr(m) for m in unknown)}; expected names from: "
+                                 f"{', '.join(BY_NAME)}")
+    recipe = load_recipe(base)
+    if smoke:
+        from edgedistill.experiment.smoke import smoke_recipe
+
+        recipe = smoke_recipe(recipe)
+    if recipe.eval.scheme != "holdout":
+        raise UserInputError(f"eval.scheme: tune selects on one validation split; '{recipe.eval.scheme}' runs folds "
+                             "(tune on the holdout recipe, then cross-validate the winner with edgedistill run)")
+    p = plan(recipe, smoke)  # the data, teachers and student, loaded and checked once
+    info = p.splits.info
+    from edgedistill.experiment.build import build_network
+    from edgedistill.methods.base import TeacherNet
+
+    # The recipe's own teachers (what every candidate distils from), untrained: the check builds, it does not train.
+    teachers = [TeacherNet(t.name, build_network(t, info, t.name, t.view), t) for t in recipe.teacher_specs()]
+    kept, excluded = [], {}
+    for c in CANDIDATES:
+        if methods and c.name not in methods:
+            continue
+        why = _needs(c, recipe, info, include_data_free)
+        if why is None:
+            try:  # what `edgedistill run` checks: terms bound to taps that exist and fit, params within bounds
+                rc = load_recipe({**base, "method": fill(c.method, defaults(c), info.task)})
+                rc = recipe.model_copy(update={"method": rc.method})
+                build_method(rc, p.student, teachers, p.splits, p.augmenter)
+            except UserInputError as exc:
+                why = f"does not fit this recipe: {exc}"
+        if why is None:
+            kept.append(c)
+        else:
+            excluded[c.name] = why
+    if not kept:
+        said = "; ".join(f"{k}: {v}" for k, v in excluded.items())
+        raise UserInputError(f"{'--methods' if methods else 'recipe'}: no applicable method for {info.task} data "
+                             f"({recipe.data.name or recipe.data.path}): {said}")
+    metric = "acc" if info.task == "classification" else "rmse"
+    students, note = _students(recipe, info, max_params, max_latency_us)
+    return Space(info.task, metric, "maximize" if metric in MAXIMIZE else "minimize", kept, excluded, students, note)
+
+
+def estimate_trial_cost(base: dict[str, Any], smoke: bool = False, steps: int = 3) -> tuple[float, float, int]:
+    """Measured floor of one trial's cost: (setup seconds: loading the data and building the networks, as every run
+    does; seconds of one training epoch of the distilled student: the teachers' forward and the student's forward
+    and backward on real batches, times the steps per epoch, plus a validation pass; the epochs of one trial). The
+    first trial may also train the teacher and the student alone, unless they are cached."""
+    import torch
+
+    from edgedistill.config import load_recipe
+    from edgedistill.experiment.runner import plan
+
+    recipe = load_recipe(base)
+    if smoke:
+        from edgedistill.experiment.smoke import smoke_recipe
+
+        recipe = smoke_recipe(recipe)
+    setup = time.perf_counter()
+    p = plan(recipe, smoke)
+    setup = time.perf_counter() - setup
+    from edgedistill.experiment.build import build_network
+
+    info, cfg = p.splits.info, recipe.train
+    teachers = [(build_network(t, info, t.name, t.view), t.view) for t in recipe.teacher_specs()]
+    batch = p.splits.train.batch(torch.arange(min(cfg.batch_size, len(p.splits.train))))
+    student = p.student
+    student.train()
+
+    def step() -> None:  # what a distillation step costs at least: the teachers' forward, the student's forward/backward
+        with torch.no_grad():
+            for net, view in teachers:
+                net.eval()
+                net(batch[view])
+        student(batch["x"]).float().pow(2).mean().backward()
+        student.zero_grad(set_to_none=True)
+
+    step()  # warm-up: first-call allocations
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    per_step = (time.perf_counter() - start) / steps
+    batches = max(1, p.splits.train.num_batches(cfg.batch_size, drop_last=True))
+    val_steps = max(1, -(-len(p.splits.val) // max(1, cfg.batch_size)))
+    return setup, per_step * batches + per_step * val_steps / 3, cfg.epochs

@@ -1,0 +1,168 @@
+"""edgedistill tune (issue 20): the search space's filtering, budget parsing and refusals, pruning, selection on
+validation, resume, the winner's recipe, and the command's exit codes. Tiny synthetic data, seconds each."""
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import edgedistill.cli_tune  # noqa: F401 - registers the command on the app
+from edgedistill.cli import app
+from edgedistill.errors import UserInputError
+from edgedistill.experiment import tune as tune_mod
+from edgedistill.experiment.tune import parse_budget, tune
+from edgedistill.experiment.tune_report import winner
+from edgedistill.experiment.tune_space import build_space
+
+# Learnable in seconds, with room between regimes: the student alone and KD differ on validation.
+RECIPE = {
+    "name": "tiny",
+    "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 30, "length": 48}, "split": {"by": "subject"}},
+    "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 4, "batch_size": 16}},
+    "student": {"model": "cnn1d", "width": 8, "depth": 2},
+    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 2}]},
+    "train": {"epochs": 3, "batch_size": 16, "lr": 0.01},
+    "seeds": [0, 1],
+    "engine": {"progress": False},
+}
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tune-cache"))  # teachers and baselines trained once for the whole file
+
+
+def recipe(shared_cache, **changes):
+    data = json.loads(json.dumps(RECIPE))
+    for key, value in changes.items():
+        data[key] = value
+    data["cache_dir"] = shared_cache
+    return data
+
+
+def write(tmp_path, data):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def quiet(line):
+    pass
+
+
+def test_budget_parsing():
+    assert parse_budget("90s") == 90 and parse_budget("30m") == 1800 and parse_budget("2h") == 7200
+    assert parse_budget("1h30m") == 5400 and parse_budget(45) == 45
+    for bad in ("abc", "30", "0s", "-5m", "30 minutes", "1h30x"):
+        with pytest.raises(UserInputError, match="--budget"):
+            parse_budget(bad)
+
+
+def test_space_classification_filters(shared_cache):
+    space = build_space(recipe(shared_cache))
+    names = [c.name for c in space.candidates]
+    assert {"kd", "dist", "dkd", "fitnet", "rkd"} <= set(names) and space.metric == "acc"
+    assert "cross-view" in space.excluded["skkd"]  # no data.views: cross-view regimes are not searched
+    assert "several teachers" in space.excluded["camkd"]
+    assert "data-free" in space.excluded["dfad"] and "dfad" not in names
+    with_df = build_space(recipe(shared_cache), include_data_free=True, methods=["kd", "dfad", "cudfkd"])
+    assert {"dfad", "cudfkd"} <= {c.name for c in with_df.candidates}
+
+
+def test_space_cross_view_with_views(shared_cache):
+    data = recipe(shared_cache)
+    data["data"]["views"] = {"x": [0, 1], "full": [0, 1, 2]}
+    data["teacher"]["view"] = "full"
+    space = build_space(data, methods=["kd", "skkd", "fitnet"])
+    assert "skkd" in [c.name for c in space.candidates]
+
+
+def test_space_regression_and_empty(shared_cache):
+    data = recipe(shared_cache)
+    data["data"]["params"]["task"] = "regression"
+    data["method"] = {"name": "offline", "terms": [{"loss": "mse", "weight": 1.0}]}
+    space = build_space(data)
+    names = [c.name for c in space.candidates]
+    assert "kd" not in names and "mse_to_teacher" in names and space.metric == "rmse" and space.direction == "minimize"
+    assert "needs classification data" in space.excluded["kd"]
+    with pytest.raises(UserInputError, match="no applicable method for regression data.*kd: needs classification"):
+        build_space(data, methods=["kd", "dist"])
+    with pytest.raises(UserInputError, match="--methods: unknown 'nope'"):
+        build_space(data, methods=["nope"])
+
+
+def test_budget_smaller_than_a_trial_is_refused_and_nothing_written(shared_cache, tmp_path):
+    out = tmp_path / "t"
+    with pytest.raises(UserInputError, match=r"--budget .*one trial \(3 epochs.*estimated"):
+        tune(recipe(shared_cache), budget="0.01s", out=out, methods=["kd"], log=quiet)
+    assert not out.exists()
+
+
+def test_cli_exit_codes(shared_cache, tmp_path):
+    path = write(tmp_path, recipe(shared_cache))
+    runner = CliRunner()
+    got = runner.invoke(app, ["tune", str(path), "--budget", "soon"])
+    assert got.exit_code == 2 and "--budget" in got.output
+    got = runner.invoke(app, ["tune", str(path), "--budget", "1m", "--methods", "camkd", "--out", str(tmp_path / "a")])
+    assert got.exit_code == 2 and "camkd: needs several teachers" in got.output
+    got = runner.invoke(app, ["tune", str(path), "--budget", "1m", "--storage", "postgresql://nobody@127.0.0.1:1/x",
+                              "--out", str(tmp_path / "b"), "--methods", "kd"])
+    assert got.exit_code == 2 and "--storage 'postgresql://nobody@127.0.0.1:1/x'" in got.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_pruned_trials_are_reported_as_pruned(shared_cache, tmp_path, monkeypatch):
+    import optuna
+
+    # A pruner that stops every trial at its first report: the per-epoch hook must reach it from inside the run.
+    monkeypatch.setattr(tune_mod, "pruner", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.5))
+    result = tune(recipe(shared_cache), budget="10m", max_trials=2, out=tmp_path / "t", methods=["kd"], retrain=False, log=quiet)
+    rows = result["trials"]
+    assert rows and all(r["state"] == "pruned" and r["pruned_at"] == 1 and r["epochs"] == 1 for r in rows)
+    assert result["winner"] is None
+    report = (tmp_path / "t" / "report.md").read_text()
+    assert "| pruned | kd |" in report and "epoch 1" in report and "No trial finished" in report
+
+
+def test_winner_is_chosen_on_validation_not_test():
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for val, test in ((0.6, 0.9), (0.8, 0.5), (0.7, 0.7)):  # test disagrees with validation
+        study.add_trial(optuna.trial.create_trial(value=val, params={}, distributions={}, user_attrs={"test": test}))
+    assert winner(study, "maximize").value == 0.8
+    assert winner(study, "minimize").value == 0.6
+
+
+def test_search_selects_on_validation_retrains_and_recipe_reproduces(shared_cache, tmp_path):
+    from edgedistill.experiment.runner import run
+
+    out = tmp_path / "t"
+    result = tune(write(tmp_path, recipe(shared_cache)), budget="10m", max_trials=3, out=out, methods=["kd", "dist"], log=quiet)
+    done = [r for r in result["trials"] if r["state"] == "complete"]
+    assert len(done) >= 2
+    best = result["winner"]
+    assert best["val"] == max(r["val"] for r in done)
+    # A trial's score is its run's validation metric (one seed), never its test metric.
+    summary = json.loads((tmp_path / "t" / "trials" / f"{best['trial']:04d}" / "summary.json").read_text())
+    row = next(r for r in summary["rows"] if r["role"] == "method")
+    assert best["val"] == row["val_metrics"]["acc"]["mean"] and summary["seeds"] == [0]
+    final = result["final"]
+    assert final["seeds"] == [0, 1] and final["n"] == 2 and final["alone"] is not None  # the paired verdict, every seed
+    again = run(out / "best_recipe.yaml", out=tmp_path / "again", progress=False)
+    row = next(r for r in again["rows"] if r["role"] == "method")
+    assert row["metrics"]["acc"]["mean"] == pytest.approx(final["method"]["mean"])
+    report = (out / "report.md").read_text()
+    assert "Hyperparameter importance" in report and "paired difference" in report
+    assert isinstance(result["importances"]["all trials"], dict)
+
+
+def test_resume_continues_the_study(shared_cache, tmp_path):
+    out = tmp_path / "t"
+    first = tune(recipe(shared_cache), budget="10m", max_trials=1, out=out, methods=["kd"], retrain=False, log=quiet)
+    second = tune(recipe(shared_cache), budget="10m", max_trials=1, out=out, methods=["kd"], retrain=False, log=quiet)
+    n1, n2 = len(first["trials"]), len(second["trials"])
+    assert n1 == 1 and n2 == 2
+    assert [r["trial"] for r in second["trials"][:n1]] == [r["trial"] for r in first["trials"]]
+    with pytest.raises(UserInputError, match="holds a different tune"):
+        tune(recipe(shared_cache), budget="10m", out=out, methods=["kd", "dist"], retrain=False, log=quiet)
