@@ -220,3 +220,22 @@ def test_stream_bounds_cut_at_pauses_and_refuse_broken_time(tmp_path):
         stream_bounds(np.array([0.0, 2.0, 1.0]), 2.0, tmp_path / "f.dat", "toy", "column 1")
     with pytest.raises(UserInputError, match="missing time value"):
         stream_bounds(np.array([0.0, np.nan]), 2.0, tmp_path / "f.dat", "toy", "column 1")
+
+
+def test_loaders_that_do_not_read_text_tables_announce_their_files_too(tmp_path):
+    """``data prepare`` prints a line per file from ON_FILE: the pickle, .ts, GDF and WISDM readers tell it as well."""
+    from edgedistill.data.archives import cifar, text_tables, wisdm
+    from tests.test_archive_cifar import write_cifar10
+    from tests.test_archive_wisdm import small_stream, write_archive
+
+    seen: list[Path] = []
+    token = text_tables.ON_FILE.set(seen.append)
+    try:
+        cifar.load(write_cifar10(tmp_path / "c"))
+        with pytest.raises(UserInputError):  # small_stream holds malformed records on purpose: read, then refused
+            wisdm.load(write_archive(tmp_path / "w", small_stream()))
+    finally:
+        text_tables.ON_FILE.reset(token)
+    names = [p.name for p in seen]
+    assert {f"data_batch_{i}" for i in range(1, 6)} | {"test_batch", "batches.meta"} <= set(names)
+    assert names[-1] == "WISDM_ar_v1.1_raw.txt"

@@ -108,7 +108,7 @@ def prepare(name: str, params: Optional[List[str]] = typer.Argument(None, help="
             if not download or a.url is None:
                 raise
             fetch(a, root, say=typer.echo)
-        from edgedistill.data.archives.base import ON_FILE
+        from edgedistill.data.archives.text_tables import ON_FILE
 
         start = time.time()
         typer.echo(f"{name}: reading and windowing (the first time can take a minute for a large archive)")

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from edgedistill.data.archives.text_tables import ON_FILE, parse
+from edgedistill.data.archives.text_tables import announce, parse
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -78,9 +78,7 @@ def read_numeric_table(path: Path, archive: str, delimiter: Optional[str] = None
                        skip_rows: int = 0, usecols: Optional[tuple[int, ...]] = None) -> np.ndarray:
     """One numeric text file (``text_tables.parse``), announced to ``ON_FILE``; ``read_tables`` reads several,
     large ones in parallel processes."""
-    tell = ON_FILE.get()
-    if tell is not None:
-        tell(path)
+    announce(path)
     return parse(path, archive, delimiter=delimiter, columns=columns, skip_rows=skip_rows, usecols=usecols)
 
 

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgedistill.data.archives.base import Archive, fill_gaps, require, resample
+from edgedistill.data.archives.text_tables import announce
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -68,7 +69,7 @@ def _mne():
 def read_gdf(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """A GDF as (22, T) EEG in µV, (n, 2) events (sample, code) and its sampling rate, through MNE."""
     mne = _mne()
-    require(path, NAME)
+    announce(require(path, NAME))
     try:
         raw = mne.io.read_raw_gdf(str(path), preload=True, verbose="error")
         events, ids = mne.events_from_annotations(raw, verbose="error")

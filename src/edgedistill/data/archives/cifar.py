@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgedistill.data.archives.base import Archive, require
+from edgedistill.data.archives.text_tables import announce
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -63,7 +64,7 @@ class SafeUnpickler(pickle.Unpickler):
 
 def read_pickle(path: Path, archive: str) -> dict:
     """One CIFAR pickle as a dict with str keys; missing, truncated or foreign files refused naming the file."""
-    require(path, archive)
+    announce(require(path, archive))
     try:
         with open(path, "rb") as fh:
             out = SafeUnpickler(fh, path).load()

@@ -19,6 +19,15 @@ from edgedistill.errors import UserInputError
 #: Told of every file a loader starts parsing: ``edgedistill data prepare`` prints a line per file of a long
 #: preparation. A context variable, so a loader needs no progress argument.
 ON_FILE: ContextVar[Optional[Callable[[Path], None]]] = ContextVar("edgedistill_archive_on_file", default=None)
+
+
+def announce(path: Path) -> None:
+    """Tell ``ON_FILE`` (if anyone listens) that ``path`` is about to be read: every loader calls it per data file."""
+    tell = ON_FILE.get()
+    if tell is not None:
+        tell(Path(path))
+
+
 #: Below this many bytes in all, files are parsed in this process: starting workers would cost more than it saves.
 PARALLEL_BYTES = 64 << 20
 
@@ -48,11 +57,9 @@ def read_tables(paths: Sequence[Path], archive: str, **options: Any) -> Iterator
     """``parse`` of every path, in order. Large files go to up to one spawned process per core, with at most one
     table per worker parsed ahead of the caller, so memory holds a few tables, never the whole archive."""
     workers = _workers(paths)
-    tell = ON_FILE.get()
     if workers == 1:
         for p in paths:
-            if tell is not None:
-                tell(Path(p))
+            announce(p)
             yield parse(p, archive, **options)
         return
     import multiprocessing
@@ -66,6 +73,5 @@ def read_tables(paths: Sequence[Path], archive: str, **options: Any) -> Iterator
                 p = queue.pop(0)
                 ahead.append((p, pool.submit(parse, p, archive, **options)))
             p, future = ahead.popleft()
-            if tell is not None:
-                tell(Path(p))
+            announce(p)
             yield future.result()  # a worker's UserInputError comes back as itself

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.data.archives.base import Archive, fill_gaps, require
+from edgedistill.data.archives.text_tables import announce
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -53,7 +54,7 @@ def _read_ts(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     unequal-length problem is refused naming the file."""
     from aeon.datasets import load_from_ts_file  # aeon costs ~1.5 s to import: only when a problem is read
 
-    require(path, NAME)
+    announce(require(path, NAME))
     try:
         x, y, meta = load_from_ts_file(str(path), return_meta_data=True)
     except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:

@@ -22,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from edgedistill.data.archives.base import Archive, check_protocol, require, resample, stream_windows
+from edgedistill.data.archives.text_tables import announce
 from edgedistill.data.raw import RawData
 from edgedistill.errors import UserInputError
 
@@ -97,6 +98,7 @@ def load(folder: Path, *, window: int = 200, stride: int = 200, rate: float = 20
     rate, window, stride = check_protocol(rate, window, stride, RATE_HZ)
     axes = _axes(channels)
     path = require(folder / FILE, NAME)
+    announce(path)
     try:
         text = path.read_text(encoding="utf-8", errors="strict")
     except (UnicodeDecodeError, OSError) as exc:
