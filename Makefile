@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench-pamap2 bench-select install clean bench-quality bench-speed bench-cv
+.PHONY: demo test test-slow bench-pamap2 bench-mapped bench-select install clean bench-quality bench-speed bench-cv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench-cv: $(STAMP)
 # Preparing a full-size archive in PAMAP2's format (3.85 M rows, synthetic, ~1.7 GiB in runs/): time and peak memory.
 bench-pamap2: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/pamap2_prepare.py
+
+# Training from memory-mapped windows (data.storage: mapped) vs in memory, on that archive: peak memory and time.
+bench-mapped: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mapped_storage.py
 
 # teacher.select best / last / swa with recipes/kd.yaml on ArrowHead and PickupGesture (~5 min).
 bench-select: $(STAMP)

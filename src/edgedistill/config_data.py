@@ -103,6 +103,9 @@ class DataConfig(_Strict):
     # Left out of dumps when unset, so the fingerprints of recipes without it do not change.
     root: Optional[RecipePath] = Field(None, exclude_if=lambda v: v is None)
     _params_finite = field_validator("params")(_check_free)
+    # Where the splits live (data/mapped.py): memory; mapped (read from an archive's memory-mapped windows a batch at a
+    # time: a set larger than memory); auto: mapped when the windows are on disk and above a quarter of free memory.
+    storage: Literal["auto", "memory", "mapped"] = Field("auto", exclude_if=lambda v: v == "auto")
     split: SplitConfig = Field(default_factory=SplitConfig)
     normalize: Literal["per_channel", "global", "none"] = "per_channel"
     window: Optional[WindowConfig] = None

@@ -1,4 +1,7 @@
-"""In-memory datasets with named views, batched by index (no per-sample __getitem__ + collate).
+"""Datasets with named views, batched by index (no per-sample __getitem__ + collate).
+
+A view is a tensor in memory, or for a data set larger than memory a ``MappedRows`` (data/mapped.py) that reads its
+rows from memory-mapped files when a batch asks for them.
 
 A batch is a plain dict: ``x`` (what the student sees), optional privileged views (``pi``,
 ``x_full``, ...), ``y``, ``index`` (positions in this dataset, for cached teacher outputs) and
@@ -11,6 +14,7 @@ from typing import Any, Callable, Iterator, Literal, Optional
 
 import torch
 
+from edgedistill.data.mapped import MappedRows
 from edgedistill.errors import UserInputError
 
 Task = Literal["classification", "regression"]
@@ -19,7 +23,7 @@ Batch = dict[str, torch.Tensor]
 
 @dataclass
 class TensorData:
-    views: dict[str, torch.Tensor]  # "x" required; every view has the same first dimension
+    views: dict[str, torch.Tensor | MappedRows]  # "x" required; every view has the same first dimension
     y: torch.Tensor  # int64 (n,) for classification, float32 (n,) or (n, k) for regression
     group: Optional[torch.Tensor] = None  # int64 (n,) subject ids
 
@@ -35,7 +39,16 @@ class TensorData:
 
     @property
     def x(self) -> torch.Tensor:
-        return self.views["x"]
+        return self.tensor("x")
+
+    def tensor(self, view: str) -> torch.Tensor:
+        """Every row of ``view`` as one tensor: for a mapped view, the whole split read into memory."""
+        v = self.views[view]
+        return v.load() if isinstance(v, MappedRows) else v
+
+    @property
+    def mapped(self) -> bool:
+        return any(isinstance(v, MappedRows) for v in self.views.values())
 
     def __len__(self) -> int:
         return len(self.y)
@@ -43,7 +56,7 @@ class TensorData:
     def subset(self, index: torch.Tensor | list[int]) -> "TensorData":
         idx = torch.as_tensor(index, dtype=torch.long)
         return TensorData(
-            {k: v[idx] for k, v in self.views.items()},
+            {k: v.rows_of(idx) if isinstance(v, MappedRows) else v[idx] for k, v in self.views.items()},
             self.y[idx],
             None if self.group is None else self.group[idx],
         )

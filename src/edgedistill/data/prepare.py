@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ import torch
 from edgedistill.config import DataConfig
 from edgedistill.data.dataset import DataInfo, DataSplits, TensorData
 from edgedistill.data.folds import Fold, assign_folds, check_fold_classes
+from edgedistill.data.labels import encode_targets
+from edgedistill.data.mapped import MappedRows, fit_rows, mapped_storage, pick_channels, pool
 from edgedistill.data.normalize import MAX_Z, check_normalized, fit_normalizer
 from edgedistill.data.raw import RawData, check_raw
 from edgedistill.data.splits import random_split, stratified_split, subject_split
@@ -89,52 +91,14 @@ def _pool_official_test(raw: RawData) -> RawData:
     """Merge the official test split into the data, so ``split.official_test=false`` re-splits everything."""
     if raw.test_x is None or raw.test_y is None:
         return raw
-    views = {k: np.concatenate([v, raw.test_views[k]]) for k, v in raw.views.items() if k in raw.test_views}
+    views = {k: pool(v, raw.test_views[k]) for k, v in raw.views.items() if k in raw.test_views}
     group = None
     if raw.group is not None and raw.test_group is not None:
         group = np.concatenate([np.asarray(raw.group).astype(str), np.asarray(raw.test_group).astype(str)])
     return replace(
-        raw, x=np.concatenate([raw.x, raw.test_x]), y=np.concatenate([raw.y, raw.test_y]), group=group,
+        raw, x=pool(raw.x, raw.test_x), y=np.concatenate([raw.y, raw.test_y]), group=group,
         views=views, test_x=None, test_y=None, test_group=None, test_views={},
     )
-
-
-def _natural_sorted(labels: list[str]) -> list[str]:
-    """Sort numerically when every label is a number ('2' before '10'), else as text."""
-    try:
-        return sorted(labels, key=float)
-    except ValueError:
-        return sorted(labels)
-
-
-def _encode(y: np.ndarray, index: dict[str, int], source: str, part: str) -> np.ndarray:
-    keys = [str(v) for v in np.asarray(y).reshape(-1)]
-    unseen = sorted({k for k in keys if k not in index})
-    if unseen:
-        raise UserInputError(
-            f"{source}: the {part} split has label(s) {unseen[:5]} that are not among the classes {list(index)[:20]}"
-        )
-    return np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
-
-
-def _targets(raw: RawData, official: bool, source: str) -> tuple[Optional[list[str]], np.ndarray, Optional[np.ndarray]]:
-    """(class names, training targets, official test targets): int64 codes 0..C-1 with one mapping for every
-    split, or float64 regression targets."""
-    if raw.task == "classification":
-        if np.asarray(raw.y).ndim != 1:
-            raise UserInputError(f"{source}: class labels y must be 1-D (one per sample), got shape {np.shape(raw.y)}")
-        classes = [str(c) for c in raw.classes] if raw.classes else _natural_sorted(sorted({str(v) for v in raw.y}))
-        index = {c: i for i, c in enumerate(classes)}
-        y_test = _encode(raw.test_y, index, source, "official test") if official else None  # type: ignore[arg-type]
-        return classes, _encode(raw.y, index, source, "training"), y_test
-    for part, yy in (("y", raw.y), ("test_y", raw.test_y if official else None)):
-        if yy is not None and (np.asarray(yy).dtype.kind not in "iuf" or np.asarray(yy).ndim not in (1, 2)):
-            raise UserInputError(
-                f"{source}: regression targets '{part}' must be numbers of shape (n,) or (n, k), "
-                f"got dtype {np.asarray(yy).dtype} and shape {np.shape(yy)}"
-            )
-    y_test = np.asarray(raw.test_y, dtype=np.float64) if official else None
-    return None, np.asarray(raw.y, dtype=np.float64), y_test
 
 
 def _strata(y: np.ndarray, task: str) -> np.ndarray:
@@ -172,7 +136,7 @@ def channel_views(raw: RawData, views: dict[str, list[int]]) -> RawData:
             )
         if name in raw.views:
             raise UserInputError(f"data.views.{name}: the dataset already has a view named '{name}'")
-    pick = lambda a, chans: None if a is None else np.ascontiguousarray(np.asarray(a)[:, chans])  # noqa: E731
+    pick = lambda a, chans: None if a is None else pick_channels(a, chans)  # noqa: E731
     new_views = {**raw.views, **{k: pick(raw.x, c) for k, c in views.items() if k != "x"}}
     new_test = dict(raw.test_views)
     if raw.test_x is not None:
@@ -252,7 +216,7 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[F
                                               "with its training split; the folds are formed over all samples"])
     task = raw.task
 
-    classes, y_all, y_test_official = _targets(raw, official, source)
+    classes, y_all, y_test_official = encode_targets(raw, official, source)
 
     # Subject ids become 0..G-1 over all splits jointly, so one subject keeps one id everywhere.
     gnames = sorted({str(v) for g in (raw.group, raw.test_group if official else None) if g is not None for v in g})
@@ -296,13 +260,16 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[F
         pool, test_idx = _carve(by, everything, y_all, groups, task, cfg.split.test, int(split_seeds[0]), "test")
     train_idx, val_idx = _carve(by, pool, y_all, groups, task, cfg.split.val, int(split_seeds[1]), "validation")
 
-    def take(idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, Optional[np.ndarray]]:
-        views = {"x": np.asarray(raw.x)[idx], **{k: np.asarray(v)[idx] for k, v in raw.views.items()}}
-        return views, y_all[idx], None if groups is None else groups[idx]
+    # Larger than memory (data/mapped.py): every split is row numbers into the files, read a batch at a time.
+    mapped = mapped_storage(cfg.storage, raw.x, 1 + len(raw.views))
+    rows = (lambda a, idx: MappedRows(a, idx)) if mapped else (lambda a, idx: np.asarray(a)[idx])  # noqa: E731
+
+    def take(idx: np.ndarray, x: Any = raw.x, views: Any = raw.views) -> tuple[dict[str, Any], np.ndarray, Optional[np.ndarray]]:
+        return {"x": rows(x, idx), **{k: rows(v, idx) for k, v in views.items()}}, y_all[idx], None if groups is None else groups[idx]
 
     parts = {"train": take(train_idx), "val": take(val_idx)}
     if official:
-        tviews = {"x": np.asarray(raw.test_x), **{k: np.asarray(v) for k, v in raw.test_views.items()}}
+        tviews, _, _ = take(np.arange(len(raw.test_x)), raw.test_x, raw.test_views)  # type: ignore[arg-type]
         parts["test"] = (tviews, y_test_official, gcodes(raw.test_group))  # type: ignore[assignment]
     else:
         parts["test"] = take(test_idx)  # type: ignore[arg-type]
@@ -310,8 +277,8 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[F
     _check_parts(parts, classes, source, by)
     # Normalisation: each view its own statistics, fitted on the training part only; a raw view (RawData.raw_views:
     # a teacher's recorded outputs) is kept as given.
-    norms = {name: fit_normalizer(arr, cfg.normalize) for name, arr in parts["train"][0].items()
-             if name not in raw.raw_views}
+    fit = fit_rows if mapped else fit_normalizer
+    norms = {name: fit(arr, cfg.normalize) for name, arr in parts["train"][0].items() if name not in raw.raw_views}
     target_scale = None
     if task == "regression":
         y_train = parts["train"][1].reshape(len(parts["train"][1]), -1)
@@ -321,10 +288,13 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[F
             mu, sd = np.zeros(y_train.shape[1]), np.ones(y_train.shape[1])
         target_scale = ([float(v) for v in mu], [float(v) for v in sd])
 
-    def tensors(part: str, views: dict[str, np.ndarray], y: np.ndarray, g: Optional[np.ndarray]) -> TensorData:
-        tv = {}
+    def tensors(part: str, views: dict[str, Any], y: np.ndarray, g: Optional[np.ndarray]) -> TensorData:
+        tv: dict[str, Any] = {}
         for k, v in views.items():
-            if k in raw.raw_views:
+            if mapped:
+                tv[k] = v.normalized(norms.get(k))
+                tv[k].check(k, part, source)
+            elif k in raw.raw_views:
                 tv[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
             elif k in norms:
                 z = norms[k].apply(v)
@@ -361,11 +331,16 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[F
         target_scale=target_scale,
         sizes={k: len(v) for k, v in out.items()},
         channels=list(raw.channels) if raw.channels else [str(i) for i in range(x_train.shape[1])],
-        notes=list(raw.notes),
+        notes=[*raw.notes, *([f"data.storage: the splits stay in the memory-mapped windows ({_gib(raw.x)} GiB as float32) and "
+                              "are read a batch at a time"] if mapped else [])],
         subjects=gnames,
         fold=fold_info,
     )
     return DataSplits(out["train"], out["val"], out["test"], info)
+
+
+def _gib(x: Any) -> str:
+    return f"{4 * int(np.prod(x.shape)) / 2**30:.2f}"
 
 
 def dataset_fingerprint(cfg: DataConfig, seed: int = 0, fold: Optional[Fold] = None) -> str:
@@ -385,6 +360,7 @@ def dataset_fingerprint(cfg: DataConfig, seed: int = 0, fold: Optional[Fold] = N
         # An archive by what its files are (not where they are): a moved archive keeps its cached teachers.
         doc.pop("root", None)
         doc["archive"] = DATASETS.get(cfg.name).fingerprint(cfg.root, cfg.params)
+    doc.pop("storage", None)  # memory or mapped: the same values (data/mapped.py), so the same cached teachers
     doc["_pipeline"] = PIPELINE_VERSION
     doc["_seed"] = int(seed)
     if fold is not None:  # only then: the fingerprints (and cached teachers) of holdout runs stay as they were

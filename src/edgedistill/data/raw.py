@@ -10,7 +10,7 @@ A loader registered in ``DATASETS`` returns a ``RawData``: numpy arrays exactly 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -61,27 +61,42 @@ class RawData:
         return len(self.classes) if self.classes else len({str(v) for v in np.asarray(self.y).reshape(-1)})
 
 
-def _first(mask: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.argwhere(mask)[0])
+#: Elements per chunk of ``check_values``: its masks never hold more than this, so checking memory-mapped windows
+#: larger than memory (data/mapped.py) costs tens of MB, not a boolean copy of the array.
+CHECK_CHUNK = 1 << 24
+
+
+def _scan(arr: np.ndarray, test: Callable[[np.ndarray], np.ndarray]) -> tuple[int, Optional[tuple[int, ...]]]:
+    """(how many elements ``test`` flags, the index of the first), a chunk of rows at a time."""
+    step = max(1, CHECK_CHUNK // max(1, arr.size // max(1, len(arr)))) if arr.ndim else 1
+    count, first = 0, None
+    for start in range(0, len(arr), step) if arr.ndim else (None,):
+        chunk = arr if start is None else arr[start:start + step]
+        mask = test(chunk)
+        n = int(mask.sum())
+        if n and first is None:
+            at = [int(i) for i in np.argwhere(mask)[0]]
+            first = tuple([at[0] + (start or 0), *at[1:]]) if at else ()
+        count += n
+    return count, first
 
 
 def check_values(name: str, arr: np.ndarray, source: str, bounded: bool) -> None:
     """Finite (NaN/inf refused) and, where ``bounded``, no magnitude above ``MAX_ABS``."""
     kind = arr.dtype.kind
     if kind in "fc":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            raise UserInputError(f"{source}: array '{name}' has {int(bad.sum())} non-finite value(s) (NaN/inf); "
-                                 f"first at index {_first(bad)}")
+        n, first = _scan(arr, lambda a: ~np.isfinite(a))
+        if n:
+            raise UserInputError(f"{source}: array '{name}' has {n} non-finite value(s) (NaN/inf); first at index {first}")
     # Only dtypes that can hold such values are scanned (not float16, int32 or narrower).
     limit = float(np.finfo(arr.dtype).max) if kind in "fc" else float(np.iinfo(arr.dtype).max) if kind in "iu" else 0
     if not bounded or not arr.size or limit <= MAX_ABS:
         return
-    big = np.abs(arr.astype(np.float64) if kind in "iu" else arr) > MAX_ABS
-    if big.any():
+    n, first = _scan(arr, lambda a: np.abs(a.astype(np.float64) if kind in "iu" else a) > MAX_ABS)
+    if n:
         raise UserInputError(
-            f"{source}: array '{name}' has {int(big.sum())} value(s) above {MAX_ABS:.0e} in magnitude (first "
-            f"{float(np.abs(arr[_first(big)])):.4g} at index {_first(big)}); such values are unit or encoding errors "
+            f"{source}: array '{name}' has {n} value(s) above {MAX_ABS:.0e} in magnitude (first "
+            f"{float(np.abs(arr[first])):.4g} at index {first}); such values are unit or encoding errors "
             f"(a timestamp, a missing-value code): rescale or remove them"
         )
 

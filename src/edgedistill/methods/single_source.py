@@ -141,7 +141,7 @@ class SingleSourceDistillation(Method):
         if not 0 <= index < len(train):
             raise UserInputError(f"method.params.source_index: the training split has {len(train)} rows, got {index}")
         # The only training data this regime ever reads: one row of the student's view.
-        self._source = train.x[index].to(device)
+        self._source = train.batch(torch.tensor([index]))["x"][0].to(device)  # one row: a mapped split reads only it
         if not torch.isfinite(self._source).all():
             raise UserInputError(f"method.params.source_index: training row {index} has non-finite values")
         self.teachers.place(device)
