@@ -124,6 +124,17 @@ def test_pruned_trials_are_reported_as_pruned(shared_cache, tmp_path, monkeypatc
     assert "| pruned | kd |" in report and "epoch 1" in report and "No trial finished" in report
 
 
+def test_recipe_setting_is_recognised_as_a_point_of_the_space():
+    from edgedistill.experiment.tune_space import CANDIDATES, recipe_point
+
+    kd = {"name": "offline", "terms": [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 4}]}
+    assert recipe_point(list(CANDIDATES), kd, "classification") == {"method": "kd", "kd.temperature": 4, "kd.alpha": 0.9}
+    mixed = {"name": "offline", "terms": [{"loss": "ce", "weight": 1.0}, {"loss": "kd", "weight": 1.0, "temperature": 4}]}
+    assert recipe_point(list(CANDIDATES), mixed, "classification") is None  # 1.0 + 1.0 is not a point of "1 - alpha, alpha"
+    hot = {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 20}]}
+    assert recipe_point(list(CANDIDATES), hot, "classification") is None  # T = 20 is outside the searched range
+
+
 def test_winner_is_chosen_on_validation_not_test():
     import optuna
 
@@ -141,6 +152,9 @@ def test_search_selects_on_validation_retrains_and_recipe_reproduces(shared_cach
     result = tune(write(tmp_path, recipe(shared_cache)), budget="10m", max_trials=3, out=out, methods=["kd", "dist"], log=quiet)
     done = [r for r in result["trials"] if r["state"] == "complete"]
     assert len(done) >= 2
+    first = result["trials"][0]  # the recipe's own setting is evaluated first, on the same validation split
+    assert first["method"] == "kd" and first["params"] == {"temperature": 2, "alpha": 0.5}
+    assert first["error"] == "the recipe's own setting"
     best = result["winner"]
     assert best["val"] == max(r["val"] for r in done)
     # A trial's score is its run's validation metric (one seed), never its test metric.

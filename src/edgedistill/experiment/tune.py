@@ -34,7 +34,7 @@ from edgedistill.experiment import tune_report
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_grid import _canon
 from edgedistill.experiment.sweep_store import Workers, _Heartbeat, _extract, _pid_alive, guarded, open_study, worker_threads
-from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost
+from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost, read_recipe, recipe_point
 from edgedistill.io import read_json_record, write_json, write_text
 
 MAX_FAILURES_IN_A_ROW = 3
@@ -102,21 +102,6 @@ def run_tune_trial(job: dict[str, Any]) -> dict[str, Any]:
         return {"state": "complete", "epoch": reached["epoch"], "value": r["val"]["mean"], "run": r}
 
     return guarded(job, work)
-
-
-def _read_base(recipe: str | Path | dict[str, Any], overrides: Optional[list[str]]) -> tuple[dict[str, Any], str]:
-    """The recipe as a dict (relative paths resolved against its file, as ``edgedistill run`` does), and its name."""
-    from edgedistill.recipe_paths import resolve_recipe_paths
-    from edgedistill.yaml_io import apply_overrides, read_yaml
-
-    if isinstance(recipe, dict):
-        data = dict(recipe)
-    else:
-        data = resolve_recipe_paths(read_yaml(Path(recipe)), Path(recipe).parent)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    data.pop("sweep", None)  # a sweep recipe's grid is not the tuner's space
-    return data, str(data.get("name", "run"))
 
 
 class Tuner:
@@ -310,7 +295,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
     from edgedistill.experiment.sweep_grid import _shared_smoke_recipe
 
     start = time.time()
-    base, name = _read_base(recipe, overrides)
+    base, name = read_recipe(recipe, overrides)
     seeds = load_recipe(base).seeds  # (validates the recipe before anything else)
     command = redact(command or f"edgedistill tune {recipe if not isinstance(recipe, dict) else '<dict>'} --budget {budget:.0f}s")
     if out is not None:
@@ -330,7 +315,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
     floor, left = setup_s + epoch_s * epochs, start + budget - time.time()
     if left < floor:  # refused before anything is written
         raise UserInputError(f"--budget {_duration(budget)}: one trial ({epochs} epochs of the distilled student) is estimated "
-                             f"at {_duration(floor)} or more on this machine (measured: {setup_s:.1f} s to load and build, {epoch_s:.2f} s per epoch), and "
+                             f"at about {_duration(floor)} on this machine (measured: {setup_s:.1f} s to load and build, {epoch_s:.2f} s per epoch), and "
                              f"{_duration(max(0.0, left))} is left after setup; give at least --budget {int(floor * 1.5 + (budget - left)) + 1}s")
     identity_doc = {"recipe": base, "space": space.describe(), "smoke": smoke, "seed": seeds[0]}
     identity = "tune-" + hashlib.sha256(_canon(identity_doc).encode()).hexdigest()[:16]
@@ -359,6 +344,9 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
                       jobs=jobs, deadline=deadline, floor=floor, epochs=epochs, progress=progress, command=command, log=log,
                       max_trials=max_trials)
         recovered = tuner.recover()
+        point = recipe_point(space.candidates, base.get("method") or {}, space.task)
+        if point is not None and not study.get_trials(deepcopy=False):  # the recipe's own setting is trial 0
+            study.enqueue_trial(point, user_attrs={"recipe_setting": True})
         cost = tuner.trial_cost()
         done_before = len(study.get_trials(deepcopy=False))
         log(f"Tune directory: {tune_dir} (study '{study_name}' in {redact(storage) if storage else tune_dir / 'study.db'})")
@@ -379,20 +367,12 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
         final, final_dir = None, None
         if winner is not None:
             choice = winner.user_attrs["choice"]
-            best = load_recipe(base, choice)
-            from edgedistill.config import recipe_to_dict
-
-            resolved = recipe_to_dict(best)
-            resolved["name"] = f"{name}-tuned"
-            header = (f"# Chosen by `{command}` (trial {winner.number}: {winner.user_attrs['candidate']}, validation "
-                      f"{space.metric} {winner.value:.4f} on seed {seeds[0]}); run it with: edgedistill run best_recipe.yaml\n")
-            import yaml
-
-            write_text(tune_dir / "best_recipe.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
+            tune_report.write_best_recipe(tune_dir / "best_recipe.yaml", load_recipe(base, choice), name, winner, command,
+                                          space.metric, seeds[0])
             if retrain:
                 final_dir = tune_dir / f"best-trial{winner.number:04d}"
                 log(f"Winner on validation: trial {winner.number} ({winner.user_attrs['candidate']}); retraining it over seeds "
-                    f"{list(seeds)} into {final_dir}")
+                    f"{load_recipe(trial_base).seeds} into {final_dir}")
                 from edgedistill.experiment.runner import run
 
                 summary = run(trial_base, choice, out=final_dir, smoke=trial_smoke, progress=progress,

@@ -42,7 +42,7 @@ def rows(study: Any, epochs: int) -> list[dict[str, Any]]:
                     "epochs": a.get("epochs_run", max(t.intermediate_values, default=0)), "of": epochs,
                     "pruned_at": a.get("pruned_at"), "val": t.value if t.value is not None else last,
                     "seconds": a.get("seconds"), "run_dir": a.get("run_dir"), "error": (a.get("error") or "").splitlines()[:1]})
-        out[-1]["error"] = out[-1]["error"][0] if out[-1]["error"] else ""
+        out[-1]["error"] = out[-1]["error"][0] if out[-1]["error"] else ("the recipe's own setting" if a.get("recipe_setting") else "")
     return out
 
 
@@ -151,3 +151,16 @@ def write(tune_dir: Path, info: dict[str, Any], study: Any, space: Any, *, final
     if best is not None:
         files["recipe"] = str(tune_dir / "best_recipe.yaml")
     return {"rows": table, "importances": imp, "winner": best, "files": files}
+
+
+def write_best_recipe(path: Path, recipe: Any, name: str, trial: Any, command: str, metric: str, seed: int) -> None:
+    """The winner as a runnable recipe: the original recipe with the chosen method (and student shape), resolved."""
+    import yaml
+
+    from edgedistill.config import recipe_to_dict
+
+    resolved = recipe_to_dict(recipe)
+    resolved["name"] = f"{name}-tuned"
+    header = (f"# Chosen by `{command}` (trial {trial.number}: {trial.user_attrs['candidate']}, validation {metric} "
+              f"{trial.value:.4f} on seed {seed}); run it with: edgedistill run best_recipe.yaml\n")
+    write_text(path, header + yaml.safe_dump(resolved, sort_keys=False))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from edgedistill.errors import UserInputError
@@ -83,7 +84,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("std_normalized_kd", _mix("std_normalized_kd", Knob("temperature", 0.5, 4.0, log=True)),
               (Knob("temperature", 0.5, 4.0, log=True), ALPHA), doc="docs/losses/std_normalized_kd.md"),
     Candidate("dist", {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": 1.0},
-                                                    {"loss": "dist", "weight": Val("weight"), "temperature": Val("temperature")}]},
+                                                    {"loss": "dist", "weight": Val("weight"), "beta": 1.0, "gamma": 1.0,
+                                                     "temperature": Val("temperature")}]},
               (Knob("weight", 0.5, 4.0, log=True), T), doc="docs/losses/dist.md"),
     Candidate("dkd", {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": 1.0},
                                                    {"loss": "dkd", "weight": 1.0, "alpha": Val("alpha"), "beta": Val("beta"),
@@ -98,7 +100,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("pkt", _feature("pkt", "emb"), (Knob("weight", 3000.0, 100000.0, log=True),), doc="docs/losses/pkt.md"),
     Candidate("multi_teacher", {**_mix("kd", T), "name": "multi_teacher", "params": {"space": Val("space")}},
               (T, ALPHA, Knob("space", choices=("probs", "logits"))), frozenset({"teachers"}), "docs/methods/multi_teacher.md"),
-    Candidate("camkd", {"name": "camkd", "params": {"temperature": Val("temperature")},
+    Candidate("camkd", {"name": "camkd", "params": {"temperature": Val("temperature"), "reduction": "code"},
                         "terms": [{"loss": "ce", "weight": 1.0}, {"loss": "kd", "weight": 1.0},
                                   {"loss": "inter", "weight": Val("inter_weight"), "start_epoch": 1}]},
               (T, Knob("inter_weight", 5.0, 100.0, log=True)), frozenset({"teachers"}), "docs/methods/camkd.md"),
@@ -131,6 +133,48 @@ def fill(template: Any, values: dict[str, Any], task: str) -> Any:
     if isinstance(template, list):
         return [fill(v, values, task) for v in template]
     return template
+
+
+def match(template: Any, actual: Any, task: str, found: Optional[dict[str, Any]] = None) -> Optional[dict[str, Any]]:
+    """The knob values that make ``template`` equal the recipe's ``actual`` method section, or None if no values do
+    (``fill``'s inverse: how the recipe's own setting is recognised as a point of the space)."""
+    found = {} if found is None else found
+    if isinstance(template, Val):
+        numeric = isinstance(actual, (int, float)) and not isinstance(actual, bool)
+        if not (numeric or isinstance(actual, str)) or (template.complement and not numeric):
+            return None
+        value = round(1.0 - actual, 6) if template.complement else actual
+        if template.knob in found and (found[template.knob] != value if not numeric else abs(found[template.knob] - value) > 1e-6):
+            return None
+        found[template.knob] = value
+        return found
+    if template == SUPERVISED:
+        return found if actual == LABEL_LOSS[task] else None
+    if isinstance(template, dict):
+        if not isinstance(actual, dict) or set(actual) - set(template) - {"params", "terms"}:
+            return None
+        for k, v in template.items():
+            if k not in actual or match(v, actual[k], task, found) is None:
+                return None
+        return found
+    if isinstance(template, list):
+        if not isinstance(actual, list) or len(actual) != len(template):
+            return None
+        return found if all(match(t, a, task, found) is not None for t, a in zip(template, actual)) else None
+    return found if template == actual or (isinstance(template, float) and actual == template) else None
+
+
+def recipe_point(candidates: list[Candidate], method: dict[str, Any], task: str) -> Optional[dict[str, Any]]:
+    """The recipe's own method section as a point of the space (``{"method": name, "<name>.<knob>": value}``), when
+    one candidate's template gives it with every knob inside its range: the search evaluates it first, so the tuned
+    result is measured against the recipe's setting on the same validation split."""
+    for c in candidates:
+        values = match(c.method, method, task)
+        if values is None or set(values) != {k.name for k in c.knobs}:
+            continue
+        if all(values[k.name] in k.choices if k.choices else k.low <= values[k.name] <= k.high for k in c.knobs):
+            return {"method": c.name, **{f"{c.name}.{k}": v for k, v in values.items()}}
+    return None
 
 
 def defaults(c: Candidate) -> dict[str, Any]:
@@ -204,7 +248,7 @@ def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us:
     kept, tried = [], 0
     for depth in DEPTHS:
         for width in WIDTHS:
-            cfg = recipe.student.model_copy(update={"kwargs": {**recipe.student.kwargs, "width": width, "depth": depth}})
+            cfg = type(recipe.student).model_validate({**recipe.student.model_dump(), "width": width, "depth": depth})
             try:
                 net = build_network(cfg, info, "student")
             except (UserInputError, TypeError, ValueError) as exc:
@@ -283,10 +327,11 @@ def build_space(base: dict[str, Any], *, smoke: bool = False, methods: Optional[
 
 
 def estimate_trial_cost(base: dict[str, Any], smoke: bool = False, steps: int = 3) -> tuple[float, float, int]:
-    """Measured floor of one trial's cost: (setup seconds: loading the data and building the networks, as every run
+    """Measured estimate of one trial's cost: (setup seconds: loading the data and building the networks, as every run
     does; seconds of one training epoch of the distilled student: the teachers' forward and the student's forward
-    and backward on real batches, times the steps per epoch, plus a validation pass; the epochs of one trial). The
-    first trial may also train the teacher and the student alone, unless they are cached."""
+    and backward on real batches, times the steps per epoch, plus a validation pass; the epochs of one trial).
+    Regimes that cache the teachers' outputs cost less, the first trial more when the teacher and the student alone
+    are not cached yet; once trials finish, their own median time replaces this estimate."""
     import torch
 
     from edgedistill.config import load_recipe
@@ -324,3 +369,18 @@ def estimate_trial_cost(base: dict[str, Any], smoke: bool = False, steps: int = 
     batches = max(1, p.splits.train.num_batches(cfg.batch_size, drop_last=True))
     val_steps = max(1, -(-len(p.splits.val) // max(1, cfg.batch_size)))
     return setup, per_step * batches + per_step * val_steps / 3, cfg.epochs
+
+
+def read_recipe(recipe: str | Path | dict[str, Any], overrides: Optional[list[str]]) -> tuple[dict[str, Any], str]:
+    """The recipe as a dict (relative paths resolved against its file, as ``edgedistill run`` does), and its name."""
+    from edgedistill.recipe_paths import resolve_recipe_paths
+    from edgedistill.yaml_io import apply_overrides, read_yaml
+
+    if isinstance(recipe, dict):
+        data = dict(recipe)
+    else:
+        data = resolve_recipe_paths(read_yaml(Path(recipe)), Path(recipe).parent)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    data.pop("sweep", None)  # a sweep recipe's grid is not the tuner's space
+    return data, str(data.get("name", "run"))
