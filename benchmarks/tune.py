@@ -148,7 +148,7 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "load_before": load_before, "load_after": os.getloadavg()[0], "minutes": (time.time() - t0) / 60,
             "cpu_min": (quality._cpu_s() - cpu0) / 60, "seeds": seeds, "div": div, "budget_runs": args.budget_runs}
-    name = "tune_quick" if args.quick else "tune"
+    name = ("tune_quick" if args.quick else "tune") + (f"_{args.budget_runs}x" if args.budget_runs != RUNS_PER_BUDGET else "")
     text = report(results, meta, args.quick)
     write_json(RESULTS / f"{name}.json", {"meta": meta, "results": results})
     write_text(RESULTS / f"{name}.md", text)

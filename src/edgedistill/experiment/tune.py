@@ -309,22 +309,26 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
     if smoke:
         shared = _shared_smoke_recipe({"base": base}, {}, tune_dir / "smoke-cache")
         trial_base, trial_smoke = (shared, False) if shared is not None else (base, True)
+    meta_path = usable_folder(tune_dir) / "tune.json"
+    previous = read_json_record(meta_path) if meta_path.is_file() else None
+    limits = {"max_params": max_params, "max_latency_us": max_latency_us}
+    measured = (previous or {}).get("spec", {}).get("students") if (previous or {}).get("spec", {}).get("limits") == limits else None
     space = build_space(trial_base, smoke=trial_smoke, methods=methods, include_data_free=include_data_free,
-                        max_params=max_params, max_latency_us=max_latency_us)
+                        max_params=max_params, max_latency_us=max_latency_us, students=measured)
     setup_s, epoch_s, epochs = estimate_trial_cost(trial_base, trial_smoke)
     floor, left = setup_s + epoch_s * epochs, start + budget - time.time()
     if left < floor:  # refused before anything is written
         raise UserInputError(f"--budget {_duration(budget)}: one trial ({epochs} epochs of the distilled student) is estimated "
                              f"at about {_duration(floor)} on this machine (measured: {setup_s:.1f} s to load and build, {epoch_s:.2f} s per epoch), and "
                              f"{_duration(max(0.0, left))} is left after setup; give at least --budget {int(floor * 1.5 + (budget - left)) + 1}s")
-    identity_doc = {"recipe": base, "space": space.describe(), "smoke": smoke, "seed": seeds[0]}
+    # The tune's identity: the recipe, the space and its limits (the measured student shapes are kept, not re-timed).
+    described = {k: v for k, v in space.describe().items() if k != "students"}
+    identity_doc = {"recipe": base, "space": described, "limits": limits, "smoke": smoke, "seed": seeds[0]}
     identity = "tune-" + hashlib.sha256(_canon(identity_doc).encode()).hexdigest()[:16]
-    meta_path = usable_folder(tune_dir) / "tune.json"
     if meta_path.is_file():
-        previous = read_json_record(meta_path)
         if previous is None or previous.get("identity") != identity:
-            raise UserInputError(f"--out '{tune_dir}' holds a different tune (recipe, search space, seed or smoke differ, or its "
-                                 "tune.json is damaged); choose another --out, or delete it to start over")
+            raise UserInputError(f"--out '{tune_dir}' holds a different tune (recipe, search space, limits, seed or smoke differ, "
+                                 "or its tune.json is damaged); choose another --out, or delete it to start over")
     elif tune_dir.exists() and not (tune_dir.is_dir() and only_the_lock(tune_dir)):
         raise UserInputError(f"--out '{tune_dir}' exists and is not an edgedistill tune directory")
     study_name = f"tune-{name}"
@@ -332,7 +336,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
     with DirLock(tune_dir, "tune directory", note=log):
         url = storage or f"sqlite:///{(tune_dir / 'study.db').resolve()}"
         if not meta_path.is_file():
-            write_json(meta_path, {"identity": identity, "spec": identity_doc, "name": name, "study": study_name,
+            write_json(meta_path, {"identity": identity, "spec": {**identity_doc, "students": space.students}, "name": name, "study": study_name,
                                    "storage": redact(url), "command": command})
         _, store = opened or open_study(url, study_name, space.direction, {}, identity)
         import optuna
@@ -348,7 +352,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
         if point is not None and not study.get_trials(deepcopy=False):  # the recipe's own setting is trial 0
             study.enqueue_trial(point, user_attrs={"recipe_setting": True})
         cost = tuner.trial_cost()
-        done_before = len(study.get_trials(deepcopy=False))
+        done_before = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
         log(f"Tune directory: {tune_dir} (study '{study_name}' in {redact(storage) if storage else tune_dir / 'study.db'})")
         log(f"Searching {len(space.candidates)} regime(s) ({', '.join(c.name for c in space.candidates)}) on seed {seeds[0]}, "
             f"chosen on validation {space.metric}; {epochs} epochs per trial, about {_duration(cost)} each; budget "

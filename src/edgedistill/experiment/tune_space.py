@@ -274,8 +274,10 @@ def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us:
 
 
 def build_space(base: dict[str, Any], *, smoke: bool = False, methods: Optional[list[str]] = None, include_data_free: bool = False,
-                max_params: Optional[int] = None, max_latency_us: Optional[float] = None) -> Space:
-    """The search space for the recipe ``base`` (a dict); raises UserInputError when nothing applies, saying why."""
+                max_params: Optional[int] = None, max_latency_us: Optional[float] = None,
+                students: Optional[list[dict[str, int]]] = None) -> Space:
+    """The search space for the recipe ``base`` (a dict); raises UserInputError when nothing applies, saying why.
+    ``students``: the student shapes a resumed tune measured under the same limits (latency is not re-timed)."""
     from edgedistill.config import load_recipe
     from edgedistill.experiment.build import build_method
     from edgedistill.experiment.runner import plan
@@ -322,7 +324,10 @@ def build_space(base: dict[str, Any], *, smoke: bool = False, methods: Optional[
         raise UserInputError(f"{'--methods' if methods else 'recipe'}: no applicable method for {info.task} data "
                              f"({recipe.data.name or recipe.data.path}): {said}")
     metric = "acc" if info.task == "classification" else "rmse"
-    students, note = _students(recipe, info, max_params, max_latency_us)
+    if students is not None and (max_params is not None or max_latency_us is not None):
+        note = f"{len(students)} student shapes fit (measured when this tune started)"
+    else:
+        students, note = _students(recipe, info, max_params, max_latency_us)
     return Space(info.task, metric, "maximize" if metric in MAXIMIZE else "minimize", kept, excluded, students, note)
 
 
