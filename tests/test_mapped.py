@@ -115,6 +115,10 @@ def test_an_official_test_split_pooled_from_disk(tmp_path):
     mapped = split_windows(raw, cfg.model_copy(update={"storage": "mapped"}), seed=1)
     assert mapped.train.mapped and sum(mapped.info.sizes.values()) == 50  # the official test rows pooled in
     _same_splits(memory, mapped)
+    official = DataConfig(name="disk", storage="mapped")  # the official test split kept as the test split
+    mapped = split_windows(raw, official, seed=1)
+    assert mapped.info.official_test and mapped.info.sizes["test"] == 20 and mapped.test.mapped
+    _same_splits(split_windows(raw, official.model_copy(update={"storage": "memory"}), seed=1), mapped)
 
 
 def test_mapped_refuses_data_in_memory_and_auto_keeps_small_sets_in_memory(tmp_path, monkeypatch):
@@ -126,6 +130,17 @@ def test_mapped_refuses_data_in_memory_and_auto_keeps_small_sets_in_memory(tmp_p
     assert prepare_data(cfg).train.mapped  # auto: above a quarter of the memory left, read from disk
 
 
+def _never_whole(self):  # noqa: ANN001, ANN202
+    raise AssertionError("a mapped split was read whole")
+
+
+def test_prepare_reads_no_split_whole(tmp_path, monkeypatch):
+    cfg = _pamap2(tmp_path, monkeypatch)
+    monkeypatch.setattr(MappedRows, "load", _never_whole)
+    splits = prepare_data(cfg.model_copy(update={"storage": "mapped"}))
+    assert splits.info.input_shape == (3, 40) and len(splits.train.batch(torch.tensor([0, 1]))["wide"]) == 2
+
+
 def test_a_mapped_run_gives_the_numbers_of_an_in_memory_run(tmp_path, monkeypatch):
     cfg = _pamap2(tmp_path, monkeypatch)
     args = ["pamap2_kd", "eval.scheme=holdout", "seeds=[0]", "train.epochs=2", "teacher.train.epochs=1",
@@ -133,6 +148,8 @@ def test_a_mapped_run_gives_the_numbers_of_an_in_memory_run(tmp_path, monkeypatc
     rows = {}
     for storage in ("memory", "mapped"):
         out = tmp_path / storage
+        if storage == "mapped":  # training, evaluation and teacher caching read batches, never a whole split
+            monkeypatch.setattr(MappedRows, "load", _never_whole)
         result = cli_run(*args, f"data.storage={storage}", "--out", out)
         assert result.exit_code == 0, result.output
         summary = json.loads((out / "summary.json").read_text())

@@ -264,12 +264,15 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[F
     mapped = mapped_storage(cfg.storage, raw.x, 1 + len(raw.views))
     rows = (lambda a, idx: MappedRows(a, idx)) if mapped else (lambda a, idx: np.asarray(a)[idx])  # noqa: E731
 
-    def take(idx: np.ndarray, x: Any = raw.x, views: Any = raw.views) -> tuple[dict[str, Any], np.ndarray, Optional[np.ndarray]]:
-        return {"x": rows(x, idx), **{k: rows(v, idx) for k, v in views.items()}}, y_all[idx], None if groups is None else groups[idx]
+    def views_at(idx: np.ndarray, x: Any, views: dict[str, Any]) -> dict[str, Any]:
+        return {"x": rows(x, idx), **{k: rows(v, idx) for k, v in views.items()}}
+
+    def take(idx: np.ndarray) -> tuple[dict[str, Any], np.ndarray, Optional[np.ndarray]]:
+        return views_at(idx, raw.x, raw.views), y_all[idx], None if groups is None else groups[idx]
 
     parts = {"train": take(train_idx), "val": take(val_idx)}
     if official:
-        tviews, _, _ = take(np.arange(len(raw.test_x)), raw.test_x, raw.test_views)  # type: ignore[arg-type]
+        tviews = views_at(np.arange(len(raw.test_x)), raw.test_x, raw.test_views)  # type: ignore[arg-type]
         parts["test"] = (tviews, y_test_official, gcodes(raw.test_group))  # type: ignore[assignment]
     else:
         parts["test"] = take(test_idx)  # type: ignore[arg-type]
@@ -316,7 +319,7 @@ def split_windows(raw: RawData, cfg: DataConfig, seed: int = 0, fold: Optional[F
         return TensorData(tv, ty, tg)
 
     out = {name: tensors(name, *p) for name, p in parts.items()}
-    x_train = out["train"].x
+    x_train = out["train"].views["x"]  # its shape only: .x would read a mapped split whole
     info = DataInfo(
         name=cfg.name if cfg.name is not None else Path(cfg.path).stem,  # type: ignore[arg-type]
         task=task,

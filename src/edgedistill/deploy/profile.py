@@ -144,7 +144,7 @@ def profile_run(run_dir: Path, *, seed: Optional[int] = None, which: str = "best
         import onnx
 
         before = machine()
-        macs = count_torch(run.student, run.splits.train.x[:1])
+        macs = count_torch(run.student, run.splits.train.views["x"][:1])
         checks = {r["variant"]: r for r in exported.verification["rows"]}
         rows = [{"variant": "pytorch eager", "params": count_params(run.student), "size_bytes": _state_dict_bytes(run.student),
                  "macs": macs["total"], "score": checks["pytorch"]["score"], "max_abs_diff": None,
