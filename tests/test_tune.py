@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 import edgedistill.cli_tune  # noqa: F401 - registers the command on the app
 from edgedistill.cli import app
 from edgedistill.errors import UserInputError
-from edgedistill.experiment import tune as tune_mod
+from edgedistill.experiment import tune_trial
 from edgedistill.experiment.tune import parse_budget, tune
 from edgedistill.experiment.tune_report import winner
 from edgedistill.experiment.tune_space import build_space
@@ -115,7 +115,7 @@ def test_pruned_trials_are_reported_as_pruned(shared_cache, tmp_path, monkeypatc
     import optuna
 
     # A pruner that stops every trial at its first report: the per-epoch hook must reach it from inside the run.
-    monkeypatch.setattr(tune_mod, "pruner", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.5))
+    monkeypatch.setattr(tune_trial, "pruner", lambda epochs: optuna.pruners.ThresholdPruner(lower=1.5))
     result = tune(recipe(shared_cache), budget="10m", max_trials=2, out=tmp_path / "t", methods=["kd"], retrain=False, log=quiet)
     rows = result["trials"]
     assert rows and all(r["state"] == "pruned" and r["pruned_at"] == 1 and r["epochs"] == 1 for r in rows)
@@ -168,7 +168,30 @@ def test_search_selects_on_validation_retrains_and_recipe_reproduces(shared_cach
     assert row["metrics"]["acc"]["mean"] == pytest.approx(final["method"]["mean"])
     report = (out / "report.md").read_text()
     assert "Hyperparameter importance" in report and "paired difference" in report
-    assert isinstance(result["importances"]["all trials"], dict)
+    if len({r["method"] for r in done}) > 1:  # knobs differ between regimes: only the regime choice is common
+        assert "only `method` is common" in result["importances"]["all trials"]
+    else:
+        assert set(result["importances"]["all trials"]) == {"method", *(f"{r['method']}.{k}" for k in done[0]["params"])}
+
+
+def test_importances_within_a_regime_and_the_guard():
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from edgedistill.experiment.tune_report import importances
+
+    study = optuna.create_study(direction="maximize")
+    dists = {"method": CategoricalDistribution(["kd"]), "kd.a": FloatDistribution(0, 1), "kd.b": FloatDistribution(0, 1)}
+    for i in range(8):
+        a, b = i / 8, ((i * 5) % 8) / 8
+        study.add_trial(optuna.trial.create_trial(value=a, params={"method": "kd", "kd.a": a, "kd.b": b}, distributions=dists,
+                                                  user_attrs={"candidate": "kd"}))
+    got = importances(study)
+    assert got["kd"]["kd.a"] > got["kd"]["kd.b"]  # the score follows kd.a only
+    one = optuna.create_study()
+    one.add_trial(optuna.trial.create_trial(value=1.0, params={"method": "kd"}, distributions={"method": dists["method"]},
+                                            user_attrs={"candidate": "kd"}))
+    assert importances(one)["all trials"] == "not computed: 1 finished trial(s), at least 2 needed"
 
 
 def test_resume_continues_the_study(shared_cache, tmp_path):

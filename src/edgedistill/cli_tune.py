@@ -30,7 +30,7 @@ def tune(
 ) -> None:
     """Choose the distillation for a recipe: a budgeted search over regimes, temperatures and weights, chosen on validation."""
     try:
-        from edgedistill.deploy.profile import report_profile
+        from edgedistill.deploy.profile import report_profile, torch_latency
         from edgedistill.experiment.runner import command_line
         from edgedistill.experiment.tune import tune as run_tune
 
@@ -38,7 +38,7 @@ def tune(
         summary = run_tune(find_recipe(recipe), list(overrides or []), budget=budget, out=out, storage=storage, jobs=jobs,
                            max_params=max_params, max_latency_us=max_latency_us, methods=chosen,
                            include_data_free=include_data_free, max_trials=trials, smoke=smoke, retrain=retrain, progress=progress,
-                           command=command_line(), deploy_profile=report_profile)
+                           command=command_line(), deploy_profile=report_profile, latency=torch_latency)
     except EdgeDistillError as exc:
         _fail(exc)
     except OSError as exc:

@@ -33,9 +33,10 @@ from edgedistill.errors import UserInputError
 from edgedistill.experiment import tune_report
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_grid import _canon
-from edgedistill.experiment.sweep_store import Workers, _Heartbeat, _extract, _pid_alive, guarded, open_study, worker_threads
+from edgedistill.experiment.sweep_store import Workers, _Heartbeat, _extract, _pid_alive, open_study, worker_threads
+from edgedistill.experiment.tune_trial import pruner, run_tune_trial
 from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost, read_recipe, recipe_point
-from edgedistill.io import read_json_record, write_json, write_text
+from edgedistill.io import read_json_record, write_json
 
 MAX_FAILURES_IN_A_ROW = 3
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -57,51 +58,6 @@ def parse_budget(text: str | float | int) -> float:
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def pruner(epochs: int) -> Any:
-    """Successive halving on epochs: a trial is first judged after ~1/9 of its epochs, then at 3x that, keeping the
-    best third at each rung (Optuna's ASHA, reduction factor 3)."""
-    import optuna
-
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, epochs // 9), reduction_factor=3)
-
-
-class _BudgetOut(Exception):
-    """The budget's deadline passed during a trial: it stops at this epoch (not a pruning decision)."""
-
-
-def run_tune_trial(job: dict[str, Any]) -> dict[str, Any]:
-    """One trial (inline or in a worker): the run, reporting each epoch's validation score to the study's pruner.
-    The outcome's ``result`` holds ``state`` complete/pruned/stopped with the epochs reached; errors come back as text."""
-    def work() -> dict[str, Any]:
-        import optuna
-
-        from edgedistill.experiment.runner import run
-
-        study = optuna.load_study(study_name=job["study"], storage=job["storage"], pruner=pruner(job["epochs"]))
-        trial = optuna.trial.Trial(study, job["trial_id"])
-        metric, reached = job["metric"], {"epoch": 0, "value": None}
-
-        def on_epoch(epoch: int, val: dict[str, float]) -> None:
-            reached.update(epoch=epoch, value=val[metric])
-            trial.report(val[metric], epoch)
-            if time.time() > job["deadline"]:
-                raise _BudgetOut()
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        try:
-            summary = run(job["recipe"], job["overrides"], out=job["run_dir"], smoke=job["smoke"], progress=job["progress"],
-                          command=job["command"], prefix=job["prefix"], on_epoch=on_epoch)
-        except optuna.TrialPruned:
-            return {"state": "pruned", **reached}
-        except _BudgetOut:
-            return {"state": "stopped", **reached}
-        r = _extract(summary, metric)
-        return {"state": "complete", "epoch": reached["epoch"], "value": r["val"]["mean"], "run": r}
-
-    return guarded(job, work)
 
 
 class Tuner:
@@ -263,10 +219,13 @@ def tune(
     command: Optional[str] = None,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
     deploy_profile: Optional[Callable[[Path, bool], None]] = None,
+    latency: Optional[Callable[..., dict[str, float]]] = None,
 ) -> dict[str, Any]:
     """Search (or resume searching) the distillation for ``recipe`` within ``budget``; retrain the winner over the
     recipe's seeds (``retrain``) and write report.md, trials.csv and best_recipe.yaml into the tune directory.
-    ``max_trials``: also stop after this many trials in this invocation (the budget still bounds them)."""
+    ``max_trials``: also stop after this many trials in this invocation (the budget still bounds them).
+    ``deploy_profile`` goes to the winner's retraining run; ``latency(model, window, runs, warmup)`` times a student
+    for ``max_latency_us`` (both from the deploy layer: ``edgedistill.deploy.profile``)."""
     if jobs < 1:
         raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
     if max_trials is not None and max_trials < 1:
@@ -284,13 +243,15 @@ def tune(
             warnings.filterwarnings("ignore", category=ExperimentalWarning)
         return _tune(recipe, overrides, budget=parse_budget(budget), out=out, storage=storage, jobs=jobs, max_params=max_params,
                      max_latency_us=max_latency_us, methods=methods, include_data_free=include_data_free, max_trials=max_trials,
-                     smoke=smoke, retrain=retrain, progress=progress, command=command, log=log, deploy_profile=deploy_profile)
+                     smoke=smoke, retrain=retrain, progress=progress, command=command, log=log, deploy_profile=deploy_profile,
+                     latency=latency)
 
 
 def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: Any, storage: Optional[str], jobs: int,
           max_params: Optional[int], max_latency_us: Optional[float], methods: Optional[list[str]], include_data_free: bool,
           max_trials: Optional[int], smoke: bool, retrain: bool, progress: bool, command: Optional[str], log: Callable[[str], None],
-          deploy_profile: Optional[Callable[[Path, bool], None]]) -> dict[str, Any]:
+          deploy_profile: Optional[Callable[[Path, bool], None]],
+          latency: Optional[Callable[..., dict[str, float]]]) -> dict[str, Any]:
     from edgedistill.config import load_recipe
     from edgedistill.experiment.sweep_grid import _shared_smoke_recipe
 
@@ -314,12 +275,13 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
     limits = {"max_params": max_params, "max_latency_us": max_latency_us}
     measured = (previous or {}).get("spec", {}).get("students") if (previous or {}).get("spec", {}).get("limits") == limits else None
     space = build_space(trial_base, smoke=trial_smoke, methods=methods, include_data_free=include_data_free,
-                        max_params=max_params, max_latency_us=max_latency_us, students=measured)
+                        max_params=max_params, max_latency_us=max_latency_us, students=measured,
+                        latency=latency)
     setup_s, epoch_s, epochs = estimate_trial_cost(trial_base, trial_smoke)
     floor, left = setup_s + epoch_s * epochs, start + budget - time.time()
     if left < floor:  # refused before anything is written
         raise UserInputError(f"--budget {_duration(budget)}: one trial ({epochs} epochs of the distilled student) is estimated "
-                             f"at about {_duration(floor)} on this machine (measured: {setup_s:.1f} s to load and build, {epoch_s:.2f} s per epoch), and "
+                             f"at {_duration(floor)} or more on this machine (measured: {setup_s:.1f} s to load and build, {epoch_s:.2f} s per epoch), and "
                              f"{_duration(max(0.0, left))} is left after setup; give at least --budget {int(floor * 1.5 + (budget - left)) + 1}s")
     # The tune's identity: the recipe, the space and its limits (the measured student shapes are kept, not re-timed).
     described = {k: v for k, v in space.describe().items() if k != "students"}
@@ -349,6 +311,9 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
                       max_trials=max_trials)
         recovered = tuner.recover()
         point = recipe_point(space.candidates, base.get("method") or {}, space.task)
+        shape = {"width": (base.get("student") or {}).get("width"), "depth": (base.get("student") or {}).get("depth")}
+        if point is not None and shape in space.students:  # and the recipe's own student, when it is within the limits
+            point["student"] = f"{shape['width']}x{shape['depth']}"
         if point is not None and not study.get_trials(deepcopy=False):  # the recipe's own setting is trial 0
             study.enqueue_trial(point, user_attrs={"recipe_setting": True})
         cost = tuner.trial_cost()
@@ -375,8 +340,8 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
                                           space.metric, seeds[0])
             if retrain:
                 final_dir = tune_dir / f"best-trial{winner.number:04d}"
-                log(f"Winner on validation: trial {winner.number} ({winner.user_attrs['candidate']}); retraining it over seeds "
-                    f"{load_recipe(trial_base).seeds} into {final_dir}")
+                log(f"Winner on validation: trial {winner.number} ({winner.user_attrs['candidate']}); retraining it over the "
+                    f"recipe's seeds{' (smoke: one)' if smoke else ''} into {final_dir}")
                 from edgedistill.experiment.runner import run
 
                 summary = run(trial_base, choice, out=final_dir, smoke=trial_smoke, progress=progress,

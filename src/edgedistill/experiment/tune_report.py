@@ -60,12 +60,17 @@ def importances(study: Any) -> dict[str, Any]:
         if len(trials) < 2:
             out[key] = f"not computed: {len(trials)} finished trial(s), at least 2 needed"
             return
+        shared = sorted(set.intersection(*(set(t.params) for t in trials)))  # a knob of one regime is absent elsewhere
+        if len(shared) < 2:
+            out[key] = f"not computed: only {', '.join(f'`{p}`' for p in shared) or 'no parameter'} is common to these trials"
+            return
         sub = optuna.create_study(direction=study.direction)
         sub.add_trials(trials)
         try:
             with warnings.catch_warnings():  # "importances will be equal" when all trials tie: the numbers say so
                 warnings.simplefilter("ignore")
-                out[key] = {k: round(float(v), 4) for k, v in optuna.importance.get_param_importances(sub).items()}
+                got = optuna.importance.get_param_importances(sub, params=shared)
+                out[key] = {k: round(float(v), 4) for k, v in got.items()}
         except (RuntimeError, ValueError) as exc:  # e.g. every trial has the same value, or no parameter varies
             out[key] = f"not computed: {exc}"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from edgedistill.errors import UserInputError
 
@@ -234,9 +234,11 @@ class Space:
         return name, values, overrides
 
 
-def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us: Optional[float]) -> tuple[list[dict[str, int]], str]:
+def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us: Optional[float],
+              latency: Optional[Callable[..., dict[str, float]]]) -> tuple[list[dict[str, int]], str]:
     """Every (width, depth) of the recipe's student model within the limits; the limits measured, not guessed:
-    parameters counted on the built network, latency timed batch-1 on one thread (deploy.profile.torch_latency)."""
+    parameters counted on the built network, latency timed batch-1 on one thread by ``latency(model, window, runs,
+    warmup)`` (the deploy layer's ``profile.torch_latency``, which sits above this one and is passed down)."""
     import numpy as np
 
     from edgedistill.experiment.build import build_network
@@ -245,6 +247,9 @@ def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us:
     if max_params is None and max_latency_us is None:
         return [], ""
     option = "--max-params" if max_params is not None else "--max-latency-us"
+    if max_latency_us is not None and latency is None:
+        raise UserInputError("--max-latency-us: no latency measure was given (edgedistill tune passes the deployment "
+                             "profile's; from Python pass latency=edgedistill.deploy.profile.torch_latency)")
     kept, tried = [], 0
     for depth in DEPTHS:
         for width in WIDTHS:
@@ -258,10 +263,8 @@ def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us:
             if max_params is not None and (count_params(net) or 0) > max_params:
                 continue
             if max_latency_us is not None:
-                from edgedistill.deploy.profile import torch_latency
-
                 window = np.zeros(tuple(info.input_shape), dtype=np.float32)
-                stats = torch_latency(net, window, runs=30, warmup=5)
+                stats = latency(net, window, runs=30, warmup=5)
                 if stats.get("median_us", stats.get("mean_us", float("inf"))) > max_latency_us:
                     continue
             kept.append({"width": width, "depth": depth})
@@ -275,7 +278,8 @@ def _students(recipe: Any, info: Any, max_params: Optional[int], max_latency_us:
 
 def build_space(base: dict[str, Any], *, smoke: bool = False, methods: Optional[list[str]] = None, include_data_free: bool = False,
                 max_params: Optional[int] = None, max_latency_us: Optional[float] = None,
-                students: Optional[list[dict[str, int]]] = None) -> Space:
+                students: Optional[list[dict[str, int]]] = None,
+                latency: Optional[Callable[..., dict[str, float]]] = None) -> Space:
     """The search space for the recipe ``base`` (a dict); raises UserInputError when nothing applies, saying why.
     ``students``: the student shapes a resumed tune measured under the same limits (latency is not re-timed)."""
     from edgedistill.config import load_recipe
@@ -327,16 +331,16 @@ def build_space(base: dict[str, Any], *, smoke: bool = False, methods: Optional[
     if students is not None and (max_params is not None or max_latency_us is not None):
         note = f"{len(students)} student shapes fit (measured when this tune started)"
     else:
-        students, note = _students(recipe, info, max_params, max_latency_us)
+        students, note = _students(recipe, info, max_params, max_latency_us, latency)
     return Space(info.task, metric, "maximize" if metric in MAXIMIZE else "minimize", kept, excluded, students, note)
 
 
 def estimate_trial_cost(base: dict[str, Any], smoke: bool = False, steps: int = 3) -> tuple[float, float, int]:
-    """Measured estimate of one trial's cost: (setup seconds: loading the data and building the networks, as every run
-    does; seconds of one training epoch of the distilled student: the teachers' forward and the student's forward
-    and backward on real batches, times the steps per epoch, plus a validation pass; the epochs of one trial).
-    Regimes that cache the teachers' outputs cost less, the first trial more when the teacher and the student alone
-    are not cached yet; once trials finish, their own median time replaces this estimate."""
+    """Measured lower bound of one trial's cost: (setup seconds: loading the data and building the networks, as
+    every run does; seconds of one training epoch of the distilled student: its forward and backward on real batches,
+    times the steps per epoch, plus a validation pass; the epochs of one trial). The teachers' forward is left out:
+    most regimes cache the teachers' outputs; feature losses (a teacher forward every step) and a first trial whose
+    teacher and student alone are not cached yet cost more. Once trials finish, their median time replaces this."""
     import torch
 
     from edgedistill.config import load_recipe
@@ -350,19 +354,12 @@ def estimate_trial_cost(base: dict[str, Any], smoke: bool = False, steps: int = 
     setup = time.perf_counter()
     p = plan(recipe, smoke)
     setup = time.perf_counter() - setup
-    from edgedistill.experiment.build import build_network
-
-    info, cfg = p.splits.info, recipe.train
-    teachers = [(build_network(t, info, t.name, t.view), t.view) for t in recipe.teacher_specs()]
+    cfg = recipe.train
     batch = p.splits.train.batch(torch.arange(min(cfg.batch_size, len(p.splits.train))))
     student = p.student
     student.train()
 
-    def step() -> None:  # what a distillation step costs at least: the teachers' forward, the student's forward/backward
-        with torch.no_grad():
-            for net, view in teachers:
-                net.eval()
-                net(batch[view])
+    def step() -> None:
         student(batch["x"]).float().pow(2).mean().backward()
         student.zero_grad(set_to_none=True)
 
