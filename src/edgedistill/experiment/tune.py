@@ -98,6 +98,10 @@ class Tuner:
                       if t.user_attrs.get("seconds"))
         return took[len(took) // 2] if took else self.floor
 
+    def resume_command(self) -> str:
+        """The tune's command with its --out: what an interrupted trial's run prints as the way to resume."""
+        return self.command if "--out" in self.command else f"{self.command} --out {self.dir}"
+
     def claim(self) -> tuple[Any, dict[str, Any]]:
         trial = self.study.ask()
         name, values, overrides = self.space.suggest(trial)
@@ -112,7 +116,7 @@ class Tuner:
         job = {"recipe": self.base, "overrides": {**overrides, **extra}, "run_dir": str(run_dir), "smoke": self.smoke,
                "threads": self.threads, "metric": self.space.metric, "study": self.study_name, "storage": self.url,
                "trial_id": trial._trial_id, "epochs": self.epochs, "deadline": self.deadline,
-               "progress": self.progress and self.jobs == 1, "command": f"{self.command} (trial {trial.number}: {name} {where})",
+               "progress": self.progress and self.jobs == 1, "command": self.resume_command(),
                "prefix": f"[trial {trial.number}] " if self.jobs > 1 else "", "label": f"{name} {where}"}
         self.started += 1
         return trial, job
