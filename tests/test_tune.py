@@ -203,3 +203,12 @@ def test_resume_continues_the_study(shared_cache, tmp_path):
     assert [r["trial"] for r in second["trials"][:n1]] == [r["trial"] for r in first["trials"]]
     with pytest.raises(UserInputError, match="holds a different tune"):
         tune(recipe(shared_cache), budget="10m", out=out, methods=["kd", "dist"], retrain=False, log=quiet)
+
+
+def test_cli_smoke_runs_and_writes_the_report(tmp_path):
+    out = tmp_path / "t"
+    got = CliRunner().invoke(app, ["tune", "kd", "--smoke", "--budget", "5m", "--trials", "2", "--no-retrain", "--methods",
+                                   "kd,dist", "--out", str(out), "--no-progress"])
+    assert got.exit_code == 0, got.output
+    assert "Winner on validation: trial" in got.output and (out / "report.md").is_file() and (out / "best_recipe.yaml").is_file()
+    assert yaml.safe_load((out / "best_recipe.yaml").read_text())["method"]["name"] == "offline"
