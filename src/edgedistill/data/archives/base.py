@@ -169,5 +169,5 @@ def stream_windows(signal: np.ndarray, labels: np.ndarray, length: int, stride: 
         xs.append(np.stack([signal[s:s + length].T for s in starts]))
         ys.append(np.full(len(starts), label))
     if not xs:
-        return np.empty((0, signal.shape[1], length)), np.empty(0, dtype=labels.dtype)
+        return np.empty((0, signal.shape[1], length), dtype=signal.dtype), np.empty(0, dtype=labels.dtype)
     return np.concatenate(xs), np.concatenate(ys)

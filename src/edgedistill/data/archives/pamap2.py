@@ -112,8 +112,10 @@ def load(folder: Path, *, rate: float = NATIVE_HZ / 3, window: int = 171, stride
         for a, b in streams:
             stream = resample(fill_gaps(signal[a:b]), NATIVE_HZ, float(rate))
             at = np.minimum(np.round(np.arange(len(stream)) * NATIVE_HZ / rate).astype(np.int64), b - a - 1)
-            x, y = stream_windows(stream, ids[a:b][at], window, stride, drop=(0,))
-            xs.append(x.astype(np.float32))
+            # Windowed as float32 (the same values as casting the windows): the windows overlap ~5x at the default
+            # stride, so float64 windows of one subject would be its largest temporary.
+            x, y = stream_windows(stream.astype(np.float32), ids[a:b][at], window, stride, drop=(0,))
+            xs.append(x)
             ys.append(y)
             gs.append(np.full(len(y), subject))
     x = np.concatenate(xs)
