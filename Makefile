@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench-pamap2 bench-mapped bench-select install clean bench-quality bench-speed bench-cv
+.PHONY: demo test test-slow bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -68,6 +68,10 @@ bench-pamap2: $(STAMP)
 # Training from memory-mapped windows (data.storage: mapped) vs in memory, on that archive: peak memory and time.
 bench-mapped: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mapped_storage.py
+
+# edgedistill tune (budget: 10 measured KD runs) vs KD at defaults and quality.md's best fixed method; QUICK=1: a fifth of the epochs.
+bench-tune: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tune.py $(if $(QUICK),--quick)
 
 # teacher.select best / last / swa with recipes/kd.yaml on ArrowHead and PickupGesture (~5 min).
 bench-select: $(STAMP)

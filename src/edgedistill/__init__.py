@@ -38,6 +38,20 @@ def run(
     return _run(recipe, flat, out=out, smoke=smoke, progress=progress, deploy_profile=report_profile, jobs=jobs)
 
 
+def tune(recipe: str | Path | dict[str, Any], *, budget: str | float = "30m", out: Optional[str | Path] = None,
+         progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Choose the distillation for a recipe within a wall-clock budget, on validation (docs/tune.md). ``options``:
+    storage, jobs, max_params, max_latency_us, methods, include_data_free, max_trials, smoke, retrain."""
+    from edgedistill.deploy.profile import report_profile, torch_latency
+    from edgedistill.experiment.tune import tune as _tune
+    from edgedistill.shipped_recipes import recipe_source
+
+    if not isinstance(recipe, dict):
+        recipe = recipe_source(recipe)
+    return _tune(recipe, budget=budget, out=out, progress=progress, deploy_profile=report_profile, latency=torch_latency,
+                 **options)
+
+
 _API = ("distill", "fit_teacher", "DistilledClassifier", "Distilled", "Fitted")
 
 

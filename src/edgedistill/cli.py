@@ -308,6 +308,7 @@ def profile(
 from edgedistill.cli_data import data_app  # noqa: E402 - its own module; registered beside the others
 
 app.add_typer(data_app, name="data")
+import edgedistill.cli_tune  # noqa: E402,F401 - registers the tune command (docs/tune.md)
 
 topo_app = typer.Typer(no_args_is_help=True, help="Topological views: persistence images and PI-Net (docs/topology.md).")
 app.add_typer(topo_app, name="topo")
