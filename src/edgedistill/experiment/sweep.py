@@ -9,10 +9,11 @@ JSON strings) lives in ``<sweep>/study.db`` or any Optuna RDB storage URL, so se
 
 One process schedules (asks, tells, records heartbeats) and holds the sweep directory's lock (``rundir.DirLock``);
 trials run inline or in ``--jobs`` spawned worker processes (``sweep_store.Workers``: a worker that dies fails
-only its own trial, and workers die with the sweep process). A grid point is never handed out while a live trial runs it: scheduling is serialised by a lock file,
-each trial's run directory by its own lock, and a RUNNING trial whose sweep process died (same host: its pid is
-gone; elsewhere: its heartbeat stopped) is marked failed and run again. Failed points are re-run by the next
-invocation, not this one (a deterministic failure would fail again). The table keeps the first finished trial
+only its own trial, and workers die with the sweep process). Every grid point is queued as a WAITING trial and
+taken by one atomic WAITING -> RUNNING update in the storage, so processes on several machines never take one point
+twice (``sweep_store.take``). A RUNNING trial whose sweep process died (this host: its pid is gone; elsewhere: its
+heartbeat stopped) is marked failed and queued once more by Optuna's retry callback; a point that failed before a
+sweep process started is queued again by it. The table keeps the first finished trial
 of each grid point, so every point is counted once whatever happened.
 
 The grid (reading, naming, validating points) is in ``sweep_grid``; one trial and the Optuna study in
@@ -21,6 +22,7 @@ The grid (reading, naming, validating points) is in ``sweep_grid``; one trial an
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import itertools
 import os
@@ -42,7 +44,8 @@ from edgedistill.experiment.sweep_grid import (
 )
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_store import (
-    GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat, worker_threads,
+    GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat, worker_threads, fail_dead, queue_point,
+    retry_of, take,
 )
 from edgedistill.io import read_json_record, write_json
 from edgedistill.paths import inside
@@ -68,6 +71,7 @@ class Sweep:
         self.threads = worker_threads(bool(sets_threads), jobs)
         self.heartbeat = _Heartbeat(storage)
         self.waiting_said = False
+        self.started = datetime.datetime.now()  # (naive local time, as Optuna stores a trial's end)
 
     # -- reading the store --------------------------------------------------------------------------------
     def _point_of(self, trial: Any) -> Optional[str]:
@@ -96,7 +100,8 @@ class Sweep:
 
         with contextlib.suppress(Exception):
             optuna.storages.fail_stale_trials(self.study)
-        now, s = time.time(), {"complete": {}, "running": {}, "failed": {}, "failed_here": set(), "tried": set(), "errors": {}}
+        now = time.time()
+        s: dict[str, Any] = {"complete": {}, "running": {}, "failed": {}, "errors": {}, "waiting": set()}
         for t in self.study.get_trials(deepcopy=False):
             pid = self._point_of(t)
             if pid is None:
@@ -105,14 +110,13 @@ class Sweep:
             if state == TrialState.RUNNING:
                 why = self._stale(t, now)
                 if why is not None:
-                    with contextlib.suppress(Exception):
-                        self.storage.set_trial_user_attr(t._trial_id, "error", f"interrupted: {why}")
-                        self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                    with contextlib.suppress(Exception):  # (and queued once more by Optuna's retry callback)
+                        fail_dead(self.study, self.storage, t._trial_id, why)
                     state = TrialState.FAIL
                     s["errors"][pid] = f"interrupted: {why}"
-            if state != TrialState.WAITING:
-                s["tried"].add(pid)
-            if state == TrialState.COMPLETE and "result" in t.user_attrs:
+            if state == TrialState.WAITING:
+                s["waiting"].add(pid)
+            elif state == TrialState.COMPLETE and "result" in t.user_attrs:
                 s["complete"].setdefault(pid, t)  # the first finished trial of a point is the one that counts
             elif state == TrialState.RUNNING:
                 s["running"][pid] = t
@@ -120,37 +124,68 @@ class Sweep:
                 s["failed"][pid] = t
                 if t.state != TrialState.RUNNING:  # (one just found stale has its reason already)
                     s["errors"][pid] = t.user_attrs.get("error") or "failed"
-                if t.user_attrs.get("session") == self.session:
-                    s["failed_here"].add(pid)
         return s
 
     # -- claiming a grid point -----------------------------------------------------------------------------
-    def claim(self) -> Optional[tuple[Any, str]]:
+    def queue(self, s: dict[str, Any]) -> None:
+        """Queue as WAITING trials the grid points never queued, and once more each point that had failed before this
+        process started (a failure while it runs is not retried by it: a deterministic error would fail again; a
+        dead worker's trial is retried once by Optuna's callback, ``sweep_store._retry_once``)."""
+        trials = self.study.get_trials(deepcopy=False)
+        queued = {self._point_of(t) for t in trials if retry_of(t) is None}
+        retried = {retry_of(t) for t in trials}
+        for pid in self.ids:
+            if pid in s["complete"] or pid in s["running"] or pid in s["waiting"]:
+                continue
+            params = {k: encode(self.by_id[pid][k]) for k in self.axes}
+            if pid not in queued:
+                queue_point(self.study, params, self.dists, pid)
+            elif pid in s["failed"]:
+                failed = s["failed"][pid]  # (the point's last failed trial)
+                ended = failed.datetime_complete
+                if failed.number not in retried and ended is not None and ended < self.started:
+                    queue_point(self.study, params, self.dists, pid, retry=failed.number)
+
+    def _duplicate(self, t: Any, pid: str) -> Optional[str]:
+        """Why the trial just taken must not run: its point finished or runs elsewhere, or a lower-numbered trial
+        queued for the same purpose (two processes queued one point at once) is the one that counts."""
         from optuna.trial import TrialState
 
+        key = retry_of(t)
+        for o in self.study.get_trials(deepcopy=False):
+            if o.number == t.number or self._point_of(o) != pid:
+                continue
+            if o.state == TrialState.COMPLETE:
+                return "is finished"
+            if o.number < t.number and (o.state == TrialState.RUNNING or retry_of(o) == key):
+                return f"is trial {o.number}'s"
+        return None
+
+    def claim(self) -> Optional[tuple[Any, str]]:
+        import optuna
+        from optuna.trial import TrialState
+
+        # This machine's sweep processes take turns here; across machines, take() (the storage's row lock) decides.
         with _locked(self.dir / ".schedule.lock"):
             s = self.snapshot()
-            cands = [i for i in self.ids if i not in s["complete"] and i not in s["running"] and i not in s["failed_here"]]
-            if not cands:
-                return None
-            fresh = [i for i in cands if i not in s["tried"]]
-            for attempt in range(3):
-                if not fresh or attempt:  # GridSampler counts failed points as visited: queue a retry explicitly
-                    target = self.by_id[cands[attempt % len(cands)]]
-                    self.study.enqueue_trial({k: encode(target[k]) for k in self.axes}, user_attrs={"queued_by": self.session})
-                trial = self.study.ask(self.dists)
+            self.queue(s)
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                pid = self._point_of(t)
+                if pid is None or not take(self.storage, t._trial_id):
+                    continue
+                trial = optuna.trial.Trial(self.study, t._trial_id)
+                why = self._duplicate(t, pid)
+                if why is not None:
+                    trial.set_user_attr("skipped", f"duplicate: grid point {pid} {why}")
+                    self.study.tell(trial, state=TrialState.PRUNED)
+                    continue
                 trial.set_user_attr("owner", {"host": self.host, "pid": self.pid, "session": self.session})
                 trial.set_user_attr("session", self.session)
+                trial.set_user_attr("point", pid)
+                trial.set_user_attr("run_dir", str(inside(self.dir / "trials", pid, what="sweep point")))
                 self.heartbeat.beat(trial._trial_id)
-                pid = self._point_of(trial)
-                if pid in cands:
-                    trial.set_user_attr("point", pid)
-                    trial.set_user_attr("run_dir", str(inside(self.dir / "trials", pid, what="sweep point")))
-                    self.heartbeat.ids.add(trial._trial_id)
-                    return trial, pid
-                why = "finished" if pid in s["complete"] else "running" if pid in s["running"] else "not in this grid"
-                trial.set_user_attr("skipped", f"duplicate: grid point {pid} is {why}")
-                self.study.tell(trial, state=TrialState.PRUNED)
+                self.heartbeat.ids.add(trial._trial_id)
+                return trial, pid
             return None
 
     def job(self, pid: str) -> dict[str, Any]:
@@ -220,8 +255,9 @@ class Sweep:
                         self.finish(trial, pid, outcome)
                         sweep_report.write_tables(self.dir, self.info(), self.rows())
                     continue
-                running = self.snapshot()["running"]
-                if not running:
+                now = self.snapshot()
+                running = now["running"]
+                if not running and not now["waiting"]:  # (a retry another process's callback just queued: take it)
                     break
                 if not self.waiting_said:
                     self.log(f"waiting for {len(running)} grid point(s) that other sweep processes are running")
@@ -333,7 +369,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
     study_name = study or name
     direction = "maximize" if metric in MAXIMIZE else "minimize"
     space = {k: [encode(v) for v in spec["values"][k]] for k in spec["axes"]}
-    opened = open_study(storage, study_name, direction, space, identity) if storage else None  # before anything is written
+    opened = open_study(storage, study_name, direction, space, identity, True) if storage else None  # before anything is written
     # One sweep process per sweep directory (its table, heatmap and log would interleave); the trials run under it.
     with DirLock(sweep_dir, "sweep directory", note=log):
         url = storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
@@ -341,7 +377,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
         if not meta_path.is_file():
             write_json(meta_path, {"identity": identity, "spec": identity_doc, "name": name, "study": study_name,
                                    "storage": shown, "task": task, "command": command})
-        st, store = opened or open_study(url, study_name, direction, space, identity)
+        st, store = opened or open_study(url, study_name, direction, space, identity, True)  # True: retry_stale
         runner = Sweep(spec, metric, sweep_dir, st, store, jobs=jobs, smoke=smoke, progress=progress, command=command, log=log,
                        deploy_profile=deploy_profile)
         seeds = runner.info()["seeds"]

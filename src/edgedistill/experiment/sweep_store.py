@@ -246,17 +246,39 @@ def _grid_sampler(space: dict[str, list[Any]]) -> Any:
     return _Grid(space, seed=0)
 
 
-def open_study(url: str, name: str, direction: str, space: dict[str, list[Any]], identity: str) -> tuple[Any, Any]:
+def _retry_once() -> Any:
+    """Optuna's callback for a trial whose heartbeat stopped (or whose process died here): queue it once more
+    (``max_retry=1``: a point that kills its worker twice is left failed, not retried for ever). The dead owner's
+    attributes are not carried over: the retry belongs to whoever pops it."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    class _RetryOnce(RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study: Any, trial: Any) -> None:
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("point", "queued_by")}
+            super().__call__(study, trial)
+
+    return _RetryOnce(max_retry=1)
+
+
+def open_study(url: str, name: str, direction: str, space: dict[str, list[Any]], identity: str,
+               retry_stale: bool = False) -> tuple[Any, Any]:
+    """The study ``name`` in the Optuna storage ``url`` (created or joined). ``retry_stale``: a trial found stale is
+    queued once more (``_retry_once``); the sweep uses it, the tuner samples afresh instead."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if url.startswith("postgres"):  # an unreachable server is an error within seconds, not a hang on the TCP timeout
+        kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, engine_kwargs=kwargs)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, engine_kwargs=kwargs,
+                                             heartbeat_stale_trial_callback=_retry_once() if retry_stale else None)
         study = optuna.create_study(study_name=name, storage=storage, sampler=_grid_sampler(space), direction=direction,
                                     load_if_exists=True)
     except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable server, a missing driver
-        text = f"--storage '{url}': cannot open it as an Optuna storage ({type(exc).__name__}: {exc})"
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]  # drivers' messages span lines: keep one line
+        hint = "; pip install 'edgedistill[postgres]'" if isinstance(exc, ImportError) and "psycopg" in str(exc) else ""
+        text = f"--storage '{url}': cannot open it as an Optuna storage ({why}){hint}"
         secret = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^\s/]*)@", url)
         if secret and secret.group(1):  # the driver's message may quote the password in its own way
             text = text.replace(secret.group(1), "***")
@@ -295,3 +317,61 @@ class _Heartbeat(threading.Thread):
         while not self.stop.wait(HEARTBEAT_S):
             for tid in list(self.ids):
                 self.beat(tid)
+
+
+# -- grid points as queued trials (several processes or machines, one study) -----------------------------------
+# GridSampler may hand one point to two workers asking at once (Optuna's docs say so for distributed runs), so the
+# sweep does not ask it: every grid point is queued as a WAITING trial, and a worker takes one by moving it to
+# RUNNING, which the storage does under a row lock (``set_trial_state_values`` answers False to the loser).
+#: A system attribute: the number of the failed trial a resumed sweep queued this one to re-run.
+RETRY_OF = "edgedistill_retry_of"
+
+
+def retry_of(trial: Any) -> Optional[int]:
+    """The number of the trial ``trial`` re-runs (None: a first run): Optuna's retry history for a stale trial's
+    retry, else the mark ``queue_point`` leaves. With the grid point, the key that tells duplicates apart."""
+    history = trial.system_attrs.get("retry_history")
+    return history[-1] if history else trial.system_attrs.get(RETRY_OF)
+
+
+def queue_point(study: Any, params: dict[str, Any], distributions: dict[str, Any], point: str,
+                retry: Optional[int] = None) -> None:
+    """Queue one grid point as a WAITING trial (``retry``: the failed trial it re-runs)."""
+    import optuna
+
+    system: dict[str, Any] = {"fixed_params": params}  # (GridSampler.before_trial leaves such a trial alone)
+    if retry is not None:
+        system[RETRY_OF] = retry
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, params=params,
+                                              distributions=distributions, user_attrs={"point": point}, system_attrs=system))
+
+
+def take(storage: Any, trial_id: int) -> bool:
+    """Move a WAITING trial to RUNNING; False when another process took (or finished) it first."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        return bool(storage.set_trial_state_values(trial_id, TrialState.RUNNING))
+    except UpdateFinishedTrialError:
+        return False
+
+
+def fail_dead(study: Any, storage: Any, trial_id: int, why: str) -> bool:
+    """Mark a RUNNING trial whose process is known dead (this host, pid gone) FAIL, as ``fail_stale_trials`` does
+    for a stopped heartbeat, and run the same retry callback; False when another process marked it first."""
+    import copy
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    try:
+        storage.set_trial_user_attr(trial_id, "error", f"interrupted: {why}")
+        if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    callback = storage.get_heartbeat_stale_trial_callback()
+    if callback is not None:
+        callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return True
