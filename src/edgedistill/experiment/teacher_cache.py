@@ -4,7 +4,13 @@ The key is sha256 over (data fingerprint, model name and knobs, training config,
 format). A cached entry is a folder ``<cache>/models/<key>/`` with ``weights.pt`` (state dict, loaded
 weights-only), ``summary.json``, ``key.json`` and ``manifest.json``; it is trained in ``<key>.partial/``
 (resumable: an interrupted teacher continues from its last epoch) and renamed into place only when complete.
-A file lock keeps two processes (parallel sweep trials) from training the same entry twice.
+A file lock (``<key>.lock``) keeps two processes from training the same entry twice, on one machine or on several
+sharing the cache folder (NFS): the first trains, the others print once whom they wait for (the lock file holds
+the holder's pid and host), then read the finished entry. ``flock`` locks die with their holder: the kernel
+releases them when the process ends however it ends, and on NFS (where Linux maps ``flock`` to POSIX locks held
+by the server) the server releases them when the holder's host reboots or, with NFSv4, stops renewing its lease
+(90 s by default). The dead holder's ``<key>.partial/`` is never trusted as finished: only the rename publishes an
+entry, and the next holder of the lock resumes the partial training from its last checkpoint.
 
 Integrity: ``manifest.json``, written last, records the byte size and sha256 of the other three files and the
 metrics the weights were saved with. An entry is used only when every file matches it (torch itself loads
@@ -23,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -44,18 +51,46 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def _holder(fh: Any) -> str:
+    """Who holds the lock, from what it wrote into the lock file ("pid N on host H"); the holder writes it just
+    after taking the lock, so an empty file is read again for a moment before saying "another process"."""
+    for _ in range(10):
+        fh.seek(0)
+        try:
+            who = json.loads(fh.read() or "null")
+        except ValueError:
+            who = None
+        if isinstance(who, dict):
+            return f"pid {who.get('pid')} on host {who.get('host')}"
+        time.sleep(0.05)
+    return "another process"
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, waiting: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``; ``waiting(holder)`` is called once if another process holds it."""
     make_dirs(path.parent)
     try:
-        fh = open(path, "w")
+        fh = open(path, "a+")  # not "w": a waiter must not erase what the holder wrote
     except OSError as exc:
         raise environment_error(exc, path, "create the lock file") from None
     with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting(_holder(fh))
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+            fh.flush()
             yield
         finally:
+            with contextlib.suppress(OSError):
+                fh.truncate(0)
+                fh.flush()
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -156,7 +191,11 @@ class ModelCache:
         hit = self.lookup(key)
         if hit is not None:
             return hit[0], hit[1], True
-        with _locked(self.root / f"{key}.lock"):
+        def waiting(holder: str) -> None:
+            print(f"waiting for cache entry {key} being trained by {holder} (it is read back when done)",
+                  file=sys.stderr, flush=True)
+
+        with _locked(self.root / f"{key}.lock", waiting):
             checked = self._check(key)  # another process may have finished it while we waited
             if isinstance(checked, tuple):
                 return checked[0], checked[1], True
