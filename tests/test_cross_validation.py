@@ -182,11 +182,6 @@ def test_loso_without_subject_ids_exits_2(tmp_path):
     assert result.exit_code == 2 and "no subject ids" in result.output and not out.exists()
 
 
-def test_jobs_needs_a_cross_validation(tmp_path):
-    result = _run(_recipe(tmp_path), "--out", tmp_path / "run", "--jobs", "2")
-    assert result.exit_code == 2 and "holdout" in result.output
-
-
 def test_folds_in_parallel_give_the_same_summary_as_in_sequence(tmp_path):
     recipe = _recipe(tmp_path, eval={"scheme": "group_kfold", "folds": 2}, seeds=[0])
     one, two = tmp_path / "one", tmp_path / "two"

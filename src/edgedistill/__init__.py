@@ -23,7 +23,8 @@ def run(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run a recipe (YAML path, a shipped recipe's name such as ``"kd"``, or a dict) and return its summary.
-    ``jobs``: with cross-validation (``eval.scheme``), how many folds run at once, in worker processes.
+    ``jobs``: worker processes: the seeds' student-alone and distilled stages (teachers first, in this process), or
+    with cross-validation (``eval.scheme``) whole folds.
 
     Overrides are keyword arguments with dotted or double-underscore keys:
     ``edgedistill.run("kd", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.

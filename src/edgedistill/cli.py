@@ -47,7 +47,7 @@ def run(
     smoke: bool = typer.Option(False, "--smoke", help="Tiny synthetic data of the same kind, one short epoch."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>); an existing one with the same config is resumed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="With eval.scheme loso/group_kfold/stratified_kfold: folds run in this many parallel processes (each gets cores // jobs threads unless the recipe sets engine.threads)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes, each with cores // jobs threads unless the recipe sets engine.threads: the seeds' student-alone and distilled stages (the teachers first, in this process); with eval.scheme loso/group_kfold/stratified_kfold, whole folds."),
 ) -> None:
     """Train (or reuse) the teacher, the student alone and the distilled student; print the table."""
     items = list(overrides or [])

@@ -275,7 +275,7 @@ def run(
     folds x seeds (experiment/cross_validation.py). ``prefix`` starts every stage line (a sweep's parallel trials
     name their grid point; a fold adds ``[fold<i>]``). ``on_epoch(epoch, val_metrics)``: called after each epoch of the
     distilled student's stages (``Stage.on_epoch``; ``edgedistill tune`` prunes with it)."""
-    from edgedistill.experiment import cross_validation
+    from edgedistill.experiment import cross_validation, parallel_seeds
 
     recipe = load_recipe(source, overrides)
     if smoke:
@@ -287,9 +287,8 @@ def run(
         recipe = cross_validation.fold_recipe(recipe, fold)
     elif folded:
         cross_validation.check_request(recipe, jobs, teachers_only)
-    elif jobs != 1:
-        raise UserInputError(f"--jobs: runs folds of a cross-validation in parallel; this recipe has eval.scheme "
-                             f"holdout (one split), so there is nothing to run in parallel (got --jobs {jobs})")
+    else:
+        parallel_seeds.check_jobs(recipe, jobs, on_epoch)
     p = plan(recipe, smoke, fold=fold if fold is not None or not folded else cross_validation.first_fold(recipe))
     command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -306,7 +305,11 @@ def run(
             remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
             if folds is not None:
                 return folds.run()
-            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix, on_epoch)
+            # --jobs N: the seeds' stages in worker processes that rebuild this plan from the same recipe.
+            job = {"source": source, "overrides": overrides, "run_dir": str(run_dir), "smoke": smoke, "prefix": prefix,
+                   "fixed_threads": recipe.engine.threads is not None, "command": command} if jobs > 1 and not teachers_only else None
+            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix,
+                            on_epoch, (job, jobs))
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
         if problem is None:
@@ -328,7 +331,8 @@ def _cache_folder(recipe: Recipe) -> Path:
 def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
              deploy_profile: Optional[Callable[[Path, bool], None]], teachers_only: bool = False,
              on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None, prefix: str = "",
-             on_epoch: Optional[Callable[[int, dict], None]] = None) -> dict[str, Any]:
+             on_epoch: Optional[Callable[[int, dict], None]] = None,
+             parallel: tuple[Optional[dict], int] = (None, 1)) -> dict[str, Any]:
     recipe = p.recipe
     is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
     # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
@@ -349,11 +353,18 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                     trained.setdefault(t.name, {}).setdefault(t_summary["cache_key"], (t, t_summary))
                     if on_teacher is not None:
                         on_teacher(t, t_summary)
-                if teachers_only:
+                if teachers_only or parallel[0] is not None:  # (in parallel: every seed's stages once the teachers exist)
                     continue
                 if recipe.baseline and not is_baseline:
                     baselines.append(runner.baseline(seed))
                 results.append(runner.distilled(seed, [t for t, _ in teachers]))
+            if parallel[0] is not None:
+                from edgedistill.experiment.parallel_seeds import run_stages
+
+                kinds = ("baseline", "distilled") if recipe.baseline and not is_baseline else ("distilled",)
+                done = run_stages([(k, s) for s in recipe.seeds for k in kinds], parallel[0], parallel[1], prog)
+                baselines = [done[("baseline", s)] for s in recipe.seeds if "baseline" in kinds]
+                results = [done[("distilled", s)] for s in recipe.seeds]
             if recipe.report.classical and not teachers_only:  # (inside: it reports progress, at the run's threads)
                 from edgedistill.experiment.classical import classical_rows
 

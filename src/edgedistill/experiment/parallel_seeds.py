@@ -1,0 +1,83 @@
+"""``--jobs N`` on a holdout run: the seeds' student-alone and distilled stages in N worker processes.
+
+The teachers are trained (or read from the model cache) first, in the run's own process and in order: a teacher shared
+by every seed is trained once, and an assistant needs its teacher. Then each remaining stage, the student alone and
+the distilled student of every seed, is one job for the sweep's ``Workers`` (spawned processes, cores // N torch
+threads each). A worker rebuilds the run's plan from the same recipe, reads the teachers from the cache and trains
+its stage into the same run directory, in the folder a sequential run uses; its summary comes back to this process,
+which writes the run's summary and report as usual. A stage seeds everything from its seed before training, so the
+numbers are those of ``--jobs 1`` at the same thread count (tests/test_parallel_seeds.py). A stage that fails is
+reported with its seed and the resume command; the finished ones are kept (their folders and the model cache).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgedistill.config import Recipe
+from edgedistill.errors import EdgeDistillError, UserInputError
+from edgedistill.progress import StageProgress
+
+
+def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
+    """What cannot run its seeds in worker processes, refused before anything is written."""
+    from edgedistill.experiment.cross_validation import check_request
+
+    check_request(recipe, jobs, False)  # --jobs >= 1; Python-object models stay in this process
+    if jobs > 1 and on_epoch is not None:
+        raise UserInputError("--jobs: a per-epoch callback (on_epoch) lives in this process; run the seeds with jobs=1")
+
+
+def stage_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A worker process's stage (``sweep_store.Workers`` target): the student alone or the distilled student of one seed."""
+    from edgedistill.experiment.sweep_store import guarded
+
+    return guarded(job, lambda: _stage(job))
+
+
+def _stage(job: dict[str, Any]) -> dict[str, Any]:
+    from edgedistill.config import load_recipe
+    from edgedistill.experiment.runner import Runner, plan
+
+    recipe = load_recipe(job["source"], job["overrides"])
+    if job["smoke"]:
+        from edgedistill.experiment.smoke import smoke_recipe
+
+        recipe = smoke_recipe(recipe)
+    seed = job["seed"]
+    with StageProgress(enabled=False, prefix=job["prefix"]) as prog:
+        runner = Runner(plan(recipe, job["smoke"]), Path(job["run_dir"]), prog)
+        teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before
+        if job["kind"] == "baseline":
+            return runner.baseline(seed)
+        return runner.distilled(seed, [t for t, _ in teachers])
+
+
+def run_stages(stages: list[tuple[str, int]], job: dict[str, Any], jobs: int, say: StageProgress) -> dict[tuple[str, int], dict]:
+    """Every (kind, seed) stage, ``jobs`` at a time: their summaries. Refused, naming each failed stage, if any failed."""
+    from edgedistill.experiment.sweep_store import Workers, worker_threads
+
+    threads = worker_threads(job.pop("fixed_threads"), jobs)
+    say.message(f"--jobs {jobs}: {len(stages)} stage(s) in worker processes, {threads or 'default'} thread(s) each")
+    workers = Workers(jobs, target=stage_job)
+    pending, done, failed = list(stages), {}, {}
+    try:
+        while pending or workers.busy:
+            while pending and len(workers.busy) < jobs:
+                kind, seed = pending.pop(0)
+                workers.submit((kind, seed), {**job, "kind": kind, "seed": seed, "threads": threads,
+                                              "prefix": f"{job['prefix']}[seed {seed}] "})
+            for key, outcome in workers.wait():
+                if "error" in outcome:
+                    failed[key] = outcome["error"]
+                else:
+                    done[key] = outcome["result"]
+    finally:
+        workers.close(kill=bool(pending or workers.busy))
+    if failed:
+        what = "; ".join(f"{'student alone' if k == 'baseline' else 'distilled student'} seed {s}: {e.splitlines()[0]}"
+                         for (k, s), e in sorted(failed.items(), key=lambda kv: kv[0][1]))
+        again = job["command"] if "--out" in job["command"] else f"{job['command']} --out {job['run_dir']}"
+        raise EdgeDistillError(f"--jobs: {len(failed)} stage(s) failed ({what}); the finished ones are kept; resume "
+                               f"with: {again}")
+    return done

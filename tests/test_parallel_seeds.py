@@ -1,0 +1,69 @@
+"""run --jobs N on a holdout recipe: the seeds' stages in worker processes give the numbers of --jobs 1 (same
+thread count), the teacher is trained once by the run's own process, and a failing stage is named with its seed."""
+import json
+
+import pytest
+
+from edgedistill.errors import UserInputError
+from edgedistill.experiment.runner import run
+from tests.helpers import cli_run
+
+ARGS = ["data.name=basicmotions", "seeds=[0, 1]", "train.epochs=3", "teacher.train.epochs=2", "engine.threads=1",
+        "report.profile=false"]
+
+
+def _stages(run_dir):
+    out = {}
+    for part in ("student_alone", "offline"):
+        for seed in (0, 1):
+            s = json.loads((run_dir / part / f"seed{seed}" / "summary.json").read_text())
+            out[(part, seed)] = (s["val"], s["test"])
+    return out
+
+
+def test_seeds_in_two_workers_give_the_numbers_of_one_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    one = cli_run("quickstart", *ARGS, "--out", tmp_path / "one")
+    assert one.exit_code == 0, one.output
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache2"))  # an empty cache: every stage trains again
+    two = cli_run("quickstart", *ARGS, "--out", tmp_path / "two", "--jobs", "2")
+    assert two.exit_code == 0, two.output
+    assert "2 stage(s)" not in two.output and "4 stage(s) in worker processes" in two.output
+    assert two.output.count("teacher seed 0: started") == 1  # trained once, before the workers start
+    assert _stages(tmp_path / "one") == _stages(tmp_path / "two")
+    rows = [json.loads((tmp_path / d / "summary.json").read_text())["rows"] for d in ("one", "two")]
+    assert [r["metrics"] for r in rows[0]] == [r["metrics"] for r in rows[1]]
+    again = cli_run("quickstart", *ARGS, "--out", tmp_path / "two", "--jobs", "2")  # finished: read back, nothing trained
+    assert again.exit_code == 0 and "started" not in again.output, again.output
+
+
+def test_a_worker_killed_mid_stage_is_named_with_its_seed_and_the_run_resumes(tmp_path, monkeypatch):
+    from edgedistill.engine.loop import TEST_KILL_AFTER_EPOCH
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    first = cli_run("quickstart", *ARGS, "--out", tmp_path / "warm")  # the teacher and students alone, cached
+    assert first.exit_code == 0, first.output
+    # Only the distilled stages train now, each in a worker, which kills itself after its epoch 2 (SIGKILL). This
+    # process only reads the cache (it would be killed too if it trained anything).
+    monkeypatch.setenv(TEST_KILL_AFTER_EPOCH, "2")
+    out = tmp_path / "run"
+    killed = cli_run("quickstart", *ARGS, "--out", out, "--jobs", "2")
+    assert killed.exit_code != 0 and "2 stage(s) failed" in killed.output, killed.output
+    assert "distilled student seed 0" in killed.output and "distilled student seed 1" in killed.output
+    assert "resume with:" in killed.output and not (out / "summary.json").exists()
+    monkeypatch.delenv(TEST_KILL_AFTER_EPOCH)
+    resumed = cli_run("quickstart", *ARGS, "--out", out, "--jobs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    # (the workers' "resuming at epoch 2" lines go to the terminal, not to this in-process runner's output)
+    assert _stages(out) == _stages(tmp_path / "warm")  # the resumed stages end where uninterrupted ones did
+
+
+def test_jobs_refusals_name_the_option(tmp_path):
+    from edgedistill.shipped_recipes import recipe_source
+
+    quickstart = recipe_source("quickstart")
+    with pytest.raises(UserInputError, match="--jobs: expected at least 1"):
+        run(quickstart, smoke=True, out=tmp_path / "a", jobs=0)
+    with pytest.raises(UserInputError, match="on_epoch"):
+        run(quickstart, smoke=True, out=tmp_path / "b", jobs=2, on_epoch=lambda e, v: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
