@@ -161,3 +161,20 @@ def test_final_test_metrics_carry_the_validation_fitted_temperature():
     t = fit_temperature(zv, splits.val.y)  # fitted on validation, applied to test
     assert test["temperature"] == pytest.approx(t) and test["ece_ts"] == pytest.approx(ece(zt / t, splits.test.y), abs=1e-6)
     assert "ece_ts" not in val and set(test) - set(val) == {"ece_ts", "temperature"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the refusal is for machines without it")
+def test_an_accelerator_this_machine_lacks_is_refused_before_anything_is_written(tmp_path):
+    from tests.helpers import cli_run
+
+    out = tmp_path / "run"
+    result = cli_run("quickstart", "--smoke", "engine.accelerator=cuda", "--out", out)
+    assert result.exit_code == 2 and "engine.accelerator: 'cuda'" in result.output and not out.exists()
+
+
+def test_to_device_keeps_cpu_batches_as_they_are():
+    from edgedistill.engine.loop import to_device
+
+    batch = {"x": torch.ones(2, 3), "y": torch.zeros(2, dtype=torch.long)}
+    moved = to_device(batch, torch.device("cpu"))
+    assert all(moved[k] is batch[k] for k in batch)  # .to() of the same device: no copy

@@ -196,7 +196,7 @@ class MethodConfig(_Strict):
 
 
 class EngineConfig(_Strict):
-    accelerator: Literal["cpu", "cuda", "auto"] = "cpu"
+    accelerator: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
     devices: int = Field(1, ge=1)
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
     threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)

@@ -43,6 +43,24 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
     return 1.0
 
 
+def check_accelerator(cfg: EngineConfig) -> None:
+    """Refuse, before anything is written, an accelerator this machine does not have (Fabric would raise mid-run)."""
+    if cfg.accelerator == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("engine.accelerator: 'cuda', but torch sees no CUDA device here (torch.cuda.is_available() "
+                             f"is False; this torch is {torch.__version__}); use cpu or auto")
+    mps = getattr(torch.backends, "mps", None)
+    if cfg.accelerator == "mps" and not (mps is not None and mps.is_available()):
+        raise UserInputError("engine.accelerator: 'mps' (Apple GPU), but torch sees no MPS device here; use cpu or auto")
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """A batch on ``device``. For CUDA, from page-locked memory and without blocking, so the copy overlaps the previous
+    step's kernels (what a DataLoader with pin_memory does); on CPU the tensors as they are."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def make_fabric(cfg: EngineConfig) -> Any:
     from lightning_fabric import Fabric  # heavy import (~3-6 s): only when training starts
 
@@ -211,7 +229,7 @@ class Trainer:
                 for name, opt in optimizers.items():
                     for group, base in zip(opt.param_groups, base_lrs[name]):
                         group["lr"] = base * lr_factor(cfg, step.step, total_steps, epoch)
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = to_device(batch, device)
                 if stage.augment is not None:
                     batch = stage.augment(batch, step_generator(stage.seed, step.step))
                 terms = method.training_step(batch, step)

@@ -122,6 +122,9 @@ def check_precision(recipe: Recipe) -> None:
     """Refuse, before anything is loaded or written, mixed precision for a regime with ``manual_optimization``: it
     calls ``backward()`` and steps its optimizers itself, so Fabric's loss scaling (16-mixed) never applies and its
     optimizers are not set up by Fabric."""
+    from edgedistill.engine.loop import check_accelerator
+
+    check_accelerator(recipe.engine)  # (here: the one engine check every plan makes before writing)
     if recipe.engine.precision not in MIXED_PRECISION:
         return
     cls = METHODS.get(recipe.method.name, key="method.name")
