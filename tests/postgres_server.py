@@ -43,8 +43,8 @@ def _as_server_user(cmd: list[str]) -> list[str]:
 
 
 def url_for(folder: Path, database: str = "postgres") -> str:
-    """The SQLAlchemy URL of the server in ``folder`` (psycopg2 over the Unix socket)."""
-    return f"postgresql+psycopg2://{USER}@/{database}?host={folder.resolve()}&port={PORT}"
+    """The SQLAlchemy URL of the server in ``folder``, over the Unix socket (the driver: SQLAlchemy's default)."""
+    return f"postgresql://{USER}@/{database}?host={folder.resolve()}&port={PORT}"
 
 
 def start(folder: Path) -> str:

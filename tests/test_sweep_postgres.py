@@ -3,7 +3,7 @@ machines (each its own --out). Two workers run one grid at once and no point run
 a trial, on "another machine" (its host name differs, so only its stopped heartbeat tells), has that trial failed
 by Optuna's stale-trial check and retried once by the survivor. The server: $EDGEDISTILL_TEST_POSTGRES (.ci/run
 starts one), else a throwaway one started here (tests/postgres_server.py); skipped, with the reason, when neither
-a server nor the psycopg2 driver can be had."""
+a server nor a driver (psycopg 3 or psycopg2) can be had."""
 import copy
 import csv
 import os
@@ -49,12 +49,15 @@ app(prog_name="edgedistill")
 """
 
 
+def _driver() -> str:
+    """A PostgreSQL driver SQLAlchemy can use here ("" if none): psycopg 3 (the postgres extra), else psycopg2."""
+    import importlib.util
+
+    return next((m for m in ("psycopg", "psycopg2") if importlib.util.find_spec(m) is not None), "")
+
+
 def _driver_reason() -> str:
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        return "the psycopg2 driver is not installed (pip install 'edgedistill[postgres]')"
-    return ""
+    return "" if _driver() else "no PostgreSQL driver is installed (pip install 'edgedistill[postgres]')"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def server():
         pytest.skip(why)
     url = os.environ.get("EDGEDISTILL_TEST_POSTGRES")
     if url:
-        yield url
+        yield _with_driver(url)
         return
     folder = Path(tempfile.mkdtemp(prefix="edpg"))  # short: the socket path must fit in 107 bytes
     try:
@@ -72,9 +75,18 @@ def server():
     except (RuntimeError, OSError, KeyError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"no PostgreSQL server (set EDGEDISTILL_TEST_POSTGRES, or install PostgreSQL): {exc}")
     try:
-        yield url
+        yield _with_driver(url)
     finally:
         postgres_server.stop(folder)
+
+
+def _with_driver(url: str) -> str:
+    import sqlalchemy
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if "+" in parsed.drivername:  # the URL names its driver: keep it
+        return url
+    return parsed.set(drivername=f"postgresql+{_driver()}").render_as_string(hide_password=False)
 
 
 @pytest.fixture()
@@ -192,7 +204,7 @@ def test_an_unreachable_storage_is_one_line_naming_storage_and_exit_2(tmp_path):
     why = _driver_reason()
     if why:
         pytest.skip(why)
-    url = "postgresql+psycopg2://someone:s3cret@127.0.0.1:1/nowhere"  # port 1: nothing listens
+    url = f"postgresql+{_driver()}://someone:s3cret@127.0.0.1:1/nowhere"  # port 1: nothing listens
     start = time.time()
     result = CliRunner().invoke(app, ["sweep", str(_recipe(tmp_path, GRID)), "--smoke", "--storage", url,
                                       "--out", str(tmp_path / "sw"), "--no-progress"])
@@ -201,3 +213,70 @@ def test_an_unreachable_storage_is_one_line_naming_storage_and_exit_2(tmp_path):
     assert len(lines) == 1 and "--storage" in lines[0] and "cannot open it" in lines[0], result.output
     assert "s3cret" not in result.output and not (tmp_path / "sw").exists()
     assert time.time() - start < 30
+
+
+def test_one_waiting_trial_is_taken_by_exactly_one_of_many_racing_processes(database):
+    # What the sweep relies on across machines: WAITING -> RUNNING happens once, whoever races for it.
+    import threading
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from edgedistill.experiment.sweep_store import queue_point, take
+
+    study = optuna.create_study(study_name="race", storage=database)
+    queue_point(study, {"a": "1"}, {"a": CategoricalDistribution(["1"])}, "a=1")
+    [waiting] = study.get_trials()
+    stores = [optuna.storages.RDBStorage(database) for _ in range(8)]  # one connection each, as separate machines
+    barrier, won = threading.Barrier(len(stores)), []
+
+    def race(store) -> None:
+        barrier.wait()
+        won.append(take(store, waiting._trial_id))
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(won) == [False] * 7 + [True]
+    assert study.get_trials()[0].state.name == "RUNNING"
+
+
+def test_a_point_queued_twice_at_once_runs_once(tmp_path):
+    # Two processes that found a point unqueued at the same moment both queue it: the lower-numbered trial counts,
+    # the other is closed as a duplicate before anything trains (SQLite here: the rule is the storage's, not the server's).
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from edgedistill.cli import app as cli_app
+    from edgedistill.experiment.sweep import encode, point_id
+    from edgedistill.experiment.sweep_store import queue_point
+
+    url, key = f"sqlite:///{tmp_path / 'study.db'}", "method.terms.1.temperature"
+    codes = [encode(v) for v in GRID[key]]
+    study = optuna.create_study(study_name="shared", storage=url, direction="maximize")
+    for _ in range(2):
+        queue_point(study, {key: codes[0]}, {key: CategoricalDistribution(codes)}, point_id({key: 1}))
+    result = CliRunner().invoke(cli_app, ["sweep", str(_recipe(tmp_path, GRID)), "--smoke", "--storage", url, "--study",
+                                          "shared", "--out", str(tmp_path / "sw"), "--no-progress", "--jobs", "2"])
+    assert result.exit_code == 0, result.output  # (--jobs 2: the second copy is taken while the first runs)
+    states = _by_state(_trials(url))
+    assert sorted(t.user_attrs["point"] for t in states["COMPLETE"]) == sorted(point_id({key: v}) for v in GRID[key])
+    [dup] = states["PRUNED"]
+    assert dup.number == 1 and dup.user_attrs["skipped"] == f"duplicate: grid point {point_id({key: 1})} is trial 0's"
+    assert len(list((tmp_path / "sw" / "trials").glob("*/summary.json"))) == 3 and set(states) == {"COMPLETE", "PRUNED"}
+
+
+def test_a_postgresql_url_without_its_driver_says_what_to_install(tmp_path):
+    # Runs everywhere (no server, no driver needed): the drivers are hidden from a fresh interpreter.
+    code = ("import sys; sys.modules['psycopg'] = sys.modules['psycopg2'] = None; from edgedistill.cli import main; "
+            "sys.argv[0] = 'edgedistill'; main()")
+    out = tmp_path / "sw"
+    done = subprocess.run([sys.executable, "-c", code, "sweep", str(_recipe(tmp_path, GRID)), "--smoke", "--storage",
+                           "postgresql://someone:s3cret@db.invalid/sweeps", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --storage 'postgresql://someone:***@db.invalid/sweeps'")
+    assert "pip install 'edgedistill[postgres]'" in lines[0] and not out.exists()

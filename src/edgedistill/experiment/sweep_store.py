@@ -271,13 +271,26 @@ def open_study(url: str, name: str, direction: str, space: dict[str, list[Any]],
     if url.startswith("postgres"):  # an unreachable server is an error within seconds, not a hang on the TCP timeout
         kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     try:
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, engine_kwargs=kwargs,
-                                             heartbeat_stale_trial_callback=_retry_once() if retry_stale else None)
-        study = optuna.create_study(study_name=name, storage=storage, sampler=_grid_sampler(space), direction=direction,
-                                    load_if_exists=True)
+        for attempt in range(4):
+            try:
+                storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, engine_kwargs=kwargs,
+                                                     heartbeat_stale_trial_callback=_retry_once() if retry_stale else None)
+                study = optuna.create_study(study_name=name, storage=storage, sampler=_grid_sampler(space),
+                                            direction=direction, load_if_exists=True)
+                break
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                # Machines started together on an empty database race to create Optuna's tables: the losers get
+                # "already exists" from the server; the tables are there now, so open again.
+                import sqlalchemy.exc
+
+                if attempt == 3 or not isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+                    raise
+                time.sleep(0.5 + attempt)
     except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable server, a missing driver
         why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]  # drivers' messages span lines: keep one line
-        hint = "; pip install 'edgedistill[postgres]'" if isinstance(exc, ImportError) and "psycopg" in str(exc) else ""
+        hint = ""
+        if isinstance(exc, ImportError) and url.startswith("postgres"):  # SQLAlchemy >= 2.1 reads postgresql:// with psycopg 3
+            hint = "; install a driver: pip install 'edgedistill[postgres]' (psycopg 3; with psycopg2 write postgresql+psycopg2://)"
         text = f"--storage '{url}': cannot open it as an Optuna storage ({why}){hint}"
         secret = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^\s/]*)@", url)
         if secret and secret.group(1):  # the driver's message may quote the password in its own way
