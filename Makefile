@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch is installed first and pinned: anything that depends on torch installed before it pulls a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet torch==2.13.0 -e ".[test,deploy]"
+	$(BIN)/pip install --quiet torch==2.13.0 -e ".[test,deploy,postgres]"
 	touch $(STAMP)
 
 install: $(STAMP)
