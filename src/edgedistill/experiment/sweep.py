@@ -45,7 +45,7 @@ from edgedistill.experiment.sweep_grid import (
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_store import (
     GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat, worker_threads, fail_dead, queue_point,
-    retry_of, take,
+    retry_of, take, trials_running,
 )
 from edgedistill.io import read_json_record, write_json
 from edgedistill.paths import inside
@@ -234,8 +234,7 @@ class Sweep:
         workers = Workers(self.jobs) if self.jobs > 1 else None
         in_flight: dict[int, tuple[Any, str]] = {}  # submission number -> (trial, grid point)
         numbers = itertools.count()
-        self.heartbeat.start()
-        try:
+        with trials_running(self.study, self.heartbeat, workers, in_flight):
             while True:
                 ended: list[tuple[Any, dict[str, Any]]] = []
                 while len(in_flight) < self.jobs:
@@ -263,20 +262,6 @@ class Sweep:
                     self.log(f"waiting for {len(running)} grid point(s) that other sweep processes are running")
                     self.waiting_said = True
                 time.sleep(POLL_S)
-        except KeyboardInterrupt:
-            from optuna.trial import TrialState
-
-            for trial, _ in in_flight.values():
-                with contextlib.suppress(Exception):
-                    trial.set_user_attr("error", "interrupted (Ctrl-C)")
-                    self.study.tell(trial, state=TrialState.FAIL)
-            if workers is not None:
-                workers.close(kill=True)
-            raise
-        finally:
-            self.heartbeat.stop.set()
-            if workers is not None:
-                workers.close(kill=bool(workers.busy))
 
     # -- the table -----------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -315,6 +315,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def trials_running(study: Any, heartbeat: "_Heartbeat", workers: Optional["Workers"], in_flight: dict) -> Iterator[None]:
+    """A sweep's or a tune's trial loop (``in_flight``: key -> (trial, what)): the heartbeat runs; on Ctrl-C the trials
+    in flight are failed as "interrupted (Ctrl-C)" and the workers killed; at the end the heartbeat stops and the
+    workers are closed (killed if any is still busy)."""
+    heartbeat.start()
+    try:
+        yield
+    except KeyboardInterrupt:
+        from optuna.trial import TrialState
+
+        for trial, _ in in_flight.values():
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("error", "interrupted (Ctrl-C)")
+                study.tell(trial, state=TrialState.FAIL)
+        if workers is not None:
+            workers.close(kill=True)
+        raise
+    finally:
+        heartbeat.stop.set()
+        if workers is not None:
+            workers.close(kill=bool(workers.busy))
+
+
 class _Heartbeat(threading.Thread):
     """Records a heartbeat for every trial this process is running, so other machines can tell it is alive."""
 

@@ -33,7 +33,8 @@ from edgedistill.errors import UserInputError
 from edgedistill.experiment import tune_report
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_grid import _canon
-from edgedistill.experiment.sweep_store import Workers, _Heartbeat, _extract, _pid_alive, open_study, worker_threads
+from edgedistill.experiment.sweep_store import (Workers, _extract, _Heartbeat, _pid_alive, open_study, trials_running,
+                                                worker_threads)
 from edgedistill.experiment.tune_trial import pruner, run_tune_trial
 from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost, read_recipe, recipe_point
 from edgedistill.io import read_json_record, write_json
@@ -156,8 +157,7 @@ class Tuner:
         workers = Workers(self.jobs, target=run_tune_trial) if self.jobs > 1 else None
         failures = 0  # in a row: a recipe every trial fails on (a missing file, a bad key) stops the search, not the budget
         in_flight: dict[int, tuple[Any, dict[str, Any]]] = {}
-        self.heartbeat.start()
-        try:
+        with trials_running(self.study, self.heartbeat, workers, in_flight):
             while True:
                 ended: list[tuple[int, dict[str, Any]]] = []
                 while (len(in_flight) < self.jobs and failures < MAX_FAILURES_IN_A_ROW
@@ -179,20 +179,6 @@ class Tuner:
                         self.log(f"stopping: {failures} trials in a row failed (the last: "
                                  f"{outcome['error'].splitlines()[0]}); see report.md")
                     tune_report.write(self.dir, self.info(), self.study, self.space)
-        except KeyboardInterrupt:
-            from optuna.trial import TrialState
-
-            for trial, _ in in_flight.values():
-                with contextlib.suppress(Exception):
-                    trial.set_user_attr("error", "interrupted (Ctrl-C)")
-                    self.study.tell(trial, state=TrialState.FAIL)
-            if workers is not None:
-                workers.close(kill=True)
-            raise
-        finally:
-            self.heartbeat.stop.set()
-            if workers is not None:
-                workers.close(kill=bool(workers.busy))
 
     def info(self) -> dict[str, Any]:
         return {"name": self.base.get("name", "run"), "metric": self.space.metric, "direction": self.space.direction,
