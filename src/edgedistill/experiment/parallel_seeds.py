@@ -18,6 +18,9 @@ from edgedistill.config import Recipe
 from edgedistill.errors import EdgeDistillError, UserInputError
 from edgedistill.progress import StageProgress
 
+#: A worker's plan by job (recipe, overrides, smoke): its next stage of the same run does not prepare the data again.
+_PLANS: dict[str, Any] = {}
+
 
 def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
     """What cannot run its seeds in worker processes, refused before anything is written."""
@@ -35,18 +38,28 @@ def stage_job(job: dict[str, Any]) -> dict[str, Any]:
     return guarded(job, lambda: _stage(job))
 
 
-def _stage(job: dict[str, Any]) -> dict[str, Any]:
+def _plan(job: dict[str, Any]) -> Any:
     from edgedistill.config import load_recipe
-    from edgedistill.experiment.runner import Runner, plan
+    from edgedistill.experiment.runner import plan
 
-    recipe = load_recipe(job["source"], job["overrides"])
-    if job["smoke"]:
-        from edgedistill.experiment.smoke import smoke_recipe
+    key = repr((job["source"], job["overrides"], job["smoke"]))
+    if key not in _PLANS:
+        recipe = load_recipe(job["source"], job["overrides"])
+        if job["smoke"]:
+            from edgedistill.experiment.smoke import smoke_recipe
 
-        recipe = smoke_recipe(recipe)
+            recipe = smoke_recipe(recipe)
+        _PLANS.clear()  # one run's plan at a time
+        _PLANS[key] = plan(recipe, job["smoke"])
+    return _PLANS[key]
+
+
+def _stage(job: dict[str, Any]) -> dict[str, Any]:
+    from edgedistill.experiment.runner import Runner
+
     seed = job["seed"]
     with StageProgress(enabled=False, prefix=job["prefix"]) as prog:
-        runner = Runner(plan(recipe, job["smoke"]), Path(job["run_dir"]), prog)
+        runner = Runner(_plan(job), Path(job["run_dir"]), prog)
         teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before
         if job["kind"] == "baseline":
             return runner.baseline(seed)
