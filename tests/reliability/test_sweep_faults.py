@@ -18,7 +18,7 @@ from edgedistill.cli import app
 from edgedistill.experiment import sweep as sweep_mod
 from edgedistill.experiment.rundir import DirLock, redact
 from edgedistill.experiment.sweep_grid import point_id
-from edgedistill.experiment.sweep_store import TEST_KILL_TRIAL
+from edgedistill.experiment.workers import TEST_KILL_TRIAL
 
 RECIPE = {
     "name": "swf",

@@ -56,9 +56,9 @@ def fold_indices(recipe: Recipe, count: int) -> list[int]:
 
 
 def fold_job(job: dict[str, Any]) -> dict[str, Any]:
-    """A worker process's fold (``sweep_store.Workers`` target): the fold's run; its summary path, or the error."""
+    """A worker process's fold (``workers.Workers`` target): the fold's run; its summary path, or the error."""
     from edgedistill.experiment.runner import run
-    from edgedistill.experiment.sweep_store import guarded
+    from edgedistill.experiment.workers import guarded
 
     return guarded(job, lambda: run(job["source"], job["overrides"], out=job["run_dir"], smoke=job["smoke"],
                                     progress=False, command=job["command"], fold=job["fold"])["run_dir"])
@@ -112,7 +112,7 @@ class Folds:
                 command=self.command, fold=i)
 
     def _parallel(self, say: StageProgress) -> None:
-        from edgedistill.experiment.sweep_store import Workers, worker_threads
+        from edgedistill.experiment.workers import Workers, worker_threads
 
         threads = worker_threads(self.recipe.engine.threads is not None, self.jobs)
         workers = Workers(self.jobs, target=fold_job)

@@ -32,8 +32,8 @@ def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
 
 
 def stage_job(job: dict[str, Any]) -> dict[str, Any]:
-    """A worker process's stage (``sweep_store.Workers`` target): the student alone or the distilled student of one seed."""
-    from edgedistill.experiment.sweep_store import guarded
+    """A worker process's stage (``workers.Workers`` target): the student alone or the distilled student of one seed."""
+    from edgedistill.experiment.workers import guarded
 
     return guarded(job, lambda: _stage(job))
 
@@ -68,7 +68,7 @@ def _stage(job: dict[str, Any]) -> dict[str, Any]:
 
 def run_stages(stages: list[tuple[str, int]], job: dict[str, Any], jobs: int, say: StageProgress) -> dict[tuple[str, int], dict]:
     """Every (kind, seed) stage, ``jobs`` at a time: their summaries. Refused, naming each failed stage, if any failed."""
-    from edgedistill.experiment.sweep_store import Workers, worker_threads
+    from edgedistill.experiment.workers import Workers, worker_threads
 
     threads = worker_threads(job.pop("fixed_threads"), jobs)
     say.message(f"--jobs {jobs}: {len(stages)} stage(s) in worker processes, {threads or 'default'} thread(s) each")

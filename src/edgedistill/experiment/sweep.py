@@ -8,7 +8,7 @@ sweep directory exists. The study (``optuna.samplers.GridSampler`` over the grid
 JSON strings) lives in ``<sweep>/study.db`` or any Optuna RDB storage URL, so several machines can share it.
 
 One process schedules (asks, tells, records heartbeats) and holds the sweep directory's lock (``rundir.DirLock``);
-trials run inline or in ``--jobs`` spawned worker processes (``sweep_store.Workers``: a worker that dies fails
+trials run inline or in ``--jobs`` spawned worker processes (``workers.Workers``: a worker that dies fails
 only its own trial, and workers die with the sweep process). Every grid point is queued as a WAITING trial and
 taken by one atomic WAITING -> RUNNING update in the storage, so processes on several machines never take one point
 twice (``sweep_store.take``). A RUNNING trial whose sweep process died (this host: its pid is gone; elsewhere: its
@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -44,9 +43,10 @@ from edgedistill.experiment.sweep_grid import (
 )
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_store import (
-    GRACE_S, POLL_S, Workers, _locked, run_trial, open_study, _pid_alive, _Heartbeat, worker_threads, fail_dead, queue_point,
-    retry_of, take, trials_running,
+    GRACE_S, POLL_S, _locked, run_trial, open_study, _pid_alive, _Heartbeat, fail_dead, queue_point, retry_of, take,
+    trials_running, quiet_optuna,
 )
+from edgedistill.experiment.workers import Workers, worker_threads
 from edgedistill.io import read_json_record, write_json
 from edgedistill.paths import inside
 
@@ -231,7 +231,7 @@ class Sweep:
 
     # -- the loop ------------------------------------------------------------------------------------------
     def execute(self) -> None:
-        workers = Workers(self.jobs) if self.jobs > 1 else None
+        workers = Workers(self.jobs, target=run_trial) if self.jobs > 1 else None
         in_flight: dict[int, tuple[Any, str]] = {}  # submission number -> (trial, grid point)
         numbers = itertools.count()
         with trials_running(self.study, self.heartbeat, workers, in_flight):
@@ -309,14 +309,7 @@ def sweep(
     ``deploy_profile`` goes to every trial's ``runner.run`` (what ``report.profile`` calls; picklable)."""
     if jobs < 1:
         raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
-    with warnings.catch_warnings():
-        # Heartbeats are used with ask-and-tell here (Optuna says they are meant for optimize) and are "experimental".
-        warnings.filterwarnings("ignore", message=".*[Hh]eartbeat.*")
-        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-        with contextlib.suppress(ImportError):
-            from optuna.exceptions import ExperimentalWarning
-
-            warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    with quiet_optuna():
         return _sweep(recipe, overrides, out=out, smoke=smoke, jobs=jobs, storage=storage, study=study, progress=progress,
                       command=command, log=log, deploy_profile=deploy_profile)
 

@@ -7,7 +7,7 @@ hyperparameters, optionally the student's width and depth. Optuna's TPE sampler 
 distilled student). After every epoch the trial reports its validation accuracy (or RMSE) to a successive-halving
 pruner, which stops the trials that trail the others at the same epoch. The study lives where a sweep's does
 (``<tune>/study.db``, or any Optuna RDB URL; ``sweep_store.open_study``), so the same ``--out`` resumes it, and
-trials run inline or in ``--jobs`` spawned workers (``sweep_store.Workers``).
+trials run inline or in ``--jobs`` spawned workers (``workers.Workers``).
 
 The budget is wall-clock for the search: no trial starts when less than its measured cost is left, and a trial
 still running at the deadline stops at its next epoch (reported as stopped, never as finished). The winner is the
@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -33,8 +32,8 @@ from edgedistill.errors import UserInputError
 from edgedistill.experiment import tune_report
 from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
 from edgedistill.experiment.sweep_grid import _canon
-from edgedistill.experiment.sweep_store import (Workers, _extract, _Heartbeat, _pid_alive, open_study, trials_running,
-                                                worker_threads)
+from edgedistill.experiment.sweep_store import _extract, _Heartbeat, _pid_alive, open_study, quiet_optuna, trials_running
+from edgedistill.experiment.workers import Workers, worker_threads
 from edgedistill.experiment.tune_trial import pruner, run_tune_trial
 from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost, read_recipe, recipe_point
 from edgedistill.io import read_json_record, write_json
@@ -224,13 +223,7 @@ def tune(
         raise UserInputError(f"--max-params: expected a positive number of parameters (got {max_params})")
     if max_latency_us is not None and not max_latency_us > 0:
         raise UserInputError(f"--max-latency-us: expected a positive latency in microseconds (got {max_latency_us})")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Hh]eartbeat.*")
-        warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
-        with contextlib.suppress(ImportError):
-            from optuna.exceptions import ExperimentalWarning
-
-            warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    with quiet_optuna():
         return _tune(recipe, overrides, budget=parse_budget(budget), out=out, storage=storage, jobs=jobs, max_params=max_params,
                      max_latency_us=max_latency_us, methods=methods, include_data_free=include_data_free, max_trials=max_trials,
                      smoke=smoke, retrain=retrain, progress=progress, command=command, log=log, deploy_profile=deploy_profile,

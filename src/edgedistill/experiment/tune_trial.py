@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from edgedistill.experiment.sweep_store import _extract, guarded
+from edgedistill.experiment.sweep_store import _extract
+from edgedistill.experiment.workers import guarded
 
 
 def pruner(epochs: int) -> Any:
