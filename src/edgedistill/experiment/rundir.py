@@ -133,6 +133,19 @@ def as_environment_problem(exc: OSError, where: Path) -> Optional[EdgeDistillErr
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)(?P<secret>[^\s'\"/]*)(?P<at>@)")
 
 
+def output_folder(out: Optional[str | Path], kind: str, name: str, smoke: bool) -> Path:
+    """Where a sweep or a tune writes: ``out``; else for a smoke one a fresh folder in the temporary directory (it is
+    thrown away); else ``<kind>/<name>-<time>`` (``sweeps/``, ``tunes/``) under the working directory."""
+    if out is not None:
+        return Path(out)
+    if smoke:
+        import tempfile
+        import uuid
+
+        return Path(tempfile.gettempdir()) / f"edgedistill-{kind.rstrip('s')}-{name}-{uuid.uuid4().hex[:8]}"
+    return Path(kind) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def redact(text: str) -> str:
     """``text`` with the password of every ``scheme://user:password@host`` URL replaced by ``***``: what a sweep
     stores or prints (sweep.json, results.md, summary.json, the command, errors) never holds a storage password."""

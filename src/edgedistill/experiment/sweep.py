@@ -29,7 +29,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,7 +40,7 @@ from edgedistill.experiment.sweep_report import MAXIMIZE, label
 from edgedistill.experiment.sweep_grid import (
     _canon, encode, point_id, read_sweep, points_of, trial_overrides, _shared_smoke_recipe, validate,
 )
-from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
+from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, usable_folder
 from edgedistill.experiment.sweep_store import (
     GRACE_S, POLL_S, _locked, run_trial, open_study, _pid_alive, _Heartbeat, fail_dead, queue_point, retry_of, take,
     trials_running, quiet_optuna,
@@ -325,12 +324,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
     identity = hashlib.sha256(_canon(identity_doc).encode()).hexdigest()[:16]
     command = redact(command or f"edgedistill sweep {recipe}" + (" --smoke" if smoke else ""))  # no storage password
     name = spec["name"]
-    if out is not None:
-        sweep_dir = Path(out)
-    elif smoke:
-        sweep_dir = Path(tempfile.gettempdir()) / f"edgedistill-sweep-{name}-{uuid.uuid4().hex[:8]}"
-    else:
-        sweep_dir = Path("sweeps") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = output_folder(out, "sweeps", name, smoke)
     meta_path = usable_folder(sweep_dir) / "sweep.json"
     if meta_path.is_file():
         previous = read_json_record(meta_path)

@@ -22,7 +22,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Callable, Optional
 
 from edgedistill.errors import UserInputError
 from edgedistill.experiment import tune_report
-from edgedistill.experiment.rundir import DirLock, only_the_lock, redact, usable_folder
+from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, usable_folder
 from edgedistill.experiment.sweep_grid import _canon
 from edgedistill.experiment.sweep_store import _extract, _Heartbeat, _pid_alive, open_study, quiet_optuna, trials_running
 from edgedistill.experiment.workers import Workers, worker_threads
@@ -242,12 +241,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
     base, name = read_recipe(recipe, overrides)
     seeds = load_recipe(base).seeds  # (validates the recipe before anything else)
     command = redact(command or f"edgedistill tune {recipe if not isinstance(recipe, dict) else '<dict>'} --budget {budget:.0f}s")
-    if out is not None:
-        tune_dir = Path(out)
-    elif smoke:
-        tune_dir = Path(tempfile.gettempdir()) / f"edgedistill-tune-{name}-{uuid.uuid4().hex[:8]}"
-    else:
-        tune_dir = Path("tunes") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tune_dir = output_folder(out, "tunes", name, smoke)
     # Trials run the recipe as given; a smoke tune runs the smoke recipe with one model cache for all its trials.
     trial_base, trial_smoke = base, False
     if smoke:
