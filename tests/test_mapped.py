@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgedistill.config import DataConfig
-from edgedistill.data.mapped import MappedRows, OnDisk, fit_rows, pick_channels, pool
+from edgedistill.data.mapped import MappedRows, OnDisk, fit_rows, pick_channels, pooled
 from edgedistill.data.normalize import Normalizer, fit_normalizer
 from edgedistill.data.prepare import dataset_fingerprint, prepare_data, split_windows
 from edgedistill.data.raw import CHECK_CHUNK, RawData, check_values
@@ -25,11 +25,11 @@ def _memmap(tmp_path: Path, name: str, a: np.ndarray) -> np.ndarray:
 def test_on_disk_rows_pool_and_channels_read_what_memory_holds(tmp_path):
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(7, 5, 6)), rng.normal(size=(4, 5, 6))
-    pooled = pool(_memmap(tmp_path, "a", a), _memmap(tmp_path, "b", b))
+    both_parts = pooled(_memmap(tmp_path, "a", a), _memmap(tmp_path, "b", b))
     both = np.concatenate([a, b])
     rows = np.array([10, 0, 7, 6, 3, 10])
-    np.testing.assert_array_equal(pooled[rows], both[rows])
-    picked = pick_channels(pick_channels(pooled, [4, 1, 2]), [2, 0])  # a view of a view: channels 2 and 4
+    np.testing.assert_array_equal(both_parts[rows], both[rows])
+    picked = pick_channels(pick_channels(both_parts, [4, 1, 2]), [2, 0])  # a view of a view: channels 2 and 4
     assert isinstance(picked, OnDisk) and picked.shape == (11, 2, 6)
     np.testing.assert_array_equal(picked[rows], both[rows][:, [2, 4]])
     np.testing.assert_array_equal(np.asarray(picked), both[:, [2, 4]])

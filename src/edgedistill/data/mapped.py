@@ -73,7 +73,7 @@ def pick_channels(a: np.ndarray | OnDisk, channels: Sequence[int]) -> np.ndarray
     return np.ascontiguousarray(np.asarray(a)[:, list(channels)])
 
 
-def pool(a: np.ndarray | OnDisk, b: np.ndarray | OnDisk) -> np.ndarray | OnDisk:
+def pooled(a: np.ndarray | OnDisk, b: np.ndarray | OnDisk) -> np.ndarray | OnDisk:
     """The rows of ``a`` then those of ``b`` (an official test split pooled with training), without reading them
     when they are on disk."""
     if not (on_disk(a) or on_disk(b)):

@@ -20,7 +20,7 @@ from edgedistill.config import DataConfig
 from edgedistill.data.dataset import DataInfo, DataSplits, TensorData
 from edgedistill.data.folds import Fold, assign_folds, check_fold_classes
 from edgedistill.data.labels import encode_targets
-from edgedistill.data.mapped import MappedRows, fit_rows, mapped_storage, pick_channels, pool
+from edgedistill.data.mapped import MappedRows, fit_rows, mapped_storage, pick_channels, pooled
 from edgedistill.data.normalize import MAX_Z, check_normalized, fit_normalizer
 from edgedistill.data.raw import RawData, check_raw
 from edgedistill.data.splits import random_split, stratified_split, subject_split
@@ -91,12 +91,12 @@ def _pool_official_test(raw: RawData) -> RawData:
     """Merge the official test split into the data, so ``split.official_test=false`` re-splits everything."""
     if raw.test_x is None or raw.test_y is None:
         return raw
-    views = {k: pool(v, raw.test_views[k]) for k, v in raw.views.items() if k in raw.test_views}
+    views = {k: pooled(v, raw.test_views[k]) for k, v in raw.views.items() if k in raw.test_views}
     group = None
     if raw.group is not None and raw.test_group is not None:
         group = np.concatenate([np.asarray(raw.group).astype(str), np.asarray(raw.test_group).astype(str)])
     return replace(
-        raw, x=pool(raw.x, raw.test_x), y=np.concatenate([raw.y, raw.test_y]), group=group,
+        raw, x=pooled(raw.x, raw.test_x), y=np.concatenate([raw.y, raw.test_y]), group=group,
         views=views, test_x=None, test_y=None, test_group=None, test_views={},
     )
 
