@@ -60,9 +60,9 @@ def _stage(job: dict[str, Any]) -> dict[str, Any]:
     seed = job["seed"]
     with StageProgress(enabled=False, prefix=job["prefix"]) as prog:
         runner = Runner(_plan(job), Path(job["run_dir"]), prog)
-        teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before
-        if job["kind"] == "baseline":
+        if job["kind"] == "baseline":  # (needs no teacher)
             return runner.baseline(seed)
+        teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before
         return runner.distilled(seed, [t for t, _ in teachers])
 
 
