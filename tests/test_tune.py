@@ -170,8 +170,10 @@ def test_search_selects_on_validation_retrains_and_recipe_reproduces(shared_cach
     assert "Hyperparameter importance" in report and "paired difference" in report
     if len({r["method"] for r in done}) > 1:  # knobs differ between regimes: only the regime choice is common
         assert "only `method` is common" in result["importances"]["all trials"]
-    else:
-        assert set(result["importances"]["all trials"]) == {"method", *(f"{r['method']}.{k}" for k in done[0]["params"])}
+    else:  # one regime finished: its knobs and the regime choice are common (or Optuna says why it cannot rank them)
+        got = result["importances"]["all trials"]
+        want = {"method", *(f"{done[0]['method']}.{k}" for k in done[0]["params"])}
+        assert set(got) == want if isinstance(got, dict) else got.startswith("not computed: "), got
 
 
 def test_importances_within_a_regime_and_the_guard():
