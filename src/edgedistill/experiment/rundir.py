@@ -133,6 +133,12 @@ def as_environment_problem(exc: OSError, where: Path) -> Optional[EdgeDistillErr
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)(?P<secret>[^\s'\"/]*)(?P<at>@)")
 
 
+def resume_command(command: str, folder: str | Path) -> str:
+    """The command that continues an interrupted run, sweep or tune: ``command`` with ``--out folder`` added unless
+    it already names its output folder (without it, a rerun would start afresh in a new dated folder)."""
+    return command if "--out" in command else f"{command} --out {folder}"
+
+
 def output_folder(out: Optional[str | Path], kind: str, name: str, smoke: bool) -> Path:
     """Where a sweep or a tune writes: ``out``; else for a smoke one a fresh folder in the temporary directory (it is
     thrown away); else ``<kind>/<name>-<time>`` (``sweeps/``, ``tunes/``) under the working directory."""

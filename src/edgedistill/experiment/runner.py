@@ -370,7 +370,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
 
                 classical = classical_rows(recipe, p.splits, run_dir, prog)
     except KeyboardInterrupt:
-        again = command if "--out" in command else f"{command} --out {run_dir}"
+        again = rundir.resume_command(command, run_dir)
         print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
         raise
     finally:

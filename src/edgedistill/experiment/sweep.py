@@ -40,7 +40,7 @@ from edgedistill.experiment.sweep_report import MAXIMIZE, label
 from edgedistill.experiment.sweep_grid import (
     _canon, encode, point_id, read_sweep, points_of, trial_overrides, _shared_smoke_recipe, validate,
 )
-from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, usable_folder
+from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, resume_command, usable_folder
 from edgedistill.experiment.sweep_store import (
     GRACE_S, POLL_S, _locked, run_trial, open_study, _pid_alive, _Heartbeat, fail_dead, queue_point, retry_of, take,
     trials_running, quiet_optuna,
@@ -360,7 +360,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
         try:
             runner.execute()
         except KeyboardInterrupt:
-            again = command if "--out" in command else f"{command} --out {sweep_dir}"
+            again = resume_command(command, sweep_dir)
             print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
             raise
         rows = runner.rows()

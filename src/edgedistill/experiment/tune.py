@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 from edgedistill.errors import UserInputError
 from edgedistill.experiment import tune_report
-from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, usable_folder
+from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, resume_command, usable_folder
 from edgedistill.experiment.sweep_grid import _canon
 from edgedistill.experiment.sweep_store import _extract, _Heartbeat, _pid_alive, open_study, quiet_optuna, trials_running
 from edgedistill.experiment.workers import Workers, worker_threads
@@ -99,7 +99,7 @@ class Tuner:
 
     def resume_command(self) -> str:
         """The tune's command with its --out: what an interrupted trial's run prints as the way to resume."""
-        return self.command if "--out" in self.command else f"{self.command} --out {self.dir}"
+        return resume_command(self.command, self.dir)
 
     def claim(self) -> tuple[Any, dict[str, Any]]:
         trial = self.study.ask()
@@ -305,7 +305,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
         try:
             tuner.execute()
         except KeyboardInterrupt:
-            again = command if "--out" in command else f"{command} --out {tune_dir}"
+            again = resume_command(command, tune_dir)
             print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
             raise
         searched = time.time() - start
