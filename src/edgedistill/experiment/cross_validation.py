@@ -15,6 +15,7 @@ from typing import Any
 from edgedistill.config import Recipe
 from edgedistill.errors import EdgeDistillError, UserInputError
 from edgedistill.experiment import cv_report
+from edgedistill.experiment.rundir import resume_command
 from edgedistill.io import read_json_record, write_json, write_text
 from edgedistill.progress import StageProgress
 
@@ -75,7 +76,7 @@ class Folds:
         self.count, self.labels = fold["count"], fold["labels"]
         self.indices = fold_indices(recipe, self.count)
         # A fold's interruption hint must resume the whole cross-validation, not start one inside the fold.
-        self.command = command if "--out" in command else f"{command} --out {run_dir}"
+        self.command = resume_command(command, run_dir)
 
     def run(self) -> dict[str, Any]:
         ev = self.recipe.eval
@@ -115,28 +116,17 @@ class Folds:
         from edgedistill.experiment.workers import Workers, worker_threads
 
         threads = worker_threads(self.recipe.engine.threads is not None, self.jobs)
-        workers = Workers(self.jobs, target=fold_job)
-        pending, failed = list(self.indices), {}
-        in_flight = 0
-        try:
-            while pending or in_flight:
-                while pending and in_flight < self.jobs:
-                    i = pending.pop(0)
-                    workers.submit(i, {"source": self.source, "overrides": self.overrides, "run_dir": str(self.dir / f"fold{i}"),
-                                       "smoke": self.smoke, "command": self.command, "fold": i, "threads": threads})
-                    in_flight += 1
-                for i, outcome in workers.wait():
-                    in_flight -= 1
-                    if "error" in outcome:
-                        failed[i] = outcome["error"]
-                        say.message(f"fold{i}: FAILED after {outcome['seconds']:.0f} s: {outcome['error'].splitlines()[0]}")
-                    else:
-                        say.message(f"fold{i} ({self.labels[i]}): done in {outcome['seconds']:.0f} s")
-        except KeyboardInterrupt:
-            workers.close(kill=True)
-            raise
-        finally:
-            workers.close()
+
+        def said(i: int, outcome: dict) -> None:
+            if "error" in outcome:
+                say.message(f"fold{i}: FAILED after {outcome['seconds']:.0f} s: {outcome['error'].splitlines()[0]}")
+            else:
+                say.message(f"fold{i} ({self.labels[i]}): done in {outcome['seconds']:.0f} s")
+
+        _, failed = Workers(self.jobs, target=fold_job).run_all(
+            [(i, {"source": self.source, "overrides": self.overrides, "run_dir": str(self.dir / f"fold{i}"),
+                  "smoke": self.smoke, "command": self.command, "fold": i, "threads": threads}) for i in self.indices],
+            said)
         if failed:
             first = next(iter(failed.values())).splitlines()[0]
             raise EdgeDistillError(f"cross-validation: fold(s) {sorted(failed)} failed (first: {first}); the other folds "

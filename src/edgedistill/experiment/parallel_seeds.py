@@ -16,6 +16,7 @@ from typing import Any
 
 from edgedistill.config import Recipe
 from edgedistill.errors import EdgeDistillError, UserInputError
+from edgedistill.experiment.rundir import resume_command
 from edgedistill.progress import StageProgress
 
 #: A worker's plan by job (recipe, overrides, smoke): its next stage of the same run does not prepare the data again.
@@ -72,25 +73,13 @@ def run_stages(stages: list[tuple[str, int]], job: dict[str, Any], jobs: int, sa
 
     threads = worker_threads(job.pop("fixed_threads"), jobs)
     say.message(f"--jobs {jobs}: {len(stages)} stage(s) in worker processes, {threads or 'default'} thread(s) each")
-    workers = Workers(jobs, target=stage_job)
-    pending, done, failed = list(stages), {}, {}
-    try:
-        while pending or workers.busy:
-            while pending and len(workers.busy) < jobs:
-                kind, seed = pending.pop(0)
-                workers.submit((kind, seed), {**job, "kind": kind, "seed": seed, "threads": threads,
-                                              "prefix": f"{job['prefix']}[seed {seed}] "})
-            for key, outcome in workers.wait():
-                if "error" in outcome:
-                    failed[key] = outcome["error"]
-                else:
-                    done[key] = outcome["result"]
-    finally:
-        workers.close(kill=bool(pending or workers.busy))
+    done, failed = Workers(jobs, target=stage_job).run_all(
+        [((kind, seed), {**job, "kind": kind, "seed": seed, "threads": threads, "prefix": f"{job['prefix']}[seed {seed}] "})
+         for kind, seed in stages])
     if failed:
         what = "; ".join(f"{'student alone' if k == 'baseline' else 'distilled student'} seed {s}: {e.splitlines()[0]}"
                          for (k, s), e in sorted(failed.items(), key=lambda kv: kv[0][1]))
-        again = job["command"] if "--out" in job["command"] else f"{job['command']} --out {job['run_dir']}"
+        again = resume_command(job["command"], job["run_dir"])
         raise EdgeDistillError(f"--jobs: {len(failed)} stage(s) failed ({what}); the finished ones are kept; resume "
                                f"with: {again}")
     return done

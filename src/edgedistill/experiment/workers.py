@@ -154,6 +154,29 @@ class Workers:
             done.append((key, outcome))
         return done
 
+    def run_all(self, jobs: list[tuple[Hashable, dict[str, Any]]],
+                on_done: Optional[Callable[[Hashable, dict[str, Any]], None]] = None) -> tuple[dict, dict]:
+        """Every (key, job), at most ``self.jobs`` at a time, then the workers closed (killed on Ctrl-C): ({key: result},
+        {key: error text}). ``on_done(key, outcome)`` hears of each job as it ends."""
+        pending, done, failed = list(jobs), {}, {}
+        try:
+            while pending or self.busy:
+                while pending and len(self.busy) < self.jobs:
+                    self.submit(*pending.pop(0))
+                for key, outcome in self.wait():
+                    if on_done is not None:
+                        on_done(key, outcome)
+                    if "error" in outcome:
+                        failed[key] = outcome["error"]
+                    else:
+                        done[key] = outcome["result"]
+        except KeyboardInterrupt:
+            self.close(kill=True)
+            raise
+        finally:
+            self.close(kill=bool(self.busy))
+        return done, failed
+
     def close(self, kill: bool = False) -> None:
         procs = [p for p, _ in self.idle] + [p for p, _, _ in self.busy.values()]
         for proc, conn in self.idle:
