@@ -202,7 +202,9 @@ class EngineConfig(_Strict):
     threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)
     progress: bool = True
     deterministic: bool = True
-
+    # Where each epoch's record also goes, through Fabric's logger interface: csv, tensorboard (the tensorboard
+    # extra) and mlflow (the mlflow extra). Files go under the stage's folder unless a tracking URI is configured.
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=list, max_length=3)
 
     @field_validator("devices")
     @classmethod
@@ -266,6 +268,9 @@ class ReportConfig(_Strict):
     # After the run, export the best-on-validation seed's student to ONNX (fp32 + int8, in a temporary folder) and add its
     # size / MACs / latency to report.md ("Deployment profile"); needs the deploy extra, skipped in smoke runs.
     profile: bool = False
+    # At the end of a run, draw its plots (learning curves, reliability, confusion, paired seed differences) as PNG
+    # under plots/ and write report.html beside report.md (`edgedistill report` redraws them on demand).
+    plots: bool = True
     # Classical baselines trained beside the networks (rows of the report, with size and latency): does a network
     # pay off at all? minirocket / multirocket (aeon) and forest (a random forest on window features).
     classical: list[Literal["minirocket", "multirocket", "forest"]] = Field(default_factory=list, max_length=3)
