@@ -33,6 +33,7 @@ from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder,
 from edgedistill.experiment.sweep_grid import _canon
 from edgedistill.experiment.sweep_store import _extract, _Heartbeat, _pid_alive, open_study, quiet_optuna, trials_running
 from edgedistill.experiment.workers import Workers, worker_threads
+from edgedistill.experiment import tune_select
 from edgedistill.experiment.tune_trial import pruner, run_tune_trial
 from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost, read_recipe, recipe_point
 from edgedistill.io import read_json_record, write_json
@@ -62,7 +63,8 @@ def _duration(seconds: float) -> str:
 class Tuner:
     def __init__(self, space: Space, tune_dir: Path, study: Any, store: Any, url: str, study_name: str, *, base: dict[str, Any],
                  smoke: bool, seed: int, jobs: int, deadline: float, floor: float, epochs: int, progress: bool,
-                 command: str, log: Callable[[str], None], max_trials: Optional[int] = None) -> None:
+                 command: str, log: Callable[[str], None], max_trials: Optional[int] = None,
+                 held: Callable[[], float] = lambda: 0.0) -> None:
         self.space, self.dir, self.study, self.store, self.url, self.study_name = space, tune_dir, study, store, url, study_name
         self.base, self.smoke, self.seed, self.jobs, self.deadline = base, smoke, seed, jobs, deadline
         self.floor, self.epochs, self.progress, self.command, self.log = floor, epochs, progress, command, log
@@ -70,6 +72,7 @@ class Tuner:
         self.threads = worker_threads(bool((base.get("engine") or {}).get("threads")), jobs)
         self.heartbeat = _Heartbeat(store)
         self.started, self.max_trials = 0, max_trials  # trials started by this invocation, and its cap (--trials)
+        self.held = held  # seconds of the budget kept for the finalists' re-check (tune_select.reserve)
 
     def recover(self) -> int:
         """Trials RUNNING in the store whose tune process died (this host: pid gone; elsewhere: heartbeat stopped)
@@ -132,6 +135,7 @@ class Tuner:
             trial.set_user_attr("epochs_run", r.get("epoch", 0))
             if state == "complete":
                 trial.set_user_attr("result", r["run"])
+                trial.set_user_attr("tiebreak", r.get("tiebreak"))
                 self.study.tell(trial, r["value"])
             elif state == "pruned":
                 trial.set_user_attr("pruned_at", r["epoch"])
@@ -160,7 +164,7 @@ class Tuner:
                 ended: list[tuple[int, dict[str, Any]]] = []
                 while (len(in_flight) < self.jobs and failures < MAX_FAILURES_IN_A_ROW
                        and (self.max_trials is None or self.started < self.max_trials)
-                       and self.deadline - time.time() >= self.trial_cost()):
+                       and self.deadline - time.time() - self.held() >= self.trial_cost()):
                     trial, job = self.claim()
                     in_flight[trial.number] = (trial, job)
                     if workers is None:
@@ -182,6 +186,19 @@ class Tuner:
         return {"name": self.base.get("name", "run"), "metric": self.space.metric, "direction": self.space.direction,
                 "seed": self.seed, "epochs": self.epochs, "smoke": self.smoke, "command": self.command,
                 "excluded": self.space.excluded, "student_note": self.space.student_note}
+
+
+def _rechecker(tuner: Tuner, base: dict[str, Any], smoke: bool) -> Callable[[Any, int, Path], dict[str, Any]]:
+    """``tune_select.recheck``'s runner: the finished trial's method on another seed, validation read back."""
+    def run_again(trial: Any, seed: int, out: Path) -> dict[str, Any]:
+        from edgedistill.experiment.runner import run
+
+        overrides = {**trial.user_attrs["choice"], "seeds": [seed], "report.profile": False, "report.classical": []}
+        summary = run(base, overrides, out=out, smoke=smoke, progress=tuner.progress, command=tuner.resume_command())
+        return {"value": _extract(summary, tuner.space.metric)["val"]["mean"],
+                "tiebreak": tune_select.tiebreak(summary, tuner.space.metric)}
+
+    return run_again
 
 
 def _short(v: Any) -> str:
@@ -285,14 +302,17 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
         deadline = start + budget
         tuner = Tuner(space, tune_dir, study, store, url, study_name, base=trial_base, smoke=trial_smoke, seed=seeds[0],
                       jobs=jobs, deadline=deadline, floor=floor, epochs=epochs, progress=progress, command=command, log=log,
-                      max_trials=max_trials)
+                      max_trials=max_trials, held=lambda: tune_select.reserve(study, space.direction, seeds, budget))
         recovered = tuner.recover()
         point = recipe_point(space.candidates, base.get("method") or {}, space.task)
         shape = {"width": (base.get("student") or {}).get("width"), "depth": (base.get("student") or {}).get("depth")}
         if point is not None and shape in space.students:  # and the recipe's own student, when it is within the limits
             point["student"] = f"{shape['width']}x{shape['depth']}"
-        if point is not None and not study.get_trials(deepcopy=False):  # the recipe's own setting is trial 0
-            study.enqueue_trial(point, user_attrs={"recipe_setting": True})
+        if not study.get_trials(deepcopy=False):  # the recipe's own setting is trial 0, then each regime's defaults
+            if point is not None:
+                study.enqueue_trial(point, user_attrs={"recipe_setting": True})
+            for default in tune_select.portfolio(space, point):
+                study.enqueue_trial(default, user_attrs={"documented_defaults": True})
         cost = tuner.trial_cost()
         done_before = sum(t.state.name != "WAITING" for t in study.get_trials(deepcopy=False))
         log(f"Tune directory: {tune_dir} (study '{study_name}' in {redact(storage) if storage else tune_dir / 'study.db'})")
@@ -308,8 +328,10 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
             again = resume_command(command, tune_dir)
             print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
             raise
+        if len(seeds) > 1:
+            tune_select.recheck(study, space.direction, seeds[1], deadline, _rechecker(tuner, trial_base, trial_smoke), log)
         searched = time.time() - start
-        winner = tune_report.winner(study, space.direction)
+        winner = tune_select.winner(study, space.direction)
         final, final_dir = None, None
         if winner is not None:
             choice = winner.user_attrs["choice"]

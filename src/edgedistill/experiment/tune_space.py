@@ -38,6 +38,9 @@ class Knob:
     high: float = 0.0
     log: bool = False
     choices: tuple[Any, ...] = ()  # a categorical knob instead of a range
+    # The value the loss's or regime's docs page gives (the paper's or official code's), tried first (tune_select);
+    # None: the range's middle.
+    default: Any = None
 
     def suggest(self, trial: Any, key: str) -> Any:
         if self.choices:
@@ -61,8 +64,8 @@ class Candidate:
     doc: str = ""
 
 
-T = Knob("temperature", 1.0, 8.0, log=True)
-ALPHA = Knob("alpha", 0.1, 0.95)  # the distillation term's share; the label term gets 1 - alpha
+T = Knob("temperature", 1.0, 8.0, log=True, default=4.0)
+ALPHA = Knob("alpha", 0.1, 0.95, default=0.9)  # the distillation term's share; the label term gets 1 - alpha
 
 
 def _mix(loss: str, *extra: Knob, **fixed: Any) -> dict[str, Any]:
@@ -82,28 +85,28 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("kd", _mix("kd", T), (T, ALPHA), doc="docs/losses/kd.md"),
     Candidate("reverse_kd", _mix("reverse_kd", T), (T, ALPHA), doc="docs/losses/reverse_kd.md"),
     Candidate("std_normalized_kd", _mix("std_normalized_kd", Knob("temperature", 0.5, 4.0, log=True)),
-              (Knob("temperature", 0.5, 4.0, log=True), ALPHA), doc="docs/losses/std_normalized_kd.md"),
+              (Knob("temperature", 0.5, 4.0, log=True, default=1.0), ALPHA), doc="docs/losses/std_normalized_kd.md"),
     Candidate("dist", {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": 1.0},
                                                     {"loss": "dist", "weight": Val("weight"), "beta": 1.0, "gamma": 1.0,
                                                      "temperature": Val("temperature")}]},
-              (Knob("weight", 0.5, 4.0, log=True), T), doc="docs/losses/dist.md"),
+              (Knob("weight", 0.5, 4.0, log=True, default=2.0), T), doc="docs/losses/dist.md"),
     Candidate("dkd", {"name": "offline", "terms": [{"loss": SUPERVISED, "weight": 1.0},
                                                    {"loss": "dkd", "weight": 1.0, "alpha": Val("alpha"), "beta": Val("beta"),
                                                     "temperature": Val("temperature")}]},
-              (Knob("alpha", 0.5, 2.0), Knob("beta", 1.0, 16.0, log=True), T), doc="docs/losses/dkd.md"),
+              (Knob("alpha", 0.5, 2.0, default=1.0), Knob("beta", 1.0, 16.0, log=True, default=8.0), T), doc="docs/losses/dkd.md"),
     Candidate("mse_to_teacher", _mix("mse_to_teacher"), (ALPHA,), doc="docs/losses/mse_to_teacher.md"),
-    Candidate("fitnet", _feature("fitnet", "feat"), (Knob("weight", 1.0, 300.0, log=True),), doc="docs/losses/fitnet.md"),
-    Candidate("at", _feature("at", "feat", p=2), (Knob("weight", 100.0, 3000.0, log=True),), doc="docs/losses/at.md"),
-    Candidate("sp", _feature("sp", "feat"), (Knob("weight", 300.0, 10000.0, log=True),), doc="docs/losses/sp.md"),
-    Candidate("rkd", _feature("rkd", "emb", distance_weight=25, angle_weight=50), (Knob("weight", 0.3, 3.0, log=True),),
+    Candidate("fitnet", _feature("fitnet", "feat"), (Knob("weight", 1.0, 300.0, log=True, default=100.0),), doc="docs/losses/fitnet.md"),
+    Candidate("at", _feature("at", "feat", p=2), (Knob("weight", 100.0, 3000.0, log=True, default=1000.0),), doc="docs/losses/at.md"),
+    Candidate("sp", _feature("sp", "feat"), (Knob("weight", 300.0, 10000.0, log=True, default=3000.0),), doc="docs/losses/sp.md"),
+    Candidate("rkd", _feature("rkd", "emb", distance_weight=25, angle_weight=50), (Knob("weight", 0.3, 3.0, log=True, default=1.0),),
               doc="docs/losses/rkd.md"),
-    Candidate("pkt", _feature("pkt", "emb"), (Knob("weight", 3000.0, 100000.0, log=True),), doc="docs/losses/pkt.md"),
+    Candidate("pkt", _feature("pkt", "emb"), (Knob("weight", 3000.0, 100000.0, log=True, default=30000.0),), doc="docs/losses/pkt.md"),
     Candidate("multi_teacher", {**_mix("kd", T), "name": "multi_teacher", "params": {"space": Val("space")}},
               (T, ALPHA, Knob("space", choices=("probs", "logits"))), frozenset({"teachers"}), "docs/methods/multi_teacher.md"),
     Candidate("camkd", {"name": "camkd", "params": {"temperature": Val("temperature"), "reduction": "code"},
                         "terms": [{"loss": "ce", "weight": 1.0}, {"loss": "kd", "weight": 1.0},
                                   {"loss": "inter", "weight": Val("inter_weight"), "start_epoch": 1}]},
-              (T, Knob("inter_weight", 5.0, 100.0, log=True)), frozenset({"teachers"}), "docs/methods/camkd.md"),
+              (T, Knob("inter_weight", 5.0, 100.0, log=True, default=50.0)), frozenset({"teachers"}), "docs/methods/camkd.md"),
     Candidate("skkd", {"name": "skkd", "params": {"temperature": Val("temperature"), "kd_weight": Val("alpha"),
                                                   "ce_weight": Val("alpha", True), "sk_weight": Val("sk_weight")}},
               (T, ALPHA, Knob("sk_weight", 0.3, 3.0, log=True)), frozenset({"views"}), "docs/methods/skkd.md"),
@@ -178,8 +181,13 @@ def recipe_point(candidates: list[Candidate], method: dict[str, Any], task: str)
 
 
 def defaults(c: Candidate) -> dict[str, Any]:
-    """A point inside every knob's range (geometric middle for log knobs): what the applicability check builds."""
-    return {k.name: k.choices[0] if k.choices else (k.low * k.high) ** 0.5 if k.log else (k.low + k.high) / 2 for k in c.knobs}
+    """Every knob at its documented default, else inside its range (the first choice, the geometric middle of a log
+    range, the middle of a linear one): the point the applicability check builds and the search tries first."""
+    def one(k: Knob) -> Any:
+        if k.default is not None:
+            return k.default
+        return k.choices[0] if k.choices else (k.low * k.high) ** 0.5 if k.log else (k.low + k.high) / 2
+    return {k.name: one(k) for k in c.knobs}
 
 
 def _needs(c: Candidate, recipe: Any, info: Any, include_data_free: bool) -> Optional[str]:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from edgedistill.experiment.sweep_store import _extract
+from edgedistill.experiment.tune_select import tiebreak
 from edgedistill.experiment.workers import guarded
 
 
@@ -52,6 +53,7 @@ def run_tune_trial(job: dict[str, Any]) -> dict[str, Any]:
         except _BudgetOut:
             return {"state": "stopped", **reached}
         r = _extract(summary, metric)
-        return {"state": "complete", "epoch": reached["epoch"], "value": r["val"]["mean"], "run": r}
+        return {"state": "complete", "epoch": reached["epoch"], "value": r["val"]["mean"], "run": r,
+                "tiebreak": tiebreak(summary, metric)}
 
     return guarded(job, work)
