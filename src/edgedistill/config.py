@@ -197,7 +197,11 @@ class MethodConfig(_Strict):
 
 class EngineConfig(_Strict):
     accelerator: Literal["cpu", "cuda", "mps", "auto"] = "cpu"
-    devices: int = Field(1, ge=1)
+    # Processes per machine (one per GPU; on CPU, each a share of the cores) x machines: with more than one, DDP or
+    # FSDP through Lightning Fabric (engine/distributed.py, docs/scale.md). What the machine lacks is refused there.
+    devices: int = Field(1, ge=1, le=1024)
+    num_nodes: int = Field(1, ge=1, le=4096)
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: DDP on more than one process
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true"] = "32-true"
     threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS)
     progress: bool = True
@@ -205,14 +209,6 @@ class EngineConfig(_Strict):
     # Where each epoch's record also goes, through Fabric's logger interface: csv, tensorboard (the tensorboard
     # extra) and mlflow (the mlflow extra). Files go under the stage's folder unless a tracking URI is configured.
     loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=list, max_length=3)
-
-    @field_validator("devices")
-    @classmethod
-    def _one_device(cls, v: int) -> int:
-        # Multi-device (DDP) needs per-rank data shards and rank-0-only run files: not built yet.
-        if v != 1:
-            raise ValueError("multi-device training is not supported yet; use 1 (one CPU or one GPU)")
-        return v
 
 
 class AugmentStep(_Open):

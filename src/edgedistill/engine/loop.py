@@ -25,6 +25,8 @@ from edgedistill.augment.pipeline import step_generator
 from edgedistill.config import EngineConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
+from edgedistill.engine import distributed as dist
+from edgedistill.engine.distributed import check_accelerator, make_fabric, to_device
 from edgedistill.engine.evaluate import evaluate, evaluate_val_test
 from edgedistill.engine.swa import WeightAverage, networks_reading_x
 from edgedistill.errors import TrainingDiverged, UserInputError
@@ -41,32 +43,6 @@ def lr_factor(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
         passed = sum(epoch >= m * cfg.epochs for m in cfg.milestones)
         return cfg.gamma**passed
     return 1.0
-
-
-def check_accelerator(cfg: EngineConfig) -> None:
-    """Refuse, before anything is written, an accelerator this machine does not have (Fabric would raise mid-run)."""
-    if cfg.accelerator == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("engine.accelerator: 'cuda', but torch sees no CUDA device here (torch.cuda.is_available() "
-                             f"is False; this torch is {torch.__version__}); use cpu or auto")
-    mps = getattr(torch.backends, "mps", None)
-    if cfg.accelerator == "mps" and not (mps is not None and mps.is_available()):
-        raise UserInputError("engine.accelerator: 'mps' (Apple GPU), but torch sees no MPS device here; use cpu or auto")
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """A batch on ``device``. For CUDA, from page-locked memory and without blocking, so the copy overlaps the previous
-    step's kernels (what a DataLoader with pin_memory does); on CPU the tensors as they are."""
-    if device.type != "cuda":
-        return {k: v.to(device) for k, v in batch.items()}
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def make_fabric(cfg: EngineConfig) -> Any:
-    from lightning_fabric import Fabric  # heavy import (~3-6 s): only when training starts
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
 
 
 @dataclass
@@ -180,6 +156,9 @@ class Trainer:
         device = fabric.device
         if self.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # (no autotuned kernels)
+        dist.check_batch(cfg.batch_size, fabric)
+        zero = fabric.is_global_zero  # the one rank that reads and writes the stage's files
 
         for name in list(method.networks):
             # Fabric wraps each trained network (device placement, precision); the wrapper's state_dict
@@ -189,25 +168,31 @@ class Trainer:
         optimizers = method.optimizers(cfg)
         base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in optimizers.items()}
         start_epoch, best_score, best_epoch = 0, None, 0
-        remove_stale_temp(stage.directory)
-        remove_stale_temp(ckdir)
+        if zero:
+            remove_stale_temp(stage.directory)
+            remove_stale_temp(ckdir)
         # ``_save_last`` writes the running weight average into last.pt with the rest of the training state.
         self._swa = WeightAverage(cfg.epochs) if stage.swa else None
-        state = _resume_state(ckdir, stage.label, list(method.networks), list(optimizers), ("swa",) if stage.swa else ())
+        # Rank 0 reads the checkpoint and every rank resumes from it (other machines have their own disks).
+        state = dist.decide(lambda: _resume_state(ckdir, stage.label, list(method.networks), list(optimizers),
+                                                  ("swa",) if stage.swa else ()))
         if state is not None:
             for name, net in method.networks.items():
-                ckpt.load_state_dict_checked(net, state["networks"][name], str(ckdir / "last.pt"))
+                with dist.full_weights(net, rank0_only=False) as module:
+                    ckpt.load_state_dict_checked(module, state["networks"][name], str(ckdir / "last.pt"))
             for name, opt in optimizers.items():
-                opt.load_state_dict(state["optimizers"][name])
+                dist.load_optimizer_state(method.networks, name, opt, state["optimizers"][name])
             start_epoch, best_epoch = int(state["epoch"]), int(state["best_epoch"])
             best_score = tuple(state["best_score"]) if state["best_score"] is not None else None
             ckpt.set_rng_state(state["rng"])
             if stage.swa:
                 self._swa = WeightAverage.resumed(cfg.epochs, state["swa"])
-            _truncate_log(log_path, start_epoch)
+            if zero:
+                _truncate_log(log_path, start_epoch)
         else:
-            make_dirs(stage.directory)
-            _truncate_log(log_path, 0)  # a restart after a quarantined checkpoint: its epochs are redone
+            if zero:
+                make_dirs(stage.directory)
+                _truncate_log(log_path, 0)  # a restart after a quarantined checkpoint: its epochs are redone
             self._save_last(method, optimizers, ckdir, 0, None, 0)
         if not method.manual_optimization:
             for name in list(optimizers):
@@ -230,36 +215,39 @@ class Trainer:
                     for group, base in zip(opt.param_groups, base_lrs[name]):
                         group["lr"] = base * lr_factor(cfg, step.step, total_steps, epoch)
                 batch = to_device(batch, device)
-                if stage.augment is not None:
+                if stage.augment is not None:  # (on the global batch: the draws of a run on one process)
                     batch = stage.augment(batch, step_generator(stage.seed, step.step))
-                terms = method.training_step(batch, step)
+                terms = method.training_step(dist.shard(batch, fabric), step)
                 total = sum(terms.values())
-                if not torch.isfinite(total):
-                    self._diverged(stage, terms, epoch, step.step, ckdir)
+                # Every rank's terms, averaged: the log is the global batch's, and all ranks stop on a NaN together.
+                logged = dist.mean_over_ranks(torch.stack([t.detach().float() for t in (total, *terms.values())]), fabric)
+                if not torch.isfinite(logged[0]):
+                    self._diverged(stage, dict(zip(terms, logged[1:])), epoch, step.step, ckdir)
                 if not method.manual_optimization:
                     for opt in optimizers.values():
                         opt.zero_grad(set_to_none=True)
                     fabric.backward(total)
                     if cfg.grad_clip:
                         for net in method.networks.values():
-                            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                            dist.clip_gradients(net, cfg.grad_clip)
                     for opt in optimizers.values():
                         opt.step()
                 method.after_step(step)
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                sums["total"] = sums.get("total", 0.0) + float(total.detach())
+                for k, v in zip(("total", *terms), logged.tolist()):
+                    sums[k] = sums.get(k, 0.0) + v
                 self.progress.advance()
-            if not _finite_params(method):
+            if not dist.all_ranks(_finite_params(method), fabric):
                 self._diverged(stage, {"parameters": torch.tensor(float("nan"))}, epoch, (epoch + 1) * steps_per_epoch, ckdir)
             val = evaluate(method.deliverable(), splits.val, info, device)
             others = {name: evaluate(net, splits.val, info, device) for name, net in method.evaluated().items()}
+            val, others = dist.decide(lambda: (val, others))  # (every rank evaluated alike: rank 0's numbers decide)
             score = selection_score(val)
             improved = best_score is None or score > best_score
             if improved:
                 best_score, best_epoch = score, epoch + 1
-                if fabric.is_global_zero:
-                    ckpt.save(ckdir / "best.pt", {"networks": self._weights(method), "epoch": epoch + 1,
+                weights = self._weights(method)  # (under FSDP a collective call: every rank gathers)
+                if zero:
+                    ckpt.save(ckdir / "best.pt", {"networks": weights, "epoch": epoch + 1,
                                                    "deliverable": method.deliverable_key}, digest_content=True)
             record = {
                 "epoch": epoch + 1,
@@ -272,9 +260,9 @@ class Trainer:
             }
             if self._swa is not None:
                 self._swa.update(method.networks, epoch + 1)
-            if fabric.is_global_zero:
+            if zero:
                 append_line(log_path, json.dumps(record))
-                self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
+            self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
             _test_kill_after(epoch + 1)
             self.progress.note(_brief(val, best_epoch))
             if stage.on_epoch is not None:
@@ -284,17 +272,20 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     @staticmethod
     def _weights(method: Method) -> dict[str, Any]:
-        return {name: {k: v.detach().cpu() for k, v in net.state_dict().items()} for name, net in method.networks.items()}
+        """Every network's full weights on the CPU (under FSDP gathered to rank 0; the others get empty dicts)."""
+        return {name: dist.weights_of(net) for name, net in method.networks.items()}
 
     def _save_last(self, method: Method, optimizers: dict, ckdir: Path, epoch: int, best: Optional[tuple], best_epoch: int) -> None:
+        weights = self._weights(method)  # (every rank: gathering FSDP's shards is a collective call)
+        opt_states = {k: dist.optimizer_state(method.networks, k, o) for k, o in optimizers.items()}
         if not self.fabric.is_global_zero:
             return
         ckpt.save(
             ckdir / "last.pt",
             {
-                "networks": self._weights(method),
+                "networks": weights,
                 "deliverable": method.deliverable_key,
-                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "optimizers": opt_states,
                 "epoch": epoch,
                 "best_score": list(best) if best is not None else None,
                 "best_epoch": best_epoch,
@@ -315,15 +306,18 @@ class Trainer:
 
     def _finish(self, method: Method, splits: DataSplits, stage: Stage, best_epoch: int) -> dict[str, Any]:
         last_val, last_test, last_others = self._scores(method, splits)
-        best = ckpt.load(stage.directory / "checkpoints" / "best.pt", hint=_retrain_hint(stage.directory))
-        last_weights = self._weights(method)
+        best = dist.decide(lambda: ckpt.load(stage.directory / "checkpoints" / "best.pt", hint=_retrain_hint(stage.directory)))
+        weights = self._weights(method)
+        last_weights = dist.decide(lambda: weights)  # (FSDP gathers them to rank 0)
         for name, net in method.networks.items():
-            net.load_state_dict(best["networks"][name])
+            with dist.full_weights(net, rank0_only=False) as module:
+                module.load_state_dict(best["networks"][name])
         kinds = {"best": self._scores(method, splits), "last": (last_val, last_test, last_others)}
         if self._swa is not None:
             kinds["swa"] = self._averaged(method, splits, stage)
         for name, net in method.networks.items():  # leave the method as training left it
-            net.load_state_dict(last_weights[name])
+            with dist.full_weights(net, rank0_only=False) as module:
+                module.load_state_dict(last_weights[name])
         summary = {
             "label": stage.label,
             "seed": stage.seed,
@@ -356,8 +350,9 @@ class Trainer:
         assert swa is not None
         recompute = networks_reading_x(method.networks, method.deliverable(), method.evaluated().values())
         swa.apply(method.networks, recompute, splits.train, stage.train.batch_size, self.fabric.device, stage.seed)
+        weights = self._weights(method)
         if self.fabric.is_global_zero:
-            ckpt.save(stage.directory / "checkpoints" / "swa.pt", {"networks": self._weights(method), "epoch": stage.train.epochs,
+            ckpt.save(stage.directory / "checkpoints" / "swa.pt", {"networks": weights, "epoch": stage.train.epochs,
                                                                    "deliverable": method.deliverable_key}, digest_content=True)
         return self._scores(method, splits)
 
@@ -394,4 +389,4 @@ def _retrain_hint(stage_dir: Path) -> str:
     return f"move the folder '{stage_dir}' aside and run the same command again to retrain this stage"
 
 
-__all__ = ["Trainer", "Stage", "DataInfo", "deliverable_weights", "lr_factor", "make_fabric"]
+__all__ = ["Trainer", "Stage", "DataInfo", "check_accelerator", "deliverable_weights", "lr_factor", "make_fabric", "to_device"]

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import yaml
 
@@ -26,6 +26,9 @@ from edgedistill.io import environment_error, make_dirs, sha256_file, write_text
 from edgedistill.recipe_paths import model_file, model_sections
 
 LOCK_NAME = ".edgedistill.lock"
+
+if TYPE_CHECKING:
+    from edgedistill.config import Recipe
 
 
 def _stderr(line: str) -> None:
@@ -254,3 +257,29 @@ def open_run_dir(out: Path, resolved: dict[str, Any], same: Callable[[Any], bool
 def write_config(out: Path, resolved: dict[str, Any]) -> None:
     if not (out / "config.yaml").is_file():
         write_text(out / "config.yaml", config_text(resolved))
+
+
+#: Engine keys a run may resume with other values of: the global batch and the data order do not depend on them.
+_PLACEMENT = ("devices", "num_nodes", "strategy")
+
+
+def _placed_anywhere(config: Any) -> Any:
+    if isinstance(config, dict) and isinstance(config.get("engine"), dict):
+        return {**config, "engine": {k: v for k, v in config["engine"].items() if k not in _PLACEMENT}}
+    return config
+
+
+def same_config(recipe: "Recipe") -> Callable[[Any], bool]:
+    """Whether a run directory's recorded config is ``recipe``'s (then the run is resumed there)."""
+    from edgedistill.config import Recipe, recipe_to_dict
+
+    resolved = _placed_anywhere(recipe_to_dict(recipe))
+
+    def same(previous: Any) -> bool:
+        try:  # a config written before a key was added: compare it with that key's default filled in
+            previous = recipe_to_dict(Recipe.model_validate(previous))
+        except Exception:  # noqa: BLE001 - an unreadable config is simply different
+            pass
+        return _placed_anywhere(previous) == resolved
+
+    return same

@@ -6,6 +6,7 @@ config is resumed: finished stages are read back, an interrupted stage continues
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict
 from edgedistill.data.dataset import DataSplits
+from edgedistill.engine import distributed as dist
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.errors import UserInputError
@@ -102,29 +104,20 @@ def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Pla
     teachers = [TeacherNet(t.name, build_network(t, info, _teacher_key(recipe, t.name), t.view), t) for t in specs]
     student = build_network(recipe.student, info, "student")
     augmenter = Augmenter(recipe.augment, info) if recipe.augment is not None else None
-    build_method(recipe, student, teachers, splits, augmenter)
+    method = build_method(recipe, student, teachers, splits, augmenter)
+    size = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    dist.check_plan(recipe, {k: size(n) for k, n in method.networks.items()},
+                    {t.name: size(t.model) for t in teachers if not t.config.given}, method.manual_optimization,
+                    any(t.select == "swa" for ts in plans.values() for t in ts))
     dry_run(splits, student, teachers, augmenter)
     return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed, fold=the_fold), smoke,
                 student, plans, _teacher_dirs(plans), augmenter)
 
 
-def _same_config(recipe: Recipe) -> Callable[[Any], bool]:
-    resolved = recipe_to_dict(recipe)
-
-    def same(previous: Any) -> bool:
-        try:  # a config written before a key was added: compare it with that key's default filled in
-            previous = recipe_to_dict(Recipe.model_validate(previous))
-        except Exception:  # noqa: BLE001 - an unreadable config is simply different
-            pass
-        return previous == resolved
-
-    return same
-
-
 def open_run_dir(out: Path, recipe: Recipe) -> Path:
     """Check that ``out`` is new, empty or this run's (to resume) and write its config.yaml; for a caller that
     holds the directory's lock (``rundir.DirLock``), as ``run`` does."""
-    rundir.open_run_dir(out, recipe_to_dict(recipe), _same_config(recipe))
+    rundir.open_run_dir(out, recipe_to_dict(recipe), rundir.same_config(recipe))
     make_dirs(out)
     rundir.write_config(out, recipe_to_dict(recipe))
     return out
@@ -168,7 +161,7 @@ class Runner:
         key = cache_key(parts)
         net = build_network(cfg, info, role, view, seed=seed)
 
-        def train(partial: Path) -> tuple[dict, dict]:
+        def fit(partial: Path) -> dict:
             from edgedistill.methods.offline import OfflineDistillation
 
             seed_everything(seed)
@@ -180,10 +173,15 @@ class Runner:
             else:
                 method = OfflineDistillation(net, info, parent[0], cfg.terms, train=splits.train)
             stage = Stage(f"{label} seed {seed}", partial, seed, train_cfg, augmenter, swa=select == "swa")
-            summary = self.trainer.fit(method, splits, stage)
+            return self.trainer.fit(method, splits, stage)
+
+        def train(partial: Path) -> tuple[dict, dict]:
+            summary = fit(partial)
             return deliverable_weights(partial, select), summary
 
-        state, summary, cached = self.cache.get_or_train(key, parts, train)
+        # On several ranks, rank 0 looks the entry up and trains it (the others along, writing nothing), then says.
+        state, summary, cached = dist.train_once(lambda t: self.cache.get_or_train(key, parts, t), train,
+                                                 lambda: fit(self.cache.entry(key).with_suffix(".partial")))
         net.load_state_dict(state)
         if cached:
             self.progress.message(f"{label} seed {seed}: reused from cache ({self.cache.entry(key)})")
@@ -219,19 +217,20 @@ class Runner:
             t = TeacherNet(spec.name, net, spec)
             done[spec.name] = (t, summary["cache_key"])
             path = inside(self.dir, *self.p.teacher_dirs[(seed, spec.name)].split("/"), "summary.json", what="teacher name")
-            if (read_json_record(path) or {}).get("cache_key") != summary["cache_key"]:
+            if dist.is_rank_zero() and (read_json_record(path) or {}).get("cache_key") != summary["cache_key"]:
                 write_json(path, summary)  # a teacher shared by all seeds: keep the record of how this run got it
             out.append((t, summary))
         return out
 
     def baseline(self, seed: int) -> dict:
         net, summary = self._cached("student", "student", self.r.student, self.r.train, seed, "x", augment=True)
-        write_json(inside(self.dir, "student_alone", f"seed{seed}", "summary.json"), summary)
+        if dist.is_rank_zero():
+            write_json(inside(self.dir, "student_alone", f"seed{seed}", "summary.json"), summary)
         return summary
 
     def distilled(self, seed: int, teachers: list[TeacherNet]) -> dict:
         stage_dir = inside(self.dir, self.r.method.name, f"seed{seed}", what="method name")
-        done = read_json_record(stage_dir / "summary.json")
+        done = dist.decide(lambda: read_json_record(stage_dir / "summary.json"))  # (rank 0's disk decides)
         if done is not None:  # a damaged record is None: the stage's checkpoints give it again
             return done
         method = distilled_method(self.p, seed, teachers)
@@ -289,20 +288,30 @@ def run(
         cross_validation.check_request(recipe, jobs, teachers_only)
     else:
         parallel_seeds.check_jobs(recipe, jobs, on_epoch)
+    dist.check_run(recipe, jobs=jobs, on_epoch=on_epoch, folded=folded or fold is not None)
     p = plan(recipe, smoke, fold=fold if fold is not None or not folded else cross_validation.first_fold(recipe))
     command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folds = None
     if folded and fold is None:  # (checks eval.only against the data's folds: before anything is written)
         folds = cross_validation.Folds(source, overrides, recipe, p, run_dir, smoke, progress, command, jobs)
-    if not smoke:  # (a smoke run caches inside its run directory) the model cache must be a folder we can make
-        _cache_folder(recipe)
-    rundir.open_run_dir(run_dir, recipe_to_dict(recipe), _same_config(recipe))  # refuse before writing anything
+    if dist.world_size(recipe.engine) > 1:  # every check passed: start the other ranks (they plan again, then wait)
+        dist.launch(recipe.engine)
+
+    def checked() -> str:  # (on rank 0 only, whose run directory it is; its refusal stops every rank)
+        if not smoke:  # (a smoke run caches inside its run directory) the model cache must be a folder we can make
+            _cache_folder(recipe)
+        rundir.open_run_dir(run_dir, recipe_to_dict(recipe), rundir.same_config(recipe))  # refuse before writing anything
+        return str(run_dir)
+
+    run_dir = Path(dist.decide(checked))
+    zero = dist.is_rank_zero()
     try:
         # One process per run directory for the whole run (and its report and profile): logs never interleave.
-        with rundir.DirLock(run_dir, "run directory"):
-            open_run_dir(run_dir, recipe)  # checked again under the lock: another process may have started it meanwhile
-            remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
+        with rundir.DirLock(run_dir, "run directory") if zero else contextlib.nullcontext():
+            if zero:
+                open_run_dir(run_dir, recipe)  # checked again under the lock: another process may have started it meanwhile
+                remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
             if folds is not None:
                 return folds.run()
             # --jobs N: the seeds' stages in worker processes that rebuild this plan from the same recipe.
@@ -337,10 +346,12 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
     # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    zero = dist.is_rank_zero()  # on several ranks, rank 0 alone shows progress and writes the run's files
     try:
         fold = p.splits.info.fold  # a fold of a cross-validation: every line says which (folds may run in parallel)
         prefix += f"[fold{fold['index']}] " if fold else ""
-        with StageProgress(enabled=progress and recipe.engine.progress, prefix=prefix) as prog:
+        with StageProgress(enabled=progress and recipe.engine.progress and zero, quiet=not zero, prefix=prefix) as prog:
             prog.message(f"Run directory: {run_dir}")
             for note in p.splits.info.notes:  # what the loader inferred about the user's file: said, never silent
                 prog.message(f"data: {note}")
@@ -365,7 +376,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                 done = run_stages([(k, s) for s in recipe.seeds for k in kinds], parallel[0], parallel[1], prog)
                 baselines = [done[("baseline", s)] for s in recipe.seeds if "baseline" in kinds]
                 results = [done[("distilled", s)] for s in recipe.seeds]
-            if recipe.report.classical and not teachers_only:  # (inside: it reports progress, at the run's threads)
+            if recipe.report.classical and not teachers_only and zero:  # (inside: it reports progress, at the run's threads)
                 from edgedistill.experiment.classical import classical_rows
 
                 classical = classical_rows(recipe, p.splits, run_dir, prog)
@@ -376,7 +387,10 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
+    if not zero:
+        return dist.decide(dict)  # rank 0's summary, once written
     summary = run_summary.build(p, runner, trained, baselines, results, classical, run_dir, command, teachers_only)
     write_json(run_dir / "summary.json", summary)
     write_text(run_dir / "report.md", report.markdown(summary))
@@ -386,7 +400,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                   f"afterwards: edgedistill profile {run_dir})", file=sys.stderr)
         else:
             deploy_profile(run_dir, smoke)
-    return summary
+    return dist.decide(lambda: summary)
 
 
 def command_line() -> str:

@@ -1,0 +1,387 @@
+"""Many devices and machines through Lightning Fabric: DDP or FSDP, started by Fabric, torchrun or SLURM.
+
+**Exact by construction.** Every rank draws the same *global* batch of ``train.batch_size`` rows in the seed's order
+and augments it with the step's generator, as one process would, then keeps its own contiguous slice of
+batch_size / world rows (``shard``). Losses are batch means and DDP averages the gradients, so a step on N ranks is
+a step of one process on the global batch (to float rounding, for losses of one sample at a time), and the data order
+does not depend on the world size: a checkpoint written by 2 ranks resumes on 1 and the other way round.
+
+**Rank 0 decides, the others follow.** Only rank 0 reads or writes the run directory and the model cache. Where what
+happens next depends on the disk (a cache hit, a stage already finished, the epoch to resume from, the best weights),
+rank 0 reads it and broadcasts what it found (``decide``), so every rank takes the same branch and the collective
+calls stay matched; ranks on other machines have disks of their own, and nothing assumes they share one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+import torch
+
+from edgedistill.config import EngineConfig, Recipe
+from edgedistill.errors import EdgeDistillError, UserInputError
+
+T = TypeVar("T")
+
+#: FSDP shards each network's parameters over the ranks; below this many parameters per rank there is nothing worth
+#: sharding (every edge model fits one device many times over) and the all-gathers only cost time.
+MIN_PARAMS_PER_RANK = 1024
+#: How long a rank waits in a collective call. Rank 0 may hold the others at a broadcast while it waits for a model
+#: cache entry another process trains (a shared cache), so this is longer than torch's 30 min default.
+TIMEOUT = timedelta(hours=2)
+
+_FABRIC: Any = None  # this process's launched Fabric: one process group per process, shared by every stage
+
+
+def world_size(cfg: EngineConfig) -> int:
+    return cfg.devices * cfg.num_nodes
+
+
+def accelerator(cfg: EngineConfig) -> str:
+    """``engine.accelerator`` with ``auto`` resolved as Fabric resolves it: CUDA, else Apple's MPS, else CPU."""
+    if cfg.accelerator != "auto":
+        return cfg.accelerator
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def cluster_launcher() -> Optional[str]:
+    """Which launcher started this process as one rank of several (torchrun, SLURM, or LOCAL_RANK and WORLD_SIZE set
+    by hand or by Fabric's own launcher), or None for a process started alone."""
+    env = os.environ
+    if env.get("TORCHELASTIC_RUN_ID"):
+        return "torchrun"
+    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        return "SLURM"
+    if "LOCAL_RANK" in env and "WORLD_SIZE" in env:
+        return "environment"
+    return None
+
+
+def check_engine(cfg: EngineConfig) -> None:
+    """Refuse, before anything is written, devices or machines that are not there."""
+    n, kind = cfg.devices, accelerator(cfg)
+    if kind == "cuda" and torch.cuda.is_available() and n > torch.cuda.device_count():
+        raise UserInputError(f"engine.devices: {n}, but this machine has {torch.cuda.device_count()} CUDA device(s); "
+                             f"use at most {torch.cuda.device_count()} (engine.num_nodes for more machines)")
+    if kind == "mps" and n > 1:
+        raise UserInputError(f"engine.devices: {n}, but an Apple GPU (mps) is one device; use 1")
+    cores = os.cpu_count() or 1
+    if kind == "cpu" and n > cores:
+        # gloo would start them, but processes beyond the cores only take turns: slower than fewer processes.
+        raise UserInputError(f"engine.devices: {n} CPU processes, but this machine has {cores} core(s); use at most {cores}")
+    if cfg.num_nodes > 1 and cluster_launcher() is None:
+        raise UserInputError(
+            f"engine.num_nodes: {cfg.num_nodes} machines, but this process was not started by a cluster launcher (no "
+            "TORCHELASTIC_RUN_ID from torchrun, no SLURM_NTASKS from srun, no LOCAL_RANK/WORLD_SIZE); start the same "
+            f"command on every machine with torchrun --nnodes {cfg.num_nodes} or srun (docs/scale.md), or use 1")
+
+
+def check_run(recipe: Recipe, *, jobs: int, on_epoch: Any, folded: bool) -> None:
+    """What a run on several devices cannot be combined with, refused before anything is written."""
+    cfg = recipe.engine
+    if world_size(cfg) == 1:
+        return
+    where = f"engine.devices: {cfg.devices}" + (f" x engine.num_nodes: {cfg.num_nodes}" if cfg.num_nodes > 1 else "")
+    if jobs > 1:
+        raise UserInputError(f"--jobs: {jobs} worker processes with {where} (one process per device); use one of them: "
+                             "--jobs 1 with several devices, or engine.devices=1 with --jobs")
+    if on_epoch is not None:
+        raise UserInputError(f"{where}: a per-epoch callback (edgedistill tune's pruner) runs in one process; tune with "
+                             "engine.devices=1")
+    if folded:
+        raise UserInputError(f"{where} with eval.scheme '{recipe.eval.scheme}': the folds run one process each; use "
+                             "engine.devices=1 (and --jobs for folds in parallel), or eval.scheme: holdout")
+    argv = sys.argv
+    cli = bool(argv) and (Path(argv[0]).name == "edgedistill" or argv[0].endswith(os.path.join("edgedistill", "__main__.py")))
+    if cluster_launcher() is None and cli and argv[1:2] != ["run"]:
+        # Fabric's launcher starts ranks 1..N-1 by running this process's command again: only `run` means one run.
+        raise UserInputError(f"{where}: several devices are launched by `edgedistill run` (or torchrun/srun around it), "
+                             f"not by `edgedistill {' '.join(argv[1:2])}`; use engine.devices=1 here")
+
+
+def check_plan(recipe: Recipe, trained: dict[str, int], teachers: dict[str, int], manual: bool, swa: bool) -> None:
+    """The regime's own limits on several devices: ``trained`` maps each network the distilled stage trains to its
+    parameter count, ``teachers`` each teacher the run trains; ``manual`` is ``method.manual_optimization``, ``swa``
+    whether a teacher keeps its weight average (``select: swa``)."""
+    cfg = recipe.engine
+    world = world_size(cfg)
+    if world == 1:
+        return
+    name = recipe.method.name
+    if manual:
+        raise UserInputError(f"engine.devices: {cfg.devices}: method '{name}' steps its own optimizers (manual "
+                             "optimisation), which DDP's gradient averaging does not cover; train it with engine.devices=1")
+    banks = [t.loss for t in getattr(recipe.method, "terms", None) or [] if t.loss == "crd"]
+    if banks:
+        raise UserInputError(f"engine.devices: {cfg.devices}: loss 'crd' keeps memory banks of past embeddings, which "
+                             "each rank would update with its own slice only; train it with engine.devices=1")
+    if cfg.strategy != "fsdp":
+        return
+    if len(trained) != 1:
+        raise UserInputError(f"engine.strategy: fsdp shards one trained network, method '{name}' trains "
+                             f"{len(trained)} ({', '.join(trained)}); use strategy: ddp")
+    if swa:
+        raise UserInputError("engine.strategy: fsdp cannot average sharded weights (teacher select: swa); use strategy: ddp")
+    for what, count in {**{f"network '{k}'": v for k, v in trained.items()}, **{f"teacher '{k}'": v for k, v in teachers.items()}}.items():
+        if count < MIN_PARAMS_PER_RANK * world:
+            raise UserInputError(
+                f"engine.strategy: fsdp, but {what} has {count} parameters, too few to shard over {world} processes "
+                f"(at least {MIN_PARAMS_PER_RANK} per process, {MIN_PARAMS_PER_RANK * world}); use strategy: ddp")
+
+
+def check_accelerator(cfg: EngineConfig) -> None:
+    """Refuse, before anything is written, an accelerator or devices this machine does not have (Fabric would raise
+    mid-run)."""
+    if cfg.accelerator == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("engine.accelerator: 'cuda', but torch sees no CUDA device here (torch.cuda.is_available() "
+                             f"is False; this torch is {torch.__version__}); use cpu or auto")
+    mps = getattr(torch.backends, "mps", None)
+    if cfg.accelerator == "mps" and not (mps is not None and mps.is_available()):
+        raise UserInputError("engine.accelerator: 'mps' (Apple GPU), but torch sees no MPS device here; use cpu or auto")
+    check_engine(cfg)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch on ``device``. For CUDA, from page-locked memory and without blocking, so the copy overlaps the previous
+    step's kernels (what a DataLoader with pin_memory does); on CPU the tensors as they are."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def make_fabric(cfg: EngineConfig) -> Any:
+    """The Fabric a Trainer trains with: on several processes this process's launched one (``launch``)."""
+    if world_size(cfg) > 1:
+        return launch(cfg)
+    from lightning_fabric import Fabric  # heavy import (~3-6 s): only when training starts
+
+    prepare(cfg)
+    return Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=cfg.precision)
+
+
+def current() -> Any:
+    """This process's launched Fabric, or None when it trains alone."""
+    return _FABRIC
+
+
+def is_rank_zero() -> bool:
+    """True in a process that trains alone and in rank 0 of several: the one that writes files and prints results."""
+    return _FABRIC is None or bool(_FABRIC.is_global_zero)
+
+
+def _strategy(cfg: EngineConfig) -> Any:
+    if world_size(cfg) == 1:
+        return "auto"
+    if cfg.strategy == "fsdp":
+        from lightning_fabric.strategies import FSDPStrategy
+
+        if accelerator(cfg) != "cpu":
+            return FSDPStrategy(timeout=TIMEOUT)
+
+        class CpuFSDP(FSDPStrategy):  # type: ignore[misc]
+            """Fabric refuses FSDP off the GPU (it checks the strategy's exact type) and torch's FSDP wants an
+            accelerator unless told the device; both run on CPU over gloo (tests/test_distributed_run.py), which is how
+            the sharding is tested on machines without GPUs."""
+
+            def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+                from torch.distributed.fsdp import FullyShardedDataParallel
+
+                return FullyShardedDataParallel(module=module, sharding_strategy=self.sharding_strategy,
+                                                device_id=torch.device("cpu"), **self._fsdp_kwargs)
+
+        return CpuFSDP(timeout=TIMEOUT)
+    from lightning_fabric.strategies import DDPStrategy
+
+    return DDPStrategy(timeout=TIMEOUT)
+
+
+def prepare(cfg: EngineConfig) -> None:
+    """Process-wide settings every Fabric needs before it starts: threads, and CUDA's deterministic kernels."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif world_size(cfg) > 1 and accelerator(cfg) == "cpu":
+        # The machine's cores shared by this machine's processes (torch would give each of them all the cores).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
+    if cfg.deterministic:
+        # cuBLAS reads this when CUDA starts: without it, deterministic mode refuses (or warns on) some matmuls.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def launch(cfg: EngineConfig) -> Any:
+    """This process's Fabric on ``world_size(cfg)`` ranks, launched once: started alone, it starts ranks 1..N-1 by
+    running the same command again (Fabric's subprocess launcher); under torchrun or SLURM every rank was started by
+    them. Later calls return the same Fabric (a process group is one per process)."""
+    global _FABRIC
+    if _FABRIC is None:
+        from lightning_fabric import Fabric
+
+        prepare(cfg)
+        fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+                        strategy=_strategy(cfg), precision=cfg.precision)
+        fabric.launch()
+        _FABRIC = fabric
+    return _FABRIC
+
+
+def decide(fn: Callable[[], T]) -> T:
+    """``fn()`` computed by rank 0 and received by every rank (alone: just ``fn()``). A UserInputError raised by rank 0
+    (any EdgeDistillError: a refusal, a damaged file) is raised on every rank, so all stop together."""
+    fabric = _FABRIC
+    if fabric is None or fabric.world_size == 1:
+        return fn()
+    if fabric.is_global_zero:
+        try:
+            got: Any = ("ok", fn())
+        except EdgeDistillError as exc:  # (a refusal, a damaged file: exceptions the CLI turns into one line)
+            fabric.broadcast(("error", exc))
+            raise
+        fabric.broadcast(got)
+    else:
+        got = fabric.broadcast(None)
+    if got[0] == "error":
+        raise got[1]
+    return got[1]
+
+
+def train_once(get_or_train: Callable[[Callable[[Path], T]], T], train: Callable[[Path], T],
+               follow: Callable[[], Any]) -> T:
+    """A cached training on several ranks: rank 0 runs ``get_or_train(train)`` (the cache's lookup, lock and publish)
+    and tells the others whether it trains; if it does, they train along (``follow()``, writing nothing), and every
+    rank returns rank 0's result."""
+    fabric = _FABRIC
+    if fabric is None or fabric.world_size == 1:
+        return get_or_train(train)
+    if fabric.is_global_zero:
+        told: list[bool] = []
+
+        def announced(partial: Path) -> T:
+            told.append(True)
+            fabric.broadcast(True)
+            return train(partial)
+
+        result = get_or_train(announced)
+        if not told:
+            fabric.broadcast(False)
+        return fabric.broadcast(result)
+    if fabric.broadcast(None):
+        follow()
+    return fabric.broadcast(None)
+
+
+def shard(batch: dict[str, torch.Tensor], fabric: Any) -> dict[str, torch.Tensor]:
+    """This rank's contiguous slice of the global batch (every rank drew the same one)."""
+    world = fabric.world_size
+    if world == 1:
+        return batch
+    n = len(batch["y"])
+    per, rank = n // world, fabric.global_rank
+    return {k: v[rank * per:(rank + 1) * per] if v.dim() and v.shape[0] == n else v for k, v in batch.items()}
+
+
+def check_batch(batch_size: int, fabric: Any) -> None:
+    if batch_size % fabric.world_size:
+        raise UserInputError(f"train.batch_size: {batch_size} is not divisible by the {fabric.world_size} processes "
+                             "(engine.devices x engine.num_nodes); each takes an equal slice of the global batch")
+
+
+def mean_over_ranks(values: torch.Tensor, fabric: Any) -> torch.Tensor:
+    """The mean of ``values`` over the ranks (alone: ``values``)."""
+    if fabric.world_size == 1:
+        return values
+    return fabric.all_reduce(values.float(), reduce_op="mean")
+
+
+def all_ranks(flag: bool, fabric: Any) -> bool:
+    """True when ``flag`` holds on every rank (a decision every rank must take alike)."""
+    if fabric.world_size == 1:
+        return flag
+    return bool(fabric.all_reduce(torch.tensor(float(flag), device=fabric.device), reduce_op="sum").item() == fabric.world_size)
+
+
+def _fsdp(net: Any) -> Optional[Any]:
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    inner = getattr(net, "_forward_module", net)
+    return inner if isinstance(inner, FullyShardedDataParallel) else None
+
+
+@contextlib.contextmanager
+def full_weights(net: Any, rank0_only: bool = True) -> Iterator[torch.nn.Module]:
+    """The module whose ``state_dict`` / ``load_state_dict`` are ``net``'s full weights: ``net`` itself, or under FSDP
+    the sharded module in its full-state-dict mode (gathered to rank 0 on the CPU; ``rank0_only=False`` to load on every
+    rank; Fabric's wrapper would read the local shards). Under FSDP a collective call: every rank must make it."""
+    inner = _fsdp(net) if _FABRIC is not None else None
+    if inner is None:
+        yield net
+        return
+    from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    offload = _FABRIC.device.type != "cpu"  # (on CPU, offloading the gathered weights to the CPU crashes torch 2.13)
+    with FSDP.state_dict_type(inner, StateDictType.FULL_STATE_DICT,
+                              FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
+                              FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only)):
+        yield inner
+
+
+def weights_of(net: Any) -> dict[str, torch.Tensor]:
+    """``net``'s full weights on the CPU (under FSDP on rank 0; the other ranks get an empty dict)."""
+    with full_weights(net) as module:
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _sharded(nets: dict[str, Any], name: str) -> Optional[Any]:
+    """The FSDP module optimizer ``name`` steps: the network of that name, or the one network FSDP allows."""
+    if _FABRIC is None:
+        return None
+    net = nets[name] if name in nets else (next(iter(nets.values())) if len(nets) == 1 else None)
+    return _fsdp(net) if net is not None else None
+
+
+def optimizer_state(nets: dict[str, Any], name: str, opt: Any) -> dict[str, Any]:
+    """``opt.state_dict()``; under FSDP gathered in full to rank 0 and keyed like a plain optimizer's (parameters by
+    position), so one process, or any number, can load it."""
+    inner = _sharded(nets, name)
+    if inner is None:
+        return opt.state_dict()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    with full_weights(inner) as module:
+        by_name = FullyShardedDataParallel.optim_state_dict(module, getattr(opt, "optimizer", opt))
+    if not by_name:
+        return {}  # (ranks other than 0)
+    position = {fqn: i for i, fqn in enumerate(f for g in by_name["param_groups"] for f in g["params"])}
+    return {"state": {position[k]: v for k, v in by_name["state"].items()},
+            "param_groups": [{**g, "params": [position[f] for f in g["params"]]} for g in by_name["param_groups"]]}
+
+
+def load_optimizer_state(nets: dict[str, Any], name: str, opt: Any, state: dict[str, Any]) -> None:
+    """``opt.load_state_dict(state)`` for a state ``optimizer_state`` wrote, on any number of ranks."""
+    inner = _sharded(nets, name)
+    if inner is None:
+        opt.load_state_dict(state)
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    raw = getattr(opt, "optimizer", opt)
+    names = {id(p): n.replace("_fsdp_wrapped_module.", "") for n, p in inner.named_parameters()}
+    fqn = [names[id(p)] for g in raw.param_groups for p in g["params"]]
+    by_name = {"state": {fqn[int(i)]: v for i, v in state["state"].items()},
+               "param_groups": [{**g, "params": [fqn[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
+    with full_weights(inner, rank0_only=False) as module:
+        raw.load_state_dict(FullyShardedDataParallel.optim_state_dict_to_load(module, raw, by_name))
+
+
+def clip_gradients(net: Any, max_norm: float) -> None:
+    inner = _fsdp(net) if _FABRIC is not None else None
+    if inner is not None:
+        inner.clip_grad_norm_(max_norm)  # the norm over every rank's shard
+    else:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm)
