@@ -106,14 +106,19 @@ def check_run(recipe: Recipe, *, jobs: int, on_epoch: Any, folded: bool) -> None
                              f"not by `edgedistill {' '.join(argv[1:2])}`; use engine.devices=1 here")
 
 
-def check_plan(recipe: Recipe, trained: dict[str, int], teachers: dict[str, int], manual: bool, swa: bool) -> None:
+def check_plan(recipe: Recipe, trained: dict[str, int], teachers: dict[str, int], manual: bool, swa: bool,
+               batch_sizes: dict[str, int]) -> None:
     """The regime's own limits on several devices: ``trained`` maps each network the distilled stage trains to its
     parameter count, ``teachers`` each teacher the run trains; ``manual`` is ``method.manual_optimization``, ``swa``
-    whether a teacher keeps its weight average (``select: swa``)."""
+    whether a teacher keeps its weight average (``select: swa``); ``batch_sizes`` every stage's by recipe key."""
     cfg = recipe.engine
     world = world_size(cfg)
     if world == 1:
         return
+    for key, size in batch_sizes.items():
+        if size % world:
+            raise UserInputError(f"{key}: {size} is not divisible by the {world} processes (engine.devices x "
+                                 "engine.num_nodes); each takes an equal slice of the global batch")
     name = recipe.method.name
     if manual:
         raise UserInputError(f"engine.devices: {cfg.devices}: method '{name}' steps its own optimizers (manual "

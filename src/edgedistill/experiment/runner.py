@@ -108,7 +108,10 @@ def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Pla
     size = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     dist.check_plan(recipe, {k: size(n) for k, n in method.networks.items()},
                     {t.name: size(t.model) for t in teachers if not t.config.given}, method.manual_optimization,
-                    any(t.select == "swa" for ts in plans.values() for t in ts))
+                    any(t.select == "swa" for ts in plans.values() for t in ts),
+                    {"train.batch_size": recipe.train.batch_size,
+                     **{f"{_teacher_key(recipe, t.name)}.train.batch_size": t.train.batch_size
+                        for ts in plans.values() for t in ts if not t.given}})
     dry_run(splits, student, teachers, augmenter)
     return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed, fold=the_fold), smoke,
                 student, plans, _teacher_dirs(plans), augmenter)

@@ -1,0 +1,118 @@
+"""`edgedistill run` on several processes: bad input refused before anything is written (exit 2, one line), and a
+2-process run (Fabric's own launcher starts rank 1 by running the command again) killed mid-stage resumes to the same
+result, on 2 processes or on 1."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgedistill.engine.loop import TEST_KILL_AFTER_EPOCH
+from helpers import TINY_RECIPE, cli_run, recipe_file
+
+#: gru teacher and student (no BatchNorm, no dropout): one process and two compute the same steps to float rounding.
+RECIPE = {
+    "name": "ddp",
+    "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 12, "length": 32}, "split": {"by": "subject"}},
+    "teacher": {"model": "gru", "hidden": 16, "train": {"epochs": 3, "batch_size": 8}},
+    "student": {"model": "gru", "hidden": 8},
+    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5, "temperature": 2}]},
+    "train": {"epochs": 3, "batch_size": 8},
+    "seeds": [0],
+    "baseline": False,
+    "report": {"profile": False},
+    "engine": {"progress": False, "devices": 2},
+}
+
+
+def _refused(tmp_path, *args) -> str:
+    out = tmp_path / "out"
+    result = cli_run(recipe_file(tmp_path), "--out", out, *args)
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("override, key", [
+    ([f"engine.devices={(os.cpu_count() or 1) + 1}"], "engine.devices"),
+    (["engine.strategy=deepspeed"], "engine.strategy"),
+    (["engine.devices=2", "engine.num_nodes=2"], "engine.num_nodes"),
+    (["engine.devices=2", "engine.strategy=fsdp"], "engine.strategy"),  # cnn1d width 4: a few hundred parameters
+    (["engine.devices=2", "train.batch_size=15"], "train.batch_size"),
+    (["engine.devices=2", "method.terms=[{loss: crd}]"], "engine.devices"),
+])
+def test_bad_input_is_one_line_naming_the_key(tmp_path, override, key):
+    if key == "engine.num_nodes" and (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores (engine.devices=2 is refused first)")
+    for name in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "LOCAL_RANK"):
+        assert name not in os.environ  # (the test would be started as one rank of a cluster job)
+    line = _refused(tmp_path, *override)
+    assert key in line, line
+
+
+def test_jobs_with_several_devices_is_refused(tmp_path):
+    line = _refused(tmp_path, "engine.devices=2", "--jobs", "2")
+    assert "--jobs" in line and "engine.devices" in line
+
+
+def test_manual_optimisation_is_refused_naming_the_method():
+    from edgedistill.config import load_recipe
+    from edgedistill.engine.distributed import check_plan
+    from edgedistill.errors import UserInputError
+
+    recipe = load_recipe({**TINY_RECIPE, "engine": {"devices": 2}})
+    with pytest.raises(UserInputError, match="engine.devices: 2: method 'offline' steps its own optimizers"):
+        check_plan(recipe, {"student": 10_000}, {}, manual=True, swa=False, batch_sizes={})
+    check_plan(recipe, {"student": 10_000}, {}, manual=False, swa=False, batch_sizes={})  # DDP: nothing to refuse
+
+
+# -- a killed run ----------------------------------------------------------------------------------------------
+def _run(recipe: Path, out: Path, cache: Path, *extra: str, kill_after: int = 0) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_AFTER_EPOCH}
+    env.update(OMP_NUM_THREADS="1", EDGEDISTILL_CACHE=str(cache))
+    if kill_after:
+        env[TEST_KILL_AFTER_EPOCH] = str(kill_after)  # rank 1 (started with this environment) kills itself there too
+    exe = Path(sys.executable).with_name("edgedistill")
+    return subprocess.run([str(exe), "run", str(recipe), "--out", str(out), "--no-progress", *extra], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _metrics(out: Path) -> list:
+    return [r["metrics"] for r in json.loads((out / "summary.json").read_text())["rows"]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
+def test_killed_two_process_run_resumes_on_two_or_on_one(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    straight = _run(recipe, tmp_path / "a", tmp_path / "cache-a")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    for out, again in (("b", []), ("c", ["engine.devices=1"])):
+        cache = tmp_path / f"cache-{out}"
+        killed = _run(recipe, tmp_path / out, cache, kill_after=2)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        partial = list(cache.glob("models/*.partial/metrics.jsonl"))  # the teacher, killed after its epoch 2
+        assert len(partial) == 1
+        before = partial[0].read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in before] == [1, 2]
+        resumed = _run(recipe, tmp_path / out, cache, *again)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        teacher = next(e / "metrics.jsonl" for e in (cache / "models").glob("*") if (e / "key.json").is_file()
+                       and json.loads((e / "key.json").read_text())["role"] == "teacher")
+        # Resumed from last.pt (epochs 1-2 kept as the killed run logged them, times included), not restarted.
+        assert teacher.read_text().splitlines()[:2] == before
+        if not again:
+            assert _metrics(tmp_path / out) == _metrics(tmp_path / "a")
+        else:  # one process on the global batch: the same steps, to float rounding
+            for x, y in zip(_metrics(tmp_path / out), _metrics(tmp_path / "a")):
+                assert x.keys() == y.keys()
+                for k in x:
+                    assert x[k]["mean"] == pytest.approx(y[k]["mean"], rel=1e-4, abs=1e-4), k
