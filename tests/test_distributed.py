@@ -90,33 +90,41 @@ def worker(out: str, strategy: str, hidden: str, epochs: int) -> None:
 
 
 # -- tests ------------------------------------------------------------------------------------------------------
-@needs_two_cores
-def test_ddp_steps_equal_one_process_on_the_global_batch(tmp_path):
-    """gru (a shipped model without BatchNorm or dropout): per-sample losses, so 2 ranks x 4 rows = 1 process x 8 rows."""
-    ranks = start_ranks([str(tmp_path / "two"), "ddp", "16", "2"], world=2)
-    assert all(r.returncode == 0 for r in ranks), ranks[0].stderr[-3000:] + ranks[1].stderr[-3000:]
-    one = alone([str(tmp_path / "one"), "auto", "16", "2"])
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> tuple[Path, list]:
+    """The run on one process that the runs on two are compared with: its stage folder and the rows of each step."""
+    out = tmp_path_factory.mktemp("one")
+    one = alone([str(out), "auto", "32", "2"])
     assert one.returncode == 0, one.stderr[-3000:]
+    return out, json.loads(one.stdout.splitlines()[-1])["seen"]
+
+
+@needs_two_cores
+def test_ddp_steps_equal_one_process_on_the_global_batch(tmp_path, one_process):
+    """gru (a shipped model without BatchNorm or dropout): per-sample losses, so 2 ranks x 4 rows = 1 process x 8 rows."""
+    ranks = start_ranks([str(tmp_path / "two"), "ddp", "32", "2"], world=2)
+    assert all(r.returncode == 0 for r in ranks), ranks[0].stderr[-3000:] + ranks[1].stderr[-3000:]
     # Each rank trained on its own half of every global batch, in the order of the run on one process.
-    seen = [json.loads(r.stdout.splitlines()[-1])["seen"] for r in (*ranks, one)]
+    seen = [json.loads(r.stdout.splitlines()[-1])["seen"] for r in ranks] + [one_process[1]]
     assert len(seen[2]) == len(seen[0]) == len(seen[1]) and all(len(rows) == 8 for rows in seen[2])
     assert all(r0 + r1 == whole and len(r0) == 4 for r0, r1, whole in zip(*seen))
-    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    a, b = weights(one_process[0]), weights(tmp_path / "two")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), (k, (a[k] - b[k]).abs().max())
     # Rank 1 wrote nothing: the stage's files are rank 0's alone.
     logs = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in logs] == [1, 2]
-    one_log = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    one_log = [json.loads(line) for line in (one_process[0] / "metrics.jsonl").read_text().splitlines()]
     two_log = [json.loads(line) for line in logs]
     for x, y in zip(one_log, two_log):  # the logged training loss is the global batch's (mean over ranks)
         assert x["train"]["total"] == pytest.approx(y["train"]["total"], abs=1e-5)
         assert x["val"] == pytest.approx(y["val"], abs=1e-5)
 
 
+@pytest.mark.slow  # (~25 s: two process pairs)
 @needs_two_cores
-def test_fsdp_trains_and_checkpoints_and_a_killed_run_resumes_on_one_process(tmp_path):
+def test_fsdp_trains_and_checkpoints_and_a_killed_run_resumes_on_one_process(tmp_path, one_process):
     """FSDP over 2 CPU processes (gloo) killed after epoch 1, resumed by one process from its last.pt (weights and
     optimizer state gathered in full): the weights of one process trained straight through, to 1e-6."""
     ranks = start_ranks([str(tmp_path / "fsdp"), "fsdp", "32", "2"], world=2, kill_after=1)
@@ -124,9 +132,7 @@ def test_fsdp_trains_and_checkpoints_and_a_killed_run_resumes_on_one_process(tmp
     assert [json.loads(line)["epoch"] for line in (tmp_path / "fsdp" / "metrics.jsonl").read_text().splitlines()] == [1]
     resumed = alone([str(tmp_path / "fsdp"), "auto", "32", "2"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = alone([str(tmp_path / "one"), "auto", "32", "2"])
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    a, b = weights(tmp_path / "one"), weights(tmp_path / "fsdp")
+    a, b = weights(one_process[0]), weights(tmp_path / "fsdp")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), (k, (a[k] - b[k]).abs().max())

@@ -63,7 +63,7 @@ def test_jobs_with_several_devices_is_refused(tmp_path):
 
 def test_manual_optimisation_is_refused_naming_the_method():
     from edgedistill.config import load_recipe
-    from edgedistill.engine.distributed import check_plan
+    from edgedistill.engine.devices import check_plan
     from edgedistill.errors import UserInputError
 
     recipe = load_recipe({**TINY_RECIPE, "engine": {"devices": 2}})

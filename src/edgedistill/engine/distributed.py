@@ -15,142 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 
-from edgedistill.config import EngineConfig, Recipe
+from edgedistill.config import EngineConfig
+from edgedistill.engine.devices import accelerator, world_size
 from edgedistill.errors import EdgeDistillError, UserInputError
 
 T = TypeVar("T")
 
-#: FSDP shards each network's parameters over the ranks; below this many parameters per rank there is nothing worth
-#: sharding (every edge model fits one device many times over) and the all-gathers only cost time.
-MIN_PARAMS_PER_RANK = 1024
 #: How long a rank waits in a collective call. Rank 0 may hold the others at a broadcast while it waits for a model
 #: cache entry another process trains (a shared cache), so this is longer than torch's 30 min default.
 TIMEOUT = timedelta(hours=2)
 
 _FABRIC: Any = None  # this process's launched Fabric: one process group per process, shared by every stage
-
-
-def world_size(cfg: EngineConfig) -> int:
-    return cfg.devices * cfg.num_nodes
-
-
-def accelerator(cfg: EngineConfig) -> str:
-    """``engine.accelerator`` with ``auto`` resolved as Fabric resolves it: CUDA, else Apple's MPS, else CPU."""
-    if cfg.accelerator != "auto":
-        return cfg.accelerator
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    return "mps" if mps is not None and mps.is_available() else "cpu"
-
-
-def cluster_launcher() -> Optional[str]:
-    """Which launcher started this process as one rank of several (torchrun, SLURM, or LOCAL_RANK and WORLD_SIZE set
-    by hand or by Fabric's own launcher), or None for a process started alone."""
-    env = os.environ
-    if env.get("TORCHELASTIC_RUN_ID"):
-        return "torchrun"
-    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        return "SLURM"
-    if "LOCAL_RANK" in env and "WORLD_SIZE" in env:
-        return "environment"
-    return None
-
-
-def check_engine(cfg: EngineConfig) -> None:
-    """Refuse, before anything is written, devices or machines that are not there."""
-    n, kind = cfg.devices, accelerator(cfg)
-    if kind == "cuda" and torch.cuda.is_available() and n > torch.cuda.device_count():
-        raise UserInputError(f"engine.devices: {n}, but this machine has {torch.cuda.device_count()} CUDA device(s); "
-                             f"use at most {torch.cuda.device_count()} (engine.num_nodes for more machines)")
-    if kind == "mps" and n > 1:
-        raise UserInputError(f"engine.devices: {n}, but an Apple GPU (mps) is one device; use 1")
-    cores = os.cpu_count() or 1
-    if kind == "cpu" and n > cores:
-        # gloo would start them, but processes beyond the cores only take turns: slower than fewer processes.
-        raise UserInputError(f"engine.devices: {n} CPU processes, but this machine has {cores} core(s); use at most {cores}")
-    if cfg.num_nodes > 1 and cluster_launcher() is None:
-        raise UserInputError(
-            f"engine.num_nodes: {cfg.num_nodes} machines, but this process was not started by a cluster launcher (no "
-            "TORCHELASTIC_RUN_ID from torchrun, no SLURM_NTASKS from srun, no LOCAL_RANK/WORLD_SIZE); start the same "
-            f"command on every machine with torchrun --nnodes {cfg.num_nodes} or srun (docs/scale.md), or use 1")
-
-
-def check_run(recipe: Recipe, *, jobs: int, on_epoch: Any, folded: bool) -> None:
-    """What a run on several devices cannot be combined with, refused before anything is written."""
-    cfg = recipe.engine
-    if world_size(cfg) == 1:
-        return
-    where = f"engine.devices: {cfg.devices}" + (f" x engine.num_nodes: {cfg.num_nodes}" if cfg.num_nodes > 1 else "")
-    if jobs > 1:
-        raise UserInputError(f"--jobs: {jobs} worker processes with {where} (one process per device); use one of them: "
-                             "--jobs 1 with several devices, or engine.devices=1 with --jobs")
-    if on_epoch is not None:
-        raise UserInputError(f"{where}: a per-epoch callback (edgedistill tune's pruner) runs in one process; tune with "
-                             "engine.devices=1")
-    if folded:
-        raise UserInputError(f"{where} with eval.scheme '{recipe.eval.scheme}': the folds run one process each; use "
-                             "engine.devices=1 (and --jobs for folds in parallel), or eval.scheme: holdout")
-    argv = sys.argv
-    cli = bool(argv) and (Path(argv[0]).name == "edgedistill" or argv[0].endswith(os.path.join("edgedistill", "__main__.py")))
-    if cluster_launcher() is None and cli and argv[1:2] != ["run"]:
-        # Fabric's launcher starts ranks 1..N-1 by running this process's command again: only `run` means one run.
-        raise UserInputError(f"{where}: several devices are launched by `edgedistill run` (or torchrun/srun around it), "
-                             f"not by `edgedistill {' '.join(argv[1:2])}`; use engine.devices=1 here")
-
-
-def check_plan(recipe: Recipe, trained: dict[str, int], teachers: dict[str, int], manual: bool, swa: bool,
-               batch_sizes: dict[str, int]) -> None:
-    """The regime's own limits on several devices: ``trained`` maps each network the distilled stage trains to its
-    parameter count, ``teachers`` each teacher the run trains; ``manual`` is ``method.manual_optimization``, ``swa``
-    whether a teacher keeps its weight average (``select: swa``); ``batch_sizes`` every stage's by recipe key."""
-    cfg = recipe.engine
-    world = world_size(cfg)
-    if world == 1:
-        return
-    for key, size in batch_sizes.items():
-        if size % world:
-            raise UserInputError(f"{key}: {size} is not divisible by the {world} processes (engine.devices x "
-                                 "engine.num_nodes); each takes an equal slice of the global batch")
-    name = recipe.method.name
-    if manual:
-        raise UserInputError(f"engine.devices: {cfg.devices}: method '{name}' steps its own optimizers (manual "
-                             "optimisation), which DDP's gradient averaging does not cover; train it with engine.devices=1")
-    banks = [t.loss for t in getattr(recipe.method, "terms", None) or [] if t.loss == "crd"]
-    if banks:
-        raise UserInputError(f"engine.devices: {cfg.devices}: loss 'crd' keeps memory banks of past embeddings, which "
-                             "each rank would update with its own slice only; train it with engine.devices=1")
-    if cfg.strategy != "fsdp":
-        return
-    if len(trained) != 1:
-        raise UserInputError(f"engine.strategy: fsdp shards one trained network, method '{name}' trains "
-                             f"{len(trained)} ({', '.join(trained)}); use strategy: ddp")
-    if swa:
-        raise UserInputError("engine.strategy: fsdp cannot average sharded weights (teacher select: swa); use strategy: ddp")
-    for what, count in {**{f"network '{k}'": v for k, v in trained.items()}, **{f"teacher '{k}'": v for k, v in teachers.items()}}.items():
-        if count < MIN_PARAMS_PER_RANK * world:
-            raise UserInputError(
-                f"engine.strategy: fsdp, but {what} has {count} parameters, too few to shard over {world} processes "
-                f"(at least {MIN_PARAMS_PER_RANK} per process, {MIN_PARAMS_PER_RANK * world}); use strategy: ddp")
-
-
-def check_accelerator(cfg: EngineConfig) -> None:
-    """Refuse, before anything is written, an accelerator or devices this machine does not have (Fabric would raise
-    mid-run)."""
-    if cfg.accelerator == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("engine.accelerator: 'cuda', but torch sees no CUDA device here (torch.cuda.is_available() "
-                             f"is False; this torch is {torch.__version__}); use cpu or auto")
-    mps = getattr(torch.backends, "mps", None)
-    if cfg.accelerator == "mps" and not (mps is not None and mps.is_available()):
-        raise UserInputError("engine.accelerator: 'mps' (Apple GPU), but torch sees no MPS device here; use cpu or auto")
-    check_engine(cfg)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -278,6 +159,22 @@ def train_once(get_or_train: Callable[[Callable[[Path], T]], T], train: Callable
     if fabric.broadcast(None):
         follow()
     return fabric.broadcast(None)
+
+
+def sync_batchnorm(net: torch.nn.Module, fabric: Any) -> torch.nn.Module:
+    """Under DDP on CUDA, BatchNorm layers normalise with the global batch's statistics (SyncBatchNorm), as one process
+    on the whole batch would. torch has no SyncBatchNorm on the CPU: there each rank normalises with its own slice's
+    statistics (the running statistics kept are rank 0's), so a BatchNorm model on CPU ranks is close to, not equal to,
+    the run on one process (docs/scale.md)."""
+    if fabric.world_size == 1 or fabric.device.type != "cuda" or _fsdp_strategy(fabric):
+        return net
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+
+
+def _fsdp_strategy(fabric: Any) -> bool:
+    from lightning_fabric.strategies import FSDPStrategy
+
+    return isinstance(fabric.strategy, FSDPStrategy)
 
 
 def shard(batch: dict[str, torch.Tensor], fabric: Any) -> dict[str, torch.Tensor]:

@@ -26,7 +26,8 @@ from edgedistill.config import EngineConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, DataSplits
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine import distributed as dist
-from edgedistill.engine.distributed import check_accelerator, make_fabric, to_device
+from edgedistill.engine.devices import check_accelerator
+from edgedistill.engine.distributed import make_fabric, to_device
 from edgedistill.engine.evaluate import evaluate, evaluate_val_test
 from edgedistill.engine.swa import WeightAverage, networks_reading_x
 from edgedistill.errors import TrainingDiverged, UserInputError
@@ -164,7 +165,7 @@ class Trainer:
             # Fabric wraps each trained network (device placement, precision); the wrapper's state_dict
             # is the original module's, so checkpoints stay plain.
             if not isinstance(method.networks[name], _FabricModule()):
-                method.networks[name] = fabric.setup_module(method.networks[name])
+                method.networks[name] = fabric.setup_module(dist.sync_batchnorm(method.networks[name], fabric))
         optimizers = method.optimizers(cfg)
         base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in optimizers.items()}
         start_epoch, best_score, best_epoch = 0, None, 0

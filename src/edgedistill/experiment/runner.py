@@ -18,7 +18,7 @@ import torch
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict
 from edgedistill.data.dataset import DataSplits
-from edgedistill.engine import distributed as dist
+from edgedistill.engine import devices, distributed as dist
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.errors import UserInputError
@@ -106,7 +106,7 @@ def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Pla
     augmenter = Augmenter(recipe.augment, info) if recipe.augment is not None else None
     method = build_method(recipe, student, teachers, splits, augmenter)
     size = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
-    dist.check_plan(recipe, {k: size(n) for k, n in method.networks.items()},
+    devices.check_plan(recipe, {k: size(n) for k, n in method.networks.items()},
                     {t.name: size(t.model) for t in teachers if not t.config.given}, method.manual_optimization,
                     any(t.select == "swa" for ts in plans.values() for t in ts),
                     {"train.batch_size": recipe.train.batch_size,
@@ -291,14 +291,14 @@ def run(
         cross_validation.check_request(recipe, jobs, teachers_only)
     else:
         parallel_seeds.check_jobs(recipe, jobs, on_epoch)
-    dist.check_run(recipe, jobs=jobs, on_epoch=on_epoch, folded=folded or fold is not None)
+    devices.check_run(recipe, jobs=jobs, on_epoch=on_epoch, folded=folded or fold is not None)
     p = plan(recipe, smoke, fold=fold if fold is not None or not folded else cross_validation.first_fold(recipe))
     command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folds = None
     if folded and fold is None:  # (checks eval.only against the data's folds: before anything is written)
         folds = cross_validation.Folds(source, overrides, recipe, p, run_dir, smoke, progress, command, jobs)
-    if dist.world_size(recipe.engine) > 1:  # every check passed: start the other ranks (they plan again, then wait)
+    if devices.world_size(recipe.engine) > 1:  # every check passed: start the other ranks (they plan again, then wait)
         dist.launch(recipe.engine)
 
     def checked() -> str:  # (on rank 0 only, whose run directory it is; its refusal stops every rank)
