@@ -101,8 +101,8 @@ def test_mlflow_run_reads_back_with_the_mlflow_client(tmp_path, monkeypatch):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     stage = _run_stage(tmp_path, ["mlflow"])
-    db = stage / "mlflow.db"
-    assert db.is_file()  # the local store lies in the stage folder
+    db = stage.parent.parent / "mlflow.db"
+    assert db.is_file()  # the local store lies in the run directory
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("logged-run")
     assert experiment is not None
@@ -122,6 +122,6 @@ def test_mlflow_tracking_uri_from_the_environment(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'central.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     stage = _run_stage(tmp_path, ["mlflow"])
-    assert not (stage / "mlflow.db").exists()
+    assert not (stage.parent.parent / "mlflow.db").exists()
     client = MlflowClient(tracking_uri=uri)
     assert client.search_runs([client.get_experiment_by_name("logged-run").experiment_id])

@@ -9,8 +9,8 @@ final summary's metrics (``final/test/best/acc`` ...). Only rank 0 logs (``fabri
 
 Where: ``<stage>/logs/csv/version_<n>/metrics.csv`` and ``<stage>/logs/tensorboard/version_<n>/`` (a resumed stage
 starts a new version, as Lightning does); MLflow to ``$MLFLOW_TRACKING_URI`` when set, else to a SQLite store in the
-stage folder (``sqlite:///<stage>/mlflow.db``: MLflow 3 refuses its plain-file store by default), experiment =
-the run's name, MLflow run = the stage's label. TensorBoard and MLflow are optional extras: a recipe asking for one
+run directory (``sqlite:///<run>/mlflow.db``; a cached teacher or student alone: in its stage folder; MLflow 3
+refuses its plain-file store by default), experiment = the run's name, MLflow run = the stage's label. TensorBoard and MLflow are optional extras: a recipe asking for one
 that is not installed is refused before training starts (``require``).
 """
 from __future__ import annotations
@@ -149,8 +149,8 @@ def _key(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
 
 
-def _run_config(stage_dir: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """The resolved recipe of the run directory holding this stage (``<run>/<method>/seed<k>``), and its name."""
+def _run_config(stage_dir: Path) -> tuple[Optional[dict[str, Any]], Optional[Path]]:
+    """The resolved recipe of the run directory holding this stage (``<run>/<method>/seed<k>``), and that folder."""
     import yaml
 
     for folder in (stage_dir.parent, stage_dir.parent.parent):
@@ -159,14 +159,14 @@ def _run_config(stage_dir: Path) -> tuple[Optional[dict[str, Any]], Optional[str
             try:
                 config = yaml.safe_load(path.read_text())
             except (OSError, yaml.YAMLError):
-                return None, None
-            if isinstance(config, dict):
-                return config, str(config.get("name") or folder.name)
+                return None, folder
+            return (config if isinstance(config, dict) else None), folder
     return None, None
 
 
-def build(names: list[str], stage_dir: Path, label: str, experiment: str) -> list[Any]:
-    """The logger objects for one stage (Fabric's ``Logger`` interface)."""
+def build(names: list[str], stage_dir: Path, label: str, experiment: str, store: Optional[Path] = None) -> list[Any]:
+    """The logger objects for one stage (Fabric's ``Logger`` interface); ``store``: the folder of the local MLflow
+    store (default the stage's)."""
     require(names)
     out: list[Any] = []
     logs = Path(stage_dir) / "logs"
@@ -178,7 +178,10 @@ def build(names: list[str], stage_dir: Path, label: str, experiment: str) -> lis
 
             out.append(TensorBoardLogger(root_dir=str(logs), name="tensorboard", default_hp_metric=False))
         elif name == "mlflow":
-            uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(stage_dir) / 'mlflow.db').resolve()}"
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(store or stage_dir) / 'mlflow.db').resolve()}"
+            import logging
+
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # not two INFO lines per stage about its tables
             out.append(mlflow_logger_class()(uri, experiment, label, tags={"edgedistill.stage_dir": str(stage_dir)}))
     return out
 
@@ -200,9 +203,12 @@ class StageLog:
         the caller has it; else the run directory's config.yaml when the stage lies in one."""
         if not names or not getattr(fabric, "is_global_zero", True):
             return cls([])
-        found, run_name = _run_config(Path(stage.directory))
+        found, run_dir = _run_config(Path(stage.directory))
         recipe = recipe if recipe is not None else found
-        log = cls(build(list(names), Path(stage.directory), stage.label, str((recipe or {}).get("name") or run_name or "edgedistill")))
+        name = str((recipe or {}).get("name") or (run_dir.name if run_dir else "edgedistill"))
+        # A run's distilled stages share one MLflow store in the run directory (creating a SQLite store takes
+        # seconds); a cached stage (teacher, student alone) keeps its own in its cache folder.
+        log = cls(build(list(names), Path(stage.directory), stage.label, name, store=run_dir))
         params: dict[str, Any] = {"stage": {"label": stage.label, "seed": stage.seed},
                                   "train": stage.train.model_dump(mode="json")}
         if method is not None and hasattr(method, "describe"):
