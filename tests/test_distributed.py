@@ -62,7 +62,7 @@ def weights(stage: Path, which: str = "last") -> dict:
 
 
 # -- the worker (run as a script by the tests) ------------------------------------------------------------------
-def worker(out: str, strategy: str, hidden: str, epochs: int) -> None:
+def worker(out: str, strategy: str, hidden: str, epochs: int, accelerator: str = "cpu") -> None:
     from helpers import toy_splits
 
     from edgedistill.config import EngineConfig, TrainConfig
@@ -76,10 +76,10 @@ def worker(out: str, strategy: str, hidden: str, epochs: int) -> None:
     torch.manual_seed(0)
     net = MODELS.get("gru")(3, 3, (3, 16), hidden=int(hidden))
     method = Supervised(net, splits.info)
-    engine = EngineConfig(accelerator="cpu", devices=world, strategy=strategy, threads=1, progress=False)
+    engine = EngineConfig(accelerator=accelerator, devices=world, strategy=strategy, threads=1, progress=False)
 
     def noise(batch: dict, gen: torch.Generator) -> dict:  # drawn on the global batch: the draws of one process
-        return {**batch, "x": batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen)}
+        return {**batch, "x": batch["x"] + 0.1 * torch.randn(batch["x"].shape, generator=gen).to(batch["x"].device)}
 
     seen: list[list[int]] = []  # the rows each training step of this rank saw
     step = method.training_step
@@ -139,4 +139,4 @@ def test_fsdp_trains_and_checkpoints_and_a_killed_run_resumes_on_one_process(tmp
 
 
 if __name__ == "__main__":
-    worker(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    worker(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:6])
