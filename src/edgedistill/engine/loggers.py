@@ -10,8 +10,9 @@ final summary's metrics (``final/test/best/acc`` ...). Only rank 0 logs (``fabri
 Where: ``<stage>/logs/csv/version_<n>/metrics.csv`` and ``<stage>/logs/tensorboard/version_<n>/`` (a resumed stage
 starts a new version, as Lightning does); MLflow to ``$MLFLOW_TRACKING_URI`` when set, else to a SQLite store in the
 run directory (``sqlite:///<run>/mlflow.db``; a cached teacher or student alone: in its stage folder; MLflow 3
-refuses its plain-file store by default), experiment = the run's name, MLflow run = the stage's label. TensorBoard and MLflow are optional extras: a recipe asking for one
-that is not installed is refused before training starts (``require``).
+refuses its plain-file store by default), experiment = the run's name, MLflow run = the stage's label.
+TensorBoard and MLflow are optional extras: a recipe asking for one that is not installed is refused before
+training starts (``require``).
 """
 from __future__ import annotations
 
