@@ -139,6 +139,12 @@ def test_older_run_without_some_metrics_shows_what_it_can(tmp_path, finished_run
     for missing in ("reliability.json", "per-class detail", "student alone and the distilled student"):
         assert missing in text
     assert {p.name for p in (run_dir / "plots").iterdir()} == {"curves_loss.png", "curves_val.png", "pareto.png"}
+    # --predict: the reliability bins from the saved weights (the data loaded again), the same as the run's own.
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--predict"])
+    assert result.exit_code == 0, result.output
+    rebuilt = json.loads((run_dir / "plots" / "reliability.json").read_text())
+    assert rebuilt == json.loads((finished_run / "plots" / "reliability.json").read_text())
+    assert (run_dir / "plots" / "reliability.png").is_file()
 
 
 def test_run_artifacts_never_fail_the_run(tmp_path, finished_run, capsys):

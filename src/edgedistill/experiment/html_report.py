@@ -30,7 +30,8 @@ SECTIONS = [
     ("curves", "Learning curves", ("curves_loss", "curves_val"),
      "no metrics.jsonl found (no stage has finished an epoch, or the model cache holding them was moved)"),
     ("reliability", "Reliability diagrams", ("reliability",),
-     "no plots/reliability.json: the run predates it, ran with report.plots: false, or is a regression task"),
+     "no plots/reliability.json: the run predates it or ran with report.plots: false (edgedistill report --predict "
+     "evaluates its saved weights again), or it is a regression task"),
     ("confusion", "Confusion matrices", ("confusion",),
      "summary.json has no per-class detail (a regression task, a run from an older version, or not finished)"),
     ("pareto", "Accuracy vs size and latency", ("pareto",), "summary.json has no rows with sizes (not finished)"),
@@ -245,9 +246,26 @@ def _comparison(runs: list[RunData]) -> str:
     return "\n".join(lines)
 
 
-def build_report(targets: list[Path], out: Optional[Path] = None, warn: Callable[[str], None] = _warn) -> dict[str, Any]:
+def _predict(run: RunData, warn: Callable[[str], None]) -> None:
+    """``--predict``: the reliability bins of a finished classification run that has none, from its saved weights."""
+    if run.reliability is not None or not run.finished or run.task != "classification" or (run.summary or {}).get("folds"):
+        return
+    try:
+        rel = plots_reliability.recompute(run.path, warn)
+    except (EdgeDistillError, OSError, ValueError, RuntimeError) as exc:
+        warn(f"{run.name}: --predict could not rebuild the run ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
+        return
+    if rel is not None:
+        write_json(run.path / "plots" / RELIABILITY, rel)
+        run.reliability = rel
+        run.notes = [n for n in run.notes if "reliability" not in n]
+
+
+def build_report(targets: list[Path], out: Optional[Path] = None, warn: Callable[[str], None] = _warn,
+                 predict: bool = False) -> dict[str, Any]:
     """``edgedistill report``: one HTML file (and ``<out>.md``) for runs and sweeps, side by side. Plots are also saved
-    under each finished run's ``plots/`` (a run still in progress: beside the report instead)."""
+    under each finished run's ``plots/`` (a run still in progress: beside the report instead). ``predict``: a finished
+    run without reliability bins gets them from its saved weights (its data loaded again)."""
     if not targets:
         raise UserInputError("report: give at least one run or sweep directory")
     if out is not None and Path(out).suffix.lower() not in (".html", ".htm"):
@@ -275,6 +293,8 @@ def build_report(targets: list[Path], out: Optional[Path] = None, warn: Callable
             notes += [f"{path}: {n}" for n in sweep["notes"]]
             continue
         run = load_run(path)
+        if predict:
+            _predict(run, warn)
         runs.append(run)
         notes += [f"{path}: {n}" for n in run.notes]
         drawn = _render(run, warn)

@@ -113,6 +113,23 @@ def compute(run_dir: Path, recipe: Any, splits: Any, device: Any, warn: Callable
     return {"n_bins": N_BINS, "select": recipe.report.select, "networks": out} if out else None
 
 
+def recompute(run_dir: Path, warn: Callable[[str], None]) -> Optional[dict[str, Any]]:
+    """``compute`` for a finished run that did not save its bins (an older version, ``report.plots: false``): its data
+    and networks rebuilt from config.yaml (``runner.plan``, as the run built them), the saved weights evaluated."""
+    import torch
+
+    from edgedistill.config import load_recipe
+    from edgedistill.experiment.cross_validation import first_fold
+    from edgedistill.experiment.plots_sources import _read_json
+    from edgedistill.experiment.runner import plan
+
+    recipe = load_recipe(run_dir / "config.yaml")
+    summary = _read_json(run_dir / "summary.json") or {}
+    fold = first_fold(recipe) if recipe.eval.scheme != "holdout" else None  # a fold<i>/ run: eval.only names it
+    p = plan(recipe, smoke=bool(summary.get("smoke")), fold=fold)
+    return compute(run_dir, p.recipe, p.splits, torch.device("cpu"), warn)
+
+
 def diagram(reliability: dict[str, Any]) -> Optional[Plot]:
     """One panel per network: accuracy per confidence bin before (raw) and after temperature scaling."""
     nets = [n for n in reliability.get("networks", []) if sum(n["raw"]["count"])]
