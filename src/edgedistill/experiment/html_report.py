@@ -282,6 +282,7 @@ def build_report(targets: list[Path], out: Optional[Path] = None, warn: Callable
     html_parts: list[str] = []
     md_parts: list[str] = []
     notes: list[str] = []
+    names: list[str] = []
     for i, (path, kind) in enumerate(kinds):
         prefix = f"t{i}-" if len(kinds) > 1 else ""
         if kind == "sweep":
@@ -290,9 +291,11 @@ def build_report(targets: list[Path], out: Optional[Path] = None, warn: Callable
             body, md = _sweep_html(sweep, trials, prefix, warn)
             html_parts.append(f"<div>{body}</div>")
             md_parts.append("\n".join(md))
+            names.append(f"{sweep['name']} (sweep)")
             notes += [f"{path}: {n}" for n in sweep["notes"]]
             continue
         run = load_run(path)
+        names.append(run.name)
         if predict:
             _predict(run, warn)
         runs.append(run)
@@ -318,7 +321,7 @@ def build_report(targets: list[Path], out: Optional[Path] = None, warn: Callable
         head = f'<section id="comparison" data-section="comparison"><h2>Comparison</h2>{to_html(table)}{figure_html}</section>'
         head_md = f"## Comparison\n\n{table}\n\n" + head_md
     columns = len(html_parts)
-    title = " vs ".join(r.name for r in runs) if runs and len(kinds) == len(runs) else "edgedistill report"
+    title = " vs ".join(names)
     body = (head + f'<div class="runs" style="grid-template-columns:repeat({columns},minmax(0,1fr))">' + "".join(html_parts) + "</div>")
     write_text(out, page(title, body))
     write_text(md_path, f"# {title}\n\n" + head_md + "\n" + "\n\n".join(md_parts) + "\n")
