@@ -85,7 +85,9 @@ def _strategy(cfg: EngineConfig) -> Any:
         return CpuFSDP(timeout=TIMEOUT)
     from lightning_fabric.strategies import DDPStrategy
 
-    return DDPStrategy(timeout=TIMEOUT)
+    # A regime may leave one of its trained networks out of some steps' loss (a term not started yet): DDP must then
+    # not wait for those gradients. (The search costs a pass over the graph per step, small for edge models.)
+    return DDPStrategy(timeout=TIMEOUT, find_unused_parameters=True)
 
 
 def prepare(cfg: EngineConfig) -> None:
@@ -159,6 +161,14 @@ def train_once(get_or_train: Callable[[Callable[[Path], T]], T], train: Callable
     if fabric.broadcast(None):
         follow()
     return fabric.broadcast(None)
+
+
+def set_up(net: torch.nn.Module, fabric: Any) -> torch.nn.Module:
+    """``net`` placed and wrapped by Fabric for training. On several processes a network with nothing to train (a frozen
+    copy a regime keeps) is only moved to the device: DDP refuses to wrap a module without gradients."""
+    if fabric.world_size > 1 and not any(p.requires_grad for p in net.parameters()):
+        return fabric.to_device(net)
+    return fabric.setup_module(sync_batchnorm(net, fabric))
 
 
 def sync_batchnorm(net: torch.nn.Module, fabric: Any) -> torch.nn.Module:

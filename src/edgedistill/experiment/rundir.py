@@ -283,3 +283,16 @@ def same_config(recipe: "Recipe") -> Callable[[Any], bool]:
         return _placed_anywhere(previous) == resolved
 
     return same
+
+
+def cache_folder(recipe: "Recipe") -> Path:
+    """The model cache's folder, made now: one that cannot exist (a file in the way, a name too long) is refused
+    naming cache_dir before the run directory is written, not after the run started."""
+    from edgedistill.paths import default_cache_dir
+
+    root = default_cache_dir(recipe.cache_dir)
+    try:
+        return make_dirs(root / "models")
+    except UserInputError as exc:
+        where = "cache_dir" if recipe.cache_dir is not None else "the model cache ($EDGEDISTILL_CACHE or ~/.cache/edgedistill)"
+        raise UserInputError(f"{where}: {exc}") from None

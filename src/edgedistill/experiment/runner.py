@@ -303,7 +303,7 @@ def run(
 
     def checked() -> str:  # (on rank 0 only, whose run directory it is; its refusal stops every rank)
         if not smoke:  # (a smoke run caches inside its run directory) the model cache must be a folder we can make
-            _cache_folder(recipe)
+            rundir.cache_folder(recipe)
         rundir.open_run_dir(run_dir, recipe_to_dict(recipe), rundir.same_config(recipe))  # refuse before writing anything
         return str(run_dir)
 
@@ -327,17 +327,6 @@ def run(
         if problem is None:
             raise
         raise problem from None
-
-
-def _cache_folder(recipe: Recipe) -> Path:
-    """The model cache's folder, made now: one that cannot exist (a file in the way, a name too long) is refused
-    naming cache_dir before the run directory is written, not after the run started."""
-    root = default_cache_dir(recipe.cache_dir)
-    try:
-        return make_dirs(root / "models")
-    except UserInputError as exc:
-        where = "cache_dir" if recipe.cache_dir is not None else "the model cache ($EDGEDISTILL_CACHE or ~/.cache/edgedistill)"
-        raise UserInputError(f"{where}: {exc}") from None
 
 
 def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
