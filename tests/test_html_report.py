@@ -28,7 +28,7 @@ def finished_run(tmp_path_factory) -> Path:
         from edgedistill.config import load_recipe
         from edgedistill.experiment.runner import plan, run
 
-        recipe = {**TINY_RECIPE, "cache_dir": str(run_dir.parent / "cache")}
+        recipe = {**TINY_RECIPE, "cache_dir": str(run_dir.parent / "cache"), "report": {"plots": True}}
         run(recipe, out=run_dir, progress=False)
         if not (run_dir / "report.html").is_file():  # a runner that does not yet write them at its end
             p = plan(load_recipe(recipe))
