@@ -118,10 +118,10 @@ def launch(cfg: EngineConfig) -> Any:
     return _FABRIC
 
 
-def decide(fn: Callable[[], T]) -> T:
+def decide(fn: Callable[[], T], fabric: Any = None) -> T:
     """``fn()`` computed by rank 0 and received by every rank (alone: just ``fn()``). A UserInputError raised by rank 0
     (any EdgeDistillError: a refusal, a damaged file) is raised on every rank, so all stop together."""
-    fabric = _FABRIC
+    fabric = fabric or _FABRIC  # (a Trainer's own Fabric, else this process's launched one)
     if fabric is None or fabric.world_size == 1:
         return fn()
     if fabric.is_global_zero:
@@ -218,6 +218,9 @@ def all_ranks(flag: bool, fabric: Any) -> bool:
 
 
 def _fsdp(net: Any) -> Optional[Any]:
+    """The FSDP module inside Fabric's wrapper, or None (no process group: nothing is sharded)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
     from torch.distributed.fsdp import FullyShardedDataParallel
 
     inner = getattr(net, "_forward_module", net)
@@ -229,14 +232,15 @@ def full_weights(net: Any, rank0_only: bool = True) -> Iterator[torch.nn.Module]
     """The module whose ``state_dict`` / ``load_state_dict`` are ``net``'s full weights: ``net`` itself, or under FSDP
     the sharded module in its full-state-dict mode (gathered to rank 0 on the CPU; ``rank0_only=False`` to load on every
     rank; Fabric's wrapper would read the local shards). Under FSDP a collective call: every rank must make it."""
-    inner = _fsdp(net) if _FABRIC is not None else None
+    inner = _fsdp(net)
     if inner is None:
         yield net
         return
     from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    offload = _FABRIC.device.type != "cpu"  # (on CPU, offloading the gathered weights to the CPU crashes torch 2.13)
+    # (on CPU, offloading the gathered weights to the CPU crashes torch 2.13)
+    offload = any(p.device.type != "cpu" for p in inner.parameters())
     with FSDP.state_dict_type(inner, StateDictType.FULL_STATE_DICT,
                               FullStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only),
                               FullOptimStateDictConfig(offload_to_cpu=offload, rank0_only=rank0_only)):
@@ -251,8 +255,6 @@ def weights_of(net: Any) -> dict[str, torch.Tensor]:
 
 def _sharded(nets: dict[str, Any], name: str) -> Optional[Any]:
     """The FSDP module optimizer ``name`` steps: the network of that name, or the one network FSDP allows."""
-    if _FABRIC is None:
-        return None
     net = nets[name] if name in nets else (next(iter(nets.values())) if len(nets) == 1 else None)
     return _fsdp(net) if net is not None else None
 
@@ -292,7 +294,7 @@ def load_optimizer_state(nets: dict[str, Any], name: str, opt: Any, state: dict[
 
 
 def clip_gradients(net: Any, max_norm: float) -> None:
-    inner = _fsdp(net) if _FABRIC is not None else None
+    inner = _fsdp(net)
     if inner is not None:
         inner.clip_grad_norm_(max_norm)  # the norm over every rank's shard
     else:

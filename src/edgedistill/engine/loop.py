@@ -176,7 +176,7 @@ class Trainer:
         self._swa = WeightAverage(cfg.epochs) if stage.swa else None
         # Rank 0 reads the checkpoint and every rank resumes from it (other machines have their own disks).
         state = dist.decide(lambda: _resume_state(ckdir, stage.label, list(method.networks), list(optimizers),
-                                                  ("swa",) if stage.swa else ()))
+                                                  ("swa",) if stage.swa else ()), fabric)
         if state is not None:
             for name, net in method.networks.items():
                 with dist.full_weights(net, rank0_only=False) as module:
@@ -241,7 +241,7 @@ class Trainer:
                 self._diverged(stage, {"parameters": torch.tensor(float("nan"))}, epoch, (epoch + 1) * steps_per_epoch, ckdir)
             val = evaluate(method.deliverable(), splits.val, info, device)
             others = {name: evaluate(net, splits.val, info, device) for name, net in method.evaluated().items()}
-            val, others = dist.decide(lambda: (val, others))  # (every rank evaluated alike: rank 0's numbers decide)
+            val, others = dist.decide(lambda: (val, others), fabric)  # (every rank evaluated alike: rank 0's numbers decide)
             score = selection_score(val)
             improved = best_score is None or score > best_score
             if improved:
@@ -307,9 +307,10 @@ class Trainer:
 
     def _finish(self, method: Method, splits: DataSplits, stage: Stage, best_epoch: int) -> dict[str, Any]:
         last_val, last_test, last_others = self._scores(method, splits)
-        best = dist.decide(lambda: ckpt.load(stage.directory / "checkpoints" / "best.pt", hint=_retrain_hint(stage.directory)))
+        best = dist.decide(lambda: ckpt.load(stage.directory / "checkpoints" / "best.pt", hint=_retrain_hint(stage.directory)),
+                           self.fabric)
         weights = self._weights(method)
-        last_weights = dist.decide(lambda: weights)  # (FSDP gathers them to rank 0)
+        last_weights = dist.decide(lambda: weights, self.fabric)  # (FSDP gathers them to rank 0)
         for name, net in method.networks.items():
             with dist.full_weights(net, rank0_only=False) as module:
                 module.load_state_dict(best["networks"][name])
