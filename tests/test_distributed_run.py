@@ -116,3 +116,27 @@ def test_killed_two_process_run_resumes_on_two_or_on_one(tmp_path):
                 assert x.keys() == y.keys()
                 for k in x:
                     assert x[k]["mean"] == pytest.approx(y[k]["mean"], rel=1e-4, abs=1e-4), k
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
+def test_torchrun_launch_and_a_refusal_after_the_launch_stops_every_rank(tmp_path):
+    """torchrun starts both ranks (Fabric detects it and starts nothing). Then the same --out with another config is
+    refused by rank 0 after the other rank was started: every rank exits 2, none waits for ever."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    env = {k: v for k, v in os.environ.items() if k != TEST_KILL_AFTER_EPOCH}
+    env.update(OMP_NUM_THREADS="1", EDGEDISTILL_CACHE=str(tmp_path / "cache"))
+    exe = str(Path(sys.executable).with_name("edgedistill"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", exe]
+    done = subprocess.run([*torchrun, "run", str(recipe), "--out", str(tmp_path / "a"), "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "a" / "summary.json").is_file()
+    assert len(list((tmp_path / "cache" / "models").glob("*/key.json"))) == 1  # the teacher, trained once (rank 0)
+
+    again = subprocess.run([exe, "run", str(recipe), "--out", str(tmp_path / "a"), "--no-progress", "train.epochs=4"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2, again.stderr[-3000:]
+    assert "--out" in again.stderr or "config" in again.stderr, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
