@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv
+.PHONY: demo test test-slow bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv gpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch is installed first and pinned: anything that depends on torch installed before it pulls a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet torch==2.13.0 -e ".[test,deploy,postgres]"
+	$(BIN)/pip install --quiet torch==2.13.0 -e ".[test,deploy,postgres,tensorboard,mlflow]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -73,6 +73,10 @@ bench-mapped: $(STAMP)
 # edgedistill tune (budget: 10 measured KD runs) vs KD at defaults and quality.md's best fixed method; QUICK=1: a fifth of the epochs.
 bench-tune: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tune.py $(if $(QUICK),--quick)
+
+# On a machine with a CUDA GPU: the GPU tests and timings (benchmarks/results/gpu.md); DRY=1 runs the CPU path.
+gpu: $(STAMP)
+	bash benchmarks/gpu.sh $(if $(DRY),--dry-run)
 
 # teacher.select best / last / swa with recipes/kd.yaml on ArrowHead and PickupGesture (~5 min).
 bench-select: $(STAMP)

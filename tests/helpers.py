@@ -35,6 +35,7 @@ TINY_RECIPE = {
     "train": {"epochs": 2, "batch_size": 16},
     "seeds": [0, 1],
     "engine": {"progress": False},
+    "report": {"plots": False},  # (drawing the plots costs ~2 s a run; tests/test_plots*.py and test_html_report*.py ask for them)
 }
 
 

@@ -24,7 +24,10 @@ def find_recipe(name: Optional[str]) -> Path:
 def _fail(exc: EdgeDistillError) -> None:
     from edgedistill.experiment.rundir import redact
 
-    typer.echo(f"error: {redact(one_line(exc))}", err=True)  # (a --storage URL's password never reaches the screen)
+    from edgedistill.engine.distributed import is_rank_zero
+
+    if is_rank_zero():  # (ranks 1..N-1 of a multi-device run fail alike: rank 0 says it once)
+        typer.echo(f"error: {redact(one_line(exc))}", err=True)  # (a --storage URL's password never reaches the screen)
     raise typer.Exit(exc.exit_code)
 
 
@@ -67,7 +70,10 @@ def run(
         _environment(exc)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # the runner has printed how to resume
-    _print_summary(summary)
+    from edgedistill.engine.distributed import is_rank_zero
+
+    if is_rank_zero():  # ranks 1..N-1 of a multi-device run: rank 0 prints
+        _print_summary(summary)
 
 
 def _print_summary(summary: dict) -> None:
@@ -309,6 +315,7 @@ from edgedistill.cli_data import data_app  # noqa: E402 - its own module; regist
 
 app.add_typer(data_app, name="data")
 import edgedistill.cli_tune  # noqa: E402,F401 - registers the tune command (docs/tune.md)
+import edgedistill.cli_report  # noqa: E402,F401 - registers the report command (docs/report.md)
 
 topo_app = typer.Typer(no_args_is_help=True, help="Topological views: persistence images and PI-Net (docs/topology.md).")
 app.add_typer(topo_app, name="topo")

@@ -265,7 +265,8 @@ class ReportConfig(_Strict):
     # size / MACs / latency to report.md ("Deployment profile"); needs the deploy extra, skipped in smoke runs.
     profile: bool = False
     # At the end of a run, draw its plots (learning curves, reliability, confusion, paired seed differences) as PNG
-    # under plots/ and write report.html beside report.md (`edgedistill report` redraws them on demand).
+    # under plots/ and write report.html beside report.md (`edgedistill report` redraws them on demand); a smoke run
+    # writes only plots/reliability.json.
     plots: bool = True
     # Classical baselines trained beside the networks (rows of the report, with size and latency): does a network
     # pay off at all? minirocket / multirocket (aeon) and forest (a random forest on window features).

@@ -29,6 +29,7 @@ from edgedistill.engine import distributed as dist
 from edgedistill.engine.devices import check_accelerator
 from edgedistill.engine.distributed import make_fabric, to_device
 from edgedistill.engine.evaluate import evaluate, evaluate_val_test
+from edgedistill.engine.loggers import StageLog
 from edgedistill.engine.swa import WeightAverage, networks_reading_x
 from edgedistill.errors import TrainingDiverged, UserInputError
 from edgedistill.io import append_line, make_dirs, remove_stale_temp, write_json, write_text
@@ -148,6 +149,7 @@ class Trainer:
         self.fabric = fabric or make_fabric(engine)
         self.progress = progress or StageProgress(enabled=False)
         self.deterministic = engine.deterministic
+        self.loggers = list(engine.loggers)
         self._swa: Optional[WeightAverage] = None  # the running weight average of the stage being fitted
 
     def fit(self, method: Method, splits: DataSplits, stage: Stage) -> dict[str, Any]:
@@ -199,6 +201,7 @@ class Trainer:
             for name in list(optimizers):
                 optimizers[name] = fabric.setup_optimizers(optimizers[name])
         method.setup(splits.train, device, val=splits.val)
+        log = StageLog.open(self.loggers, stage, fabric, method)  # engine.loggers (rank 0 only)
 
         train = splits.train
         steps_per_epoch = train.num_batches(cfg.batch_size, drop_last=True)
@@ -263,12 +266,15 @@ class Trainer:
                 self._swa.update(method.networks, epoch + 1)
             if zero:
                 append_line(log_path, json.dumps(record))
+                log.epoch(record)
             self._save_last(method, optimizers, ckdir, epoch + 1, best_score, best_epoch)
             _test_kill_after(epoch + 1)
             self.progress.note(_brief(val, best_epoch))
             if stage.on_epoch is not None:
                 stage.on_epoch(epoch + 1, val)
-        return self._finish(method, splits, stage, best_epoch)
+        summary = self._finish(method, splits, stage, best_epoch)
+        log.end(summary)
+        return summary
 
     # ----------------------------------------------------------------------------------------------
     @staticmethod

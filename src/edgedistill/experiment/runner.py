@@ -22,7 +22,8 @@ from edgedistill.engine import devices, distributed as dist
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.errors import UserInputError
-from edgedistill.experiment import report, run_summary
+from edgedistill.engine.loggers import require as require_loggers
+from edgedistill.experiment import html_report, report, run_summary
 from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
 from edgedistill.experiment import rundir
@@ -75,6 +76,7 @@ def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Pla
     from edgedistill.experiment.topology import prepare_with_pis
 
     check_precision(recipe)
+    require_loggers(recipe.engine.loggers)
     the_fold = None if fold is None else fold_of(recipe.eval, fold)
     # Teachers given by their outputs: those join the data as views before the split (so they follow every row).
     splits = prepare_with_pis(recipe.data, seed=recipe.data.split.seed, add_views=outputs_views(recipe, smoke),
@@ -392,6 +394,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                   f"afterwards: edgedistill profile {run_dir})", file=sys.stderr)
         else:
             deploy_profile(run_dir, smoke)
+    html_report.write_run_artifacts(run_dir, recipe, p.splits, runner.trainer.fabric.device, smoke=smoke)
     return dist.decide(lambda: summary)
 
 
