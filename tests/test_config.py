@@ -29,7 +29,7 @@ def test_valid_recipe_and_extras():
         (["train.optimizer=lbfgs"], "train.optimizer"),
         (["seeds=[]"], "seeds"),
         (["data.path=x.npz"], "exactly one of data.name"),
-        (["engine.devices=2"], "multi-device training is not supported yet"),
+        (["engine.strategy=deepspeed"], "engine.strategy: Input should be 'auto', 'ddp' or 'fsdp'"),
     ],
 )
 def test_bad_keys_name_the_path(override, message):

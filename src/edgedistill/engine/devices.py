@@ -66,6 +66,14 @@ def check_engine(cfg: EngineConfig) -> None:
             f"command on every machine with torchrun --nnodes {cfg.num_nodes} or srun (docs/scale.md), or use 1")
 
 
+def check_one_process(cfg: EngineConfig, command: str) -> None:
+    """Sweep and tune trials are runs of one process each (``--jobs`` runs several side by side): refused before
+    anything is written, also when the sweep or tune is started from Python or under torchrun."""
+    if world_size(cfg) > 1:
+        raise UserInputError(f"engine.devices: {command}'s trials run one process each; use engine.devices=1 "
+                             "(and --jobs for trials side by side)")
+
+
 def check_run(recipe: Recipe, *, jobs: int, on_epoch: Any, folded: bool) -> None:
     """What a run on several devices cannot be combined with, refused before anything is written."""
     cfg = recipe.engine

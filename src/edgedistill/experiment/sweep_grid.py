@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgedistill.config import load_recipe
+from edgedistill.engine.devices import check_one_process
 from edgedistill.recipe_paths import resolve_recipe_paths, safe_name
 from edgedistill.errors import short_repr
 from edgedistill.yaml_io import apply_overrides, read_yaml
@@ -128,6 +129,7 @@ def _check(spec: dict[str, Any], overrides: dict[str, Any], smoke: bool) -> str:
     from edgedistill.experiment.runner import plan
 
     recipe = load_recipe(spec["base"], overrides)
+    check_one_process(recipe.engine, "edgedistill sweep")
     if smoke:
         from edgedistill.experiment.smoke import smoke_recipe
 
