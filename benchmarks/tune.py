@@ -66,7 +66,8 @@ def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[
     t0 = time.time()
     kd = edgedistill.run(base, out=folder / "kd_defaults", progress=False)
     start = time.time()  # one more full KD run of one seed, teacher and student alone cached: what a trial costs at most
-    edgedistill.run({**base, "seeds": [seeds[0]], "baseline": False}, out=folder / f"kd_cost_{int(start)}", progress=False)
+    edgedistill.run({**base, "seeds": [seeds[0]], "baseline": False, "report": {"plots": False}}, out=folder / f"kd_cost_{int(start)}",
+                    progress=False)  # (training only: the plots a run draws at its end are not part of a trial's cost)
     per_run = time.time() - start
     budget = budget_runs * per_run
     print(f"[{dataset}] one full KD run: {per_run:.1f} s -> tune budget {budget:.0f} s", flush=True)

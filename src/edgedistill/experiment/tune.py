@@ -27,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from edgedistill.engine.devices import check_one_process
 from edgedistill.errors import UserInputError
 from edgedistill.experiment import tune_report
 from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, resume_command, usable_folder
@@ -39,6 +40,9 @@ from edgedistill.experiment.tune_space import Space, build_space, estimate_trial
 from edgedistill.io import read_json_record, write_json
 
 MAX_FAILURES_IN_A_ROW = 3
+#: A trial's run reports only its numbers: no deployment profile, classical baselines or plots (~2 s a run; the
+#: winner's retraining over the seeds draws them).
+TRIAL_REPORT = {"report.profile": False, "report.classical": [], "report.plots": False}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -113,7 +117,7 @@ class Tuner:
             trial.set_user_attr(k, v)
         self.heartbeat.beat(trial._trial_id)
         self.heartbeat.ids.add(trial._trial_id)
-        extra = {"seeds": [self.seed], "report.profile": False, "report.classical": []}
+        extra = {"seeds": [self.seed], **TRIAL_REPORT}
         where = ", ".join(f"{k}={_short(v)}" for k, v in values.items())
         job = {"recipe": self.base, "overrides": {**overrides, **extra}, "run_dir": str(run_dir), "smoke": self.smoke,
                "threads": self.threads, "metric": self.space.metric, "study": self.study_name, "storage": self.url,
@@ -193,7 +197,7 @@ def _rechecker(tuner: Tuner, base: dict[str, Any], smoke: bool) -> Callable[[Any
     def run_again(trial: Any, seed: int, out: Path) -> dict[str, Any]:
         from edgedistill.experiment.runner import run
 
-        overrides = {**trial.user_attrs["choice"], "seeds": [seed], "report.profile": False, "report.classical": []}
+        overrides = {**trial.user_attrs["choice"], "seeds": [seed], **TRIAL_REPORT}
         summary = run(base, overrides, out=out, smoke=smoke, progress=tuner.progress, command=tuner.resume_command())
         return {"value": _extract(summary, tuner.space.metric)["val"]["mean"],
                 "tiebreak": tune_select.tiebreak(summary, tuner.space.metric)}
@@ -256,7 +260,9 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
 
     start = time.time()
     base, name = read_recipe(recipe, overrides)
-    seeds = load_recipe(base).seeds  # (validates the recipe before anything else)
+    checked = load_recipe(base)  # (validates the recipe before anything else)
+    check_one_process(checked.engine, "edgedistill tune")
+    seeds = checked.seeds
     command = redact(command or f"edgedistill tune {recipe if not isinstance(recipe, dict) else '<dict>'} --budget {budget:.0f}s")
     tune_dir = output_folder(out, "tunes", name, smoke)
     # Trials run the recipe as given; a smoke tune runs the smoke recipe with one model cache for all its trials.
