@@ -77,6 +77,9 @@ def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[
     kd_per = [s["acc"] for s in kd_row["per_seed_test"]]
     out: dict[str, Any] = {"dataset": dataset, "seeds": seeds, "div": div, "kd_run_s": per_run, "budget_s": budget, "budget_runs": budget_runs,
                            "searched_s": tuned["searched_s"], "trials": len(tuned["trials"]),
+                           # every trial as the tune's report lists it: what the search saw on validation, and its cost
+                           "trial_rows": [{k: r.get(k) for k in ("trial", "state", "method", "params", "val", "recheck", "seconds")}
+                                          for r in tuned["trials"]],
                            "states": {s: sum(r["state"] == s for r in tuned["trials"]) for s in ("complete", "pruned", "stopped", "failed")},
                            "winner": tuned["winner"], "kd": kd_row["metrics"]["acc"], "kd_per_seed": kd_per,
                            "alone": next(r for r in kd["rows"] if r["role"] == "student alone")["metrics"]["acc"],
