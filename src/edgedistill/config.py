@@ -29,7 +29,7 @@ from edgedistill.yaml_io import apply_overrides, read_yaml
 __all__ = [
     "MAX_BATCH", "MAX_EPOCHS", "MAX_LR", "MAX_RUNS", "MAX_SEED", "MAX_TERMS", "MAX_THREADS", "MAX_WEIGHT", "OUTPUTS_VIEW",
     "AugmentConfig", "AugmentStep", "CsvColumns", "DataConfig", "EngineConfig", "EvalConfig", "MethodConfig", "ModelConfig",
-    "Recipe", "RecipePath", "ReportConfig", "SplitConfig", "TeacherConfig", "TermConfig", "TopologyConfig",
+    "Recipe", "RecipePath", "ReportConfig", "SplitConfig", "StageConfig", "TeacherConfig", "TermConfig", "TopologyConfig",
     "TrainConfig", "WindowConfig", "load_recipe", "recipe_to_dict", "resolve_recipe_paths", "safe_name",
 ]
 
@@ -188,11 +188,37 @@ class TeacherConfig(ModelConfig):
         return Path(str(self.load or self.outputs)).name
 
 
+class StageConfig(_Strict):
+    """A stage of staged training (docs/stages.md): its terms, what it trains (default: what its terms train), its
+    epochs (the last stage's default: train.epochs minus the others'), its lr (default train.lr)."""
+
+    name: str = Field(max_length=60)
+    terms: list[TermConfig] = Field(min_length=1, max_length=MAX_TERMS)
+    train: Optional[list[str]] = Field(None, min_length=1, max_length=MAX_TERMS + 1)
+    epochs: Optional[int] = Field(None, ge=1, le=MAX_EPOCHS)
+    lr: Optional[float] = Field(None, gt=0, le=MAX_LR)
+    _folder = field_validator("name")(lambda v: safe_name(v))  # each stage but the last trains in a folder so named
+
+
 class MethodConfig(_Strict):
     name: str = Field("offline", max_length=100)
     terms: list[TermConfig] = Field(default_factory=list, max_length=MAX_TERMS)
     params: dict[str, Any] = Field(default_factory=dict)
+    stages: list[StageConfig] = Field(default_factory=list, max_length=20)
     _params_finite = field_validator("params")(_check_free)
+
+    @model_validator(mode="after")
+    def _stages(self) -> "MethodConfig":
+        names = [s.name for s in self.stages]
+        if self.stages and (self.terms or self.name != "offline" or len(set(names)) != len(names)):
+            raise ValueError(f"stages: staged training is for method 'offline', each stage with its own terms (no "
+                             f"method.terms) and its own name; got method '{self.name}', stages {names}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _no_empty_stages(self, handler: Any) -> dict[str, Any]:  # a recipe without stages hashes as it did before
+        out = handler(self)
+        return out if out.get("stages") else {k: v for k, v in out.items() if k != "stages"}
 
 
 class EngineConfig(_Strict):

@@ -18,7 +18,7 @@ import torch
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict
 from edgedistill.data.dataset import DataSplits
-from edgedistill.engine import devices, distributed as dist
+from edgedistill.engine import devices, distributed as dist, staged
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
 from edgedistill.errors import UserInputError
@@ -241,7 +241,7 @@ class Runner:
         method = distilled_method(self.p, seed, teachers)
         seed_everything(seed)
         stage = Stage(f"{self.r.method.name} seed {seed}", stage_dir, seed, self.r.train, self.p.augmenter, on_epoch=self.on_epoch)
-        return self.trainer.fit(method, self.p.splits, stage)
+        return staged.fit(self.trainer, method, self.p.splits, stage)  # (a method with stages: one fit per stage)
 
 
 def distilled_method(p: Plan, seed: int, teachers: list[TeacherNet]) -> Method:

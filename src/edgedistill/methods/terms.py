@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from edgedistill.config import TermConfig
+from edgedistill.config import StageConfig, TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Method, Step
@@ -68,6 +68,9 @@ class BoundTerm:
     key: str = ""  # the term's recipe path, for errors: "method.terms[2]"
     module_class: Optional[type] = None  # a loss with trainable parts, built once shapes are known
     config: Optional[TermConfig] = None  # the recipe's term: its schedule (start_epoch, warmup_epochs, ramp)
+    call_params: dict[str, Any] = field(default_factory=dict)  # a module's forward hyperparameters (FT's objective)
+    network: str = ""  # a module's entry in the method's networks ("loss_<label>")
+    share: Optional[str] = None  # staged training: terms of different stages with one share key use one module
 
     @property
     def needs_teacher(self) -> bool:
@@ -83,7 +86,7 @@ class BoundTerm:
             r: tensors[feature_key(FEATURE_ROLES[r][0], self.taps[r])] if r in self.taps else tensors[r]
             for r in self.roles
         }
-        extra = {} if self.module_class is not None else self.params
+        extra = self.call_params if self.module_class is not None else self.params
         weight = self.weight if factor == 1.0 else self.weight * factor
         return weight * self.fn(**args, **extra)  # type: ignore[misc]
 
@@ -91,7 +94,7 @@ class BoundTerm:
         sched = {}
         if self.config is not None and self.config.scheduled:
             sched = {k: getattr(self.config, k) for k in ("start_epoch", "warmup_epochs", "ramp")}
-        return {"loss": self.label, "weight": self.weight, **self.params, **sched}
+        return {"loss": self.label, "weight": self.weight, **self.params, **self.call_params, **sched}
 
 
 def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") -> list[BoundTerm]:
@@ -119,6 +122,11 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
             for r in reads:
                 taps[r] = str(specs[net]) if specs[net] is not None else FEATURE_ROLES[r][2]
         hyper_fn = entry.obj.__init__ if is_module else entry.obj
+        # A module's forward may take hyperparameters too (what it computes, per term): set at each call.
+        forward_keys = set(inspect.signature(call).parameters) - set(ROLES) if is_module else set()
+        call_params = {k: params.pop(k) for k in list(params) if k in forward_keys}
+        if call_params:
+            signature_params(call, skip=ROLES).parse(call_params, where, what=f"loss '{term.loss}'")
         # The loss's signature is its parameter declaration: typed hyperparameters, checked like method params.
         signature_params(hyper_fn, skip=ROLES + MODULE_ARGS).parse(params, where, what=f"loss '{term.loss}'")
         count = seen.get(term.loss, 0)
@@ -126,7 +134,7 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
         label = term.loss if count == 0 else f"{term.loss}_{count + 1}"
         fn = None if is_module else entry.obj
         module_class = entry.obj if is_module else None
-        bound.append(BoundTerm(label, fn, float(term.weight), roles, params, taps, where, module_class, term))
+        bound.append(BoundTerm(label, fn, float(term.weight), roles, params, taps, where, module_class, term, call_params))
     return bound
 
 
@@ -245,28 +253,39 @@ class TermsMethod(Method):
     virtual_teacher: bool = False
 
     def __init__(self, student: nn.Module, info: DataInfo, teachers: Teachers, terms: Sequence[TermConfig],
-                 train: Optional[TensorData] = None, **params: Any) -> None:
+                 train: Optional[TensorData] = None, stages: Sequence[StageConfig] = (), **params: Any) -> None:
         super().__init__(student, info, **params)
-        self.terms = bind_terms(list(terms) or [t.model_copy() for t in self.default_terms], info.task)
+        from edgedistill.methods.stages import bind_stages, enter_stage, resolve_trained
+
+        # Staged training (methods/stages.py): every stage's terms are bound, tapped and built now; the current
+        # stage's are ``self.terms`` (the last stage's until the engine's staged fit enters each in turn).
+        self.stages = bind_stages(stages, info.task)
+        self.frozen_modules: list[nn.Module] = []  # put in eval mode each step: what the current stage leaves alone
+        self.terms = self.stages[-1].terms if self.stages else bind_terms(
+            list(terms) or [t.model_copy() for t in self.default_terms], info.task)
+        every = [t for s in self.stages for t in s.terms] or self.terms
         self.teachers = teachers
         self.teacher = teachers[-1].model if len(teachers) else None
-        needy = next((t for t in self.terms if t.needs_teacher), None)
+        needy = next((t for t in every if t.needs_teacher), None)
         if needy is not None and self.teacher is None and not self.virtual_teacher:
             raise UserInputError(f"method.terms: loss '{needy.label}' needs a teacher but the recipe has no 'teacher' section")
-        self._student_taps = feature_taps(student, self.terms, "student")
-        self._teacher_taps = feature_taps(self.teacher, self.terms, "teacher") if self.teacher is not None else None
+        self._student_taps = feature_taps(student, every, "student")
+        self._teacher_taps = feature_taps(self.teacher, every, "teacher") if self.teacher is not None else None
         if self._teacher_taps is not None and type(self).teacher_logits is not TermsMethod.teacher_logits:
-            term = next(t for t in self.terms if any(FEATURE_ROLES[r][0] == "teacher" for r in t.taps))
+            term = next(t for t in every if any(FEATURE_ROLES[r][0] == "teacher" for r in t.taps))
             raise UserInputError(f"{term.key}: loss '{term.label}' reads teacher features, but method "
                                  f"'{self.method_name()}' builds its soft target from {len(teachers)} teachers; "
                                  "use logit losses")
         # Teacher features are read by hooks during a forward pass, so the teacher runs every step then.
         # (A regime without a teacher network, a virtual teacher, declares no cache_teacher.)
         self.cache_teacher = bool(getattr(self.params, "cache_teacher", False)) and self._teacher_taps is None
-        if any(t.module_class is not None for t in self.terms):
-            self._build_loss_modules(train)
+        if any(t.module_class is not None for t in every):
+            self._build_loss_modules(train, every)
+        if self.stages:
+            resolve_trained(self)
+            enter_stage(self, len(self.stages) - 1)
 
-    def _build_loss_modules(self, train: Optional[TensorData]) -> None:
+    def _build_loss_modules(self, train: Optional[TensorData], terms: list[BoundTerm]) -> None:
         """Losses with trainable parts (adapters, embedding heads, memory banks) are built from the shapes of
         what they read, found by one forward pass on zeros; they train and checkpoint with the student."""
         views = self.info.views
@@ -278,8 +297,12 @@ class TermsMethod(Method):
             "n_data": self.info.sizes.get("train", len(train) if train is not None else 0),
             "train_labels": train.y if train is not None and self.info.task == "classification" else None,
         }
-        for term in self.terms:
+        shared: dict[str, BoundTerm] = {}
+        for term in terms:
             if term.module_class is None:
+                continue
+            if term.share is not None and term.share in shared:  # the same loss, settings and taps in a later stage
+                term.fn, term.network = shared[term.share].fn, shared[term.share].network
                 continue
             filled.update(student_shape=_per_sample_shape(term, "student", tensors),
                           teacher_shape=_per_sample_shape(term, "teacher", tensors))
@@ -289,7 +312,11 @@ class TermsMethod(Method):
                 term.fn = term.module_class(**given, **term.params)
             except (TypeError, ValueError) as exc:
                 raise UserInputError(f"{term.key}: cannot build loss '{term.label}': {exc}") from None
-            self.networks[f"loss_{term.label}"] = term.fn
+            term.network = f"loss_{term.label}"
+            while term.network in self.networks:  # (staged: one label, other settings in another stage)
+                term.network += "_"
+            self.networks[term.network] = term.fn
+            shared.update({term.share: term} if term.share is not None else {})
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         if not len(self.teachers):
@@ -337,8 +364,12 @@ class TermsMethod(Method):
         return temps.pop() if temps else 1.0
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        for module in self.frozen_modules:  # (the engine put every network in training mode)
+            module.eval()
         tensors = self._tensors(batch, step)
         return {term.label: term(tensors, step) for term in self.terms}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "terms": [t.describe() for t in self.terms], "teacher_cached": self.teachers.cached}
+        staged = {"stages": [s.describe() for s in self.stages]} if self.stages else {}
+        return {**super().describe(), "terms": [t.describe() for t in self.terms], **staged,
+                "teacher_cached": self.teachers.cached}
