@@ -1,7 +1,9 @@
-"""Augmentations (issue 5): generic properties of every registered one (shape, dtype, device, determinism, no
-NaN, no in-place change, labels), the wearable study's §8.3 properties, MIX-KD's §4.3/§4.5/§4.8 (two
-permutations, the pair example, PMU's with-replacement clean fraction), the typed parameters (one Params model
-per augmentation, validated when the recipe's pipeline is built) and the errors."""
+"""Augmentations (issue 5): generic properties of every registered one (shape, dtype, device, determinism, no NaN, no
+in-place change, labels), the properties of the wearable study's augmentations (Jeon et al., IEEE IoT-J 2022, arXiv
+2201.00111), MIX-KD's mixing as its official code does it (Choi et al., WACV 2023, arXiv 2211.03946,
+https://github.com/hchoi71/MIX-KD: two permutations, the pair example and PMU's with-replacement clean fraction of
+tests/reference/ref_asu.py section 4), the typed parameters (one Params model per augmentation, validated when the
+recipe's pipeline is built) and the errors."""
 import inspect
 import math
 import re
@@ -137,7 +139,7 @@ def test_same_result_on_the_gpu(name):
         torch.testing.assert_close(gpu.cpu(), ENTRIES[name].obj(x, gen(3)))
 
 
-# -- the wearable study's augmentations (§8.3) ----------------------------------------------------------------------
+# -- the wearable study's augmentations (Jeon et al., arXiv 2201.00111) --------------------------------------------
 @FAST
 @given(n=st.integers(1, 4), length=st.integers(1, 30), fraction=st.floats(0, 1), seed=st.integers(0, 2**31))
 def test_removal_zeroes_exactly_round_fraction_L_contiguous_samples_in_every_channel(n, length, fraction, seed):
@@ -289,7 +291,7 @@ def test_cutout_square_is_size_squared_when_it_fits():
     assert zeros.max() == 16 and (zeros == 16).float().mean() > 0.4
 
 
-# -- mixing (MIX-KD §4.3, §4.5, §4.7, §4.8) -------------------------------------------------------------------------
+# -- mixing (MIX-KD, https://github.com/hchoi71/MIX-KD; values of tests/reference/ref_asu.py section 4) -----------
 def test_spec_4_8_pair_example():
     x, y = torch.tensor([[1.0, 2.0], [3.0, -1.0]]), torch.eye(3)[[0, 2]]
     xm, ym = mix_pairs(x, y, torch.tensor([0.25, 0.25]), torch.tensor([0, 1]), torch.tensor([1, 0]))
@@ -317,7 +319,7 @@ def test_pmu_with_replacement_clean_fraction_is_one_minus_one_minus_1_over_B_to_
     b, part, trials = 64, 0.9, 400
     k = int(b * part)
     p = 1 - (1 - 1 / b) ** k
-    assert abs(p - 0.5925) < 5e-5  # the spec's number (§4.5)
+    assert abs(p - 0.5925) < 5e-5  # tests/reference/ref_asu.py section 4, PMU B=64
     g = gen(0)
     frac = torch.stack([clean_mask(b, part, True, g) for _ in range(trials)]).float().mean().item()
     # The B clean indicators of one batch are negatively associated (balls into bins), so the variance of their

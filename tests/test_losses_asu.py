@@ -1,5 +1,6 @@
-"""Golden values from ../shared/methods/reference/ref_asu_output.txt (and CAMKD_weights from ref_others_output.txt),
-built from the same inputs as the reference scripts, plus property tests."""
+"""Golden values from tests/reference/ref_asu.py (printed in ref_asu_output.txt) and CAMKD_weights from
+tests/reference/ref_others.py section 5 (printed in ref_others_output.txt), built from the same inputs as the
+reference scripts, plus property tests."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ FM = torch.tensor([[3.0, 4, 0], [0, 1, 1], [2, 0, 2], [1, 1, 1]], dtype=D)
 FS9 = torch.tensor([[1.0, 2], [0, 1], [1, 0]], dtype=D)
 FT9 = torch.tensor([[1.0, 0, 1], [2, 1, 0], [0, 0, 1]], dtype=D)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=D)
-ZTA = torch.stack([ZT, ZT.flip(1), ZT * 0.5])  # ref_others.py: ZT, ZT[:, ::-1], ZT * 0.5
+ZTA = torch.stack([ZT, ZT.flip(1), ZT * 0.5])  # tests/reference/ref_others.py: ZT, ZT[:, ::-1], ZT * 0.5
 Y3 = torch.tensor([1, 2, 0])
 
 

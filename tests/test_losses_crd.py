@@ -1,4 +1,5 @@
-"""CRD: golden values from ../shared/methods/reference/ref_others_output.txt (section 9) and module behaviour."""
+"""CRD: golden values from tests/reference/ref_others.py section 9 (printed in ref_others_output.txt), which follows
+the official code (https://github.com/HobbitLong/RepDistiller, crd/), and module behaviour."""
 import copy
 import math
 

@@ -1,5 +1,6 @@
-"""Feature losses (fitnet, at, sp, gram): golden values from ../shared/methods/reference/ref_others_output.txt
-and ref_asu_output.txt (inputs rebuilt exactly as the reference scripts build them) and property tests."""
+"""Feature losses (fitnet, at, sp, gram): golden values from tests/reference/ref_others.py (printed in
+ref_others_output.txt) and tests/reference/ref_asu.py (printed in ref_asu_output.txt), inputs rebuilt exactly as
+the reference scripts build them, and property tests."""
 import math
 
 import numpy as np
@@ -27,7 +28,8 @@ def grid(shape, a=0.37, b=0.0):
     return torch.sin(torch.arange(n, dtype=torch.float64) * a + b).reshape(shape)
 
 
-# Printed goldens (6 decimals) and, in brackets, the same values printed with full precision from ref_others.py.
+# Printed goldens (6 decimals) and the same values at full precision: repr(out[name]) of
+# runpy.run_path("tests/reference/ref_others.py") (see tests/reference/README.md).
 @pytest.mark.parametrize(
     "value, printed, full",
     [
@@ -149,7 +151,7 @@ def test_gram_and_fitnet_properties(dims):
     s, t = _maps(*dims, ct=dims[1])
     assert float(gram(t, t)) == 0.0 and float(fitnet(t, t)) == 0.0
     assert float(gram(s, t)) >= 0
-    # G = F F^T is unchanged by a common orthogonal rotation of the position axis (the spec's property)
+    # G = F F^T is unchanged by a common orthogonal rotation of the position axis (Peng Liu, arXiv 2112.11447)
     q, _ = torch.linalg.qr(torch.randn(s.shape[2], s.shape[2], dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
     assert float(gram(s @ q, t @ q)) == pytest.approx(float(gram(s, t)), rel=1e-9, abs=1e-9)
     assert float(gram(s, t, normalize=True)) == pytest.approx(float(gram(s, t)) / s.shape[2] ** 2, rel=1e-9, abs=1e-12)

@@ -1,4 +1,5 @@
-"""RKD, PKT and MMD: golden values from ../shared/methods/reference/ref_others_output.txt and property tests."""
+"""RKD, PKT and MMD: golden values from tests/reference/ref_others.py (printed in ref_others_output.txt) and
+property tests."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Golden values from ../shared/methods/reference/ref_others_output.txt and property tests."""
+"""Golden values from tests/reference/ref_others.py (printed in ref_others_output.txt) and property tests."""
 import math
 
 import pytest

@@ -1,6 +1,6 @@
-"""DKD, DIST, MIX-KD standardised KD and balanced KD: golden values from shared/methods/reference/
-(ref_others_output.txt, ref_asu_output.txt sections 4 and 8, inputs built as in ref_others.py / ref_asu.py)
-and property tests."""
+"""DKD, DIST, MIX-KD standardised KD and balanced KD: golden values from tests/reference/ref_others.py
+(ref_others_output.txt) and tests/reference/ref_asu.py sections 4 and 8 (ref_asu_output.txt), inputs built as in
+those scripts, and property tests."""
 import math
 from pathlib import Path
 
@@ -29,7 +29,7 @@ D = torch.float64
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=D)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=D)
 Y = torch.tensor([1, 2, 0])
-# ref_asu.py section 4 (MIX-KD) and section 8 (BD-KD building blocks)
+# tests/reference/ref_asu.py section 4 (MIX-KD) and section 8 (BD-KD building blocks)
 LS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]], dtype=D)
 LT = torch.tensor([[3.0, 1.0, -2.0], [0.0, 2.0, 1.0]], dtype=D)
 PS8 = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=D)

@@ -1,5 +1,6 @@
-"""amal: the spec's meta-gradient vector, finite differences on a BatchNorm network, the zero-meta-gradient
-property, running statistics untouched by the look-ahead, weights learned and checkpointed, errors, one run."""
+"""amal: the reference meta-gradient vector (tests/reference/ref_others.py section 7), finite differences on a
+BatchNorm network, the zero-meta-gradient property, running statistics untouched by the look-ahead, weights learned
+and checkpointed, errors, one run."""
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from edgedistill.methods.amal import AdaptiveMixing, meta_gradient, mixed_loss, 
 from edgedistill.methods.base import Step
 from tests.helpers import tiny_net, toy_splits
 
-# Spec others.md §7 test vector (linear softmax model, float64).
+# tests/reference/ref_others.py section 7 (AMAL, arXiv 2202.03250): linear softmax model, float64.
 XTR = torch.tensor([[1.0, 0.5, -0.2], [0.3, -1.0, 0.8]], dtype=torch.float64)
 YTR = torch.tensor([0, 2])
 TTR = torch.tensor([[1.0, 0.2, -0.5], [-0.3, 0.1, 0.9]], dtype=torch.float64)
@@ -85,7 +86,7 @@ def test_finite_differences_on_a_batchnorm_network_and_running_stats_untouched()
 
 
 def test_meta_gradient_is_zero_where_kd_and_ce_gradients_agree():
-    """Spec unit test 2: a teacher that is the one-hot label at T = 1 makes T² KL_i = CE_i, so ∂/∂λ_i = 0."""
+    """A teacher that is the one-hot label at T = 1 makes T² KL_i = CE_i, so ∂/∂λ_i = 0."""
     net = linear_w0()
     onehot_logits = torch.full((2, 3), -1e4, dtype=torch.float64).scatter(1, YTR[:, None], 0.0)
     ce_i, kd_i = per_sample_losses(net(XTR), YTR, onehot_logits, 1.0)

@@ -1,7 +1,7 @@
-"""Online BD-KD (method 'bdkd'): the per-sample KL vectors of asu-group.md §9.4 (ref_asu_output.txt section 8),
-the spec's properties (zero KL when the networks agree; w^r = 0 is standard online KD = DML), the shared
-divergence our weight rule implies, gradients reaching each network from its own loss only, an end-to-end run
-reporting both networks, and the errors."""
+"""Online BD-KD (method 'bdkd', Amara et al., arXiv 2212.12965): the per-sample KL vectors of
+tests/reference/ref_asu.py section 8 (printed in ref_asu_output.txt), its properties (zero KL when the networks
+agree; w^r = 0 is standard online KD = DML), the shared divergence our weight rule implies, gradients reaching each
+network from its own loss only, an end-to-end run reporting both networks, and the errors."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from edgedistill.models import build_model
 from tests.helpers import tiny_net, toy_splits
 
 D = torch.float64
-# ref_asu.py section 8 (T = 1): p_S = softmax(PS8), p_T = softmax(PT8), per sample
+# tests/reference/ref_asu.py section 8 (T = 1): p_S = softmax(PS8), p_T = softmax(PT8), per sample
 PS8 = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=D)
 PT8 = torch.tensor([[1.0, 1.0, 0.0], [3.0, 0.0, 0.0]], dtype=D)
 FKL8, RKL8 = [0.3775499622, 0.7320183278], [0.3029291011, 0.9963106678]  # KL(pT||pS), KL(pS||pT)

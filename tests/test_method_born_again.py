@@ -23,7 +23,7 @@ RECIPE = {
     "engine": {"progress": False},
 }
 
-# Spec others.md §0.3 shared inputs and §17.2 test vector.
+# tests/reference/ref_others.py: the shared inputs ZS, ZT and the section 17 value BAN_softCE.
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
 
@@ -80,7 +80,7 @@ def test_ban_soft_cross_entropy_is_kd_at_t1_plus_a_constant_with_the_same_gradie
     zs = ZS.clone().requires_grad_(True)
     p_t = torch.softmax(ZT, 1)
     soft_ce = -(p_t * torch.log_softmax(zs, 1)).sum(1).mean()
-    assert soft_ce.item() == pytest.approx(1.182683, abs=1e-6)  # spec §17.2
+    assert soft_ce.item() == pytest.approx(1.182683, abs=1e-6)  # BAN_softCE
     entropy = -(p_t * p_t.log()).sum(1).mean()
     ours = kd(zs, ZT, temperature=1.0)
     assert (ours + entropy).item() == pytest.approx(soft_ce.item(), abs=1e-12)

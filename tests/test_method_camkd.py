@@ -1,5 +1,6 @@
-"""camkd: golden CA-MKD vectors (shared/methods/others.md section 5, cross-checked there against the official
-code), the resize/embed/teacher-head path, gradients, the first-epoch skip, and the errors."""
+"""camkd: golden CA-MKD vectors (Zhang, Chen, Wang, ICASSP 2022, arXiv 2201.00007; tests/reference/ref_others.py
+section 5, which follows the official code https://github.com/Rorozhl/CA-MKD), the resize/embed/teacher-head path,
+gradients, the first-epoch skip, and the errors."""
 import json
 
 import pytest

@@ -1,5 +1,6 @@
-"""CES-KD: the spec's per-sample selection vector, reduction to single-teacher KD, strata and curriculum
-rules, the expert each sample gets in the regime, and the errors (shared/methods/others.md section 4)."""
+"""CES-KD (Amara et al., arXiv 2209.07606): the per-sample selection vector of tests/reference/ref_others.py
+section 4, reduction to single-teacher KD, strata and curriculum rules, the expert each sample gets in the regime,
+and the errors."""
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from helpers import tiny_net, toy_splits
 
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
-ZTA = torch.stack([ZT, ZT.flip(1), ZT * 0.5])  # ref_others.py: the three experts
+ZTA = torch.stack([ZT, ZT.flip(1), ZT * 0.5])  # tests/reference/ref_others.py: the three experts
 KD_TERMS = [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 4}]
 
 

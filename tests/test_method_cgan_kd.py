@@ -1,6 +1,7 @@
-"""cgan_kd: the spec's golden vectors (Softplus density-ratio loss, acceptance probabilities, filter cutoff and
-mask), the density-ratio loss's minimiser, the conditional generator/discriminator shapes, and the method's
-pipeline for classification and regression (teacher frozen, labels from the teacher, loss terms, resume)."""
+"""cgan_kd: the golden vectors of tests/reference/ref_others.py section 8 (Softplus density-ratio loss, acceptance
+probabilities, filter cutoff and mask), the density-ratio loss's minimiser, the conditional generator/discriminator
+shapes, and the method's pipeline for classification and regression (teacher frozen, labels from the teacher, loss
+terms, resume)."""
 import math
 
 import pytest
@@ -27,7 +28,7 @@ SMALL = dict(gan_steps=30, dre_steps=20, n_fake=60, burn_in=64, gan_width=8, noi
              feature_tap="5")  # "5": tiny_net's Flatten, the embedding before its head
 
 
-# -- spec §8 test vectors ---------------------------------------------------------------------------------
+# -- test vectors of tests/reference/ref_others.py section 8 ---------------------------------------------
 def test_spec_vector_softplus_density_ratio_loss():
     r_real = torch.tensor([1.2, 0.8, 1.5, 0.9], dtype=torch.float64)
     r_fake = torch.tensor([0.3, 1.1, 0.6, 2.0], dtype=torch.float64)

@@ -1,5 +1,6 @@
-"""Data-free KD (dfad, cudfkd): the spec's test vectors and unit tests, the BatchNorm hooks, the curricula, which
-network each step trains, the never-reads-the-data guarantee, recipe errors and an end-to-end run."""
+"""Data-free KD (dfad, cudfkd): the test vectors of tests/reference/ref_others.py section 12, unit tests of the
+losses, the BatchNorm hooks, the curricula, which network each step trains, the never-reads-the-data guarantee,
+recipe errors and an end-to-end run."""
 import copy
 import json
 import math
@@ -18,7 +19,7 @@ from edgedistill.methods.base import Step
 from edgedistill.methods.data_free import DFAD, BatchNormStatistics, CuDFKD
 from tests.helpers import tiny_net, toy_splits
 
-# Spec others.md §0.3 shared inputs and §12 test vectors.
+# tests/reference/ref_others.py: the shared inputs ZS, ZT and the section 12 test vectors.
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
 STEP = Step(0, 0, 4, 2)

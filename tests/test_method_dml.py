@@ -1,5 +1,6 @@
-"""Deep Mutual Learning (method 'dml'): the golden value of others.md §17.1 (ref_others_output.txt
-DML_loss_net1), the per-peer losses and gradients, the simultaneous update, an end-to-end run, and the errors."""
+"""Deep Mutual Learning (method 'dml', Zhang et al., CVPR 2018, arXiv 1706.00384): the golden value of
+tests/reference/ref_others.py section 17 (DML_loss_net1 in ref_others_output.txt), the per-peer losses and gradients,
+the simultaneous update, an end-to-end run, and the errors."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ def kl_by_hand(p_logits: torch.Tensor, q_logits: torch.Tensor, t: float = 1.0) -
 
 def test_golden_net1_loss_with_peer_zt():
     terms = terms_of(fixed_method(ZS, ZT))
-    # others.md §17.1: CE(ZS, Y) + KL(softmax(ZT) || softmax(ZS)) = 0.692852
+    # ref_others.py section 17, DML_loss_net1: CE(ZS, Y) + KL(softmax(ZT) || softmax(ZS)) = 0.692852
     assert float(terms["ce_student"] + terms["kl_student"]) == pytest.approx(0.692852, abs=1e-6)
 
 

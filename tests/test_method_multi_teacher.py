@@ -1,5 +1,6 @@
-"""multi_teacher: the averaged-teachers target (golden TA-ensemble vectors of shared/methods/others.md section 3),
-its properties, the method on toy data (gradients, cache, ensemble row) and its errors."""
+"""multi_teacher: the averaged-teachers target (golden TA-ensemble vectors of tests/reference/ref_others.py section
+3; Ganta, Das Gupta, Sheng, arXiv 2206.12005), its properties, the method on toy data (gradients, cache, ensemble
+row) and its errors."""
 import json
 
 import pytest
@@ -22,7 +23,7 @@ W = torch.tensor([0.5, 0.3, 0.2], dtype=D)
 
 
 def test_golden_prob_and_logit_space_targets():
-    # others.md section 3 (reference/ref_others.py): WTA_KD_T4_prob_avg and WTA_KD_T4_logit_avg.
+    # tests/reference/ref_others.py section 3: WTA_KD_T4_prob_avg and WTA_KD_T4_logit_avg.
     probs = kd_to_distribution(ZS, ensemble_target(ZTA, 4.0, "probs", W), 4.0)
     logits = kd_to_distribution(ZS, ensemble_target(ZTA, 4.0, "logits", W), 4.0)
     assert abs(probs.item() - 0.314327) < 1e-6

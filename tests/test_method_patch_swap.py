@@ -1,6 +1,7 @@
-"""patch_swap: the augmentation (spec asu-group.md §5.4-5.5 properties and reference computation, 1-D and
-2-D), the same-class partner draw, the hypothesised ICPS loss (§5.3, §5.5 numbers), the method's step and
-errors, and end-to-end runs on series and images."""
+"""patch_swap (Choi, Jeon, Shukla, Turaga, arXiv 2505.14124): the augmentation (its properties and the reference
+computation of tests/reference/ref_asu.py section 10, 1-D and 2-D), the same-class partner draw, the hypothesised
+ICPS loss (the numbers of the same section), the method's step and errors, and end-to-end runs on series and
+images."""
 import json
 
 import pytest

@@ -1,5 +1,5 @@
-"""roskd: the spec's prototype vectors (shared/methods/others.md section 6: KD with teacher ZTA[1], one EMA step),
-the per-step teacher draw, the EMA copy as the deliverable, and the errors."""
+"""roskd: the prototype vectors of tests/reference/ref_others.py section 6 (RoS-KD, arXiv 2210.08388: KD with
+teacher ZTA[1], one EMA step), the per-step teacher draw, the EMA copy as the deliverable, and the errors."""
 import json
 
 import pytest
@@ -36,7 +36,7 @@ def test_golden_ema_step_and_buffers_copied():
 
 
 def test_golden_kd_with_the_drawn_teacher():
-    # others.md section 6: KD with teacher ZTA[1] (columns reversed), T = 4.
+    # tests/reference/ref_others.py section 6: KD with teacher ZTA[1] (columns reversed), T = 4.
     assert abs(kd(ZS, ZT.flip(1), 4.0).item() - 1.327495) < 1e-6
     splits = toy_splits()
     teachers = _teachers()

@@ -1,5 +1,6 @@
-"""single_source: the spec's KL vector (no T²), crops drawn only from the one source, the training step never
-reading the loop's batch inputs or labels (NaN batch), determinism per step, image crops, errors, one run."""
+"""single_source: the KL vector of tests/reference/ref_others.py section 13 (no T²), crops drawn only from the one
+source, the training step never reading the loop's batch inputs or labels (NaN batch), determinism per step, image
+crops, errors, one run."""
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from edgedistill.methods.base import Step
 from edgedistill.methods.single_source import SingleSourceDistillation, crop_resize_1d, crop_resize_2d, kl_no_t2
 from tests.helpers import tiny_net, toy_splits
 
-# Spec others.md §0.3 shared inputs; §13 test vector.
+# tests/reference/ref_others.py: the shared inputs ZS, ZT; the section 13 test vector.
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
 

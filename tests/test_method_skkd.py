@@ -1,5 +1,5 @@
 """skkd: the cross-view check, the default terms (CE + KD + similarity keeping on the pooled embeddings), the SK
-term through the method on the spec's vector (shared/methods/asu-group.md section 10.4), a frozen teacher on its
+term through the method on the vector of tests/reference/ref_asu.py sections 9 and 12, a frozen teacher on its
 own view, the clear errors, and one end-to-end run on synthetic data with channel views."""
 import json
 
@@ -19,7 +19,8 @@ from edgedistill.models import build_model
 from edgedistill.registry import METHODS
 
 D = torch.float64
-# asu-group.md section 10.4: F_S (B=3, 2 dims), F_T (B=3, 3 dims); L_SK = 0.0224171797 (cosine), 0.0754932783 (sp).
+# tests/reference/ref_asu.py sections 9 and 12: F_S (B=3, 2 dims), F_T (B=3, 3 dims);
+# L_SK = 0.0224171797 (cosine), 0.0754932783 (sp).
 FS = torch.tensor([[1.0, 2.0], [0.0, 1.0], [1.0, 0.0]], dtype=D)
 FT = torch.tensor([[1.0, 0.0, 1.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=D)
 
@@ -61,7 +62,7 @@ def test_registered():
 
 @pytest.mark.parametrize("form,expected", [("cosine", 0.0224171797), ("sp", 0.0754932783)])
 def test_sk_term_through_the_method_on_the_spec_vector(form, expected):
-    """With the CE and KD weights at 0 the method's loss is L_SK of the pooled embeddings: the spec's vector."""
+    """With the CE and KD weights at 0 the method's loss is L_SK of the pooled embeddings: the reference vector."""
     student, teacher = Rows(FS, channels=3), Rows(FT, channels=6)
     terms = default_terms(form=form, ce_weight=0.0, kd_weight=0.0, sk_weight=1.0)
     assert [t.loss for t in terms] == ["similarity_keeping"]

@@ -1,5 +1,6 @@
-"""Weighted TA ensemble: the spec's vector, reductions to single-TA KD, DE weights on the simplex and
-deterministic, the end-to-end regime, and the errors (shared/methods/others.md section 3)."""
+"""Weighted TA ensemble (Ganta, Das Gupta, Sheng, arXiv 2206.12005): the vector of tests/reference/ref_others.py
+section 3, reductions to single-TA KD, DE weights on the simplex and deterministic, the end-to-end regime, and
+the errors."""
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ from helpers import tiny_net, toy_splits
 
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
-ZTA = [ZT, ZT.flip(1), ZT * 0.5]  # ref_others.py: the three TAs
+ZTA = [ZT, ZT.flip(1), ZT * 0.5]  # tests/reference/ref_others.py: the three TAs
 W = [0.5, 0.3, 0.2]
 KD_TERMS = [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 4}]
 

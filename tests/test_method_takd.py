@@ -1,5 +1,6 @@
-"""TAKD: the loss against the spec's vector in both reductions, the chain check, and the student learning
-from the last link only (shared/methods/others.md section 2)."""
+"""TAKD (Mirzadeh et al., AAAI 2020, arXiv 1902.03393): the loss against the vector of
+tests/reference/ref_others.py section 2 in both reductions (the paper's and the official code's), the chain
+check, and the student learning from the last link only."""
 from dataclasses import replace
 
 import pytest
@@ -17,7 +18,7 @@ from edgedistill.registry import METHODS
 
 from helpers import tiny_net, toy_splits
 
-# shared/methods/reference/ref_others.py: ZS, ZT, Y
+# tests/reference/ref_others.py: ZS, ZT, Y
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 ZT = torch.tensor([[2.0, 1.0, 0.0, -0.5], [0.2, 0.1, 2.5, -1.0], [1.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
 Y = torch.tensor([1, 2, 0])
@@ -76,7 +77,7 @@ def test_spec_vector_batchmean_and_code_forms():
 
 
 def test_method_loss_is_the_paper_form_on_the_vector():
-    """The method's summed terms on the spec's logits (student and last link as lookups) give 0.365510."""
+    """The method's summed terms on the reference logits (student and last link as lookups) give 0.365510."""
     recipe = _recipe(CHAIN[:2])
     x = torch.arange(3, dtype=torch.float64).view(3, 1, 1)
     data = TensorData({"x": x}, Y)

@@ -1,5 +1,6 @@
-"""TASKED: gradient reversal, DANN ramp, subject MMD (spec vectors), Tf-KD_reg self-distillation, gradient
-routing to the subject classifier and the feature extractor, errors, and a short end-to-end run."""
+"""TASKED: gradient reversal, DANN ramp, subject MMD (vectors of tests/reference/ref_others.py section 11), Tf-KD_reg
+self-distillation, gradient routing to the subject classifier and the feature extractor, errors, and a short
+end-to-end run."""
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from edgedistill.methods.tfkd import TeacherFreeKD
 from edgedistill.models import build_model
 from tests.helpers import tiny_net, toy_splits
 
-# others.md §0.3 / reference/ref_others.py shared inputs.
+# tests/reference/ref_others.py shared inputs.
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 Y = torch.tensor([1, 2, 0])
 # Alignment off: the task CE and self-KD alone (alpha = 0.5).

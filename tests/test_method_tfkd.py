@@ -1,5 +1,5 @@
-"""tfkd (Tf-KD_reg): the virtual teacher, the spec's test vector, the label-smoothing equivalence at T = 1,
-errors, and one end-to-end run."""
+"""tfkd (Tf-KD_reg): the virtual teacher, the test vector of tests/reference/ref_others.py section 11, the
+label-smoothing equivalence at T = 1, errors, and one end-to-end run."""
 import json
 
 import pytest
@@ -13,7 +13,7 @@ from edgedistill.methods.base import Step
 from edgedistill.methods.tfkd import TeacherFreeKD, soften, virtual_teacher
 from tests.helpers import tiny_net, toy_splits
 
-# Spec others.md §0.3 shared inputs; §11 "Teacher-free KD" test vector.
+# tests/reference/ref_others.py: the shared inputs ZS, Y; the section 11 Tf-KD_reg test vector.
 ZS = torch.tensor([[1.0, 2.0, 0.5, -1.0], [0.0, -0.5, 1.5, 0.3], [2.0, 0.1, -0.3, 0.7]], dtype=torch.float64)
 Y = torch.tensor([1, 2, 0])
 

@@ -1,5 +1,6 @@
-"""topo_kd: the spec's test vectors (TDA-KD loss 6.3, TGD merged similarity map 6.4), the 6.7 properties, our
-orthogonality term's invariances, frozen teachers on their own views, gradients reaching only the student, the
+"""topo_kd: the test vectors of tests/reference/ref_asu.py sections 5 and 6 (the TDA-KD loss, official code
+https://github.com/jeunsom/TDA_KD; the TGD merged similarity map, https://github.com/jeunsom/TGD), their properties,
+our orthogonality term's invariances, frozen teachers on their own views, gradients reaching only the student, the
 scratch initialisation, clear errors, and an end-to-end run with a PI teacher on synthetic windows."""
 import copy
 import json
@@ -53,7 +54,7 @@ def test_alpha_one_merged_map_is_teacher_one_and_global_scale_does_not_matter():
     assert torch.allclose(merged_map([f1, f2], [1.0, 0.0]), similarity_map(f1))
     base = merged_similarity_loss(fs, [f1, f2], [0.7, 0.3])
     assert float(merged_similarity_loss(3 * fs, [f1, f2], [0.7, 0.3])) == pytest.approx(float(base))
-    # scaling one teacher against the other changes the merge (6.7.3)
+    # scaling one teacher against the other changes the merge
     assert float(merged_similarity_loss(fs, [5 * f1, f2], [0.7, 0.3])) != pytest.approx(float(base))
     o = orthogonality_loss(fs, [f1, f2], [0.7, 0.3], patches=2)
     assert float(orthogonality_loss(2.5 * fs, [f1, f2], [0.7, 0.3], patches=2)) == pytest.approx(float(o))

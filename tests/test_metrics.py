@@ -77,7 +77,7 @@ def test_selection_prefers_accuracy_then_nll():
 
 
 def test_ece_golden_value_from_the_reference():
-    # shared/methods/reference/ref_asu.py section 7: probabilities given directly, so logits = log P.
+    # tests/reference/ref_asu.py section 7: probabilities given directly, so logits = log P.
     p = torch.tensor([[0.91, 0.09], [0.62, 0.38], [0.57, 0.43], [0.18, 0.82], [0.29, 0.71], [0.97, 0.03]], dtype=torch.float64)
     y = torch.tensor([0, 1, 0, 1, 0, 0])
     assert ece(p.log(), y) == pytest.approx(0.3433333333333334, abs=1e-9)

@@ -1,5 +1,5 @@
-"""data/topology.py: sublevel diagrams of known signals (gudhi vs our union-find), the spec's PI test vector
-(asu-group.md 6.1, reference/ref_persistence_image.py), PI invariants, the disk cache (reuse, resume after an
+"""data/topology.py: sublevel diagrams of known signals (gudhi vs our union-find), the PI test vector
+(tests/reference/ref_persistence_image.py), PI invariants, the disk cache (reuse, resume after an
 interruption) and the "pi" view added by experiment.topology.prepare_with_pis (prepare_data refuses data.topology)."""
 import numpy as np
 import pytest
