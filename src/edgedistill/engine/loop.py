@@ -315,8 +315,8 @@ class Trainer:
         last_val, last_test, last_others = self._scores(method, splits)
         best = dist.decide(lambda: ckpt.load(stage.directory / "checkpoints" / "best.pt", hint=_retrain_hint(stage.directory)),
                            self.fabric)
-        weights = self._weights(method)
-        last_weights = dist.decide(lambda: weights, self.fabric)  # (FSDP gathers them to rank 0)
+        weights = {n: {k: v.clone() for k, v in w.items()} for n, w in self._weights(method).items()}  # (copies: on CPU
+        last_weights = dist.decide(lambda: weights, self.fabric)  # the live tensors, which best.pt overwrites; FSDP: on rank 0)
         for name, net in method.networks.items():
             with dist.full_weights(net, rank0_only=False) as module:
                 module.load_state_dict(best["networks"][name])
