@@ -14,6 +14,8 @@ docs/losses/ft.md and docs/losses/ab.md give the formulas, the official code's c
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,7 +88,8 @@ class FT(nn.Module):
         if tuple(t.shape[1:]) != want:
             raise UserInputError(f"ft: {name} has per-sample shape {tuple(t.shape[1:])} but this loss was built for {want}")
 
-    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, objective: str = "factor") -> torch.Tensor:
+    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
+                objective: Literal["factor", "reconstruction"] = "factor") -> torch.Tensor:
         if objective not in _OBJECTIVES:
             raise UserInputError(f"ft: objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
         self._check("teacher_feat", teacher_feat, self.teacher_shape)
@@ -120,7 +123,7 @@ def ab_loss(student_pre: torch.Tensor, teacher_feat: torch.Tensor, margin: float
 @LOSSES.register("ab")
 class AB(_Adapted):
     """Activation boundaries (Heo et al. 2019): squared hinge of a 1x1 connector of the student's map against the
-    side of zero each teacher neuron is on; ``margin`` m (official code: derived from BatchNorm statistics; ours: 1)."""
+    side of zero each teacher neuron is on; ``margin`` m (default 1, torchdistill's value)."""
 
     loss_name = "ab"
 
