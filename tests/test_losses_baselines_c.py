@@ -13,6 +13,7 @@ from edgedistill.losses.module_baselines import OFD, VID, gaussian_margin, margi
 from edgedistill.losses.reviewkd import ReviewKD, hcl, hcl_level_sizes
 from edgedistill.methods.base import Step
 from edgedistill.methods.offline import OfflineDistillation
+from edgedistill.methods.terms import bind_terms
 from edgedistill.models import build_model
 from edgedistill.registry import LOSSES
 from tests.helpers import toy_splits
@@ -247,3 +248,24 @@ def test_terms_build_from_the_networks_and_train_on_1d_maps(term):
     total = out["ce"] + out[label]
     total.backward()
     assert torch.isfinite(total) and all(p.grad is not None for p in module.parameters())
+
+
+def _tap_lists_supported() -> bool:
+    term = TermConfig(loss="reviewkd", student_tap=["stage1", "feat"], teacher_tap=["stage1", "feat"])
+    return isinstance(bind_terms([term], "classification")[0].taps.get("student_feat"), tuple)
+
+
+@pytest.mark.skipif(not _tap_lists_supported(), reason="the recipe term layer passes one tap per network so far "
+                                                       "(methods/terms.py: tap lists requested in issue 23)")
+def test_reviewkd_reviews_several_stages_named_by_a_list_of_taps():
+    splits = toy_splits()
+    s, t = build_model("cnn1d", 3, 3, (16,), width=4), build_model("fcn", 3, 3, (16,), width=0.25)
+    taps = ["stage1", "stage2", "feat", "emb"]
+    m = OfflineDistillation(s, splits.info, t, [TermConfig(loss="ce"), TermConfig(loss="reviewkd", student_tap=taps,
+                                                                                    teacher_tap=taps)])
+    module = m.networks["loss_reviewkd"]
+    assert len(module.abfs) == 4 and module.student_shapes == [(4, 16), (4, 16), (4, 16), (4,)]
+    assert module.teacher_shapes[-1] == (32,)  # fcn width 0.25: 32 channels in its last block, pooled
+    out = m.training_step(splits.train.batch(torch.arange(8)), Step(0, 0, 1, 1))
+    (out["ce"] + out["reviewkd"]).backward()
+    assert all(p.grad is not None for p in module.parameters())  # every ABF, the fusion gates included, trains
