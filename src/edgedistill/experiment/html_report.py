@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edgedistill.errors import EdgeDistillError, UserInputError
+from edgedistill.errors import EdgeDistillError, EnvironmentProblem, UserInputError
 from edgedistill.experiment import plots_curves, plots_eval, plots_reliability
 from edgedistill.experiment.plots_common import Plot, png_bytes, save_png
 from edgedistill.experiment.plots_sources import RELIABILITY, RunData, kind_of, load_run, load_sweep
@@ -95,6 +95,8 @@ def _save(drawn: Drawn, folder: Path, warn: Callable[[str], None]) -> None:
     for key, (_, data) in drawn.images.items():
         try:
             drawn.files[key] = save_png(data, folder / f"{key}.png")
+        except EnvironmentProblem:
+            raise  # a full or read-only disk: exit 4 like any write of the run, and the same command resumes
         except (OSError, EdgeDistillError) as exc:
             warn(f"{drawn.run.name}: {folder / f'{key}.png'} not written ({str(exc).splitlines()[0][:160]})")
 
@@ -167,8 +169,9 @@ def page(title: str, body: str) -> str:
 def write_run_artifacts(run_dir: Path, recipe: Any = None, splits: Any = None, device: Any = None,
                         smoke: bool = False) -> list[Path]:
     """At the end of a run: reliability bins (when the run's ``splits`` are given: evaluated once more), every plot as
-    ``plots/<name>.png``, and ``report.html``. Returns the files written. Never raises: this runs after the run
-    has finished, and a plot that cannot be drawn is a warning line. ``recipe.report.plots: false``: nothing.
+    ``plots/<name>.png``, and ``report.html``. Returns the files written. A plot that cannot be drawn is a warning
+    line, never a failed run (this runs after the run has finished); only the machine refusing a write (a full or
+    read-only disk) raises, as at any other write of the run: exit 4, and the same command resumes. ``recipe.report.plots: false``: nothing.
     ``smoke``: only the reliability bins (a tenth of a second); drawing six figures would add ~2 s to a run of ~8 s,
     so, like ``report.profile``, the plots are left to ``edgedistill report RUN`` and a line says so."""
     if recipe is not None and not getattr(recipe.report, "plots", True):
@@ -191,7 +194,9 @@ def write_run_artifacts(run_dir: Path, recipe: Any = None, splits: Any = None, d
         written += list(drawn.files.values())
         write_text(run_dir / "report.html", page(drawn.run.name, run_html(drawn, "")))
         written.append(run_dir / "report.html")
-    except Exception as exc:  # noqa: BLE001 - the run is done and its summary written: never fail it here
+    except OSError:
+        raise  # the machine refused a write (full, read-only): exit 4 like any other write of the run; a rerun resumes
+    except Exception as exc:  # noqa: BLE001 - the run is done and its summary written: a plot never fails it
         _warn(f"plots and report.html not written ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
     return written
 
@@ -225,6 +230,8 @@ def _sweep_html(sweep: dict[str, Any], trials: list[RunData], prefix: str, warn:
         try:
             save_png(data, sweep["path"] / "plots" / "pareto.png")
             md += ["### Accuracy vs size and latency", "", "![pareto](plots/pareto.png)", "", plot.caption, ""]
+        except EnvironmentProblem:
+            raise
         except (OSError, EdgeDistillError) as exc:
             warn(f"{sweep['name']}: plots/pareto.png not written ({str(exc).splitlines()[0][:160]})")
     parts.append(f'<section id="{prefix}pareto" data-section="pareto"><h3>Accuracy vs size and latency (every trial)</h3>{body}</section>')
@@ -316,6 +323,8 @@ def build_report(targets: list[Path], out: Optional[Path] = None, warn: Callable
             try:
                 save_png(data, spare / "pareto.png")
                 head_md = f"![{plot.title}]({os.path.relpath(spare / 'pareto.png', md_path.parent)})\n\n{plot.caption}\n"
+            except EnvironmentProblem:
+                raise
             except (OSError, EdgeDistillError) as exc:
                 warn(f"{spare / 'pareto.png'} not written ({str(exc).splitlines()[0][:160]})")
         head = f'<section id="comparison" data-section="comparison"><h2>Comparison</h2>{to_html(table)}{figure_html}</section>'
