@@ -29,7 +29,8 @@ test: $(STAMP)
 	$(BIN)/lint-imports --no-logo 2>&1 | tee .pytest-last.log; rc=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] || exit $$rc; \
 	$(BIN)/python -m pytest -m "not slow" --durations=25 2>&1 | tee -a .pytest-last.log; exit $${PIPESTATUS[0]}
 
-# Tests marked slow: the rocket baselines (aeon's numba compiles each rocket on an installation's first use, 1-2 min).
+# Tests marked slow: the rocket baselines (aeon's numba compiles each rocket on an installation's first use, 1-2 min),
+# the shipped study sweeps in smoke mode (30-90 s each) and the long multi-process runs (DDP/FSDP kill and resume).
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
