@@ -37,6 +37,7 @@ def test_seeds_in_two_workers_give_the_numbers_of_one_process(tmp_path, monkeypa
     assert again.exit_code == 0 and "started" not in again.output, again.output
 
 
+@pytest.mark.slow  # (25-65 s: a killed worker, then the whole run again; make test-slow)
 def test_a_worker_killed_mid_stage_is_named_with_its_seed_and_the_run_resumes(tmp_path, monkeypatch):
     from edgedistill.engine.loop import TEST_KILL_AFTER_EPOCH
 
