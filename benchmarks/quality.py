@@ -84,6 +84,8 @@ METHODS = {
     "dml": "dml", "bdkd": "bdkd", "born_again": "born_again", "tfkd": "tfkd", "patch_swap": "patch_swap",
     "pskd": "pskd", "skkd": "skkd", "tasked": "tasked", "amal": "amal", "topo_kd": "topo_kd",
     "single_source": "single_source", "cudfkd": "cudfkd", "dfad": "dfad", "cgan_kd": "cgan_kd",
+    # issue 23's baselines (losses of the offline regime, each with its shipped recipe)
+    "nst": "nst", "cc": "cc", "ickd": "ickd", "mlkd": "mlkd", "logit_std": "logit_std", "dist_plus": "dist_plus",
 }
 # Registered methods that are not a distillation regime to benchmark, with the reason (tests check that every
 # registered method is either in METHODS, through its shipped recipe, or here).
@@ -438,6 +440,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (one thread each), over datasets")
     ap.add_argument("--runs", type=Path, default=Path("runs/quality"))
+    ap.add_argument("--sizes", type=float, nargs="*", default=None,
+                    help="student widths for the accuracy-vs-size plot (x the protocol's); '--sizes 1' skips that plot")
     ap.add_argument("--render", type=Path, help="only rewrite the report from a results .json this script wrote")
     args = ap.parse_args()
     if args.render:  # same numbers, new layout: nothing is trained
@@ -452,6 +456,7 @@ def main() -> None:
         if m not in METHODS:
             raise SystemExit(f"--methods: unknown '{m}'; known: {', '.join(METHODS)}")
     seeds, div, sizes = (QUICK["seeds"], QUICK["div"], QUICK["sizes"]) if args.quick else (SEEDS, 1, SIZES)
+    sizes = sizes if args.sizes is None else args.sizes
     runs = args.runs / ("quick" if args.quick else "full")
     cache = runs / "cache"  # the benchmark trains its own teachers: a fresh --runs measures the whole cost
     os.environ["EDGEDISTILL_CACHE"] = str(cache.resolve())  # and computes its own persistence images (workers inherit)
@@ -470,6 +475,8 @@ def main() -> None:
         cmd += " --datasets " + " ".join(args.datasets)
     if args.methods != list(METHODS):
         cmd += " --methods " + " ".join(args.methods)
+    if args.sizes is not None:
+        cmd += " --sizes " + " ".join(f"{w:g}" for w in args.sizes)
     meta = {"command": cmd, "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "jobs": args.jobs,
             "torch": torch.__version__, "edgedistill": edgedistill.__version__, "python": platform.python_version(),
             "load_before": load_before, "load_after": os.getloadavg(), "minutes": round((time.time() - t0) / 60, 1),
