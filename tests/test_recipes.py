@@ -56,9 +56,16 @@ def test_recipe_smoke(path, tmp_path, monkeypatch):
     assert returned, f"method '{name}' never ran a training step"
     first = tmp_path / "run" / summary["folds"][0]["dir"] if summary.get("folds") else tmp_path / "run"  # a fold's run
     for seed in summary["seeds"]:
-        log = first / name / f"seed{seed}" / "metrics.jsonl"
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-        assert records, f"{log} is empty"
-        for record in records:
-            assert returned <= set(record["train"]), f"terms {sorted(returned - set(record['train']))} not logged in {log}"
-            assert all(math.isfinite(v) for v in record["train"].values()), record["train"]
+        folder = first / name / f"seed{seed}"
+        # A staged run (docs/stages.md) logs each stage but the last in stages/<name>/, with that stage's terms only.
+        logs = [folder / "metrics.jsonl", *sorted(folder.glob("stages/*/metrics.jsonl"))]
+        logged: set[str] = set()
+        for log in logs:
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+            assert records, f"{log} is empty"
+            for record in records:
+                if len(logs) == 1:
+                    assert returned <= set(record["train"]), f"terms {sorted(returned - set(record['train']))} not logged in {log}"
+                logged |= set(record["train"])
+                assert all(math.isfinite(v) for v in record["train"].values()), record["train"]
+        assert returned <= logged, f"terms {sorted(returned - logged)} not logged in any stage's metrics.jsonl under {folder}"

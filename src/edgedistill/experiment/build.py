@@ -58,6 +58,8 @@ def build_method(
         check_chains(recipe, teachers, splits)
         if cls.takes_terms and not cls.own_terms and recipe.method.terms:
             probe_terms(recipe.method.terms, splits, "method.terms")
+        for i, stage in enumerate(recipe.method.stages):  # (staged training, docs/stages.md: every stage's terms now)
+            probe_terms(stage.terms, splits, f"method.stages[{i}].terms")
     teacher = teachers[-1].model if teachers else None
     # method.params are validated by the regime's typed Params (key-named UserInputErrors); a TypeError from here on
     # is a bug in the regime, and is not dressed up as a recipe error.

@@ -28,9 +28,12 @@ def model_row(name: str, role: str, size: dict[str, Any], per_seed: list[dict], 
 
 
 def method_label(recipe: Recipe) -> str:
-    if METHODS.entry(recipe.method.name).meta.get("label_from_terms") and recipe.method.terms:
+    if not METHODS.entry(recipe.method.name).meta.get("label_from_terms"):
+        return recipe.method.name
+    if recipe.method.terms:
         return "+".join(t.loss for t in recipe.method.terms)
-    return recipe.method.name
+    staged = [t.loss for s in recipe.method.stages for t in s.terms]  # (docs/stages.md: e.g. "ab+ce+kd")
+    return "+".join(dict.fromkeys(staged)) if staged else recipe.method.name
 
 
 def _teacher_warnings(p: Any, trained: dict[str, dict[str, tuple[Any, dict]]]) -> list[str]:

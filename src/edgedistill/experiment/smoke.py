@@ -87,6 +87,10 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     if topology:  # PI teachers read the "pi" view: exact PIs of the synthetic windows (a PI-Net is for real shapes)
         d["data"]["topology"] = {**topology, "source": "exact", "pinet": None}
     d["train"].update(epochs=1, batch_size=min(d["train"]["batch_size"], 16))
+    if d["method"].get("stages"):  # staged training (docs/stages.md): one epoch a stage, every stage still runs
+        for stage in d["method"]["stages"]:
+            stage["epochs"] = 1
+        d["train"]["epochs"] = len(d["method"]["stages"])
     d["seeds"] = d["seeds"][:1]
     d["student"]["checkpoint"] = None  # user weights are for the real data's shapes
     if d.get("teacher"):

@@ -14,6 +14,7 @@ from edgedistill.losses.contrastive import CRD
 from edgedistill.losses.feature import FitNet, Gram, attention_transfer, fitnet, gram, similarity_preserving
 from edgedistill.losses.feature_baselines import ICKD, cc, fsp, ickd, kdsvd, nst
 from edgedistill.losses.logit_baselines import DistPlus, dist_plus, logit_std, mlkd
+from edgedistill.losses.staged_baselines import AB, FT, ab_loss, ft_factor_loss
 from edgedistill.losses.multiteacher import confidence_weights, correlation_orthogonality
 from edgedistill.losses.regression import mse, mse_to_teacher
 from edgedistill.losses.relation import mmd, pkt, rkd
@@ -38,4 +39,5 @@ __all__ = [
     "amd", "amc", "orthogonal_sphere", "similarity_keeping", "time_aware_kd",
     "confidence_weights", "correlation_orthogonality",
     "nst", "fsp", "cc", "kdsvd", "ickd", "ICKD", "mlkd", "logit_std", "dist_plus", "DistPlus",
+    "FT", "AB", "ft_factor_loss", "ab_loss",
 ]
