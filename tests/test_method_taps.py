@@ -135,3 +135,27 @@ def test_a_bad_loss_module_hyperparameter_names_the_term():
     s, t = build_model("cnn1d", 3, 3, (16,)), build_model("cnn1d", 3, 3, (16,))
     with pytest.raises(UserInputError, match=r"method.terms\[0\].scal: unknown parameter for loss 'test_adapter_mse'.*Did you mean 'scale'"):
         OfflineDistillation(s, splits.info, t, [TermConfig(loss="test_adapter_mse", scal=2.0)])
+
+
+
+
+def test_a_term_may_name_several_taps_and_the_loss_gets_their_maps_in_order():
+    """`student_tap: [stage1, feat]` gives the loss a list of maps (FSP, KD-SVD, ReviewKD); a bad name in the list
+    is refused before training, naming the term's key; an empty list too."""
+    splits = toy_splits()
+    info = splits.info
+    student, teacher = build_model("cnn1d", 3, 3, (16,), width=4), build_model("cnn1d", 3, 3, (16,), width=4)
+    terms = [TermConfig(loss="fsp", weight=1.0, student_tap=["stage1", "feat"], teacher_tap=["stage1", "feat"])]
+    method = OfflineDistillation(student, info, teacher, terms, train=splits.train)
+    method.setup(splits.train, torch.device("cpu"))
+    batch = {"x": splits.train.x[:8], "y": splits.train.y[:8], "index": torch.arange(8)}
+    out = method.training_step(batch, Step(epoch=0, step=0, epochs=1, steps_per_epoch=1))
+    assert out["fsp"].shape == () and torch.isfinite(out["fsp"])
+    out["fsp"].backward()
+    assert any(p.grad is not None for p in student.parameters())
+    bad = [TermConfig(loss="fsp", student_tap=["stage1", "nope"], teacher_tap=["stage1", "feat"])]
+    with pytest.raises(UserInputError, match=r"method.terms\[0\].student_tap: tap 'nope' does not exist"):
+        OfflineDistillation(student, info, teacher, bad, train=splits.train)
+    empty = [TermConfig(loss="fsp", student_tap=[], teacher_tap=["stage1", "feat"])]
+    with pytest.raises(UserInputError, match=r"method.terms\[0\].student_tap: a list of taps must hold at least one"):
+        OfflineDistillation(student, info, teacher, empty, train=splits.train)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import torch
 from pydantic import Field
@@ -64,7 +64,9 @@ class BoundTerm:
     weight: float
     roles: tuple[str, ...]
     params: dict[str, Any]  # hyperparameters: call arguments of a function, constructor arguments of a module
-    taps: dict[str, str]  # feature role -> tap spec, e.g. {"student_feat": "blocks.2"}
+    # feature role -> tap spec, e.g. {"student_feat": "blocks.2"}; a tuple when the term names several taps of one
+    # network (``student_tap: [stage1, feat]``, FSP/KD-SVD/ReviewKD): the loss then gets the list of their maps.
+    taps: dict[str, Union[str, tuple[str, ...]]]
     key: str = ""  # the term's recipe path, for errors: "method.terms[2]"
     module_class: Optional[type] = None  # a loss with trainable parts, built once shapes are known
     config: Optional[TermConfig] = None  # the recipe's term: its schedule (start_epoch, warmup_epochs, ramp)
@@ -82,10 +84,7 @@ class BoundTerm:
         factor = self.config.factor(step.epoch) if self.config is not None and step is not None else 1.0
         if factor == 0.0:
             return next(iter(tensors.values())).new_zeros(())
-        args = {
-            r: tensors[feature_key(FEATURE_ROLES[r][0], self.taps[r])] if r in self.taps else tensors[r]
-            for r in self.roles
-        }
+        args = {r: _tapped(tensors, r, self.taps[r]) if r in self.taps else tensors[r] for r in self.roles}
         extra = self.call_params if self.module_class is not None else self.params
         weight = self.weight if factor == 1.0 else self.weight * factor
         return weight * self.fn(**args, **extra)  # type: ignore[misc]
@@ -95,6 +94,22 @@ class BoundTerm:
         if self.config is not None and self.config.scheduled:
             sched = {k: getattr(self.config, k) for k in ("start_epoch", "warmup_epochs", "ramp")}
         return {"loss": self.label, "weight": self.weight, **self.params, **self.call_params, **sched}
+
+
+def _tap_spec(spec: Any, where: str) -> Union[str, tuple[str, ...]]:
+    """A term's tap: one name/path, or a non-empty list of them (the loss gets the list of maps, in that order)."""
+    if isinstance(spec, (list, tuple)):
+        if not spec or not all(isinstance(s, str) and s for s in spec):
+            raise UserInputError(f"{where}: a list of taps must hold at least one tap name or module path, got {spec!r}")
+        return tuple(spec)
+    return str(spec)
+
+
+def _tapped(tensors: dict[str, torch.Tensor], role: str, spec: Union[str, tuple[str, ...]]) -> Any:
+    network = FEATURE_ROLES[role][0]
+    if isinstance(spec, tuple):
+        return [tensors[feature_key(network, s)] for s in spec]
+    return tensors[feature_key(network, spec)]
 
 
 def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") -> list[BoundTerm]:
@@ -120,7 +135,7 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
             if specs[net] is not None and not reads:
                 raise UserInputError(f"{where}.{tap_key}: loss '{term.loss}' reads no {net} features, so it takes no {tap_key}")
             for r in reads:
-                taps[r] = str(specs[net]) if specs[net] is not None else FEATURE_ROLES[r][2]
+                taps[r] = _tap_spec(specs[net], f"{where}.{tap_key}") if specs[net] is not None else FEATURE_ROLES[r][2]
         hyper_fn = entry.obj.__init__ if is_module else entry.obj
         # A module's forward may take hyperparameters too (what it computes, per term): set at each call.
         forward_keys = set(inspect.signature(call).parameters) - set(ROLES) if is_module else set()
@@ -207,14 +222,15 @@ def feature_taps(model: nn.Module, terms: list[BoundTerm], network: str) -> Opti
     specs: dict[str, str] = {}
     defaults = getattr(model, "default_taps", {})
     for term in terms:
-        for role, spec in term.taps.items():
-            if FEATURE_ROLES[role][0] != network or spec in specs:
-                continue
-            try:
-                specs[spec] = defaults.get(spec, spec)
-                FeatureTaps(model, {spec: specs[spec]})  # resolves now: a bad path fails before training
-            except UserInputError as exc:
-                raise UserInputError(f"{term.key}.{TAP_KEYS[network]}: {exc}") from None
+        for role, given in term.taps.items():
+            for spec in (given if isinstance(given, tuple) else (given,)):
+                if FEATURE_ROLES[role][0] != network or spec in specs:
+                    continue
+                try:
+                    specs[spec] = defaults.get(spec, spec)
+                    FeatureTaps(model, {spec: specs[spec]})  # resolves now: a bad path fails before training
+                except UserInputError as exc:
+                    raise UserInputError(f"{term.key}.{TAP_KEYS[network]}: {exc}") from None
     return FeatureTaps(model, specs) if specs else None
 
 
@@ -226,7 +242,10 @@ def _per_sample_shape(term: BoundTerm, network: str, tensors: dict[str, torch.Te
     """Shape (without batch) of the first tensor of ``network`` the term reads: feature, embedding or logits."""
     for role in (f"{network}_feat", f"{network}_emb", f"{network}_logits"):
         if role in term.roles:
-            name = feature_key(network, term.taps[role]) if role in term.taps else role
+            spec = term.taps.get(role)
+            if isinstance(spec, tuple):  # several taps: the shape of each, for a module built on a list of maps
+                return tuple(tuple(tensors[feature_key(network, s)].shape[1:]) for s in spec)  # type: ignore[return-value]
+            name = feature_key(network, spec) if spec is not None else role
             return tuple(tensors[name].shape[1:])
     return ()
 
