@@ -20,8 +20,7 @@ validation split); the reported number is the last epoch's test accuracy (RepDis
 over epochs, which selects on the test set); the images are normalised per channel before the crop, so the 4 padded
 pixels are the channel mean (torchvision pads black pixels before normalising); the teacher is trained here, not
 downloaded. ReviewKD's official code trains with batch 128, lr 0.1 and pre-ReLU teacher features; here it gets the
-protocol above and our zoo's stage outputs (after their ReLU). While the recipe term layer passes one tap per network,
-ReviewKD runs in its one-tap form on ``feat`` (printed as such): the multi-stage form needs tap lists in terms.
+protocol above and our zoo's stage outputs (after their ReLU), its four stages named as a list of taps per network.
 
 Published top-1 test accuracy (%, CIFAR-100). RepDistiller README "Benchmark Results on CIFAR-100" (CRD paper
 Table 1; teacher, student and every method but the last three rows):
@@ -108,16 +107,6 @@ PUBLISHED: dict[str, dict[str, Optional[float]]] = {
 }
 
 
-def tap_lists_supported() -> bool:
-    """Whether the recipe term layer passes a list of taps to one loss (else ReviewKD runs on one tap per side)."""
-    import edgedistill.losses.reviewkd  # noqa: F401 - registers 'reviewkd' until losses/__init__ imports it
-    from edgedistill.config import TermConfig
-    from edgedistill.methods.terms import bind_terms
-
-    term = bind_terms([TermConfig(loss="reviewkd", student_tap=REVIEW_TAPS, teacher_tap=REVIEW_TAPS)], "classification")[0]
-    return isinstance(term.taps.get("student_feat"), (list, tuple))
-
-
 # ---- recipes -------------------------------------------------------------------------------------------
 def data_section(folder: Path, val: float) -> dict[str, Any]:
     return {"name": "cifar100", "root": str(folder), "params": {"labels": "fine"}, "split": {"val": val},
@@ -182,7 +171,7 @@ def run(folder: Path, out: Path, students: list[str], methods: list[str], seeds:
 
     train = dict(TRAIN, epochs=1) if smoke else TRAIN
     val = 0.25 if smoke else VAL
-    review_taps = REVIEW_TAPS if tap_lists_supported() else "feat"
+    review_taps = REVIEW_TAPS
     results: dict[str, Any] = {"protocol": {"train": train, "augment": AUGMENT, "val": val, "seeds": seeds,
                                             "smoke": smoke, "reviewkd_taps": review_taps}, "pairs": {}}
     for student in students:

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import edgedistill.losses.module_baselines  # noqa: F401 - registers vid/ofd (until losses/__init__ imports them)
-import edgedistill.losses.reviewkd  # noqa: F401 - registers reviewkd
 from edgedistill.config import TermConfig, load_recipe
 from edgedistill.data.archives.cifar import load_100
 from edgedistill.errors import UserInputError
@@ -57,8 +55,7 @@ def test_the_protocol_is_repdistillers():
 @pytest.mark.parametrize("student", list(bench.PAIRS))
 @pytest.mark.parametrize("method", bench.METHODS)
 def test_every_method_recipe_validates_and_its_terms_bind(tmp_path, student, method):
-    taps = "feat" if method == "reviewkd" and not bench.tap_lists_supported() else bench.REVIEW_TAPS
-    r = bench.method_recipe(student, method, tmp_path / "t.pt", tmp_path, bench.VAL, bench.TRAIN, [0], "cpu", taps,
+    r = bench.method_recipe(student, method, tmp_path / "t.pt", tmp_path, bench.VAL, bench.TRAIN, [0], "cpu", bench.REVIEW_TAPS,
                             tmp_path / "cache")
     recipe = load_recipe(r)
     bound = bind_terms([TermConfig(**t) for t in r["method"]["terms"]], "classification")

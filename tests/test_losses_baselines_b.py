@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-import edgedistill.losses.staged_baselines  # noqa: F401 - registers ft and ab (until losses/__init__ imports it)
 from edgedistill.config import TermConfig
 from edgedistill.errors import UserInputError
 from edgedistill.losses.staged_baselines import AB, FT, ab_loss, ft_factor_loss

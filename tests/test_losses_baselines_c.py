@@ -5,15 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-import edgedistill.losses.module_baselines  # noqa: F401 - registers vid and ofd (until losses/__init__ imports it)
-import edgedistill.losses.reviewkd  # noqa: F401 - registers reviewkd
 from edgedistill.config import TermConfig
 from edgedistill.errors import UserInputError
 from edgedistill.losses.module_baselines import OFD, VID, gaussian_margin, margin_from_bn, ofd, vid_nll
 from edgedistill.losses.reviewkd import ReviewKD, hcl, hcl_level_sizes
 from edgedistill.methods.base import Step
 from edgedistill.methods.offline import OfflineDistillation
-from edgedistill.methods.terms import bind_terms
 from edgedistill.models import build_model
 from edgedistill.registry import LOSSES
 from tests.helpers import toy_splits
@@ -250,13 +247,6 @@ def test_terms_build_from_the_networks_and_train_on_1d_maps(term):
     assert torch.isfinite(total) and all(p.grad is not None for p in module.parameters())
 
 
-def _tap_lists_supported() -> bool:
-    term = TermConfig(loss="reviewkd", student_tap=["stage1", "feat"], teacher_tap=["stage1", "feat"])
-    return isinstance(bind_terms([term], "classification")[0].taps.get("student_feat"), tuple)
-
-
-@pytest.mark.skipif(not _tap_lists_supported(), reason="the recipe term layer passes one tap per network so far "
-                                                       "(methods/terms.py: tap lists requested in issue 23)")
 def test_reviewkd_reviews_several_stages_named_by_a_list_of_taps():
     splits = toy_splits()
     s, t = build_model("cnn1d", 3, 3, (16,), width=4), build_model("fcn", 3, 3, (16,), width=0.25)

@@ -159,3 +159,11 @@ def test_a_term_may_name_several_taps_and_the_loss_gets_their_maps_in_order():
     empty = [TermConfig(loss="fsp", student_tap=[], teacher_tap=["stage1", "feat"])]
     with pytest.raises(UserInputError, match=r"method.terms\[0\].student_tap: a list of taps must hold at least one"):
         OfflineDistillation(student, info, teacher, empty, train=splits.train)
+
+
+def test_a_list_of_taps_for_a_loss_that_reads_one_map_is_refused_naming_the_key():
+    from edgedistill.methods.terms import bind_terms
+
+    with pytest.raises(UserInputError, match=r"method.terms\[0\].student_tap: loss 'fitnet' reads one student feature map, "
+                                             r"got a list of 2 taps; give one tap"):
+        bind_terms([TermConfig(loss="fitnet", student_tap=["stage1", "feat"], teacher_tap="feat")], "classification")

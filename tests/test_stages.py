@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import edgedistill.losses.staged_baselines  # noqa: F401 - registers ft and ab (until losses/__init__ imports it)
 from edgedistill.config import StageConfig, load_recipe
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.errors import UserInputError

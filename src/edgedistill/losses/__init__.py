@@ -14,12 +14,14 @@ from edgedistill.losses.contrastive import CRD
 from edgedistill.losses.feature import FitNet, Gram, attention_transfer, fitnet, gram, similarity_preserving
 from edgedistill.losses.feature_baselines import ICKD, cc, fsp, ickd, kdsvd, nst
 from edgedistill.losses.logit_baselines import DistPlus, dist_plus, logit_std, mlkd
+from edgedistill.losses.module_baselines import OFD, VID, gaussian_margin, margin_from_bn, ofd, vid_nll
 from edgedistill.losses.staged_baselines import AB, FT, ab_loss, ft_factor_loss
 from edgedistill.losses.multiteacher import confidence_weights, correlation_orthogonality
 from edgedistill.losses.regression import mse, mse_to_teacher
 from edgedistill.losses.relation import mmd, pkt, rkd
 from edgedistill.losses.response import ce, kd, kl_rows, reverse_kd
 from edgedistill.losses.response_extra import balanced_kd, dist, dkd, std_normalized_kd
+from edgedistill.losses.reviewkd import ReviewKD, hcl
 from edgedistill.losses.sequence import similarity_keeping, time_aware_kd
 from edgedistill.registry import LOSSES
 
@@ -40,4 +42,5 @@ __all__ = [
     "confidence_weights", "correlation_orthogonality",
     "nst", "fsp", "cc", "kdsvd", "ickd", "ICKD", "mlkd", "logit_std", "dist_plus", "DistPlus",
     "FT", "AB", "ft_factor_loss", "ab_loss",
+    "VID", "vid_nll", "OFD", "ofd", "margin_from_bn", "gaussian_margin", "ReviewKD", "hcl",
 ]

@@ -105,6 +105,17 @@ def _tap_spec(spec: Any, where: str) -> Union[str, tuple[str, ...]]:
     return str(spec)
 
 
+def _reads_maps(call: Callable[..., Any], role: str) -> bool:
+    """Whether the loss takes a list of maps for ``role``: its annotation names a Sequence (FSP, KD-SVD, ReviewKD)."""
+    import typing
+
+    try:
+        hint = typing.get_type_hints(call).get(role)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: read as written
+        hint = inspect.signature(call).parameters[role].annotation
+    return "Sequence" in str(hint)
+
+
 def _tapped(tensors: dict[str, torch.Tensor], role: str, spec: Union[str, tuple[str, ...]]) -> Any:
     network = FEATURE_ROLES[role][0]
     if isinstance(spec, tuple):
@@ -136,6 +147,9 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
                 raise UserInputError(f"{where}.{tap_key}: loss '{term.loss}' reads no {net} features, so it takes no {tap_key}")
             for r in reads:
                 taps[r] = _tap_spec(specs[net], f"{where}.{tap_key}") if specs[net] is not None else FEATURE_ROLES[r][2]
+                if isinstance(taps[r], tuple) and not _reads_maps(call, r):
+                    raise UserInputError(f"{where}.{tap_key}: loss '{term.loss}' reads one {net} feature map, got a list "
+                                         f"of {len(taps[r])} taps; give one tap")
         hyper_fn = entry.obj.__init__ if is_module else entry.obj
         # A module's forward may take hyperparameters too (what it computes, per term): set at each call.
         forward_keys = set(inspect.signature(call).parameters) - set(ROLES) if is_module else set()
