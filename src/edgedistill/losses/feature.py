@@ -49,6 +49,19 @@ def match_positions(
     return s, t
 
 
+def same_channel_maps(loss: str, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
+                      why: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two feature maps of one batch with equal channel counts, pooled to common positions (``match_positions``):
+    the check every channel-by-channel loss starts with. ``why`` ends the channel-count error (what to do instead)."""
+    min_dims(loss, "student_feat", student_feat, 3, _MAP)
+    min_dims(loss, "teacher_feat", teacher_feat, 3, _MAP)
+    same_batch(loss, "student_feat", student_feat, "teacher_feat", teacher_feat)
+    if student_feat.shape[1] != teacher_feat.shape[1]:
+        raise UserInputError(f"{loss}: student_feat has {student_feat.shape[1]} channels but teacher_feat has "
+                             f"{teacher_feat.shape[1]}; {why}")
+    return match_positions(loss, student_feat, teacher_feat)
+
+
 # ---------------------------------------------------------------- FitNet
 
 
@@ -179,15 +192,8 @@ def channel_gram(feat: torch.Tensor, normalize: bool = False) -> torch.Tensor:
 
 def gram(student_feat: torch.Tensor, teacher_feat: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     """Channel-Gram matching: mean over batch and C x C entries of (G_s - G_t)^2, G = F F^T per sample."""
-    min_dims("gram", "student_feat", student_feat, 3, _MAP)
-    min_dims("gram", "teacher_feat", teacher_feat, 3, _MAP)
-    same_batch("gram", "student_feat", student_feat, "teacher_feat", teacher_feat)
-    if student_feat.shape[1] != teacher_feat.shape[1]:
-        raise UserInputError(
-            f"gram: student_feat has {student_feat.shape[1]} channels but teacher_feat has {teacher_feat.shape[1]}; "
-            "the C x C Gram matrices need equal counts (the registered 'gram' loss adapts the student's channels)"
-        )
-    s, t = match_positions("gram", student_feat, teacher_feat)
+    s, t = same_channel_maps("gram", student_feat, teacher_feat, "the C x C Gram matrices need equal counts (the "
+                             "registered 'gram' loss adapts the student's channels)")
     return (channel_gram(s, normalize) - channel_gram(t, normalize)).pow(2).mean()
 
 

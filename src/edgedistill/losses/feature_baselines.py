@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
 from edgedistill.losses._checks import min_dims, positive, same_batch
-from edgedistill.losses.feature import _Adapted, build_adapter, match_positions, unit_rows
+from edgedistill.losses.feature import _Adapted, build_adapter, match_positions, same_channel_maps, unit_rows
 from edgedistill.registry import LOSSES
 
 _MAP = "a feature map (N, C, L) or (N, C, H, W)"
@@ -119,15 +119,8 @@ def inter_channel_correlation(feat: torch.Tensor) -> torch.Tensor:
 
 def ickd(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
     """ICKD: sum of (G_s - G_t)^2 over C x C entries and the batch, divided by N*C; G row-normalised F F^T (Liu et al. 2021)."""
-    min_dims("ickd", "student_feat", student_feat, 3, _MAP)
-    min_dims("ickd", "teacher_feat", teacher_feat, 3, _MAP)
-    same_batch("ickd", "student_feat", student_feat, "teacher_feat", teacher_feat)
-    if student_feat.shape[1] != teacher_feat.shape[1]:
-        raise UserInputError(
-            f"ickd: student_feat has {student_feat.shape[1]} channels but teacher_feat has {teacher_feat.shape[1]}; "
-            "the C x C matrices need equal counts (the registered 'ickd' loss embeds the student's channels)"
-        )
-    s, t = match_positions("ickd", student_feat, teacher_feat)
+    s, t = same_channel_maps("ickd", student_feat, teacher_feat, "the C x C matrices need equal counts (the registered "
+                             "'ickd' loss embeds the student's channels)")
     n, c = s.shape[0], s.shape[1]
     return (inter_channel_correlation(s) - inter_channel_correlation(t)).pow(2).sum() / (n * c)
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.errors import UserInputError
-from edgedistill.losses._checks import classes_last, min_dims, positive, same_batch
-from edgedistill.losses.feature import _Adapted, build_adapter, match_positions
+from edgedistill.losses._checks import classes_last, positive
+from edgedistill.losses.feature import _Adapted, build_adapter, same_channel_maps
 from edgedistill.losses.response import kl_rows
 from edgedistill.losses.response_extra import _logit_rows, _non_negative, _pearson_distance, dist, standardize_logits
 from edgedistill.registry import LOSSES
@@ -91,15 +91,8 @@ def dist_features(student_feat: torch.Tensor, teacher_feat: torch.Tensor, beta: 
     rows of the distance across channels, intra = mean over channels of the distance across rows. No softmax
     (a correlation is already invariant to scale and shift). Equal channel counts.
     """
-    min_dims("dist_plus", "student_feat", student_feat, 3, "a feature map (N, C, L) or (N, C, H, W)")
-    min_dims("dist_plus", "teacher_feat", teacher_feat, 3, "a feature map (N, C, L) or (N, C, H, W)")
-    same_batch("dist_plus", "student_feat", student_feat, "teacher_feat", teacher_feat)
-    if student_feat.shape[1] != teacher_feat.shape[1]:
-        raise UserInputError(
-            f"dist_plus: student_feat has {student_feat.shape[1]} channels but teacher_feat has {teacher_feat.shape[1]}; "
-            "they must match (the registered 'dist_plus' loss adapts the student's channels)"
-        )
-    s, t = match_positions("dist_plus", student_feat, teacher_feat)
+    s, t = same_channel_maps("dist_plus", student_feat, teacher_feat, "they must match (the registered 'dist_plus' "
+                             "loss adapts the student's channels)")
     s, t = classes_last(s), classes_last(t)
     return beta * _pearson_distance(s, t).mean() + gamma * _pearson_distance(s.T, t.T).mean()
 
