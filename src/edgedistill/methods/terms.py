@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from pydantic import Field
@@ -27,10 +27,10 @@ from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Method, Step
 from edgedistill.methods.teachers import Teachers, evaluating
 from edgedistill.params import Params, signature_params
+from edgedistill.methods.term_taps import (
+    FEATURE_ROLES, TAP_KEYS, feature_taps, per_sample_shape, reads_maps, tap_spec, tapped, tapped_features,
+)
 from edgedistill.registry import LOSSES
-
-if TYPE_CHECKING:
-    from edgedistill.models.taps import FeatureTaps
 
 # Tensor roles a method can provide. Aliases name the same tensor: outputs are "logits" for
 # classification and "out" for regression, and a loss uses whichever name reads right.
@@ -39,22 +39,8 @@ ROLES = (
     "student_feat", "teacher_feat", "student_emb", "teacher_emb",
 )
 TEACHER_ROLES = ("teacher_logits", "teacher_out", "teacher_feat", "teacher_emb")
-# Feature roles are read through forward hooks: role -> (network, recipe key naming the tap, default tap).
-# A tap is a module path or a zoo model's default tap name ("feat": last feature map, "emb": pooled embedding).
-FEATURE_ROLES = {
-    "student_feat": ("student", "student_tap", "feat"),
-    "student_emb": ("student", "student_tap", "emb"),
-    "teacher_feat": ("teacher", "teacher_tap", "feat"),
-    "teacher_emb": ("teacher", "teacher_tap", "emb"),
-}
-TAP_KEYS = {"student": "student_tap", "teacher": "teacher_tap"}
 # Constructor arguments of a loss module that the method fills in from the data and the models.
 MODULE_ARGS = ("student_shape", "teacher_shape", "n_data", "train_labels")
-
-
-def feature_key(network: str, tap: str) -> str:
-    """Where a method stores a tapped feature among the tensors it offers the terms."""
-    return f"{network}@{tap}"
 
 
 @dataclass
@@ -84,7 +70,7 @@ class BoundTerm:
         factor = self.config.factor(step.epoch) if self.config is not None and step is not None else 1.0
         if factor == 0.0:
             return next(iter(tensors.values())).new_zeros(())
-        args = {r: _tapped(tensors, r, self.taps[r]) if r in self.taps else tensors[r] for r in self.roles}
+        args = {r: tapped(tensors, r, self.taps[r]) if r in self.taps else tensors[r] for r in self.roles}
         extra = self.call_params if self.module_class is not None else self.params
         weight = self.weight if factor == 1.0 else self.weight * factor
         return weight * self.fn(**args, **extra)  # type: ignore[misc]
@@ -94,33 +80,6 @@ class BoundTerm:
         if self.config is not None and self.config.scheduled:
             sched = {k: getattr(self.config, k) for k in ("start_epoch", "warmup_epochs", "ramp")}
         return {"loss": self.label, "weight": self.weight, **self.params, **self.call_params, **sched}
-
-
-def _tap_spec(spec: Any, where: str) -> Union[str, tuple[str, ...]]:
-    """A term's tap: one name/path, or a non-empty list of them (the loss gets the list of maps, in that order)."""
-    if isinstance(spec, (list, tuple)):
-        if not spec or not all(isinstance(s, str) and s for s in spec):
-            raise UserInputError(f"{where}: a list of taps must hold at least one tap name or module path, got {spec!r}")
-        return tuple(spec)
-    return str(spec)
-
-
-def _reads_maps(call: Callable[..., Any], role: str) -> bool:
-    """Whether the loss takes a list of maps for ``role``: its annotation names a Sequence (FSP, KD-SVD, ReviewKD)."""
-    import typing
-
-    try:
-        hint = typing.get_type_hints(call).get(role)
-    except (NameError, TypeError):  # an annotation that cannot be resolved: read as written
-        hint = inspect.signature(call).parameters[role].annotation
-    return "Sequence" in str(hint)
-
-
-def _tapped(tensors: dict[str, torch.Tensor], role: str, spec: Union[str, tuple[str, ...]]) -> Any:
-    network = FEATURE_ROLES[role][0]
-    if isinstance(spec, tuple):
-        return [tensors[feature_key(network, s)] for s in spec]
-    return tensors[feature_key(network, spec)]
 
 
 def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") -> list[BoundTerm]:
@@ -146,8 +105,8 @@ def bind_terms(terms: list[TermConfig], task: str, key: str = "method.terms") ->
             if specs[net] is not None and not reads:
                 raise UserInputError(f"{where}.{tap_key}: loss '{term.loss}' reads no {net} features, so it takes no {tap_key}")
             for r in reads:
-                taps[r] = _tap_spec(specs[net], f"{where}.{tap_key}") if specs[net] is not None else FEATURE_ROLES[r][2]
-                if isinstance(taps[r], tuple) and not _reads_maps(call, r):
+                taps[r] = tap_spec(specs[net], f"{where}.{tap_key}") if specs[net] is not None else FEATURE_ROLES[r][2]
+                if isinstance(taps[r], tuple) and not reads_maps(call, r):
                     raise UserInputError(f"{where}.{tap_key}: loss '{term.loss}' reads one {net} feature map, got a list "
                                          f"of {len(taps[r])} taps; give one tap")
         hyper_fn = entry.obj.__init__ if is_module else entry.obj
@@ -228,42 +187,6 @@ class OwnTermsMethod(Method):
         return {**super().describe(), "terms": [t.describe() for t in self.terms]}
 
 
-def feature_taps(model: nn.Module, terms: list[BoundTerm], network: str) -> Optional[FeatureTaps]:
-    """Hooks for every tap the terms read from ``model`` (``network`` is "student" or "teacher"); None when
-    no term reads its features. A tap spec is a module path or a name in the model's ``default_taps``."""
-    from edgedistill.models import FeatureTaps
-
-    specs: dict[str, str] = {}
-    defaults = getattr(model, "default_taps", {})
-    for term in terms:
-        for role, given in term.taps.items():
-            for spec in (given if isinstance(given, tuple) else (given,)):
-                if FEATURE_ROLES[role][0] != network or spec in specs:
-                    continue
-                try:
-                    specs[spec] = defaults.get(spec, spec)
-                    FeatureTaps(model, {spec: specs[spec]})  # resolves now: a bad path fails before training
-                except UserInputError as exc:
-                    raise UserInputError(f"{term.key}.{TAP_KEYS[network]}: {exc}") from None
-    return FeatureTaps(model, specs) if specs else None
-
-
-def _features(network: str, taps: Optional[FeatureTaps]) -> dict[str, torch.Tensor]:
-    return {feature_key(network, name): value for name, value in taps.outputs.items()} if taps is not None else {}
-
-
-def _per_sample_shape(term: BoundTerm, network: str, tensors: dict[str, torch.Tensor]) -> tuple[int, ...]:
-    """Shape (without batch) of the first tensor of ``network`` the term reads: feature, embedding or logits."""
-    for role in (f"{network}_feat", f"{network}_emb", f"{network}_logits"):
-        if role in term.roles:
-            spec = term.taps.get(role)
-            if isinstance(spec, tuple):  # several taps: the shape of each, for a module built on a list of maps
-                return tuple(tuple(tensors[feature_key(network, s)].shape[1:]) for s in spec)  # type: ignore[return-value]
-            name = feature_key(network, spec) if spec is not None else role
-            return tuple(tensors[name].shape[1:])
-    return ()
-
-
 #: Hinton KD with the quickstart's weights, 0.1 CE + 0.9 KD at T = 4: the default of the soft-target regimes.
 HINTON_TERMS = (TermConfig(loss="ce", weight=0.1), TermConfig(loss="kd", weight=0.9, temperature=4.0))
 
@@ -337,8 +260,8 @@ class TermsMethod(Method):
             if term.share is not None and term.share in shared:  # the same loss, settings and taps in a later stage
                 term.fn, term.network = shared[term.share].fn, shared[term.share].network
                 continue
-            filled.update(student_shape=_per_sample_shape(term, "student", tensors),
-                          teacher_shape=_per_sample_shape(term, "teacher", tensors))
+            filled.update(student_shape=per_sample_shape(term, "student", tensors),
+                          teacher_shape=per_sample_shape(term, "teacher", tensors))
             accepts = inspect.signature(term.module_class.__init__).parameters
             given = {k: v for k, v in filled.items() if k in accepts and k in MODULE_ARGS}
             try:
@@ -373,11 +296,11 @@ class TermsMethod(Method):
         with self._student_taps or contextlib.nullcontext():
             s = self.networks["student"](batch["x"])
         tensors = {"student_logits": s, "student_out": s, "target": batch["y"], "index": batch["index"]}
-        tensors.update(_features("student", self._student_taps))
+        tensors.update(tapped_features("student", self._student_taps))
         t = self.teacher_logits(batch, step, use_cache)
         if t is not None:
             tensors.update(teacher_logits=t, teacher_out=t)
-            tensors.update(_features("teacher", self._teacher_taps))
+            tensors.update(tapped_features("teacher", self._teacher_taps))
         return tensors
 
     def soft_target_temperature(self) -> float:
