@@ -24,10 +24,11 @@ demo: $(STAMP)
 
 # The layer contract (pyproject.toml [tool.importlinter]) first: a broken one fails the target without running pytest.
 # Both outputs go to .pytest-last.log (.ci/run reads it); the exit status is lint-imports' if it fails, else pytest's.
-# --durations lists the slowest tests in the log: the suite must stay under 10 minutes on 2 cores.
+# --durations lists the slowest tests in the log: the suite must stay under 10 minutes on 2 cores. Two xdist workers
+# (one torch thread each, tests/conftest.py) halve it there: the tests are mostly single-threaded and I/O-bound.
 test: $(STAMP)
 	$(BIN)/lint-imports --no-logo 2>&1 | tee .pytest-last.log; rc=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] || exit $$rc; \
-	$(BIN)/python -m pytest -m "not slow" --durations=25 2>&1 | tee -a .pytest-last.log; exit $${PIPESTATUS[0]}
+	$(BIN)/python -m pytest -m "not slow" -n 2 --durations=25 2>&1 | tee -a .pytest-last.log; exit $${PIPESTATUS[0]}
 
 # Tests marked slow: the rocket baselines (aeon's numba compiles each rocket on an installation's first use, 1-2 min),
 # the shipped study sweeps in smoke mode (30-90 s each) and the long multi-process runs (DDP/FSDP kill and resume).
