@@ -56,8 +56,43 @@ def test_feature_terms_read_the_named_taps_and_are_logged(tmp_path):
     line = json.loads((tmp_path / "run" / "offline" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert set(line["train"]) == {"ce", "test_mean_match", "total"}
     summary = json.loads((tmp_path / "run" / "offline" / "seed0" / "summary.json").read_text())
-    assert summary["method"]["teacher_cached"] is False  # teacher features need a forward pass each step
+    assert summary["method"]["teacher_cached"] is True  # the tapped features are cached by row with the logits
 
+
+def test_cached_teacher_features_give_the_numbers_of_a_live_teacher(tmp_path):
+    live = json.loads(json.dumps(RECIPE))
+    live["method"]["params"] = {"cache_teacher": False}
+    for recipe, out in ((RECIPE, "cached"), (live, "live")):
+        result = _run(tmp_path, recipe, out=out)
+        assert result.exit_code == 0, result.output
+    runs = {out: (tmp_path / out / "offline" / "seed0") for out in ("cached", "live")}
+    summaries = {k: json.loads((d / "summary.json").read_text()) for k, d in runs.items()}
+    assert summaries["cached"]["method"]["teacher_cached"] and not summaries["live"]["method"]["teacher_cached"]
+    lines = {k: [json.loads(x)["train"] for x in (d / "metrics.jsonl").read_text().splitlines()] for k, d in runs.items()}
+    for cached, live in zip(lines["cached"], lines["live"], strict=True):
+        assert cached == pytest.approx(live, rel=1e-6)
+    assert summaries["cached"]["test"] == summaries["live"]["test"]
+
+
+def test_a_feature_cache_over_its_budget_is_declined_and_says_why():
+    import torch
+
+    from edgedistill.data.dataset import DataInfo, TensorData
+    from edgedistill.methods.teachers import Teachers
+    from edgedistill.models.taps import FeatureTaps
+    from edgedistill.models.zoo1d import fcn
+
+    teacher = fcn(2, 3, (2, 32))
+    teachers = Teachers([teacher], DataInfo("toy", "classification", (2, 32), 3, views={"x": (2, 32)}), "test")
+    data = TensorData({"x": torch.randn(10, 2, 32)}, torch.zeros(10, dtype=torch.long))
+    taps = [FeatureTaps(teacher, {"feat": "pool"}, detach=True)]  # a 128-float embedding per row
+    assert teachers.cache(data, torch.device("cpu"), taps=taps, max_feature_bytes=10 * 128 * 4)
+    logits, feat = teachers.lookup({"index": torch.tensor([4, 1])})
+    with torch.no_grad(), taps[0]:
+        live = teacher(data.views["x"][[4, 1]])
+    assert torch.equal(logits, live) and torch.equal(feat, taps[0].outputs["feat"])
+    assert not teachers.cache(data, torch.device("cpu"), taps=taps, max_feature_bytes=10 * 128 * 4 - 1)
+    assert "5 KiB" not in teachers.declined and "more than" in teachers.declined and not teachers.cached
 
 @pytest.mark.parametrize(
     "term, message",

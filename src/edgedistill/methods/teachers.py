@@ -21,7 +21,11 @@ from edgedistill.data.dataset import Batch, DataInfo, TensorData, outputs_by_bat
 from edgedistill.errors import UserInputError
 from edgedistill.models.modes import evaluating
 
-__all__ = ["TeacherNet", "Teachers", "as_teacher", "evaluating", "freeze"]
+__all__ = ["FEATURE_CACHE_BYTES", "TeacherNet", "Teachers", "as_teacher", "evaluating", "freeze"]
+
+# Tapped feature maps are cached by row only up to this size (a 128-channel x 128-step map is 64 KiB a row, so
+# 512 MiB holds ~8k rows); beyond it the teacher runs every step, which costs time, not memory.
+FEATURE_CACHE_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Teachers:
             freeze(t.model)
         self.nets = nets
         self._cached: Optional[list[tuple[torch.Tensor, ...]]] = None
+        self.declined = ""  # why the last cache() did not cache, for describe()
         self._stack: Optional[torch.Tensor] = None
 
     @classmethod
@@ -165,28 +170,41 @@ class Teachers:
 
     # -- the cache by training row
     def cache(self, train: TensorData, device: torch.device, *, input_changes: bool = False,
-              taps: Optional[Sequence[Any]] = None) -> bool:
-        """Compute every teacher's outputs (and, with ``taps[k]``, the features it taps) on every training row,
-        once. Skipped, and False returned, when a teacher reads an input the augmentation changes every step."""
-        self._cached, self._stack = None, None
+              taps: Optional[Sequence[Any]] = None, max_feature_bytes: int = FEATURE_CACHE_BYTES) -> bool:
+        """Compute every teacher's outputs (and, with ``taps[k]``, the features it taps, in the order of the
+        taps' names) on every training row, once. Skipped, and False returned, when a teacher reads an input the
+        augmentation changes every step, or when the tapped features of every row would take more than
+        ``max_feature_bytes`` (``declined`` then says why and the teachers run live each step)."""
+        self._cached, self._stack, self.declined = None, None, ""
         if input_changes and any(t.view == "x" for t in self.nets):
+            self.declined = "a teacher reads the student's input, which the augmentation changes every step"
             return False
         taps = list(taps) if taps is not None else [None] * len(self)
-        cached = []
-        for k, t in enumerate(self.nets):
-            tap = taps[k]
-            if tap is None:
-                cached.append((self.outputs(train, device, k),))
-                continue
-
-            def with_features(x: torch.Tensor, model: nn.Module = t.model, tap: Any = tap) -> tuple[torch.Tensor, ...]:
-                with torch.no_grad(), tap:
-                    out = model(x)
-                return (out, *tap.outputs.values())
-
-            cached.append(outputs_by_batch(with_features, train, t.view, device))
-        self._cached = cached
+        extractors = [None if tap is None else self._with_features(t.model, tap) for t, tap in zip(self.nets, taps)]
+        per_row = sum(self._row_bytes(fn, train, t.view, device) for fn, t in zip(extractors, self.nets) if fn)
+        if per_row * len(train) > max_feature_bytes:
+            self.declined = (f"the tapped teacher features of {len(train)} rows would take "
+                             f"{per_row * len(train) / 2**20:.0f} MiB (more than {max_feature_bytes / 2**20:.0f} MiB)")
+            return False
+        self._cached = [(self.outputs(train, device, k),) if fn is None else outputs_by_batch(fn, train, t.view, device)
+                        for k, (fn, t) in enumerate(zip(extractors, self.nets))]
         return True
+
+    @staticmethod
+    def _with_features(model: nn.Module, tap: Any) -> Any:
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            with torch.no_grad(), tap:
+                out = model(x)
+            return (out, *(tap.outputs[name] for name in tap.paths))
+        return run
+
+    @staticmethod
+    def _row_bytes(fn: Any, train: TensorData, view: str, device: torch.device) -> int:
+        """Bytes of one row's tapped features, from one forward pass on the first row."""
+        first = next(train.batches(1), None)
+        if first is None:
+            return 0
+        return sum(f.numel() * f.element_size() for f in fn(first[view].to(device))[1:])
 
     @property
     def cached(self) -> bool:

@@ -232,9 +232,9 @@ class TermsMethod(Method):
             raise UserInputError(f"{term.key}: loss '{term.label}' reads teacher features, but method "
                                  f"'{self.method_name()}' builds its soft target from {len(teachers)} teachers; "
                                  "use logit losses")
-        # Teacher features are read by hooks during a forward pass, so the teacher runs every step then.
+        # Tapped teacher features are cached by row with its outputs (Teachers.cache; up to a size).
         # (A regime without a teacher network, a virtual teacher, declares no cache_teacher.)
-        self.cache_teacher = bool(getattr(self.params, "cache_teacher", False)) and self._teacher_taps is None
+        self.cache_teacher = bool(getattr(self.params, "cache_teacher", False))
         if any(t.module_class is not None for t in every):
             self._build_loss_modules(train, every)
         if self.stages:
@@ -280,16 +280,20 @@ class TermsMethod(Method):
         self.teachers.place(device)
         if self.cache_teacher:
             # Not when a teacher sees an augmented input every step: Teachers.cache then declines.
-            self.teachers.cache(train, device, input_changes=self.teacher_input_changes)
+            taps = None if self._teacher_taps is None else [None] * (len(self.teachers) - 1) + [self._teacher_taps]
+            self.teachers.cache(train, device, input_changes=self.teacher_input_changes, taps=taps)
 
     def teacher_logits(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> Optional[torch.Tensor]:
         """The soft target's logits for the batch (``step`` is None in the shape probe before training): the
         teacher's outputs, looked up in the cache or run live (with its taps when a term reads its features)."""
         if self.teacher is None:
             return None
-        if self._teacher_taps is not None or not use_cache:
+        if not use_cache or not self.teachers.cached:
             return self.teachers.run(batch, taps=self._teacher_taps)
-        return self.teachers.logits(batch)
+        out, *features = self.teachers.lookup(batch)
+        if self._teacher_taps is not None:  # what the hooks would have captured, in the order of the taps' names
+            self._teacher_taps.outputs = dict(zip(self._teacher_taps.paths, features))
+        return out
 
     def _tensors(self, batch: Batch, step: Optional[Step], use_cache: bool = True) -> dict[str, torch.Tensor]:
         """Everything a term may read: outputs, labels, indices and the tapped features of both networks."""
@@ -328,4 +332,5 @@ class TermsMethod(Method):
     def describe(self) -> dict[str, Any]:
         staged = {"stages": [s.describe() for s in self.stages]} if self.stages else {}
         return {**super().describe(), "terms": [t.describe() for t in self.terms], **staged,
-                "teacher_cached": self.teachers.cached}
+                "teacher_cached": self.teachers.cached,
+                **({"teacher_cache_declined": self.teachers.declined} if self.teachers.declined else {})}
