@@ -31,6 +31,7 @@ import copy
 import multiprocessing as mp
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -87,8 +88,8 @@ METHODS = {
     # issue 23's baselines (losses of the offline regime, each with its shipped recipe)
     "nst": "nst", "cc": "cc", "ickd": "ickd", "mlkd": "mlkd", "logit_std": "logit_std", "dist_plus": "dist_plus",
     "fsp": "fsp", "kdsvd": "kdsvd", "vid": "vid", "ofd": "ofd", "reviewkd": "reviewkd",
-    # (the staged ones, ft, ab and fitnet_staged, fix each stage's epochs for their recipe's schedule: not in this
-    # protocol, whose epochs differ per set, until recipe() rescales the stages)
+    # staged (recipe() rescales each stage's epochs to the set's budget)
+    "ft": "ft", "ab": "ab", "fitnet_staged": "fitnet_staged",
 }
 # Registered methods that are not a distillation regime to benchmark, with the reason (tests check that every
 # registered method is either in METHODS, through its shipped recipe, or here).
@@ -186,6 +187,12 @@ def recipe(dataset: str, method: str, seeds: list[int], div: int = 1, width: flo
             params[key] = dict(p["peer"])
     if "peers" in params:  # DML's peers
         params["peers"] = [dict(p["peer"]) for _ in params["peers"]]
+    stages = r["method"].get("stages")
+    if stages:  # each earlier stage keeps its share of the shipped schedule; the last takes the rest
+        total, shipped_total = r["train"]["epochs"], shipped["train"]["epochs"]
+        for stage in stages[:-1]:
+            stage["epochs"] = max(1, round(stage["epochs"] * total / shipped_total))
+        assert sum(s["epochs"] for s in stages[:-1]) < total, f"{method}: no epochs left for its last stage"
     return r
 
 
@@ -384,7 +391,8 @@ def reading(facts: list[dict[str, Any]], methods: list[str]) -> tuple[list[str],
 
 def write_report(results: list[dict[str, Any]], meta: dict[str, Any], quick: bool, methods: list[str]) -> Path:
     partial = meta["datasets"] != list(PROTOCOL) or meta.get("methods", list(METHODS)) != list(METHODS)
-    name = ("quality_quick" if quick else "quality") + ("_partial" if partial else "")  # only a full run is quality.md
+    name = meta.get("name") or (("quality_quick" if quick else "quality") + ("_partial" if partial else ""))
+    # (only a full run is quality.md; --name keeps one partial run from overwriting another)
     lines = [f"# Distillation quality on the bundled real sets{' — QUICK MODE (short budgets, 2 seeds; not the benchmark)' if quick else ''}", "",
              *(["Quick mode checks that every run of the protocol works end to end. With a fifth of the budget and two "
                 "seeds its numbers are not evidence about the methods (teachers are undertrained).", ""] if quick else []),
@@ -446,12 +454,15 @@ def main() -> None:
     ap.add_argument("--sizes", type=float, nargs="*", default=None,
                     help="student widths for the accuracy-vs-size plot (x the protocol's); '--sizes 1' skips that plot")
     ap.add_argument("--render", type=Path, help="only rewrite the report from a results .json this script wrote")
+    ap.add_argument("--name", help="file stem under benchmarks/results/ for a partial run (default quality[_quick]_partial)")
     args = ap.parse_args()
     if args.render:  # same numbers, new layout: nothing is trained
         saved = read_json(args.render)
         quick = saved["meta"]["div"] > 1
         print(f"wrote {write_report(saved['results'], saved['meta'], quick, saved['meta'].get('methods', list(METHODS)))}")
         return
+    if args.name is not None and not re.fullmatch(r"quality_[a-z0-9_]+", args.name):
+        raise SystemExit(f"--name: expected quality_<lower-case letters, digits, _>, got {args.name!r}")
     for d in args.datasets:
         if d not in PROTOCOL:
             raise SystemExit(f"--datasets: unknown '{d}'; the protocol has {', '.join(PROTOCOL)}")
@@ -480,11 +491,13 @@ def main() -> None:
         cmd += " --methods " + " ".join(args.methods)
     if args.sizes is not None:
         cmd += " --sizes " + " ".join(f"{w:g}" for w in args.sizes)
+    if args.name:
+        cmd += f" --name {args.name}"
     meta = {"command": cmd, "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "jobs": args.jobs,
             "torch": torch.__version__, "edgedistill": edgedistill.__version__, "python": platform.python_version(),
             "load_before": load_before, "load_after": os.getloadavg(), "minutes": round((time.time() - t0) / 60, 1),
             "seeds": seeds, "div": div, "sizes": sizes, "datasets": args.datasets, "methods": args.methods,
-            "cpu_minutes": round(_cpu_s() / 60, 1)}
+            "cpu_minutes": round(_cpu_s() / 60, 1), **({"name": args.name} if args.name else {})}
     print(f"wrote {write_report(results, meta, args.quick, args.methods)}")
 
 
