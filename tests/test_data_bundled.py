@@ -66,9 +66,19 @@ def test_loader_failure_becomes_user_input_error(monkeypatch: pytest.MonkeyPatch
     def broken(*args, **kwargs):
         raise OSError("archive not found")
 
+    from edgedistill.data import bundled
+
+    monkeypatch.setattr(bundled, "_PARSED", {})  # parse again, with the broken loader
     monkeypatch.setattr(aeon.datasets, "load_classification", broken)
     with pytest.raises(UserInputError, match="dataset 'gunpoint'.*archive not found"):
         DATASETS.get("gunpoint")()
+
+
+def test_a_set_parsed_once_gives_each_caller_its_own_arrays() -> None:
+    first = DATASETS.get("gunpoint")()
+    first.x[:] = 0.0
+    second = DATASETS.get("gunpoint")()
+    assert second.x.std() > 0 and second.x is not first.x
 
 
 def _shipped_tecator() -> dict[str, np.ndarray]:

@@ -26,6 +26,8 @@ Tecator instrument and company) travels with the data, inside the npz (``permiss
 """
 from __future__ import annotations
 
+import copy
+
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -116,9 +118,16 @@ def _guarded(name: str, load: Callable[[], Any]) -> Any:
         raise UserInputError(f"dataset '{name}': the bundled loader failed ({type(exc).__name__}: {exc})") from None
 
 
+# Parsed sets by name, for this process: a run reads its data again after training (the in-run profile's export
+# verification), and aeon parses OSULeaf's .ts files in ~1.3 s each time. Every caller gets its own copy.
+_PARSED: dict[str, RawData] = {}
+
+
 def _loader(name: str, spec: Bundled) -> Callable[[], RawData]:
     def load() -> RawData:
-        return _guarded(name, lambda: _SOURCES[spec.source](name, spec))
+        if name not in _PARSED:
+            _PARSED[name] = _guarded(name, lambda: _SOURCES[spec.source](name, spec))
+        return copy.deepcopy(_PARSED[name])
 
     load.__name__ = load.__qualname__ = name
     load.__doc__ = spec.doc

@@ -20,6 +20,9 @@ MAX_ACTIVATIONS = 250_000_000
 #: Layers (submodule registrations while a network is built): the deepest zoo model (wrn_40_2) has 140; building
 #: ``depth: 100000`` would take minutes of Python before any size is known, so the meta build stops at this count.
 MAX_MODULES = 2_000
+# Builds already found within budget in this process: a run builds the same student and teacher once per seed,
+# and each meta-device check costs ~0.2 s of Python (2.4 s of a quickstart run's start before this).
+_WITHIN_BUDGET: set[tuple[Any, ...]] = set()
 
 
 class _TooManyModules(Exception):
@@ -110,6 +113,12 @@ def check_budget(factory: Callable[..., nn.Module], in_channels: int, n_outputs:
     when it has more than ``MAX_PARAMS`` parameters or one sample's forward pass more than ``MAX_ACTIVATIONS``."""
     from torch.nn.modules.module import register_module_module_registration_hook
 
+    key: Optional[tuple[Any, ...]] = (factory, in_channels, n_outputs, tuple(input_size), repr(sorted(knobs.items())))
+    try:
+        if key in _WITHIN_BUDGET:
+            return
+    except TypeError:  # an unhashable factory (a user's callable object): checked every time
+        key = None
     given = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "default options"
     registered = 0
 
@@ -146,3 +155,5 @@ def check_budget(factory: Callable[..., nn.Module], in_channels: int, n_outputs:
         raise UserInputError(f"{where}: model '{name}' with {given} on inputs of shape {(in_channels, *input_size)} "
                              f"would compute {acts:,} values per sample; the budget is {MAX_ACTIVATIONS:,} (a smaller "
                              "model, or shorter windows: data.window)")
+    if key is not None:
+        _WITHIN_BUDGET.add(key)
