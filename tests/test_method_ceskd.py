@@ -8,7 +8,10 @@ from edgedistill.config import TermConfig, load_recipe
 from edgedistill.errors import UserInputError
 from edgedistill.losses import kd
 from edgedistill.methods.base import Step, TeacherNet
-from edgedistill.methods.ceskd import CESKD, expert_level, final_expert, selected_kd, selected_logits, stratify
+from edgedistill.methods import ceskd as ceskd_module
+from edgedistill.methods.ceskd import (
+    CESKD, expert_level, final_expert, fold_ids, selected_kd, selected_logits, stratify,
+)
 from edgedistill.registry import METHODS
 
 from helpers import tiny_net, toy_splits
@@ -80,7 +83,7 @@ def test_regime_selects_the_expert_by_difficulty_rule():
     torch.manual_seed(0)
     splits = toy_splits()
     teachers = _teachers(splits)
-    method = CESKD(tiny_net(classes=3), splits.info, teachers, schedule="gradual", ramp=0.5)
+    method = CESKD(tiny_net(classes=3), splits.info, teachers, schedule="gradual", ramp=0.5, difficulty="in_sample")
     assert method.experts == ["ta1", "ta3", "ta2", "teacher"]  # ordered by parameter count
     method.setup(splits.train, torch.device("cpu"))
     with torch.no_grad():
@@ -115,9 +118,78 @@ def test_regime_selects_the_expert_by_difficulty_rule():
     assert info["taught_per_epoch"][100] == torch.bincount(want[:16], minlength=4).tolist()
 
 
+def test_fold_ids_cover_every_row_in_near_equal_folds():
+    fold = fold_ids(10, 3, torch.Generator().manual_seed(0))
+    assert sorted(torch.bincount(fold).tolist()) == [3, 3, 4]
+    assert torch.equal(fold, fold_ids(10, 3, torch.Generator().manual_seed(0)))  # the run seed fixes the folds
+    assert not torch.equal(fold, fold_ids(10, 3, torch.Generator().manual_seed(1)))
+    with pytest.raises(UserInputError, match=r"^method\.params\.folds: 4 folds need at least 4 training rows"):
+        fold_ids(3, 4, torch.Generator())
+
+
+def test_cross_fitted_difficulty_comes_from_copies_that_never_saw_the_row(monkeypatch):
+    torch.manual_seed(0)
+    splits = toy_splits()
+    teachers = _teachers(splits)
+    fits: list[tuple[torch.nn.Module, torch.Tensor]] = []
+    real_fit = ceskd_module.fit_on_labels
+
+    def recording_fit(model, x, y, cfg, classification, generator):
+        fits.append((model, x.clone()))
+        assert cfg.epochs == 2 and cfg.schedule == "constant" and classification
+        return real_fit(model, x, y, cfg, classification, generator)
+
+    monkeypatch.setattr(ceskd_module, "fit_on_labels", recording_fit)
+    method = CESKD(tiny_net(classes=3), splits.info, teachers, folds=3, difficulty_epochs=2, schedule="static")
+    method.setup(splits.train, torch.device("cpu"))
+    x, y = splits.train.views["x"], splits.train.y
+    assert len(fits) == 3
+    held_out = torch.empty(len(y), 3)
+    seen_by = []
+    for model, xs in fits:
+        assert model is not teachers[0].model  # a fresh copy of the largest expert's architecture
+        assert [p.shape for p in model.parameters()] == [p.shape for p in teachers[0].model.parameters()]
+        seen = (x[:, None] == xs[None]).flatten(2).all(2).any(1)  # which training rows this copy was fitted on
+        seen_by.append(seen)
+        with torch.no_grad():
+            held_out[~seen] = model.eval()(x[~seen])
+    seen = torch.stack(seen_by)
+    assert (seen.sum(0) == 2).all()  # every row: fitted by 2 copies, held out from exactly one
+    p_true = torch.softmax(held_out.double(), 1)[torch.arange(len(y)), y]
+    assert torch.equal(method._strata, stratify(1 - p_true, 4))
+    info = method.describe()
+    assert info["difficulty"] == "cross_fitted" and info["cross_fit"]["folds"] == 3
+    assert all(p.grad is None and not p.requires_grad for p in teachers[0].model.parameters())  # the expert untouched
+
+
+def test_cross_fitted_difficulty_is_not_fooled_by_a_memorising_expert():
+    """Random labels: an expert fitted to them is confident on its own training rows (in-sample difficulty says
+    everything is easy), while held-out copies are at chance. The cross-fitted ranking must not follow the
+    memorised one."""
+    torch.manual_seed(0)
+    splits = toy_splits(n=120)
+    y = torch.randint(0, 3, (len(splits.train),), generator=torch.Generator().manual_seed(5))
+    splits.train.y[:] = y
+    teachers = _teachers(splits)
+    big = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 256), torch.nn.ReLU(), torch.nn.Linear(256, 3))
+    teachers[0] = TeacherNet(teachers[0].name, big, teachers[0].config)  # enough capacity to memorise 72 rows
+    from edgedistill.config import TrainConfig
+    from edgedistill.methods.label_fit import fit_on_labels
+    big.requires_grad_(True)
+    fit_on_labels(big, splits.train.views["x"], y, TrainConfig(epochs=300, batch_size=72, lr=1e-2, weight_decay=0.0),
+                  True, torch.Generator().manual_seed(0))
+    big.requires_grad_(False)
+    with torch.no_grad():
+        assert (big(splits.train.views["x"]).argmax(1) == y).float().mean() > 0.9  # memorised
+    method = CESKD(tiny_net(classes=3), splits.info, teachers, difficulty_epochs=30)
+    method.setup(splits.train, torch.device("cpu"))
+    assert method.describe()["cross_fit"]["in_sample_acc"] > 0.9
+    assert method.describe()["cross_fit"]["held_out_acc"] < 0.6
+
+
 def test_static_schedule_and_fewer_strata():
     splits = toy_splits()
-    method = CESKD(tiny_net(classes=3), splits.info, _teachers(splits), schedule="static", strata=2)
+    method = CESKD(tiny_net(classes=3), splits.info, _teachers(splits), schedule="static", strata=2, difficulty="in_sample")
     method.setup(splits.train, torch.device("cpu"))
     sel = method.selection(torch.arange(len(splits.train)), Step(0, 0, 100, 1))
     assert set(sel.tolist()) == {0, 3}  # easy half -> smallest, hard half -> largest, from the first epoch
@@ -166,7 +238,7 @@ def test_default_terms_and_the_terms_weigh_the_selected_experts_target():
         assert torch.equal(method.teacher_logits(probe, None, use_cache=False), teachers[0].model(probe["x"]))
     terms = [TermConfig(loss="kd", weight=0.5, temperature=2.0), TermConfig(loss="reverse_kd", weight=0.25, temperature=3.0)]
     torch.manual_seed(0)
-    method = CESKD(tiny_net(classes=3), splits.info, teachers, terms, schedule="static")
+    method = CESKD(tiny_net(classes=3), splits.info, teachers, terms, schedule="static", difficulty="in_sample")
     method.setup(splits.train, torch.device("cpu"))
     student = method.networks["student"].eval()
     batch = splits.train.batch(torch.arange(12))

@@ -15,8 +15,14 @@ curriculum", gradually guided). The paper's difficulty measure, strata and sched
 
 * Experts: the recipe's ``teachers`` (or the names in ``experts``), ordered by parameter count, smallest
   first (ties keep list order).
-* Difficulty of training sample i: d_i = 1 - p(y_i | x_i) under the LARGEST expert (T = 1), computed once
-  in ``setup`` (experts are frozen, inputs are not augmented).
+* Difficulty of training sample i: d_i = 1 - p(y_i | x_i) under the largest expert's architecture (T = 1),
+  computed once in ``setup`` (inputs are not augmented). ``difficulty: cross_fitted`` (default): the training
+  rows are split into ``folds`` = K folds (drawn with the run seed); K fresh copies of the largest expert's
+  architecture, each trained on labels on K-1 folds (the expert's own ``train`` settings, constant learning rate,
+  or ``difficulty_epochs``), predict the fold they did not see. The largest expert itself has seen every
+  training row and is nearly always confident on them, so its in-sample p(y_i | x_i) hardly ranks anything.
+  Cost: K extra trainings of the largest expert, each on (K-1)/K of the rows. ``difficulty: in_sample`` is the
+  former form: the trained largest expert's own predictions on its training rows.
 * Strata: K equal-count bins of the difficulty rank (``strata``, default K = number of experts E); stratum
   j (0 = easiest) is taught in the end by expert round(j (E - 1) / (K - 1)), so the easiest stratum gets the
   smallest expert and the hardest the largest.
@@ -41,7 +47,9 @@ from edgedistill.config import TermConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.response import kd
+from edgedistill.config import TrainConfig
 from edgedistill.methods.base import Step
+from edgedistill.methods.label_fit import fit_on_labels, fresh_copy, predict
 from edgedistill.methods.teachers import TeacherNet, Teachers
 from edgedistill.methods.terms import HINTON_TERMS, TermsMethod
 from edgedistill.params import Params
@@ -61,6 +69,15 @@ def stratify(difficulty: torch.Tensor, n_strata: int) -> torch.Tensor:
 def final_expert(strata: torch.Tensor, n_strata: int, n_experts: int) -> torch.Tensor:
     """Expert (0 = smallest) that teaches stratum j once the curriculum is over: round(j (E-1) / (K-1))."""
     return torch.div(strata * 2 * (n_experts - 1) + (n_strata - 1), 2 * (n_strata - 1), rounding_mode="floor")
+
+
+def fold_ids(n: int, folds: int, generator: torch.Generator) -> torch.Tensor:
+    """Fold (0..K-1) of each of ``n`` rows: a random permutation cut into K near-equal parts."""
+    if n < folds:
+        raise UserInputError(f"method.params.folds: {folds} folds need at least {folds} training rows, got {n}")
+    fold = torch.empty(n, dtype=torch.long)
+    fold[torch.randperm(n, generator=generator)] = torch.arange(n) * folds // n
+    return fold
 
 
 def expert_level(epoch: int, epochs: int, n_experts: int, schedule: str, ramp: float) -> int:
@@ -90,6 +107,14 @@ class CESKDParams(Params):
                                "assignment from the first epoch")
     ramp: float = Field(0.5, ge=0.0, le=1.0, description="fraction of training after which every stratum has its "
                                                         "final expert (gradual schedule)")
+    difficulty: Literal["cross_fitted", "in_sample"] = Field(
+        "cross_fitted", description="cross_fitted: held-out predictions of K copies of the largest expert's "
+                                    "architecture, each trained on K-1 folds; in_sample: the largest expert's own "
+                                    "predictions on its training rows (the former form)")
+    folds: int = Field(3, ge=2, le=20, description="folds K of the cross-fitted difficulty (K extra trainings of the "
+                                                   "largest expert's architecture)")
+    difficulty_epochs: Optional[int] = Field(None, ge=1, le=100_000, description="epochs of each cross-fitted copy "
+                                             "(default: the largest expert's train.epochs)")
 
     @field_validator("experts")
     @classmethod
@@ -136,15 +161,42 @@ class CESKD(TermsMethod):
         self._final: Optional[torch.Tensor] = None  # (N,) final expert per training row
         self._strata: Optional[torch.Tensor] = None
         self._taught: dict[int, list[int]] = {}  # epoch (1-based) -> samples each expert taught
+        self._seed = torch.initial_seed()  # build_network seeded the global RNG with the run seed just before
+        self.cross_fit: dict[str, Any] = {}
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         self.teachers.place(device)
         self.teachers.cache(train, device)  # frozen experts on clean inputs: the same logits every epoch
         self._logits = self.teachers.cached_stack()
         y = train.y.to(device)
-        p_true = torch.softmax(self._logits[-1].double(), dim=1)[torch.arange(len(y), device=device), y]
+        logits = self._logits[-1] if self.params.difficulty == "in_sample" else self.cross_fitted_logits(train, device)
+        p_true = torch.softmax(logits.double(), dim=1)[torch.arange(len(y), device=device), y]
         self._strata = stratify(1.0 - p_true, self.n_strata)
         self._final = final_expert(self._strata, self.n_strata, len(self.teachers))
+
+    def cross_fitted_logits(self, train: TensorData, device: torch.device) -> torch.Tensor:
+        """(N, C) held-out logits: fold k's rows predicted by a fresh copy of the largest expert's architecture
+        trained on labels on the other folds. Drawn from a private generator seeded by the run seed (the
+        student's RNG stream is untouched; a resumed run recomputes the same folds and fits)."""
+        largest = self.teachers[-1]
+        x, y = train.tensor(largest.view).to(device), train.y.to(device)
+        cfg = largest.config.train
+        if self.params.difficulty_epochs is not None:
+            cfg = cfg.model_copy(update={"epochs": self.params.difficulty_epochs})
+        cfg = TrainConfig.model_validate({**cfg.model_dump(), "schedule": "constant"})
+        out = torch.empty(len(y), self.info.n_outputs, device=device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed)
+            g = torch.Generator().manual_seed(self._seed)
+            fold = fold_ids(len(y), self.params.folds, g).to(device)
+            for k in range(self.params.folds):
+                held = fold == k
+                copy = fit_on_labels(fresh_copy(largest.model).to(device), x[~held], y[~held], cfg, True, g)
+                out[held] = predict(copy, x[held]).to(out.dtype)
+        self.cross_fit = {"folds": self.params.folds, "epochs": cfg.epochs,
+                          "held_out_acc": round(float((out.argmax(1) == y).float().mean()), 4),
+                          "in_sample_acc": round(float((self._logits[-1].argmax(1) == y).float().mean()), 4)}  # type: ignore[index]
+        return out
 
     def selection(self, index: torch.Tensor, step: Step) -> torch.Tensor:
         """The expert (0 = smallest) teaching each of the rows ``index`` at this step."""
@@ -167,7 +219,9 @@ class CESKD(TermsMethod):
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {**super().describe(), "experts_small_to_large": dict(zip(self.experts, self.sizes)),
-                               "strata": self.n_strata}
+                               "strata": self.n_strata, "difficulty": self.params.difficulty}
+        if self.cross_fit:
+            out["cross_fit"] = self.cross_fit
         if self._final is not None:
             out["stratum_sizes"] = torch.bincount(self._strata, minlength=self.n_strata).tolist()  # type: ignore[arg-type]
             out["final_assignment"] = torch.bincount(self._final, minlength=len(self.teachers)).tolist()
