@@ -13,10 +13,11 @@ import edgedistill
 from edgedistill.errors import UserInputError
 from edgedistill.losses.data_free import (
     agreement_kl, bn_statistics_loss, class_entropy, curriculum_adv_weight, linear_ramp, logit_l1, one_hot_loss,
-    per_sample_kd, per_sample_l1, self_paced_weight,
+    per_sample_kd, per_sample_l1, self_paced_weight, stepped_adv_weight, stepped_lambda,
 )
 from edgedistill.methods.base import Step
 from edgedistill.methods.data_free import DFAD, BatchNormStatistics, CuDFKD
+from edgedistill.models.generators import build_generator
 from tests.helpers import tiny_net, toy_splits
 
 # tests/reference/ref_others.py: the shared inputs ZS, ZT and the section 12 test vectors.
@@ -56,8 +57,40 @@ def test_each_regime_has_its_own_defaults():
     assert (DFAD.Params().adv_loss, DFAD.Params().bn, DFAD.Params().spl, DFAD.Params().lam) == ("l1", 0.0, "none", None)
     c = CuDFKD.Params()
     assert (c.adv_loss, c.bn, c.one_hot, c.entropy, c.entropy_temperature, c.spl) == ("kl", 1.0, 1.0, -20.0, 5.0, "sample")
-    assert c.adv_curriculum == [0.25, 0.75] and c.lam == [1.0, 3.0]
-    assert DFAD.Params().generator.nz == 64 and c.generator.width == 32 and c.generator.output == "bn"
+    # The official CIFAR-10 scripts: --adv 0 --grad_adv 0.5 in [0.25, 0.75] E, --lambda_0 2 with alpha 1e-4,
+    # DCGAN_Generator_CIFAR10(nz=512, ngf=64, d=2).
+    assert (c.preset, c.adv, c.adv_step, c.adv_curriculum, c.lam[0], c.lam_rate) == ("official", 0.0, 0.5, [0.25, 0.75], 2.0, 1e-4)
+    assert (c.generator.nz, c.generator.width, c.generator.coarse, c.generator.output) == (512, 64, 4, "bn")
+    d = DFAD.Params()
+    assert (d.generator.nz, d.generator.width, d.generator.coarse, d.adv_step, d.lam_rate) == (64, 32, 2, None, None)
+    small = CuDFKD.Params(preset="small")  # the former defaults, by name
+    assert (small.adv, small.adv_step, small.lam, small.lam_rate) == (1.0, None, [1.0, 3.0], None)
+    assert (small.generator.nz, small.generator.width, small.generator.coarse) == (64, 32, 2)
+    mixed = CuDFKD.Params(preset="small", adv=2.0, generator={"nz": 16})  # a recipe's own keys win
+    assert (mixed.adv, mixed.generator.nz, mixed.generator.width, mixed.lam) == (2.0, 16, 32, [1.0, 3.0])
+
+
+def test_official_schedules_are_per_epoch_and_per_student_step():
+    # CIFAR-10 R34 -> R18: 250 epochs, adv raised after epochs 63..186 (int(62.5) < e < int(187.5)): 124 x 0.5.
+    weights = [stepped_adv_weight(e, 250, 0.0, 0.5, 0.25, 0.75) for e in range(251)]
+    assert weights[63] == 0.0 and weights[64] == 0.5 and weights[-1] == pytest.approx(62.0)
+    assert all(b - a in (0.0, 0.5) for a, b in zip(weights, weights[1:]))
+    # The former form reached its final weight 1.0 there: the official one is 62 x stronger at the end.
+    assert curriculum_adv_weight(249, 250, 1.0, 0.25, 0.75) == pytest.approx(1.0)
+    # lam = 2 + 1e-4 n: 250 epochs x 400 student steps -> 12, held at the cap.
+    assert stepped_lambda(2.0, 1e-4, 100_000) == pytest.approx(12.0)
+    assert stepped_lambda(2.0, 1e-4, 100_000, cap=5.0) == 5.0
+
+
+def test_official_generator_layout_has_a_four_times_wider_coarse_map():
+    official = build_generator({"nz": 512, "width": 64, "coarse": 4}, (3, 100))
+    small = build_generator({"nz": 64, "width": 32}, (3, 100))
+    convs = [m for m in official.modules() if isinstance(m, nn.Conv1d)]
+    assert official.fc.out_features == 4 * 64 * 25 and [(c.in_channels, c.out_channels) for c in convs] == [(256, 128), (128, 64), (64, 3)]
+    assert small.fc.out_features == 2 * 32 * 25
+    assert official(torch.randn(5, 512)).shape == small(torch.randn(5, 64)).shape == (5, 3, 100)
+    n = lambda g: sum(p.numel() for p in g.parameters())  # noqa: E731
+    assert n(official) > 20 * n(small)
 
 
 def test_self_paced_weight_properties():
@@ -181,9 +214,12 @@ def test_generator_gradient_is_the_weighted_sum_and_dfad_maximises_the_l1_gap():
 
 def test_the_curriculum_weight_follows_the_epoch():
     splits = toy_splits()
-    m = _method(CuDFKD, splits, adv=3.0, adv_curriculum=[0.25, 0.75])
+    m = _method(CuDFKD, splits, adv=3.0, adv_curriculum=[0.25, 0.75], adv_step=None)  # the former form
     assert m.adv_weight(Step(0, 0, 40, 1)) == 0.0
     assert m.adv_weight(Step(39, 39, 40, 1)) == pytest.approx(3.0)
+    official = _method(CuDFKD, splits)  # 0 + 0.5 after each epoch 11..29 of 40
+    assert official.adv_weight(Step(11, 11, 40, 1)) == 0.0 and official.adv_weight(Step(12, 12, 40, 1)) == 0.5
+    assert official.adv_weight(Step(39, 39, 40, 1)) == pytest.approx(9.5)
     assert _method(DFAD, splits, adv=2.0).adv_weight(Step(0, 0, 40, 1)) == 2.0
 
 
@@ -202,6 +238,19 @@ def test_self_paced_student_loss_weights_each_sample():
     l = per.mean()
     assert batch.student_terms(x, STEP)["student_kd"].item() == pytest.approx(
         ((1 + math.exp(-0.5)) / (1 + torch.exp(l - 0.5)) * l).item(), rel=1e-5)
+
+
+def test_lam_counts_every_student_step_of_the_run(monkeypatch):
+    splits = toy_splits()
+    m = _method(CuDFKD, splits, rounds=2, kd_steps=3, g_steps=1)
+    m.optimizers(edgedistill.config.TrainConfig(epochs=4, batch_size=8))
+    seen: list[int] = []
+    real = m.student_terms
+    monkeypatch.setattr(m, "student_terms", lambda x, step, n=0: seen.append(n) or real(x, step, n))
+    m.training_step({}, Step(1, 5, 4, 4))  # global loop step 5: 5 x 2 x 3 student steps before it
+    assert seen == [30, 31, 32, 33, 34, 35]
+    assert m.lam(Step(1, 5, 4, 4), 30) == pytest.approx(2.0 + 30e-4)
+    assert _method(CuDFKD, splits, lam_rate=None, lam=[1.0, 3.0]).lam(Step(2, 8, 4, 4), 999) == pytest.approx(2.0)
 
 
 def test_student_steps_alone_bring_the_student_to_the_teacher_on_generated_samples():

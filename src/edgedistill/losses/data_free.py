@@ -79,3 +79,22 @@ def curriculum_adv_weight(epoch: int, epochs: int, final: float, begin: float, e
         return final
     done = sum(1 for e in increments if e < epoch)
     return final * done / len(increments)
+
+
+def adv_increments(epoch: int, epochs: int, begin: float, end: float) -> int:
+    """How many times the official CuDFKD loop has raised ``adv`` before 0-based ``epoch``: once after every epoch
+    e with ``int(begin*E) < e < int(end*E)`` (``datafree_kd.py``: ``synthesizer.adv += args.grad_adv``)."""
+    lo, hi = int(epochs * begin), int(epochs * end)
+    return sum(1 for e in range(epoch) if lo < e < hi)
+
+
+def stepped_adv_weight(epoch: int, epochs: int, start: float, increment: float, begin: float, end: float) -> float:
+    """CuDFKD's official generator schedule: ``start`` (``--adv``) plus ``increment`` (``--grad_adv``, +0.5 in the
+    CIFAR-10 scripts) per epoch inside the curriculum window, so the final weight grows with the epochs."""
+    return start + increment * adv_increments(epoch, epochs, begin, end)
+
+
+def stepped_lambda(lam0: float, rate: float, student_steps: int, cap: float = math.inf) -> float:
+    """CuDFKD's official self-paced threshold ``lam_n = lam0 + rate * n`` after ``n`` student steps (``--lambda_0``;
+    rate 1e-4 for CIFAR-10, 2e-5 otherwise), held at ``cap`` (the code's ``iter_0`` bound)."""
+    return min(cap, lam0 + rate * student_steps)

@@ -6,9 +6,13 @@ Two regimes share one class and differ in their defaults:
 * ``cudfkd`` -- CuDFKD (Li et al., arXiv 2208.13648), generator loss
   ``L_G = ent*H(mean softmax(t/T_H)) + adv*L_adv + oh*CE(t, argmax t) + bn*L_bn`` with DeepInversion's
   BatchNorm-statistics loss (teacher hooks), DAFL's one-hot and class-entropy terms, the agreement-masked KL
-  adversarial term, an easy-to-hard curriculum on ``adv`` (0 until ``begin*E``, then rising each epoch to its
-  final value at ``end*E``) and self-paced weights on the student side
-  ``v = (1+e^-lam)/(1+e^(l-lam))`` with ``lam`` growing linearly over training.
+  adversarial term, an easy-to-hard curriculum on ``adv`` and self-paced weights on the student side
+  ``v = (1+e^-lam)/(1+e^(l-lam))`` with a growing ``lam``. Default (``preset: official``): the official
+  CIFAR-10 scripts' schedules and sizes -- ``adv`` starts at 0 and rises by ``adv_step`` = 0.5 after every epoch
+  inside [0.25 E, 0.75 E] (``--grad_adv 0.5``), ``lam = 2 + 1e-4 n`` after n student steps
+  (``--lambda_0 2``, alpha 1e-4), generator nz 512, width (ngf) 64 with a 4 x width coarse map.
+  ``preset: small`` is the former form: ``adv`` rising to 1.0 at 0.75 E in equal steps, ``lam`` linear 1 -> 3
+  over training, generator nz 64, width 32, 2 x width coarse map. Keys a recipe sets override either preset.
 
 Each loop step runs ``rounds`` rounds of {``g_steps`` generator steps; ``kd_steps`` student steps}, each on a
 fresh batch of ``batch_size`` generated samples (the runner's loop over real batches only counts steps).
@@ -16,8 +20,8 @@ fresh batch of ``batch_size`` generated samples (the runner's loop over real bat
 Our choices where the spec is UNKNOWN or does not fit (documented in docs/methods/cudfkd.md):
 * self-paced weights are per sample (``l_i`` = mean |s_i - t_i|, ``L_S = mean_i v_i l_i``); the official code
   with its L1 loss computes one weight per batch (``spl: batch`` reproduces that);
-* ``lam`` runs linearly from ``lam[0]`` to ``lam[1]`` over training instead of ``lam0 + alpha*n``;
-* the curriculum is given by its final weight (``adv``) instead of a per-epoch increment;
+* ``n`` counts the student steps of this run (every round's ``kd_steps`` of every loop step), as the official
+  ``global_iter`` does; with our few steps per epoch ``lam`` grows far less than in the official 400-step epochs;
 * the runner's learning-rate schedule applies to both optimizers (the official generator lr is constant).
 
 The method never reads ``batch["x"]`` or ``batch["y"]``.
@@ -27,7 +31,7 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
 from edgedistill.config import TrainConfig
@@ -35,7 +39,7 @@ from edgedistill.data.dataset import Batch, DataInfo, TensorData
 from edgedistill.errors import UserInputError
 from edgedistill.losses.data_free import (
     agreement_kl, bn_statistics_loss, class_entropy, curriculum_adv_weight, linear_ramp, logit_l1, one_hot_loss,
-    per_sample_kd, per_sample_l1, self_paced_weight,
+    per_sample_kd, per_sample_l1, self_paced_weight, stepped_adv_weight, stepped_lambda,
 )
 from edgedistill.methods.base import Method, Step, make_optimizer
 from edgedistill.methods.teachers import TeacherNet, Teachers, evaluating
@@ -96,10 +100,14 @@ class DFADParams(Params):
     entropy_temperature: float = Field(1.0, gt=0, description="temperature T_H of the class-entropy term")
     adv_loss: Literal["l1", "kl"] = Field("l1", description="adversarial term: l1 (DFAD: -mean|t - s|) or kl "
                                                             "(CuDFKD: agreement-masked T^2 KL)")
-    adv: float = Field(1.0, ge=0, description="weight of the adversarial term (its final value with a curriculum)")
+    adv: float = Field(1.0, ge=0, description="weight of the adversarial term: constant without a curriculum; with "
+                                              "one, its start value if adv_step is set, else its final value")
     adv_curriculum: Pair = Field(None, min_length=2, max_length=2,
-                                 description="[begin, end] fractions of training: adv is 0 until begin, rises each "
-                                             "epoch and reaches its value at end; null: constant")
+                                 description="[begin, end] fractions of training: the window in which adv rises "
+                                             "each epoch; null: constant")
+    adv_step: Optional[float] = Field(None, ge=0, description="with a curriculum: adv rises by this after every "
+                                      "epoch in the window (official --grad_adv); null: adv is 0 until begin and "
+                                      "reaches adv at end in equal steps")
     adv_temperature: float = Field(3.0, gt=0, description="temperature of the kl adversarial term")
     student_loss: Literal["l1", "kd"] = Field("l1", description="student loss per sample: l1 (mean |s - t|) or kd "
                                                                 "(T^2 KL at kd_temperature)")
@@ -107,8 +115,11 @@ class DFADParams(Params):
     spl: Literal["none", "sample", "batch"] = Field(
         "none", description="self-paced student weights: none, per sample, or one per batch (official code)")
     lam: Pair = Field(None, min_length=2, max_length=2, validate_default=True,
-                      description="[start, end] of the self-paced threshold lam, linear over training (needed "
-                                  "unless spl is none)")
+                      description="[start, end] of the self-paced threshold lam (needed unless spl is none): "
+                                  "linear over training, or with lam_rate start + lam_rate x student steps, held "
+                                  "at end")
+    lam_rate: Optional[float] = Field(None, ge=0, description="lam grows by this per student step (official "
+                                      "alpha); null: linear from lam[0] to lam[1] over training")
 
     @field_validator("adv_curriculum")
     @classmethod
@@ -126,9 +137,20 @@ class DFADParams(Params):
         return value
 
 
-class CuDFKDParams(DFADParams):
-    """CuDFKD's defaults: the official scripts' where they fit (bn 1, one-hot 1, entropy -20)."""
+# The former defaults, kept as ``preset: small``: a recipe's own keys still override them.
+SMALL_PRESET: dict[str, Any] = {"generator": {"nz": 64, "width": 32, "coarse": 2}, "adv": 1.0, "adv_step": None,
+                                "lam": [1.0, 3.0], "lam_rate": None}
 
+
+class CuDFKDParams(DFADParams):
+    """CuDFKD's defaults: the official CIFAR-10 scripts' (bn 1, one-hot 1, entropy -20, adv 0 + 0.5 per epoch in
+    [0.25, 0.75] E, lam 2 + 1e-4 per student step, generator nz 512 / ngf 64); ``preset: small`` the former ones."""
+
+    preset: Literal["official", "small"] = Field(
+        "official", description="official: the official scripts' adversarial schedule, lam schedule and generator "
+                                "size; small: the former smaller generator and gentler schedules")
+    generator: GeneratorParams = Field(default_factory=lambda: GeneratorParams(nz=512, width=64, coarse=4),
+                                       description="the generator: {name: dcgan, nz, width, coarse, output, scale}")
     bn: float = Field(1.0, ge=0, description="weight of the teacher's BatchNorm-statistics loss (DeepInversion)")
     one_hot: float = Field(1.0, ge=0, description="weight of the one-hot loss CE(t, argmax t) (DAFL)")
     entropy: float = Field(-20.0, description="weight of the class entropy H(mean softmax(t/T_H)) (negative: "
@@ -136,14 +158,29 @@ class CuDFKDParams(DFADParams):
     entropy_temperature: float = Field(5.0, gt=0, description="temperature T_H of the class-entropy term")
     adv_loss: Literal["l1", "kl"] = Field("kl", description="adversarial term: l1 (DFAD: -mean|t - s|) or kl "
                                                             "(CuDFKD: agreement-masked T^2 KL)")
+    adv: float = Field(0.0, ge=0, description="weight of the adversarial term: constant without a curriculum; with "
+                                              "one, its start value if adv_step is set, else its final value")
     adv_curriculum: Pair = Field([0.25, 0.75], min_length=2, max_length=2,
-                                 description="[begin, end] fractions of training: adv is 0 until begin, rises each "
-                                             "epoch and reaches its value at end; null: constant")
+                                 description="[begin, end] fractions of training: the window in which adv rises "
+                                             "each epoch; null: constant")
+    adv_step: Optional[float] = Field(0.5, ge=0, description="with a curriculum: adv rises by this after every "
+                                      "epoch in the window (official --grad_adv); null: adv is 0 until begin and "
+                                      "reaches adv at end in equal steps")
     spl: Literal["none", "sample", "batch"] = Field(
         "sample", description="self-paced student weights: none, per sample, or one per batch (official code)")
-    lam: Pair = Field([1.0, 3.0], min_length=2, max_length=2, validate_default=True,
-                      description="[start, end] of the self-paced threshold lam, linear over training (needed "
-                                  "unless spl is none)")
+    lam: Pair = Field([2.0, 100.0], min_length=2, max_length=2, validate_default=True,
+                      description="[start, end] of the self-paced threshold lam (needed unless spl is none): "
+                                  "linear over training, or with lam_rate start + lam_rate x student steps, held "
+                                  "at end")
+    lam_rate: Optional[float] = Field(1e-4, ge=0, description="lam grows by this per student step (official "
+                                      "alpha); null: linear from lam[0] to lam[1] over training")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") == "small":
+            return {**SMALL_PRESET, **data}
+        return data
 
 
 class DataFreeDistillation(Method):
@@ -193,7 +230,17 @@ class DataFreeDistillation(Method):
         p = self.params
         if p.adv_curriculum is None:
             return p.adv
+        if p.adv_step is not None:
+            return stepped_adv_weight(step.epoch, step.epochs, p.adv, p.adv_step, *p.adv_curriculum)
         return curriculum_adv_weight(step.epoch, step.epochs, p.adv, *p.adv_curriculum)
+
+    def lam(self, step: Step, student_steps: int) -> float:
+        """The self-paced threshold after ``student_steps`` student steps of this run (``step`` gives the progress
+        of the linear form)."""
+        p = self.params
+        if p.lam_rate is not None:
+            return stepped_lambda(p.lam[0], p.lam_rate, student_steps, p.lam[1])  # type: ignore[index]
+        return linear_ramp(*p.lam, step.progress)  # type: ignore[misc]
 
     def _device(self) -> torch.device:
         return next(self.networks["student"].parameters()).device
@@ -228,8 +275,9 @@ class DataFreeDistillation(Method):
                    "gen_entropy": p.entropy}
         return sum(weights[k] * v for k, v in terms.items())  # type: ignore[return-value]
 
-    def student_terms(self, x: torch.Tensor, step: Step) -> dict[str, torch.Tensor]:
-        """The student's loss on generated ``x`` (no gradient to the generator), self-paced when configured."""
+    def student_terms(self, x: torch.Tensor, step: Step, student_steps: int = 0) -> dict[str, torch.Tensor]:
+        """The student's loss on generated ``x`` (no gradient to the generator), self-paced when configured;
+        ``student_steps``: the student steps this run made before this one."""
         p = self.params
         with torch.no_grad():
             t = self.teacher(x)  # type: ignore[misc]
@@ -237,7 +285,7 @@ class DataFreeDistillation(Method):
         per = per_sample_l1(s, t) if p.student_loss == "l1" else per_sample_kd(s, t, p.kd_temperature)
         if p.spl == "none":
             return {"student_kd": per.mean()}
-        lam = linear_ramp(*p.lam, step.progress)  # type: ignore[misc]
+        lam = self.lam(step, student_steps)
         if p.spl == "sample":
             v = self_paced_weight(per, lam)
             return {"student_kd": (v * per).mean()}
@@ -255,6 +303,8 @@ class DataFreeDistillation(Method):
             for k, v in terms.items():
                 sums[k] = sums.get(k, torch.zeros(())) + v.detach().cpu() / n
 
+        # Student steps before this loop step (resumable: a function of the step, not a counter).
+        done = step.step * rounds * kd_steps
         for _ in range(rounds):
             # The student judges in eval mode, as in the official code (its BN statistics are not updated).
             with evaluating(student):
@@ -268,15 +318,20 @@ class DataFreeDistillation(Method):
                 with torch.no_grad():
                     x = self._sample()
                 opt_s.zero_grad(set_to_none=True)
-                terms = self.student_terms(x, step)
+                terms = self.student_terms(x, step, done)
                 terms["student_kd"].backward()
                 opt_s.step()
+                done += 1
                 add(terms, rounds * kd_steps)
         opt_g.zero_grad(set_to_none=True)
         return sums
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "data_free": True, "teacher_bn_layers": len(self.bn_stats.layers)}
+        out = {**super().describe(), "data_free": True, "teacher_bn_layers": len(self.bn_stats.layers),
+               "generator_params": sum(q.numel() for q in self.networks["generator"].parameters())}
+        if getattr(self.params, "preset", None) is not None:
+            out["preset"] = self.params.preset
+        return out
 
 
 @METHODS.register("dfad")

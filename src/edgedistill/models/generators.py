@@ -2,9 +2,11 @@
 image ``(N, C, H, W)``, sized from the dataset's ``input_shape``.
 
 Shape of the network (DCGAN-style, as the CMI/CuDFKD code base uses for CIFAR): a linear layer to a coarse map
-of ``2*width`` channels at a quarter of the target length (or side), BatchNorm, then two rounds of
-{nearest-neighbour upsampling x2, conv, BatchNorm, LeakyReLU(0.2)}, a final conv to ``C`` channels, a crop to
-the exact target size, and an output layer.
+of ``coarse*width`` channels at a quarter of the target length (or side), BatchNorm, then two rounds of
+{nearest-neighbour upsampling x2, conv, BatchNorm, LeakyReLU(0.2)} (to ``2*width``, then ``width`` channels), a
+final conv to ``C`` channels, a crop to the exact target size, and an output layer. ``coarse: 2`` is the CMI /
+DFAD ``Generator(ngf)`` layout (2w -> 2w -> w); ``coarse: 4`` is CuDFKD's ``DCGAN_Generator_CIFAR10(ngf, d=2)``
+(4w -> 2w -> w), which the cudfkd regime uses with the official sizes nz 512, width (ngf) 64.
 
 Output layer (our choice; the spec's image generators end in tanh/sigmoid for pixel ranges): ``"bn"``, a
 BatchNorm without affine parameters, so every generated batch has zero mean and unit variance per channel --
@@ -36,7 +38,9 @@ class DCGANParams(Params):
     """The ``dcgan`` generator's settings (a recipe's ``method.params.generator`` section, ``name`` aside)."""
 
     nz: int = Field(64, ge=1, description="noise dimension: the generator maps N(0, I) noise of this size to a sample")
-    width: int = Field(32, ge=1, description="channels of the last hidden conv (the coarse map has 2 x width)")
+    width: int = Field(32, ge=1, description="channels of the last hidden conv (the coarse map has coarse x width)")
+    coarse: Literal[2, 4] = Field(2, description="channels of the coarse map as a multiple of width: 2 (CMI/DFAD "
+                                                 "Generator) or 4 (CuDFKD's DCGAN generator, depth 2)")
     output: Output = Field(
         "bn", description="output layer: bn (per-channel zero mean, unit variance, for per_channel-normalised "
                           "data), tanh (range [-scale, scale]) or linear")
@@ -66,15 +70,15 @@ class WindowGenerator(nn.Module):
     """Noise -> (C, L) sensor window."""
 
     def __init__(self, channels: int, length: int, nz: int = 64, width: int = 32, output: Output = "bn",
-                 scale: float = 3.0) -> None:
+                 scale: float = 3.0, coarse: int = 2) -> None:
         super().__init__()
         self.nz, self.channels, self.length = nz, channels, length
         self.base = max(1, math.ceil(length / 4))
-        self.fc = nn.Linear(nz, 2 * width * self.base)
+        self.fc = nn.Linear(nz, coarse * width * self.base)
         self.body = nn.Sequential(
-            nn.BatchNorm1d(2 * width),
+            nn.BatchNorm1d(coarse * width),
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv1d(2 * width, 2 * width, 5, padding=2, bias=False), nn.BatchNorm1d(2 * width), nn.LeakyReLU(0.2),
+            nn.Conv1d(coarse * width, 2 * width, 5, padding=2, bias=False), nn.BatchNorm1d(2 * width), nn.LeakyReLU(0.2),
             nn.Upsample(scale_factor=2, mode="nearest"),
             nn.Conv1d(2 * width, width, 5, padding=2, bias=False), nn.BatchNorm1d(width), nn.LeakyReLU(0.2),
             # No bias before a BN output: the normalisation would cancel it (a parameter that never learns).
@@ -91,15 +95,15 @@ class ImageGenerator(nn.Module):
     """Noise -> (C, H, W) small image."""
 
     def __init__(self, channels: int, height: int, width_px: int, nz: int = 64, width: int = 32,
-                 output: Output = "bn", scale: float = 3.0) -> None:
+                 output: Output = "bn", scale: float = 3.0, coarse: int = 2) -> None:
         super().__init__()
         self.nz, self.channels, self.size = nz, channels, (height, width_px)
         self.base = (max(1, math.ceil(height / 4)), max(1, math.ceil(width_px / 4)))
-        self.fc = nn.Linear(nz, 2 * width * self.base[0] * self.base[1])
+        self.fc = nn.Linear(nz, coarse * width * self.base[0] * self.base[1])
         self.body = nn.Sequential(
-            nn.BatchNorm2d(2 * width),
+            nn.BatchNorm2d(coarse * width),
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(coarse * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
             nn.Upsample(scale_factor=2, mode="nearest"),
             nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
             nn.Conv2d(width, channels, 3, padding=1, bias=output != "bn"),
@@ -130,12 +134,12 @@ def dcgan(input_shape: tuple[int, ...], key: str = "method.params.generator", **
     """DCGAN-style generator: noise -> (C, L) window or (C, H, W) image, chosen from ``input_shape``;
     ``params`` are ``DCGANParams`` (checked here, errors named ``key.<field>``)."""
     p = DCGANParams.parse(params, key, what="generator 'dcgan'")
-    nz, width, output, scale = p.nz, p.width, p.output, p.scale
+    nz, width, output, scale, coarse = p.nz, p.width, p.output, p.scale, p.coarse
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 2:
-        net: nn.Module = WindowGenerator(shape[0], shape[1], nz, width, output, scale)  # type: ignore[arg-type]
+        net: nn.Module = WindowGenerator(shape[0], shape[1], nz, width, output, scale, coarse)  # type: ignore[arg-type]
     elif len(shape) == 3:
-        net = ImageGenerator(shape[0], shape[1], shape[2], nz, width, output, scale)  # type: ignore[arg-type]
+        net = ImageGenerator(shape[0], shape[1], shape[2], nz, width, output, scale, coarse)  # type: ignore[arg-type]
     else:
         raise UserInputError(f"{key}: generators make (C, L) windows or (C, H, W) images; the data has input "
                              f"shape {shape}")
