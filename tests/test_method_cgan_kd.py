@@ -25,7 +25,7 @@ def _one_thread():
 
 
 SMALL = dict(gan_steps=30, dre_steps=20, n_fake=60, burn_in=64, gan_width=8, noise_dim=8, progress=False,
-             feature_tap="5")  # "5": tiny_net's Flatten, the embedding before its head
+             feature_tap="5", feature_epochs=20, warm_start_epochs=60)  # "5": tiny_net's Flatten, the embedding
 
 
 # -- test vectors of tests/reference/ref_others.py section 8 ---------------------------------------------
@@ -172,6 +172,68 @@ def test_training_step_terms_are_the_union_mean_and_only_the_student_learns(clas
     sum(terms.values()).backward()
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def _accuracy(net: nn.Module, splits) -> float:
+    with torch.no_grad():
+        return (net.eval()(splits.train.x).argmax(1) == splits.train.y).float().mean().item()
+
+
+def test_density_ratio_features_come_from_a_separately_trained_network(classification_setup):
+    from edgedistill.models import extract
+
+    splits, teacher, m = classification_setup
+    feat = m.feature_model
+    assert feat is not teacher and not any(p.requires_grad for p in feat.parameters())
+    assert [p.shape for p in feat.parameters()] == [p.shape for p in teacher.parameters()]  # the teacher's architecture
+    assert any(not torch.equal(a, b) for a, b in zip(feat.parameters(), teacher.parameters()))
+    assert _accuracy(feat, splits) > 0.8  # trained on the labels (3 classes: chance is 1/3)
+    x = splits.train.x[:8]
+    out, phi = m._teacher_pass(x)
+    with torch.no_grad():
+        assert torch.equal(out, teacher(x))  # the teacher still filters and relabels
+        assert torch.allclose(phi, extract(feat, x, {"phi": "5"})[1]["phi"].flatten(1))
+        assert not torch.allclose(phi, extract(teacher, x, {"phi": "5"})[1]["phi"].flatten(1))
+    assert m.describe()["feature_net"] == "separate"
+
+
+def test_teacher_features_and_no_warm_start_are_the_former_form():
+    splits = toy_splits()
+    teacher = _trained_teacher(splits)
+    torch.manual_seed(7)
+    m = CGANKD(tiny_net(), splits.info, teacher, **{**SMALL, "feature_net": "teacher", "warm_start": False})
+    before = {k: v.clone() for k, v in m.networks["student"].state_dict().items()}
+    m.setup(splits.train, torch.device("cpu"))
+    assert m.feature_model is teacher
+    after = m.networks["student"].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # setup left the student as initialised
+
+
+def test_the_student_is_warm_started_on_the_labels(classification_setup):
+    splits, teacher, m = classification_setup
+    torch.manual_seed(7)
+    fresh = tiny_net()  # the same initialisation the fixture's student had
+    assert _accuracy(m.networks["student"], splits) > _accuracy(fresh, splits) + 0.2
+    assert _accuracy(m.networks["student"], splits) > 0.8
+    assert m.networks["student"].eval() is m.networks["student"] and m.params.warm_start
+    m.networks["student"].train()
+
+
+def test_the_warm_start_uses_the_recipes_train_settings(monkeypatch):
+    import edgedistill.methods.cgan_kd as module
+    from edgedistill.config import TrainConfig
+
+    seen = []
+    real = module.fit_on_labels
+    monkeypatch.setattr(module, "fit_on_labels", lambda model, x, y, cfg, cls, g: seen.append(cfg) or real(model, x, y, cfg, cls, g))
+    splits = toy_splits()
+    torch.manual_seed(7)
+    m = CGANKD(tiny_net(), splits.info, _trained_teacher(splits), **{**SMALL, "warm_start_epochs": None})
+    m.optimizers(TrainConfig(epochs=3, batch_size=8, lr=1e-3))
+    m.setup(splits.train, torch.device("cpu"))
+    feature_cfg, warm_cfg = seen
+    assert (feature_cfg.epochs, feature_cfg.schedule) == (20, "constant")
+    assert (warm_cfg.epochs, warm_cfg.batch_size, warm_cfg.lr, warm_cfg.schedule) == (3, 8, 1e-3, "constant")
 
 
 def test_setup_is_reproducible_and_leaves_the_global_rng_alone():
