@@ -199,3 +199,21 @@ def export_loaded(run: Any, fp32_path: Path, int8_path: Optional[Path], *, opset
     notes = int8_notes(sizes["fp32"], sizes["int8"]) if "int8" in sizes else []
     return ExportResult(fp32_path, int8_path, result, meta, converted.exporter, converted.rewrites,
                         converted.warnings, sizes, notes)
+
+
+def export_onnx_format(run: Any, out_dir: Path, *, int8: bool, calibration: int = DEFAULT_CALIBRATION,
+                       max_diff: Optional[float] = DEFAULT_MAX_DIFF,
+                       max_int8_drop: Optional[float] = DEFAULT_MAX_INT8_DROP, opset: Optional[int] = None,
+                       exporter: str = "auto", stem: Optional[str] = None) -> Any:
+    """The ``onnx`` backend of ``deploy.formats``: ``export_loaded`` into ``out_dir/<stem>.onnx`` (and
+    ``<stem>.int8.onnx``) as a ``FormatResult``."""
+    from edgedistill.deploy.formats import FormatResult
+
+    stem = stem or f"student_seed{run.seed}_{run.which}"
+    fp32 = Path(out_dir) / f"{stem}.onnx"
+    result = export_loaded(run, fp32, fp32.with_name(f"{stem}.int8.onnx") if int8 else None, opset=opset,
+                           calibration=calibration, max_diff=max_diff, max_int8_drop=max_int8_drop, exporter=exporter)
+    notes = [*(f"rewritten for export (same numbers, checked): {r}" for r in result.rewrites), *result.notes]
+    return FormatResult("onnx", result.files, result.verification["rows"], result.verification["metric"],
+                        {k: v for k, v in result.sizes.items() if k != "pytorch"}, notes=notes,
+                        backend=result.metadata.exporter + ", verified with ONNX Runtime")

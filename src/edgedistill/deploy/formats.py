@@ -107,3 +107,115 @@ def export_format(name: str, run: Any, out_dir: Path, *, int8: bool = False, cal
     fn = backend(name)
     return fn(run, Path(out_dir), int8=int8, calibration=DEFAULT_CALIBRATION if calibration is None else calibration,
               **options)
+
+
+def test_data(run: Any) -> tuple[Any, Any, Any]:
+    """(test windows float32 C-contiguous, test targets, PyTorch's outputs on them) of a loaded run."""
+    import numpy as np
+
+    from edgedistill.deploy.export import predict_torch
+
+    x = np.ascontiguousarray(run.splits.test.x.numpy(), dtype=np.float32)
+    return x, run.splits.test.y.numpy(), predict_torch(run.student, x)
+
+
+def check_outputs(run: Any, format_name: str, outputs: dict[str, tuple[Path, Any]], reference: Any, y: Any, *,
+                  max_diff: Optional[float], max_int8_drop: Optional[float]) -> tuple[str, list[dict[str, Any]]]:
+    """(metric, rows) comparing each variant's test outputs (``{"fp32": (file, outputs)}``) with PyTorch's, in the
+    shape of ``verify.verify``'s rows; raises ``VerificationError`` (carrying ``result``) after measuring all."""
+    import numpy as np
+
+    from edgedistill.deploy.verify import VerificationError, score
+
+    meta = run.metadata()
+    task, scale = meta.task, meta.target_scale
+    metric = "accuracy" if task == "classification" else "R2"
+    ref_score = score(reference, y, task, scale)
+    rows: list[dict[str, Any]] = [{"variant": "pytorch", "file": "", "max_abs_diff": 0.0, "score": ref_score,
+                                   "agreement": 1.0}]
+    problems = []
+    for variant, (path, out) in outputs.items():
+        out = np.asarray(out, dtype=np.float64).reshape(reference.shape)
+        agree = float((out.argmax(1) == reference.argmax(1)).mean()) if task == "classification" else None
+        row = {"variant": f"{format_name} {variant}", "file": str(path), "max_abs_diff": float(np.abs(out - reference).max()),
+               "score": score(out, y, task, scale), "agreement": agree}
+        row["score_drop_points"] = 100 * (ref_score - row["score"])
+        rows.append(row)
+        if variant == "fp32" and max_diff is not None and not row["max_abs_diff"] <= max_diff:
+            problems.append(f"{format_name} fp32 output differs from PyTorch by {row['max_abs_diff']:.3g} > {max_diff:g} "
+                            "(--max-diff)")
+        if variant == "int8" and max_int8_drop is not None and row["score_drop_points"] > max_int8_drop:
+            problems.append(f"{format_name} int8 loses {row['score_drop_points']:.2f} points of test {metric} "
+                            f"({ref_score:.4f} -> {row['score']:.4f}) > {max_int8_drop:g} (--max-int8-drop)")
+    if problems:
+        err = VerificationError("export verification failed: " + "; ".join(problems) + "; no file was written")
+        err.result = {"metric": metric, "test_windows": int(len(y)), "rows": rows}  # type: ignore[attr-defined]
+        raise err
+    return metric, rows
+
+
+class Staging:
+    """A temporary folder beside ``out_dir`` whose files are renamed into place only by ``publish`` (all or nothing:
+    a failed conversion or verification leaves no file behind). Use as a context manager."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        from edgedistill.io import environment_error, make_dirs
+
+        make_dirs(self.out_dir)
+        try:
+            self.tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out_dir))
+        except OSError as exc:
+            raise environment_error(exc, self.out_dir, "write into") from None
+        return self.tmp
+
+    def __exit__(self, *exc: Any) -> None:
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def publish(self, staged: dict[str, Path], names: dict[str, str]) -> dict[str, Path]:
+        """Move every staged file (key -> file in the staging folder) to ``out_dir/names[key]``; returns the targets."""
+        import os
+
+        targets = {}
+        for key, path in staged.items():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            target = self.out_dir / names[key]
+            os.replace(path, target)
+            targets[key] = target
+        return targets
+
+
+def write_verification(result: FormatResult, out_dir: Path, stem: str) -> list[Path]:
+    """``<stem>.<format>.verification.json`` and ``.md`` beside the files, written atomically."""
+    from edgedistill.io import write_json, write_text
+
+    json_path = Path(out_dir) / f"{stem}.{result.format}.verification.json"
+    md_path = json_path.with_name(f"{stem}.{result.format}.verification.md")
+    header, cells = verification_table(result)
+    lines = [f"# {result.format} export of {stem}", "", f"Backend: {result.backend}.", "",
+             "| " + " | ".join(h.replace("|", "\\|") for h in header) + " |", "|" + "|".join("---" for _ in header) + "|",
+             *("| " + " | ".join(c) + " |" for c in cells), "", *(f"- {n}" for n in result.notes)]
+    write_json(json_path, result.to_json())
+    write_text(md_path, "\n".join(lines).rstrip() + "\n")
+    return [json_path, md_path]
+
+
+def verification_table(result: FormatResult) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of one format's verification table."""
+    header = ["variant", "file", "KB", "max |diff| vs PyTorch", f"test {result.metric}", "agreement"]
+    cells = []
+    for r in result.rows:
+        variant = r["variant"].split(" ")[-1]
+        size = result.sizes.get(variant) if r["variant"] != "pytorch" else None
+        agree = "" if r.get("agreement") is None else f"{100 * r['agreement']:.1f}%"
+        cells.append([r["variant"], Path(r["file"]).name if r["file"] else "(checkpoint)",
+                      "" if size is None else f"{size / 1024:.1f}",
+                      "-" if r["variant"] == "pytorch" else f"{r['max_abs_diff']:.2e}", f"{r['score']:.4f}", agree])
+    return header, cells
