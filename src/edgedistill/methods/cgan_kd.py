@@ -34,7 +34,7 @@ Our choices where the spec says UNKNOWN or where the paper's setting does not fi
   the real batch, and the loss is the mean over that union (terms ``ce_real``/``ce_fake`` or
   ``mse_real``/``mse_fake`` are the two parts of the union mean). The paper samples from real U fake.
 * The student is warm-started as in the paper (``--finetune --init_model_path``: its vanilla-trained
-  checkpoint): ``warm_start: true`` (default) trains it on the real labels alone in ``setup``, with the recipe's
+  checkpoint): ``warm_start: true`` (default) trains it on the real labels alone at the first step, with the recipe's
   ``train`` settings at a constant learning rate for ``warm_start_epochs`` (default ``train.epochs``), before the
   real + synthetic training starts. So the distilled student trains twice as many epochs as the student alone;
   the paper's comparison has the same asymmetry. ``warm_start: false`` starts from the initialisation (the
@@ -171,6 +171,8 @@ class CGANKD(Method):
         self.stats: dict[str, Any] = {}
         self.feature_model: nn.Module = self.teacher  # type: ignore[assignment]  # replaced in setup if separate
         self._train_cfg = TrainConfig()  # the recipe's, from ``optimizers`` (called before ``setup``)
+        self._train: Optional[TensorData] = None
+        self._device = torch.device("cpu")
 
     def optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         self._train_cfg = cfg  # the warm start trains with the recipe's settings
@@ -325,6 +327,7 @@ class CGANKD(Method):
 
     def setup(self, train: TensorData, device: torch.device, val: Optional[TensorData] = None) -> None:
         self.teachers.place(device)
+        self._train, self._device = train, device  # for the warm start at the first step
         if self.fake_x is not None:
             return
         start = time.perf_counter()
@@ -340,10 +343,7 @@ class CGANKD(Method):
                     net = fresh_copy(self.teacher).to(device)  # type: ignore[arg-type]
                     self.feature_model = self._fit(net, x, y, self.teachers[-1].config.train,
                                                    self.params.feature_epochs, g).requires_grad_(False)
-                if self.params.warm_start:
-                    student = self.networks["student"]
-                    self._fit(student, x, y, self._train_cfg, self.params.warm_start_epochs, g).train()
-                self.stats["label_fits_seconds"] = round(time.perf_counter() - t0, 1)
+                self.stats["feature_net_seconds"] = round(time.perf_counter() - t0, 1)
                 gen = self._train_gan(x, y, g, prog)
                 phi_real = self._phi(x)
                 norm = (phi_real.mean(0), phi_real.std(0).clamp_min(1e-6))
@@ -355,7 +355,22 @@ class CGANKD(Method):
                                  "ratio rejected all); raise rho or gan_steps")
         self.stats["seconds"] = round(time.perf_counter() - start, 1)
 
+    def warm_start_student(self, train: TensorData) -> None:
+        """Train the student on the real labels alone (the paper's vanilla-trained checkpoint), from a private RNG
+        seeded by the run seed. Run at the first step, not in ``setup``: the engine restores a resumed run's
+        weights before ``setup``, and a run resumed after epoch 1 must keep them; one resumed from its start
+        redoes the same warm start."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed + 1)
+            g = torch.Generator().manual_seed(self._seed + 1)
+            t0 = time.perf_counter()
+            x, y = train.x.to(self._device), train.y.to(self._device)
+            self._fit(self.networks["student"], x, y, self._train_cfg, self.params.warm_start_epochs, g).train()
+        self.stats["warm_start_seconds"] = round(time.perf_counter() - t0, 1)
+
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
+        if step.step == 0 and self.params.warm_start and self._train is not None:
+            self.warm_start_student(self._train)
         xr, yr = batch["x"], batch["y"]
         n_r = len(xr)
         frac = self.params.fake_fraction
