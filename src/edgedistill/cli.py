@@ -235,80 +235,43 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory made by 'edgedistill run'."),
-    int8: bool = typer.Option(False, "--int8", help="Also write a static int8 (QDQ, per-channel) model, calibrated on training windows."),
+    formats: str = typer.Option("onnx", "--format", help="Formats, comma-separated: onnx, tflite (LiteRT), executorch (.pte), c (C99 source)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an int8 model of every format, calibrated on training windows."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output .onnx file (default <run>/export/student_seed<k>_<which>.onnx); int8 goes to <stem>.int8.onnx."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file name, e.g. DIR/model.onnx (default <run>/export/student_seed<k>_<which>.onnx); every format adds its suffix, int8 files .int8 before it."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the one best on validation)."),
     which: str = typer.Option("best", "--which", help="best (on validation) or last checkpoint."),
     calibration: int = typer.Option(256, "--calibration", help="Training windows used to calibrate int8 (all when fewer)."),
-    max_diff: float = typer.Option(1e-4, "--max-diff", help="Fail if the fp32 file's outputs differ from PyTorch's by more (test windows)."),
+    max_diff: float = typer.Option(1e-4, "--max-diff", help="Fail if an fp32 file's outputs differ from PyTorch's by more (test windows)."),
     max_int8_drop: float = typer.Option(1.0, "--max-int8-drop", help="Fail if int8 loses more points of test accuracy (R² x 100 for regression)."),
-    exporter: str = typer.Option("auto", "--exporter", help="auto (dynamo, legacy as fallback), dynamo or legacy."),
+    exporter: str = typer.Option("auto", "--exporter", help="ONNX: auto (dynamo, legacy as fallback), dynamo or legacy."),
 ) -> None:
-    """Export the run's student to ONNX (fp32, and int8 with --int8), verified against PyTorch on the test windows."""
-    try:
-        from edgedistill.deploy.export import export as do_export
+    """Export the run's student (fp32, and int8 with --int8) in one or more formats, each verified against PyTorch on
+    the test windows; the verification table is written beside the files."""
+    from edgedistill.cli_export import export_command
 
-        result = do_export(run_dir, out, int8=int8, opset=opset, seed=seed, which=which, calibration=calibration,
-                           max_diff=max_diff, max_int8_drop=max_int8_drop, exporter=exporter)
-    except EdgeDistillError as exc:
-        table = getattr(exc, "result", None)
-        if table is not None:
-            from edgedistill.deploy.export import ExportResult
-
-            shown = ExportResult(Path(), None, table, None, "")
-            _table("verification (nothing written)", *shown.table())
-        _fail(exc)
-    except OSError as exc:
-        _environment(exc)
-    for note in result.warnings:
-        typer.echo(f"warning: {note}", err=True)
-    if result.seed_reason:
-        typer.echo(f"exporting {result.seed_reason}")
-    meta = result.metadata
-    _table(f"{meta.model.get('name')} seed {meta.seed} ({meta.checkpoint} checkpoint): {result.verification['test_windows']} test windows",
-           *result.table())
-    for note in result.rewrites:
-        typer.echo(f"rewritten for export (same numbers, checked above): {note}")
-    for variant, path in result.files.items():
-        typer.echo(f"{variant}: {path}")
-    for note in result.notes:
-        typer.echo(f"note: {note}")
+    export_command(run_dir, formats, int8, opset, out, seed, which, calibration, max_diff, max_int8_drop, exporter)
 
 
 @app.command()
 def profile(
     target: Path = typer.Argument(..., help="A run directory (its student is exported to a temporary folder) or an .onnx file."),
+    formats: Optional[str] = typer.Option(None, "--format", help="For a run: formats to profile, comma-separated (onnx, tflite, executorch, c; default onnx)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's student (default: the one best on validation)."),
     which: str = typer.Option("best", "--which", help="best or last checkpoint."),
-    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also profile the static int8 model."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also profile the int8 models."),
     runs: int = typer.Option(200, "--runs", help="Timed runs per variant (after the warm-up)."),
     warmup: int = typer.Option(20, "--warmup", help="Warm-up runs per variant."),
     report: bool = typer.Option(True, "--report/--no-report", help="For a run: add the section to report.md and write profile.json."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="Budget: exit 1 if the student has more parameters."),
+    max_ram_kb: Optional[float] = typer.Option(None, "--max-ram-kb", help="Budget: exit 1 if a C variant's activation RAM exceeds this many KB (needs c in --format)."),
+    max_latency_us: Optional[float] = typer.Option(None, "--max-latency-us", help="Budget: exit 1 if any exported variant's median batch-1 one-thread latency exceeds this."),
 ) -> None:
-    """Parameters, file size, MACs per window and batch-1 latency (one thread): ONNX Runtime and PyTorch eager."""
-    try:
-        from edgedistill.deploy.export import int8_notes
-        from edgedistill.deploy.profile import describe, profile as do_profile, table
-        from edgedistill.deploy.runs import pick_seed
+    """Parameters, file size, MACs per window, batch-1 latency (one thread) per exported format (C: flash and RAM),
+    and budget checks for CI."""
+    from edgedistill.cli_export import profile_command
 
-        if seed is None and target.is_dir():
-            seed, reason = pick_seed(target, which)
-            typer.echo(f"profiling {reason}")
-        result = do_profile(target, seed=seed, which=which, int8=int8, runs=runs, warmup=warmup, write_report=report)
-    except EdgeDistillError as exc:
-        _fail(exc)
-    except OSError as exc:
-        _environment(exc)
-    _table(f"profile: {result['target']}", *table(result))
-    typer.echo(describe(result))
-    rows = {r["variant"]: r for r in result["rows"]}
-    fp32, q8 = rows.get("onnxruntime fp32"), rows.get("onnxruntime int8")
-    if fp32 is not None and q8 is not None:
-        for note in int8_notes(fp32["size_bytes"], q8["size_bytes"], fp32.get("median_us"), q8.get("median_us")):
-            typer.echo(f"note: {note}")
-    if report and Path(target).is_dir():
-        typer.echo(f"Written into {Path(target) / 'report.md'} and {Path(target) / 'profile.json'}")
+    profile_command(target, formats, seed, which, int8, runs, warmup, report, max_params, max_ram_kb, max_latency_us)
 
 
 from edgedistill.cli_data import data_app  # noqa: E402 - its own module; registered beside the others

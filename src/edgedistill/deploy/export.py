@@ -213,7 +213,8 @@ def export_onnx_format(run: Any, out_dir: Path, *, int8: bool, calibration: int 
     fp32 = Path(out_dir) / f"{stem}.onnx"
     result = export_loaded(run, fp32, fp32.with_name(f"{stem}.int8.onnx") if int8 else None, opset=opset,
                            calibration=calibration, max_diff=max_diff, max_int8_drop=max_int8_drop, exporter=exporter)
-    notes = [*(f"rewritten for export (same numbers, checked): {r}" for r in result.rewrites), *result.notes]
+    notes = [*(f"warning: {w}" for w in result.warnings),
+             *(f"rewritten for export (same numbers, checked above): {r}" for r in result.rewrites), *result.notes]
     return FormatResult("onnx", result.files, result.verification["rows"], result.verification["metric"],
                         {k: v for k, v in result.sizes.items() if k != "pytorch"}, notes=notes,
                         backend=result.metadata.exporter + ", verified with ONNX Runtime")

@@ -131,3 +131,17 @@ def export_executorch(run: Any, out_dir: Path, *, int8: bool, calibration: int, 
     return FormatResult(FORMAT, files, rows, metric, sizes, notes=notes,
                         backend=f"executorch {version('executorch')} ({backend}), torch {torch.__version__}; "
                                 "verified with executorch.runtime")
+
+
+def single_window_call(path: Path, window: np.ndarray) -> Any:
+    """A call running one window through the program, its thread pool cut to one thread (``profile``'s latency)."""
+    import torch
+
+    _require()
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    from executorch.runtime import Runtime
+
+    _unsafe_reset_threadpool(1)
+    method = Runtime.get().load_program(Path(path)).load_method("forward")
+    feed = [torch.from_numpy(np.ascontiguousarray(window[None], dtype=np.float32))]
+    return lambda: method.execute(feed)

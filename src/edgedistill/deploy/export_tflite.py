@@ -71,6 +71,7 @@ def convert(model: Any, example: Any, *, calibration: Optional[np.ndarray] = Non
             for window in calibration:  # observers see the representative set one window at a time (batch 1)
                 graph(torch.from_numpy(window[None]))
         graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+        move_exported_model_to_eval(graph)  # (convert_pt2e gives a module in training mode again)
         return litert_torch.convert(graph, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     except Exception as exc:  # noqa: BLE001 - litert-torch raises many kinds; all mean "cannot lower this model"
         raise unsupported(exc, "int8" if calibration is not None else "fp32") from exc
@@ -135,3 +136,18 @@ def export_tflite(run: Any, out_dir: Path, *, int8: bool, calibration: int, max_
     return FormatResult(FORMAT, files, rows, metric, sizes, notes=notes,
                         backend=f"litert-torch {litert_torch.__version__}, torch {torch.__version__}; "
                                 "verified with ai-edge-litert's interpreter")
+
+
+def single_window_call(path: Path, window: np.ndarray) -> Any:
+    """A call running one window through the file on one interpreter thread (for ``profile``'s latency)."""
+    _, interpreter = _require()
+    runner = interpreter.Interpreter(model_path=str(path), num_threads=1)
+    runner.allocate_tensors()
+    inp = runner.get_input_details()[0]
+    feed = np.ascontiguousarray(window[None], dtype=np.float32)
+    if np.issubdtype(inp["dtype"], np.integer):
+        scale, zero = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        feed = np.clip(np.round(feed / scale) + zero, info.min, info.max).astype(inp["dtype"])
+    runner.set_tensor(inp["index"], feed)
+    return runner.invoke

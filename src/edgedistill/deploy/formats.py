@@ -166,6 +166,7 @@ class Staging:
 
         from edgedistill.io import environment_error, make_dirs
 
+        self.made = [p for p in [self.out_dir, *self.out_dir.parents] if not p.exists()]
         make_dirs(self.out_dir)
         try:
             self.tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out_dir))
@@ -173,10 +174,14 @@ class Staging:
             raise environment_error(exc, self.out_dir, "write into") from None
         return self.tmp
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         import shutil
 
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if exc_type is not None:
+            for p in self.made:  # folders this export created, innermost first, if still empty
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
 
     def publish(self, staged: dict[str, Path], names: dict[str, str]) -> dict[str, Path]:
         """Move every staged file (key -> file in the staging folder) to ``out_dir/names[key]``; returns the targets."""

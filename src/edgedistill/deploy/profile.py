@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgedistill.errors import UserInputError
+from edgedistill.errors import EdgeDistillError, UserInputError
 
 SECTION = "## Deployment profile"
 
@@ -74,21 +74,30 @@ def onnx_params(proto: Any) -> int:
     return sum(int(np.prod(i.dims)) for i in proto.graph.initializer if i.name not in qdq and int(np.prod(i.dims)) > 2)
 
 
+class BudgetExceeded(EdgeDistillError):
+    """A ``--max-*`` budget of ``edgedistill profile`` is exceeded (exit 1: the profile ran, the model does not fit)."""
+
+    exit_code = 1
+
+
 def profile(target: str | Path, *, seed: Optional[int] = None, which: str = "best", int8: bool = True,
             calibration: Optional[int] = None, runs: int = 200, warmup: int = 20, write_report: bool = True,
-            exporter: str = "auto") -> dict[str, Any]:
-    """Profile a run's student (exported to a temporary folder, fp32 and with ``int8`` also int8) or an
-    ``.onnx`` file. For a run, ``write_report`` adds the section to ``report.md`` and writes ``profile.json``."""
+            exporter: str = "auto", formats: tuple[str, ...] = ("onnx",)) -> dict[str, Any]:
+    """Profile a run's student (exported in every format of ``formats`` to a temporary folder, fp32 and with
+    ``int8`` also int8) or an ``.onnx`` file. For a run, ``write_report`` adds the section to ``report.md`` and
+    writes ``profile.json``."""
     if runs < 1 or warmup < 0:
         raise UserInputError(f"--runs must be >= 1 and --warmup >= 0, got {runs} and {warmup}")
     from edgedistill.deploy.metadata import require_onnx, require_onnxruntime
 
-    require_onnx(), require_onnxruntime()
     path = Path(target)
     if path.suffix == ".onnx" or path.is_file():
+        require_onnx(), require_onnxruntime()
         return profile_onnx(path, runs=runs, warmup=warmup)
+    if "onnx" in formats:
+        require_onnx(), require_onnxruntime()
     return profile_run(path, seed=seed, which=which, int8=int8, calibration=calibration, runs=runs, warmup=warmup,
-                       write_report=write_report, exporter=exporter)
+                       write_report=write_report, exporter=exporter, formats=formats)
 
 
 def profile_onnx(path: Path, *, runs: int = 200, warmup: int = 20) -> dict[str, Any]:
@@ -122,8 +131,11 @@ def profile_onnx(path: Path, *, runs: int = 200, warmup: int = 20) -> dict[str, 
 
 def profile_run(run_dir: Path, *, seed: Optional[int] = None, which: str = "best", int8: bool = True,
                 calibration: Optional[int] = None, runs: int = 200, warmup: int = 20, write_report: bool = True,
-                exporter: str = "auto") -> dict[str, Any]:
-    from edgedistill.deploy.export import _state_dict_bytes, export_loaded
+                exporter: str = "auto", formats: tuple[str, ...] = ("onnx",)) -> dict[str, Any]:
+    """Export the run's student in every format of ``formats`` to a temporary folder (measure only: no thresholds,
+    ``edgedistill export`` enforces them) and profile each file; the first row is PyTorch eager."""
+    from edgedistill.deploy.export import _state_dict_bytes
+    from edgedistill.deploy.formats import export_format
     from edgedistill.deploy.macs import count_torch
     from edgedistill.deploy.quantize import DEFAULT_CALIBRATION
     from edgedistill.deploy.runs import load_run
@@ -131,57 +143,118 @@ def profile_run(run_dir: Path, *, seed: Optional[int] = None, which: str = "best
 
     t_start = time.perf_counter()
     run = load_run(run_dir, seed, which)
+    meta = run.metadata()
     x_test = run.splits.test.x.numpy()
     window = np.ascontiguousarray(x_test[0], dtype=np.float32)
     t0 = time.perf_counter()
+    backends, exported = {}, {}
     with tempfile.TemporaryDirectory(prefix="edgedistill-profile-") as tmp:
-        fp32 = Path(tmp) / "student.onnx"
-        int8_path = Path(tmp) / "student.int8.onnx" if int8 else None
-        # Measure only: no thresholds (``edgedistill export`` is where they are enforced).
-        exported = export_loaded(run, fp32, int8_path, calibration=calibration or DEFAULT_CALIBRATION, max_diff=None,
-                                 max_int8_drop=None, exporter=exporter)
+        for name in formats:
+            options = {"exporter": exporter} if name == "onnx" else {}
+            exported[name] = export_format(name, run, Path(tmp), int8=int8, calibration=calibration or DEFAULT_CALIBRATION,
+                                           max_diff=None, max_int8_drop=None, stem="student", **options)
+            backends[name] = exported[name].backend
         export_s = time.perf_counter() - t0
-        import onnx
-
         before = machine()
         macs = count_torch(run.student, run.splits.train.views["x"][:1])
-        checks = {r["variant"]: r for r in exported.verification["rows"]}
+        first = next(iter(exported.values()))
+        reference = first.rows[0]
         rows = [{"variant": "pytorch eager", "params": count_params(run.student), "size_bytes": _state_dict_bytes(run.student),
-                 "macs": macs["total"], "score": checks["pytorch"]["score"], "max_abs_diff": None,
+                 "macs": macs["total"], "score": reference["score"], "max_abs_diff": None,
                  **torch_latency(run.student, window, runs, warmup)}]
-        for variant, path in exported.files.items():
-            check = checks[f"onnx {variant}"]
-            rows.append({"variant": f"onnxruntime {variant}", "params": onnx_params(onnx.load(str(path))),
-                         "size_bytes": path.stat().st_size, "macs": macs["total"], "score": check["score"],
-                         "max_abs_diff": check["max_abs_diff"], **ort_latency(path, window, runs, warmup)})
-    result = {
-        "target": str(run_dir), "seed": run.seed, "checkpoint": which, "model": exported.metadata.model,
-        "input_shape": exported.metadata.input_shape, "metric": exported.verification["metric"],
-        "test_windows": exported.verification["test_windows"], "exporter": exported.exporter,
+        for name, result in exported.items():
+            checks = {r["variant"]: r for r in result.rows}
+            for variant, path in result.files.items():
+                rows.append(format_row(name, variant, path, result, checks[f"{name} {variant}"], window, macs["total"],
+                                       rows[0]["params"], runs, warmup))
+    out = {
+        "target": str(run_dir), "seed": run.seed, "checkpoint": which, "model": meta.model,
+        "input_shape": meta.input_shape, "metric": first.metric, "formats": list(formats), "backends": backends,
+        "test_windows": int(len(x_test)), "exporter": backends.get("onnx", ""),
         "macs": macs["total"], "macs_source": macs["source"], "macs_per_layer": macs["per_layer"],
         "threads": 1, "runs": runs, "warmup": warmup, "export_seconds": round(export_s, 2),
         "seconds": round(time.perf_counter() - t_start, 2),
         "machine": {**before, "load_after": machine()["load"]}, "rows": rows,
     }
     if write_report:
-        write_into_run(Path(run_dir), result)
-    return result
+        write_into_run(Path(run_dir), out)
+    return out
+
+
+def format_row(name: str, variant: str, path: Path, result: Any, check: dict[str, Any], window: np.ndarray, macs: int,
+               torch_params: int, runs: int, warmup: int) -> dict[str, Any]:
+    """One profile row: a format's file, its size (for C: flash and RAM), accuracy and batch-1 one-thread latency."""
+    row: dict[str, Any] = {"variant": f"{'onnxruntime' if name == 'onnx' else name} {variant}", "format": name,
+                           "size_bytes": result.sizes.get(variant, 0), "macs": macs, "score": check["score"],
+                           "max_abs_diff": check["max_abs_diff"]}
+    if name == "onnx":
+        import onnx
+
+        row["params"] = onnx_params(onnx.load(str(path)))
+        row.update(ort_latency(path, window, runs, warmup))
+        return row
+    row["params"] = torch_params  # the same weights, in the format's own layout
+    row.update({k: v for k, v in result.footprint.get(variant, {}).items()})
+    call = latency_call(name, path, window)
+    row.update(_timed(call, runs, warmup) if call is not None else {"median_us": None, "p95_us": None, "runs": 0})
+    return row
+
+
+def latency_call(name: str, path: Path, window: np.ndarray) -> Optional[Callable[[], Any]]:
+    """A one-window, one-thread call of the file's own runtime, or None when this machine cannot run it (C: the
+    harness checks outputs, it is not a timer)."""
+    if name == "tflite":
+        from edgedistill.deploy.export_tflite import single_window_call
+
+        return single_window_call(path, window)
+    if name == "executorch":
+        from edgedistill.deploy.export_executorch import single_window_call as et_call
+
+        return et_call(path, window)
+    return None
+
+
+def check_budgets(result: dict[str, Any], *, max_params: Optional[int] = None, max_ram_kb: Optional[float] = None,
+                  max_latency_us: Optional[float] = None) -> list[str]:
+    """One line per budget exceeded: the parameters of the student, the RAM of every variant that has an estimate
+    (format c), and the median latency of every exported variant (PyTorch eager is not a deployment target)."""
+    problems = []
+    rows = result["rows"]
+    if max_params is not None and rows[0]["params"] > max_params:
+        problems.append(f"--max-params: the student has {rows[0]['params']:,} parameters > {max_params:,} allowed")
+    if max_ram_kb is not None:
+        with_ram = [r for r in rows if r.get("ram_bytes") is not None]
+        if not with_ram:
+            raise UserInputError("--max-ram-kb: no profiled format estimates RAM; add c to --format")
+        problems += [f"--max-ram-kb: {r['variant']} needs {r['ram_bytes'] / 1024:.1f} KB of RAM > {max_ram_kb:g} KB allowed"
+                     for r in with_ram if r["ram_bytes"] / 1024 > max_ram_kb]
+    if max_latency_us is not None:
+        timed = [r for r in rows[1:] if r.get("median_us") is not None]
+        problems += [f"--max-latency-us: {r['variant']} takes {r['median_us']:.0f} µs (median, batch 1, one thread) > "
+                     f"{max_latency_us:g} µs allowed" for r in timed if r["median_us"] > max_latency_us]
+    return problems
 
 
 def table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the profile table."""
     has_score = any(r.get("score") is not None for r in result["rows"])
+    has_ram = any(r.get("ram_bytes") is not None for r in result["rows"])
     header = ["variant", "params", "size KB", "MACs/window"]
+    if has_ram:
+        header += ["RAM KB"]
     if has_score:
         header += [f"test {result.get('metric', 'score')}", "max |diff|"]
     header += ["median µs", "p95 µs"]
     cells = []
     for r in result["rows"]:
         row = [r["variant"], f"{r['params']:,}", f"{r['size_bytes'] / 1024:.1f}", f"{r['macs']:,}"]
+        if has_ram:
+            row += ["-" if r.get("ram_bytes") is None else f"{r['ram_bytes'] / 1024:.1f}"]
         if has_score:
             diff = r.get("max_abs_diff")
             row += [f"{r['score']:.4f}", "-" if diff is None else f"{diff:.1e}"]
-        row += [f"{r['median_us']:.0f}", f"{r['p95_us']:.0f}"]
+        row += ["-" if r.get("median_us") is None else f"{r['median_us']:.0f}",
+                "-" if r.get("p95_us") is None else f"{r['p95_us']:.0f}"]
         cells.append(row)
     return header, cells
 
@@ -198,15 +271,17 @@ def markdown(result: dict[str, Any]) -> str:
     header, cells = table(result)
     model = result.get("model", {})
     what = (f"Student `{model.get('name', '?')}` (seed {result['seed']}, {result['checkpoint']} checkpoint), input "
-            f"{tuple(result['input_shape'])} per window; exported with the {result['exporter']} exporter, int8 = static "
-            f"QDQ per-channel; test scores on the {result['test_windows']} test windows, max |diff| = largest output "
+            f"{tuple(result['input_shape'])} per window; exported with {'; '.join(result.get('backends', {}).values())} "
+            f"(ONNX int8 = static QDQ per-channel); test scores on the {result['test_windows']} test windows, max |diff| = largest output "
             "difference from PyTorch. Size: the file (PyTorch: its state dict saved with torch.save); ONNX params: the "
             "weights stored in the graph, after BatchNorm is folded into the convolutions.")
     cell = lambda text: text.replace("|", "\\|")  # noqa: E731 - "max |diff|" inside a Markdown table
     lines = [SECTION, "", what + " " + describe(result), "",
              "| " + " | ".join(map(cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(map(cell, c)) + " |" for c in cells]
-    lines += ["", f"Command: `edgedistill profile {result['target']}` (`edgedistill export {result['target']} --int8` "
+    fmts = ",".join(result.get("formats", ["onnx"]))
+    lines += ["", f"Command: `edgedistill profile {result['target']} --format {fmts}` (`edgedistill export "
+                  f"{result['target']} --format {fmts} --int8` "
                   "writes the verified files).", ""]
     return "\n".join(lines)
 
