@@ -195,3 +195,37 @@ def test_paths_are_in_a_folder_per_variant(tmp_path):
                       stem="s")
     assert result.files == {"fp32": Path(tmp_path) / "s_c_fp32" / "student.c"}
     assert {p.name for p in result.extra_files} == {"student.h", "test_student.c"}
+
+
+@needs_cc
+def test_regression_student_with_global_normalisation(tmp_path):
+    torch.manual_seed(2)
+    run = fake_run(nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(2), nn.Flatten(), nn.Linear(8, 2)),
+                   2, 12, 2)
+    meta = ModelMetadata(task="regression", input_shape=[2, 12], normalization={"mode": "global", "mean": [3.0], "std": [0.5]},
+                         target_scale=[[10.0, -1.0], [3.0, 0.5]], output_name="output", model={"name": "chain"})
+    run.metadata = lambda: meta
+    run.splits.test.y = torch.randn(len(run.splits.test.x), 2)
+    result = export_c(run, tmp_path, int8=True, calibration=32, max_int8_drop=None)
+    rows = {r["variant"]: r for r in result.rows}
+    assert result.metric == "R2" and rows["c fp32"]["agreement"] is None
+    assert rows["c fp32"]["max_abs_diff"] <= 1e-4 and abs(rows["c fp32"]["score"] - rows["pytorch"]["score"]) < 1e-4
+    assert "student_classes" not in (result.files["fp32"].parent / "student.h").read_text()
+
+
+@needs_cc
+def test_a_trained_run_exports_through_load_run(tmp_path):
+    import edgedistill
+    from edgedistill.deploy.runs import load_run
+
+    recipe = {"name": "c1d", "data": {"name": "synthetic", "params": {"n_subjects": 4, "windows_per_subject": 10,
+                                                                     "length": 24}, "split": {"by": "subject"}},
+              "student": {"model": "cnn1d", "width": 4, "depth": 2, "pool_every": 1, "head": "segments", "segments": 3},
+              "method": {"name": "supervised"}, "train": {"epochs": 1, "batch_size": 16}, "seeds": [0],
+              "baseline": False, "engine": {"progress": False}, "cache_dir": str(tmp_path / "cache")}
+    edgedistill.run(recipe, out=tmp_path / "run", progress=False)
+    result = export_c(load_run(tmp_path / "run"), tmp_path / "export", int8=True, calibration=16, max_int8_drop=None)
+    rows = {r["variant"]: r for r in result.rows}
+    assert rows["c fp32"]["max_abs_diff"] <= 1e-4 and rows["c fp32"]["score"] == rows["pytorch"]["score"]
+    assert result.files["int8"] == tmp_path / "export" / "student_seed0_best_c_int8" / "student.c"
+    assert "(per_channel)" in (result.files["fp32"].parent / "student.h").read_text()
