@@ -22,6 +22,7 @@ from edgedistill.deploy.convert import ExportError
 from edgedistill.deploy.metadata import ModelMetadata
 from edgedistill.deploy.verify import VerificationError
 from edgedistill.errors import EnvironmentProblem
+from edgedistill.models import build_model
 from edgedistill.models.zoo1d import cnn1d, gru, resnet1d
 
 HAS_CC = any(shutil.which(c) for c in ("cc", "gcc", "clang"))
@@ -128,6 +129,7 @@ def test_arena_ends_never_overlap():
 
 @pytest.mark.parametrize("make, named", [
     (lambda: gru(3, 4, (3, 20)), "GRU"),
+    (lambda: build_model("transformer", 3, 4, (20,)), "TransformerEncoderLayer"),
     (lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(72, 4)), "GELU"),
     (lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.Linear(18, 4)), "Linear"),
     (lambda: nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3), nn.Flatten(), nn.Linear(60, 4)), "BatchNorm1d"),

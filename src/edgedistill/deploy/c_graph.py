@@ -22,6 +22,8 @@ from edgedistill.deploy.convert import ExportError
 SUPPORTED = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
              nn.AdaptiveMaxPool1d, nn.Flatten, nn.Linear, nn.Dropout, nn.Identity, nn.ConstantPad1d)
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+_HEADLINE = (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+             nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)
 _SUPPORTED_TEXT = ("Conv1d, BatchNorm1d after Conv1d/Linear, ReLU, MaxPool1d, AvgPool1d, AdaptiveAvgPool1d, "
                    "AdaptiveMaxPool1d, Flatten, Linear, Dropout, Identity, ConstantPad1d of zeros before a Conv1d")
 
@@ -57,7 +59,11 @@ def _refuse(path: str, what: str, why: str = "") -> ExportError:
 
 def check_modules(model: nn.Module) -> None:
     """Every PyTorch layer of ``model`` must be one format c knows: the first that is not is named (a GRU, a
-    TransformerEncoderLayer) before tracing, so the message names the layer rather than a traced operation."""
+    TransformerEncoderLayer) before tracing, so the message names the layer rather than a traced operation.
+    Recurrent and attention layers are named first: they say more about the model than a padding inside them."""
+    for path, mod in model.named_modules():
+        if isinstance(mod, _HEADLINE):
+            raise _refuse(path or "<model>", type(mod).__name__)
     for path, mod in model.named_modules():
         if isinstance(mod, SUPPORTED) or isinstance(mod, _CONTAINERS):
             continue
