@@ -231,3 +231,10 @@ def test_a_trained_run_exports_through_load_run(tmp_path):
     assert rows["c fp32"]["max_abs_diff"] <= 1e-4 and rows["c fp32"]["score"] == rows["pytorch"]["score"]
     assert result.files["int8"] == tmp_path / "export" / "student_seed0_best_c_int8" / "student.c"
     assert "(per_channel)" in (result.files["fp32"].parent / "student.h").read_text()
+
+
+@needs_cc
+def test_a_test_split_smaller_than_the_embedded_windows_still_builds(tmp_path):
+    run = fake_run(cnn1d(3, 5, (3, 40), depth=1, width=2), 3, 40, 5, n=1, norm="none")
+    result = export_c(run, tmp_path, int8=False, calibration=8)
+    assert [r["variant"] for r in result.rows] == ["pytorch", "c fp32"] and "embedded windows: 1," in result.notes[0]

@@ -43,7 +43,8 @@ def c_string(text: str) -> str:
 
 
 def c_array(ctype: str, name: str, values: Iterable[Any], fmt: Any = str) -> str:
-    items = [fmt(v) for v in values]
+    """A ``static const`` array; an empty one gets a single 0 (C99 has no zero-length arrays)."""
+    items = [fmt(v) for v in values] or ["0"]
     lines = [", ".join(items[i:i + PER_LINE]) for i in range(0, len(items), PER_LINE)]
     return f"static const {ctype} {name}[{len(items)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n"
 
