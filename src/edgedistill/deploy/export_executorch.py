@@ -10,14 +10,14 @@ at 1, what a device runs; the runtime is checked window by window.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from edgedistill.deploy.formats import FormatResult, Staging, check_outputs, missing_package, test_data
+from edgedistill.deploy.formats import FormatResult, Staging, check_outputs, missing_package, test_data, \
+    unsupported
 
 FORMAT = "executorch"
 
@@ -40,15 +40,6 @@ def _partitioners() -> tuple[list[Any], str]:
     except ImportError:
         return [], "portable"
     return [XnnpackPartitioner()], "xnnpack"
-
-
-def unsupported(exc: BaseException, stage: str) -> Any:
-    from edgedistill.deploy.convert import ExportError
-
-    text = str(exc)
-    ops = sorted(set(re.findall(r"aten[._:]+[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", text)))
-    what = f"operator(s) {', '.join(ops)}" if ops else f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
-    return ExportError(f"format 'executorch' cannot express the student ({stage}): {what}")
 
 
 def program_bytes(model: Any, example: Any, *, calibration: Optional[np.ndarray] = None) -> tuple[bytes, str]:
@@ -78,7 +69,7 @@ def program_bytes(model: Any, example: Any, *, calibration: Optional[np.ndarray]
             lowered = exir.to_edge_transform_and_lower(program, partitioner=partitioners)
             return lowered.to_executorch().buffer, backend
     except Exception as exc:  # noqa: BLE001 - export and lowering raise many kinds; all mean "cannot express"
-        raise unsupported(exc, "int8" if calibration is not None else "fp32") from exc
+        raise unsupported(FORMAT, exc, "int8" if calibration is not None else "fp32") from exc
 
 
 def runtime_outputs(path: Path, x: np.ndarray) -> np.ndarray:

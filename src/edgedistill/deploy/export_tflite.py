@@ -10,13 +10,14 @@ verification quantises each normalised window and dequantises the logits with th
 from __future__ import annotations
 
 import os
-import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from edgedistill.deploy.formats import FormatResult, Staging, check_outputs, missing_package, test_data
+from edgedistill.deploy.formats import FormatResult, Staging, check_outputs, missing_package, test_data, \
+    unsupported
 
 FORMAT = "tflite"
 
@@ -37,44 +38,38 @@ def _require() -> tuple[Any, Any]:
     return litert_torch, interpreter
 
 
-def unsupported(exc: BaseException, stage: str) -> Any:
-    """An ``ExportError`` naming the operator litert-torch could not lower (an ``aten.*`` name in its message)."""
-    from edgedistill.deploy.convert import ExportError
-
-    text = str(exc)
-    ops = sorted(set(re.findall(r"aten[._:]+[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", text)))
-    what = f"operator(s) {', '.join(ops)}" if ops else f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
-    return ExportError(f"format 'tflite' cannot express the student ({stage}): {what}")
-
-
 def convert(model: Any, example: Any, *, calibration: Optional[np.ndarray] = None) -> Any:
     """litert-torch's edge model of ``model`` for input ``example`` (batch 1); int8 when ``calibration`` is given."""
     import torch
 
+    from edgedistill.deploy.quantize import _quiet_root_logger
+
     litert_torch, _ = _require()
     model = model.eval()
     try:
-        if calibration is None:
-            return litert_torch.convert(model, (example,))
-        from litert_torch.quantize import pt2e_quantizer as pq
-        from litert_torch.quantize.quant_config import QuantConfig
-        from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
+        with _quiet_root_logger(), warnings.catch_warnings():  # litert-torch advises through the root logger
+            warnings.simplefilter("ignore", FutureWarning)  # pytree deprecation notes from inside torch.export
+            if calibration is None:
+                return litert_torch.convert(model, (example,))
+            from litert_torch.quantize import pt2e_quantizer as pq
+            from litert_torch.quantize.quant_config import QuantConfig
+            from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
-        quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True,
-                                                                                         is_dynamic=False))
-        graph = torch.export.export(model, (example,)).module()
-        graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
-        # An exported module runs in training mode: BatchNorm would normalise with each calibration window's own
-        # statistics, not the running ones the student was trained to use.
-        move_exported_model_to_eval(graph)
-        with torch.no_grad():
-            for window in calibration:  # observers see the representative set one window at a time (batch 1)
-                graph(torch.from_numpy(window[None]))
-        graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
-        move_exported_model_to_eval(graph)  # (convert_pt2e gives a module in training mode again)
-        return litert_torch.convert(graph, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True,
+                                                                                             is_dynamic=False))
+            graph = torch.export.export(model, (example,)).module()
+            graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+            # An exported module runs in training mode: BatchNorm would normalise with each calibration window's own
+            # statistics, not the running ones the student was trained to use.
+            move_exported_model_to_eval(graph)
+            with torch.no_grad():
+                for window in calibration:  # observers see the representative set one window at a time (batch 1)
+                    graph(torch.from_numpy(window[None]))
+            graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+            move_exported_model_to_eval(graph)  # (convert_pt2e gives a module in training mode again)
+            return litert_torch.convert(graph, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     except Exception as exc:  # noqa: BLE001 - litert-torch raises many kinds; all mean "cannot lower this model"
-        raise unsupported(exc, "int8" if calibration is not None else "fp32") from exc
+        raise unsupported(FORMAT, exc, "int8" if calibration is not None else "fp32") from exc
 
 
 def interpreter_outputs(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:

@@ -99,6 +99,21 @@ def missing_package(format_name: str, package: str) -> UserInputError:
     return UserInputError(f"format '{format_name}' needs the package '{package}', which is not installed: {how}")
 
 
+def unsupported(format_name: str, exc: BaseException, stage: str) -> UserInputError:
+    """An ``ExportError`` naming the operator(s) a converter could not lower (the ``aten.*`` names in its message), or
+    its first line when it names none."""
+    import re
+
+    from edgedistill.deploy.convert import ExportError
+
+    text = str(exc)
+    ops = sorted(set(re.findall(r"\baten(?:\.|::)[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)?", text)))
+    what = (f"operator(s) {', '.join(ops)} not supported" if ops
+            else f"{type(exc).__name__}: {text.strip().splitlines()[0][:300] if text.strip() else '(no message)'}")
+    return ExportError(f"format '{format_name}' cannot express the student ({stage}): {what}; write that layer with "
+                       f"operators {format_name} has, or export another format")
+
+
 def export_format(name: str, run: Any, out_dir: Path, *, int8: bool = False, calibration: Optional[int] = None,
                   **options: Any) -> FormatResult:
     """Export the loaded run's student as ``name`` into ``out_dir`` (see the module docstring)."""
