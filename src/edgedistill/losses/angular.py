@@ -3,8 +3,12 @@
 ``amd`` follows the official code
 (jeunsom/AMD_loss ``AngularPenaltyLoss``): element-mean MSEs, averaged over the three terms. ``amc`` follows
 hchoi71/AMC-Loss. The OS regulariser's exact form in the paper is unknown; see ``orthogonal_sphere``.
+All three are recipe terms: ``amc`` and ``orthogonal_sphere`` read the student's pooled embedding
+(``student_emb``, tap ``emb``) and, for ``amc``, the labels (``target``); docs/losses/amc.md.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -110,43 +114,50 @@ def amd(
     return total
 
 
-def amc(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
+@LOSSES.register("amc", task="classification")
+def amc(student_emb: torch.Tensor, target: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
     """AMC-Loss (Choi et al. 2020): geodesic contrastive loss on the pairs (i, i + B/2), mean over pairs.
 
     theta_i = arccos(<e_i, e_{i+B/2}>) of the L2-normalised embeddings (clipped to 1e-7 from +-1);
     a same-label pair costs theta^2, a different-label pair max(0, margin - theta)^2. As in the code, an
-    odd last sample has no partner and is left out. ``labels`` may be ground truth or predicted labels.
+    odd last sample has no partner and is left out. ``target`` may be ground truth or predicted labels.
+    A recipe term (``{loss: amc, weight: 10, start_epoch: 1, warmup_epochs: 50, ramp: sigmoid}``, the code's
+    w(t) = 0.1 * 100 * exp(-5 (1 - t/50)^2)) reads the student's pooled embedding (tap ``emb``) and the labels.
+    The batch order is the pairing: a shuffled loader makes the pairs random, as in the code.
     """
-    min_dims("amc", "embeddings", embeddings, 2, "(B, D) embeddings")
-    if labels.dtype.is_floating_point or labels.shape != embeddings.shape[:1]:
+    min_dims("amc", "student_emb", student_emb, 2, "(B, D) embeddings")
+    if target.dtype.is_floating_point or target.shape != student_emb.shape[:1]:
         raise UserInputError(
-            f"amc: labels must be integer class indices of shape ({embeddings.shape[0]},), "
-            f"got dtype {labels.dtype} and shape {tuple(labels.shape)}"
+            f"amc: target must be integer class indices of shape ({student_emb.shape[0]},), "
+            f"got dtype {target.dtype} and shape {tuple(target.shape)}"
         )
-    if embeddings.shape[0] < 2:
-        raise UserInputError(f"amc: needs a batch of at least 2 embeddings to form a pair, got {embeddings.shape[0]}")
+    if student_emb.shape[0] < 2:
+        raise UserInputError(f"amc: needs a batch of at least 2 embeddings to form a pair, got {student_emb.shape[0]}")
     positive("amc", "margin", margin)
-    half = embeddings.shape[0] // 2
-    unit = F.normalize(embeddings.flatten(1), dim=1)
+    half = student_emb.shape[0] // 2
+    unit = F.normalize(student_emb.flatten(1), dim=1)
     cos = (unit[:half] * unit[half : 2 * half]).sum(dim=1)
     theta = torch.acos(cos.clamp(-1 + _CLIP_EPS, 1 - _CLIP_EPS))
-    same = labels[:half] == labels[half : 2 * half]
+    same = target[:half] == target[half : 2 * half]
     return torch.where(same, theta.pow(2), (margin - theta).clamp_min(0).pow(2)).mean()
 
 
-def orthogonal_sphere(features: torch.Tensor, variant: str = "A") -> torch.Tensor:
-    """Orthogonal-Sphere (OS) regulariser on (B, D) features; variant A (default), B or C, see below.
+@LOSSES.register("orthogonal_sphere")
+def orthogonal_sphere(student_emb: torch.Tensor, variant: Literal["A", "B", "C"] = "A") -> torch.Tensor:
+    """Orthogonal-Sphere (OS) regulariser on (B, D) features ``student_emb``; variant A (default), B or C, see below.
 
     A: ||Phi^T Phi - I_D||_F, Phi = rows (samples) L2-normalised, not squared (the only form seen in code).
     B: ||Psi^T Psi - I_D||_F^2, Psi = columns (feature dimensions over the batch) L2-normalised.
     C: ||Phi Phi^T - I_B||_F^2 (sample Gram; listed for completeness, it fights class clustering).
     The paper's exact form is unknown; A is our default choice, not a verified paper formula. Reduction:
-    a matrix norm over the whole batch, no mean. Extra dimensions of ``features`` are flattened per sample.
+    a matrix norm over the whole batch, no mean. Extra dimensions of ``student_emb`` are flattened per sample.
+    A recipe term (``{loss: orthogonal_sphere, weight: 0.1, variant: B}``) reads the student's pooled embedding
+    (tap ``emb``; another tap with ``student_tap``) and adds lambda * L_OS to the other terms (CE).
     """
-    min_dims("orthogonal_sphere", "features", features, 2, "(B, D) features")
+    min_dims("orthogonal_sphere", "student_emb", student_emb, 2, "(B, D) features")
     if variant not in _VARIANTS:
         raise UserInputError(f"orthogonal_sphere: variant must be one of {', '.join(_VARIANTS)}, got {variant!r}")
-    flat = features.flatten(1)
+    flat = student_emb.flatten(1)
     if variant == "B":
         psi = F.normalize(flat, dim=0)
         eye = torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device)
