@@ -1,7 +1,8 @@
 """Online BD-KD (method 'bdkd', Amara et al., arXiv 2212.12965): the per-sample KL vectors of
 tests/reference/ref_asu.py section 8 (printed in ref_asu_output.txt), its properties (zero KL when the networks
-agree; w^r = 0 is standard online KD = DML), the shared divergence our weight rule implies, gradients reaching each
-network from its own loss only, an end-to-end run reporting both networks, and the errors."""
+agree; w^r = 0 is standard online KD = DML), the seed's form (balance: student: only the student's loss balanced,
+the large network's is DML's) against the mirrored one (balance: both: one shared divergence), gradients reaching
+each network from its own loss only, an end-to-end run reporting both networks, and the errors."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,15 +62,19 @@ def terms_of(method, n: int = 2, grad: bool = False) -> dict:
 def test_per_sample_kl_vectors_of_the_spec(i):
     zs, zt = PS8[i:i + 1], PT8[i:i + 1]
     # w^r = 0: each network gets the forward KL from its own side: KL(pT||pS) for S, KL(pS||pT) for the large one.
-    plain = terms_of(fixed(zs, zt, alpha=1.0, balance=False), n=1)
+    plain = terms_of(fixed(zs, zt, alpha=1.0, balance="none"), n=1)
     assert float(plain["kl_student"]) == pytest.approx(FKL8[i], abs=1e-6)
     assert float(plain["kl_large"]) == pytest.approx(RKL8[i], abs=1e-6)
     # Hard gate (gate_width = 0): the less confident network takes the reverse KL. Sample 0: the student is more
-    # confident -> forward KL(pT||pS); sample 1: less confident -> reverse KL(pS||pT). The large net mirrors it.
-    hard = terms_of(fixed(zs, zt, alpha=1.0, gate_width=0.0), n=1)
+    # confident -> forward KL(pT||pS); sample 1: less confident -> reverse KL(pS||pT). With balance: both the large
+    # net mirrors it; with the seed's balance: student (the default) it keeps its forward KL(pS||pT).
     want = [FKL8[0], RKL8[1]][i]
-    assert float(hard["kl_student"]) == pytest.approx(want, abs=1e-6)
-    assert float(hard["kl_large"]) == pytest.approx(want, abs=1e-6)
+    seed = terms_of(fixed(zs, zt, alpha=1.0, gate_width=0.0), n=1)
+    assert float(seed["kl_student"]) == pytest.approx(want, abs=1e-6)
+    assert float(seed["kl_large"]) == pytest.approx(RKL8[i], abs=1e-6)
+    both = terms_of(fixed(zs, zt, alpha=1.0, gate_width=0.0, balance="both"), n=1)
+    assert float(both["kl_student"]) == pytest.approx(want, abs=1e-6)
+    assert float(both["kl_large"]) == pytest.approx(want, abs=1e-6)
 
 
 def test_alpha_and_temperature_scale_the_terms():
@@ -77,12 +82,12 @@ def test_alpha_and_temperature_scale_the_terms():
     assert float(t["kl_student"]) == pytest.approx(0.3 * (FKL8[0] + RKL8[1]) / 2, abs=1e-6)
     assert float(t["ce_student"]) == pytest.approx(0.7 * float(F.cross_entropy(PS8, Y8)), abs=1e-12)
     assert float(t["ce_large"]) == pytest.approx(0.7 * float(F.cross_entropy(PT8, Y8)), abs=1e-12)
-    hot = terms_of(fixed(2 * PS8, 2 * PT8, alpha=1.0, temperature=2.0, balance=False))
+    hot = terms_of(fixed(2 * PS8, 2 * PT8, alpha=1.0, temperature=2.0, balance="none"))
     assert float(hot["kl_student"]) == pytest.approx(4.0 * sum(FKL8) / 2, abs=1e-6)  # T^2 KL(softmax(2z/2) ...)
 
 
 def test_both_kls_are_zero_when_the_networks_agree():
-    for params in ({}, {"gate_width": 0.0}, {"balance": False}, {"temperature": 3.0}):
+    for params in ({}, {"gate_width": 0.0}, {"balance": "none"}, {"balance": "both"}, {"temperature": 3.0}):
         t = terms_of(fixed(PS8, PS8.clone(), **params))
         assert float(t["kl_student"]) == pytest.approx(0.0, abs=1e-12)
         assert float(t["kl_large"]) == pytest.approx(0.0, abs=1e-12)
@@ -90,7 +95,7 @@ def test_both_kls_are_zero_when_the_networks_agree():
 
 def test_no_reverse_weight_is_standard_online_kd_that_is_dml_scaled_by_alpha():
     zs, zl = torch.randn(5, 3, dtype=D), torch.randn(5, 3, dtype=D)
-    online = terms_of(fixed(zs, zl, alpha=0.4, temperature=2.0, balance=False), n=5)
+    online = terms_of(fixed(zs, zl, alpha=0.4, temperature=2.0, balance="none"), n=5)
     dml = DeepMutualLearning(Fixed(zs), INFO3, temperature=2.0)
     dml.networks["peer1"] = Fixed(zl)
     batch = {"x": torch.zeros(5, 3, 16, dtype=D), "y": torch.zeros(5, dtype=torch.long), "index": torch.arange(5)}
@@ -100,25 +105,38 @@ def test_no_reverse_weight_is_standard_online_kd_that_is_dml_scaled_by_alpha():
     assert float(online["kl_large"]) == pytest.approx(0.4 * float(mutual["kl_peer1"]), abs=1e-12)
 
 
-def test_our_rule_gives_both_networks_the_same_per_sample_divergence():
-    # v = 1 - w (sigmoid(-x) = 1 - sigmoid(x)): the two KD terms are equal in value for any soft gate.
+def test_mirrored_rule_gives_both_networks_the_same_per_sample_divergence():
+    # balance: both: v = 1 - w (sigmoid(-x) = 1 - sigmoid(x)): the two KD terms are equal in value for any soft gate.
     zs, zl = 3 * torch.randn(7, 5, dtype=D), 3 * torch.randn(7, 5, dtype=D)
     for g in (0.05, 0.1, 1.0):
-        t = terms_of(fixed(zs, zl, gate_width=g), n=7)
+        t = terms_of(fixed(zs, zl, gate_width=g, balance="both"), n=7)
         assert float(t["kl_student"]) == pytest.approx(float(t["kl_large"]), abs=1e-12)
+
+
+def test_the_seeds_form_balances_the_student_only_and_leaves_the_large_network_dmls_loss():
+    zs, zl = 3 * torch.randn(7, 5, dtype=D), 3 * torch.randn(7, 5, dtype=D)
+    seed, both, online = (terms_of(fixed(zs, zl, alpha=0.5, balance=b), n=7) for b in ("student", "both", "none"))
+    assert float(seed["kl_student"]) == pytest.approx(float(both["kl_student"]), abs=1e-12)  # the student: balanced
+    assert float(seed["kl_large"]) == pytest.approx(float(online["kl_large"]), abs=1e-12)  # the large net: plain KD
+    assert float(seed["kl_large"]) != pytest.approx(float(both["kl_large"]), abs=1e-6)  # (so the forms differ here)
+    assert fixed(zs, zl).params.balance == "student"  # the seed's form is the default
 
 
 def test_each_network_gets_only_its_own_loss_gradient():
     zs, zl = torch.randn(4, 3, dtype=D), torch.randn(4, 3, dtype=D)
-    method = fixed(zs, zl, alpha=0.5, gate_width=0.1)
-    sum(terms_of(method, n=4, grad=True).values()).backward()
-    s, l = method.networks["student"].logits, method.networks["large"].logits
-    y = Y8.new_zeros(4)
+    from edgedistill.losses.response import kd
     from edgedistill.losses.response_extra import balanced_kd
-    (gs,) = torch.autograd.grad(0.5 * F.cross_entropy(s, y) + 0.5 * balanced_kd(s, l.detach(), 1.0, 0.1), s)
-    (gl,) = torch.autograd.grad(0.5 * F.cross_entropy(l, y) + 0.5 * balanced_kd(l, s.detach(), 1.0, 0.1), l)
-    assert torch.allclose(s.grad, gs, rtol=0, atol=1e-12)
-    assert torch.allclose(l.grad, gl, rtol=0, atol=1e-12)
+
+    for balance in ("student", "both"):
+        method = fixed(zs, zl, alpha=0.5, gate_width=0.1, balance=balance)
+        sum(terms_of(method, n=4, grad=True).values()).backward()
+        s, l = method.networks["student"].logits, method.networks["large"].logits
+        y = Y8.new_zeros(4)
+        large_kl = balanced_kd(l, s.detach(), 1.0, 0.1) if balance == "both" else kd(l, s.detach(), 1.0)
+        (gs,) = torch.autograd.grad(0.5 * F.cross_entropy(s, y) + 0.5 * balanced_kd(s, l.detach(), 1.0, 0.1), s)
+        (gl,) = torch.autograd.grad(0.5 * F.cross_entropy(l, y) + 0.5 * large_kl, l)
+        assert torch.allclose(s.grad, gs, rtol=0, atol=1e-12)
+        assert torch.allclose(l.grad, gl, rtol=0, atol=1e-12)
 
 
 def test_end_to_end_both_networks_train_and_the_large_one_is_reported(tmp_path):
@@ -159,7 +177,7 @@ def _from_recipe(recipe, teachers=()):
     ({"large": {"model": "fcn"}, "alpha": 0.5}, "method.params.alpha: unknown parameter"),  # weights are recipe terms
     ({"large": {"model": "fcn"}, "temperature": -1}, "method.params.temperature: Input should be greater than 0"),
     ({"large": {"model": "fcn"}, "gate_width": -0.1}, "method.params.gate_width: Input should be greater than or equal"),
-    ({"large": {"model": "fcn"}, "balance": "yes"}, "method.params.balance: Input should be a valid boolean"),
+    ({"large": {"model": "fcn"}, "balance": "yes"}, "method.params.balance: Input should be 'student', 'both' or 'none'"),
     ({"large": {"model": "fcn"}, "peers": []}, "method.params.peers: unknown parameter"),
 ])
 def test_bad_params_are_named(params, needle):

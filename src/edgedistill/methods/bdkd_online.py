@@ -1,25 +1,29 @@
-"""BD-KD (online): a large network and the compact student trained together, each distilling from the other
-with a per-sample balance of forward and reverse KL.
+"""BD-KD (online): a large network and the compact student trained together, each distilling from the other;
+the student's distillation loss balances forward and reverse KL per sample.
 
 Amara, Sepahvand, Meyer, Gross, Clark, "BD-KD: Balancing the Divergences for Online Knowledge Distillation",
-arXiv 2212.12965. Established [abstract]: logit-based online KD; the
-student's AND the teacher's losses use a sample-wise weighting of forward KL(p_T||p_S) and reverse
-KL(p_S||p_T), to balance the student's confidence (accuracy and ECE). Student loss (our template, docs/methods/bdkd.md)::
+arXiv 2212.12965. The abstract: logit-based online KD that adaptively balances the reverse and forward divergences
+"at the level of the student distillation loss", shifting the focus to the compact student "without limiting the
+teacher network's learning process", for accuracy and calibration (ECE). Losses (docs/methods/bdkd.md)::
 
     L_S = (1-a) CE(z_S, y) + a T^2 mean_i [ (1-w_i) KL(p_L,i || p_S,i) + w_i KL(p_S,i || p_L,i) ],  z_L detached
     L_L = (1-a) CE(z_L, y) + a T^2 mean_i [ (1-v_i) KL(p_S,i || p_L,i) + v_i KL(p_L,i || p_S,i) ],  z_S detached
 
-p = softmax(z / T). The weight rule is UNKNOWN (no code, paper body unread). OUR choice: the entropy-gap
-gate of ``edgedistill.losses.response_extra.balanced_kd_weights`` with each network in the "student" role
-of its own loss: w_i = sigmoid((H(p_S,i) - H(p_L,i)) / (log C * gate_width)), v_i = the same with S and L
-swapped = 1 - w_i. More reverse (mode-seeking, sharpening) KL where a network is less confident than the
-other. Because v = 1 - w, both losses use the SAME per-sample divergence
-D_i = (1-w_i) KL(p_L||p_S) + w_i KL(p_S||p_L); each network gets D's gradient for its own logits.
-Setting ``balance: false`` forces w = v = 0: standard online KD (DML with two peers, scaled by a, T).
+p = softmax(z / T). ``balance`` says where the per-sample balance applies:
+
+* ``student`` (default, the seed's form): w_i from the rule below, v_i = 0: the large network keeps the plain online
+  KD loss (its forward KL to the student, as in DML), so only the student's loss is balanced.
+* ``both`` (the former default): the rule mirrored on the large network, v_i = the same gate with S and L swapped =
+  1 - w_i, so both losses use the SAME per-sample divergence D_i = (1-w_i) KL(p_L||p_S) + w_i KL(p_S||p_L).
+* ``none``: w = v = 0: standard online KD (DML with two peers, scaled by a, T).
+
+The weight rule is UNKNOWN (no code, paper body unread). OUR choice: the entropy-gap gate of
+``edgedistill.losses.response_extra.balanced_kd_weights``: w_i = sigmoid((H(p_S,i) - H(p_L,i)) / (log C * gate_width)),
+more reverse (mode-seeking, sharpening) KL where the student is less confident than the large network.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from pydantic import Field
@@ -39,7 +43,8 @@ from edgedistill.registry import METHODS
 
 def balanced_term(own: torch.Tensor, other: torch.Tensor, temperature: float, gate_width: float, balanced: bool) -> torch.Tensor:
     """One network's distillation term: T^2 mean_i [(1-w_i) KL(p_other||p_own) + w_i KL(p_own||p_other)], other
-    detached; w from the entropy gap (``balanced_kd_weights``), or w = 0 (forward KL only) when not balanced."""
+    detached; w from the entropy gap (``balanced_kd_weights``, ``own`` in the student role), or w = 0 (forward KL
+    only) when not balanced."""
     other = other.detach()
     if balanced:
         return balanced_kd(own, other, temperature=temperature, gate_width=gate_width)
@@ -49,7 +54,7 @@ def balanced_term(own: torch.Tensor, other: torch.Tensor, temperature: float, ga
 #: Each network's loss is its own CE and its balanced KL to the other; the recipe's terms weight the four.
 OWN_TERMS = {"ce_student": "the student's label cross-entropy", "kl_student": "the student's balanced KL to the large "
              "network", "ce_large": "the large network's label cross-entropy", "kl_large": "the large network's "
-             "balanced KL to the student"}
+             "KL to the student (forward; balanced with balance: both)"}
 #: alpha = 0.5: (1 - alpha) CE + alpha KL for both networks.
 DEFAULT_TERMS = tuple(TermConfig(loss=name, weight=0.5) for name in OWN_TERMS)
 
@@ -60,12 +65,15 @@ class OnlineBalancedKDParams(Params):
     temperature: float = Field(1.0, gt=0.0, description="temperature T of the KL terms (T^2 scaling)")
     gate_width: float = Field(0.1, ge=0.0, description="width of the entropy-gap gate, in units of log C (0: a hard "
                                                        "switch)")
-    balance: bool = Field(True, description="per-sample forward/reverse KL balance; false: forward KL only (online KD)")
+    balance: Literal["student", "both", "none"] = Field(
+        "student", description="where the per-sample forward/reverse KL balance applies: student (the seed: the "
+                               "student's loss only), both (mirrored on the large network), none (online KD = DML)")
 
 
 @METHODS.register("bdkd")
 class OnlineBalancedKD(OwnTermsMethod):
-    """Student + a large network trained together; each distils from the other with balanced KL directions."""
+    """Student + a large network trained together, each distilling from the other; the student's KL (and with
+    ``balance: both`` the large network's too) balances forward and reverse KL per sample."""
 
     Params = OnlineBalancedKDParams
     own_terms = OWN_TERMS
@@ -86,12 +94,12 @@ class OnlineBalancedKD(OwnTermsMethod):
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         z_s = self.networks["student"](batch["x"])
         z_l = self.networks["large"](batch["x"])
-        t, g, balanced = self.params.temperature, self.params.gate_width, self.params.balance
+        t, g, balance = self.params.temperature, self.params.gate_width, self.params.balance
         losses = {
             "ce_student": lambda: ce(z_s, batch["y"]),
-            "kl_student": lambda: balanced_term(z_s, z_l, t, g, balanced),
+            "kl_student": lambda: balanced_term(z_s, z_l, t, g, balance != "none"),
             "ce_large": lambda: ce(z_l, batch["y"]),
-            "kl_large": lambda: balanced_term(z_l, z_s, t, g, balanced),
+            "kl_large": lambda: balanced_term(z_l, z_s, t, g, balance == "both"),
         }
         return weigh_own_terms(self.terms, losses, step, z_s)
 
@@ -99,4 +107,6 @@ class OnlineBalancedKD(OwnTermsMethod):
         return {f"large ({self.params.large.model})": self.networks["large"]}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "weights": "entropy gap (ours)" if self.params.balance else "w = 0 (online KD)"}
+        weights = {"student": "entropy gap (ours) on the student's loss; large network: forward KL",
+                   "both": "entropy gap (ours) on both networks' losses", "none": "w = v = 0 (online KD)"}
+        return {**super().describe(), "balance": self.params.balance, "weights": weights[self.params.balance]}
