@@ -30,9 +30,12 @@ from statistics import mean, stdev
 from typing import Any
 
 import torch
+import yaml
 
 import edgedistill
 from edgedistill.io import read_json, write_json, write_text
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 SEEDS = [0, 1, 2]
 ENGINE = {"progress": False, "threads": 1}
@@ -82,11 +85,21 @@ def cgan(dataset: str, **params: Any) -> dict[str, Any]:
             "method": {"name": "cgan_kd", "params": {**base, **params}}}
 
 
+def ceskd_chain(difficulty: str) -> dict[str, Any]:
+    """recipes/ceskd_chain.yaml as shipped (OSULeaf, full epochs), with the difficulty set."""
+    recipe = yaml.safe_load((RECIPES / "ceskd_chain.yaml").read_text())
+    recipe["method"]["params"]["difficulty"] = difficulty
+    return recipe
+
+
 # item -> [(dataset, arm label, recipe, is the new default)]
 ARMS: dict[str, list[tuple[str, str, dict[str, Any], bool]]] = {
     "ceskd": [(d, label, ceskd(d, diff), new) for d in ("gunpoint", "basicmotions")
               for label, diff, new in (("cross-fitted difficulty (new default)", "cross_fitted", True),
                                        ("in-sample difficulty (former)", "in_sample", False))],
+    "ceskd_chain": [("osuleaf", label, ceskd_chain(diff), new)
+                    for label, diff, new in (("recipes/ceskd_chain.yaml, cross-fitted (new default)", "cross_fitted", True),
+                                             ("recipes/ceskd_chain.yaml, in-sample (former)", "in_sample", False))],
     "cudfkd": [(d, label, cudfkd(d, preset), new) for d in ("basicmotions", "gunpoint")
                for label, preset, new in (("preset official (new default)", "official", True),
                                           ("preset small (former)", "small", False))],
@@ -106,7 +119,7 @@ def cpu_seconds() -> float:
 def run_arm(item: str, dataset: str, label: str, recipe: dict[str, Any], runs: Path) -> dict[str, Any]:
     slug = "".join(c if c.isalnum() else "-" for c in label).strip("-")
     out = runs / f"{item}-{dataset}-{slug}"
-    full = {**recipe, "train": TRAIN, "seeds": SEEDS, "engine": ENGINE}
+    full = {"train": TRAIN, **recipe, "seeds": SEEDS, "engine": ENGINE}  # a shipped recipe keeps its own train
     t0, c0 = time.time(), cpu_seconds()
     edgedistill.run(full, out=out, progress=False)
     regression = dataset == "tecator"
@@ -121,7 +134,7 @@ def run_arm(item: str, dataset: str, label: str, recipe: dict[str, Any], runs: P
         if role == "method":
             extras = [r.get("method", {}) for r in rows]
     return {"item": item, "dataset": dataset, "arm": label, "metric": metric, "lower_is_better": regression,
-            "epochs": EPOCHS, "per_seed": per, "describe": [pick(e) for e in extras],
+            "epochs": full["train"]["epochs"], "per_seed": per, "describe": [pick(e) for e in extras],
             "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu_seconds() - c0, 1), "run": str(out)}
 
 
@@ -142,31 +155,35 @@ def paired(r: dict[str, Any], which: str) -> list[float]:
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| set | arm | metric | student alone (best) | arm (best) | arm (last) | best epochs | paired Δ vs alone "
-             "(best; + = better) | won | CPU s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | arm | epochs | metric | student alone (best) | arm (best) | arm (last) | best epochs | paired Δ vs "
+             "alone (best; + = better) | won | CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     done_alone: set[str] = set()
     for r in rows:
         d = paired(r, "best")
         alone = ms(r["per_seed"]["alone"]["best"])
         done_alone.add(r["dataset"])
-        lines.append(f"| {r['dataset']} | {r['arm']} | test {r['metric']} | {alone} | {ms(r['per_seed']['method']['best'])} | "
+        lines.append(f"| {r['dataset']} | {r['arm']} | {r['epochs']} | test {r['metric']} | {alone} | {ms(r['per_seed']['method']['best'])} | "
                      f"{ms(r['per_seed']['method']['last'])} | {', '.join(map(str, r['per_seed']['method']['best_epoch']))} | "
                      f"{', '.join(f'{x:+.3f}' for x in d)} (mean {mean(d):+.3f}) | {sum(x > 0 for x in d)}/{len(d)} | "
                      f"{r['cpu_s']:.0f} |")
     return lines
 
 
-def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = ["# Seed fidelity, helper B: CES-KD, CuDFKD, cGAN-KD as described vs their former forms", "",
-             f"Made by `{meta['command']}` on {meta['date']} ({meta['cpus']} CPUs, torch {meta['torch']}, one thread, "
-             f"load average {meta['load_before']:.2f} → {meta['load_after']:.2f}; {meta['cpu_minutes']} CPU minutes, "
-             f"{meta['wall_minutes']} wall minutes). Seeds {SEEDS}; every student and assistant trains {EPOCHS} epochs "
-             "(the shipped recipes: 100), teachers 40 (recipes: 60/100), AdamW 3e-3, batch 16, validation 25 % of the "
-             "training split (Tecator 20 %). *best* = test metric of the best-on-validation epoch, *last* = of the last "
-             "epoch; *paired Δ* = arm − student alone on the same seed (same initialisation and batches), sign turned "
-             "so that + is better (RMSE: lower is better). cGAN-KD pipeline shrunk to "
-             f"{CGAN_SMALL} (recipes: n_fake 1000, gan_steps 1500, dre_steps 500, burn_in 300).", ""]
+def report(rows: list[dict[str, Any]], passes: list[dict[str, Any]]) -> str:
+    lines = ["# Seed fidelity, helper B: CES-KD, CuDFKD, cGAN-KD as described vs their former forms", ""]
+    for meta in passes:
+        lines.append(f"- `{meta['command']}` on {meta['date']} ({meta['cpus']} CPUs, torch {meta['torch']}, one "
+                     f"thread, load average {meta['load_before']:.2f} → {meta['load_after']:.2f}; "
+                     f"{meta['cpu_minutes']} CPU minutes, {meta['wall_minutes']} wall minutes; a run finished by an "
+                     "earlier pass is reused, and its CPU s then counts only the reading).")
+    lines += ["", f"Seeds {SEEDS}. Unless the arm is a shipped recipe (`recipes/...`, its own epochs), every student "
+              f"and assistant trains {EPOCHS} epochs (the shipped recipes: 100), teachers 40 (recipes: 60/100), AdamW "
+              "3e-3, batch 16, validation 25 % of the training split (Tecator 20 %). *best* = test metric of the "
+              "best-on-validation epoch, *last* = of the last epoch; *paired Δ* = arm − student alone on the same seed "
+              "(same initialisation and batches), sign turned so that + is better (RMSE: lower is better). cGAN-KD "
+              f"pipeline shrunk to {CGAN_SMALL} (recipes: n_fake 1000, gan_steps 1500, dre_steps 500, burn_in 300).", ""]
     for item, title in (("ceskd", "CES-KD: experts FCN -> cnn1d w32 -> cnn1d w16 (sequential chain), student cnn1d w8"),
+                        ("ceskd_chain", "CES-KD, the shipped chain recipe: FCN -> cnn1d w48 -> cnn1d w32, student cnn1d w16"),
                         ("cudfkd", "CuDFKD: FCN teacher, cnn1d w8 student, data-free"),
                         ("cgan_kd", "cGAN-KD: FCN (GunPoint) / ResNet1D (Tecator) teacher")):
         part = [r for r in rows if r["item"] == item]
@@ -181,7 +198,7 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=sorted(ARMS), nargs="*", default=sorted(ARMS))
+    ap.add_argument("--only", choices=list(ARMS), nargs="*", default=list(ARMS))
     ap.add_argument("--runs", default="runs/seed_fidelity_b")
     ap.add_argument("--results", default="benchmarks/results/seed_fidelity_b")
     args = ap.parse_args()
@@ -193,15 +210,22 @@ def main() -> None:
             print(f"{item} {dataset} {label} ...", flush=True)
             rows.append(run_arm(item, dataset, label, recipe, Path(args.runs)))
             print(f"  done: {rows[-1]['cpu_s']} CPU s", flush=True)
-    meta = {"command": "python benchmarks/seed_fidelity_b.py" + (f" --only {' '.join(args.only)}" if args.only != sorted(ARMS) else ""),
+    meta = {"command": "python benchmarks/seed_fidelity_b.py" + (f" --only {' '.join(args.only)}" if args.only != list(ARMS) else ""),
             "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "load_before": load_before, "load_after": os.getloadavg()[0],
             "cpu_minutes": round((cpu_seconds() - c0) / 60, 1), "wall_minutes": round((time.time() - t0) / 60, 1)}
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    write_json(results.with_suffix(".json"), {"meta": meta, "rows": rows})
-    write_text(results.with_suffix(".md"), report(rows, meta))
-    print(report(rows, meta))
+    passes: list[dict[str, Any]] = []
+    if results.with_suffix(".json").exists():  # a pass over some items keeps the other items' rows
+        old = read_json(results.with_suffix(".json"))
+        passes = old.get("passes", [old["meta"]] if "meta" in old else [])
+        rows = [r for r in old["rows"] if r["item"] not in args.only] + rows
+    passes.append(meta)
+    rows.sort(key=lambda r: list(ARMS).index(r["item"]))
+    write_json(results.with_suffix(".json"), {"passes": passes, "rows": rows})
+    write_text(results.with_suffix(".md"), report(rows, passes))
+    print(report(rows, passes))
 
 
 if __name__ == "__main__":
