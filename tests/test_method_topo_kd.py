@@ -1,7 +1,9 @@
 """topo_kd: the test vectors of tests/reference/ref_asu.py sections 5 and 6 (the TDA-KD loss, official code
 https://github.com/jeunsom/TDA_KD; the TGD merged similarity map, https://github.com/jeunsom/TGD), their properties,
-our orthogonality term's invariances, frozen teachers on their own views, gradients reaching only the student, the
-scratch initialisation, clear errors, and an end-to-end run with a PI teacher on synthetic windows."""
+the orthogonality term in the seed's form (the student's correlation maps pushed to the identity, the default) and
+in the former matching form (``correlation: match``) with its invariances, the annealing schedule and the spec's
+Annealing-KD phase-1 vector, frozen teachers on their own views, gradients reaching only the student, the scratch
+initialisation, clear errors, and an end-to-end run with a PI teacher on synthetic windows."""
 import copy
 import json
 
@@ -15,8 +17,10 @@ from edgedistill.config import TeacherConfig, TermConfig, load_recipe
 from edgedistill.data.dataset import DataInfo
 from edgedistill.errors import UserInputError
 from edgedistill.methods.base import Step, TeacherNet
-from edgedistill.methods.topo_kd import (DEFAULT_TERMS, INIT_NAME, TopoKD, kd_term, merged_map,
-                                         merged_similarity_loss, orthogonality_loss, similarity_map, std_scaled)
+from edgedistill.losses.multiteacher import correlation_orthogonality
+from edgedistill.methods.topo_kd import (DEFAULT_TERMS, INIT_NAME, TopoKD, annealed_mse, annealing_factor,
+                                         correlation_match_loss, kd_term, merged_map, merged_similarity_loss,
+                                         similarity_map, std_scaled)
 
 D = torch.float64
 STEP = Step(epoch=0, step=0, epochs=1, steps_per_epoch=1)
@@ -56,9 +60,9 @@ def test_alpha_one_merged_map_is_teacher_one_and_global_scale_does_not_matter():
     assert float(merged_similarity_loss(3 * fs, [f1, f2], [0.7, 0.3])) == pytest.approx(float(base))
     # scaling one teacher against the other changes the merge
     assert float(merged_similarity_loss(fs, [5 * f1, f2], [0.7, 0.3])) != pytest.approx(float(base))
-    o = orthogonality_loss(fs, [f1, f2], [0.7, 0.3], patches=2)
-    assert float(orthogonality_loss(2.5 * fs, [f1, f2], [0.7, 0.3], patches=2)) == pytest.approx(float(o))
-    assert float(orthogonality_loss(f1, [f1], [1.0], patches=3)) == pytest.approx(0.0, abs=1e-12)
+    o = correlation_match_loss(fs, [f1, f2], [0.7, 0.3], patches=2)
+    assert float(correlation_match_loss(2.5 * fs, [f1, f2], [0.7, 0.3], patches=2)) == pytest.approx(float(o))
+    assert float(correlation_match_loss(f1, [f1], [1.0], patches=3)) == pytest.approx(0.0, abs=1e-12)
     assert float(o) > 0
 
 
@@ -120,6 +124,7 @@ def test_default_terms_are_the_old_weighting():
     b = _batch()
     out = m.training_step(b, STEP)
     assert set(out) == {"ce", "kd", "orth"} and m._student_taps is not None
+    assert m._teacher_taps == [None, None]  # the seed's orthogonality reads the student's maps only
     with torch.no_grad():
         z_s = m.networks["student"](b["x"])
         z_raw, z_pi = m.teachers[0].model(b["x"]), m.teachers[1].model(b["pi"])
@@ -163,7 +168,8 @@ def test_scratch_init_plan_and_loaded_weights():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"alpha": 1.5}, "alpha"), ({"temperature_rule": "cosine"}, "temperature_rule"), ({"patches": 0}, "patches"),
-    ({"layers": ["nope"]}, "layers"), ({"init": "pretrained"}, "init"),
+    ({"layers": ["nope"]}, "layers"), ({"init": "pretrained"}, "init"), ({"correlation": "orthonormal"}, "correlation"),
+    ({"anneal_epochs": -1}, "anneal_epochs"), ({"anneal_max_temperature": 0.5}, "anneal_max_temperature"),
 ])
 def test_bad_params_are_named(kwargs, match):
     with pytest.raises(UserInputError, match=match):
@@ -206,3 +212,66 @@ def test_end_to_end_with_a_pi_teacher(tmp_path):
     assert "method" in roles and (tmp_path / "run" / "report.md").is_file()
     line = json.loads((tmp_path / "run" / "topo_kd" / "seed0" / "metrics.jsonl").read_text().splitlines()[0])
     assert set(line["train"]) == {"ce", "kd", "sim", "orth", "total"} and line["train"]["sim"] > 0
+
+
+def _student_maps(m, b):
+    with m._student_taps:
+        m.networks["student"](b["x"])
+    return dict(m._student_taps.outputs)
+
+
+def test_orthogonality_is_the_seeds_form_by_default_and_matching_is_an_option():
+    torch.manual_seed(1)
+    terms = [TermConfig(loss="orth", weight=1.0)]
+    b = _batch(8)
+    seed = TopoKD(Probe(2), _info(), _teachers(), terms, init="none")
+    assert seed.params.correlation == "orthogonal"
+    f_s = _student_maps(seed, b)
+    want = sum(correlation_orthogonality(f_s[n], patches=4) for n in seed.layers)
+    assert float(seed.training_step(b, STEP)["orth"].detach()) == pytest.approx(float(want.detach()), rel=1e-6)
+    # Orthogonal: the penalty is 0 for mutually orthogonal samples whatever the teachers are; matching is not.
+    eye = torch.eye(4, dtype=D).reshape(4, 4, 1)
+    assert float(correlation_orthogonality(eye, patches=1)) == pytest.approx(0.0, abs=1e-12)
+    match = TopoKD(Probe(2), _info(), _teachers(), terms, init="none", correlation="match")
+    match.networks["student"].load_state_dict(seed.networks["student"].state_dict())
+    out = match.training_step(b, STEP)["orth"].detach()
+    with torch.no_grad():
+        f_t = []
+        for k, tap in enumerate(match._teacher_taps):
+            match.teachers.run(b, k, taps=tap)
+            f_t.append(dict(tap.outputs))
+    ref = sum(correlation_match_loss(f_s[n], [f[n] for f in f_t], match.weights, 4) for n in match.layers)
+    assert float(out) == pytest.approx(float(ref.detach()), rel=1e-6) and float(out) != pytest.approx(float(want.detach()), rel=1e-3)
+    # A last batch smaller than `patches` uses one group per sample instead of failing.
+    assert torch.isfinite(seed.training_step(_batch(3), STEP)["orth"].detach())
+
+
+@pytest.mark.parametrize("tau, value", [(10, 0.1866666667), (5, 1.1366666667), (1, 4.4166666667)])
+def test_annealing_kd_phase_one_vector(tau, value):
+    # tests/reference/ref_asu.py: MSE(z_S, Phi(T) z_T), Phi(T) = 1 - (T - 1) / tau_max, tau_max = 10
+    z_t, z_s = torch.tensor([[4.0, -2.0, 1.0]], dtype=D), torch.tensor([[1.0, 0.0, 0.5]], dtype=D)
+    assert float(annealed_mse(z_s, z_t, 1 - (tau - 1) / 10)) == pytest.approx(value, abs=1e-9)
+
+
+def test_annealing_schedule_steps_the_temperature_down_to_one():
+    # 20 annealing epochs, tau_max 10: T = 10 for epochs 0-1, 9 for 2-3, ..., 1 for 18-19; Phi = 1 after (and off).
+    phis = [annealing_factor(e, 20, 10.0) for e in range(22)]
+    assert phis[0] == pytest.approx(0.1) and phis[10] == pytest.approx(0.6) and phis[19] == pytest.approx(1.0)
+    assert phis == sorted(phis) and phis[20:] == [1.0, 1.0] and annealing_factor(5, 0, 10.0) == 1.0
+
+
+def test_the_anneal_term_runs_in_phase_one_only_and_reads_the_annealed_teachers():
+    terms = [TermConfig(loss="anneal", weight=1.0), TermConfig(loss="kd", weight=0.99, start_epoch=4)]
+    m = TopoKD(Probe(2), _info(), _teachers(), terms, init="none", anneal_epochs=4, anneal_max_temperature=4.0)
+    b = _batch()
+    out = {k: v.detach() for k, v in m.training_step(b, STEP).items()}
+    with torch.no_grad():
+        z_s = m.networks["student"](b["x"])
+        z_raw, z_pi = m.teachers[0].model(b["x"]), m.teachers[1].model(b["pi"])
+    phi = 1 - (4 - 1) / 4  # epoch 0: T = tau_max = 4
+    ref = 0.3 * F.mse_loss(z_s, phi * z_raw) + 0.7 * F.mse_loss(z_s, phi * z_pi)
+    assert float(out["anneal"]) == pytest.approx(float(ref), rel=1e-6) and float(out["kd"]) == 0.0  # kd not started
+    later = {k: v.detach() for k, v in m.training_step(b, Step(epoch=4, step=0, epochs=5, steps_per_epoch=1)).items()}
+    assert float(later["anneal"]) == 0.0 and float(later["kd"]) > 0  # phase 2: KD on, the annealing over
+    with pytest.raises(UserInputError, match="anneal_epochs > 0"):
+        TopoKD(Probe(2), _info(), _teachers(), terms, init="none")
