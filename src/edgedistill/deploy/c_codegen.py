@@ -15,7 +15,7 @@ import numpy as np
 
 from edgedistill.deploy.c_graph import CLayer
 from edgedistill.deploy.c_kernels import kernels
-from edgedistill.deploy.c_quant import QParams, QuantConv
+from edgedistill.deploy.c_quant import Int8Plan, QParams
 
 PER_LINE = 10
 
@@ -92,9 +92,12 @@ def _guard(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).upper()
 
 
-def generate(layers: list[CLayer], meta: Any, *, int8: bool, q_input: Optional[QParams] = None,
-             q_outs: Optional[list[QParams]] = None, qconvs: Optional[dict[int, QuantConv]] = None) -> CProgram:
-    """The C program of ``layers`` for a model described by ``meta`` (``deploy.metadata.ModelMetadata``)."""
+def generate(layers: list[CLayer], meta: Any, *, int8: Optional[Int8Plan] = None) -> CProgram:
+    """The C program of ``layers`` for a model described by ``meta`` (``deploy.metadata.ModelMetadata``), float32,
+    or int8 with the constants of ``int8``."""
+    q_input = int8.q_input if int8 else None
+    q_outs = int8.q_outs if int8 else None
+    qconvs = int8.convs if int8 else None
     channels, length = int(meta.input_shape[0]), int(meta.input_shape[1])
     n_out = layers[-1].out_size
     last = len(layers) - 1
@@ -149,12 +152,20 @@ def generate(layers: list[CLayer], meta: Any, *, int8: bool, q_input: Optional[Q
                                  f"{q_outs[i].zero_point}, {int(layer.relu)});")
             continue
         t = "q8" if int8 else "f32"
-        zp = f", {q_outs[i].zero_point}" if int8 and q_outs is not None else ""
+        zp = ""
+        if int8 and layer.kind in ("avgpool", "adaptive_avg"):
+            assert q_outs is not None and q_input is not None
+            mult, shift = int8.averages[i]
+            m = const("int32_t", f"l{i}_mult", mult, str, 4)
+            s = const("int8_t", f"l{i}_shift", shift, str, 1)
+            zp = f", {(q_outs[i - 1] if i else q_input).zero_point}, {q_outs[i].zero_point}, {m}, {s}"
+        elif int8 and layer.kind == "relu" and q_outs is not None:
+            zp = f", {q_outs[i].zero_point}"
         if layer.kind == "maxpool":
             calls.append(f"    maxpool_{t}({x}, {y}, {cin}, {lin}, {lout}, {p['k']}, {p['stride']}, {p['pad']}, {p['dil']});")
         elif layer.kind == "avgpool":
-            calls.append(f"    avgpool_{t}({x}, {y}, {cin}, {lin}, {lout}, {p['k']}, {p['stride']}, {p['pad']}, "
-                         f"{p['include_pad']}{zp});")
+            include = "" if int8 else f", {p['include_pad']}"  # int8: the divisors are in the multipliers
+            calls.append(f"    avgpool_{t}({x}, {y}, {cin}, {lin}, {lout}, {p['k']}, {p['stride']}, {p['pad']}{include}{zp});")
         elif layer.kind == "adaptive_max":
             calls.append(f"    adaptive_max_{t}({x}, {y}, {cin}, {lin}, {lout});")
         elif layer.kind == "adaptive_avg":
@@ -183,8 +194,8 @@ def generate(layers: list[CLayer], meta: Any, *, int8: bool, q_input: Optional[Q
     if classes:
         body.append("const char *const student_classes[STUDENT_OUTPUTS] = {\n    "
                     + ",\n    ".join(c_string(c) for c in classes) + "\n};\n")
-    body.append(kernels({layer.kind for layer in layers}, int8))
-    body.append(_load_input(norm, channels, length, int8, q_input))
+    body.append(kernels({layer.kind for layer in layers}, int8 is not None))
+    body.append(_load_input(norm, channels, length, int8 is not None, q_input))
     uses_i = not out_direct[last]
     body += ["static void run_layers(float *out)", "{", *(["    long i;"] if uses_i else []), *calls, "}", "",
              "void student_forward(const float *x, float *out)", "{", "    load_input(x, 0);", "    run_layers(out);", "}", "",

@@ -140,11 +140,10 @@ def build_programs(run: Any, *, int8: bool, calibration: int) -> dict[str, CProg
 
     meta = run.metadata()
     layers = lower(run.student, tuple(meta.input_shape))
-    programs = {"fp32": generate(layers, meta, int8=False)}
+    programs = {"fp32": generate(layers, meta)}
     if int8:
         calib = calibration_windows(run.splits.train.x.numpy(), calibration, seed=run.seed)
-        q_input, q_outs, qconvs = plan_int8(run.student, layers, calib)
-        programs["int8"] = generate(layers, meta, int8=True, q_input=q_input, q_outs=q_outs, qconvs=qconvs)
+        programs["int8"] = generate(layers, meta, int8=plan_int8(run.student, layers, calib))
     return programs
 
 

@@ -37,7 +37,7 @@ static void conv_f32(const float *x, float *y, const float *w, const float *b, i
 }
 """
 
-CONV_Q8 = r"""
+REQUANTIZE_Q8 = r"""
 static int8_t requantize(int32_t acc, int32_t mult, int shift, int32_t zp_out, int32_t lo)
 {
     int64_t v = ((int64_t)acc * mult + ((int64_t)1 << (shift - 1))) >> shift;
@@ -46,7 +46,9 @@ static int8_t requantize(int32_t acc, int32_t mult, int shift, int32_t zp_out, i
     if (v > 127) v = 127;
     return (int8_t)v;
 }
+"""
 
+CONV_Q8 = r"""
 /* yf != NULL: write float outputs acc * deq[o] (the last layer: logits keep the accumulator's precision). */
 static void conv_q8(const int8_t *x, int8_t *y, float *yf, const int8_t *w, const int32_t *b, const int32_t *mult,
                     const int8_t *shift, const float *deq, int cin, int lin, int cout, int lout, int k, int stride,
@@ -159,50 +161,38 @@ static void adaptive_avg_f32(const float *x, float *y, int ch, int lin, int lout
 }
 """
 
-# Int8 averages keep the input's scale and zero point (an average stays inside the input's range): the sum of
-# (q - zp) over the bin, divided by the count rounding half away from zero, plus zp.
-DIV_ROUND_Q8 = r"""
-static int8_t div_round_q8(int32_t sum, int32_t n, int32_t zp)
-{
-    int32_t v = sum >= 0 ? (sum + n / 2) / n : -((-sum + n / 2) / n);
-    v += zp;
-    if (v < -128) v = -128;
-    if (v > 127) v = 127;
-    return (int8_t)v;
-}
-"""
-
+# Int8 averages get their own calibrated scale: a mean over a long window spans far fewer codes than its input
+# (global average pooling before the head), so keeping the input's scale would throw most of the precision away.
+# The sum of (q - zp_in) over the bin is requantised with a per-output-position multiplier s_in / (count * s_out).
 AVGPOOL_Q8 = r"""
 static void avgpool_q8(const int8_t *x, int8_t *y, int ch, int lin, int lout, int k, int stride, int pad,
-                       int include_pad, int32_t zp)
+                       int32_t zp_in, int32_t zp_out, const int32_t *mult, const int8_t *shift)
 {
     int c, t, p;
     for (c = 0; c < ch; ++c) {
         for (t = 0; t < lout; ++t) {
             int s = t * stride - pad, e = s + k;
-            int32_t div, sum = 0;
-            if (e > lin + pad) e = lin + pad;
-            div = e - s;
+            int32_t sum = 0;
             if (s < 0) s = 0;
             if (e > lin) e = lin;
-            if (!include_pad) div = e - s;
-            for (p = s; p < e; ++p) sum += (int32_t)x[(long)c * lin + p] - zp;
-            y[(long)c * lout + t] = div_round_q8(sum, div, zp);
+            for (p = s; p < e; ++p) sum += (int32_t)x[(long)c * lin + p] - zp_in;
+            y[(long)c * lout + t] = requantize(sum, mult[t], shift[t], zp_out, -128);
         }
     }
 }
 """
 
 ADAPTIVE_AVG_Q8 = r"""
-static void adaptive_avg_q8(const int8_t *x, int8_t *y, int ch, int lin, int lout, int32_t zp)
+static void adaptive_avg_q8(const int8_t *x, int8_t *y, int ch, int lin, int lout, int32_t zp_in, int32_t zp_out,
+                            const int32_t *mult, const int8_t *shift)
 {
     int c, t, p;
     for (c = 0; c < ch; ++c) {
         for (t = 0; t < lout; ++t) {
             const int s = (t * lin) / lout, e = ((t + 1) * lin + lout - 1) / lout;
             int32_t sum = 0;
-            for (p = s; p < e; ++p) sum += (int32_t)x[(long)c * lin + p] - zp;
-            y[(long)c * lout + t] = div_round_q8(sum, e - s, zp);
+            for (p = s; p < e; ++p) sum += (int32_t)x[(long)c * lin + p] - zp_in;
+            y[(long)c * lout + t] = requantize(sum, mult[t], shift[t], zp_out, -128);
         }
     }
 }
@@ -229,14 +219,14 @@ def kernels(kinds: set[str], int8: bool) -> str:
     """The C source of the kernels for the layer ``kinds`` a program uses."""
     t, c = ("q8", "int8_t") if int8 else ("f32", "float")
     parts = []
+    if int8 and kinds & {"conv", "avgpool", "adaptive_avg"}:
+        parts.append(REQUANTIZE_Q8)
     if "conv" in kinds:
         parts.append(CONV_Q8 if int8 else CONV_F32)
     if "maxpool" in kinds:
         parts.append(MAXPOOL.replace("{T}", t).replace("{C}", c))
     if "adaptive_max" in kinds:
         parts.append(ADAPTIVE_MAX.replace("{T}", t).replace("{C}", c))
-    if int8 and kinds & {"avgpool", "adaptive_avg"}:
-        parts.append(DIV_ROUND_Q8)
     if "avgpool" in kinds:
         parts.append(AVGPOOL_Q8 if int8 else AVGPOOL_F32)
     if "adaptive_avg" in kinds:

@@ -2,8 +2,9 @@
 
 Activation ranges are calibrated on training windows (``deploy.quantize.calibration_windows``): the float model
 runs on them and every quantisation point records its min and max (widened to include 0, so zero padding and
-ReLU's zero are exact codes). Quantisation points are the input and every conv/linear output (after its folded
-batch norm and fused ReLU); pooling and a standalone ReLU keep their input's scale and zero point. The last
+ReLU's zero are exact codes). Quantisation points are the input, every conv/linear output (after its folded
+batch norm and fused ReLU) and every average pooling's output (a mean over a long window spans far fewer codes than
+its input); max pooling and a standalone ReLU keep their input's scale and zero point. The last
 conv/linear layer is not requantised: its int32 accumulators are scaled to float logits.
 """
 from __future__ import annotations
@@ -109,18 +110,55 @@ def quantize_conv(layer: CLayer, q_in: QParams, q_out: Optional[QParams]) -> Qua
     return QuantConv(wq, bq, mult, shift, None)
 
 
-def plan_int8(model: nn.Module, layers: list[CLayer], windows: np.ndarray) -> tuple[QParams, list[QParams], dict[int, QuantConv]]:
-    """(input qparams, each layer's output qparams, the int8 constants of every conv layer by index)."""
+def avg_divisors(layer: CLayer) -> list[int]:
+    """How many values each output position of an average pooling divides by (PyTorch's rules)."""
+    lin, lout = layer.in_shape[1], layer.out_shape[1]
+    if layer.kind == "adaptive_avg":
+        return [-((-(t + 1) * lin) // lout) - (t * lin) // lout for t in range(lout)]
+    p = layer.params
+    out = []
+    for t in range(lout):
+        s = t * p["stride"] - p["pad"]
+        e = min(s + p["k"], lin + p["pad"])
+        div = e - s
+        if not p["include_pad"]:
+            div = min(e, lin) - max(s, 0)
+        out.append(div)
+    return out
+
+
+def quantize_average(layer: CLayer, q_in: QParams, q_out: QParams) -> tuple[np.ndarray, np.ndarray]:
+    """Per output position (mult, shift) of s_in / (count * s_out): the bin's sum of (q - zp_in) -> output code."""
+    pairs = [fixed_point(q_in.scale / (n * q_out.scale)) for n in avg_divisors(layer)]
+    return (np.array([p[0] for p in pairs], dtype=np.int64).astype(np.int32),
+            np.array([p[1] for p in pairs], dtype=np.int8))
+
+
+@dataclass
+class Int8Plan:
+    q_input: QParams
+    q_outs: list[QParams]  # each layer's output parameters
+    convs: dict[int, QuantConv]  # by layer index
+    averages: dict[int, tuple[np.ndarray, np.ndarray]]  # by layer index: per-position (mult, shift)
+
+
+def plan_int8(model: nn.Module, layers: list[CLayer], windows: np.ndarray) -> Int8Plan:
+    """The int8 constants of ``layers``, activation ranges calibrated on ``windows``."""
     ranges = calibrate(model, layers, windows)
     q_input = QParams.from_range(*ranges[""])
     outs: list[QParams] = []
     convs: dict[int, QuantConv] = {}
+    averages: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     q = q_input
     for i, layer in enumerate(layers):
+        final = i == len(layers) - 1
         if layer.kind == "conv":
-            final = i == len(layers) - 1
             q_out = None if final else QParams.from_range(*ranges[layer.tap])
             convs[i] = quantize_conv(layer, q, q_out)
             q = q_out if q_out is not None else q
-        outs.append(q)  # pooling and ReLU keep their input's parameters
-    return q_input, outs, convs
+        elif layer.kind in ("avgpool", "adaptive_avg"):
+            q_out = QParams.from_range(*ranges[layer.tap])
+            averages[i] = quantize_average(layer, q, q_out)
+            q = q_out
+        outs.append(q)  # max pooling and ReLU keep their input's parameters
+    return Int8Plan(q_input, outs, convs, averages)
