@@ -108,22 +108,28 @@ def export_tflite(run: Any, out_dir: Path, *, int8: bool, calibration: int, max_
     train_x = run.splits.train.x.numpy()
     example = torch.from_numpy(np.ascontiguousarray(train_x[:1], dtype=np.float32))
     x, y, reference = test_data(run)
+    from edgedistill.deploy.convert import export_ready
+
+    # The ONNX path's exact rewrites (an adaptive pool whose bins do not divide its input becomes per-bin slices and
+    # means): otherwise the converter decomposes it into a large gather graph. Verified against the original below.
+    student, rewrites = export_ready(run.student, example)
     names = {"fp32": f"{stem}.tflite", "int8": f"{stem}.int8.tflite"}
     staging = Staging(out_dir)
     with staging as tmp:
         staged = {"fp32": tmp / "fp32.tflite"}
-        convert(run.student, example).export(str(staged["fp32"]))
+        convert(student, example).export(str(staged["fp32"]))
         if int8:
             calib = calibration_windows(train_x, calibration, seed=run.seed)
             staged["int8"] = tmp / "int8.tflite"
-            convert(run.student, example, calibration=calib).export(str(staged["int8"]))
+            convert(student, example, calibration=calib).export(str(staged["int8"]))
         outputs = {v: (out_dir / names[v], interpreter_outputs(p, x)) for v, p in staged.items()}
         metric, rows = check_outputs(run, FORMAT, outputs, reference, y, max_diff=max_diff, max_int8_drop=max_int8_drop)
         sizes = {v: p.stat().st_size for v, p in staged.items()}
         files = staging.publish(staged, names)
     from edgedistill.deploy.export import int8_notes
 
-    notes = ["batch size fixed at 1 (what a device runs)"]
+    notes = ["batch size fixed at 1 (what a device runs)",
+             *(f"rewritten for export (same numbers, checked above): {r}" for r in rewrites)]
     if int8:
         notes.append(f"int8: PT2E static symmetric, weights per channel, {len(calib)} training windows for calibration; "
                      "int8 input and output tensors (scale and zero point in the file)")
