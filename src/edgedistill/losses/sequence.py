@@ -144,6 +144,50 @@ def time_aware_kd(
     return sum((weights[name] * value for name, value in terms.items()), student_seq.new_zeros(()))
 
 
+def as_output_sequences(name: str, out: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, channels * T) regression outputs -> (N, channels, T) sequences (a model's outputs are one flat vector:
+    a 2-channel GRF curve of T points is 2T outputs, channel by channel); (N, C, T) is kept if C == channels."""
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise UserInputError(f"time_aware_kd: channels must be an integer >= 1, got {channels!r}")
+    if out.dim() == 3 and out.shape[1] == channels:
+        return out
+    flat = out.reshape(out.shape[0], -1)
+    if flat.shape[1] % channels or flat.shape[1] // channels < 2:
+        raise UserInputError(
+            f"time_aware_kd: {name} has {flat.shape[1]} outputs per sample, which is not {channels} channel(s) x at "
+            f"least 2 time steps; the term is for sequence targets (a GRF curve), set channels to the number of "
+            f"curves the outputs hold")
+    return flat.reshape(out.shape[0], channels, -1)
+
+
+@LOSSES.register("time_aware_kd", task="regression")
+def time_aware_regression(
+    student_out: torch.Tensor,
+    teacher_out: torch.Tensor,
+    target: torch.Tensor,
+    channels: int = 1,
+    task_weight: float = 1.0,
+    teacher_weight: float = 1.0,
+    similarity_weight: float = 1.0,
+    difference_weight: float = 1.0,
+    autocorr_weight: float = 1.0,
+    self_similarity_weight: float = 0.0,
+    max_lag: int = 8,
+    regression: str = "mse",
+) -> torch.Tensor:
+    """time_aware_kd as a recipe term for sequence regression: the outputs, the teacher's outputs and the targets,
+    each (N, channels * T), are read as ``channels`` curves of T points (GRF: channels 2) and passed to
+    ``time_aware_kd`` with the same weights. The task term is to the labels: the term replaces mse + mse_to_teacher
+    (task and teacher weights) and adds the temporal terms. Our design; the paper's formulas are unknown."""
+    s = as_output_sequences("student_out", student_out, channels)
+    t = as_output_sequences("teacher_out", teacher_out.detach(), channels)
+    y = as_output_sequences("target", target.reshape(student_out.shape) if target.numel() == student_out.numel()
+                            else target, channels)
+    return time_aware_kd(s, t, y, task_weight, teacher_weight, similarity_weight, difference_weight, autocorr_weight,
+                         self_similarity_weight, max_lag, regression)
+
+
 __all__ = [
-    "similarity_keeping", "time_aware_kd", "time_aware_terms", "cosine_matrix",
+    "similarity_keeping", "time_aware_kd", "time_aware_regression", "time_aware_terms", "cosine_matrix",
+    "as_output_sequences",
 ]

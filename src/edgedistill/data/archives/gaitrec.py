@@ -80,8 +80,10 @@ def _check(value, allowed: tuple, key: str) -> None:
 
 
 def load(folder: Path, *, unit: str = "session", train_set: str = "TRAIN_BALANCED",
-         components: Optional[list[str]] = None, speed: str = "self_selected") -> RawData:
-    """The archive's train/test sessions as (n, 2 * len(components), 101) windows; see the module docstring."""
+         components: Optional[list[str]] = None, speed: str = "self_selected", task: str = "classification", target: str = "F_V") -> RawData:
+    """The archive's train/test sessions as (n, 2 * len(components), 101) windows; see the module docstring.
+    ``task: regression`` makes it a GRF regression task instead: y = the ``target`` component's curves of both feet,
+    (2 x 101) flattened left then right, and x = the other components (time-aware KD, docs/losses/time_aware_kd.md)."""
     _check(unit, UNITS, "unit")
     _check(train_set, TRAIN_SETS, "train_set")
     _check(speed, ("self_selected", "all"), "speed")
@@ -89,6 +91,10 @@ def load(folder: Path, *, unit: str = "session", train_set: str = "TRAIN_BALANCE
     if not components or any(c not in COMPONENTS for c in components) or len(set(components)) != len(components):
         raise UserInputError(f"data.params.components: expected distinct names from {list(COMPONENTS)}, "
                              f"got {components!r}")
+    _check(task, ("classification", "regression"), "task")
+    if task == "regression" and (target not in components or len(components) < 2):
+        raise UserInputError(f"data.params.target: expected one of data.params.components {components} (the curves "
+                             f"to regress), with at least one other component as input; got {target!r}")
     folder = Path(folder)
     meta = _metadata(folder / "GRF_metadata.csv")
     notes: list[str] = []
@@ -138,12 +144,30 @@ def load(folder: Path, *, unit: str = "session", train_set: str = "TRAIN_BALANCE
                              f"in '{folder}' (is the archive complete?)")
     notes.append(f"split: {train_set} sessions train, TEST sessions test ({len(tr_x)} / {len(te_x)} "
                  f"{'sessions, trials averaged' if unit == 'session' else 'trials'})")
+    if task == "regression":
+        return _regression(tr_x, tr_g, te_x, te_g, channels, target, notes)
     half = len(components)
     return RawData(
         x=tr_x, y=tr_y, task="classification", group=tr_g, test_x=te_x, test_y=te_y, test_group=te_g,
         views={"left": tr_x[:, :half], "right": tr_x[:, half:]},
         test_views={"left": te_x[:, :half], "right": te_x[:, half:]},
         classes=list(CLASSES), name=NAME, channels=channels, notes=notes,
+    )
+
+
+def _regression(tr_x: np.ndarray, tr_g: np.ndarray, te_x: np.ndarray, te_g: np.ndarray, channels: list[str],
+                target: str, notes: list[str]) -> RawData:
+    """GRF regression: the ``target`` component of both feet is y (flattened, left then right), the rest is x."""
+    is_y = np.array([c.rsplit("_", 1)[0] == target for c in channels])
+    x_names = [c for c, y in zip(channels, is_y) if not y]
+    half = len(x_names) // 2
+    notes.append(f"regression: y = {target} of both feet (2 x {POINTS}, flattened), x = {', '.join(x_names)}")
+    y_of = lambda x: x[:, is_y].reshape(len(x), -1)  # noqa: E731
+    return RawData(
+        x=tr_x[:, ~is_y], y=y_of(tr_x), task="regression", group=tr_g, test_x=te_x[:, ~is_y], test_y=y_of(te_x),
+        test_group=te_g, views={"left": tr_x[:, ~is_y][:, :half], "right": tr_x[:, ~is_y][:, half:]},
+        test_views={"left": te_x[:, ~is_y][:, :half], "right": te_x[:, ~is_y][:, half:]},
+        name=NAME, channels=x_names, notes=notes,
     )
 
 
