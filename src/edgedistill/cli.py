@@ -274,6 +274,24 @@ def profile(
     profile_command(target, formats, seed, which, int8, runs, warmup, report, max_params, max_ram_kb, max_latency_us)
 
 
+@app.command()
+def predict(
+    target: Path = typer.Argument(..., help="A run directory (its exported student; exported for this command when there is none) or an .onnx file."),
+    stream: Optional[Path] = typer.Option(None, "--stream", help="A recording as CSV: one row per sample, one column per channel in the model's order (a header is checked against the stored channel names)."),
+    hop: Optional[int] = typer.Option(None, "--hop", help="Samples between predictions (default: the stride the model was trained with; required for files that store none)."),
+    smooth: str = typer.Option("none", "--smooth", help="none, majority (label vote) or mean_proba (probability average) over the last --smooth-over hops."),
+    smooth_over: int = typer.Option(5, "--smooth-over", help="Hops the smoothing spans."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the rows to this CSV file (default: print them)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="For a run: which seed's student (default: the one best on validation)."),
+    which: str = typer.Option("best", "--which", help="For a run: best or last checkpoint."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="ONNX Runtime threads (default: its own choice)."),
+) -> None:
+    """Stream a recording through the student: one row per hop (end sample, label, probabilities), docs/streaming.md."""
+    from edgedistill.cli_predict import predict_command
+
+    predict_command(target, stream, hop, smooth, smooth_over, out, seed, which, threads)
+
+
 from edgedistill.cli_data import data_app  # noqa: E402 - its own module; registered beside the others
 
 app.add_typer(data_app, name="data")

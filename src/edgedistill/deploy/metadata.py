@@ -7,7 +7,12 @@ any ONNX reader (``onnx.load(...).metadata_props`` or ONNX Runtime's
 * ``input_shape``: per-sample shape the model takes, ``[channels, length]`` or ``[channels, h, w]``;
 * ``channels``: which channels of the raw recording, in order, the model reads (``data.views.x`` of the
   recipe; ``null`` = all of them in their stored order);
-* ``window``: ``{"length", "stride"}`` when the recipe cut windows from longer recordings;
+* ``window``: ``{"length", "stride"}`` when the recipe cut windows from longer recordings (``data.window``, or a
+  stream archive's ``window``/``stride`` protocol keys); ``null`` when the windows came pre-cut;
+* ``channel_names``: the name of each channel the model reads, in input order (``null`` in files exported before
+  the names were stored);
+* ``sampling_rate``: samples per second of the windows the model was trained on, when the data says it (an
+  archive's ``rate``); ``null`` = unknown (a user's CSV or array carries no clock rate);
 * ``normalization``: ``{"mode", "mean", "std"}`` fitted on the training split: ``(x - mean) / std`` per
   channel (``per_channel``), with one value (``global``), or nothing (``none``);
 * ``task``, ``classes`` (output index -> class name), ``target_scale`` (regression: outputs are
@@ -37,6 +42,8 @@ class ModelMetadata:
     target_scale: Optional[list[list[float]]] = None
     channels: Optional[list[int]] = None
     window: Optional[dict[str, Any]] = None
+    channel_names: Optional[list[str]] = None  # (absent before streaming: such files still load, with None)
+    sampling_rate: Optional[float] = None
     input_name: str = "input"
     output_name: str = "logits"
     quantization: str = "none"
@@ -88,9 +95,8 @@ def from_run(info: Any, data_cfg: Any, student_cfg: Any, *, run_dir: Path, seed:
 
     views = getattr(data_cfg, "views", {}) or {}
     channels = list(views["x"]) if "x" in views else None
-    window = None
-    if getattr(data_cfg, "window", None) is not None:
-        window = {"length": data_cfg.window.length, "stride": data_cfg.window.stride}
+    window, rate = stream_protocol(data_cfg)
+    names = list(getattr(info, "channels", None) or [])
     target_scale = [list(v) for v in info.target_scale] if info.target_scale is not None else None
     return ModelMetadata(
         task=info.task,
@@ -100,6 +106,8 @@ def from_run(info: Any, data_cfg: Any, student_cfg: Any, *, run_dir: Path, seed:
         target_scale=target_scale,
         channels=channels,
         window=window,
+        channel_names=[str(c) for c in names] if len(names) == int(info.input_shape[0]) else None,
+        sampling_rate=rate,
         output_name="logits" if info.task == "classification" else "output",
         model={"name": student_cfg.label, **student_cfg.kwargs},  # a class name, not the path of a user file
         toolkit_version=__version__,
@@ -107,6 +115,36 @@ def from_run(info: Any, data_cfg: Any, student_cfg: Any, *, run_dir: Path, seed:
         seed=seed,
         checkpoint=which,
     )
+
+
+def stream_protocol(data_cfg: Any) -> tuple[Optional[dict[str, int]], Optional[float]]:
+    """(window ``{"length", "stride"}`` or None, sampling rate in Hz or None) of a recipe's data section.
+
+    ``data.window`` wins (its stride defaults to its length, as in ``data.windowing``). Otherwise a public archive
+    that cuts windows from a stream has ``window``/``stride``/``rate`` protocol keys (its loader's defaults filled in
+    with ``data.params``); an archive with only ``rate`` (pre-cut windows) gives the rate alone. Anything else (a
+    user's file, synthetic data) records no rate: it is unknown, never guessed."""
+    window: Optional[dict[str, int]] = None
+    rate: Optional[float] = None
+    name = getattr(data_cfg, "name", None)
+    if name is not None:
+        from edgedistill.data.archives.registered import archives, protocol
+
+        archive = archives().get(str(name))
+        if archive is not None:
+            proto = protocol(archive, dict(getattr(data_cfg, "params", {}) or {}))
+            if _number(proto.get("rate")):
+                rate = float(proto["rate"])
+            if _number(proto.get("window")) and _number(proto.get("stride")):
+                window = {"length": int(proto["window"]), "stride": int(proto["stride"])}
+    cut = getattr(data_cfg, "window", None)
+    if cut is not None:
+        window = {"length": int(cut.length), "stride": int(cut.stride or cut.length)}
+    return window, rate
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def attach(model_proto: Any, meta: ModelMetadata) -> None:

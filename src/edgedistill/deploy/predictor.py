@@ -5,6 +5,8 @@
     p.predict(window)            # one raw window (channels, length) -> its class name
     p.predict(windows)           # (n, channels, length) -> n class names
     p.predict_proba(windows)     # (n, classes) softmax probabilities, columns in p.classes order
+    for r in p.stream(chunks):   # a continuous stream of (n_samples, channels) chunks -> one result per hop
+        r.end, r.label, r.proba
 
 The preprocessing stored in the file's metadata is applied exactly as in training: channel selection (when
 the recipe used ``data.views.x``), then the training split's normalisation. Regression models return
@@ -13,13 +15,16 @@ values in original units.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 import numpy as np
 
 from edgedistill.data.normalize import Normalizer
 from edgedistill.deploy.metadata import ModelMetadata, _session
 from edgedistill.errors import UserInputError
+
+if TYPE_CHECKING:
+    from edgedistill.deploy.stream import StreamResult
 
 
 def normalizer_of(meta: ModelMetadata) -> Normalizer:
@@ -111,6 +116,16 @@ class Predictor:
             values = values * np.asarray(self.meta.target_scale[1]) + np.asarray(self.meta.target_scale[0])
         values = values[:, 0] if values.shape[1] == 1 else values
         return values[0] if single else values
+
+    def stream(self, chunks: Iterable[Any], *, hop: Optional[int] = None, smoothing: str = "none",
+               smooth_over: int = 5) -> Iterator["StreamResult"]:
+        """Predict on a continuous stream: ``chunks`` are (n_samples, channels) arrays of any size; yields one
+        ``StreamResult`` (end sample index, label, probabilities) every ``hop`` samples (default: the stored stride)
+        once a full window has arrived; ``smoothing`` none | majority | mean_proba over the last ``smooth_over``
+        hops (``deploy.stream``)."""
+        from edgedistill.deploy.stream import stream
+
+        return stream(self, chunks, hop=hop, smoothing=smoothing, smooth_over=smooth_over)
 
     def __repr__(self) -> str:
         what = f"{len(self.classes)} classes" if self.classes else "regression"
