@@ -160,7 +160,13 @@ def as_output_sequences(name: str, out: torch.Tensor, channels: int) -> torch.Te
     return flat.reshape(out.shape[0], channels, -1)
 
 
-@LOSSES.register("time_aware_kd", task="regression")
+# smoke_data: a --smoke run replaces the data by a tiny synthetic set; the plain one has one target per window, which
+# is no curve, so a recipe with this term smokes on a tiny synthetic_grf set (2 curves) instead.
+SMOKE_DATA = {"name": "synthetic_grf", "params": {"n_subjects": 5, "steps_per_subject": 6, "sensors": 4, "length": 16},
+              "normalize_target": False}
+
+
+@LOSSES.register("time_aware_kd", task="regression", smoke_data=SMOKE_DATA)
 def time_aware_regression(
     student_out: torch.Tensor,
     teacher_out: torch.Tensor,
