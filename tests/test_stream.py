@@ -248,3 +248,51 @@ def test_run_metadata_carries_window_stride_rate_and_channel_names(data, window,
     meta = from_run(info, DataConfig(**data), student, run_dir=".", seed=0, which="best")
     assert (meta.window, meta.sampling_rate, meta.channel_names) == (window, rate, NAMES)
     assert ModelMetadata.from_props(meta.to_props()) == meta
+
+
+def test_a_regression_model_streams_its_values_and_takes_no_smoothing(tmp_path, recording):
+    import onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(CHANNELS * LENGTH, 2)).eval()
+    proto = to_onnx(model, torch.randn(2, CHANNELS, LENGTH), exporter="legacy", names=("input", "output")).proto
+    attach(proto, ModelMetadata(task="regression", input_shape=[CHANNELS, LENGTH], normalization=NORM,
+                                output_name="output", target_scale=[[1.0, -2.0], [3.0, 0.5]],
+                                window={"length": LENGTH, "stride": STRIDE}))
+    onnx.save_model(proto, str(tmp_path / "reg.onnx"))
+    predictor = Predictor(tmp_path / "reg.onnx")
+    got = list(predictor.stream(_chunks(recording, 6)))
+    assert np.allclose(np.stack([r.label for r in got]), predictor.predict(sliding_windows(recording.T, LENGTH, STRIDE)))
+    assert all(r.proba is None for r in got)
+    with pytest.raises(UserInputError, match="needs a classifier"):
+        predictor.stream([recording], smoothing="mean_proba")
+
+
+@pytest.mark.slow
+def test_predict_streams_a_trained_runs_student_with_its_stored_window(tmp_path):
+    import edgedistill
+    from edgedistill.deploy.runs import load_run
+
+    recipe = {"name": "stream", "data": {"name": "synthetic", "params": {"n_subjects": 4, "windows_per_subject": 8,
+                                                                          "length": 64},
+                                         "window": {"length": 32, "stride": 8}, "split": {"by": "subject"}},
+              "student": {"model": "cnn1d", "width": 4, "depth": 2}, "method": {"name": "supervised"},
+              "train": {"epochs": 1, "batch_size": 16}, "seeds": [0], "baseline": False,
+              "engine": {"progress": False}, "report": {"plots": False}, "cache_dir": str(tmp_path / "cache")}
+    edgedistill.run(recipe, out=tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    norm = run.info.normalization["x"]
+    raw = run.splits.test.x.numpy() * np.asarray(norm["std"])[None, :, None] + np.asarray(norm["mean"])[None, :, None]
+    recording = np.concatenate(list(raw[:4]), axis=1).T
+    csv_file = _write_csv(tmp_path / "rec.csv", recording, run.info.channels)  # numbered names: "0", "1", "2"
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), "--stream", str(csv_file),
+                                      "--out", str(tmp_path / "hops.csv")])
+    assert result.exit_code == 0, result.output
+    assert "exported and verified for this command only" in result.output
+    rows = [line.split(",") for line in (tmp_path / "hops.csv").read_text().splitlines()[1:]]
+    with torch.no_grad():
+        x = torch.from_numpy(sliding_windows(recording.T, 32, 8)).float()
+        x = (x - torch.tensor(norm["mean"])[None, :, None]) / torch.tensor(norm["std"])[None, :, None]
+        expected = [run.info.classes[i] for i in run.student(x).argmax(1).tolist()]
+    assert [int(r[0]) for r in rows] == list(range(31, len(recording), 8))
+    assert [r[1] for r in rows] == expected
