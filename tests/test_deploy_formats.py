@@ -172,3 +172,15 @@ def test_an_operator_executorch_cannot_express_is_named():
 
     with pytest.raises(ExportError, match=r"format 'executorch' cannot express the student \(fp32\): operator\(s\) aten.cumprod"):
         program_bytes(_Cumprod().eval(), torch.randn(1, 3, 16))
+
+
+def test_a_run_without_a_trained_student_is_a_clear_error(run_dir, tmp_path):
+    import shutil
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(run_dir / "config.yaml", unfinished / "config.yaml")  # the run's recipe, no checkpoint yet
+    result = CliRunner().invoke(app, ["export", str(unfinished), "--format", "onnx,tflite,executorch"])
+    assert result.exit_code == 2, result.output
+    assert "no student checkpoint at supervised/seed0/checkpoints/best.pt (is the run finished?" in result.output
+    assert sorted(p.name for p in unfinished.iterdir()) == ["config.yaml"]
