@@ -5,7 +5,8 @@ quickstart student (cnn1d width 16, ~3k parameters) and a ~50k-parameter one (cn
 ``--seeds``; then exports every seed's best-on-validation checkpoint with ``export_c`` (fp32 and int8, 256
 calibration windows from the training split, compiled with the system compiler, verified on all test windows)
 and writes ``benchmarks/results/c_export.{md,json}``: per model the flash and RAM of each variant and, over seeds,
-mean ± std of the float max |diff|, the test accuracy of PyTorch / C fp32 / C int8 and int8's drop.
+mean ± std of the float max |diff|, the test accuracy of PyTorch / C fp32 / C int8 and int8's drop, with ONNX
+Runtime's static int8 of the same checkpoint beside it.
 
 Run: `nice -n 10 python benchmarks/c_export.py [--runs DIR] [--seeds 0 1 2]` (about 10 minutes on 2 shared cores,
 most of it training; with --runs pointing at finished runs, well under a minute).
@@ -61,6 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgedistill.deploy.c_export import export_c
+    from edgedistill.deploy.export import export_loaded
     from edgedistill.deploy.runs import load_run
     from edgedistill.io import write_json, write_text
 
@@ -79,7 +81,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = export_c(run, Path(tmp), int8=True, calibration=args.calibration, max_int8_drop=None)
                 seconds = time.perf_counter() - t0
+                # ONNX Runtime's static int8 of the same checkpoint (per-tensor MinMax activations, per-channel
+                # weights): tells the C int8 arithmetic apart from what 8-bit activations cost this network.
+                onnx = export_loaded(run, Path(tmp) / "s.onnx", Path(tmp) / "s.int8.onnx", calibration=args.calibration,
+                                     max_int8_drop=None)
             rows = {r["variant"]: r for r in res.rows}
+            rows["onnx int8"] = next(r for r in onnx.verification["rows"] if r["variant"] == "onnx int8")
             per_seed.append({"seed": seed, "params": params, "footprint": res.footprint, "export_s": round(seconds, 2),
                              "test_windows": len(run.splits.test.x), "rows": rows})
             print(f"{label} seed {seed}: {params} params, {res.footprint}, fp32 diff {rows['c fp32']['max_abs_diff']:.2e}, "
@@ -115,11 +122,13 @@ def _markdown(info: dict, results: list[dict]) -> str:
         params = seeds[0]["params"]
         acc = [s["rows"]["pytorch"]["score"] for s in seeds]
         lines.append(f"| {res['model']} | {params} | PyTorch | | | | {_ms(acc, 100, 1)} | | |")
-        for variant in ("fp32", "int8"):
-            rows = [s["rows"][f"c {variant}"] for s in seeds]
-            fp = seeds[0]["footprint"][variant]
+        for variant in ("c fp32", "c int8", "onnx int8"):
+            rows = [s["rows"][variant] for s in seeds]
+            fp = seeds[0]["footprint"].get(variant[2:], {}) if variant.startswith("c ") else None
+            flash_ram = (f"{fp['flash_bytes'] / 1024:.1f} | {fp['ram_bytes'] / 1024:.1f}" if fp else
+                         "(ONNX Runtime, for comparison) | ")
             lines.append(
-                f"| | | C {variant} | {fp['flash_bytes'] / 1024:.1f} | {fp['ram_bytes'] / 1024:.1f} | "
+                f"| | | {variant.replace('c ', 'C ').replace('onnx', 'ONNX')} | {flash_ram} | "
                 f"{max(r['max_abs_diff'] for r in rows):.1e} (largest) | {_ms([r['score'] for r in rows], 100, 1)} | "
                 f"{_ms([r['agreement'] for r in rows], 100, 1)} | {_ms([r['score_drop_points'] for r in rows], 1, 2)} |")
     lines += ["", f"Test windows per seed: {results[0]['seeds'][0]['test_windows']}.", ""]
