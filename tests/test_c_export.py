@@ -167,7 +167,7 @@ def test_no_compile_writes_the_sources_and_says_they_are_unverified(tmp_path):
 
 @needs_cc
 def test_failed_verification_writes_nothing(tmp_path):
-    with pytest.raises(VerificationError, match="C fp32 build differs"):
+    with pytest.raises(VerificationError, match="c fp32 output differs from PyTorch"):
         export_c(fake_run(cnn1d(3, 5, (3, 40)), 3, 40, 5), tmp_path / "out", int8=False, calibration=8, max_diff=-1.0)
     assert not (tmp_path / "out").exists()
 

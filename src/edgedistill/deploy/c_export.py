@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from edgedistill.deploy.c_codegen import CProgram, c_array, c_float, generate
 from edgedistill.errors import EnvironmentProblem
-from edgedistill.io import environment_error, make_dirs
+from edgedistill.io import make_dirs
 
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 EMBEDDED_WINDOWS = 16
@@ -149,86 +148,54 @@ def build_programs(run: Any, *, int8: bool, calibration: int) -> dict[str, CProg
 
 def export_c(run: Any, out_dir: Path, *, int8: bool, calibration: int, max_diff: Optional[float] = 1e-4,
              max_int8_drop: Optional[float] = 1.0, no_compile: bool = False, compiler: Optional[str] = None,
-             stem: Optional[str] = None, embedded: int = EMBEDDED_WINDOWS) -> Any:
+             stem: Optional[str] = None, embedded: int = EMBEDDED_WINDOWS, **_: Any) -> Any:
     """Write ``out_dir/<stem>_c_fp32/`` (and ``_c_int8/``) and verify them (see the module docstring).
 
     ``no_compile``: write the sources without building or checking them (the rows then hold PyTorch only and a
     note says so). Raises ``ExportError`` (a layer format c cannot express), ``CCompilerError`` (no compiler, a
     failed build) or ``VerificationError`` (a threshold exceeded); nothing is written then."""
-    from edgedistill.deploy.export import predict_torch
-    from edgedistill.deploy.formats import FormatResult
+    from edgedistill.deploy.formats import FormatResult, Staging, check_outputs, test_data
     from edgedistill.deploy.predictor import normalizer_of
-    from edgedistill.deploy.verify import VerificationError, score
+    from edgedistill.deploy.verify import VerificationError
 
     cc = None if no_compile else find_compiler(compiler)  # before any work: say what to install at once
     meta = run.metadata()
     programs = build_programs(run, int8=int8, calibration=calibration)
     stem = stem or f"student_seed{run.seed}_{run.which}"
-    test_x = np.ascontiguousarray(run.splits.test.x.numpy(), dtype=np.float32)
-    test_y = run.splits.test.y.numpy()
-    reference = predict_torch(run.student, test_x)
-    n_out = reference.shape[1]
-    metric = "accuracy" if meta.task == "classification" else "R2"
-    ref_score = score(reference, test_y, meta.task, meta.target_scale)
-    rows: list[dict[str, Any]] = [{"variant": "pytorch", "file": "", "max_abs_diff": 0.0, "score": ref_score,
-                                   "agreement": 1.0 if meta.task == "classification" else None}]
+    test_x, test_y, reference = test_data(run)
     emb = test_x[:embedded]
-    norm = normalizer_of(meta)
     raw = _unnormalise(emb[:4], meta.normalization)
-    raw_normalised = norm.apply(raw)
-
-    out_dir = Path(out_dir)
-    made = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
-    make_dirs(out_dir)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=".export-c-", dir=out_dir))
-    except OSError as exc:
-        raise environment_error(exc, out_dir, "write into") from None
-    targets = {v: out_dir / f"{stem}_c_{v}" for v in programs}
-    notes, problems, reports = [], [], []
-    try:
+    raw_normalised = normalizer_of(meta).apply(raw)
+    folders = {v: f"{stem}_c_{v}" for v in programs}
+    outputs: dict[str, tuple[Path, np.ndarray]] = {}
+    reports, failed = [], []
+    staging = Staging(out_dir)
+    with staging as tmp:
+        staged: dict[str, Path] = {}
         for variant, program in programs.items():
             folder = tmp / variant
             folder.mkdir()
-            (folder / "student.h").write_text(program.header)
-            (folder / "student.c").write_text(program.source)
             tolerance = max_diff if variant == "fp32" else None
-            (folder / "test_student.c").write_text(
-                harness_source(emb, reference[:embedded], raw, raw_normalised, tolerance))
+            for name, text in (("student.h", program.header), ("student.c", program.source),
+                               ("test_student.c", harness_source(emb, reference[:embedded], raw, raw_normalised, tolerance))):
+                (folder / name).write_text(text)
+                staged[f"{variant}/{name}"] = folder / name
             if cc is None:
                 continue
-            out, report = compile_and_run(folder, cc, test_x, n_out)
+            out, report = compile_and_run(folder, cc, test_x, reference.shape[1])
             reports.append(f"{variant}: " + "; ".join(report.splitlines()))
             if "FAIL" in report:
-                problems.append(f"the C {variant} harness's self-check failed ({'; '.join(report.splitlines())})")
-            agree = float((out.argmax(1) == reference.argmax(1)).mean()) if meta.task == "classification" else None
-            row = {"variant": f"c {variant}", "file": str(targets[variant] / "student.c"),
-                   "max_abs_diff": float(np.abs(out - reference).max()), "score": score(out, test_y, meta.task, meta.target_scale),
-                   "agreement": agree}
-            row["score_drop_points"] = 100 * (ref_score - row["score"])
-            rows.append(row)
-            if variant == "fp32" and max_diff is not None and not row["max_abs_diff"] <= max_diff:
-                problems.append(f"the C fp32 build differs from PyTorch by {row['max_abs_diff']:.3g} > {max_diff:g}")
-            if variant == "int8" and max_int8_drop is not None and row["score_drop_points"] > max_int8_drop:
-                problems.append(f"the C int8 build loses {row['score_drop_points']:.2f} points of test {metric} "
-                                f"> {max_int8_drop:g}")
-        if problems:
-            err = VerificationError("format c verification failed: " + "; ".join(problems) + "; no file was written")
+                failed.append(f"the C {variant} harness's self-check failed ({'; '.join(report.splitlines())})")
+            outputs[variant] = (Path(out_dir) / folders[variant] / "student.c", out)
+        metric, rows = check_outputs(run, "c", outputs, reference, test_y, max_diff=max_diff, max_int8_drop=max_int8_drop)
+        if failed:  # the thresholds held on the whole split, but not the harness's own check (its raw-window path)
+            err = VerificationError("format c verification failed: " + "; ".join(failed) + "; no file was written")
             err.result = {"metric": metric, "rows": rows}  # type: ignore[attr-defined]
             raise err
-        for variant, target in targets.items():
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp / variant, target)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for p in made:
-            if p.is_dir() and not any(p.iterdir()):
-                p.rmdir()
-        if isinstance(exc, OSError) and not isinstance(exc, EnvironmentProblem):
-            raise environment_error(exc, Path(exc.filename) if exc.filename else out_dir) from None
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
+        for folder in folders.values():
+            make_dirs(Path(out_dir) / folder)
+        staging.publish(staged, {key: f"{folders[key.split('/')[0]]}/{key.split('/')[1]}" for key in staged})
+    notes = []
     if cc is None:
         notes.append("not compiled or verified (no_compile): build test_student.c with student.c on your toolchain "
                      "and run it to check the outputs")
@@ -237,8 +204,8 @@ def export_c(run: Any, out_dir: Path, *, int8: bool, calibration: int, max_diff:
     notes.append("C sizes are flash bytes of weights and constants (code not included); RAM is the static activation "
                  "arena (the caller's input and output arrays and the stack not included)")
     footprint = {v: {"flash_bytes": p.flash_bytes, "ram_bytes": p.arena_bytes} for v, p in programs.items()}
-    files = {v: targets[v] / "student.c" for v in programs}
-    extra = [targets[v] / name for v in programs for name in ("student.h", "test_student.c")]
+    files = {v: Path(out_dir) / folders[v] / "student.c" for v in programs}
+    extra = [Path(out_dir) / folders[v] / name for v in programs for name in ("student.h", "test_student.c")]
     return FormatResult("c", files, rows, metric, {v: p.flash_bytes for v, p in programs.items()}, footprint, extra,
                         notes, backend="generated C99" + ("" if cc is None else f", built with {cc[0]}"))
 
