@@ -238,3 +238,20 @@ def test_a_test_split_smaller_than_the_embedded_windows_still_builds(tmp_path):
     run = fake_run(cnn1d(3, 5, (3, 40), depth=1, width=2), 3, 40, 5, n=1, norm="none")
     result = export_c(run, tmp_path, int8=False, calibration=8)
     assert [r["variant"] for r in result.rows] == ["pytorch", "c fp32"] and "embedded windows: 1," in result.notes[0]
+
+
+@needs_cc
+def test_the_exported_student_can_be_called_for_timing(tmp_path):
+    from edgedistill.deploy.c_export import single_window_call
+
+    torch.manual_seed(3)
+    run = fake_run(cnn1d(3, 5, (3, 40), depth=2, width=4), 3, 40, 5)
+    result = export_c(run, tmp_path, int8=True, calibration=16, no_compile=True)
+    window = run.splits.test.x[0].numpy()
+    expected = torch.no_grad()(run.student)(run.splits.test.x[:1])[0].numpy()
+    call = single_window_call(result.files["fp32"], window)
+    assert np.abs(call() - expected).max() <= 1e-4
+    out8 = single_window_call(result.files["int8"], window)()
+    assert out8.shape == expected.shape and np.isfinite(out8).all()
+    with pytest.raises(CCompilerError, match="a window of 3 values"):
+        single_window_call(result.files["fp32"], np.zeros(3))

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -129,6 +129,42 @@ def compile_and_run(folder: Path, cc: list[str], windows: np.ndarray, n_outputs:
     if len(out) != len(windows):
         raise CCompilerError(f"format c: the C harness printed {len(out)} output rows for {len(windows)} windows")
     return out, report.strip()
+
+
+def single_window_call(path: Path, window: np.ndarray, compiler: Optional[str] = None) -> Callable[[], np.ndarray]:
+    """``student_forward`` of an exported ``student.c`` on one normalised window, as a Python callable (for latency:
+    ``edgedistill profile``). The file is built as a shared library with the export's flags and called through
+    ctypes, whose overhead (about a microsecond) is included. This times the host's CPU, not a microcontroller's."""
+    import ctypes
+    import re
+    import tempfile
+
+    path = Path(path)
+    header = (path.parent / "student.h").read_text()
+    found = re.search(r"#define STUDENT_OUTPUTS (\d+)", header)
+    size = re.search(r"#define STUDENT_IN_CHANNELS (\d+)\s+#define STUDENT_IN_LENGTH (\d+)", header)
+    if found is None or size is None:
+        raise CCompilerError(f"format c: '{path.parent / 'student.h'}' is not a header written by edgedistill")
+    x = np.ascontiguousarray(window, dtype=np.float32).reshape(-1)
+    if x.size != int(size.group(1)) * int(size.group(2)):
+        raise CCompilerError(f"format c: a window of {x.size} values for a student that reads "
+                             f"{size.group(1)} x {size.group(2)}")
+    out = np.zeros(int(found.group(1)), dtype=np.float32)
+    tmp = tempfile.TemporaryDirectory(prefix="edgedistill-c-")
+    lib_path = Path(tmp.name) / "libstudent.so"
+    _run([*find_compiler(compiler), *CFLAGS, "-fPIC", "-shared", "-o", str(lib_path), path.name], path.parent,
+         "compiling student.c as a shared library", COMPILE_TIMEOUT_S)
+    lib = ctypes.CDLL(str(lib_path))
+    forward = lib.student_forward
+    forward.restype, forward.argtypes = None, [ctypes.c_void_p, ctypes.c_void_p]
+    x_ptr, out_ptr = x.ctypes.data, out.ctypes.data
+
+    def call() -> np.ndarray:
+        forward(x_ptr, out_ptr)
+        return out
+
+    call.keep_alive = (tmp, lib, x, out)  # type: ignore[attr-defined]  # the library and buffers live with the callable
+    return call
 
 
 def build_programs(run: Any, *, int8: bool, calibration: int) -> dict[str, CProgram]:
