@@ -5,7 +5,8 @@ quickstart recipe on OSULeaf: the quickstart student (cnn1d width 16, ~3k parame
 (cnn1d width 70), each over ``--seeds``. Every seed's best-on-validation student is exported in each of ``--formats``
 (fp32 and int8, ``--calibration`` training windows, thresholds off: this measures), verified on all test windows in
 the format's own runtime, and timed batch 1 on one thread (median of ``--timed`` calls after 20 warm-up calls;
-format c is not timed here, its harness checks outputs; its flash and RAM are given instead). Writes
+format c: its source built as a shared library and called through ctypes on this host CPU, not a microcontroller;
+its flash and RAM are given too). Writes
 ``benchmarks/results/deploy_formats.{md,json}``: per model and variant, size, size ratio fp32/int8, median latency,
 test accuracy and int8's drop, mean ± std over seeds.
 
@@ -105,7 +106,8 @@ def _markdown(info: dict, results: list[dict], ms) -> str:
         f"Command: `{info['command']}`. Data {info['data']}, {info['recipe']}; seeds {info['seeds']}, the "
         f"{info['checkpoint']} checkpoint of each; int8 calibrated on {info['calibration_windows']} training windows; "
         f"every test window run in the format's own runtime. Latency: median of {info['timed_calls']} batch-1 calls "
-        f"on one thread after 20 warm-up calls (format c is not timed: its flash and RAM are given). "
+        f"on one thread after 20 warm-up calls (format c: built as a shared library, called through ctypes, on this "
+        f"host CPU). "
         f"Machine: {info['machine']}; {info['minutes']} min in all. Latencies on a shared machine are upper bounds.", "",
         "Backends: " + "; ".join(f"{k}: {v}" for k, v in info["backends"].items()) + ".", "",
         "Size: the file (ONNX, .tflite, .pte), or for C the flash bytes of weights and constants (RAM: its activation "

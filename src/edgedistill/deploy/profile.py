@@ -201,8 +201,8 @@ def format_row(name: str, variant: str, path: Path, result: Any, check: dict[str
 
 
 def latency_call(name: str, path: Path, window: np.ndarray) -> Optional[Callable[[], Any]]:
-    """A one-window, one-thread call of the file's own runtime, or None when this machine cannot run it (C: the
-    harness checks outputs, it is not a timer)."""
+    """A one-window, one-thread call of the file's own runtime (C: the exported source built as a shared library and
+    called through ctypes, on the host CPU, not a microcontroller), or None for a format with no timer."""
     if name == "tflite":
         from edgedistill.deploy.export_tflite import single_window_call
 
@@ -211,6 +211,10 @@ def latency_call(name: str, path: Path, window: np.ndarray) -> Optional[Callable
         from edgedistill.deploy.export_executorch import single_window_call as et_call
 
         return et_call(path, window)
+    if name == "c":
+        from edgedistill.deploy.c_export import single_window_call as c_call
+
+        return c_call(path, window)
     return None
 
 
