@@ -15,14 +15,15 @@ class TermConfig(_Open):
 
     Schedule (per epoch, 0-based ``e``): the term is off (0) before ``start_epoch``; with ``warmup_epochs`` w > 0 its
     weight grows to full over w epochs, by the factor r = min(1, (e - start_epoch + 1) / w) (``ramp: linear``, as
-    DKD's warm-up ``min(epoch / warmup, 1)`` with 1-based epochs) or (1 - cos(pi r)) / 2 (``ramp: cosine``)."""
+    DKD's warm-up ``min(epoch / warmup, 1)`` with 1-based epochs), (1 - cos(pi r)) / 2 (``ramp: cosine``) or
+    exp(-5 (1 - r)^2) (``ramp: sigmoid``, the "sigmoid ramp-up" of temporal ensembling that AMC-Loss's code uses)."""
 
     loss: str = Field(max_length=100)
     # >= 0: a negative weight would maximise its loss, and no registered loss is meant to be maximised.
     weight: float = Field(1.0, ge=0, le=MAX_WEIGHT)
     start_epoch: int = Field(0, ge=0, le=MAX_EPOCHS)
     warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
-    ramp: Literal["linear", "cosine"] = "linear"
+    ramp: Literal["linear", "cosine", "sigmoid"] = "linear"
 
     def factor(self, epoch: int) -> float:
         """The schedule's multiplier of ``weight`` during ``epoch`` (0-based), in [0, 1]."""
@@ -33,6 +34,8 @@ class TermConfig(_Open):
         if self.warmup_epochs == 0:
             return 1.0
         r = min(1.0, (epoch - self.start_epoch + 1) / self.warmup_epochs)
+        if self.ramp == "sigmoid":
+            return math.exp(-5.0 * (1.0 - r) ** 2)
         return r if self.ramp == "linear" else 0.5 * (1.0 - math.cos(math.pi * r))
 
     @property

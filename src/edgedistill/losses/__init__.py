@@ -4,7 +4,7 @@ A loss's tensor arguments are named by role, and a method binds them by name: ``
 ``student_out`` (the student's outputs), ``teacher_logits`` / ``teacher_out``, ``target`` (labels),
 ``student_feat`` / ``teacher_feat`` (feature maps read by taps), ``student_emb`` / ``teacher_emb`` (pooled
 embeddings), ``index`` (dataset rows). Every other argument is a hyperparameter a recipe term may set
-(``{loss: kd, temperature: 4}``). Functions that take no roles (``mmd``, ``amc``, ...) are for methods and
+(``{loss: kd, temperature: 4}``). Functions that take no roles (``mmd``, ...) are for methods and
 users, not recipe terms, and are not registered.
 """
 from __future__ import annotations
