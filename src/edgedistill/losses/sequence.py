@@ -162,8 +162,7 @@ def as_output_sequences(name: str, out: torch.Tensor, channels: int) -> torch.Te
 
 # smoke_data: a --smoke run replaces the data by a tiny synthetic set; the plain one has one target per window, which
 # is no curve, so a recipe with this term smokes on a tiny synthetic_grf set (2 curves) instead.
-SMOKE_DATA = {"name": "synthetic_grf", "params": {"n_subjects": 5, "steps_per_subject": 6, "sensors": 4, "length": 16},
-              "normalize_target": False}
+SMOKE_DATA = {"name": "synthetic_grf", "params": {"n_subjects": 5, "steps_per_subject": 6, "sensors": 4, "length": 16}}
 
 
 @LOSSES.register("time_aware_kd", task="regression", smoke_data=SMOKE_DATA)
