@@ -3,7 +3,8 @@
 * Modality-level Gram relation KD (Liu, arXiv 2112.11447): on BasicMotions, the accelerometer (channels 0-2) and
   the gyroscope (3-5) are the modalities; CE + KD + the 2 x 2 modality Gram term (method ``modality_gram``,
   recipes/gram_modality.yaml) against CE + KD alone (method ``offline``), and the former channel-Gram term
-  (``gram``, recipes/gram.yaml's form) on top of CE + KD.
+  (``gram``, recipes/gram.yaml's form) on top of CE + KD; the same on a synthetic two-sensor set split by subject
+  (BasicMotions leaves the student alone no headroom).
 * Time-aware KD for GRF regression (Jeon et al., arXiv 2506.10265): on the synthetic insole -> GRF set
   (recipes/grf_time_aware.yaml), the ``time_aware_kd`` term (MSE to labels and teacher, 0.5 each, plus the temporal
   terms) against ``mse`` + ``mse_to_teacher`` (0.5 each, recipes/regression_kd.yaml's form). No bundled regression
@@ -43,20 +44,31 @@ GRF = {"name": "synthetic_grf", "params": {"n_subjects": 10, "steps_per_subject"
 EPOCHS = {"modality_gram": 40, "time_aware": 30}
 
 
-def modality(method: str, terms: list[dict[str, Any]]) -> dict[str, Any]:
-    """recipes/gram_modality.yaml with EPOCHS epochs; ``method`` offline (no Gram term) or modality_gram."""
+# Two simulated 3-axis sensors (channels 0-2, 3-5), each worn with its own per-subject rotation, split by subject:
+# BasicMotions leaves the student alone no headroom (test accuracy 1.0), this set does.
+TWO_SENSORS = {"name": "synthetic", "params": {"channels": 6, "n_subjects": 8, "windows_per_subject": 40,
+                                               "n_classes": 6, "length": 128, "noise": 0.5},
+               "split": {"by": "subject", "val": 0.2, "test": 0.25}, "normalize": "per_channel"}
+
+
+def modality(method: str, terms: list[dict[str, Any]], dataset: str = "basicmotions") -> dict[str, Any]:
+    """recipes/gram_modality.yaml with EPOCHS epochs; ``method`` offline (no Gram term) or modality_gram. On the
+    synthetic two-sensor set: batch 32, a cnn1d w8 student, teacher 30 epochs."""
     params = {"views": [[0, 1, 2], [3, 4, 5]]} if method == "modality_gram" else {}
-    return {"name": "gram-modality", "data": BASIC,
-            "teacher": {"model": "fcn", "train": {"epochs": 40, "batch_size": 8, "lr": 3e-3}},
-            "student": {"model": "cnn1d", "width": 16, "depth": 3},
+    basic = dataset == "basicmotions"
+    batch = 8 if basic else 32
+    return {"name": "gram-modality", "data": BASIC if basic else TWO_SENSORS,
+            "teacher": {"model": "fcn", "train": {"epochs": 40 if basic else 30, "batch_size": batch, "lr": 3e-3}},
+            "student": {"model": "cnn1d", "width": 16 if basic else 8, "depth": 3},
             "method": {"name": method, "params": params, "terms": KD_TERMS + terms},
-            "train": {"epochs": EPOCHS["modality_gram"], "batch_size": 8, "lr": 3e-3}}
+            "train": {"epochs": EPOCHS["modality_gram"], "batch_size": batch, "lr": 3e-3}}
 
 
-def grf(terms: list[dict[str, Any]]) -> dict[str, Any]:
+def grf(terms: list[dict[str, Any]], zscored: bool = False) -> dict[str, Any]:
     """recipes/grf_time_aware.yaml with EPOCHS epochs and a cnn1d teacher (width 64, depth 4; the recipe's resnet1d
-    takes ~10x longer per epoch on this machine), targets in body weights (normalize_target: false)."""
-    return {"name": "grf-time-aware", "data": GRF,
+    takes ~10x longer per epoch on this machine), targets in body weights (normalize_target: false), or ``zscored``
+    per target point (the toolkit's default for regression)."""
+    return {"name": "grf-time-aware", "data": {**GRF, "normalize_target": zscored},
             "teacher": {"model": "cnn1d", "width": 64, "depth": 4, "head": "segments",
                         "train": {"epochs": EPOCHS["time_aware"], "batch_size": 32, "lr": 3e-3}},
             "student": {"model": "cnn1d", "width": 16, "depth": 3, "head": "segments"},
@@ -68,13 +80,15 @@ TIME_AWARE = {"loss": "time_aware_kd", "weight": 1.0, "channels": 2, "task_weigh
 # item -> [(dataset, arm label, recipe)]
 ARMS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "modality_gram": [
-        ("basicmotions", "CE + KD", modality("offline", [])),
-        ("basicmotions", "CE + KD + modality Gram (cosine, w 1)", modality(
-            "modality_gram", [{"loss": "modality_gram", "weight": 1.0, "normalize": "cosine"}])),
-        ("basicmotions", "CE + KD + modality Gram (none, w 1)", modality(
-            "modality_gram", [{"loss": "modality_gram", "weight": 1.0, "normalize": "none"}])),
-        ("basicmotions", "CE + KD + channel Gram (former gram, w 1)", modality(
-            "offline", [{"loss": "gram", "weight": 1.0, "normalize": True}])),
+        (d, label, modality(method, terms, d)) for d in ("basicmotions", "synthetic_two_sensors")
+        for label, method, terms in (
+            ("CE + KD", "offline", []),
+            ("CE + KD + modality Gram (cosine, w 1)", "modality_gram",
+             [{"loss": "modality_gram", "weight": 1.0, "normalize": "cosine"}]),
+            ("CE + KD + modality Gram (none, w 1)", "modality_gram",
+             [{"loss": "modality_gram", "weight": 1.0, "normalize": "none"}]),
+            ("CE + KD + channel Gram (former gram, w 1)", "offline",
+             [{"loss": "gram", "weight": 1.0, "normalize": True}]))
     ],
     "time_aware": [
         ("synthetic_grf", "mse + mse_to_teacher (0.5 each)",
@@ -82,18 +96,24 @@ ARMS: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("synthetic_grf", "time_aware_kd (temporal terms w 1)", grf([TIME_AWARE])),
         ("synthetic_grf", "time_aware_kd (temporal terms w 0.1)", grf([{
             **TIME_AWARE, "similarity_weight": 0.1, "difference_weight": 0.1, "autocorr_weight": 0.1}])),
+        ("synthetic_grf_zscored", "mse + mse_to_teacher (0.5 each)",
+         grf([{"loss": "mse", "weight": 0.5}, {"loss": "mse_to_teacher", "weight": 0.5}], zscored=True)),
+        ("synthetic_grf_zscored", "time_aware_kd (temporal terms w 0.1)", grf([{
+            **TIME_AWARE, "similarity_weight": 0.1, "difference_weight": 0.1, "autocorr_weight": 0.1}], zscored=True)),
     ],
 }
 
 
 def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def run_arm(item: str, dataset: str, label: str, recipe: dict[str, Any], runs: Path) -> dict[str, Any]:
     slug = "".join(c if c.isalnum() else "-" for c in label).strip("-")
     out = runs / f"{item}-{dataset}-{slug}"
+    reused = (out / "summary.json").is_file()  # a finished run is read back, not trained again
+    load = os.getloadavg()[0]
     t0, c0 = time.time(), cpu_seconds()
     edgedistill.run({**recipe, "seeds": SEEDS, "engine": ENGINE}, out=out, progress=False)
     regression = item == "time_aware"
@@ -111,7 +131,8 @@ def run_arm(item: str, dataset: str, label: str, recipe: dict[str, Any], runs: P
     return {"item": item, "dataset": dataset, "arm": label, "metric": metric, "lower_is_better": regression,
             "epochs": EPOCHS[item], "per_seed": per,
             "teacher": {k: v["mean"] for k, v in (trow or {}).get("metrics", {}).items()},
-            "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu_seconds() - c0, 1), "run": str(out)}
+            "wall_s": round(time.time() - t0, 1), "cpu_s": round(cpu_seconds() - c0, 1), "run": str(out),
+            "reused": reused, "load": load}
 
 
 def ms(v: list[float]) -> str:
@@ -123,31 +144,39 @@ def paired(r: dict[str, Any], which: str) -> list[float]:
     return [sign * (m - a) for m, a in zip(r["per_seed"]["method"][which], r["per_seed"]["alone"][which])]
 
 
+def cell(r: dict[str, Any], role: str, which: str = "best") -> str:
+    text = ms(r["per_seed"][role][which])
+    if r["lower_is_better"] and which == "best":  # regression: R² beside RMSE (a mean over the 2 x 101 target points)
+        text += f" (R² {mean(r['per_seed'][role]['r2_best']):.2f})"
+    return text
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| set | arm | metric | teacher | student alone (best) | arm (best) | arm (last) | best epochs | paired Δ vs "
-             "alone (best; + = better) | won | CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "alone (best; + = better) | won | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d = paired(r, "best")
         teacher = f"{r['teacher'].get(r['metric'], float('nan')):.4f}"
-        lines.append(f"| {r['dataset']} | {r['arm']} | test {r['metric']} | {teacher} | "
-                     f"{ms(r['per_seed']['alone']['best'])} | {ms(r['per_seed']['method']['best'])} | "
-                     f"{ms(r['per_seed']['method']['last'])} | {', '.join(map(str, r['per_seed']['method']['best_epoch']))} | "
+        lines.append(f"| {r['dataset']} | {r['arm']} | test {r['metric']} | {teacher} | {cell(r, 'alone')} | "
+                     f"{cell(r, 'method')} | {cell(r, 'method', 'last')} | "
+                     f"{', '.join(map(str, r['per_seed']['method']['best_epoch']))} | "
                      f"{', '.join(f'{x:+.4f}' for x in d)} (mean {mean(d):+.4f}) | {sum(x > 0 for x in d)}/{len(d)} | "
-                     f"{r['cpu_s']:.0f} |")
-        if r["lower_is_better"]:
-            lines[-1] += f" R² (best): alone {ms(r['per_seed']['alone']['r2_best'])}, arm {ms(r['per_seed']['method']['r2_best'])}"
+                     f"{r['wall_s']:.0f}{' (earlier run)' if r.get('reused') else ''} |")
     return lines
 
 
 def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = ["# Seed fidelity, helper C: modality-level Gram KD and time-aware GRF KD", "",
              f"Made by `{meta['command']}` on {meta['date']} ({meta['cpus']} CPUs, torch {meta['torch']}, one thread, "
-             f"load average {meta['load_before']:.2f} → {meta['load_after']:.2f}; {meta['cpu_minutes']} CPU minutes, "
-             f"{meta['wall_minutes']} wall minutes). Seeds {SEEDS}. *best* = test metric of the best-on-validation "
+             f"1-minute load average {meta['load_min']:.1f} to {meta['load_max']:.1f} when the runs started: a 2-core "
+             f"machine shared with other work; {meta['wall_minutes']} wall minutes of runs). Seeds {SEEDS}. "
+             "*best* = test metric of the best-on-validation "
              "epoch, *last* = of the last epoch; *paired Δ* = arm − student alone on the same seed, sign turned so "
              "that + is better (RMSE in body weights: lower is better). The teacher column is its test metric.", ""]
-    for item, title in (("modality_gram", f"Modality-level Gram (BasicMotions, FCN teacher 40 epochs, cnn1d w16 "
-                                          f"student {EPOCHS['modality_gram']} epochs, batch 8)"),
+    for item, title in (("modality_gram", f"Modality-level Gram (BasicMotions: FCN teacher 40 epochs, cnn1d w16 "
+                                          f"student, batch 8; synthetic two sensors: 8 subjects x 40 windows of "
+                                          f"6 x 128, 6 classes, split by subject, FCN teacher 30 epochs, cnn1d w8 "
+                                          f"student, batch 32; students {EPOCHS['modality_gram']} epochs)"),
                         ("time_aware", f"Time-aware KD (synthetic insole -> GRF, 10 subjects x 30 steps, split by "
                                        f"subject; cnn1d w64 teacher, cnn1d w16 student, {EPOCHS['time_aware']} "
                                        "epochs, batch 32)")):
@@ -162,21 +191,33 @@ def main() -> None:
     ap.add_argument("--only", choices=list(ARMS), nargs="*", default=list(ARMS))
     ap.add_argument("--runs", default="runs/seed_fidelity_c")
     ap.add_argument("--results", default="benchmarks/results/seed_fidelity_c")
+    ap.add_argument("--previous", nargs="*", default=[], help="results .json files of earlier invocations: a reused "
+                    "run keeps the CPU and wall seconds recorded there")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    load_before, t0, c0 = os.getloadavg()[0], time.time(), cpu_seconds()
-    rows = []
+    load_before = os.getloadavg()[0]
+    rows: list[dict[str, Any]] = []
     for item in args.only:
         for dataset, label, recipe in ARMS[item]:
             print(f"{item} {dataset} {label} ...", flush=True)
             rows.append(run_arm(item, dataset, label, recipe, Path(args.runs)))
             print(f"  done: {rows[-1]['cpu_s']} CPU s", flush=True)
+    results = Path(args.results)
+    results_json = results.with_suffix(".json")
+    earlier = {r["run"]: r for f in args.previous for r in read_json(Path(f))["rows"] if not r.get("reused")}
+    for r in rows:
+        if r["reused"] and r["run"] in earlier:
+            r.update({k: earlier[r["run"]][k] for k in ("cpu_s", "wall_s", "load") if k in earlier[r["run"]]})
+            r["reused"] = False
+    if results_json.is_file():  # --only: keep the other items' rows from the last run
+        rows = [r for r in read_json(results_json)["rows"] if r["item"] not in args.only] + rows
+    loads = [r["load"] for r in rows if "load" in r]
     meta = {"command": "python benchmarks/seed_fidelity_c.py" + (f" --only {' '.join(args.only)}" if args.only != list(ARMS) else ""),
             "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "load_before": load_before, "load_after": os.getloadavg()[0],
-            "cpu_minutes": round((cpu_seconds() - c0) / 60, 1), "wall_minutes": round((time.time() - t0) / 60, 1)}
-    results = Path(args.results)
-    write_json(results.with_suffix(".json"), {"meta": meta, "rows": rows})
+            "wall_minutes": round(sum(r["wall_s"] for r in rows) / 60, 1),
+            "load_min": min(loads, default=load_before), "load_max": max(loads, default=load_before)}
+    write_json(results_json, {"meta": meta, "rows": rows})
     write_text(results.with_suffix(".md"), report(rows, meta))
     print(f"wrote {results.with_suffix('.md')}")
 
