@@ -1,5 +1,5 @@
-"""Ship the student: ONNX export (fp32 and static int8), verification, size/MACs/latency profile, and a
-small ``Predictor`` for raw windows.
+"""Ship the student: export to ONNX, LiteRT/TFLite, ExecuTorch or C99 (fp32 and int8; ``export_format``),
+verification, size/MACs/latency profile, and a small ``Predictor`` for raw windows or a stream (``Predictor.stream``).
 
 ``export(run_dir, int8=True)`` writes verified ``.onnx`` files with the preprocessing in their metadata;
 ``profile(run_dir_or_onnx)`` measures parameters, file size, MACs and batch-1 latency; ``Predictor(path)``
@@ -16,7 +16,8 @@ from typing import Any
 from edgedistill.deploy.export import export
 from edgedistill.deploy.profile import profile
 
-__all__ = ["export", "profile", "Predictor", "read_metadata", "to_onnx", "ExportError", "VerificationError"]
+__all__ = ["export", "profile", "Predictor", "read_metadata", "to_onnx", "ExportError", "VerificationError",
+           "export_format", "FormatResult", "StreamResult"]
 
 _LAZY = {
     "ExportResult": ("edgedistill.deploy.export", "ExportResult"),
@@ -26,6 +27,9 @@ _LAZY = {
     "to_onnx": ("edgedistill.deploy.convert", "to_onnx"),
     "ExportError": ("edgedistill.deploy.convert", "ExportError"),
     "VerificationError": ("edgedistill.deploy.verify", "VerificationError"),
+    "export_format": ("edgedistill.deploy.formats", "export_format"),
+    "FormatResult": ("edgedistill.deploy.formats", "FormatResult"),
+    "StreamResult": ("edgedistill.deploy.stream", "StreamResult"),
 }
 
 
