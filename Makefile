@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv gpu
+.PHONY: demo test test-slow test-formats bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv gpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: $(STAMP)
 # the shipped study sweeps in smoke mode (30-90 s each) and the long multi-process runs (DDP/FSDP kill and resume).
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# The export formats whose runtimes make does not install (~1 GB): executorch here; tflite's install is in docs/deploy.md.
+# Their tests skip, naming the extra, where the package is missing (as in make test on a fresh machine).
+test-formats: $(STAMP)
+	$(BIN)/pip install --quiet torch==2.13.0 -e ".[executorch]"
+	$(BIN)/python -m pytest tests/test_deploy_formats.py tests/test_c_export.py tests/test_stream.py -m "slow or not slow"
 
 # Benchmarks (benchmarks/results/): distillation quality on the bundled sets (budgeted for <90 min on 2 idle cores;
 # QUICK=1 for the minutes-long version), and what distillation costs over plain training (minutes).
