@@ -92,7 +92,7 @@ def typed_params(entry: Entry) -> Any:
 
 
 DATASETS: Registry = Registry("dataset", ("edgedistill.data.bundled", "edgedistill.data.synthetic",
-                                          "edgedistill.data.archives.registered"))
+                                          "edgedistill.data.grf_synthetic", "edgedistill.data.archives.registered"))
 MODELS: Registry = Registry("model", ("edgedistill.models.*",))
 LOSSES: Registry = Registry("loss", ("edgedistill.losses",))
 METHODS: Registry = Registry("method", ("edgedistill.methods",))

@@ -8,11 +8,12 @@ shape where it is known (a data file) as well as at the smoke data's.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from edgedistill.config import Recipe, load_recipe, recipe_to_dict
 from edgedistill.params import signature_params
-from edgedistill.registry import DATASETS, METHODS, MODELS, typed_params
+from edgedistill.registry import DATASETS, LOSSES, METHODS, MODELS, typed_params
 
 
 def _check_real(recipe: Recipe, shape: tuple[int, ...] | None) -> None:
@@ -82,6 +83,16 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
             "name": "synthetic",
             "params": {"task": task, "n_subjects": 5, "windows_per_subject": 10, "n_classes": 3, "length": 48},
         }
+    hook = getattr(METHODS.entry(d["method"]["name"], key="method.name").obj, "smoke_data_params", None)
+    if hook is not None and kind != "2d":  # a regime that needs the data to have a shape (channel views)
+        data["params"].update(hook(d["method"]["params"]))
+    registered = set(LOSSES.names())  # (regimes such as topo_kd or camkd name their own losses)
+    for term in d["method"].get("terms") or []:  # a loss that needs targets of a shape (curves)
+        if term["loss"] not in registered:
+            continue
+        spec = LOSSES.entry(term["loss"], key="method.terms.loss").meta.get("smoke_data")
+        if spec is not None:
+            data = copy.deepcopy(spec)
     topology = d["data"].get("topology")
     d["data"] = {**data, "split": {"by": "auto", "val": 0.2, "test": 0.2}, "normalize": d["data"]["normalize"]}
     if topology:  # PI teachers read the "pi" view: exact PIs of the synthetic windows (a PI-Net is for real shapes)

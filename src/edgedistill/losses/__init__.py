@@ -22,7 +22,8 @@ from edgedistill.losses.relation import mmd, pkt, rkd
 from edgedistill.losses.response import ce, kd, kl_rows, reverse_kd
 from edgedistill.losses.response_extra import balanced_kd, dist, dkd, std_normalized_kd
 from edgedistill.losses.reviewkd import ReviewKD, hcl
-from edgedistill.losses.sequence import similarity_keeping, time_aware_kd
+from edgedistill.losses.modality import modality_gram, modality_gram_matrix
+from edgedistill.losses.sequence import similarity_keeping, time_aware_kd, time_aware_regression
 from edgedistill.registry import LOSSES
 
 # soft_targets: the loss reads class probabilities in `target` as well as labels (augment.mix).
@@ -43,4 +44,5 @@ __all__ = [
     "nst", "fsp", "cc", "kdsvd", "ickd", "ICKD", "mlkd", "logit_std", "dist_plus", "DistPlus",
     "FT", "AB", "ft_factor_loss", "ab_loss",
     "VID", "vid_nll", "OFD", "ofd", "margin_from_bn", "gaussian_margin", "ReviewKD", "hcl",
+    "modality_gram", "modality_gram_matrix", "time_aware_regression",
 ]
