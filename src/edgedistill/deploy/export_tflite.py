@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgedistill.deploy.formats import FormatResult, Staging, check_outputs, missing_package, test_data, \
+from edgedistill.deploy.formats import FormatResult, Staging, check_outputs, converter_input, missing_package, \
     unsupported
 
 FORMAT = "tflite"
@@ -105,14 +105,9 @@ def export_tflite(run: Any, out_dir: Path, *, int8: bool, calibration: int, max_
 
     litert_torch, _ = _require()
     stem = stem or f"student_seed{run.seed}_{run.which}"
-    train_x = run.splits.train.x.numpy()
-    example = torch.from_numpy(np.ascontiguousarray(train_x[:1], dtype=np.float32))
-    x, y, reference = test_data(run)
-    from edgedistill.deploy.convert import export_ready
-
-    # The ONNX path's exact rewrites (an adaptive pool whose bins do not divide its input becomes per-bin slices and
-    # means): otherwise the converter decomposes it into a large gather graph. Verified against the original below.
-    student, rewrites = export_ready(run.student, example)
+    prep = converter_input(run)
+    example, train_x, student, rewrites = prep.example, prep.train_x, prep.student, prep.rewrites
+    x, y, reference = prep.x, prep.y, prep.reference
     names = {"fp32": f"{stem}.tflite", "int8": f"{stem}.int8.tflite"}
     staging = Staging(out_dir)
     with staging as tmp:

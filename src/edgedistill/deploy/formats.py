@@ -134,6 +134,33 @@ def test_data(run: Any) -> tuple[Any, Any, Any]:
     return x, run.splits.test.y.numpy(), predict_torch(run.student, x)
 
 
+@dataclass
+class ConverterInput:
+    """What a converter backend (tflite, executorch) starts from: a one-window example from the training split,
+    the student with the ONNX path's exact rewrites (an adaptive pool whose bins do not divide its input becomes
+    per-bin slices and means; otherwise converters decompose it into a large gather graph), and the test data."""
+
+    example: Any
+    train_x: Any
+    student: Any
+    rewrites: list[str]
+    x: Any
+    y: Any
+    reference: Any  # the original student's outputs on x: every file is checked against them
+
+
+def converter_input(run: Any) -> ConverterInput:
+    import numpy as np
+    import torch
+
+    from edgedistill.deploy.convert import export_ready
+
+    train_x = run.splits.train.x.numpy()
+    example = torch.from_numpy(np.ascontiguousarray(train_x[:1], dtype=np.float32))
+    student, rewrites = export_ready(run.student, example)
+    return ConverterInput(example, train_x, student, rewrites, *test_data(run))
+
+
 def check_outputs(run: Any, format_name: str, outputs: dict[str, tuple[Path, Any]], reference: Any, y: Any, *,
                   max_diff: Optional[float], max_int8_drop: Optional[float]) -> tuple[str, list[dict[str, Any]]]:
     """(metric, rows) comparing each variant's test outputs (``{"fp32": (file, outputs)}``) with PyTorch's, in the
