@@ -113,7 +113,8 @@ FITS_ON_VALIDATION = {"amal", "ta_ensemble"}
 # recipes (where their pages measured them), so the costs quoted here come from those pages.
 COSTLY = {
     "cudfkd": ({"basicmotions", "gunpoint"}, "a generator game per step: 130-210 CPU s per seed on BasicMotions "
-               "(docs/methods/cudfkd.md), several times the other regimes"),
+               "(docs/methods/cudfkd.md; its former preset: the official one costs ~1.8x, "
+               "benchmarks/results/seed_fidelity_b.md), several times the other regimes"),
     "dfad": ({"basicmotions", "gunpoint"}, "a generator game per step: 90-110 CPU s per seed on BasicMotions "
              "(docs/methods/dfad.md)"),
     "cgan_kd": ({"gunpoint", "tecator"}, "a cGAN and a density-ratio net trained per seed before the student: "

@@ -115,8 +115,9 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("dfad", {"name": "dfad", "params": {"generator_lr": Val("generator_lr"), "adv": Val("adv")}},
               (Knob("generator_lr", 1e-4, 1e-2, log=True), Knob("adv", 0.3, 3.0, log=True)), frozenset({"data_free"}),
               "docs/methods/dfad.md"),
-    Candidate("cudfkd", {"name": "cudfkd", "params": {"generator_lr": Val("generator_lr"), "adv": Val("adv")}},
-              (Knob("generator_lr", 1e-4, 1e-2, log=True), Knob("adv", 0.3, 3.0, log=True)), frozenset({"data_free"}),
+    # (CuDFKD's adversarial weight starts at 0 and grows by adv_step per epoch in the official schedule)
+    Candidate("cudfkd", {"name": "cudfkd", "params": {"generator_lr": Val("generator_lr"), "adv_step": Val("adv_step")}},
+              (Knob("generator_lr", 1e-4, 1e-2, log=True), Knob("adv_step", 0.05, 1.0, log=True)), frozenset({"data_free"}),
               "docs/methods/cudfkd.md"),
 )
 BY_NAME = {c.name: c for c in CANDIDATES}
