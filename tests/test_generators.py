@@ -77,7 +77,8 @@ def test_the_generator_parameters_are_one_typed_model_with_the_defaults():
     from edgedistill.models.generators import DCGANParams, GeneratorParams
     from edgedistill.registry import typed_params
 
-    assert GeneratorParams().model_dump() == {"nz": 64, "width": 32, "output": "bn", "scale": 3.0, "name": "dcgan"}
+    assert GeneratorParams().model_dump() == {"nz": 64, "width": 32, "coarse": 2, "output": "bn", "scale": 3.0,
+                                             "name": "dcgan"}
     assert typed_params(GENERATORS.entry("dcgan")) is DCGANParams
     with pytest.raises(UserInputError, match=r"key.nz: Input should be greater than or equal to 1"):
         GENERATORS.get("dcgan")((1, 20), key="key", nz=0)
