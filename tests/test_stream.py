@@ -217,6 +217,11 @@ def test_a_header_of_numbered_channel_names_is_a_header_not_a_sample(tmp_path, r
     with_header = np.concatenate(list(csv_chunks(_write_csv(tmp_path / "a.csv", recording[:20], ["0", "1", "2"]), meta)))
     without = np.concatenate(list(csv_chunks(_write_csv(tmp_path / "b.csv", recording[:20]), meta, rows=6)))
     assert np.array_equal(with_header, recording[:20]) and np.array_equal(without, recording[:20])
+    # numbered names mean the training data named none: any header of the right width is read in order
+    renamed = np.concatenate(list(csv_chunks(_write_csv(tmp_path / "c.csv", recording[:20], ["x", "y", "z"]), meta)))
+    assert np.array_equal(renamed, recording[:20])
+    with pytest.raises(UserInputError, match=r"columns \['x', 'y'\] do not match"):
+        list(csv_chunks(_write_csv(tmp_path / "d.csv", recording[:20, :2], ["x", "y"]), meta))
 
 
 def test_predict_without_a_stream_or_with_a_file_that_is_not_onnx_exits_2(model, tmp_path):

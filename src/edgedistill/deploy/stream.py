@@ -270,6 +270,8 @@ def _check_header(path: Path, header: list[str], names: Optional[list[str]], cha
         return
     if header == names:
         return
+    if names == [str(i) for i in range(len(names))] and len(header) == channels:
+        return  # the training data named no channels (they are numbered): the columns are read in order
     missing = [n for n in names if n not in header]
     extra = [h for h in header if h not in names]
     why = (f"missing {missing}" if missing else "") + ("; " if missing and extra else "") + \
