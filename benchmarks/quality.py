@@ -129,6 +129,9 @@ def skip_reason(method: str, has_groups: bool, dataset: Optional[str] = None) ->
                 "reads every channel (one student for every method)")
     if method in NEEDS_SUBJECTS and not has_groups:
         return "needs subject ids (data.group); this dataset has none"
+    if method in ("fsp", "kdsvd"):
+        return ("compares matrices channel by channel: needs a teacher with the student's channel counts at each tap "
+                "(its recipe uses the FCN at width 1/8); the protocol's teacher has 128")
     if method == "modality_gram" and dataset != "basicmotions":
         return ("modalities are channel groups the recipe names (BasicMotions: accelerometer 0-2, gyroscope 3-5); "
                 "this set declares none")
