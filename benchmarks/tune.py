@@ -153,6 +153,7 @@ def main() -> None:
             "load_before": load_before, "load_after": os.getloadavg()[0], "minutes": (time.time() - t0) / 60,
             "cpu_min": (quality._cpu_s() - cpu0) / 60, "seeds": seeds, "div": div, "budget_runs": args.budget_runs}
     name = ("tune_quick" if args.quick else "tune") + (f"_{args.budget_runs}x" if args.budget_runs != RUNS_PER_BUDGET else "")
+    name += "".join(f"_{d}" for d in args.datasets or [])  # a run on some sets never overwrites the full one
     text = report(results, meta, args.quick)
     write_json(RESULTS / f"{name}.json", {"meta": meta, "results": results})
     write_text(RESULTS / f"{name}.md", text)
