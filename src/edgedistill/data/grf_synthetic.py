@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgedistill.data.raw import RawData
+from edgedistill.data.synthetic import _check_int
 from edgedistill.errors import UserInputError
 from edgedistill.registry import DATASETS
 
@@ -30,22 +31,16 @@ from edgedistill.registry import DATASETS
 COMPONENTS = ("vertical", "anterior_posterior")
 
 
-def _count(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise UserInputError(f"data.params.{name}: expected an integer between {lo} and {hi}, got {value!r}")
-    return int(value)
-
-
 def check_synthetic_grf(n_subjects: int = 8, steps_per_subject: int = 30, sensors: int = 16, length: int = 101,
                         noise: float = 0.05, seed: int = 0) -> tuple[int, int, int, int, float, int]:
     """The parameters checked (bounds, and the total size, before anything is allocated)."""
-    n_subjects = _count("n_subjects", n_subjects, 1, 10_000)
-    steps = _count("steps_per_subject", steps_per_subject, 1, 100_000)
-    sensors = _count("sensors", sensors, 2, 256)
-    length = _count("length", length, 8, 10_000)
+    n_subjects = _check_int("n_subjects", n_subjects, 1, 10_000)
+    steps = _check_int("steps_per_subject", steps_per_subject, 1, 100_000)
+    sensors = _check_int("sensors", sensors, 2, 256)
+    length = _check_int("length", length, 8, 10_000)
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise <= 100:
         raise UserInputError(f"data.params.noise: expected a number between 0 and 100, got {noise!r}")
-    seed = _count("seed", seed, 0, 2**32 - 1)
+    seed = _check_int("seed", seed, 0, 2**32 - 1)
     if n_subjects * steps * (sensors + 2) * length > 2**27:
         raise UserInputError("data.params: n_subjects x steps_per_subject x (sensors + 2) x length is above 2**27 "
                              "values (1 GiB); use fewer steps or a shorter stance")
