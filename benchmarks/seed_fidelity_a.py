@@ -33,14 +33,15 @@ from typing import Any
 import torch
 
 import edgedistill
+import fidelity_budget as budget
 from edgedistill.io import read_json, write_json, write_text
 from edgedistill.yaml_io import read_yaml
 
-SEEDS = [0, 1, 2]
+SEEDS = budget.SEEDS
 ENGINE = {"progress": False, "threads": 1}
-EPOCHS = 40  # the shipped recipes train 100: cut to fit the CPU budget (every arm and the student alone alike)
+EPOCHS = budget.epochs(40, 100)  # the shipped recipes train 100; cut to fit the CPU budget unless --protocol
 TRAIN = {"epochs": EPOCHS, "batch_size": 16, "lr": 3e-3}
-TEACHER_TRAIN = {"epochs": 40, "batch_size": 16, "lr": 3e-3}  # recipes: 60
+TEACHER_TRAIN = {"epochs": budget.epochs(40, 60), "batch_size": 16, "lr": 3e-3}  # recipes: 60
 ANNEAL = EPOCHS // 4  # topo_kd_anneal.yaml: 25 of 100 epochs
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "edgedistill" / "recipes"
 
@@ -193,8 +194,7 @@ def report(rows: list[dict[str, Any]], passes: list[dict[str, Any]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=list(ARMS), nargs="*", default=list(ARMS))
-    ap.add_argument("--runs", default="runs/seed_fidelity_a")
-    ap.add_argument("--results", default="benchmarks/results/seed_fidelity_a")
+    budget.add_arguments(ap, "seed_fidelity_a")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_before, t0, c0 = os.getloadavg()[0], time.time(), cpu_seconds()
@@ -204,7 +204,7 @@ def main() -> None:
             print(f"{item} {dataset} {label} ...", flush=True)
             rows.append(run_arm(item, dataset, label, recipe, Path(args.runs)))
             print(f"  done: {rows[-1]['cpu_s']} CPU s", flush=True)
-    meta = {"command": "python benchmarks/seed_fidelity_a.py" + (f" --only {' '.join(args.only)}" if args.only != list(ARMS) else ""),
+    meta = {"command": budget.command("seed_fidelity_a", args.only, list(ARMS)),
             "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "load_before": load_before, "load_after": os.getloadavg()[0],
             "cpu_minutes": round((cpu_seconds() - c0) / 60, 1), "wall_minutes": round((time.time() - t0) / 60, 1)}

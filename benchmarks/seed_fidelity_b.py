@@ -33,17 +33,19 @@ import torch
 import yaml
 
 import edgedistill
+import fidelity_budget as budget
 from edgedistill.io import read_json, write_json, write_text
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
-SEEDS = [0, 1, 2]
+SEEDS = budget.SEEDS
 ENGINE = {"progress": False, "threads": 1}
-EPOCHS = 40  # the shipped recipes train 100: cut to fit the CPU budget (every arm and the student alone alike)
+EPOCHS = budget.epochs(40, 100)  # the shipped recipes train 100; cut to fit the CPU budget unless --protocol
 # CuDFKD's official generator (3.5 M parameters) runs 6 generator and 30 student steps a loop step: cut further.
-ITEM_EPOCHS = {"cudfkd": 20}
+ITEM_EPOCHS = {"cudfkd": budget.epochs(20, 100)}
 TRAIN = {"epochs": EPOCHS, "batch_size": 16, "lr": 3e-3}
-FCN = {"model": "fcn", "train": {"epochs": 40, "batch_size": 16, "lr": 3e-3}}
+TEACHER_EPOCHS = budget.epochs(40, 60)  # the recipes: 60 (FCN), 100 (Tecator's resnet1d)
+FCN = {"model": "fcn", "train": {"epochs": TEACHER_EPOCHS, "batch_size": 16, "lr": 3e-3}}
 KD_TERMS = [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 4}]
 
 
@@ -78,7 +80,7 @@ CGAN_SMALL = {"n_fake": 300, "fake_fraction": 0.5, "gan_steps": 400, "dre_steps"
 def cgan(dataset: str, **params: Any) -> dict[str, Any]:
     """recipes/cgan_kd.yaml (GunPoint) and cgan_kd_regression.yaml (Tecator) with a smaller pipeline."""
     if dataset == "tecator":
-        teacher = {"model": "resnet1d", "train": {"epochs": 40, "batch_size": 16, "lr": 1e-3}}
+        teacher = {"model": "resnet1d", "train": {"epochs": budget.epochs(40, 100), "batch_size": 16, "lr": 1e-3}}
         student = {"model": "cnn1d", "width": 16, "depth": 3, "head": "segments"}
         base = {**CGAN_SMALL, "rho": 0.7, "label_jitter": 0.05}
     else:
@@ -180,7 +182,7 @@ def report(rows: list[dict[str, Any]], passes: list[dict[str, Any]]) -> str:
                      f"{meta['cpu_minutes']} CPU minutes, {meta['wall_minutes']} wall minutes; a run finished by an "
                      "earlier pass is reused, and its CPU s then counts only the reading).")
     lines += ["", f"Seeds {SEEDS}. Unless the arm is a shipped recipe (`recipes/...`, its own epochs), every student "
-              f"and assistant trains {EPOCHS} epochs ({ITEM_EPOCHS} for those items; the shipped recipes: 100), teachers 40 (recipes: 60/100), AdamW "
+              f"and assistant trains {EPOCHS} epochs ({ITEM_EPOCHS} for those items; the shipped recipes: 100), teachers {TEACHER_EPOCHS} (recipes: 60/100), AdamW "
               "3e-3, batch 16, validation 25 % of the training split (Tecator 20 %). *best* = test metric of the "
               "best-on-validation epoch, *last* = of the last epoch; *paired Δ* = arm − student alone on the same seed "
               "(same initialisation and batches), sign turned so that + is better (RMSE: lower is better). cGAN-KD "
@@ -202,8 +204,7 @@ def report(rows: list[dict[str, Any]], passes: list[dict[str, Any]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=list(ARMS), nargs="*", default=list(ARMS))
-    ap.add_argument("--runs", default="runs/seed_fidelity_b")
-    ap.add_argument("--results", default="benchmarks/results/seed_fidelity_b")
+    budget.add_arguments(ap, "seed_fidelity_b")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_before, t0, c0 = os.getloadavg()[0], time.time(), cpu_seconds()
@@ -215,7 +216,7 @@ def main() -> None:
         old = read_json(results.with_suffix(".json"))
         passes = old.get("passes", [old["meta"]] if "meta" in old else [])
         kept = [r for r in old["rows"] if r["item"] not in args.only]
-    command = "python benchmarks/seed_fidelity_b.py" + (f" --only {' '.join(args.only)}" if args.only != list(ARMS) else "")
+    command = budget.command("seed_fidelity_b", args.only, list(ARMS))
     rows: list[dict[str, Any]] = []
     for item in args.only:
         for dataset, label, recipe, _ in ARMS[item]:

@@ -13,7 +13,7 @@
 
 Every arm runs through ``edgedistill.run`` with the student alone beside it (seed k of both starts from the same
 initialisation, so per-seed differences are paired); the teacher is trained once (its own seed) and cached. Test
-metric of the best-on-validation epoch and of the last epoch, mean ± sample std over seeds 0, 1, 2.
+metric of the best-on-validation epoch and of the last epoch, mean ± sample std over the seeds (0-2; 0-4 with --protocol).
 
 Writes benchmarks/results/seed_fidelity_c.md (and .json). Run: ``python benchmarks/seed_fidelity_c.py``
 (``--only modality_gram`` for one item; runs go under runs/seed_fidelity_c and finished ones are reused).
@@ -32,16 +32,19 @@ from typing import Any
 import torch
 
 import edgedistill
+import fidelity_budget as budget
 import edgedistill.data.grf_synthetic  # noqa: F401  (registers synthetic_grf)
 from edgedistill.io import read_json, write_json, write_text
 
-SEEDS = [0, 1, 2]
+SEEDS = budget.SEEDS
 ENGINE = {"progress": False, "threads": 1}
 KD_TERMS = [{"loss": "ce", "weight": 0.1}, {"loss": "kd", "weight": 0.9, "temperature": 4}]
 BASIC = {"name": "basicmotions", "split": {"val": 0.25}, "normalize": "per_channel"}
 GRF = {"name": "synthetic_grf", "params": {"n_subjects": 10, "steps_per_subject": 30},
        "split": {"by": "subject", "val": 0.2, "test": 0.2}, "normalize": "per_channel", "normalize_target": False}
-EPOCHS = {"modality_gram": 40, "time_aware": 30}
+# recipes/gram_modality.yaml trains 60 epochs (teacher and student), grf_time_aware.yaml 40: cut unless --protocol.
+EPOCHS = {"modality_gram": budget.epochs(40, 60), "time_aware": budget.epochs(30, 40)}
+TEACHER_EPOCHS = {"basicmotions": budget.epochs(40, 60), "synthetic": budget.epochs(30, 60)}
 
 
 # Two simulated 3-axis sensors (channels 0-2, 3-5), each worn with its own per-subject rotation, split by subject:
@@ -53,12 +56,12 @@ TWO_SENSORS = {"name": "synthetic", "params": {"channels": 6, "n_subjects": 8, "
 
 def modality(method: str, terms: list[dict[str, Any]], dataset: str = "basicmotions") -> dict[str, Any]:
     """recipes/gram_modality.yaml with EPOCHS epochs; ``method`` offline (no Gram term) or modality_gram. On the
-    synthetic two-sensor set: batch 32, a cnn1d w8 student, teacher 30 epochs."""
+    synthetic two-sensor set: batch 32, a cnn1d w8 student, teacher TEACHER_EPOCHS["synthetic"] epochs."""
     params = {"views": [[0, 1, 2], [3, 4, 5]]} if method == "modality_gram" else {}
     basic = dataset == "basicmotions"
     batch = 8 if basic else 32
     return {"name": "gram-modality", "data": BASIC if basic else TWO_SENSORS,
-            "teacher": {"model": "fcn", "train": {"epochs": 40 if basic else 30, "batch_size": batch, "lr": 3e-3}},
+            "teacher": {"model": "fcn", "train": {"epochs": TEACHER_EPOCHS["basicmotions" if basic else "synthetic"], "batch_size": batch, "lr": 3e-3}},
             "student": {"model": "cnn1d", "width": 16 if basic else 8, "depth": 3},
             "method": {"name": method, "params": params, "terms": KD_TERMS + terms},
             "train": {"epochs": EPOCHS["modality_gram"], "batch_size": batch, "lr": 3e-3}}
@@ -173,9 +176,9 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "*best* = test metric of the best-on-validation "
              "epoch, *last* = of the last epoch; *paired Δ* = arm − student alone on the same seed, sign turned so "
              "that + is better (RMSE in body weights: lower is better). The teacher column is its test metric.", ""]
-    for item, title in (("modality_gram", f"Modality-level Gram (BasicMotions: FCN teacher 40 epochs, cnn1d w16 "
+    for item, title in (("modality_gram", f"Modality-level Gram (BasicMotions: FCN teacher {TEACHER_EPOCHS['basicmotions']} epochs, cnn1d w16 "
                                           f"student, batch 8; synthetic two sensors: 8 subjects x 40 windows of "
-                                          f"6 x 128, 6 classes, split by subject, FCN teacher 30 epochs, cnn1d w8 "
+                                          f"6 x 128, 6 classes, split by subject, FCN teacher {TEACHER_EPOCHS['synthetic']} epochs, cnn1d w8 "
                                           f"student, batch 32; students {EPOCHS['modality_gram']} epochs)"),
                         ("time_aware", f"Time-aware KD (synthetic insole -> GRF, 10 subjects x 30 steps, split by "
                                        f"subject; cnn1d w64 teacher, cnn1d w16 student, {EPOCHS['time_aware']} "
@@ -189,8 +192,7 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=list(ARMS), nargs="*", default=list(ARMS))
-    ap.add_argument("--runs", default="runs/seed_fidelity_c")
-    ap.add_argument("--results", default="benchmarks/results/seed_fidelity_c")
+    budget.add_arguments(ap, "seed_fidelity_c")
     ap.add_argument("--previous", nargs="*", default=[], help="results .json files of earlier invocations: a reused "
                     "run keeps the CPU and wall seconds recorded there")
     args = ap.parse_args()
@@ -212,7 +214,7 @@ def main() -> None:
     if results_json.is_file():  # --only: keep the other items' rows from the last run
         rows = [r for r in read_json(results_json)["rows"] if r["item"] not in args.only] + rows
     loads = [r["load"] for r in rows if "load" in r]
-    meta = {"command": "python benchmarks/seed_fidelity_c.py" + (f" --only {' '.join(args.only)}" if args.only != list(ARMS) else ""),
+    meta = {"command": budget.command("seed_fidelity_c", args.only, list(ARMS)),
             "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "load_before": load_before, "load_after": os.getloadavg()[0],
             "wall_minutes": round(sum(r["wall_s"] for r in rows) / 60, 1),
