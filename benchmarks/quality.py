@@ -12,8 +12,9 @@ student to read fewer channels than the teacher, but the protocol's student read
 subject ids; topological KD needs 1-D windows; the regimes that train a generator or a GAN per seed run on
 their recipes' two sets only, for cost), or (2) the toolkit's own pre-flight check (``edgedistill.run`` builds
 data, networks and method and runs one forward pass before anything trains) rejects the recipe, e.g. a
-classification loss on a regression set. Both kinds of skip are printed and listed in the results with the
-reason. Every registered method is run or named in NOT_BENCHMARKED (a test checks it). Data-free and
+loss on class distributions on a regression set (there a recipe's CE task term becomes MSE and its KD term MSE
+to the teacher, ``_regression_task_term``, so feature losses run). Both kinds of skip are printed and listed in
+the results with the reason. Every registered method is run or named in NOT_BENCHMARKED (a test checks it). Data-free and
 single-source students do not see the training set by design: the table marks them and the reading keeps them
 apart. Regimes that fit weights on the validation split are marked and cannot be "best on validation".
 
@@ -131,7 +132,8 @@ def skip_reason(method: str, has_groups: bool, dataset: Optional[str] = None) ->
         return "needs subject ids (data.group); this dataset has none"
     if method in ("fsp", "kdsvd"):
         return ("compares matrices channel by channel: needs a teacher with the student's channel counts at each tap "
-                "(its recipe uses the FCN at width 1/8); the protocol's teacher has 128")
+                "(its recipe uses the FCN at width 1/8); the protocol's teacher has 128. "
+                "benchmarks/matched_channels.py measures it with that teacher")
     if method == "modality_gram" and dataset != "basicmotions":
         return ("modalities are channel groups the recipe names (BasicMotions: accelerometer 0-2, gyroscope 3-5); "
                 "this set declares none")
@@ -150,6 +152,20 @@ def _shipped(name: str) -> dict[str, Any]:
 
 def _scaled(student: dict[str, Any], factor: float) -> dict[str, Any]:
     return {**student, "width": max(1, round(student["width"] * factor))}
+
+
+def _regression_task_term(method: dict[str, Any]) -> None:
+    """On a regression set, a recipe's task term (CE on the labels) becomes the regression recipe's (MSE on the
+    targets) and a plain KD term beside a feature loss becomes regression KD's (MSE to the teacher's outputs, same
+    weight; a temperature has no meaning there), as in REGRESSION_VARIANT's ``kd``. The feature terms stay as shipped,
+    so a feature loss runs as it would on a classifier; a loss on class distributions (DKD, DIST, MLKD, ...) is still
+    refused by the pre-flight check with the toolkit's own reason."""
+    for terms in [method.get("terms", [])] + [s.get("terms", []) for s in method.get("stages", [])]:
+        for i, term in enumerate(terms):
+            if term.get("loss") == "ce":
+                terms[i] = {**term, "loss": "mse"}
+            elif term.get("loss") == "kd":
+                terms[i] = {k: v for k, v in term.items() if k != "temperature"} | {"loss": "mse_to_teacher"}
 
 
 def recipe(dataset: str, method: str, seeds: list[int], div: int = 1, width: float = 1.0) -> dict[str, Any]:
@@ -196,6 +212,8 @@ def recipe(dataset: str, method: str, seeds: list[int], div: int = 1, width: flo
             params[key] = dict(p["peer"])
     if "peers" in params:  # DML's peers
         params["peers"] = [dict(p["peer"]) for _ in params["peers"]]
+    if dataset in REGRESSION_SETS and shipped_name == METHODS[method]:
+        _regression_task_term(r["method"])
     stages = r["method"].get("stages")
     if stages:  # each earlier stage keeps its share of the shipped schedule; the last takes the rest
         total, shipped_total = r["train"]["epochs"], shipped["train"]["epochs"]

@@ -103,3 +103,33 @@ def test_growth_exponent() -> None:
 def test_torchdistill_arm_computes_our_kd_loss() -> None:
     splits = speed.head(speed.make_data(128), 128)
     assert speed.same_loss(splits.info, splits, speed.torchdistill_parts()) < 1e-5
+
+
+def test_on_a_regression_set_the_task_and_kd_terms_take_their_regression_forms() -> None:
+    r = quality.recipe("tecator", "cc", [0])  # recipes/cc.yaml: CE + KD (T 4) + CC
+    losses = [t["loss"] for t in r["method"]["terms"]]
+    assert losses[:2] == ["mse", "mse_to_teacher"] and "cc" in losses
+    assert all("temperature" not in t for t in r["method"]["terms"] if t["loss"] == "mse_to_teacher")
+    staged = quality.recipe("tecator", "fitnet_staged", [0])
+    assert [t["loss"] for t in staged["method"]["stages"][1]["terms"]] == ["mse", "mse_to_teacher"]
+    assert quality.recipe("gunpoint", "cc", [0])["method"]["terms"][0]["loss"] == "ce"  # classification untouched
+
+
+def test_the_loss_pages_show_the_saved_benchmark_numbers() -> None:
+    """benchmarks/loss_pages.py writes each page's measured section from the results files: a page edited by hand, or
+    results re-measured without rewriting the pages, fails here."""
+    import loss_pages
+    from edgedistill.io import read_json
+
+    checked = 0
+    for name, pages, section in (("quality_baselines", loss_pages.PAGES, loss_pages.quality_section),
+                                 ("matched_channels", loss_pages.MATCHED, loss_pages.matched_section)):
+        path = loss_pages.RESULTS / f"{name}.json"
+        if not path.is_file():
+            continue
+        saved = read_json(path)
+        for method, page in pages.items():
+            text = (loss_pages.ROOT / page).read_text()
+            assert "\n".join(section(method, saved, page)) in text, f"{page}: run python benchmarks/loss_pages.py"
+            checked += 1
+    assert checked >= len(loss_pages.PAGES)
