@@ -111,6 +111,8 @@ ARMS: dict[str, list[tuple[str, str, dict[str, Any], bool]]] = {
                 for label, params, new in (
                     ("separate features + warm start (new default)", {}, True),
                     ("teacher features, cold student (former)", {"feature_net": "teacher", "warm_start": False}, False),
+                    # which of the two changes carries the gain: the warm start alone, on the former features
+                    ("teacher features + warm start", {"feature_net": "teacher"}, False),
                     ("new default, density_ratio: false", {"density_ratio": False}, False))],
 }
 
