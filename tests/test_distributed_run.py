@@ -140,3 +140,38 @@ def test_torchrun_launch_and_a_refusal_after_the_launch_stops_every_rank(tmp_pat
     assert again.returncode == 2, again.stderr[-3000:]
     assert "--out" in again.stderr or "config" in again.stderr, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
+def test_ranks_started_the_way_srun_starts_them_run_as_one_job(tmp_path):
+    """No SLURM here: the two ranks are started with the variables ``srun --nodes=1 --ntasks-per-node=2`` gives its
+    tasks (Fabric's SLURMEnvironment reads them and launches nothing). They must form one 2-rank job: the same numbers
+    as the run Fabric's own launcher starts, one summary, the teacher trained once."""
+    import socket
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    launched = _run(recipe, tmp_path / "a", tmp_path / "cache-a")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+
+    with socket.socket() as s:  # a free port for the rendezvous (srun's jobs derive one from SLURM_JOB_ID)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if k != TEST_KILL_AFTER_EPOCH}
+    base.update(OMP_NUM_THREADS="1", EDGEDISTILL_CACHE=str(tmp_path / "cache-s"), SLURM_JOB_ID="4242",
+                SLURM_JOB_NAME="edgedistill-test", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_NNODES="1",
+                SLURM_NODEID="0", SLURM_NODELIST="127.0.0.1", MASTER_PORT=str(port))
+    exe = str(Path(sys.executable).with_name("edgedistill"))
+    ranks = [subprocess.Popen([exe, "run", str(recipe), "--out", str(tmp_path / "s"), "--no-progress"],
+                              env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        outputs = [p.communicate(timeout=300) for p in ranks]
+    finally:
+        for p in ranks:
+            p.kill()
+    for p, (_, err) in zip(ranks, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert _metrics(tmp_path / "s") == _metrics(tmp_path / "a")
+    assert len(list((tmp_path / "cache-s" / "models").glob("*/key.json"))) == 1  # the teacher, by rank 0 alone
