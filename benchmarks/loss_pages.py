@@ -90,9 +90,10 @@ def matched_section(method: str, saved: dict[str, Any], page: str) -> list[str]:
 
 
 def rewrite(page: Path, section: list[str]) -> None:
-    """Replace the page's measured section (from its heading to the next ``## `` or the end) or append it."""
+    """Replace the page's section headed ``section[0]`` (from that heading to the next ``## `` or the end) or append
+    it at the end."""
     text = page.read_text()
-    found = re.search(r"^## Measured[^\n]*\n", text, flags=re.M)
+    found = re.search("^" + re.escape(section[0]) + r"\n", text, flags=re.M)
     if found is None:
         head, tail = text.rstrip("\n") + "\n\n", ""
     else:

@@ -133,3 +133,20 @@ def test_the_loss_pages_show_the_saved_benchmark_numbers() -> None:
             assert "\n".join(section(method, saved, page)) in text, f"{page}: run python benchmarks/loss_pages.py"
             checked += 1
     assert checked >= len(loss_pages.PAGES)
+
+
+def test_the_seed_method_pages_show_the_saved_protocol_numbers() -> None:
+    """benchmarks/fidelity_pages.py writes each seed method's protocol-budget table from seed_fidelity_*_protocol.json;
+    a page edited by hand, or re-measured results not written into the pages, fails here."""
+    import fidelity_pages
+    from edgedistill.io import read_json
+
+    for script, items in fidelity_pages.PAGES.items():
+        path = fidelity_pages.RESULTS / f"{script}_protocol.json"
+        if not path.is_file():
+            continue
+        saved = read_json(path)
+        for page in set(items.values()):
+            expected = fidelity_pages.section(script, saved, [i for i, p in items.items() if p == page])
+            assert "\n".join(expected) in (fidelity_pages.ROOT / page).read_text(), \
+                f"{page}: run python benchmarks/fidelity_pages.py"
