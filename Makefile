@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-formats bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv gpu
+.PHONY: demo test test-slow test-formats bench-baselines bench-fidelity bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv gpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -81,6 +81,19 @@ bench-mapped: $(STAMP)
 # edgedistill tune (budget: 10 measured KD runs) vs KD at defaults and quality.md's best fixed method; QUICK=1: a fifth of the epochs.
 bench-tune: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/tune.py $(if $(QUICK),--quick)
+
+# The other toolkits' baselines (issue 23) on the protocol's seven sets, FSP/KD-SVD with a channel-matched teacher, then
+# each baseline page's measured table (~3 h on 2 cores from an empty runs/quality).
+BASELINES := kd nst cc ickd mlkd logit_std dist_plus fsp kdsvd vid ofd reviewkd ft ab fitnet_staged
+bench-baselines: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/quality.py --jobs 1 --methods $(BASELINES) --sizes 1 --name quality_baselines
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/matched_channels.py
+	$(BIN)/python benchmarks/loss_pages.py
+
+# The seed methods as described vs their former forms (issue 24) at the protocol's budget, then their pages' tables.
+bench-fidelity: $(STAMP)
+	for s in a b c; do OMP_NUM_THREADS=1 $(BIN)/python benchmarks/seed_fidelity_$$s.py --protocol || exit 1; done
+	$(BIN)/python benchmarks/fidelity_pages.py
 
 # On a machine with a CUDA GPU: the GPU tests and timings (benchmarks/results/gpu.md); DRY=1 runs the CPU path.
 gpu: $(STAMP)
