@@ -3,7 +3,8 @@ bf16-mixed), a cached-KD epoch and, with more than one GPU, a DDP epoch, on the 
 of 9 channels x 128 samples, 6 activities); writes benchmarks/results/gpu.md. ``benchmarks/gpu.sh`` runs the GPU
 tests first, then this.
 
-NOT RUN ON A GPU YET: it was written on machines without one. ``--dry-run`` runs the same code on the CPU at tiny
+Run on one H200 on 2026-12-04 (benchmarks/results/gpu.md; the DDP arm needs two GPUs and was skipped there). ``--dry-run``
+runs the same code on the CPU at tiny
 sizes (tests/test_gpu.py does, and so does ``benchmarks/gpu.sh --dry-run``), the DDP arm as 2 CPU processes, and
 writes its report to a temporary folder instead.
 
@@ -90,7 +91,7 @@ def ddp_arm(args: argparse.Namespace, devices: int, accelerator: str, precision:
 
 def report(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> None:
     lines = ["# GPU readiness (benchmarks/gpu.sh)", "",
-             f"{meta['device']}; torch {meta['torch']}; {meta['windows']} training windows of {DATA['channels']} x "
+             f"{meta['date']}, {meta['device']}; torch {meta['torch']}; {meta['windows']} training windows of {DATA['channels']} x "
              f"{DATA['length']}, batch {BATCH}; {meta['epochs']} epoch(s) per arm; total {meta['total_s']:.0f} s.", ""]
     if meta.get("tests"):
         lines += [f"GPU tests: {meta['tests']}", ""]
@@ -155,7 +156,7 @@ def main() -> None:
     else:
         notes.append("DDP epoch: skipped, one GPU here (it needs at least two).")
     device = torch.cuda.get_device_name(0) if cuda else f"CPU dry run ({platform.processor() or platform.machine()})"
-    meta = {"device": device, "torch": torch.__version__, "windows": len(splits.train), "epochs": args.epochs,
+    meta = {"date": time.strftime("%Y-%m-%d"), "device": device, "torch": torch.__version__, "windows": len(splits.train), "epochs": args.epochs,
             "total_s": time.perf_counter() - t0, "tests": args.tests, "notes": notes}
     out = args.out or (folder / "gpu.md" if args.dry_run else RESULTS)
     report(rows, meta, out)
