@@ -59,6 +59,7 @@ to ``<out>/results.md``. ``--smoke``: a stand-in of the same shape (3 x 32 x 32,
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import time
 from pathlib import Path
@@ -135,9 +136,10 @@ def method_recipe(student: str, method: str, weights: Path, folder: Path, val: f
 
 
 # ---- the synthetic stand-in ----------------------------------------------------------------------------
-def write_standin(folder: Path, per_class: int = 2, seed: int = 0) -> Path:
+def write_standin(folder: Path, per_class: int = 2, seed: int = 0, test_per_class: Optional[int] = None) -> Path:
     """``cifar-100-python``'s three files with random images of the real shape and class structure: (n, 3072) uint8
-    rows, 100 fine labels (20 coarse), ``per_class`` training and ``per_class // 2`` (at least 1) test images each."""
+    rows, 100 fine labels (20 coarse), ``per_class`` training and ``test_per_class`` (default ``per_class // 2``, at
+    least 1) test images each."""
     rng = np.random.default_rng(seed)
     make_dirs(folder)
 
@@ -147,7 +149,7 @@ def write_standin(folder: Path, per_class: int = 2, seed: int = 0) -> Path:
         data = np.clip(base[fine] + rng.normal(0, 40, size=(len(fine), 3072)), 0, 255).astype(np.uint8)
         return {"data": data, "fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist()}
 
-    parts = {"train": batch(per_class), "test": batch(max(1, per_class // 2)),
+    parts = {"train": batch(per_class), "test": batch(test_per_class or max(1, per_class // 2)),
              "meta": {"fine_label_names": [f"class{i}" for i in range(100)],
                       "coarse_label_names": [f"super{i}" for i in range(20)]}}
     for name, content in parts.items():
@@ -164,16 +166,19 @@ def _acc(summary: dict[str, Any], role: str) -> Optional[float]:
 
 
 def run(folder: Path, out: Path, students: list[str], methods: list[str], seeds: list[int], *, smoke: bool = False,
-        accelerator: str = "auto") -> dict[str, Any]:
+        accelerator: str = "auto", cost: bool = False) -> dict[str, Any]:
+    """The table (``smoke``: one epoch on the small stand-in; ``cost``: one epoch of every run on a full-size stand-in,
+    whose minutes, times the protocol's epochs, project what the real table costs on this machine)."""
     from edgedistill.engine.loop import deliverable_weights
 
     import torch
 
-    train = dict(TRAIN, epochs=1) if smoke else TRAIN
+    train = dict(TRAIN, epochs=1) if smoke or cost else TRAIN
     val = 0.25 if smoke else VAL
     review_taps = REVIEW_TAPS
     results: dict[str, Any] = {"protocol": {"train": train, "augment": AUGMENT, "val": val, "seeds": seeds,
-                                            "smoke": smoke, "reviewkd_taps": review_taps}, "pairs": {}}
+                                            "smoke": smoke, "cost": cost, "reviewkd_taps": review_taps},
+                                "pairs": {}}
     for student in students:
         teacher = PAIRS[student]
         t0 = time.time()
@@ -188,6 +193,9 @@ def run(folder: Path, out: Path, students: list[str], methods: list[str], seeds:
         # A supervised run reports its one network as the student alone: here, the teacher.
         pair: dict[str, Any] = {"teacher": teacher, "ours": {"teacher": _acc(s, "student alone")}, "minutes": {}}
         pair["minutes"]["teacher"] = round((time.time() - t0) / 60, 2)
+        if cost:
+            pair["epoch_s"] = {"teacher": _epoch_s(t_run / "supervised" / "seed0"),
+                               "student alone": None}
         for method in methods:
             t1 = time.time()
             r = method_recipe(student, method, weights, folder, val, train, seeds, accelerator, review_taps, out / "cache")
@@ -195,14 +203,24 @@ def run(folder: Path, out: Path, students: list[str], methods: list[str], seeds:
             pair["ours"].setdefault("student alone", _acc(s, "student alone"))
             pair["ours"][method] = _acc(s, "method")
             pair["minutes"][method] = round((time.time() - t1) / 60, 2)
+            if cost:
+                pair["epoch_s"][method] = _epoch_s(out / student / method / "offline" / "seed0")
+                pair["epoch_s"]["student alone"] = pair["epoch_s"]["student alone"] or _alone_epoch_s(out / "cache", student)
             print(f"[{teacher} -> {student}] {method}: {pair['ours'][method]:.2f} "
                   f"(published {PUBLISHED[student].get(method)}) {pair['minutes'][method]} min", flush=True)
+            results["pairs"][student] = pair
+            table = _write(results, methods, out, cost)  # after every run: an interrupted table keeps what finished
         results["pairs"][student] = pair
-    write_json(out / "results.json", results)
-    table = render(results, methods)
-    write_text(out / "results.md", table)
+    table = _write(results, methods, out, cost)
     print(table)
     return results
+
+
+def _write(results: dict[str, Any], methods: list[str], out: Path, cost: bool) -> str:
+    write_json(out / "results.json", results)
+    table = render(results, methods) + (cost_table(results, methods) if cost else "")
+    write_text(out / "results.md", table)
+    return table
 
 
 def render(results: dict[str, Any], methods: list[str]) -> str:
@@ -220,6 +238,40 @@ def render(results: dict[str, Any], methods: list[str]) -> str:
     return "\n".join(lines) + f"\n\nTop-1 test accuracy (%), last epoch, seeds {results['protocol']['seeds']}.{note}\n"
 
 
+def _epoch_s(stage: Path) -> Optional[float]:
+    """The engine's own time of epoch 1 (training steps and validation), from the stage's metrics.jsonl."""
+    path = stage / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text().splitlines()[0])["time_s"])
+
+
+def _alone_epoch_s(cache: Path, student: str) -> Optional[float]:
+    """The student alone's epoch, from its model-cache entry (the baseline is trained once, then reused)."""
+    for key in sorted(cache.glob("models/*/key.json")):
+        k = json.loads(key.read_text())
+        if k.get("role") == "student" and k.get("model", {}).get("name") == student:
+            return _epoch_s(key.parent)
+    return None
+
+
+def cost_table(results: dict[str, Any], methods: list[str]) -> str:
+    """Seconds of one epoch per run (the engine's time: training steps and validation) and the protocol's projected
+    hours (x EPOCHS), one seed."""
+    lines = ["", f"Cost on this machine: seconds of one epoch per run (the engine's epoch time), and x {EPOCHS} epochs "
+             "in hours (the accuracy above means nothing: a random stand-in, one epoch).", "",
+             "| run | " + " | ".join(f"{results['pairs'][s]['teacher']} -> {s}" for s in results["pairs"]) + " |",
+             "|---|" + "---|" * len(results["pairs"])]
+    for run_name in ["teacher", "student alone", *methods]:
+        cells = []
+        for s in results["pairs"]:
+            sec = results["pairs"][s]["epoch_s"].get(run_name)
+            cells.append("-" if sec is None else f"{sec:.1f} s/epoch → {sec * EPOCHS / 3600:.2f} h")
+        lines.append(f"| {run_name} | " + " | ".join(cells) + " |")
+    total = sum(v or 0.0 for p in results["pairs"].values() for v in p["epoch_s"].values()) * EPOCHS / 3600
+    return "\n".join(lines) + f"\n\nThe runs timed above, one seed, epochs alone (no set-up or final evaluation): about {total:.1f} h.\n"
+
+
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, help="folder holding CIFAR-100's python files (train, test, meta)")
@@ -228,6 +280,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="0")
     p.add_argument("--smoke", action="store_true", help="a tiny synthetic stand-in of the same shape, one epoch, CPU")
+    p.add_argument("--cost", action="store_true", help="one epoch of every run on a full-size synthetic stand-in "
+                   "(50,000 + 10,000 images) on this machine's accelerator: minutes per epoch and projected hours")
     a = p.parse_args(argv)
     students, methods = [s for s in a.pairs.split(",") if s], [m for m in a.methods.split(",") if m]
     bad = [s for s in students if s not in PAIRS] + [m for m in methods if m not in METHODS]
@@ -240,6 +294,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if a.smoke:
         folder = write_standin(a.out / "standin" / "cifar-100-python")
         return run(folder, a.out, students, methods, seeds, smoke=True, accelerator="cpu")
+    if a.cost:
+        folder = write_standin(a.out / "standin-full" / "cifar-100-python", per_class=500, test_per_class=100)
+        return run(folder, a.out / "cost", students, methods, seeds, cost=True)
     if a.data is None:
         raise UserInputError("--data: the folder holding CIFAR-100's python files (train, test, meta) is needed "
                              "(or --smoke for the synthetic stand-in)")

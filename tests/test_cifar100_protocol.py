@@ -76,6 +76,14 @@ def test_the_report_puts_ours_beside_the_published():
     assert "| kd | 73.50 | 73.33 |" in table and "| dkd | - | 76.32 |" in table and "| teacher | 79.00 | 79.42 |" in table
 
 
+def test_the_cost_table_projects_the_protocol_from_one_epoch():
+    results = {"pairs": {"resnet8x4": {"teacher": "resnet32x4",
+                                       "epoch_s": {"teacher": 15.0, "student alone": 6.0, "kd": 12.0, "dkd": None}}}}
+    table = bench.cost_table(results, ["kd", "dkd"])
+    assert "| teacher | 15.0 s/epoch → 1.00 h |" in table and "| kd | 12.0 s/epoch → 0.80 h |" in table
+    assert "| dkd | - |" in table and "about 2.2 h" in table  # (15 + 6 + 12) s x 240 epochs
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(UserInputError, match=r"--pairs/--methods: unknown \['vgg8'\]"):
         bench.main(["--pairs", "vgg8", "--smoke"])

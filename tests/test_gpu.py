@@ -1,7 +1,7 @@
 """GPU readiness: bf16 autocast honoured, deterministic CUDA training, pinned non-blocking copies, DDP on two GPUs.
 
-The tests marked ``gpu`` need CUDA and skip without it (``benchmarks/gpu.sh`` runs them on a GPU machine; none has run
-on one yet). The others check, on the CPU, what the GPU path shares with it: the deterministic flags, and the GPU
+The tests marked ``gpu`` need CUDA and skip without it (``benchmarks/gpu.sh`` runs them on a GPU machine; they ran on
+one H200 on 2026-12-04). The others check, on the CPU, what the GPU path shares with it: the deterministic flags, and the GPU
 benchmark's dry run."""
 import os
 import subprocess
@@ -93,3 +93,29 @@ def test_gpu_benchmark_dry_run_runs_its_cpu_path():
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "|---" not in line][1:]
     assert [r.split("|")[1].strip() for r in rows] == ["teacher", "kd", "teacher (DDP)"]
     assert all("failed" not in r for r in rows)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=no_cuda)
+@pytest.mark.parametrize("given", [True, False])
+def test_a_teacher_on_the_gpu_is_evaluated_and_distilled_with_a_feature_term(tmp_path, given):
+    """A given teacher (``teacher.load``) is built on the CPU and evaluated before any stage moves it; a trained one is
+    on the GPU when the method is built on the CPU. Both stopped the first GPU runs of benchmarks/cifar100.py (input
+    and weights on different devices): the evaluation, then FitNet's shape probe for its regressor."""
+    import edgedistill
+    from edgedistill.config import DataConfig, ModelConfig
+    from edgedistill.data import prepare_data
+    from edgedistill.experiment.build import build_network
+    from helpers import TINY_RECIPE
+
+    info = prepare_data(DataConfig(**TINY_RECIPE["data"])).info
+    teacher = {k: v for k, v in TINY_RECIPE["teacher"].items() if k != "train"}
+    torch.save(build_network(ModelConfig(**teacher), info, "teacher", seed=0).state_dict(), tmp_path / "teacher.pt")
+    terms = TINY_RECIPE["method"]["terms"] + [{"loss": "fitnet", "weight": 1.0, "student_tap": "feat", "teacher_tap": "feat"}]
+    recipe = {**TINY_RECIPE, "teacher": {**teacher, "load": str(tmp_path / "teacher.pt")} if given else TINY_RECIPE["teacher"],
+              "method": {"name": "offline", "terms": terms}, "seeds": [0],
+              "engine": {"accelerator": "cuda", "progress": False}, "report": {"plots": False, "profile": False}}
+    summary = edgedistill.run(recipe, out=tmp_path / "run", progress=False)
+    roles = {r["role"]: r for r in summary["rows"]}
+    assert {"teacher", "student alone", "method"} <= set(roles)
+    assert roles["teacher"]["metrics"]["acc"]["mean"] >= 0 and "detail" in roles["method"]  # (the report's pass, on the GPU)

@@ -201,7 +201,8 @@ class Runner:
         for spec in self.p.teachers[seed]:
             label = "teacher" if spec.name == "teacher" else f"teacher '{spec.name}'"
             if spec.given:  # loaded, read from outputs, or a checkpoint: evaluated and reported, never trained
-                net = build_network(spec, info, _teacher_key(self.r, spec.name), spec.view, seed=spec.seed)
+                # Built on the CPU like every network, but evaluated here, before any stage has moved it.
+                net = build_network(spec, info, _teacher_key(self.r, spec.name), spec.view, seed=spec.seed).to(device)
                 splits = self.p.splits.view_as_x(spec.view)
                 metrics = {split: evaluate(net, getattr(splits, split), info, device) for split in ("val", "test")}
                 kind, path = next((k, getattr(spec, k)) for k in ("load", "outputs", "checkpoint") if getattr(spec, k))

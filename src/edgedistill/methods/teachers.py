@@ -154,9 +154,13 @@ class Teachers:
 
     @torch.no_grad()
     def run(self, batch: Batch, k: int = -1, taps: Any = None) -> torch.Tensor:
-        """Teacher ``k`` on the batch, live (no grad); with ``taps`` (a FeatureTaps) its features are captured."""
+        """Teacher ``k`` on the batch, live (no grad); with ``taps`` (a FeatureTaps) its features are captured. The
+        input goes where the teacher is: a method's shape probe runs on the CPU before the engine places anything,
+        while a teacher trained (or evaluated) earlier in the run may already be on the GPU."""
+        model, x = self.nets[k].model, self.input(batch, k)
+        x = x.to(next(model.parameters(), x).device)  # (an outputs-only teacher has no parameters)
         with taps or contextlib.nullcontext():
-            return self.nets[k].model(self.input(batch, k))
+            return model(x)
 
     @torch.no_grad()
     def outputs(self, data: TensorData, device: torch.device, k: int = -1) -> torch.Tensor:
