@@ -208,3 +208,30 @@ def test_fsp_and_kdsvd_on_the_default_tap_pair_of_zoo_shaped_maps():
 def test_errors_name_the_tensors(call, message):
     with pytest.raises(UserInputError, match=message):
         call()
+
+
+def test_kdsvd_svd_gradient_is_torchs_on_full_rank_maps_and_finite_on_dead_channels():
+    """The SVD's backward is the official code's: torch's own where singular values are distinct, and 0 instead of
+    NaN for the 1/(s_j^2 - s_i^2) and 1/s entries of repeated or zero singular values (dead ReLU channels)."""
+    from edgedistill.losses.feature_baselines import _ThinSVD
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 9, 4), (3, 4, 9)]:  # positions >= channels, and fewer positions than channels
+        x = torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
+        w_s = torch.randn(shape[0], min(shape[1:]), dtype=torch.float64, generator=g)
+        w_v = torch.randn(shape[0], shape[2], min(shape[1:]), dtype=torch.float64, generator=g)
+        use = lambda s, v: (s * w_s).sum() + (v * v.sign().detach() * w_v).sum()  # noqa: E731 - sign-free in v
+        ours, = torch.autograd.grad(use(*_ThinSVD.apply(x)), x)
+        _, s, vh = torch.linalg.svd(x, full_matrices=False)
+        theirs, = torch.autograd.grad(use(s, vh.mT), x)
+        assert torch.allclose(ours, theirs, atol=1e-10)
+        assert torch.autograd.gradcheck(lambda x: use(*_ThinSVD.apply(x)), (x,))
+    dead = torch.randn(2, 6, 10, dtype=torch.float64, generator=g)
+    dead[:, 3:] = 0  # three channels that never fire: three zero singular values
+    dead.requires_grad_(True)
+    loss = kdsvd([dead, dead * 2], [torch.randn(2, 6, 10, dtype=torch.float64, generator=g)] * 2, k=1)
+    grad, = torch.autograd.grad(loss, dead)
+    assert torch.isfinite(grad).all()
+    _, s, vh = torch.linalg.svd(dead.transpose(1, 2), full_matrices=False)
+    plain, = torch.autograd.grad(vh[:, :1].sum() + s.sum(), dead)
+    assert not torch.isfinite(plain).all()  # what torch's own backward gives there

@@ -10,7 +10,7 @@ code and where the form is our choice; the docs pages (docs/losses/<name>.md) gi
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -179,12 +179,42 @@ def fsp(student_feat: Maps, teacher_feat: Maps) -> torch.Tensor:
 # ---------------------------------------------------------------- KD-SVD
 
 
+class _ThinSVD(torch.autograd.Function):
+    """(…, m, n) -> singular values (…, k) and right singular vectors (…, n, k), k = min(m, n), with the official
+    KD-SVD code's gradient: the entries of 1/(s_j^2 - s_i^2) and 1/s that are not finite (repeated or zero singular
+    values, common in ReLU maps with dead channels) are 0. Torch's own SVD backward returns NaN there, which stopped
+    a run at its first step (BasicMotions, benchmarks/matched_channels.py). Townsend's thin-SVD adjoint, no U term."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u, s, vh = torch.linalg.svd(x, full_matrices=False)
+        ctx.save_for_backward(u, s, vh)
+        ctx.wide = x.shape[-2] < x.shape[-1]
+        return s, vh.mT
+
+    @staticmethod
+    def backward(ctx: Any, gs: Optional[torch.Tensor], gv: Optional[torch.Tensor]) -> torch.Tensor:
+        u, s, vh = ctx.saved_tensors
+        v = vh.mT
+        gs = torch.zeros_like(s) if gs is None else gs
+        gv = torch.zeros_like(v) if gv is None else gv
+        s2 = s * s
+        f = 1.0 / (s2[..., None, :] - s2[..., :, None])  # f[i, j] = 1 / (s_j^2 - s_i^2); inf on the diagonal
+        f = torch.where(torch.isfinite(f), f, torch.zeros_like(f))
+        vgv = v.mT @ gv
+        grad = u @ (torch.diag_embed(gs) + s[..., :, None] * (f * (vgv - vgv.mT))) @ vh
+        if ctx.wide:  # V is n x k with k < n: the part of gV outside V's span, U S^-1 gV^T (I - V V^T)
+            inv = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
+            grad = grad + (u * inv[..., None, :]) @ (gv.mT - (gv.mT @ v) @ vh)
+        return grad
+
+
 def _right_singular(feat: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, *pos) -> V (N, C, k), the top-k right singular vectors of the (P, C) matrix of each sample, and
     the k singular values L2-normalised over k (N, k)."""
     x = _flat(feat).transpose(1, 2)  # (N, P, C): positions are observations, channels are variables
-    _, sv, vh = torch.linalg.svd(x, full_matrices=False)
-    v = vh[:, :k].transpose(1, 2)
+    sv, v_all = _ThinSVD.apply(x)
+    v = v_all[:, :, :k]
     # OUR choice: a singular vector's sign is arbitrary (LAPACK's), and the RBF relations between taps depend on
     # it; fixing it (largest-magnitude entry positive) makes the loss the same in every library.
     big = v.abs().argmax(dim=1, keepdim=True)
