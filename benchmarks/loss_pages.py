@@ -82,6 +82,9 @@ def matched_section(method: str, saved: dict[str, Any], page: str) -> list[str]:
     for d in saved["results"]:
         key, better = ("acc", 1) if d["task"] == "classification" else ("rmse", -1)
         m, kd = d["arms"][method], d["arms"]["kd"]
+        if "failed" in m or "failed" in kd:
+            lines.append(f"| {d['dataset']} | test {key} | | | | failed: {m.get('failed') or kd.get('failed')} | | |")
+            continue
         delta, won = _paired(m["method"], m["alone"], key, better)
         lines.append(f"| {d['dataset']} | test {key} | {m['teacher']['metrics'][key]['mean']:.3f} | "
                      f"{_ms(m['alone']['metrics'][key])} | {_ms(kd['method']['metrics'][key])} | "

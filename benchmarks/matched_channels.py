@@ -48,7 +48,12 @@ def arm_recipe(dataset: str, method: str, seeds: list[int], cache: Path) -> dict
 def run_set(dataset: str, seeds: list[int], runs: Path, cache: Path) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for method in ARMS:
-        s = edgedistill.run(arm_recipe(dataset, method, seeds, cache), out=runs / dataset / method, progress=False)
+        try:
+            s = edgedistill.run(arm_recipe(dataset, method, seeds, cache), out=runs / dataset / method, progress=False)
+        except Exception as exc:  # noqa: BLE001 - one failed arm is a row that says why, not a lost benchmark
+            rows[method] = {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+            print(f"[{dataset}] {method} FAILED: {rows[method]['failed']}", flush=True)
+            continue
         rows[method] = {"teacher": quality._row(s, "teacher"), "alone": quality._row(s, "student alone"),
                         "method": quality._row(s, "method")}
         print(f"[{dataset}] {method} done", flush=True)
@@ -61,12 +66,18 @@ def table(results: list[dict[str, Any]]) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for d in results:
         key, better = ("acc", 1) if d["task"] == "classification" else ("rmse", -1)
-        kd = d["arms"]["kd"]
-        t, a = kd["teacher"]["metrics"][key]["mean"], kd["alone"]["metrics"][key]
+        ran = next((d["arms"][m] for m in ARMS if "failed" not in d["arms"][m]), None)
+        if ran is None:
+            lines.append(f"| {d['dataset']} | test {key} | | | | " + " | ".join(f"failed: {d['arms'][m]['failed']}" for m in ARMS) + " |")
+            continue
+        t, a = ran["teacher"]["metrics"][key]["mean"], ran["alone"]["metrics"][key]
         gap = better * (t - a["mean"]) > a["std"]
         cells = []
         for method in ARMS:
             m = d["arms"][method]
+            if "failed" in m:
+                cells.append(f"failed: {m['failed']}")
+                continue
             delta = better * (m["method"]["metrics"][key]["mean"] - a["mean"])
             cells.append(f"{quality._ms(m['method']['metrics'][key])} ({delta:+.3f}, won "
                          f"{quality.won(m['method'], m['alone'], key, better)})")
