@@ -52,7 +52,10 @@ def main() -> None:
             continue
         saved = read_json(path)
         for page in dict.fromkeys(items.values()):
-            rewrite(ROOT / page, section(script, saved, [i for i, p in items.items() if p == page]))
+            mine = [i for i, p in items.items() if p == page]
+            if not any(r["item"] in mine for r in saved["rows"]):  # (a pass with --only left this page's items out)
+                continue
+            rewrite(ROOT / page, section(script, saved, mine))
             print(f"wrote {page}")
 
 

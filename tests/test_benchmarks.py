@@ -147,6 +147,9 @@ def test_the_seed_method_pages_show_the_saved_protocol_numbers() -> None:
             continue
         saved = read_json(path)
         for page in set(items.values()):
-            expected = fidelity_pages.section(script, saved, [i for i, p in items.items() if p == page])
+            mine = [i for i, p in items.items() if p == page]
+            if not any(r["item"] in mine for r in saved["rows"]):
+                continue
+            expected = fidelity_pages.section(script, saved, mine)
             assert "\n".join(expected) in (fidelity_pages.ROOT / page).read_text(), \
                 f"{page}: run python benchmarks/fidelity_pages.py"
