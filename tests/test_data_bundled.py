@@ -3,6 +3,7 @@ series shapes and classes of the UCR/UEA classification and Monash extrinsic-reg
 1,797 8x8 digits."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -60,7 +61,7 @@ def test_importing_the_registry_does_not_import_aeon() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_loader_failure_becomes_user_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loader_failure_becomes_user_input_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     import aeon.datasets
 
     def broken(*args, **kwargs):
@@ -69,6 +70,7 @@ def test_loader_failure_becomes_user_input_error(monkeypatch: pytest.MonkeyPatch
     from edgedistill.data import bundled
 
     monkeypatch.setattr(bundled, "_PARSED", {})  # parse again, with the broken loader
+    monkeypatch.setenv("EDGEDISTILL_DATA", str(tmp_path))  # (and no copy kept from an earlier parse)
     monkeypatch.setattr(aeon.datasets, "load_classification", broken)
     with pytest.raises(UserInputError, match="dataset 'gunpoint'.*archive not found"):
         DATASETS.get("gunpoint")()
@@ -110,3 +112,22 @@ def test_tecator_loader_gives_sktimes_arrays() -> None:
     raw = DATASETS.get("tecator")()
     for got, want in ((raw.x, x), (raw.y, y), (raw.test_x, tx), (raw.test_y, ty)):
         assert got.dtype == np.float64 and np.array_equal(got, np.asarray(want, dtype=np.float64))
+
+
+def test_an_aeon_set_is_parsed_once_then_read_back_without_aeon(tmp_path):
+    """The arrays aeon parses are kept under <data root>/bundled: a second process reads them without importing aeon
+    (2-4 s in every process: the run and each --jobs worker), and gets the same arrays; a damaged copy is parsed
+    again."""
+    env = {**os.environ, "EDGEDISTILL_DATA": str(tmp_path)}
+    code = ("import sys, numpy as np; from edgedistill.registry import DATASETS; r = DATASETS.get('gunpoint')(); "
+            "np.savez(sys.argv[1], x=r.x, y=r.y, test_x=r.test_x, test_y=r.test_y); print('aeon' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.npz")], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for i in range(3)]
+    assert [r[-1] for r in runs[:2]] == ["True", "False"]
+    (kept,) = (tmp_path / "bundled").glob("gunpoint-aeon*.npz")
+    first, second = np.load(tmp_path / "0.npz"), np.load(tmp_path / "1.npz")
+    assert all(np.array_equal(first[k], second[k]) and first[k].dtype == second[k].dtype for k in first.files)
+    kept.write_bytes(b"not an npz")
+    again = subprocess.run([sys.executable, "-c", code, str(tmp_path / "3.npz")], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert again[-1] == "True" and np.array_equal(np.load(tmp_path / "3.npz")["x"], first["x"])

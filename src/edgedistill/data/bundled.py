@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import copy
 
-from typing import Any, Callable, NamedTuple
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 from edgedistill.data.dataset import Task
 from edgedistill.data.raw import RawData
-from edgedistill.errors import UserInputError
+from edgedistill.errors import EdgeDistillError, UserInputError
+from edgedistill.io import atomic_write
 from edgedistill.registry import DATASETS
 
 
@@ -70,7 +72,40 @@ BUNDLED: dict[str, Bundled] = {
 }
 
 
+def _kept_copy(name: str) -> Optional[Path]:
+    """Where the arrays aeon parsed for ``name`` are kept between processes (``<data root>/bundled``, keyed by aeon's
+    version): importing aeon and parsing the .ts files costs 2-4 s in every process that reads the set, the run
+    itself and each ``--jobs`` worker. None when aeon's version cannot be read (then nothing is kept)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgedistill.data.archives.base import data_root
+
+    try:
+        return data_root() / "bundled" / f"{name}-aeon{version('aeon')}.npz"
+    except PackageNotFoundError:
+        return None
+
+
 def _from_aeon(name: str, spec: Bundled) -> RawData:
+    kept = _kept_copy(name)
+    if kept is not None and kept.is_file():
+        try:
+            with np.load(kept, allow_pickle=False) as f:
+                a = {k: np.asarray(f[k]) for k in ("x", "y", "test_x", "test_y")}
+            return RawData(task=spec.task, name=name, **a)
+        except (OSError, ValueError, KeyError, EOFError):  # a damaged copy: parsed again below, and rewritten
+            pass
+    raw = _parse_aeon(name, spec)
+    if kept is not None:
+        arrays = {"x": raw.x, "y": raw.y, "test_x": raw.test_x, "test_y": raw.test_y}
+        try:
+            atomic_write(kept, lambda fh: np.savez(fh, **arrays), mode="wb")
+        except (OSError, EdgeDistillError):  # a read-only or full disk: the set is parsed every time, as before
+            pass
+    return raw
+
+
+def _parse_aeon(name: str, spec: Bundled) -> RawData:
     if spec.task == "regression":
         from aeon.datasets import load_regression as loader
     else:
