@@ -25,6 +25,56 @@ MAX_MODULES = 2_000
 _WITHIN_BUDGET: set[tuple[Any, ...]] = set()
 
 
+#: Verdicts "within budget" kept between processes, in the cache folder: the meta-device forward pass imports torch's
+#: symbolic-shape machinery (sympy), ~1.5 s in every process that builds a network (a run and each --jobs worker).
+#: Only for the zoo's own builders, keyed by the builder's source file (size and mtime) and the budget constants.
+VERDICTS_FILE = "within_budget.json"
+_KEPT: Optional[set[str]] = None
+
+
+def _kept_key(key: Optional[tuple[Any, ...]]) -> Optional[str]:
+    import inspect
+    import os
+
+    if key is None or not str(getattr(key[0], "__module__", "")).startswith("edgedistill."):
+        return None
+    try:
+        source = os.stat(inspect.getsourcefile(key[0]) or "")
+    except (OSError, TypeError):
+        return None
+    made = (key[0].__module__, key[0].__qualname__, source.st_size, source.st_mtime_ns, MAX_PARAMS, MAX_ACTIVATIONS,
+            MAX_MODULES)
+    return repr(made + key[1:])
+
+
+def _kept_verdicts() -> set[str]:
+    global _KEPT
+    if _KEPT is None:
+        from edgedistill.io import read_json
+        from edgedistill.paths import default_cache_dir
+
+        try:
+            got = read_json(default_cache_dir() / VERDICTS_FILE)
+            _KEPT = {v for v in got if isinstance(v, str)} if isinstance(got, list) else set()
+        except (OSError, ValueError):  # none yet, or damaged: measured again, and rewritten
+            _KEPT = set()
+    return _KEPT
+
+
+def _keep_verdict(kept: Optional[str]) -> None:
+    if kept is None or kept in _kept_verdicts():
+        return
+    from edgedistill.errors import EdgeDistillError
+    from edgedistill.io import write_json
+    from edgedistill.paths import default_cache_dir
+
+    _kept_verdicts().add(kept)
+    try:
+        write_json(default_cache_dir() / VERDICTS_FILE, sorted(_kept_verdicts()))
+    except (OSError, EdgeDistillError):  # a read-only cache folder: measured in every process, as before
+        pass
+
+
 class _TooManyModules(Exception):
     pass
 
@@ -119,6 +169,10 @@ def check_budget(factory: Callable[..., nn.Module], in_channels: int, n_outputs:
             return
     except TypeError:  # an unhashable factory (a user's callable object): checked every time
         key = None
+    kept = _kept_key(key)
+    if kept is not None and kept in _kept_verdicts():
+        _WITHIN_BUDGET.add(key)
+        return
     given = ", ".join(f"{k}={v!r}" for k, v in knobs.items()) or "default options"
     registered = 0
 
@@ -157,3 +211,4 @@ def check_budget(factory: Callable[..., nn.Module], in_channels: int, n_outputs:
                              "model, or shorter windows: data.window)")
     if key is not None:
         _WITHIN_BUDGET.add(key)
+        _keep_verdict(kept)
