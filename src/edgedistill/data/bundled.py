@@ -8,7 +8,8 @@ Every set is one row of ``BUNDLED`` (name -> source, archive, task, kind, one-li
 them all in ``DATASETS``. What each source does with its arrays (the only special handling):
 
 - ``aeon``: ``aeon.datasets.load_classification`` or ``load_regression`` (by task) on the archive name,
-  split "train" and "test"; x float64, labels as aeon gives them (strings), regression targets float64.
+  split "train" and "test"; x float64, labels as aeon gives them (strings), regression targets float64. The parsed
+  arrays are kept as ``<data root>/bundled/<name>-aeon<version>.npz``, so later processes skip aeon entirely.
 - ``sklearn``: ``sklearn.datasets.load_<archive>`` (digits): the images as (n, 1, h, w) float64, int64
   labels, no official test split.
 - ``package``: ``bundled_data/<archive>`` (an npz with x, y, test_x, test_y) shipped with edgedistill,
