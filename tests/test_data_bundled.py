@@ -70,7 +70,7 @@ def test_loader_failure_becomes_user_input_error(monkeypatch: pytest.MonkeyPatch
     from edgedistill.data import bundled
 
     monkeypatch.setattr(bundled, "_PARSED", {})  # parse again, with the broken loader
-    monkeypatch.setenv("EDGEDISTILL_DATA", str(tmp_path))  # (and no copy kept from an earlier parse)
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path))  # (and no copy kept from an earlier parse)
     monkeypatch.setattr(aeon.datasets, "load_classification", broken)
     with pytest.raises(UserInputError, match="dataset 'gunpoint'.*archive not found"):
         DATASETS.get("gunpoint")()
@@ -115,16 +115,20 @@ def test_tecator_loader_gives_sktimes_arrays() -> None:
 
 
 def test_an_aeon_set_is_parsed_once_then_read_back_without_aeon(tmp_path):
-    """The arrays aeon parses are kept under <data root>/bundled: a second process reads them without importing aeon
+    """The arrays aeon parses are kept under <cache>/bundled: a second process reads them without importing aeon
     (2-4 s in every process: the run and each --jobs worker), and gets the same arrays; a damaged copy is parsed
-    again."""
-    env = {**os.environ, "EDGEDISTILL_DATA": str(tmp_path)}
+    again. Nothing is kept while the cache folder does not exist (reading a set never creates it)."""
+    env = {**os.environ, "EDGEDISTILL_CACHE": str(tmp_path / "cache")}
+    code0 = "from edgedistill.registry import DATASETS; DATASETS.get('gunpoint')()"
+    subprocess.run([sys.executable, "-c", code0], env=env, check=True)
+    assert not (tmp_path / "cache").exists()
+    (tmp_path / "cache").mkdir()
     code = ("import sys, numpy as np; from edgedistill.registry import DATASETS; r = DATASETS.get('gunpoint')(); "
             "np.savez(sys.argv[1], x=r.x, y=r.y, test_x=r.test_x, test_y=r.test_y); print('aeon' in sys.modules)")
     runs = [subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{i}.npz")], env=env, capture_output=True,
                            text=True, check=True).stdout.split() for i in range(3)]
     assert [r[-1] for r in runs[:2]] == ["True", "False"]
-    (kept,) = (tmp_path / "bundled").glob("gunpoint-aeon*.npz")
+    (kept,) = (tmp_path / "cache" / "bundled").glob("gunpoint-aeon*.npz")
     first, second = np.load(tmp_path / "0.npz"), np.load(tmp_path / "1.npz")
     assert all(np.array_equal(first[k], second[k]) and first[k].dtype == second[k].dtype for k in first.files)
     kept.write_bytes(b"not an npz")

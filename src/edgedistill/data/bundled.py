@@ -9,7 +9,7 @@ them all in ``DATASETS``. What each source does with its arrays (the only specia
 
 - ``aeon``: ``aeon.datasets.load_classification`` or ``load_regression`` (by task) on the archive name,
   split "train" and "test"; x float64, labels as aeon gives them (strings), regression targets float64. The parsed
-  arrays are kept as ``<data root>/bundled/<name>-aeon<version>.npz``, so later processes skip aeon entirely.
+  arrays are kept as ``<cache>/bundled/<name>-aeon<version>.npz``, so later processes skip aeon entirely.
 - ``sklearn``: ``sklearn.datasets.load_<archive>`` (digits): the images as (n, 1, h, w) float64, int64
   labels, no official test split.
 - ``package``: ``bundled_data/<archive>`` (an npz with x, y, test_x, test_y) shipped with edgedistill,
@@ -74,15 +74,17 @@ BUNDLED: dict[str, Bundled] = {
 
 
 def _kept_copy(name: str) -> Optional[Path]:
-    """Where the arrays aeon parsed for ``name`` are kept between processes (``<data root>/bundled``, keyed by aeon's
+    """Where the arrays aeon parsed for ``name`` are kept between processes (``<cache>/bundled``, keyed by aeon's
     version): importing aeon and parsing the .ts files costs 2-4 s in every process that reads the set, the run
-    itself and each ``--jobs`` worker. None when aeon's version cannot be read (then nothing is kept)."""
+    itself and each ``--jobs`` worker. None when aeon's version cannot be read, or when the cache folder does not
+    exist yet: reading a set never creates it (a refused run leaves nothing behind), the first trained model does."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from edgedistill.data.archives.base import data_root
+    from edgedistill.paths import default_cache_dir
 
+    cache = default_cache_dir()
     try:
-        return data_root() / "bundled" / f"{name}-aeon{version('aeon')}.npz"
+        return cache / "bundled" / f"{name}-aeon{version('aeon')}.npz" if cache.is_dir() else None
     except PackageNotFoundError:
         return None
 
