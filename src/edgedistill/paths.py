@@ -18,6 +18,13 @@ def default_cache_dir(explicit: Optional[Path] = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "edgedistill"
 
 
+def existing_cache_dir() -> Optional[Path]:
+    """The cache folder if it exists, else None: what may be kept there in passing (parsed bundled sets, size-budget
+    verdicts) is written only into a folder a trained model created, so checking or reading never creates it."""
+    folder = default_cache_dir()
+    return folder if folder.is_dir() else None
+
+
 def inside(root: Path, *parts: str, what: str = "a name") -> Path:
     """``root / parts...``, refused (``UserInputError``) unless it stays inside ``root`` once resolved: the one
     check every write of a run, sweep or cache passes, so no recipe-provided name ever writes elsewhere."""

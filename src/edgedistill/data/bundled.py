@@ -80,11 +80,11 @@ def _kept_copy(name: str) -> Optional[Path]:
     exist yet: reading a set never creates it (a refused run leaves nothing behind), the first trained model does."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from edgedistill.paths import default_cache_dir
+    from edgedistill.paths import existing_cache_dir
 
-    cache = default_cache_dir()
+    cache = existing_cache_dir()
     try:
-        return cache / "bundled" / f"{name}-aeon{version('aeon')}.npz" if cache.is_dir() else None
+        return None if cache is None else cache / "bundled" / f"{name}-aeon{version('aeon')}.npz"
     except PackageNotFoundError:
         return None
 

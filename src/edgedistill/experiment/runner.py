@@ -200,8 +200,7 @@ class Runner:
         out = []
         for spec in self.p.teachers[seed]:
             label = "teacher" if spec.name == "teacher" else f"teacher '{spec.name}'"
-            if spec.given:  # loaded, read from outputs, or a checkpoint: evaluated and reported, never trained
-                # Built on the CPU like every network, but evaluated here, before any stage has moved it.
+            if spec.given:  # loaded, read from outputs, or a checkpoint: evaluated (moved first) and reported, never trained
                 net = build_network(spec, info, _teacher_key(self.r, spec.name), spec.view, seed=spec.seed).to(device)
                 splits = self.p.splits.view_as_x(spec.view)
                 metrics = {split: evaluate(net, getattr(splits, split), info, device) for split in ("val", "test")}

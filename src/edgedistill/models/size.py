@@ -66,13 +66,14 @@ def _keep_verdict(kept: Optional[str]) -> None:
         return
     from edgedistill.errors import EdgeDistillError
     from edgedistill.io import write_json
-    from edgedistill.paths import default_cache_dir
+    from edgedistill.paths import existing_cache_dir
 
     _kept_verdicts().add(kept)
-    if not default_cache_dir().is_dir():  # checking a model never creates the cache folder (a refused run writes nothing)
+    cache = existing_cache_dir()
+    if cache is None:  # (checking a model never creates the cache folder: a refused run writes nothing)
         return
     try:
-        write_json(default_cache_dir() / VERDICTS_FILE, sorted(_kept_verdicts()))
+        write_json(cache / VERDICTS_FILE, sorted(_kept_verdicts()))
     except (OSError, EdgeDistillError):  # a read-only cache folder: measured in every process, as before
         pass
 
