@@ -28,6 +28,7 @@ import torch
 
 import edgedistill
 import quality
+import quality_protocol as protocol
 from edgedistill.io import write_json, write_text
 
 TEACHER_WIDTH = 0.125  # the recipes' FCN at width 1/8: 16, 32, 16 channels, the cnn1d student's 16 at both taps
@@ -37,8 +38,8 @@ SETS = ["basicmotions", "japanesevowels", "pickupgesture", "gunpoint", "osuleaf"
 
 def arm_recipe(dataset: str, method: str, seeds: list[int], cache: Path) -> dict[str, Any]:
     """quality.py's run for (dataset, method) with the channel-matched teacher (an FCN on Tecator too)."""
-    r = quality.recipe(dataset, method, seeds)
-    budget = quality.PROTOCOL[dataset]["teacher"]["train"]
+    r = protocol.recipe(dataset, method, seeds)
+    budget = protocol.PROTOCOL[dataset]["teacher"]["train"]
     r["teacher"] = {"model": "fcn", "width": TEACHER_WIDTH, "train": budget}
     r["name"] = f"{r['name']}-matched"
     r["cache_dir"] = str(cache)
@@ -57,7 +58,7 @@ def run_set(dataset: str, seeds: list[int], runs: Path, cache: Path) -> dict[str
         rows[method] = {"teacher": quality._row(s, "teacher"), "alone": quality._row(s, "student alone"),
                         "method": quality._row(s, "method")}
         print(f"[{dataset}] {method} done", flush=True)
-    return {"dataset": dataset, "task": "regression" if dataset in quality.REGRESSION_SETS else "classification",
+    return {"dataset": dataset, "task": "regression" if dataset in protocol.REGRESSION_SETS else "classification",
             "arms": rows}
 
 
@@ -95,19 +96,19 @@ def main() -> None:
     cache = Path("runs/quality/full/cache")  # quality.py's: the student alone of each seed is the same model
     os.environ["EDGEDISTILL_CACHE"] = str(cache.resolve())
     load_before, t0 = os.getloadavg()[0], time.time()
-    results = [run_set(d, quality.SEEDS, args.runs, cache) for d in args.datasets]
+    results = [run_set(d, protocol.SEEDS, args.runs, cache) for d in args.datasets]
     meta = {"command": "python benchmarks/matched_channels.py" + (f" --datasets {' '.join(args.datasets)}"
                                                                   if args.datasets != SETS else ""),
             "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "torch": torch.__version__,
             "python": platform.python_version(), "load_before": load_before, "load_after": os.getloadavg()[0],
             "minutes": round((time.time() - t0) / 60, 1), "cpu_minutes": round(quality._cpu_s() / 60, 1),
-            "seeds": quality.SEEDS}
+            "seeds": protocol.SEEDS}
     lines = ["# FSP and KD-SVD with a channel-matched teacher", "",
              f"Made by `{meta['command']}` on {meta['date']}: {meta['cpus']} CPUs, one thread, torch {meta['torch']}; "
              f"load average {meta['load_before']:.2f} → {meta['load_after']:.2f} (above ~1: other jobs shared the "
              f"cores, times inflated); {meta['minutes']} min wall, {meta['cpu_minutes']} CPU min.", "",
              "quality.py's protocol (data, cnn1d w16 student, budget, seeds "
-             f"{quality.SEEDS}, test metric of the best-on-validation epoch, mean ± sample std) with the teacher of "
+             f"{protocol.SEEDS}, test metric of the best-on-validation epoch, mean ± sample std) with the teacher of "
              "recipes/fsp.yaml and kdsvd.yaml: the FCN at width 1/8 (16-32-16 channels), so that both losses can "
              "compare the taps channel by channel. Each cell: mean ± std (Δ vs the student alone, + is better; won = "
              "seeds ahead of the student alone, paired). *gap*: the teacher beats the student alone by more than "

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quality  # noqa: E402 - the protocol (data, teacher, student, budgets) and quality.json's reading
+import quality  # noqa: E402 - quality.json's reading
+import quality_protocol as protocol  # noqa: E402 - the protocol (data, teacher, student, budgets)
 
 from edgedistill.io import read_json, write_json, write_text  # noqa: E402
 
@@ -60,7 +61,7 @@ def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[
     import edgedistill
     from edgedistill.experiment.tune import tune
 
-    base = quality.recipe(dataset, "kd", seeds, div)
+    base = protocol.recipe(dataset, "kd", seeds, div)
     base["name"] = f"tune-{dataset}"
     folder = runs / dataset
     t0 = time.time()
@@ -141,7 +142,7 @@ def main() -> None:
     for d in datasets:
         if d not in refs:
             raise SystemExit(f"--datasets: '{d}' is not a set with a gap in quality.json ({', '.join(refs)})")
-    seeds, div = (QUICK["seeds"], QUICK["div"]) if args.quick else (quality.SEEDS, 1)
+    seeds, div = (QUICK["seeds"], QUICK["div"]) if args.quick else (protocol.SEEDS, 1)
     runs = args.runs / ("quick" if args.quick else "full")
     os.environ["EDGEDISTILL_CACHE"] = str((runs / "cache").resolve())  # its own teachers: the measured cost is whole
     load_before, t0, cpu0 = os.getloadavg()[0], time.time(), quality._cpu_s()

@@ -12,49 +12,50 @@ from edgedistill.config import load_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import quality  # noqa: E402
+import quality_protocol as protocol  # noqa: E402
 import speed  # noqa: E402
 
 
-@pytest.mark.parametrize("dataset", list(quality.PROTOCOL))
+@pytest.mark.parametrize("dataset", list(protocol.PROTOCOL))
 def test_every_applicable_run_is_a_valid_recipe_with_the_protocol_student(dataset: str) -> None:
-    for method in quality.METHODS:
-        if quality.skip_reason(method, has_groups=False, dataset=dataset):
+    for method in protocol.METHODS:
+        if protocol.skip_reason(method, has_groups=False, dataset=dataset):
             continue
-        r = quality.recipe(dataset, method, [0, 1], div=5)
+        r = protocol.recipe(dataset, method, [0, 1], div=5)
         recipe = load_recipe(r)  # schema-checked: misspelt keys or bad values fail here
-        assert recipe.student.model == quality.PROTOCOL[dataset]["student"]["model"]
-        assert recipe.train.epochs == max(2, quality.PROTOCOL[dataset]["train"]["epochs"] // 5)
+        assert recipe.student.model == protocol.PROTOCOL[dataset]["student"]["model"]
+        assert recipe.train.epochs == max(2, protocol.PROTOCOL[dataset]["train"]["epochs"] // 5)
         assert recipe.data.name == dataset and recipe.seeds == [0, 1]
 
 
 def test_every_registered_method_is_benchmarked_or_excluded_with_a_reason() -> None:
     from edgedistill.registry import METHODS
 
-    covered = {quality._shipped(recipe)["method"]["name"] for recipe in quality.METHODS.values()}
-    covered |= {quality._shipped(recipe)["method"]["name"] for recipe in quality.REGRESSION_VARIANT.values()}
+    covered = {protocol._shipped(recipe)["method"]["name"] for recipe in protocol.METHODS.values()}
+    covered |= {protocol._shipped(recipe)["method"]["name"] for recipe in protocol.REGRESSION_VARIANT.values()}
     # The package's methods (test modules register their own helpers in the same registry).
     registered = {n for n in METHODS.names() if METHODS.entry(n).obj.__module__.startswith("edgedistill.")}
-    assert registered - covered == set(quality.NOT_BENCHMARKED), "a registered method is neither run nor excluded"
-    assert all(reason for reason in quality.NOT_BENCHMARKED.values())
+    assert registered - covered == set(protocol.NOT_BENCHMARKED), "a registered method is neither run nor excluded"
+    assert all(reason for reason in protocol.NOT_BENCHMARKED.values())
 
 
 def test_costly_regimes_run_on_named_protocol_sets_and_say_why_elsewhere() -> None:
-    for method, (sets, why) in quality.COSTLY.items():
-        assert method in quality.METHODS and sets <= set(quality.PROTOCOL) and why
-        for dataset in quality.PROTOCOL:
-            reason = quality.skip_reason(method, has_groups=True, dataset=dataset)
+    for method, (sets, why) in protocol.COSTLY.items():
+        assert method in protocol.METHODS and sets <= set(protocol.PROTOCOL) and why
+        for dataset in protocol.PROTOCOL:
+            reason = protocol.skip_reason(method, has_groups=True, dataset=dataset)
             assert (reason is None) == (dataset in sets)
             assert reason is None or reason.startswith("cost:")
 
 
 def test_topo_kd_run_adds_pis_and_keeps_the_protocol_teacher_on_the_raw_signal() -> None:
-    r = quality.recipe("basicmotions", "topo_kd", [0])
-    kd = quality.recipe("basicmotions", "kd", [0])
+    r = protocol.recipe("basicmotions", "topo_kd", [0])
+    kd = protocol.recipe("basicmotions", "kd", [0])
     assert r["data"]["topology"]["workers"] == 1 and r["data"]["name"] == "basicmotions"
     raw, pi = r["teachers"]
     assert {k: v for k, v in raw.items() if k not in ("name", "view")} == kd["teacher"] and raw["view"] == "x"
     assert pi["view"] == "pi" and pi["model"] == "cnn2d" and pi["train"] == kd["teacher"]["train"]
-    assert "images" in quality.skip_reason("topo_kd", has_groups=False, dataset="digits")
+    assert "images" in protocol.skip_reason("topo_kd", has_groups=False, dataset="digits")
     assert load_recipe(r).student.model == "cnn1d"
 
 
@@ -66,27 +67,27 @@ def _teacher_key(t: dict) -> dict:
 def test_multi_teacher_runs_reuse_the_single_teacher_checkpoint(method: str) -> None:
     # The model cache keys a teacher by data, model, training config and seed (not by name): the first
     # teacher of these regimes must be specified exactly like plain KD's teacher to be the same checkpoint.
-    kd = quality.recipe("osuleaf", "kd", [0])
-    other = quality.recipe("osuleaf", method, [0])
+    kd = protocol.recipe("osuleaf", "kd", [0])
+    other = protocol.recipe("osuleaf", method, [0])
     first = _teacher_key(other["teachers"][0])
     first.setdefault("seed", 0)
     assert first == {**kd["teacher"], "seed": 0}
 
 
 def test_assistants_are_wider_copies_of_the_protocol_student() -> None:
-    r = quality.recipe("digits", "ta_ensemble", [0])
+    r = protocol.recipe("digits", "ta_ensemble", [0])
     widths = [t["width"] for t in r["teachers"] if t.get("distill_from")]
     assert [t["model"] for t in r["teachers"] if t.get("distill_from")] == ["cnn2d"] * 3
     assert widths == [24, 16, 32]  # 3x, 2x, 4x the student's 8, as the shipped recipe's 48/32/64 are of 16
 
 
 def test_regression_uses_the_regression_kd_terms_and_skip_rules_say_why() -> None:
-    r = quality.recipe("tecator", "kd", [0])
+    r = protocol.recipe("tecator", "kd", [0])
     assert [t["loss"] for t in r["method"]["terms"]] == ["mse", "mse_to_teacher"]
-    assert "cross-view" in quality.skip_reason("pskd", has_groups=True)
-    assert quality.skip_reason("tasked", has_groups=True) is None
-    assert "subject" in quality.skip_reason("tasked", has_groups=False)
-    assert quality.skip_reason("kd", has_groups=False) is None
+    assert "cross-view" in protocol.skip_reason("pskd", has_groups=True)
+    assert protocol.skip_reason("tasked", has_groups=True) is None
+    assert "subject" in protocol.skip_reason("tasked", has_groups=False)
+    assert protocol.skip_reason("kd", has_groups=False) is None
 
 
 def test_gap_closed_is_undefined_within_the_students_noise() -> None:
@@ -106,13 +107,13 @@ def test_torchdistill_arm_computes_our_kd_loss() -> None:
 
 
 def test_on_a_regression_set_the_task_and_kd_terms_take_their_regression_forms() -> None:
-    r = quality.recipe("tecator", "cc", [0])  # recipes/cc.yaml: CE + KD (T 4) + CC
+    r = protocol.recipe("tecator", "cc", [0])  # recipes/cc.yaml: CE + KD (T 4) + CC
     losses = [t["loss"] for t in r["method"]["terms"]]
     assert losses[:2] == ["mse", "mse_to_teacher"] and "cc" in losses
     assert all("temperature" not in t for t in r["method"]["terms"] if t["loss"] == "mse_to_teacher")
-    staged = quality.recipe("tecator", "fitnet_staged", [0])
+    staged = protocol.recipe("tecator", "fitnet_staged", [0])
     assert [t["loss"] for t in staged["method"]["stages"][1]["terms"]] == ["mse", "mse_to_teacher"]
-    assert quality.recipe("gunpoint", "cc", [0])["method"]["terms"][0]["loss"] == "ce"  # classification untouched
+    assert protocol.recipe("gunpoint", "cc", [0])["method"]["terms"][0]["loss"] == "ce"  # classification untouched
 
 
 def test_the_loss_pages_show_the_saved_benchmark_numbers() -> None:
