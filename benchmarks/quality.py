@@ -4,10 +4,10 @@ The protocol, per dataset: one teacher (its best epoch on validation, trained on
 and seed through the model cache), one student architecture, one training budget for every student, the
 checkpoint selected on validation and reported on test, mean ± std over the seeds. A regime's own settings
 (loss weights, temperatures, assistants, peers) come from its shipped recipe in recipes/; only the data,
-the student, the teacher and the budget are replaced by the protocol below. Every run goes through
+the student, the teacher and the budget are replaced by the protocol (quality_protocol.py). Every run goes through
 ``edgedistill.run``: there is no training loop here.
 
-A method *applies* to a dataset unless (1) a static rule below says why not (cross-view regimes need the
+A method *applies* to a dataset unless (1) a static rule (quality_protocol.skip_reason) says why not (cross-view regimes need the
 student to read fewer channels than the teacher, but the protocol's student reads all of them; TASKED needs
 subject ids; topological KD needs 1-D windows; the regimes that train a generator or a GAN per seed run on
 their recipes' two sets only, for cost), or (2) the toolkit's own pre-flight check (``edgedistill.run`` builds
