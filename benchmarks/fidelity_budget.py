@@ -21,8 +21,10 @@ def epochs(short: int, shipped: int) -> int:
     return shipped if PROTOCOL else short
 
 
-def add_arguments(ap: argparse.ArgumentParser, stem: str) -> None:
-    """--protocol, --runs and --results (defaults under runs/ and benchmarks/results/, ``_protocol`` when set)."""
+def add_arguments(ap: argparse.ArgumentParser, stem: str, items: list[str]) -> None:
+    """--only (some of ``items``), --protocol, --runs and --results (defaults under runs/ and benchmarks/results/,
+    ``_protocol`` when set)."""
+    ap.add_argument("--only", choices=items, nargs="*", default=items)
     ap.add_argument("--protocol", action="store_true", help="seeds 0-4 and the shipped recipes' epochs "
                     "(docs/benchmarks.md's protocol) instead of the short budget")
     ap.add_argument("--runs", default=f"runs/{stem}{SUFFIX}")

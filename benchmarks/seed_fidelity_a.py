@@ -193,8 +193,7 @@ def report(rows: list[dict[str, Any]], passes: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=list(ARMS), nargs="*", default=list(ARMS))
-    budget.add_arguments(ap, "seed_fidelity_a")
+    budget.add_arguments(ap, "seed_fidelity_a", list(ARMS))
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_before, t0, c0 = os.getloadavg()[0], time.time(), cpu_seconds()

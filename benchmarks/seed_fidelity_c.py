@@ -191,8 +191,7 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=list(ARMS), nargs="*", default=list(ARMS))
-    budget.add_arguments(ap, "seed_fidelity_c")
+    budget.add_arguments(ap, "seed_fidelity_c", list(ARMS))
     ap.add_argument("--previous", nargs="*", default=[], help="results .json files of earlier invocations: a reused "
                     "run keeps the CPU and wall seconds recorded there")
     args = ap.parse_args()
