@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from edgedistill.data.dataset import DataInfo, TensorData, outputs_by_batch
+from edgedistill.data.shared_outputs import outputs_once
 from edgedistill.metrics import (classification_metrics, confusion_matrix, ece, fit_temperature, macro_f1, per_class_recall,
                                  regression_metrics)
 from edgedistill.models.modes import evaluating
@@ -14,8 +15,11 @@ from edgedistill.models.modes import evaluating
 
 @torch.no_grad()
 def predict(model: nn.Module, data: TensorData, device: torch.device, view: str = "x", batch_size: int = 256) -> torch.Tensor:
+    """``model``'s outputs on every row of ``data[view]`` in eval mode, as float on the CPU (computed once per run for
+    the same weights and rows: data/shared_outputs.py)."""
     with evaluating(model):
-        return outputs_by_batch(lambda x: model(x).float().cpu(), data, view, device, batch_size)
+        return outputs_once(model, data, view, device, "predict",
+                            lambda: outputs_by_batch(lambda x: model(x).float().cpu(), data, view, device, batch_size))
 
 
 def unscale(values: torch.Tensor, info: DataInfo) -> torch.Tensor:

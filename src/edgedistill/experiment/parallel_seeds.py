@@ -19,8 +19,9 @@ from edgedistill.errors import EdgeDistillError, UserInputError
 from edgedistill.experiment.rundir import resume_command
 from edgedistill.progress import StageProgress
 
-#: A worker's plan by job (recipe, overrides, smoke): its next stage of the same run does not prepare the data again.
-_PLANS: dict[str, Any] = {}
+#: A worker's plan by job (recipe, overrides, smoke), with its store of shared outputs (data/shared_outputs.py): its
+#: next stage of the same run neither prepares the data nor runs the teacher over the training rows again.
+_PLANS: dict[str, tuple[Any, dict]] = {}
 
 
 def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
@@ -51,16 +52,18 @@ def _plan(job: dict[str, Any]) -> Any:
 
             recipe = smoke_recipe(recipe)
         _PLANS.clear()  # one run's plan at a time
-        _PLANS[key] = plan(recipe, job["smoke"])
+        _PLANS[key] = (plan(recipe, job["smoke"]), {})
     return _PLANS[key]
 
 
 def _stage(job: dict[str, Any]) -> dict[str, Any]:
+    from edgedistill.data.shared_outputs import shared_outputs
     from edgedistill.experiment.runner import Runner
 
     seed = job["seed"]
-    with StageProgress(enabled=False, prefix=job["prefix"]) as prog:
-        runner = Runner(_plan(job), Path(job["run_dir"]), prog)
+    p, store = _plan(job)
+    with StageProgress(enabled=False, prefix=job["prefix"]) as prog, shared_outputs(store):
+        runner = Runner(p, Path(job["run_dir"]), prog)
         if job["kind"] == "baseline":  # (needs no teacher)
             return runner.baseline(seed)
         teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before

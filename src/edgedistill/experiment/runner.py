@@ -18,6 +18,7 @@ import torch
 from edgedistill.augment.pipeline import Augmenter
 from edgedistill.config import Recipe, TeacherConfig, load_recipe, recipe_to_dict
 from edgedistill.data.dataset import DataSplits
+from edgedistill.data.shared_outputs import shared_outputs
 from edgedistill.engine import devices, distributed as dist, staged
 from edgedistill.engine.loop import Stage, Trainer, deliverable_weights
 from edgedistill.engine.evaluate import evaluate
@@ -322,8 +323,9 @@ def run(
             # --jobs N: the seeds' stages in worker processes that rebuild this plan from the same recipe.
             job = {"source": source, "overrides": overrides, "run_dir": str(run_dir), "smoke": smoke, "prefix": prefix,
                    "fixed_threads": recipe.engine.threads is not None, "command": command} if jobs > 1 and not teachers_only else None
-            return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix,
-                            on_epoch, (job, jobs))
+            with shared_outputs():  # a frozen network's pass over a split, done once for every seed and the report
+                return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix,
+                                on_epoch, (job, jobs))
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
         if problem is None:

@@ -18,6 +18,7 @@ from torch import nn
 
 from edgedistill.config import TeacherConfig
 from edgedistill.data.dataset import Batch, DataInfo, TensorData, outputs_by_batch
+from edgedistill.data.shared_outputs import outputs_once
 from edgedistill.errors import UserInputError
 from edgedistill.models.modes import evaluating
 
@@ -164,9 +165,10 @@ class Teachers:
 
     @torch.no_grad()
     def outputs(self, data: TensorData, device: torch.device, k: int = -1) -> torch.Tensor:
-        """Teacher ``k``'s outputs on every row of ``data`` (its own view, eval mode), in row order."""
+        """Teacher ``k``'s outputs on every row of ``data`` (its own view, eval mode), in row order; computed once per
+        run for the same teacher and rows (every seed's stage caches them: data/shared_outputs.py)."""
         t = self.nets[k]
-        return outputs_by_batch(t.model, data, t.view, device)
+        return outputs_once(t.model, data, t.view, device, "teacher", lambda: outputs_by_batch(t.model, data, t.view, device))
 
     def stacked_outputs(self, data: TensorData, device: torch.device) -> torch.Tensor:
         """(K, N, C): every teacher's outputs on every row of ``data``."""
