@@ -22,6 +22,21 @@ def test_macro_f1_ignores_absent_classes_like_sklearn():
     assert macro_f1(p, y, 4) == pytest.approx(f1_score(y.numpy(), p.numpy(), average="macro"))
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_macro_f1_equals_sklearn_on_random_labels(seed: int):
+    rng = np.random.default_rng(seed)
+    k, n = int(rng.integers(2, 9)), int(rng.integers(1, 60))
+    y, p = rng.integers(0, k, n), rng.integers(0, k, n)
+    assert macro_f1(torch.tensor(p), torch.tensor(y), k) == pytest.approx(
+        f1_score(y, p, labels=np.union1d(y, p), average="macro", zero_division=0), rel=0, abs=1e-12)
+
+
+def test_macro_f1_refuses_labels_outside_the_classes():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got 0..3"):
+        macro_f1(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)
+    assert macro_f1(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), 3) == 0.0
+
+
 def _hand_macro_f1(pred: list[int], y: list[int]) -> float:
     """Per-class F1 = 2TP / (2TP + FP + FN), averaged over the classes that occur in y or in pred."""
     classes = sorted(set(y) | set(pred))

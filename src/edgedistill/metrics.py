@@ -21,16 +21,21 @@ def macro_f1(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> float:
     """Unweighted mean of per-class F1 over the classes present in ``y`` or ``pred`` (either one; sklearn's default).
 
     A class absent from both is left out of the mean (it has no F1 at all), so ``n_classes`` only bounds the
-    labels. Computed by ``sklearn.metrics.f1_score``, imported here: importing this module stays cheap."""
-    from sklearn.metrics import f1_score
-
-    p, t = pred.cpu().numpy(), y.cpu().numpy()
-    labels = np.union1d(t, p)
-    if labels.size == 0:
+    labels. Per class F1 = 2TP / (2TP + FP + FN), from the confusion matrix: the value of
+    ``sklearn.metrics.f1_score(average="macro")`` (tests/test_metrics.py), without its import (1.3 s, once per
+    process) and its argument checks (~4 ms a call, every epoch's validation)."""
+    p, t = pred.reshape(-1).long().cpu(), y.reshape(-1).long().cpu()
+    both = torch.cat([t, p])
+    if both.numel() == 0:
         return 0.0
-    if labels[0] < 0 or labels[-1] >= n_classes:
-        raise ValueError(f"macro_f1: labels must lie in [0, {n_classes}), got {labels[0]}..{labels[-1]}")
-    return float(f1_score(t, p, labels=labels, average="macro", zero_division=0))
+    low, high = int(both.min()), int(both.max())
+    if low < 0 or high >= n_classes:
+        raise ValueError(f"macro_f1: labels must lie in [0, {n_classes}), got {low}..{high}")
+    cm = confusion_matrix(p, t, n_classes).double()
+    tp = cm.diagonal()
+    wrong = cm.sum(dim=0) + cm.sum(dim=1) - 2 * tp  # FP + FN
+    present = (cm.sum(dim=0) + cm.sum(dim=1)) > 0
+    return float((2 * tp[present] / (2 * tp[present] + wrong[present])).mean())
 
 
 def nll(logits: torch.Tensor, y: torch.Tensor) -> float:
