@@ -46,6 +46,9 @@ def main() -> None:
     try:
         load = os.getloadavg()[0]
         warm = work / "cache-warm"
+        # An existing cache folder, as after a user's first run: the bundled set's parsed arrays and the size budget's
+        # verdicts are kept in it from the warm-up on (they are written only into a cache folder that exists).
+        warm.mkdir()
         t_teacher = edgedistill([args.recipe, "seeds=[0]", "baseline=false", "train.epochs=1", "report.profile=false",
                                  "--out", str(work / "warm")], warm)
         times: dict[int, list[float]] = {1: [], args.jobs: []}
