@@ -168,6 +168,28 @@ def test_ties_are_broken_by_the_validation_loss_and_finalists_by_their_two_seed_
     assert winner(study, "maximize").number == 1  # one finalist re-checked is compared with nothing: the single-seed rule
 
 
+def test_between_equal_scores_a_documented_point_wins_over_a_proposed_one_before_the_loss_decides():
+    import optuna
+
+    def trial(value, tie, **attrs):
+        return optuna.trial.create_trial(value=value, params={}, distributions={}, user_attrs={"tiebreak": tie, **attrs})
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(trial(1.0, -0.03))  # TPE's proposal: the lowest NLL
+    study.add_trial(trial(1.0, -0.05, documented_defaults=True))
+    study.add_trial(trial(1.0, -0.04, documented_defaults=True))
+    study.add_trial(trial(0.9, -0.01, recipe_setting=True))  # documented but lower accuracy: accuracy comes first
+    assert winner(study, "maximize").number == 2  # the documented pair's lower NLL; the proposal's NLL is not consulted
+    # Two seeds' means equal as fractions ((64 + 68) / 2 and (65 + 67) / 2 windows of 68) but not bit for bit in floats.
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(trial(65 / 68, -0.2))
+    study.add_trial(trial(64 / 68, -0.3, documented_defaults=True))
+    study.set_user_attr(RECHECK, {"0": {"seed": 1, "value": 67 / 68, "tiebreak": -0.2},
+                                  "1": {"seed": 1, "value": 68 / 68, "tiebreak": -0.3}})
+    assert (65 / 68 + 67 / 68) / 2 > (64 / 68 + 68 / 68) / 2  # (the floats differ in the last bit)
+    assert winner(study, "maximize").number == 1
+
+
 def test_every_regime_is_tried_at_its_documented_defaults_after_the_recipe_setting(shared_cache):
     space = build_space(recipe(shared_cache), methods=["kd", "dist", "dkd", "fitnet"])
     points = portfolio(space, {"method": "kd", "kd.temperature": 2, "kd.alpha": 0.5})
