@@ -8,6 +8,8 @@ Per dataset, with the protocol of benchmarks/quality.py (same data split, teache
    tuning trial costs at most, setup included);
 3. ``edgedistill.tune`` of the same recipe with a budget of 10 such runs; its winner (chosen on validation) retrained
    over the same seeds, so tuned and KD students are paired by seed (same initialisation and data order);
+   (a fresh study: an earlier tune in the same folder is removed first, since resuming it would add this budget to
+   the trials it holds);
 4. the verdicts. Target: the tuned student beats KD at defaults on paired seeds (mean paired difference > 0 and more
    seeds won than lost) on every set with a gap, and reaches the best fixed method's test accuracy within that
    method's seed std (quality.md, 5 seeds; that comparison is only meaningful at full scale, so ``--quick`` prints it
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,9 +70,13 @@ def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[
     t0 = time.time()
     kd = edgedistill.run(base, out=folder / "kd_defaults", progress=False)
     start = time.time()  # one more full KD run of one seed, teacher and student alone cached: what a trial costs at most
-    edgedistill.run({**base, "seeds": [seeds[0]], "baseline": False, "report": {"plots": False}}, out=folder / f"kd_cost_{int(start)}",
+    cost_dir = folder / f"kd_cost_{int(start)}"
+    edgedistill.run({**base, "seeds": [seeds[0]], "baseline": False, "report": {"plots": False}}, out=cost_dir,
                     progress=False)  # (training only: the plots a run draws at its end are not part of a trial's cost)
     per_run = time.time() - start
+    shutil.rmtree(cost_dir)
+    # A fresh study every time: the same --out would resume the last one, adding this budget to the trials it holds.
+    shutil.rmtree(folder / "tune", ignore_errors=True)
     budget = budget_runs * per_run
     print(f"[{dataset}] one full KD run: {per_run:.1f} s -> tune budget {budget:.0f} s", flush=True)
     tuned = tune(base, budget=budget, out=folder / "tune", progress=False,
