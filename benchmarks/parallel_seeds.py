@@ -4,7 +4,8 @@ The teacher is trained once into a warm-up cache (a one-seed run without the stu
 a copy of that cache, so both train the same stages (every seed's student alone and distilled student) and neither
 reads the other's results. Each arm is a fresh ``edgedistill run`` process timed end to end (imports, data, stages,
 report, profile). Prints the wall times, their ratio against the issue's target (>= 1.6x on 2 cores), whether the two
-runs' per-seed test numbers are identical, and the machine's load. Run: ``python benchmarks/parallel_seeds.py``.
+runs' per-seed test numbers are identical, the machine's load, and where the time went: the stages' epochs (read
+from their metrics.jsonl) against everything else, and from those the best ratio any --jobs could reach. Run: ``python benchmarks/parallel_seeds.py``.
 """
 from __future__ import annotations
 
@@ -35,6 +36,27 @@ def per_seed(run_dir: Path) -> list:
     return [r.get("per_seed_test") for r in json.loads((run_dir / "summary.json").read_text())["rows"]]
 
 
+def stage_logs(run_dir: Path, cache: Path, warm: Path) -> list[Path]:
+    """The metrics.jsonl of every stage the arm trained: the distilled students' in the run directory, the students
+    alone's in the model cache (they train into it), less the entries the arm found there (the cached teacher)."""
+    found = {p.name for p in (warm / "models").iterdir()} if (warm / "models").is_dir() else set()
+    return sorted(run_dir.glob("*/seed*/metrics.jsonl")) + sorted(
+        p for p in cache.glob("models/*/metrics.jsonl") if p.parent.name not in found)
+
+
+def epoch_seconds(logs: list[Path]) -> float:
+    """The stages' training time: every epoch's ``time_s`` in those logs, summed."""
+    return sum(json.loads(line)["time_s"] for log in logs for line in log.read_text().splitlines() if line.strip())
+
+
+def ceiling(wall_1: float, serial: float, epochs_1: float, epochs_n: float, jobs: int) -> float:
+    """The best --jobs N could do: the part no stage runs in (``serial``: a rerun of the finished run, which reads
+    every stage back and redoes start, summary, report and profile) kept as it is, and the rest, the stages, slowed
+    by the thread count as their epochs are (``epochs_n / epochs_1``) and shared perfectly over N workers that cost
+    nothing to start."""
+    return wall_1 / (serial + (wall_1 - serial) * epochs_n / epochs_1 / jobs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
@@ -59,6 +81,11 @@ def main() -> None:
                 times[jobs].append(edgedistill([args.recipe, "--out", str(out), "--jobs", str(jobs)], cache))
                 print(f"round {r + 1}, --jobs {jobs}: {times[jobs][-1]:.1f} s", flush=True)
         same = per_seed(work / "jobs1-0") == per_seed(work / f"jobs{args.jobs}-0")
+        logs = {j: stage_logs(work / f"jobs{j}-0", work / f"cache-{j}-0", warm) for j in times}  # round 1's runs
+        epochs = {j: epoch_seconds(lg) for j, lg in logs.items()}
+        profile_s = json.loads((work / "jobs1-0" / "profile.json").read_text())["seconds"]
+        serial = edgedistill([args.recipe, "--out", str(work / "jobs1-0"), "--jobs", "1"], work / "cache-1-0")  # all read back
+        best = ceiling(times[1][0], serial, epochs[1], epochs[args.jobs], args.jobs)
         pairs = [a / b for a, b in zip(times[1], times[args.jobs])]
         ratio = sorted(pairs)[len(pairs) // 2] if len(pairs) % 2 else sum(sorted(pairs)[len(pairs) // 2 - 1:len(pairs) // 2 + 1]) / 2
         arms = {j: sum(t) / len(t) for j, t in times.items()}
@@ -73,7 +100,18 @@ def main() -> None:
             f"({', '.join(f'{x:.2f}' for x in pairs)}): **{ratio:.2f}x** (target: >= 1.6x on 2 cores: "
             f"{'met' if ratio >= 1.6 else 'not met'}).",
             f"Per-seed test numbers identical between the arms: {'yes' if same else 'no'} (--jobs 1 runs at torch's default "
-            "thread count, the workers at cores // jobs; tests/test_parallel_seeds.py checks identity at equal threads).", ""]
+            "thread count, the workers at cores // jobs; tests/test_parallel_seeds.py checks identity at equal threads).", "",
+            "## Where round 1's time went", "",
+            f"- Training epochs, summed over the {len(logs[1])} stages: "
+            f"{epochs[1]:.1f} s with --jobs 1 (torch's default threads, {os.cpu_count()} here), {epochs[args.jobs]:.1f} s "
+            f"with --jobs {args.jobs} (cores // jobs threads each): intra-op threads make one stage "
+            f"{epochs[args.jobs] / max(epochs[1], 1e-9):.2f}x faster than one thread does.",
+            f"- Outside every stage (the same --jobs 1 command again on its finished run: every stage read back; start, "
+            f"data, summary, report, plots and deployment profile redone): {serial:.1f} s of {times[1][0]:.1f} s; the "
+            f"profile alone {profile_s:.1f} s.",
+            f"- The ceiling: that part kept, the stages ({times[1][0] - serial:.1f} s) slowed as their epochs are at "
+            f"cores // {args.jobs} threads and shared perfectly over {args.jobs} workers that cost nothing to start: "
+            f"{times[1][0] / best:.1f} s, **{best:.2f}x** ({'above' if best >= 1.6 else 'below'} the 1.6x target).", ""]
         print("\n".join(lines))
         from edgedistill.io import write_text
 

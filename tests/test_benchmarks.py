@@ -154,3 +154,27 @@ def test_the_seed_method_pages_show_the_saved_protocol_numbers() -> None:
             expected = fidelity_pages.section(script, saved, mine)
             assert "\n".join(expected) in (fidelity_pages.ROOT / page).read_text(), \
                 f"{page}: run python benchmarks/fidelity_pages.py"
+
+
+def test_parallel_seeds_reads_the_epochs_of_every_stage_and_bounds_the_speed_up(tmp_path) -> None:
+    import json
+
+    import parallel_seeds
+
+    def log(folder):
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "time_s": 0.5}) + "\n" for e in (1, 2)))
+
+    run, cache, warm = tmp_path / "run", tmp_path / "cache", tmp_path / "warm"
+    log(run / "offline" / "seed0")
+    log(run / "offline" / "seed1")
+    (run / "teacher").mkdir(parents=True)  # read from the cache: no epochs of its own
+    log(cache / "models" / "teacherkey")  # the teacher's entry, found in the warm cache: not this arm's training
+    log(cache / "models" / "alonekey")  # a student alone, trained into the cache by the arm
+    (warm / "models" / "teacherkey").mkdir(parents=True)
+    logs = parallel_seeds.stage_logs(run, cache, warm)
+    assert [p.parent.name for p in logs] == ["seed0", "seed1", "alonekey"]
+    assert parallel_seeds.epoch_seconds(logs) == pytest.approx(3.0)
+    # 40 s, of which 10 s outside the stages; the epochs take 1.3x longer at 1 thread: 10 + 30 * 1.3 / 2 = 29.5 s
+    assert parallel_seeds.ceiling(40.0, 10.0, 20.0, 26.0, 2) == pytest.approx(40.0 / 29.5)
+    assert parallel_seeds.ceiling(40.0, 0.0, 20.0, 20.0, 2) == pytest.approx(2.0)  # all stages, no thread gain: N x
