@@ -190,6 +190,38 @@ def test_between_equal_scores_a_documented_point_wins_over_a_proposed_one_before
     assert winner(study, "maximize").number == 1
 
 
+def test_the_report_names_the_trials_validation_could_not_separate_from_the_winner(tmp_path):
+    import optuna
+
+    from edgedistill.experiment import tune_report
+    from edgedistill.experiment.tune_select import tied
+
+    def trial(value, tie, candidate, **attrs):
+        return optuna.trial.create_trial(value=value, params={}, distributions={}, user_attrs={
+            "tiebreak": tie, "candidate": candidate, "values": {}, **attrs})
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(trial(1.0, -0.03, "pkt"))
+    study.add_trial(trial(1.0, -0.05, "fitnet", documented_defaults=True))
+    study.add_trial(trial(0.9, -0.01, "kd", recipe_setting=True))
+    study.add_trial(trial(1.0, -0.20, "dist", documented_defaults=True))
+    assert winner(study, "maximize").number == 1 and tied(study, "maximize", winner(study, "maximize")) == [0, 3]
+    # Re-checked on a second seed, only the finalists' two-seed means count: trial 3 is no longer a tie.
+    study.set_user_attr(RECHECK, {"0": {"seed": 1, "value": 1.0, "tiebreak": -0.03},
+                                  "1": {"seed": 1, "value": 1.0, "tiebreak": -0.05},
+                                  "3": {"seed": 1, "value": 0.9, "tiebreak": -0.2}})
+    assert tied(study, "maximize", winner(study, "maximize")) == [0]
+    info = {"name": "t", "command": "edgedistill tune", "seed": 0, "epochs": 5, "metric": "acc", "direction": "maximize"}
+    result = tune_report.write(tmp_path, info, study, None)
+    assert result["winner"]["trial"] == 1 and result["winner"]["tied_with"] == [0]
+    assert "Validation did not separate it from trial(s) 0 (the same validation acc)" in (tmp_path / "report.md").read_text()
+    lone = optuna.create_study(direction="maximize")
+    lone.add_trial(trial(0.8, -0.1, "kd"))
+    lone.add_trial(trial(0.7, -0.1, "dist"))
+    assert tune_report.write(tmp_path, info, lone, None)["winner"]["tied_with"] == []
+    assert "did not separate" not in (tmp_path / "report.md").read_text()
+
+
 def test_every_regime_is_tried_at_its_documented_defaults_after_the_recipe_setting(shared_cache):
     space = build_space(recipe(shared_cache), methods=["kd", "dist", "dkd", "fitnet"])
     points = portfolio(space, {"method": "kd", "kd.temperature": 2, "kd.alpha": 0.5})

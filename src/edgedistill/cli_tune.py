@@ -55,7 +55,9 @@ def tune(
         typer.echo(f"error: no trial finished within the budget; resume with --out {summary['tune_dir']} and a larger "
                    f"--budget (trials: {files['markdown']})", err=True)
         raise typer.Exit(1)
-    typer.echo(f"Winner on validation: trial {best['trial']} ({best['method']}), val {metric} {best['val']:.4f}")
+    tie = best.get("tied_with") or []
+    typer.echo(f"Winner on validation: trial {best['trial']} ({best['method']}), val {metric} {best['val']:.4f}"
+               + (f"; tied on validation with {len(tie)} other trial(s), so the tie-breaks chose it (report: why)" if tie else ""))
     if final is not None:
         def cell(stat: Optional[dict]) -> str:
             return "" if not stat else f"{stat['mean']:.3f}" if stat["n"] == 1 else f"{stat['mean']:.3f} ± {stat['std']:.3f}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgedistill.experiment.sweep_report import _cell, _fmt
-from edgedistill.experiment.tune_select import FINALISTS, rechecked, winner
+from edgedistill.experiment.tune_select import FINALISTS, rechecked, tied, winner
 from edgedistill.io import write_text
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
@@ -119,6 +119,11 @@ def markdown(info: dict[str, Any], table: list[dict[str, Any]], imp: dict[str, A
                   f"{best['val']:.4f} on seed {info['seed']}"
                   + (f", {best['recheck']['value']:.4f} on seed {best['recheck']['seed']}" if best.get("recheck") else "")
                   + ". Recipe: `best_recipe.yaml` (`edgedistill run best_recipe.yaml`).", ""]
+        if best.get("tied_with"):
+            lines += [f"Validation did not separate it from trial(s) {', '.join(map(str, best['tied_with']))} (the same "
+                      f"validation {metric}): among equal scores a documented point goes first, then the lower validation "
+                      f"{'NLL' if metric == 'acc' else 'MAE'}. A larger validation split (`data.split.val`) would tell them "
+                      "apart; the retrained paired verdict below is the number to trust.", ""]
         if final is not None:
             alone = "" if final["alone"] is None else (f"; student alone {_fmt(final['alone'])}; paired difference "
                                                        f"{final['diff']:+.3f}, better on {final['wins']} of {final['n']} seeds")
@@ -149,6 +154,8 @@ def write(tune_dir: Path, info: dict[str, Any], study: Any, space: Any, *, final
     table = rows(study, info["epochs"])
     best_trial = winner(study, info["direction"])
     best = next((r for r in table if best_trial is not None and r["trial"] == best_trial.number), None)
+    if best is not None:
+        best = {**best, "tied_with": tied(study, info["direction"], best_trial)}
     imp = importances(study)
     files = {"markdown": str(tune_dir / "report.md"), "csv": str(tune_dir / "trials.csv")}
     write_text(tune_dir / "trials.csv", csv_text(table, info["metric"]))

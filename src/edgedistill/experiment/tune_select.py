@@ -133,4 +133,15 @@ def winner(study: Any, direction: str) -> Optional[Any]:
     return max(both, key=lambda t: (mean_key(t), -t.number))
 
 
-__all__ = ["FINALISTS", "RESERVE_SHARE", "portfolio", "tiebreak", "documented", "score", "reserve", "recheck", "rechecked", "winner"]
+def tied(study: Any, direction: str, chosen: Any) -> list[int]:
+    """The other finished trials validation could not separate from ``chosen`` (the winner): the same score, to 12
+    decimals, on the basis it won on (the two-seed mean among the re-checked finalists, else the first seed's)."""
+    ranked, done = _ranked(study, direction), rechecked(study)
+    both = [t for t in ranked[:FINALISTS] if t.number in done]
+    if len(both) >= 2 and any(t.number == chosen.number for t in both):
+        means = {t.number: round((t.value + done[t.number]["value"]) / 2, 12) for t in both}
+        return sorted(n for n, v in means.items() if n != chosen.number and v == means[chosen.number])
+    return sorted(t.number for t in ranked if t.number != chosen.number and round(t.value, 12) == round(chosen.value, 12))
+
+
+__all__ = ["FINALISTS", "RESERVE_SHARE", "portfolio", "tiebreak", "documented", "score", "reserve", "recheck", "rechecked", "winner", "tied"]
