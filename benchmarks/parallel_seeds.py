@@ -5,7 +5,8 @@ a copy of that cache, so both train the same stages (every seed's student alone 
 reads the other's results. Each arm is a fresh ``edgedistill run`` process timed end to end (imports, data, stages,
 report, profile). Prints the wall times, their ratio against the issue's target (>= 1.6x on 2 cores), whether the two
 runs' per-seed test numbers are identical, the machine's load, and where the time went: the stages' epochs (read
-from their metrics.jsonl) against everything else, and from those the best ratio any --jobs could reach. Run: ``python benchmarks/parallel_seeds.py``.
+from their metrics.jsonl) against everything else, and from those the best ratio any --jobs could reach.
+Run: ``python benchmarks/parallel_seeds.py``.
 """
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ Inside ``with shared_outputs():`` (the runner opens it for a whole run; a ``--jo
 ``outputs_once`` answers a repeated request from memory. A request is the same when the network's weights and
 buffers (a hash of their bytes, not the module object: the report rebuilds networks from their files), its
 train/eval mode, the rows (the view's tensor object, held by the entry so that its ``id`` cannot be reused, and its
-in-place version counter), the device and the caller's ``tag`` (what ``compute`` returns: raw outputs, or float copies on the CPU) all match. Outside the block,
-and for any network whose weights change (a student during training), every call computes: a changed weight is a
-different hash. At most ``MAX_ENTRIES`` results are kept per tag, least recently used first out: per tag, so that a
+in-place version counter), the device and the caller's ``tag`` (what ``compute`` returns: raw outputs, or float
+copies on the CPU) all match. Outside the block, and for any network whose weights change (a student during
+training), every call computes: a changed weight is a different hash. At most ``MAX_ENTRIES`` results are kept per tag, least recently used first out: per tag, so that a
 student's per-epoch validation passes never push the teacher's training-row outputs out before the next seed.
 A network whose weights cannot be hashed (a quantized module's packed parameters) is never shared.
 """
