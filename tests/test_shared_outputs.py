@@ -71,6 +71,24 @@ def test_a_students_per_epoch_passes_never_evict_the_teachers_entry():
     assert len(calls) == 1
 
 
+def test_the_store_keeps_at_most_its_byte_budget_per_tag(monkeypatch):
+    from edgedistill.data import shared_outputs as so
+
+    net, calls = tiny_net().eval(), []
+    monkeypatch.setattr(so, "MAX_BYTES", 10 * 3 * 4 * 2)  # two results of 10 rows x 3 classes, float32
+    datas = [_data(seed=s) for s in range(3)]
+    with shared_outputs() as store:
+        for d in datas:
+            _counted(net, d, calls)
+        assert len(store["t"]) == 2  # the oldest went out
+        _counted(net, datas[2], calls)  # kept
+        _counted(net, datas[0], calls)  # evicted: computed again
+        monkeypatch.setattr(so, "MAX_BYTES", 10)  # a result larger than the whole budget is never kept
+        _counted(net, _data(seed=9), calls)
+        assert len(store["t"]) == 2
+    assert len(calls) == 5
+
+
 def test_a_kd_run_passes_the_teacher_over_the_training_rows_once_for_every_seed(tmp_path, monkeypatch):
     from edgedistill.experiment.runner import run
     from edgedistill.methods import teachers

@@ -12,8 +12,10 @@ buffers (a hash of their bytes, not the module object: the report rebuilds netwo
 train/eval mode, the rows (the view's tensor object, held by the entry so that its ``id`` cannot be reused, and its
 in-place version counter), the device and the caller's ``tag`` (what ``compute`` returns: raw outputs, or float
 copies on the CPU) all match. Outside the block, and for any network whose weights change (a student during
-training), every call computes: a changed weight is a different hash. At most ``MAX_ENTRIES`` results are kept per tag, least recently used first out: per tag, so that a
-student's per-epoch validation passes never push the teacher's training-row outputs out before the next seed.
+training), every call computes: a changed weight is a different hash. At most ``MAX_ENTRIES`` results and ``MAX_BYTES`` of them are kept per tag, least recently used
+first out: per tag, so that a student's per-epoch validation passes never push the teacher's training-row outputs
+out before the next seed, and by size, because every epoch's validation pass of a student in training is a new
+entry (a regression student's waveforms over a large split are tens of MiB each).
 A network whose weights cannot be hashed (a quantized module's packed parameters) is never shared.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 from edgedistill.data.dataset import TensorData
 
 MAX_ENTRIES = 16
+MAX_BYTES = 128 * 2**20
 _store: Optional[dict[str, OrderedDict]] = None
 
 
@@ -73,10 +76,18 @@ def outputs_once(model: nn.Module, data: TensorData, view: str, device: torch.de
         entries.move_to_end(key)
         return _copy(hit[1])
     out = compute()
-    entries[key] = (rows, _copy(out))
-    while len(entries) > MAX_ENTRIES:
-        entries.popitem(last=False)
+    size = _bytes(out)
+    if size <= MAX_BYTES:
+        entries[key] = (rows, _copy(out), size)
+        while len(entries) > MAX_ENTRIES or sum(e[2] for e in entries.values()) > MAX_BYTES:
+            entries.popitem(last=False)
     return out
+
+
+def _bytes(out: Any) -> int:
+    if torch.is_tensor(out):
+        return out.numel() * out.element_size()
+    return sum(_bytes(o) for o in out) if isinstance(out, tuple) else 0
 
 
 def _copy(out: Any) -> Any:
@@ -85,4 +96,4 @@ def _copy(out: Any) -> Any:
     return tuple(_copy(o) for o in out) if isinstance(out, tuple) else out
 
 
-__all__ = ["MAX_ENTRIES", "shared_outputs", "outputs_once", "weights_hash"]
+__all__ = ["MAX_ENTRIES", "MAX_BYTES", "shared_outputs", "outputs_once", "weights_hash"]
