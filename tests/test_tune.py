@@ -215,6 +215,11 @@ def test_the_report_names_the_trials_validation_could_not_separate_from_the_winn
     result = tune_report.write(tmp_path, info, study, None)
     assert result["winner"]["trial"] == 1 and result["winner"]["tied_with"] == [0]
     assert "Validation did not separate it from trial(s) 0 (the same validation acc)" in (tmp_path / "report.md").read_text()
+    for value in [1.0] * 12:  # many ties: ten named, the rest counted
+        study.add_trial(trial(value, -0.9, "kd"))
+    study.set_user_attr(RECHECK, {})
+    tune_report.write(tmp_path, info, study, None)
+    assert "from trial(s) 0, 3, 4, 5, 6, 7, 8, 9, 10, 11 and 4 more (the same" in (tmp_path / "report.md").read_text()
     lone = optuna.create_study(direction="maximize")
     lone.add_trial(trial(0.8, -0.1, "kd"))
     lone.add_trial(trial(0.7, -0.1, "dist"))

@@ -120,7 +120,9 @@ def markdown(info: dict[str, Any], table: list[dict[str, Any]], imp: dict[str, A
                   + (f", {best['recheck']['value']:.4f} on seed {best['recheck']['seed']}" if best.get("recheck") else "")
                   + ". Recipe: `best_recipe.yaml` (`edgedistill run best_recipe.yaml`).", ""]
         if best.get("tied_with"):
-            lines += [f"Validation did not separate it from trial(s) {', '.join(map(str, best['tied_with']))} (the same "
+            tie = best["tied_with"]
+            named = ", ".join(map(str, tie[:10])) + (f" and {len(tie) - 10} more" if len(tie) > 10 else "")
+            lines += [f"Validation did not separate it from trial(s) {named} (the same "
                       f"validation {metric}): among equal scores a documented point goes first, then the lower validation "
                       f"{'NLL' if metric == 'acc' else 'MAE'}. A larger validation split (`data.split.val`) would tell them "
                       "apart; the retrained paired verdict below is the number to trust.", ""]
