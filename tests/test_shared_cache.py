@@ -114,14 +114,27 @@ def test_a_lock_holder_killed_outright_does_not_block_and_its_partial_training_i
     assert ModelCache(root).lookup(KEY) is not None and (root / "models" / f"{KEY}.lock").read_text() == ""
 
 
-def test_two_runs_started_together_on_one_cache_train_each_teacher_once(tmp_path):
-    recipe = {**TINY_RECIPE, "seeds": [0]}
+def test_a_run_started_while_another_trains_the_teacher_waits_and_reads_it(tmp_path):
+    # The teacher trains for several seconds (600 epochs of ~15 ms), and the second run starts once the first has
+    # begun training it, under the entry's lock: the second's start-up (~3 s) then ends while the lock is held, so it
+    # must wait. (Started at the same instant, a teacher trained in 0.1 s was often published before the other run
+    # looked: it read the entry without waiting, and the test failed by timing.)
+    recipe = {**TINY_RECIPE, "seeds": [0], "teacher": {**TINY_RECIPE["teacher"], "train": {"epochs": 600, "batch_size": 16}}}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     env = {**os.environ, "EDGEDISTILL_CACHE": str(tmp_path / "shared-cache"), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "edgedistill.cli", "run", str(path), "--out", str(tmp_path / f"run{i}")],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
+
+    def start(i: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "edgedistill.cli", "run", str(path), "--out", str(tmp_path / f"run{i}")],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first, seen = start(0), []
+    for line in first.stdout:  # until it trains the teacher, holding the entry's lock
+        seen.append(line)
+        if "teacher seed 0: started" in line:
+            break
+    procs = [first, start(1)]
+    outputs = ["".join(seen) + first.communicate(timeout=240)[0], procs[1].communicate(timeout=240)[0]]
     assert [p.returncode for p in procs] == [0, 0], outputs
     both = "\n".join(outputs)
     assert both.count("teacher seed 0: reused from cache") == 1, both  # one trained it, the other read it back
