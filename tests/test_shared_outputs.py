@@ -71,6 +71,20 @@ def test_a_students_per_epoch_passes_never_evict_the_teachers_entry():
     assert len(calls) == 1
 
 
+def test_an_unshared_block_neither_reads_nor_fills_the_store():
+    from edgedistill.data.shared_outputs import unshared
+
+    net, data, calls = tiny_net().eval(), _data(), []
+    with shared_outputs() as store:
+        _counted(net, data, calls)
+        with unshared():
+            _counted(net, data, calls)
+            _counted(net, _data(seed=1), calls)
+        assert len(store["t"]) == 1
+        _counted(net, data, calls)  # the block's end restores sharing
+    assert len(calls) == 3
+
+
 def test_the_store_keeps_at_most_its_byte_budget_per_tag(monkeypatch):
     from edgedistill.data import shared_outputs as so
 

@@ -48,6 +48,18 @@ def shared_outputs(store: Optional[dict[str, OrderedDict]] = None) -> Iterator[d
         _store = outer
 
 
+@contextlib.contextmanager
+def unshared() -> Iterator[None]:
+    """No sharing inside the block: for passes that can never repeat (a student's per-epoch validation while it
+    trains: its weights change every epoch), so that they neither hash the weights nor fill the store."""
+    global _store
+    outer, _store = _store, None
+    try:
+        yield
+    finally:
+        _store = outer
+
+
 def weights_hash(model: nn.Module) -> Optional[bytes]:
     """A digest of the module's class, its repr (the layers' settings), its mode and every parameter and buffer
     (name, dtype, shape, bytes); None when a state entry is not a plain tensor."""
@@ -96,4 +108,4 @@ def _copy(out: Any) -> Any:
     return tuple(_copy(o) for o in out) if isinstance(out, tuple) else out
 
 
-__all__ = ["MAX_ENTRIES", "MAX_BYTES", "shared_outputs", "outputs_once", "weights_hash"]
+__all__ = ["MAX_ENTRIES", "MAX_BYTES", "shared_outputs", "unshared", "outputs_once", "weights_hash"]
