@@ -60,7 +60,8 @@ def run(
     try:
         path = find_recipe(recipe)
         from edgedistill.deploy.profile import report_profile
-        from edgedistill.experiment.runner import command_line, run as run_recipe
+        from edgedistill.experiment.rundir import command_line
+        from edgedistill.experiment.runner import run as run_recipe
 
         summary = run_recipe(path, items, out=out, smoke=smoke, progress=progress, command=command_line(),
                              deploy_profile=report_profile, jobs=jobs)
@@ -114,7 +115,7 @@ def sweep(
     """Run a grid of recipe variants (each over every seed); write results.csv, results.md and heatmap.png."""
     try:
         from edgedistill.deploy.profile import report_profile
-        from edgedistill.experiment.runner import command_line
+        from edgedistill.experiment.rundir import command_line
         from edgedistill.experiment.sweep import sweep as run_sweep
 
         summary = run_sweep(find_recipe(recipe), list(overrides or []), out=out, smoke=smoke, jobs=jobs, storage=storage,

@@ -31,7 +31,7 @@ def tune(
     """Choose the distillation for a recipe: a budgeted search over regimes, temperatures and weights, chosen on validation."""
     try:
         from edgedistill.deploy.profile import report_profile, torch_latency
-        from edgedistill.experiment.runner import command_line
+        from edgedistill.experiment.rundir import command_line
         from edgedistill.experiment.tune import tune as run_tune
 
         chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None

@@ -296,3 +296,8 @@ def cache_folder(recipe: "Recipe") -> Path:
     except UserInputError as exc:
         where = "cache_dir" if recipe.cache_dir is not None else "the model cache ($EDGEDISTILL_CACHE or ~/.cache/edgedistill)"
         raise UserInputError(f"{where}: {exc}") from None
+
+
+def command_line() -> str:
+    """The command as typed, for summary.json and the resume hint: a URL's password (``--storage``) is ``***``."""
+    return redact("edgedistill " + " ".join(sys.argv[1:]))

@@ -398,8 +398,3 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
             deploy_profile(run_dir, smoke)
     html_report.write_run_artifacts(run_dir, recipe, p.splits, runner.trainer.fabric.device, smoke=smoke)
     return dist.decide(lambda: summary)
-
-
-def command_line() -> str:
-    """The command as typed, for summary.json and the resume hint: a URL's password (``--storage``) is ``***``."""
-    return rundir.redact("edgedistill " + " ".join(sys.argv[1:]))
