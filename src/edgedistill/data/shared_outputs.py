@@ -11,11 +11,11 @@ Inside ``with shared_outputs():`` (the runner opens it for a whole run; a ``--jo
 buffers (a hash of their bytes, not the module object: the report rebuilds networks from their files), its
 train/eval mode, the rows (the view's tensor object, held by the entry so that its ``id`` cannot be reused, and its
 in-place version counter), the device and the caller's ``tag`` (what ``compute`` returns: raw outputs, or float
-copies on the CPU) all match. Outside the block, and for any network whose weights change (a student during
-training), every call computes: a changed weight is a different hash. At most ``MAX_ENTRIES`` results and ``MAX_BYTES`` of them are kept per tag, least recently used
-first out: per tag, so that a student's per-epoch validation passes never push the teacher's training-row outputs
-out before the next seed, and by size, because every epoch's validation pass of a student in training is a new
-entry (a regression student's waveforms over a large split are tens of MiB each).
+copies on the CPU) all match. Outside the block, every call computes; so does a changed network (a changed
+weight is a different hash), and a student's per-epoch validation runs in an ``unshared()`` block (engine/evaluate.py
+``epoch_scores``): it could never repeat. At most ``MAX_ENTRIES`` results and ``MAX_BYTES`` of them are kept per
+tag, least recently used first out: per tag, so that the report's many test passes never push the teacher's
+training-row outputs out, and by size, because a regression student's waveforms over a large split are tens of MiB.
 A network whose weights cannot be hashed (a quantized module's packed parameters) is never shared.
 """
 from __future__ import annotations
@@ -36,28 +36,26 @@ _store: Optional[dict[str, OrderedDict]] = None
 
 
 @contextlib.contextmanager
-def shared_outputs(store: Optional[dict[str, OrderedDict]] = None) -> Iterator[dict[str, OrderedDict]]:
+def _bound(store: Optional[dict[str, OrderedDict]]) -> Iterator[Optional[dict[str, OrderedDict]]]:
+    """``store`` is the one ``outputs_once`` uses inside the block (None: none), the outer one again after it."""
+    global _store
+    outer, _store = _store, store
+    try:
+        yield store
+    finally:
+        _store = outer
+
+
+def shared_outputs(store: Optional[dict[str, OrderedDict]] = None) -> contextlib.AbstractContextManager:
     """Share whole-split outputs inside the block (nested blocks share the outer one's). ``store``: an existing one
     to carry on with (a worker keeps its store between the stages of one run)."""
-    global _store
-    outer = _store
-    _store = outer if outer is not None else (store if store is not None else {})
-    try:
-        yield _store
-    finally:
-        _store = outer
+    return _bound(_store if _store is not None else (store if store is not None else {}))
 
 
-@contextlib.contextmanager
-def unshared() -> Iterator[None]:
+def unshared() -> contextlib.AbstractContextManager:
     """No sharing inside the block: for passes that can never repeat (a student's per-epoch validation while it
     trains: its weights change every epoch), so that they neither hash the weights nor fill the store."""
-    global _store
-    outer, _store = _store, None
-    try:
-        yield
-    finally:
-        _store = outer
+    return _bound(None)
 
 
 def weights_hash(model: nn.Module) -> Optional[bytes]:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgedistill.data.dataset import DataInfo, TensorData, outputs_by_batch
-from edgedistill.data.shared_outputs import outputs_once
+from edgedistill.data.shared_outputs import outputs_once, unshared
 from edgedistill.metrics import (classification_metrics, confusion_matrix, ece, fit_temperature, macro_f1, per_class_recall,
                                  regression_metrics)
 from edgedistill.models.modes import evaluating
@@ -34,6 +34,15 @@ def evaluate(model: nn.Module, data: TensorData, info: DataInfo, device: torch.d
     if info.task == "classification":
         return classification_metrics(out, data.y)
     return regression_metrics(unscale(out, info), unscale(data.y.float(), info))
+
+
+def epoch_scores(deliverable: nn.Module, evaluated: dict[str, nn.Module], val: TensorData, info: DataInfo,
+                 device: torch.device) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """One epoch's validation metrics of the network a stage delivers and of each other reported network. Unshared
+    (data/shared_outputs.py): weights that change every epoch have nothing to share, so no hash is paid for them."""
+    with unshared():
+        return evaluate(deliverable, val, info, device), {name: evaluate(net, val, info, device)
+                                                          for name, net in evaluated.items()}
 
 
 def evaluate_val_test(model: nn.Module, val: TensorData, test: TensorData, info: DataInfo,

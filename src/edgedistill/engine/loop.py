@@ -24,12 +24,11 @@ import torch
 from edgedistill.augment.pipeline import step_generator
 from edgedistill.config import EngineConfig, TrainConfig
 from edgedistill.data.dataset import Batch, DataInfo, DataSplits
-from edgedistill.data.shared_outputs import unshared
 from edgedistill.engine import checkpoint as ckpt
 from edgedistill.engine import distributed as dist
 from edgedistill.engine.devices import check_accelerator
 from edgedistill.engine.distributed import make_fabric, to_device
-from edgedistill.engine.evaluate import evaluate, evaluate_val_test
+from edgedistill.engine.evaluate import epoch_scores, evaluate_val_test
 from edgedistill.engine.loggers import StageLog
 from edgedistill.engine.swa import WeightAverage, networks_reading_x
 from edgedistill.errors import TrainingDiverged, UserInputError
@@ -243,9 +242,7 @@ class Trainer:
                 self.progress.advance()
             if not dist.all_ranks(_finite_params(method), fabric):
                 self._diverged(stage, {"parameters": torch.tensor(float("nan"))}, epoch, (epoch + 1) * steps_per_epoch, ckdir)
-            with unshared():  # weights that change every epoch: nothing to share, no hash to pay
-                val = evaluate(method.deliverable(), splits.val, info, device)
-                others = {name: evaluate(net, splits.val, info, device) for name, net in method.evaluated().items()}
+            val, others = epoch_scores(method.deliverable(), method.evaluated(), splits.val, info, device)
             val, others = dist.decide(lambda: (val, others), fabric)  # (every rank evaluated alike: rank 0's numbers decide)
             score = selection_score(val)
             improved = best_score is None or score > best_score
