@@ -112,36 +112,46 @@ def recheck(study: Any, direction: str, seed: int, deadline: float, run_trial: C
         log(f"[trial {t.number}] re-check on seed {seed}: val {got['value']:.4f} (first seed: {t.value:.4f})")
 
 
+def _finalists(study: Any, direction: str) -> tuple[list[Any], dict[int, dict[str, Any]]]:
+    """The finished trials, ranked, and the finalists re-checked on a second seed with their re-checks: empty with
+    fewer than two (then the single-seed ranking decides)."""
+    ranked, done = _ranked(study, direction), rechecked(study)
+    both = {t.number: done[t.number] for t in ranked[:FINALISTS] if t.number in done}
+    return ranked, both if len(both) >= 2 else {}
+
+
+def _mean(trial: Any, again: dict[str, Any]) -> float:
+    return (trial.value + again["value"]) / 2
+
+
 def winner(study: Any, direction: str) -> Optional[Any]:
     """The winner on validation only: among finalists re-checked on a second seed (two at least), the best mean over
     both seeds (then a documented point, then the mean tie-break); otherwise the best single-seed score (then a
     documented point, then the tie-break, then the earlier trial)."""
-    ranked = _ranked(study, direction)
+    ranked, both = _finalists(study, direction)
     if not ranked:
         return None
-    done = rechecked(study)
-    both = [t for t in ranked[:FINALISTS] if t.number in done]
-    if len(both) < 2:
+    if not both:
         return ranked[0]
 
     def mean_key(t: Any) -> tuple[float, bool, float]:
-        again = done[t.number]
+        again = both[t.number]
         ties = [x for x in (t.user_attrs.get("tiebreak"), again.get("tiebreak")) if x is not None]
-        value, tie = (t.value + again["value"]) / 2, sum(ties) / len(ties) if len(ties) == 2 else None
-        return score(value, tie, direction, documented(t))
+        return score(_mean(t, again), sum(ties) / len(ties) if len(ties) == 2 else None, direction, documented(t))
 
-    return max(both, key=lambda t: (mean_key(t), -t.number))
+    return max((t for t in ranked if t.number in both), key=lambda t: (mean_key(t), -t.number))
 
 
 def tied(study: Any, direction: str, chosen: Any) -> list[int]:
-    """The other finished trials validation could not separate from ``chosen`` (the winner): the same score, to 12
-    decimals, on the basis it won on (the two-seed mean among the re-checked finalists, else the first seed's)."""
-    ranked, done = _ranked(study, direction), rechecked(study)
-    both = [t for t in ranked[:FINALISTS] if t.number in done]
-    if len(both) >= 2 and any(t.number == chosen.number for t in both):
-        means = {t.number: round((t.value + done[t.number]["value"]) / 2, 12) for t in both}
-        return sorted(n for n, v in means.items() if n != chosen.number and v == means[chosen.number])
-    return sorted(t.number for t in ranked if t.number != chosen.number and round(t.value, 12) == round(chosen.value, 12))
+    """The other finished trials validation could not separate from ``chosen`` (the winner): the same score (``score``'s
+    first key, to 12 decimals) on the basis it won on (the two-seed mean among the re-checked finalists, else the
+    first seed's)."""
+    ranked, both = _finalists(study, direction)
+    if chosen.number in both:
+        basis = {t.number: score(_mean(t, both[t.number]), None, direction)[0] for t in ranked if t.number in both}
+    else:
+        basis = {t.number: score(t.value, None, direction)[0] for t in ranked}
+    return sorted(n for n, v in basis.items() if n != chosen.number and v == basis[chosen.number])
 
 
 __all__ = ["FINALISTS", "RESERVE_SHARE", "portfolio", "tiebreak", "documented", "score", "reserve", "recheck", "rechecked", "winner", "tied"]
