@@ -14,6 +14,7 @@ import torch
 
 from edgedistill.config import EngineConfig, Recipe
 from edgedistill.errors import UserInputError
+from edgedistill.machine import available_cores
 
 #: FSDP shards each network's parameters over the ranks; below this many parameters per rank there is nothing worth
 #: sharding (every edge model fits one device many times over) and the all-gathers only cost time.
@@ -55,7 +56,7 @@ def check_engine(cfg: EngineConfig) -> None:
                              f"use at most {torch.cuda.device_count()} (engine.num_nodes for more machines)")
     if kind == "mps" and n > 1:
         raise UserInputError(f"engine.devices: {n}, but an Apple GPU (mps) is one device; use 1")
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     if kind == "cpu" and n > cores:
         # gloo would start them, but processes beyond the cores only take turns: slower than fewer processes.
         raise UserInputError(f"engine.devices: {n} CPU processes, but this machine has {cores} core(s); use at most {cores}")

@@ -24,6 +24,7 @@ import torch
 from edgedistill.config import EngineConfig
 from edgedistill.engine.devices import accelerator, world_size
 from edgedistill.errors import EdgeDistillError, UserInputError
+from edgedistill.machine import available_cores
 
 T = TypeVar("T")
 
@@ -96,7 +97,7 @@ def prepare(cfg: EngineConfig) -> None:
         torch.set_num_threads(cfg.threads)
     elif world_size(cfg) > 1 and accelerator(cfg) == "cpu":
         # The machine's cores shared by this machine's processes (torch would give each of them all the cores).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
+        torch.set_num_threads(max(1, available_cores() // cfg.devices))
     if cfg.deterministic:
         # cuBLAS reads this when CUDA starts: without it, deterministic mode refuses (or warns on) some matmuls.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

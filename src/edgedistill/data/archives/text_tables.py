@@ -6,7 +6,6 @@ parse it in about half the time on two cores (one thread each: parallelism from 
 """
 from __future__ import annotations
 
-import os
 from collections import deque
 from contextvars import ContextVar
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from edgedistill.errors import UserInputError
+from edgedistill.machine import available_cores
 
 #: Told of every file a loader starts parsing: ``edgedistill data prepare`` prints a line per file of a long
 #: preparation. A context variable, so a loader needs no progress argument.
@@ -49,8 +49,7 @@ def parse(path: Path, archive: str, delimiter: Optional[str] = None, columns: Op
 
 def _workers(paths: Sequence[Path]) -> int:
     size = sum(Path(p).stat().st_size for p in paths if Path(p).exists())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if size < PARALLEL_BYTES or len(paths) < 2 else min(cores, len(paths))
+    return 1 if size < PARALLEL_BYTES or len(paths) < 2 else min(available_cores(), len(paths))
 
 
 def read_tables(paths: Sequence[Path], archive: str, **options: Any) -> Iterator[np.ndarray]:
