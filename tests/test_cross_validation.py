@@ -185,9 +185,11 @@ def test_loso_without_subject_ids_exits_2(tmp_path):
 def test_folds_in_parallel_give_the_same_summary_as_in_sequence(tmp_path):
     recipe = _recipe(tmp_path, eval={"scheme": "group_kfold", "folds": 2}, seeds=[0])
     one, two = tmp_path / "one", tmp_path / "two"
-    assert _run(recipe, "--out", one).exit_code == 0
+    assert _run(recipe, "--out", one, "--jobs", "1").exit_code == 0
     result = _run(recipe, "--out", two, "--jobs", "2")
     assert result.exit_code == 0, result.output
+    for i in (0, 1):  # each fold's stage lines, sent by its worker, shown by the run's process
+        assert f"[fold{i}] teacher seed 0: reused" in result.output and f"[fold{i}] Run directory:" in result.output
     a, b = (json.loads((d / "summary.json").read_text())["rows"] for d in (one, two))
     # Equal up to float reduction order (another process, maybe another thread count).
     flat = lambda rows: [s[k] for r in rows for s in r["per_seed_test"] for k in ("acc", "f1", "nll")]  # noqa: E731

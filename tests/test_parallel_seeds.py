@@ -1,5 +1,6 @@
 """run --jobs N on a holdout recipe: the seeds' stages in worker processes give the numbers of --jobs 1 (same
-thread count), the teacher is trained once by the run's own process, and a failing stage is named with its seed."""
+thread count), the teacher is trained once by the run's own process, the workers' stage lines are shown by it, and a
+failing stage is named with its seed."""
 import json
 
 import pytest
@@ -23,13 +24,17 @@ def _stages(run_dir):
 
 def test_seeds_in_two_workers_give_the_numbers_of_one_process(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
-    one = cli_run("quickstart", *ARGS, "--out", tmp_path / "one")
+    one = cli_run("quickstart", *ARGS, "--out", tmp_path / "one", "--jobs", "1")
     assert one.exit_code == 0, one.output
+    assert "worker processes" not in one.output
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache2"))  # an empty cache: every stage trains again
     two = cli_run("quickstart", *ARGS, "--out", tmp_path / "two", "--jobs", "2")
     assert two.exit_code == 0, two.output
-    assert "2 stage(s)" not in two.output and "4 stage(s) in worker processes" in two.output
+    assert "4 stage(s) in this process and 1 worker process(es), 1 thread(s) each" in two.output
     assert two.output.count("teacher seed 0: started") == 1  # trained once, before the workers start
+    for seed in (0, 1):  # the workers' stages, shown by the run's process (progress.relay), named by their seed
+        assert f"[seed {seed}] offline seed {seed}: started (3 epochs)" in two.output
+        assert f"[seed {seed}] student seed {seed}: epoch 3/3" in two.output
     assert _stages(tmp_path / "one") == _stages(tmp_path / "two")
     rows = [json.loads((tmp_path / d / "summary.json").read_text())["rows"] for d in ("one", "two")]
     assert [r["metrics"] for r in rows[0]] == [r["metrics"] for r in rows[1]]
@@ -42,20 +47,21 @@ def test_a_worker_killed_mid_stage_is_named_with_its_seed_and_the_run_resumes(tm
     from edgedistill.engine.loop import TEST_KILL_AFTER_EPOCH
 
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
-    first = cli_run("quickstart", *ARGS, "--out", tmp_path / "warm")  # the teacher and students alone, cached
+    first = cli_run("quickstart", *ARGS, "--out", tmp_path / "warm", "--jobs", "1")  # teacher, students alone: cached
     assert first.exit_code == 0, first.output
-    # Only the distilled stages train now, each in a worker, which kills itself after its epoch 2 (SIGKILL). This
-    # process only reads the cache (it would be killed too if it trained anything).
+    # Only the distilled stages train now. The jobs go out in order, the first to the run's own slot (a thread, which
+    # the kill hook spares): seed 0's student alone there, seed 0's distilled student to the worker process, which
+    # kills itself after its epoch 2 (SIGKILL); seed 1's stages, in the run's slot, finish.
     monkeypatch.setenv(TEST_KILL_AFTER_EPOCH, "2")
     out = tmp_path / "run"
     killed = cli_run("quickstart", *ARGS, "--out", out, "--jobs", "2")
-    assert killed.exit_code != 0 and "2 stage(s) failed" in killed.output, killed.output
-    assert "distilled student seed 0" in killed.output and "distilled student seed 1" in killed.output
+    assert killed.exit_code == 1 and "1 stage(s) failed (distilled student seed 0: the worker process" in killed.output
+    assert "killed by SIGKILL" in killed.output and (out / "offline" / "seed1" / "summary.json").exists()
     assert "resume with:" in killed.output and not (out / "summary.json").exists()
     monkeypatch.delenv(TEST_KILL_AFTER_EPOCH)
     resumed = cli_run("quickstart", *ARGS, "--out", out, "--jobs", "2")
     assert resumed.exit_code == 0, resumed.output
-    # (the workers' "resuming at epoch 2" lines go to the terminal, not to this in-process runner's output)
+    assert "[seed 0] offline seed 0: started (3 epochs, resuming at epoch 2/3)" in resumed.output, resumed.output
     assert _stages(out) == _stages(tmp_path / "warm")  # the resumed stages end where uninterrupted ones did
 
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from edgedistill.errors import EdgeDistillError, one_line
+from edgedistill.errors import EdgeDistillError, UserInputError, one_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge distillation for wearable time series and small images.")
 
@@ -43,6 +43,16 @@ def _environment(exc: OSError) -> None:
     _fail(problem)
 
 
+def jobs_option(text: str) -> int | str:
+    """--jobs as typed: 'auto' or a whole number (the runner refuses numbers below 1)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise UserInputError(f"--jobs: expected a whole number >= 1 or 'auto' (got '{text}')") from None
+
+
 @app.command()
 def run(
     recipe: Optional[str] = typer.Argument(None, help="Recipe YAML, or a shipped recipe's name (kd; edgedistill list recipes); default: quickstart."),
@@ -50,7 +60,7 @@ def run(
     smoke: bool = typer.Option(False, "--smoke", help="Tiny synthetic data of the same kind, one short epoch."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>); an existing one with the same config is resumed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel worker processes, each with cores // jobs threads unless the recipe sets engine.threads: the seeds' student-alone and distilled stages (the teachers first, in this process); with eval.scheme loso/group_kfold/stratified_kfold, whole folds."),
+    jobs: str = typer.Option("auto", "--jobs", "-j", help="Parallel worker processes, each with cores // jobs threads unless the recipe sets engine.threads: the seeds' student-alone and distilled stages (the teachers first, in this process); with eval.scheme loso/group_kfold/stratified_kfold, whole folds. auto: one per core and stage as memory allows, 1 for a smoke run or on a GPU (docs/scale.md)."),
 ) -> None:
     """Train (or reuse) the teacher, the student alone and the distilled student; print the table."""
     items = list(overrides or [])
@@ -64,7 +74,7 @@ def run(
         from edgedistill.experiment.runner import run as run_recipe
 
         summary = run_recipe(path, items, out=out, smoke=smoke, progress=progress, command=command_line(),
-                             deploy_profile=report_profile, jobs=jobs)
+                             deploy_profile=report_profile, jobs=jobs_option(jobs))
     except EdgeDistillError as exc:
         _fail(exc)
     except OSError as exc:
@@ -157,7 +167,6 @@ def list_(
     from rich.markup import escape
     from rich.table import Table
 
-    from edgedistill.errors import UserInputError
     from edgedistill.registry import REGISTRIES, typed_params
 
     if kind == "recipes":

@@ -5,17 +5,26 @@ false``, output piped to a file) each stage still prints one line when it starts
 one line a minute while a long stage runs, so a long run is never silent and a log file gets no per-batch noise.
 Those plain lines go to stdout; stderr keeps warnings and errors only.
 ``quiet=True`` prints nothing at all (for callers that report on their own).
+
+Stages that run in ``--jobs`` worker processes report through ``ForwardedProgress``: the worker sends each call to the
+run's process, which shows it in a ``child`` of its own display (a bar per stage, or its plain lines), so a parallel
+run looks like a sequential one, with the stages' bars side by side.
 """
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Callable, Hashable, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 #: Seconds between two "still running" lines of one stage when the bar is off.
 HEARTBEAT_S = 60.0
+#: A forwarding worker sends its summed steps at most this often (every call would be one pipe message per batch).
+FORWARD_S = 0.25
+#: The calls a forwarding worker may make on the display of the run's process (nothing else it sends is run).
+FORWARDED = ("start", "advance", "note", "finish", "message")
 
 
 def _duration(seconds: float) -> str:
@@ -50,6 +59,27 @@ class StageProgress:
         self._epochs: Optional[int] = None
         self._t0 = self._last_line = 0.0
         self._note = ""
+
+    def child(self, prefix: str) -> "StageProgress":
+        """A view of this display for one of several stages running at once: its own bar among this one's bars, or
+        its own plain lines, each starting with ``prefix``. Lives as long as this display; never entered itself."""
+        view = StageProgress(self.enabled, self.console, self.quiet, self.heartbeat_s, prefix)
+        view.lines, view.live, view._progress = self.lines, self.live, self._progress
+        return view
+
+    def relay(self, prefix_of: Callable[[Hashable], str]) -> Callable[[Hashable, Any], None]:
+        """``(key, (call, args))`` from a ``ForwardedProgress`` in a worker, shown in this process: each key (a job)
+        gets a ``child`` view whose lines start with ``prefix_of(key)``. Calls outside ``FORWARDED`` are ignored."""
+        views: dict[Hashable, StageProgress] = {}
+
+        def show(key: Hashable, event: Any) -> None:
+            call, args = event
+            if call in FORWARDED:
+                if key not in views:
+                    views[key] = self.child(self.prefix + prefix_of(key))
+                getattr(views[key], call)(*args)
+
+        return show
 
     def __enter__(self) -> "StageProgress":
         if self.live:
@@ -101,7 +131,8 @@ class StageProgress:
         self._total, self._steps, self._epochs, self._note = int(total_steps), int(done), epochs, ""
         self._t0 = self._last_line = time.perf_counter()
         if self._progress is not None:
-            self._task = self._progress.add_task(self.prefix + label, total=total_steps, completed=done, note="")
+            # escape: a prefix such as "[seed 0] " or "[fold1] " is text, not rich markup (which would swallow it)
+            self._task = self._progress.add_task(escape(self.prefix + label), total=total_steps, completed=done, note="")
             return
         self._open = True
         resumed = f", resuming at {self._position()}" if done else ""
@@ -116,7 +147,7 @@ class StageProgress:
     def note(self, text: str) -> None:
         self._note = text
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, note=text)
+            self._progress.update(self._task, note=escape(text))
         elif self._open and self.heartbeat_s >= 0:
             now = time.perf_counter()
             if now - self._last_line >= self.heartbeat_s:
@@ -125,7 +156,7 @@ class StageProgress:
 
     def finish(self, text: str) -> None:
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, note=text)
+            self._progress.update(self._task, note=escape(text))
         elif self._open:
             self._end(text)
         else:
@@ -133,3 +164,39 @@ class StageProgress:
 
     def message(self, text: str) -> None:
         self._line(text)
+
+
+class ForwardedProgress(StageProgress):
+    """The display of a stage that runs in a worker process: every call is sent as ``(call, args)`` through ``send``
+    to the run's process (``StageProgress.relay`` there shows it); steps are summed and sent every ``FORWARD_S``."""
+
+    def __init__(self, send: Callable[[tuple[str, tuple]], None]) -> None:
+        super().__init__(enabled=False, quiet=True)
+        self._send, self._pending, self._sent_at = send, 0, 0.0
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._send(("advance", (self._pending,)))
+            self._pending = 0
+        self._sent_at = time.perf_counter()
+
+    def start(self, label: str, total_steps: int, done: int = 0, epochs: Optional[int] = None) -> None:
+        self._flush()
+        self._send(("start", (label, int(total_steps), int(done), epochs)))
+
+    def advance(self, steps: int = 1) -> None:
+        self._pending += steps
+        if time.perf_counter() - self._sent_at >= FORWARD_S:
+            self._flush()
+
+    def note(self, text: str) -> None:
+        self._flush()
+        self._send(("note", (text,)))
+
+    def finish(self, text: str) -> None:
+        self._flush()
+        self._send(("finish", (text,)))
+
+    def message(self, text: str) -> None:
+        self._flush()
+        self._send(("message", (text,)))

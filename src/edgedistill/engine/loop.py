@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,8 @@ def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list
 TEST_KILL_AFTER_EPOCH = "EDGEDISTILL_TEST_KILL_AFTER_EPOCH"
 
 
-def _test_kill_after(epoch: int) -> None:
-    if os.environ.get(TEST_KILL_AFTER_EPOCH) == str(epoch):
+def _test_kill_after(epoch: int) -> None:  # (not in --jobs' thread slot: that would kill the run's own process)
+    if os.environ.get(TEST_KILL_AFTER_EPOCH) == str(epoch) and threading.current_thread() is threading.main_thread():
         os.kill(os.getpid(), signal.SIGKILL)
 
 

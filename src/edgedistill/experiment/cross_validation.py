@@ -39,10 +39,15 @@ def check_request(recipe: Recipe, jobs: int, teachers_only: bool) -> None:
                              "needs eval.scheme: holdout")
     if jobs < 1:
         raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
-    models = [recipe.student.model, *(t.model or "" for t in [recipe.teacher, *recipe.teachers] if t is not None)]
-    if jobs > 1 and any(m.startswith("object:") for m in models):
+    if jobs > 1 and object_models(recipe):
         raise UserInputError("--jobs: a model passed as a Python object lives in this process and cannot be sent to worker "
                              "processes; run the folds with jobs=1, or give the model by import path (docs/models.md)")
+
+
+def object_models(recipe: Recipe) -> bool:
+    """Whether the recipe's student or a teacher is a Python object (it lives in this process: no worker can get it)."""
+    models = [recipe.student.model, *(t.model or "" for t in [recipe.teacher, *recipe.teachers] if t is not None)]
+    return any(m.startswith("object:") for m in models)
 
 
 def fold_indices(recipe: Recipe, count: int) -> list[int]:
@@ -69,9 +74,9 @@ class Folds:
     """Runs the folds of one cross-validation into ``run_dir`` and writes the combined summary."""
 
     def __init__(self, source: Any, overrides: Any, recipe: Recipe, first_plan: Any, run_dir: Path, smoke: bool,
-                 progress: bool, command: str, jobs: int) -> None:
+                 progress: bool, command: str, jobs: int, why: str = "") -> None:
         self.source, self.overrides, self.recipe, self.dir = source, overrides, recipe, run_dir
-        self.smoke, self.progress, self.jobs = smoke, progress, jobs
+        self.smoke, self.progress, self.jobs, self.why = smoke, progress, jobs, why  # why: --jobs auto's reason
         fold = first_plan.splits.info.fold
         self.count, self.labels = fold["count"], fold["labels"]
         self.indices = fold_indices(recipe, self.count)
@@ -83,7 +88,8 @@ class Folds:
         with StageProgress(enabled=False) as say:  # plain lines, printed with or without --no-progress
             say.message(f"Run directory: {self.dir}")
             say.message(f"Cross-validation {ev.scheme}: {len(self.indices)} of {self.count} folds x {len(self.recipe.seeds)} "
-                        f"seed(s), {self.jobs} at a time; each fold is a run in {self.dir}/fold<i>")
+                        f"seed(s), {self.jobs} at a time{f' (--jobs auto: {self.why})' if self.why else ''}; each fold is a run in "
+                        f"{self.dir}/fold<i>")
             start = time.time()
             if self.jobs == 1:
                 self._sequential()
@@ -113,7 +119,7 @@ class Folds:
                 command=self.command, fold=i)
 
     def _parallel(self, say: StageProgress) -> None:
-        from edgedistill.experiment.workers import Workers, worker_threads
+        from edgedistill.experiment.workers import Workers, failure, worker_threads
 
         threads = worker_threads(self.recipe.engine.threads is not None, self.jobs)
 
@@ -123,11 +129,12 @@ class Folds:
             else:
                 say.message(f"fold{i} ({self.labels[i]}): done in {outcome['seconds']:.0f} s")
 
-        _, failed = Workers(self.jobs, target=fold_job).run_all(
+        workers = Workers(self.jobs, target=fold_job, on_progress=say.relay(lambda i: f"[fold{i}] "))
+        _, failed = workers.run_all(
             [(i, {"source": self.source, "overrides": self.overrides, "run_dir": str(self.dir / f"fold{i}"),
                   "smoke": self.smoke, "command": self.command, "fold": i, "threads": threads}) for i in self.indices],
             said)
         if failed:
             first = next(iter(failed.values())).splitlines()[0]
-            raise EdgeDistillError(f"cross-validation: fold(s) {sorted(failed)} failed (first: {first}); the other folds "
-                                   f"are kept. Fix the cause and resume with: {self.command}")
+            raise failure(workers.failed_codes)(f"cross-validation: fold(s) {sorted(failed)} failed (first: {first}); the "
+                                                f"other folds are kept. Fix the cause and resume with: {self.command}")

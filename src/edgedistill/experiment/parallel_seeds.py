@@ -1,27 +1,100 @@
-"""``--jobs N`` on a holdout run: the seeds' student-alone and distilled stages in N worker processes.
+"""``--jobs N`` on a holdout run: the seeds' student-alone and distilled stages in N slots, the run's own process and
+N - 1 worker processes; ``--jobs auto`` (``auto_jobs``) chooses N.
 
 The teachers are trained (or read from the model cache) first, in the run's own process and in order: a teacher shared
 by every seed is trained once, and an assistant needs its teacher. Then each remaining stage, the student alone and
-the distilled student of every seed, is one job for the sweep's ``Workers`` (spawned processes, cores // N torch
-threads each). A worker rebuilds the run's plan from the same recipe, reads the teachers from the cache and trains
-its stage into the same run directory, in the folder a sequential run uses; its summary comes back to this process,
-which writes the run's summary and report as usual. A stage seeds everything from its seed before training, so the
-numbers are those of ``--jobs 1`` at the same thread count (tests/test_parallel_seeds.py). A stage that fails is
-reported with its seed and the resume command; the finished ones are kept (their folders and the model cache).
+the distilled student of every seed, is one job for the sweep's ``Workers``: spawned processes, started when the run
+starts, and a thread of the run's process (``StageWorkers``), with cores // N torch threads each. A worker rebuilds
+the run's plan from the same recipe (the thread uses the run's), reads the teachers from the cache and trains its stage
+into the same run directory, in the folder a sequential run uses; its progress and its summary come back to the run's
+process, which shows the one and writes the run's summary and report from the others as usual. A stage seeds
+everything from its seed before training, so the numbers are those of ``--jobs 1`` at the same thread count
+(tests/test_parallel_seeds.py). A stage that fails is reported with its seed, its exit code and the resume command;
+the finished ones are kept (their folders and the model cache).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edgedistill.config import Recipe
-from edgedistill.errors import EdgeDistillError, UserInputError
-from edgedistill.experiment.rundir import resume_command
+from edgedistill.errors import UserInputError
+from edgedistill.experiment.rundir import as_environment_problem, resume_command
 from edgedistill.progress import StageProgress
 
 #: A worker's plan by job (recipe, overrides, smoke), with its store of shared outputs (data/shared_outputs.py): its
 #: next stage of the same run neither prepares the data nor runs the teacher over the training rows again.
 _PLANS: dict[str, tuple[Any, dict]] = {}
+
+
+#: Below this many training rows x epochs a stage lasts about as long as a worker takes to start (~2 s: the quickstart's
+#: 150 rows x 100 epochs take 4-6 s on one core), so ``--jobs auto`` keeps such a run in one process.
+SHORT_STAGE_ROW_EPOCHS = 5000
+
+#: A worker's own memory before any data: the interpreter, torch and the toolkit (about 0.65 GB peak RSS measured for
+#: a one-seed quickstart run), rounded up. ``--jobs auto`` adds the run's data and the student to it.
+WORKER_BYTES = 768 * 2**20
+
+
+def requested(jobs: Any) -> tuple[int, bool]:
+    """``jobs`` as asked: (N, False) for a count, (1, True) for "auto" (the count is chosen once the plan is built:
+    ``auto_jobs``). Anything else is refused, naming --jobs."""
+    if jobs == "auto":
+        return 1, True
+    if isinstance(jobs, bool) or not isinstance(jobs, int):
+        raise UserInputError(f"--jobs: expected a whole number >= 1 or 'auto' (got {jobs!r})")
+    return jobs, False
+
+
+def stage_kinds(recipe: Recipe) -> tuple[str, ...]:
+    """A seed's stages once its teachers exist: the student alone (unless the recipe has none, or the regime is the
+    student alone) and the distilled student."""
+    from edgedistill.registry import METHODS
+
+    alone = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))
+    return ("baseline", "distilled") if recipe.baseline and not alone else ("distilled",)
+
+
+def auto_jobs(recipe: Recipe, p: Any, smoke: bool, teachers_only: bool = False, on_epoch: Any = None,
+              fold: Any = None) -> tuple[int, str]:
+    """``--jobs auto``: how many parallel slots the cores allow for this run's model and data, and why.
+
+    One (the run's own process, no workers) when parallel stages cannot pay or cannot run: a smoke run, or stages
+    shorter than ``SHORT_STAGE_ROW_EPOCHS`` (either lasts less than a worker takes to start), a single stage, an
+    accelerator (the run's one device serves its stages in turn), several ranks, a per-epoch callback or a model passed
+    as a Python object (both live in this process), one fold of a cross-validation (its folds are the parallel
+    units). Otherwise one slot per core, at most one per parallel unit (the seeds' stages, or a cross-validation's
+    folds), and no more than half the available memory holds: a slot needs ``WORKER_BYTES`` plus the run's in-memory
+    data and 16 bytes per student parameter (weights, gradients, Adam's two moments). Stages side by side rather than
+    intra-op threads: a small model's stage gains little from a second thread (benchmarks/parallel_seeds.py measures
+    it), and independent stages share nothing."""
+    from edgedistill.engine import devices
+    from edgedistill.experiment.cross_validation import fold_indices, object_models
+    from edgedistill.machine import available_cores, available_memory
+
+    cores, folded = available_cores(), recipe.eval.scheme != "holdout" and fold is None
+    units = len(fold_indices(recipe, p.splits.info.fold["count"])) if folded else len(recipe.seeds) * len(stage_kinds(recipe))
+    work = len(p.splits.train) * recipe.train.epochs
+    alone = ("a smoke run" if smoke else "teachers only" if teachers_only else "a per-epoch callback" if on_epoch
+             else f"short stages ({work} training rows x epochs)" if work < SHORT_STAGE_ROW_EPOCHS
+             else "one fold of a cross-validation" if fold is not None
+             else "several ranks" if devices.world_size(recipe.engine) > 1
+             else f"the run is on {devices.accelerator(recipe.engine)}" if devices.accelerator(recipe.engine) != "cpu"
+             else "a model passed as a Python object" if object_models(recipe)
+             else f"{cores} core" if cores < 2 else f"one {'fold' if folded else 'stage'}" if units < 2 else "")
+    if alone:
+        return 1, alone
+    data = sum(t.nbytes for part in (p.splits.train, p.splits.val, p.splits.test)
+               for t in (*part.views.values(), part.y) if isinstance(t, torch.Tensor))
+    need = WORKER_BYTES + data + 16 * sum(w.numel() for w in p.student.parameters())
+    free = available_memory()
+    fits = max(1, free // 2 // need) if free else units
+    jobs = min(cores, units, fits)
+    memory = f", memory for {fits} (about {need / 2**30:.1f} GB each)" if fits < min(cores, units) else ""
+    why = f"{cores} cores, {units} {'folds' if folded else 'stages'}{memory}"
+    return jobs, why
 
 
 def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
@@ -40,11 +113,15 @@ def stage_job(job: dict[str, Any]) -> dict[str, Any]:
     return guarded(job, lambda: _stage(job))
 
 
+def _plan_key(job: dict[str, Any]) -> str:
+    return repr((job["source"], job["overrides"], job["smoke"]))
+
+
 def _plan(job: dict[str, Any]) -> Any:
     from edgedistill.config import load_recipe
     from edgedistill.experiment.runner import plan
 
-    key = repr((job["source"], job["overrides"], job["smoke"]))
+    key = _plan_key(job)
     if key not in _PLANS:
         recipe = load_recipe(job["source"], job["overrides"])
         if job["smoke"]:
@@ -59,30 +136,65 @@ def _plan(job: dict[str, Any]) -> Any:
 def _stage(job: dict[str, Any]) -> dict[str, Any]:
     from edgedistill.data.shared_outputs import shared_outputs
     from edgedistill.experiment.runner import Runner
+    from edgedistill.experiment.workers import forwarded
 
-    seed = job["seed"]
+    seed, run_dir = job["seed"], Path(job["run_dir"])
     p, store = _plan(job)
-    with StageProgress(enabled=False, prefix=job["prefix"]) as prog, shared_outputs(store):
-        runner = Runner(p, Path(job["run_dir"]), prog)
-        if job["kind"] == "baseline":  # (needs no teacher)
-            return runner.baseline(seed)
-        teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before
-        return runner.distilled(seed, [t for t, _ in teachers])
+    try:  # (the display: the run's process shows it)
+        with forwarded() or StageProgress(enabled=False, prefix=job["prefix"]) as prog, shared_outputs(store):
+            runner = Runner(p, run_dir, prog)
+            if job["kind"] == "baseline":  # (needs no teacher)
+                return runner.baseline(seed)
+            teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before
+            return runner.distilled(seed, [t for t, _ in teachers])
+    except OSError as exc:  # a full or read-only disk: an environment problem here as in a sequential run (exit 4)
+        problem = as_environment_problem(exc, run_dir)
+        if problem is None:
+            raise
+        raise problem from None
 
 
-def run_stages(stages: list[tuple[str, int]], job: dict[str, Any], jobs: int, say: StageProgress) -> dict[tuple[str, int], dict]:
-    """Every (kind, seed) stage, ``jobs`` at a time: their summaries. Refused, naming each failed stage, if any failed."""
-    from edgedistill.experiment.workers import Workers, worker_threads
+class StageWorkers:
+    """The ``jobs`` slots of a run's parallel stages: the run's own process (a thread, which would otherwise only wait)
+    and jobs - 1 worker processes, started when the run starts (``with``) so that their own start (the interpreter,
+    torch, the toolkit: about two seconds each) overlaps the teachers' stage in the run's process."""
 
-    threads = worker_threads(job.pop("fixed_threads"), jobs)
-    say.message(f"--jobs {jobs}: {len(stages)} stage(s) in worker processes, {threads or 'default'} thread(s) each")
-    done, failed = Workers(jobs, target=stage_job).run_all(
-        [((kind, seed), {**job, "kind": kind, "seed": seed, "threads": threads, "prefix": f"{job['prefix']}[seed {seed}] "})
-         for kind, seed in stages])
-    if failed:
-        what = "; ".join(f"{'student alone' if k == 'baseline' else 'distilled student'} seed {s}: {e.splitlines()[0]}"
-                         for (k, s), e in sorted(failed.items(), key=lambda kv: kv[0][1]))
-        again = resume_command(job["command"], job["run_dir"])
-        raise EdgeDistillError(f"--jobs: {len(failed)} stage(s) failed ({what}); the finished ones are kept; resume "
-                               f"with: {again}")
-    return done
+    def __init__(self, job: dict[str, Any], jobs: int, stages: int, p: Any) -> None:
+        from edgedistill.experiment.workers import Workers, worker_threads
+
+        self.job, self.jobs = job, jobs
+        _PLANS.clear()
+        _PLANS[_plan_key(job)] = (p, {})  # the thread slot trains on the run's own plan, as a sequential run does
+        self.fixed = job.pop("fixed_threads")  # the recipe's engine.threads, or None: cores // jobs each
+        self.threads = worker_threads(self.fixed is not None, jobs)
+        self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
+        self.workers.prestart(stages)
+
+    def __enter__(self) -> "StageWorkers":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.workers.close(kill=exc_type is not None)  # (a teacher that failed: the idle workers are not needed)
+        _PLANS.clear()  # (the run's plan is not kept in this process after the run)
+
+    def run(self, stages: list[tuple[str, int]], say: StageProgress) -> dict[tuple[str, int], dict]:
+        """Every (kind, seed) stage, ``jobs`` at a time: their summaries. Refused, naming each failed stage, if any
+        failed, with the error class (exit code) the stages had."""
+        from edgedistill.experiment.workers import failure
+
+        job, why = self.job, self.job.pop("why")
+        say.message(f"--jobs {self.jobs}{f' (auto: {why})' if why else ''}: {len(stages)} stage(s) in this process and "
+                    f"{self.jobs - 1} worker process(es), {self.threads or self.fixed} thread(s) each")
+        # Each stage's bar (or its plain lines) in this process's display, named by its seed.
+        self.workers.on_progress = say.relay(lambda key: f"[seed {key[1]}] ")
+        done, failed = self.workers.run_all(
+            [((kind, seed), {**job, "kind": kind, "seed": seed, "threads": self.threads,
+                             "prefix": f"{job['prefix']}[seed {seed}] "}) for kind, seed in stages],
+            reap_later=True)  # (the workers end while this process writes the report; __exit__ waits for them)
+        if failed:
+            what = "; ".join(f"{'student alone' if k == 'baseline' else 'distilled student'} seed {s}: {e.splitlines()[0]}"
+                             for (k, s), e in sorted(failed.items(), key=lambda kv: kv[0][1]))
+            again = resume_command(job["command"], job["run_dir"])
+            raise failure(self.workers.failed_codes)(f"--jobs: {len(failed)} stage(s) failed ({what}); the finished ones "
+                                                     f"are kept; resume with: {again}")
+        return done

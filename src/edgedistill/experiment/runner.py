@@ -26,7 +26,10 @@ from edgedistill.errors import UserInputError
 from edgedistill.engine.loggers import require as require_loggers
 from edgedistill.experiment import html_report, report, run_summary
 from edgedistill.experiment.build import build_method, build_network, check_precision, dry_run, seed_everything
+from edgedistill.experiment.parallel_seeds import StageWorkers, stage_kinds
+from edgedistill.experiment.smoke import smoke_recipe
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
+from edgedistill.experiment.workers import forwarded
 from edgedistill.experiment import rundir
 from edgedistill.io import make_dirs, read_json_record, remove_stale_temp, sha256_file, write_json, write_text
 from edgedistill.methods.base import Method, TeacherNet
@@ -263,7 +266,7 @@ def run(
     deploy_profile: Optional[Callable[[Path, bool], None]] = None,
     teachers_only: bool = False,
     on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None,
-    jobs: int = 1,
+    jobs: int | str = 1,
     fold: Optional[int] = None,
     prefix: str = "",
     on_epoch: Optional[Callable[[int, dict], None]] = None,
@@ -282,11 +285,8 @@ def run(
     distilled student's stages (``Stage.on_epoch``; ``edgedistill tune`` prunes with it)."""
     from edgedistill.experiment import cross_validation, parallel_seeds
 
-    recipe = load_recipe(source, overrides)
-    if smoke:
-        from edgedistill.experiment.smoke import smoke_recipe
-
-        recipe = smoke_recipe(recipe)
+    jobs, auto = parallel_seeds.requested(jobs)  # "auto": 1 for the checks below, chosen once the plan is built
+    recipe = smoke_recipe(load_recipe(source, overrides)) if smoke else load_recipe(source, overrides)
     folded = recipe.eval.scheme != "holdout"
     if fold is not None:
         recipe = cross_validation.fold_recipe(recipe, fold)
@@ -296,11 +296,12 @@ def run(
         parallel_seeds.check_jobs(recipe, jobs, on_epoch)
     devices.check_run(recipe, jobs=jobs, on_epoch=on_epoch, folded=folded or fold is not None)
     p = plan(recipe, smoke, fold=fold if fold is not None or not folded else cross_validation.first_fold(recipe))
+    jobs, why = parallel_seeds.auto_jobs(recipe, p, smoke, teachers_only, on_epoch, fold) if auto else (jobs, "")
     command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folds = None
     if folded and fold is None:  # (checks eval.only against the data's folds: before anything is written)
-        folds = cross_validation.Folds(source, overrides, recipe, p, run_dir, smoke, progress, command, jobs)
+        folds = cross_validation.Folds(source, overrides, recipe, p, run_dir, smoke, progress, command, jobs, why)
     if devices.world_size(recipe.engine) > 1:  # every check passed: start the other ranks (they plan again, then wait)
         dist.launch(recipe.engine)
 
@@ -322,10 +323,11 @@ def run(
                 return folds.run()
             # --jobs N: the seeds' stages in worker processes that rebuild this plan from the same recipe.
             job = {"source": source, "overrides": overrides, "run_dir": str(run_dir), "smoke": smoke, "prefix": prefix,
-                   "fixed_threads": recipe.engine.threads is not None, "command": command} if jobs > 1 and not teachers_only else None
-            with shared_outputs():  # a frozen network's pass over a split, done once for every seed and the report
+                   "fixed_threads": recipe.engine.threads, "command": command, "why": why}
+            parallel = StageWorkers(job, jobs, len(recipe.seeds) * len(stage_kinds(recipe)), p) if jobs > 1 and not teachers_only else None
+            with parallel or contextlib.nullcontext(), shared_outputs():  # (a frozen network's pass over a split: once)
                 return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix,
-                                on_epoch, (job, jobs))
+                                on_epoch, parallel)
     except OSError as exc:  # e.g. a metrics append or a cache lock file on a full or read-only disk
         problem = rundir.as_environment_problem(exc, run_dir)
         if problem is None:
@@ -337,9 +339,9 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
              deploy_profile: Optional[Callable[[Path, bool], None]], teachers_only: bool = False,
              on_teacher: Optional[Callable[[TeacherNet, dict], None]] = None, prefix: str = "",
              on_epoch: Optional[Callable[[int, dict], None]] = None,
-             parallel: tuple[Optional[dict], int] = (None, 1)) -> dict[str, Any]:
+             parallel: Optional[StageWorkers] = None) -> dict[str, Any]:
     recipe = p.recipe
-    is_baseline = bool(METHODS.entry(recipe.method.name).meta.get("baseline"))  # the regime is the student alone
+    kinds = stage_kinds(recipe)  # a seed's stages after its teachers: the student alone (unless that is the regime), distilled
     # Thread count and deterministic mode are process-wide torch settings: restore them for the caller.
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
@@ -347,7 +349,8 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     try:
         fold = p.splits.info.fold  # a fold of a cross-validation: every line says which (folds may run in parallel)
         prefix += f"[fold{fold['index']}] " if fold else ""
-        with StageProgress(enabled=progress and recipe.engine.progress and zero, quiet=not zero, prefix=prefix) as prog:
+        with forwarded() or StageProgress(enabled=progress and recipe.engine.progress and zero, quiet=not zero,
+                                          prefix=prefix) as prog:  # (forwarded: a fold shown by the cross-validation)
             prog.message(f"Run directory: {run_dir}")
             for note in p.splits.info.notes:  # what the loader inferred about the user's file: said, never silent
                 prog.message(f"data: {note}")
@@ -360,16 +363,13 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                     trained.setdefault(t.name, {}).setdefault(t_summary["cache_key"], (t, t_summary))
                     if on_teacher is not None:
                         on_teacher(t, t_summary)
-                if teachers_only or parallel[0] is not None:  # (in parallel: every seed's stages once the teachers exist)
+                if teachers_only or parallel is not None:  # (in parallel: every seed's stages once the teachers exist)
                     continue
-                if recipe.baseline and not is_baseline:
+                if "baseline" in kinds:
                     baselines.append(runner.baseline(seed))
                 results.append(runner.distilled(seed, [t for t, _ in teachers]))
-            if parallel[0] is not None:
-                from edgedistill.experiment.parallel_seeds import run_stages
-
-                kinds = ("baseline", "distilled") if recipe.baseline and not is_baseline else ("distilled",)
-                done = run_stages([(k, s) for s in recipe.seeds for k in kinds], parallel[0], parallel[1], prog)
+            if parallel is not None:
+                done = parallel.run([(k, s) for s in recipe.seeds for k in kinds], prog)
                 baselines = [done[("baseline", s)] for s in recipe.seeds if "baseline" in kinds]
                 results = [done[("distilled", s)] for s in recipe.seeds]
             if recipe.report.classical and not teachers_only and zero:  # (inside: it reports progress, at the run's threads)
