@@ -186,7 +186,7 @@ class Workers:
         self.ctx, self.jobs, self.target, self.preload = multiprocessing.get_context("spawn"), jobs, target, preload
         self.local = local  # one of the ``jobs`` slots is this process (a thread): one process fewer to start
         self.slot: Optional[_LocalSlot] = None
-        self.on_progress = on_progress  # (key, event): what a job's ``progress()`` display sends while it runs
+        self.on_progress = on_progress  # (key, event): what a job's ``forwarded()`` display sends while it runs
         self.failed_codes: set[int] = set()  # exit codes of the jobs that failed (1 for a bug or a dead worker)
         self.idle: list[tuple[Any, Any]] = []  # (process, connection)
         self.busy: dict[Any, tuple[Any, Hashable, float]] = {}  # connection -> (process, key, start time)
