@@ -23,9 +23,10 @@ def run(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run a recipe (YAML path, a shipped recipe's name such as ``"kd"``, or a dict) and return its summary.
-    ``jobs``: worker processes: the seeds' student-alone and distilled stages (teachers first, in this process), or
-    with cross-validation (``eval.scheme``) whole folds; ``"auto"`` chooses as ``edgedistill run`` does by default
-    (one per core and stage as memory allows; docs/scale.md). The default here, 1, keeps a call in the caller's process.
+    ``jobs``: stages at a time, this process and ``jobs - 1`` worker processes: the seeds' student-alone and distilled
+    stages (teachers first, in this process), or with cross-validation (``eval.scheme``) whole folds in workers;
+    ``"auto"`` chooses as ``edgedistill run`` does by default (one per core and stage as memory allows;
+    docs/scale.md). The default here, 1, keeps a call in the caller's process.
 
     Overrides are keyword arguments with dotted or double-underscore keys:
     ``edgedistill.run("kd", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.

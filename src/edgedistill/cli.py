@@ -60,7 +60,7 @@ def run(
     smoke: bool = typer.Option(False, "--smoke", help="Tiny synthetic data of the same kind, one short epoch."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<name>-<time>); an existing one with the same config is resumed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    jobs: str = typer.Option("auto", "--jobs", "-j", help="Parallel worker processes, each with cores // jobs threads unless the recipe sets engine.threads: the seeds' student-alone and distilled stages (the teachers first, in this process); with eval.scheme loso/group_kfold/stratified_kfold, whole folds. auto: one per core and stage as memory allows, 1 for a smoke run or on a GPU (docs/scale.md)."),
+    jobs: str = typer.Option("auto", "--jobs", "-j", help="Stages at a time (this process and jobs - 1 worker processes), each with cores // jobs threads unless the recipe sets engine.threads: the seeds' student-alone and distilled stages (the teachers first, in this process); with eval.scheme loso/group_kfold/stratified_kfold, whole folds in worker processes. auto: one per core and stage as memory allows; 1 for a smoke run, short stages or a GPU (docs/scale.md)."),
 ) -> None:
     """Train (or reuse) the teacher, the student alone and the distilled student; print the table."""
     items = list(overrides or [])
