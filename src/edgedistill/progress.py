@@ -167,8 +167,9 @@ class StageProgress:
 
 
 class ForwardedProgress(StageProgress):
-    """The display of a stage that runs in a worker process: every call is sent as ``(call, args)`` through ``send``
-    to the run's process (``StageProgress.relay`` there shows it); steps are summed and sent every ``FORWARD_S``."""
+    """The display of a stage that runs in a ``--jobs`` slot (a worker process, or the run's own thread): every call
+    is sent as ``(call, args)`` through ``send`` to the dispatcher (``StageProgress.relay`` shows it); steps are summed
+    and sent every ``FORWARD_S``."""
 
     def __init__(self, send: Callable[[tuple[str, tuple]], None]) -> None:
         super().__init__(enabled=False, quiet=True)

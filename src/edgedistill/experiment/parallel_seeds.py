@@ -74,14 +74,14 @@ def auto_jobs(recipe: Recipe, p: Any, smoke: bool, teachers_only: bool = False, 
     from edgedistill.experiment.cross_validation import fold_indices, object_models
     from edgedistill.machine import available_cores, available_memory
 
-    cores, folded = available_cores(), recipe.eval.scheme != "holdout" and fold is None
+    cores, folded, device = available_cores(), recipe.eval.scheme != "holdout" and fold is None, devices.accelerator(recipe.engine)
     units = len(fold_indices(recipe, p.splits.info.fold["count"])) if folded else len(recipe.seeds) * len(stage_kinds(recipe))
     work = len(p.splits.train) * recipe.train.epochs
     alone = ("a smoke run" if smoke else "teachers only" if teachers_only else "a per-epoch callback" if on_epoch
              else f"short stages ({work} training rows x epochs)" if work < SHORT_STAGE_ROW_EPOCHS
              else "one fold of a cross-validation" if fold is not None
              else "several ranks" if devices.world_size(recipe.engine) > 1
-             else f"the run is on {devices.accelerator(recipe.engine)}" if devices.accelerator(recipe.engine) != "cpu"
+             else f"the run is on {device}" if device != "cpu"
              else "a model passed as a Python object" if object_models(recipe)
              else f"{cores} core" if cores < 2 else f"one {'fold' if folded else 'stage'}" if units < 2 else "")
     if alone:
@@ -159,16 +159,16 @@ class StageWorkers:
     and jobs - 1 worker processes, started when the run starts (``with``) so that their own start (the interpreter,
     torch, the toolkit: about two seconds each) overlaps the teachers' stage in the run's process."""
 
-    def __init__(self, job: dict[str, Any], jobs: int, stages: int, p: Any) -> None:
+    def __init__(self, job: dict[str, Any], jobs: int, p: Any, why: str) -> None:
         from edgedistill.experiment.workers import Workers, worker_threads
 
-        self.job, self.jobs = job, jobs
+        self.job, self.jobs, self.why = job, jobs, why  # why: --jobs auto's reason for ``jobs``, or ""
         _PLANS.clear()
         _PLANS[_plan_key(job)] = (p, {})  # the thread slot trains on the run's own plan, as a sequential run does
-        self.fixed = job.pop("fixed_threads")  # the recipe's engine.threads, or None: cores // jobs each
+        self.fixed = p.recipe.engine.threads  # the recipe's threads for every slot, or None: cores // jobs each
         self.threads = worker_threads(self.fixed is not None, jobs)
         self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
-        self.workers.prestart(stages)
+        self.workers.prestart(len(p.recipe.seeds) * len(stage_kinds(p.recipe)))
 
     def __enter__(self) -> "StageWorkers":
         return self
@@ -182,7 +182,7 @@ class StageWorkers:
         failed, with the error class (exit code) the stages had."""
         from edgedistill.experiment.workers import failure
 
-        job, why = self.job, self.job.pop("why")
+        job, why = self.job, self.why
         say.message(f"--jobs {self.jobs}{f' (auto: {why})' if why else ''}: {len(stages)} stage(s) in this process and "
                     f"{self.jobs - 1} worker process(es), {self.threads or self.fixed} thread(s) each")
         # Each stage's bar (or its plain lines) in this process's display, named by its seed.

@@ -321,10 +321,10 @@ def run(
                 remove_stale_temp(run_dir, recursive=True)  # also teacher/, student_alone/, <method>/seed*/
             if folds is not None:
                 return folds.run()
-            # --jobs N: the seeds' stages in worker processes that rebuild this plan from the same recipe.
+            # --jobs N: the seeds' stages N at a time, in this process and in workers that rebuild the plan from the recipe.
             job = {"source": source, "overrides": overrides, "run_dir": str(run_dir), "smoke": smoke, "prefix": prefix,
-                   "fixed_threads": recipe.engine.threads, "command": command, "why": why}
-            parallel = StageWorkers(job, jobs, len(recipe.seeds) * len(stage_kinds(recipe)), p) if jobs > 1 and not teachers_only else None
+                   "command": command}
+            parallel = StageWorkers(job, jobs, p, why) if jobs > 1 and not teachers_only else None
             with parallel or contextlib.nullcontext(), shared_outputs():  # (a frozen network's pass over a split: once)
                 return _execute(p, run_dir, smoke, progress, command, deploy_profile, teachers_only, on_teacher, prefix,
                                 on_epoch, parallel)

@@ -239,7 +239,7 @@ class Workers:
             if conn not in ready and proc.sentinel not in ready:
                 continue
             outcome = self._read(conn, key)
-            if outcome is None and proc.sentinel not in ready:
+            if outcome is None and proc.sentinel not in ready and not conn.closed:
                 continue  # only progress so far: the job goes on
             del self.busy[conn]
             if isinstance(outcome, dict):
@@ -252,9 +252,9 @@ class Workers:
             done.append((key, outcome))
         return done
 
-    def _read(self, conn: Any, key: Hashable) -> Any:
+    def _read(self, conn: Any, key: Hashable) -> Optional[dict[str, Any]]:
         """What the job's worker sent: its progress events passed on, then its outcome (a dict); None when it has sent
-        nothing more yet, EOFError when its pipe is closed."""
+        nothing more yet, or its pipe is closed (``wait`` tells the two apart by ``conn.closed``)."""
         try:
             while conn.poll():
                 message = conn.recv()
@@ -263,7 +263,7 @@ class Workers:
                 if self.on_progress is not None:
                     self.on_progress(key, message[1])
         except (EOFError, OSError):
-            return EOFError
+            conn.close()
         return None
 
     def run_all(self, jobs: list[tuple[Hashable, dict[str, Any]]],
