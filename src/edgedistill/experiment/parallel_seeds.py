@@ -107,7 +107,7 @@ def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
 
 
 def stage_job(job: dict[str, Any]) -> dict[str, Any]:
-    """A worker process's stage (``workers.Workers`` target): the student alone or the distilled student of one seed."""
+    """A slot's stage (``workers.Workers`` target): the student alone or the distilled student of one seed."""
     from edgedistill.experiment.workers import guarded
 
     return guarded(job, lambda: _stage(job))
