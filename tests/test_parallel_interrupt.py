@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-RECIPE = {
-    "name": "ctrlc",
-    "data": {"name": "synthetic", "params": {"n_subjects": 5, "windows_per_subject": 16, "length": 32}},
-    "teacher": {"model": "fcn", "width": 0.25, "train": {"epochs": 2, "batch_size": 8}},
-    "student": {"model": "cnn1d", "width": 4, "depth": 2},
-    "method": {"name": "offline", "terms": [{"loss": "ce", "weight": 0.5}, {"loss": "kd", "weight": 0.5}]},
-    "train": {"epochs": 400, "batch_size": 8},  # stages of several seconds: the interrupt lands inside them
-    "seeds": [0],
-}
+from tests.test_interrupt import RECIPE as SMALL
+
+# test_interrupt's small synthetic recipe, with stages of several seconds: the interrupt lands inside them
+RECIPE = {**SMALL, "name": "ctrlc", "teacher": {**SMALL["teacher"], "train": {"epochs": 2, "batch_size": 8}},
+          "train": {"epochs": 400, "batch_size": 8}}
 
 
 def _group(pgid: int) -> list[int]:
