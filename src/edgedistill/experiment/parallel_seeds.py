@@ -167,8 +167,10 @@ class StageWorkers:
         _PLANS[_plan_key(job)] = (p, {})  # the thread slot trains on the run's own plan, as a sequential run does
         self.fixed = p.recipe.engine.threads  # the recipe's threads for every slot, or None: cores // jobs each
         self.threads = worker_threads(self.fixed is not None, jobs)
+        # Every (kind, seed) stage after the teachers, in the order a sequential run trains them.
+        self.stages = [(kind, seed) for seed in p.recipe.seeds for kind in stage_kinds(p.recipe)]
         self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
-        self.workers.prestart(len(p.recipe.seeds) * len(stage_kinds(p.recipe)))
+        self.workers.prestart(len(self.stages))
 
     def __enter__(self) -> "StageWorkers":
         return self
@@ -177,12 +179,12 @@ class StageWorkers:
         self.workers.close(kill=exc_type is not None)  # (a teacher that failed: the idle workers are not needed)
         _PLANS.clear()  # (the run's plan is not kept in this process after the run)
 
-    def run(self, stages: list[tuple[str, int]], say: StageProgress) -> dict[tuple[str, int], dict]:
-        """Every (kind, seed) stage, ``jobs`` at a time: their summaries. Refused, naming each failed stage, if any
+    def run(self, say: StageProgress) -> dict[tuple[str, int], dict]:
+        """Every stage, ``jobs`` at a time: their summaries by (kind, seed). Refused, naming each failed stage, if any
         failed, with the error class (exit code) the stages had."""
         from edgedistill.experiment.workers import failure
 
-        job, why = self.job, self.why
+        job, why, stages = self.job, self.why, self.stages
         say.message(f"--jobs {self.jobs}{f' (auto: {why})' if why else ''}: {len(stages)} stage(s) in this process and "
                     f"{self.jobs - 1} worker process(es), {self.threads or self.fixed} thread(s) each")
         # Each stage's bar (or its plain lines) in this process's display, named by its seed.

@@ -369,7 +369,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
                     baselines.append(runner.baseline(seed))
                 results.append(runner.distilled(seed, [t for t, _ in teachers]))
             if parallel is not None:
-                done = parallel.run([(k, s) for s in recipe.seeds for k in kinds], prog)
+                done = parallel.run(prog)
                 baselines = [done[("baseline", s)] for s in recipe.seeds if "baseline" in kinds]
                 results = [done[("distilled", s)] for s in recipe.seeds]
             if recipe.report.classical and not teachers_only and zero:  # (inside: it reports progress, at the run's threads)
