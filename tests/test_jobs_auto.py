@@ -1,9 +1,11 @@
-"""--jobs auto (edgedistill run's default): one worker per core and parallel stage as memory allows, one process where
-workers cannot pay (a smoke run) or cannot run (an accelerator, a per-epoch callback), and the reason said."""
+"""--jobs auto (the default of edgedistill run, sweep and tune): one slot per core and parallel unit (a run's stages or
+folds, a sweep's grid points, a tune's trials) as memory allows, one process where workers cannot pay (a smoke run,
+short stages) or cannot run (an accelerator, a per-epoch callback), and the reason said."""
 import pytest
 
 from edgedistill.config import load_recipe
-from edgedistill.experiment import parallel_seeds
+from edgedistill.experiment import job_slots, parallel_seeds, sweep, tune
+from edgedistill.experiment.job_slots import Footprint
 from edgedistill.experiment.runner import plan
 from edgedistill.shipped_recipes import recipe_source
 from tests.helpers import cli_run
@@ -39,7 +41,7 @@ def test_one_worker_per_core_and_stage(quickstart, machine):
 
 def test_memory_caps_the_workers_and_says_so(quickstart, machine):
     recipe, p = quickstart
-    machine(8, 3 * parallel_seeds.WORKER_BYTES)  # half of it holds one worker (plus the data)
+    machine(8, 3 * job_slots.WORKER_BYTES)  # half of it holds one worker (plus the data)
     jobs, why = parallel_seeds.auto_jobs(recipe, p, False)
     assert jobs == 1 and "memory for 1" in why and "GB each" in why
 
@@ -67,10 +69,12 @@ def test_one_process_where_workers_cannot_pay_or_run(quickstart, machine, monkey
 def test_requested_refuses_what_is_not_a_count(tmp_path):
     from edgedistill.errors import UserInputError
 
-    assert parallel_seeds.requested("auto") == (1, True) and parallel_seeds.requested(3) == (3, False)
+    assert job_slots.requested("auto") == (1, True) and job_slots.requested(3) == (3, False)
     for bad in ("3", 2.0, True, None):
         with pytest.raises(UserInputError, match="--jobs: expected a whole number >= 1 or 'auto'"):
-            parallel_seeds.requested(bad)
+            job_slots.requested(bad)
+    with pytest.raises(UserInputError, match=r"--jobs: expected at least 1 \(got 0\)"):
+        job_slots.requested(0)
     out = cli_run("quickstart", "--smoke", "--jobs", "many", "--out", tmp_path / "x")
     assert out.exit_code == 2 and "--jobs: expected a whole number >= 1 or 'auto' (got 'many')" in out.output
     assert not (tmp_path / "x").exists()
@@ -81,3 +85,48 @@ def test_the_command_defaults_to_auto_and_a_cross_validation_says_what_it_chose(
     out = cli_run("loso", "--smoke", "--out", tmp_path / "cv")
     assert out.exit_code == 0, out.output
     assert "1 at a time (--jobs auto: a smoke run)" in out.output
+
+
+GB = 2**30
+
+
+def test_a_sweep_runs_one_grid_point_per_slot_and_keeps_short_or_smoke_grids_in_one_process(machine):
+    big, small = Footprint("", 20000, GB), Footprint("", 20000, 2 * GB)
+    machine(4, 64 * GB)
+    assert sweep.auto_jobs([big, small], 8, 3) == (4, "4 cores, 8 grid points")
+    assert sweep.auto_jobs([big, small], 3, 3) == (3, "4 cores, 3 grid points")  # (the points not finished yet)
+    assert sweep.auto_jobs([big], 0, 3) == (1, "no grid points left")
+    machine(4, 8 * GB)  # half of it holds two of the largest point's slots
+    assert sweep.auto_jobs([big, small], 8, 3) == (2, "4 cores, 8 grid points, memory for 2 (about 2.0 GB each)")
+    assert sweep.auto_jobs([big, Footprint("a smoke run", 60, GB)], 8, 3) == (1, "a smoke run")
+    tiny = Footprint("", 500, GB)  # 2 points x 3 seeds x 500: 3000 rows x epochs in the whole grid
+    assert sweep.auto_jobs([tiny, tiny], 2, 3) == (1, "a short grid (3000 training rows x epochs)")
+
+
+def test_a_tune_runs_one_trial_per_core_up_to_trials(machine):
+    fp = Footprint("", 100, GB)  # (a tune's trials are never too short: the budget is spent on many of them)
+    machine(4, 64 * GB)
+    assert tune.auto_jobs(fp, False, None) == (4, "4 cores")
+    assert tune.auto_jobs(fp, False, 2) == (2, "4 cores, 2 trials")
+    assert tune.auto_jobs(fp, True, None) == (1, "a smoke run")
+    assert tune.auto_jobs(Footprint("the run is on cuda", 100, GB), False, None) == (1, "the run is on cuda")
+
+
+def test_sweep_and_tune_commands_default_to_auto_and_say_what_it_chose(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgedistill.cli import app
+
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    got = CliRunner().invoke(app, ["sweep", "sweep_example", "--smoke", "--no-progress", "--out", str(tmp_path / "sw"),
+                                   "sweep.grid={method.terms.1.temperature: [4]}"])
+    assert got.exit_code == 0, got.output
+    assert "1 job(s) (--jobs auto: a smoke run)" in got.output
+    got = CliRunner().invoke(app, ["tune", "kd", "--smoke", "--budget", "5m", "--trials", "1", "--no-retrain",
+                                   "--methods", "kd", "--no-progress", "--out", str(tmp_path / "tu")])
+    assert got.exit_code == 0, got.output
+    assert "1 job(s) (--jobs auto: a smoke run)" in got.output
+    for command in (["sweep", "sweep_example"], ["tune", "kd"]):
+        got = CliRunner().invoke(app, [*command, "--smoke", "--jobs", "0", "--out", str(tmp_path / "never")])
+        assert got.exit_code == 2 and "--jobs: expected at least 1 (got 0)" in got.output, got.output
+    assert not (tmp_path / "never").exists()

@@ -117,10 +117,10 @@ def sweep(
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of the recipe, e.g. train.epochs=20 or sweep.seeds=[0,1]"),
     smoke: bool = typer.Option(False, "--smoke", help="The whole grid on tiny synthetic data, one epoch, one seed: seconds."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (default sweeps/<name>-<time>; a temporary one with --smoke); give the same one again to resume."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run in this many parallel processes (each gets cores // jobs threads unless the recipe sets engine.threads)."),
+    jobs: str = typer.Option("auto", "--jobs", "-j", help="Grid points at a time, each a run in a worker process with cores // jobs threads unless the recipe sets engine.threads. auto: one per core and grid point as memory allows; 1 for a smoke sweep, a short grid or a GPU (docs/sweep.md)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///<out>/study.db); one shared URL lets several machines work on one study."),
     study: Optional[str] = typer.Option(None, "--study", help="Optuna study name (default: the sweep's name)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars inside each trial (with --jobs 1)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars inside each trial (with --jobs 1; in parallel, each trial's stage lines)."),
 ) -> None:
     """Run a grid of recipe variants (each over every seed); write results.csv, results.md and heatmap.png."""
     try:
@@ -128,7 +128,7 @@ def sweep(
         from edgedistill.experiment.rundir import command_line
         from edgedistill.experiment.sweep import sweep as run_sweep
 
-        summary = run_sweep(find_recipe(recipe), list(overrides or []), out=out, smoke=smoke, jobs=jobs, storage=storage,
+        summary = run_sweep(find_recipe(recipe), list(overrides or []), out=out, smoke=smoke, jobs=jobs_option(jobs), storage=storage,
                             study=study, progress=progress, command=command_line(), deploy_profile=report_profile)
     except EdgeDistillError as exc:
         _fail(exc)

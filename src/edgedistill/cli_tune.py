@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from edgedistill.cli import _environment, _fail, _table, app, find_recipe
+from edgedistill.cli import _environment, _fail, _table, app, find_recipe, jobs_option
 from edgedistill.errors import EdgeDistillError
 
 
@@ -18,7 +18,7 @@ def tune(
     budget: str = typer.Option("30m", "--budget", help="Wall-clock time for the search: 90s, 30m, 2h, 1h30m. No trial starts with less than its measured cost left; the winner's retraining over the seeds comes after it."),
     out: Optional[Path] = typer.Option(None, "--out", help="Tune directory (default tunes/<name>-<time>; a temporary one with --smoke); give the same one again to resume the study."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///<out>/study.db); one shared URL lets several machines work on one study."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Trials run in this many parallel processes (each gets cores // jobs threads)."),
+    jobs: str = typer.Option("auto", "--jobs", "-j", help="Trials at a time, each in a worker process with cores // jobs threads; the winner's retraining runs its stages with the same --jobs. auto: one per core as memory allows; 1 for a smoke tune or a GPU (docs/tune.md)."),
     max_params: Optional[int] = typer.Option(None, "--max-params", help="Also search the student's width and depth, keeping shapes with at most this many parameters."),
     max_latency_us: Optional[float] = typer.Option(None, "--max-latency-us", help="Also search the student's width and depth, keeping shapes whose batch-1 latency on one thread (measured here) is at most this."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Search only these regimes, comma-separated (e.g. kd,dist,fitnet); default every applicable one."),
@@ -26,7 +26,7 @@ def tune(
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Also stop after this many trials (the budget still bounds them)."),
     smoke: bool = typer.Option(False, "--smoke", help="On tiny synthetic data, one epoch per trial: seconds."),
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="Retrain the winner over the recipe's seeds and report it on test (the paired verdict)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars inside each trial (with --jobs 1)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars inside each trial (with --jobs 1; in parallel, each trial's stage lines)."),
 ) -> None:
     """Choose the distillation for a recipe: a budgeted search over regimes, temperatures and weights, chosen on validation."""
     try:
@@ -35,7 +35,7 @@ def tune(
         from edgedistill.experiment.tune import tune as run_tune
 
         chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods is not None else None
-        summary = run_tune(find_recipe(recipe), list(overrides or []), budget=budget, out=out, storage=storage, jobs=jobs,
+        summary = run_tune(find_recipe(recipe), list(overrides or []), budget=budget, out=out, storage=storage, jobs=jobs_option(jobs),
                            max_params=max_params, max_latency_us=max_latency_us, methods=chosen,
                            include_data_free=include_data_free, max_trials=trials, smoke=smoke, retrain=retrain, progress=progress,
                            command=command_line(), deploy_profile=report_profile, latency=torch_latency)

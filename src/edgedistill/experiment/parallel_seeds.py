@@ -17,8 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edgedistill.config import Recipe
 from edgedistill.errors import UserInputError
 from edgedistill.experiment.rundir import as_environment_problem, resume_command
@@ -27,25 +25,6 @@ from edgedistill.progress import StageProgress
 #: A worker's plan by job (recipe, overrides, smoke), with its store of shared outputs (data/shared_outputs.py): its
 #: next stage of the same run neither prepares the data nor runs the teacher over the training rows again.
 _PLANS: dict[str, tuple[Any, dict]] = {}
-
-
-#: Below this many training rows x epochs a stage lasts about as long as a worker takes to start (~2 s: the quickstart's
-#: 150 rows x 100 epochs take 4-6 s on one core), so ``--jobs auto`` keeps such a run in one process.
-SHORT_STAGE_ROW_EPOCHS = 5000
-
-#: A worker's own memory before any data: the interpreter, torch and the toolkit (about 0.65 GB peak RSS measured for
-#: a one-seed quickstart run), rounded up. ``--jobs auto`` adds the run's data and the student to it.
-WORKER_BYTES = 768 * 2**20
-
-
-def requested(jobs: Any) -> tuple[int, bool]:
-    """``jobs`` as asked: (N, False) for a count, (1, True) for "auto" (the count is chosen once the plan is built:
-    ``auto_jobs``). Anything else is refused, naming --jobs."""
-    if jobs == "auto":
-        return 1, True
-    if isinstance(jobs, bool) or not isinstance(jobs, int):
-        raise UserInputError(f"--jobs: expected a whole number >= 1 or 'auto' (got {jobs!r})")
-    return jobs, False
 
 
 def stage_kinds(recipe: Recipe) -> tuple[str, ...]:
@@ -59,42 +38,21 @@ def stage_kinds(recipe: Recipe) -> tuple[str, ...]:
 
 def auto_jobs(recipe: Recipe, p: Any, smoke: bool, teachers_only: bool = False, on_epoch: Any = None,
               fold: Any = None) -> tuple[int, str]:
-    """``--jobs auto``: how many parallel slots the cores allow for this run's model and data, and why.
+    """``--jobs auto`` for a run: ``job_slots.slots`` over its parallel units (the seeds' stages, or a
+    cross-validation's folds), and why. One slot where ``job_slots.footprint`` says so, for stages too short to pay
+    for a worker's start, and where a run has nothing to run side by side: teachers only, a per-epoch callback (it
+    lives in this process), one fold of a cross-validation (its folds are the parallel units)."""
+    from edgedistill.experiment.job_slots import footprint, short, slots
+    from edgedistill.experiment.cross_validation import fold_indices
 
-    One (the run's own process, no workers) when parallel stages cannot pay or cannot run: a smoke run, or stages
-    shorter than ``SHORT_STAGE_ROW_EPOCHS`` (either lasts less than a worker takes to start), a single stage, an
-    accelerator (the run's one device serves its stages in turn), several ranks, a per-epoch callback or a model passed
-    as a Python object (both live in this process), one fold of a cross-validation (its folds are the parallel
-    units). Otherwise one slot per core, at most one per parallel unit (the seeds' stages, or a cross-validation's
-    folds), and no more than half the available memory holds: a slot needs ``WORKER_BYTES`` plus the run's in-memory
-    data and 16 bytes per student parameter (weights, gradients, Adam's two moments). Stages side by side rather than
-    intra-op threads: a small model's stage gains little from a second thread (benchmarks/parallel_seeds.py measures
-    it), and independent stages share nothing."""
-    from edgedistill.engine import devices
-    from edgedistill.experiment.cross_validation import fold_indices, object_models
-    from edgedistill.machine import available_cores, available_memory
-
-    cores, folded, device = available_cores(), recipe.eval.scheme != "holdout" and fold is None, devices.accelerator(recipe.engine)
-    units = len(fold_indices(recipe, p.splits.info.fold["count"])) if folded else len(recipe.seeds) * len(stage_kinds(recipe))
-    work = len(p.splits.train) * recipe.train.epochs
-    alone = ("a smoke run" if smoke else "teachers only" if teachers_only else "a per-epoch callback" if on_epoch
-             else f"short stages ({work} training rows x epochs)" if work < SHORT_STAGE_ROW_EPOCHS
-             else "one fold of a cross-validation" if fold is not None
-             else "several ranks" if devices.world_size(recipe.engine) > 1
-             else f"the run is on {device}" if device != "cpu"
-             else "a model passed as a Python object" if object_models(recipe)
-             else f"{cores} core" if cores < 2 else f"one {'fold' if folded else 'stage'}" if units < 2 else "")
+    f, folded = footprint(recipe, p, smoke), recipe.eval.scheme != "holdout" and fold is None
+    alone = ("teachers only" if teachers_only else "a per-epoch callback" if on_epoch
+             else "one fold of a cross-validation" if fold is not None else f.alone or short(f.work, "short stages"))
     if alone:
         return 1, alone
-    data = sum(t.nbytes for part in (p.splits.train, p.splits.val, p.splits.test)
-               for t in (*part.views.values(), part.y) if isinstance(t, torch.Tensor))
-    need = WORKER_BYTES + data + 16 * sum(w.numel() for w in p.student.parameters())
-    free = available_memory()
-    fits = max(1, free // 2 // need) if free else units
-    jobs = min(cores, units, fits)
-    memory = f", memory for {fits} (about {need / 2**30:.1f} GB each)" if fits < min(cores, units) else ""
-    why = f"{cores} cores, {units} {'folds' if folded else 'stages'}{memory}"
-    return jobs, why
+    if folded:
+        return slots(len(fold_indices(recipe, p.splits.info.fold["count"])), "fold", f.need)
+    return slots(len(recipe.seeds) * len(stage_kinds(recipe)), "stage", f.need)
 
 
 def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:

@@ -283,9 +283,9 @@ def run(
     folds x seeds (experiment/cross_validation.py). ``prefix`` starts every stage line (a sweep's parallel trials
     name their grid point; a fold adds ``[fold<i>]``). ``on_epoch(epoch, val_metrics)``: called after each epoch of the
     distilled student's stages (``Stage.on_epoch``; ``edgedistill tune`` prunes with it)."""
-    from edgedistill.experiment import cross_validation, parallel_seeds
+    from edgedistill.experiment import cross_validation, job_slots, parallel_seeds
 
-    jobs, auto = parallel_seeds.requested(jobs)  # "auto": 1 for the checks below, chosen once the plan is built
+    jobs, auto = job_slots.requested(jobs)  # "auto": 1 for the checks below, chosen once the plan is built
     recipe = smoke_recipe(load_recipe(source, overrides)) if smoke else load_recipe(source, overrides)
     folded = recipe.eval.scheme != "holdout"
     if fold is not None:

@@ -45,6 +45,7 @@ from edgedistill.experiment.sweep_store import (
     GRACE_S, POLL_S, _locked, run_trial, open_study, _pid_alive, _Heartbeat, fail_dead, queue_point, retry_of, take,
     trials_running, quiet_optuna,
 )
+from edgedistill.experiment.job_slots import Footprint, requested, short, slots
 from edgedistill.experiment.workers import Workers, worker_threads
 from edgedistill.io import read_json_record, write_json
 from edgedistill.paths import inside
@@ -57,7 +58,7 @@ class Sweep:
         from optuna.distributions import CategoricalDistribution
 
         self.spec, self.metric, self.dir, self.study, self.storage = spec, metric, sweep_dir, study, storage
-        self.jobs, self.smoke, self.progress, self.command, self.log = jobs, smoke, progress, command, log
+        self.smoke, self.progress, self.command, self.log = smoke, progress, command, log
         self.deploy_profile = deploy_profile
         self.axes, self.values = spec["axes"], spec["values"]
         self.points = points_of(spec)
@@ -66,11 +67,15 @@ class Sweep:
         self.codes = {k: [encode(v) for v in self.values[k]] for k in self.axes}
         self.dists = {k: CategoricalDistribution(self.codes[k]) for k in self.axes}
         self.session, self.host, self.pid = uuid.uuid4().hex[:8], socket.gethostname(), os.getpid()
-        sets_threads = "engine.threads" in self.axes or (spec["base"].get("engine") or {}).get("threads")
-        self.threads = worker_threads(bool(sets_threads), jobs)
+        self.fixed = bool("engine.threads" in self.axes or (spec["base"].get("engine") or {}).get("threads"))
+        self.use(jobs)
         self.heartbeat = _Heartbeat(storage)
         self.waiting_said = False
         self.started = datetime.datetime.now()  # (naive local time, as Optuna stores a trial's end)
+
+    def use(self, jobs: int) -> None:
+        """Run ``jobs`` trials at a time, each with cores // jobs threads (unless the recipe or the grid sets them)."""
+        self.jobs, self.threads = jobs, worker_threads(self.fixed, jobs)
 
     # -- reading the store --------------------------------------------------------------------------------
     def _point_of(self, trial: Any) -> Optional[str]:
@@ -290,13 +295,21 @@ class Sweep:
         return rows
 
 
+def auto_jobs(prints: list[Footprint], left: int, seeds: int) -> tuple[int, str]:
+    """``--jobs auto`` for a sweep: ``job_slots.slots`` over the grid points ``left``, at the largest point's memory;
+    one process where a point's footprint says so (a smoke sweep, an accelerator), or where the whole grid's training
+    (every point, ``seeds`` each) is too short to pay for the workers' start."""
+    alone = next((f.alone for f in prints if f.alone), "") or short(sum(f.work for f in prints) * seeds, "a short grid")
+    return (1, alone) if alone else slots(left, "grid point", max(f.need for f in prints))
+
+
 def sweep(
     recipe: str | Path,
     overrides: Optional[list[str]] = None,
     *,
     out: Optional[str | Path] = None,
     smoke: bool = False,
-    jobs: int = 1,
+    jobs: int | str = 1,
     storage: Optional[str] = None,
     study: Optional[str] = None,
     progress: bool = False,
@@ -305,21 +318,22 @@ def sweep(
     deploy_profile: Optional[Callable[[Path, bool], None]] = None,
 ) -> dict[str, Any]:
     """Run (or resume) the grid in ``recipe``'s ``sweep:`` section; write results.csv, results.md, heatmap.png.
-    ``deploy_profile`` goes to every trial's ``runner.run`` (what ``report.profile`` calls; picklable)."""
-    if jobs < 1:
-        raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
+    ``deploy_profile`` goes to every trial's ``runner.run`` (what ``report.profile`` calls; picklable). ``jobs``: trials
+    at a time, or "auto" (``auto_jobs``: the command line's default)."""
+    requested(jobs)  # (refused before anything is read)
     with quiet_optuna():
         return _sweep(recipe, overrides, out=out, smoke=smoke, jobs=jobs, storage=storage, study=study, progress=progress,
                       command=command, log=log, deploy_profile=deploy_profile)
 
 
-def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[str | Path], smoke: bool, jobs: int,
+def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[str | Path], smoke: bool, jobs: int | str,
            storage: Optional[str], study: Optional[str], progress: bool, command: Optional[str],
            log: Callable[[str], None], deploy_profile: Optional[Callable[[Path, bool], None]] = None) -> dict[str, Any]:
     spec = read_sweep(Path(recipe), overrides)
     spec["recipe"] = str(recipe)
     points = points_of(spec)
-    task, metric = validate(spec, points, smoke)
+    task, metric, prints = validate(spec, points, smoke)
+    jobs, auto = requested(jobs)
     identity_doc = {"recipe": spec["base"], "grid": spec["values"], "seeds": spec["seeds"], "metric": metric, "smoke": smoke}
     identity = hashlib.sha256(_canon(identity_doc).encode()).hexdigest()[:16]
     command = redact(command or f"edgedistill sweep {recipe}" + (" --smoke" if smoke else ""))  # no storage password
@@ -354,8 +368,13 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
                        deploy_profile=deploy_profile)
         seeds = runner.info()["seeds"]
         already = len(runner.snapshot()["complete"])
+        why = ""
+        if auto:
+            jobs, why = auto_jobs(prints, len(points) - already, len(seeds))
+            runner.use(jobs)
         log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {redact(storage) if storage else sweep_dir / 'study.db'})")
         log(f"{len(points)} grid points x {len(seeds)} seed(s) {seeds}, best chosen on validation {metric}; {jobs} job(s)"
+            + (f" (--jobs auto: {why})" if why else "")
             + (f"; {already} point(s) already finished" if already else ""))
         try:
             runner.execute()

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from edgedistill.config import load_recipe
 from edgedistill.engine.devices import check_one_process
+from edgedistill.experiment.job_slots import Footprint, footprint
 from edgedistill.recipe_paths import resolve_recipe_paths, safe_name
 from edgedistill.errors import short_repr
 from edgedistill.yaml_io import apply_overrides, read_yaml
@@ -124,8 +125,9 @@ def trial_overrides(spec: dict[str, Any], point: dict[str, Any], smoke: bool) ->
     return {**point, **extra}
 
 
-def _check(spec: dict[str, Any], overrides: dict[str, Any], smoke: bool) -> str:
-    """What ``edgedistill run`` checks before training (keys, names, shapes, one forward pass); returns the task."""
+def _check(spec: dict[str, Any], overrides: dict[str, Any], smoke: bool) -> tuple[str, Footprint]:
+    """What ``edgedistill run`` checks before training (keys, names, shapes, one forward pass); returns the task and
+    what ``--jobs auto`` needs to know of the point's work."""
     from edgedistill.experiment.runner import plan
 
     recipe = load_recipe(spec["base"], overrides)
@@ -134,7 +136,8 @@ def _check(spec: dict[str, Any], overrides: dict[str, Any], smoke: bool) -> str:
         from edgedistill.experiment.smoke import smoke_recipe
 
         recipe = smoke_recipe(recipe)
-    return plan(recipe, smoke).splits.info.task
+    p = plan(recipe, smoke)
+    return p.splits.info.task, footprint(recipe, p, smoke)
 
 
 def _shared_smoke_recipe(spec: dict[str, Any], overrides: dict[str, Any], cache: Path) -> Optional[dict[str, Any]]:
@@ -160,9 +163,9 @@ def _loads(base: dict[str, Any], overrides: dict[str, Any]) -> bool:
     return True
 
 
-def validate(spec: dict[str, Any], points: list[dict[str, Any]], smoke: bool) -> tuple[str, str]:
+def validate(spec: dict[str, Any], points: list[dict[str, Any]], smoke: bool) -> tuple[str, str, list[Footprint]]:
     """Check every grid point; an error names ``sweep.grid.<key>`` (and the value) where one axis is to blame.
-    Returns (task, metric)."""
+    Returns (task, metric, every point's ``job_slots.Footprint``)."""
     axes = spec["axes"]
     base_ok = _loads(spec["base"], {})  # (the grid may supply what the recipe leaves out)
     outcome: dict[int, Any] = {}
@@ -191,11 +194,11 @@ def validate(spec: dict[str, Any], points: list[dict[str, Any]], smoke: bool) ->
             raise UserInputError(str(exc))
         where = ", ".join(f"{k}={label(point[k])}" for k in axes)
         raise UserInputError(f"sweep.grid ({', '.join(axes)}): the grid point {where}: {exc}")
-    tasks = set(outcome.values())
+    tasks = {task for task, _ in outcome.values()}
     if len(tasks) != 1:
         raise UserInputError(f"sweep.grid: the grid mixes tasks ({', '.join(sorted(tasks))}); one metric cannot rank them")
     task = tasks.pop()
     metric = spec["metric"] or ("acc" if task == "classification" else "rmse")
     if metric not in METRICS[task]:
         raise UserInputError(f"sweep.metric: '{metric}' is not a {task} metric; expected one of: {', '.join(METRICS[task])}")
-    return task, metric
+    return task, metric, [outcome[i][1] for i in range(len(points))]

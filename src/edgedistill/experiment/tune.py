@@ -35,8 +35,9 @@ from edgedistill.experiment.sweep_grid import _canon
 from edgedistill.experiment.sweep_store import _extract, _Heartbeat, _pid_alive, open_study, quiet_optuna, trials_running
 from edgedistill.experiment.workers import Workers, worker_threads
 from edgedistill.experiment import tune_select
-from edgedistill.experiment.tune_trial import pruner, run_tune_trial
-from edgedistill.experiment.tune_space import Space, build_space, estimate_trial_cost, read_recipe, recipe_point
+from edgedistill.experiment.job_slots import Footprint, requested, slots
+from edgedistill.experiment.tune_trial import estimate_trial_cost, pruner, run_tune_trial
+from edgedistill.experiment.tune_space import Space, build_space, read_recipe, recipe_point
 from edgedistill.io import read_json_record, write_json
 
 MAX_FAILURES_IN_A_ROW = 3
@@ -205,6 +206,14 @@ def _rechecker(tuner: Tuner, base: dict[str, Any], smoke: bool) -> Callable[[Any
     return run_again
 
 
+def auto_jobs(fp: Footprint, smoke: bool, max_trials: Optional[int]) -> tuple[int, str]:
+    """``--jobs auto`` for a tune: ``job_slots.slots`` over its trials (no bound but ``--trials``: the budget decides how
+    many run); one process for a smoke tune and where the trial's footprint says so (an accelerator, one core). Trials
+    are never too short to pay for the workers' start: the budget is spent on many of them."""
+    alone = "a smoke run" if smoke else fp.alone
+    return (1, alone) if alone else slots(max_trials, "trial", fp.need)
+
+
 def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
@@ -216,7 +225,7 @@ def tune(
     budget: str | float = "30m",
     out: Optional[str | Path] = None,
     storage: Optional[str] = None,
-    jobs: int = 1,
+    jobs: int | str = 1,
     max_params: Optional[int] = None,
     max_latency_us: Optional[float] = None,
     methods: Optional[list[str]] = None,
@@ -235,8 +244,7 @@ def tune(
     ``max_trials``: also stop after this many trials in this invocation (the budget still bounds them).
     ``deploy_profile`` goes to the winner's retraining run; ``latency(model, window, runs, warmup)`` times a student
     for ``max_latency_us`` (both from the deploy layer: ``edgedistill.deploy.profile``)."""
-    if jobs < 1:
-        raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
+    requested(jobs)
     if max_trials is not None and max_trials < 1:
         raise UserInputError(f"--trials: expected at least 1 (got {max_trials})")
     if max_params is not None and max_params < 1:
@@ -250,7 +258,7 @@ def tune(
                      latency=latency)
 
 
-def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: Any, storage: Optional[str], jobs: int,
+def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: Any, storage: Optional[str], jobs: int | str,
           max_params: Optional[int], max_latency_us: Optional[float], methods: Optional[list[str]], include_data_free: bool,
           max_trials: Optional[int], smoke: bool, retrain: bool, progress: bool, command: Optional[str], log: Callable[[str], None],
           deploy_profile: Optional[Callable[[Path, bool], None]],
@@ -277,7 +285,9 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
     space = build_space(trial_base, smoke=trial_smoke, methods=methods, include_data_free=include_data_free,
                         max_params=max_params, max_latency_us=max_latency_us, students=measured,
                         latency=latency)
-    setup_s, epoch_s, epochs = estimate_trial_cost(trial_base, trial_smoke)
+    setup_s, epoch_s, epochs, fp = estimate_trial_cost(trial_base, trial_smoke)
+    asked = jobs  # (the winner's retraining over the seeds runs its stages with the same --jobs)
+    jobs, why = auto_jobs(fp, smoke, max_trials) if jobs == "auto" else (requested(jobs)[0], "")
     floor, left = setup_s + epoch_s * epochs, start + budget - time.time()
     if left < floor:  # refused before anything is written
         raise UserInputError(f"--budget {_duration(budget)}: one trial ({epochs} epochs of the distilled student) is estimated "
@@ -324,7 +334,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
         log(f"Tune directory: {tune_dir} (study '{study_name}' in {redact(storage) if storage else tune_dir / 'study.db'})")
         log(f"Searching {len(space.candidates)} regime(s) ({', '.join(c.name for c in space.candidates)}) on seed {seeds[0]}, "
             f"chosen on validation {space.metric}; {epochs} epochs per trial, about {_duration(cost)} each; budget "
-            f"{_duration(budget)}; {jobs} job(s)" + (f"; {done_before} earlier trial(s) resumed" if done_before else "")
+            f"{_duration(budget)}; {jobs} job(s)" + (f" (--jobs auto: {why})" if why else "") + (f"; {done_before} earlier trial(s) resumed" if done_before else "")
             + (f"; {recovered} interrupted trial(s) marked failed" if recovered else ""))
         for cname, why in space.excluded.items():
             log(f"  not searched: {cname}: {why}")
@@ -349,7 +359,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
                     f"recipe's seeds{' (smoke: one)' if smoke else ''} into {final_dir}")
                 from edgedistill.experiment.runner import run
 
-                summary = run(trial_base, choice, out=final_dir, smoke=trial_smoke, progress=progress,
+                summary = run(trial_base, choice, out=final_dir, smoke=trial_smoke, progress=progress, jobs=asked,
                               command=f"edgedistill run {tune_dir / 'best_recipe.yaml'}", deploy_profile=deploy_profile)
                 final = _extract(summary, space.metric)
         else:

@@ -12,7 +12,6 @@ exclusion keeps its reason; the report lists them.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -342,44 +341,6 @@ def build_space(base: dict[str, Any], *, smoke: bool = False, methods: Optional[
     else:
         students, note = _students(recipe, info, max_params, max_latency_us, latency)
     return Space(info.task, metric, "maximize" if metric in MAXIMIZE else "minimize", kept, excluded, students, note)
-
-
-def estimate_trial_cost(base: dict[str, Any], smoke: bool = False, steps: int = 3) -> tuple[float, float, int]:
-    """Measured lower bound of one trial's cost: (setup seconds: loading the data and building the networks, as
-    every run does; seconds of one training epoch of the distilled student: its forward and backward on real batches,
-    times the steps per epoch, plus a validation pass; the epochs of one trial). The teachers' forward is left out:
-    most regimes cache the teachers' outputs; feature losses (a teacher forward every step) and a first trial whose
-    teacher and student alone are not cached yet cost more. Once trials finish, their median time replaces this."""
-    import torch
-
-    from edgedistill.config import load_recipe
-    from edgedistill.experiment.runner import plan
-
-    recipe = load_recipe(base)
-    if smoke:
-        from edgedistill.experiment.smoke import smoke_recipe
-
-        recipe = smoke_recipe(recipe)
-    setup = time.perf_counter()
-    p = plan(recipe, smoke)
-    setup = time.perf_counter() - setup
-    cfg = recipe.train
-    batch = p.splits.train.batch(torch.arange(min(cfg.batch_size, len(p.splits.train))))
-    student = p.student
-    student.train()
-
-    def step() -> None:
-        student(batch["x"]).float().pow(2).mean().backward()
-        student.zero_grad(set_to_none=True)
-
-    step()  # warm-up: first-call allocations
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    per_step = (time.perf_counter() - start) / steps
-    batches = max(1, p.splits.train.num_batches(cfg.batch_size, drop_last=True))
-    val_steps = max(1, -(-len(p.splits.val) // max(1, cfg.batch_size)))
-    return setup, per_step * batches + per_step * val_steps / 3, cfg.epochs
 
 
 def read_recipe(recipe: str | Path | dict[str, Any], overrides: Optional[list[str]]) -> tuple[dict[str, Any], str]:

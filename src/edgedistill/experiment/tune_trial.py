@@ -4,8 +4,9 @@ recipe with the trial's method section, reporting each epoch's validation score 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
+from edgedistill.experiment.job_slots import Footprint, footprint
 from edgedistill.experiment.sweep_store import _extract
 from edgedistill.experiment.tune_select import tiebreak
 from edgedistill.experiment.workers import guarded
@@ -62,3 +63,51 @@ def run_tune_trial(job: dict[str, Any]) -> dict[str, Any]:
                 "tiebreak": tiebreak(summary, metric)}
 
     return guarded(job, work)
+
+
+class TrialCost(NamedTuple):
+    """``estimate_trial_cost``'s measurement."""
+
+    setup_s: float
+    epoch_s: float
+    epochs: int
+    footprint: Footprint
+
+
+def estimate_trial_cost(base: dict[str, Any], smoke: bool = False, steps: int = 3) -> TrialCost:
+    """Measured lower bound of one trial's cost (``TrialCost``: setup seconds: loading the data and building the
+    networks, as every run does; seconds of one training epoch of the distilled student: its forward and backward on
+    real batches, times the steps per epoch, plus a validation pass; the epochs of one trial), with the trial's
+    ``job_slots.Footprint`` for ``--jobs auto``. The teachers' forward is left out:
+    most regimes cache the teachers' outputs; feature losses (a teacher forward every step) and a first trial whose
+    teacher and student alone are not cached yet cost more. Once trials finish, their median time replaces this."""
+    import torch
+
+    from edgedistill.config import load_recipe
+    from edgedistill.experiment.runner import plan
+
+    recipe = load_recipe(base)
+    if smoke:
+        from edgedistill.experiment.smoke import smoke_recipe
+
+        recipe = smoke_recipe(recipe)
+    setup = time.perf_counter()
+    p = plan(recipe, smoke)
+    setup = time.perf_counter() - setup
+    cfg = recipe.train
+    batch = p.splits.train.batch(torch.arange(min(cfg.batch_size, len(p.splits.train))))
+    student = p.student
+    student.train()
+
+    def step() -> None:
+        student(batch["x"]).float().pow(2).mean().backward()
+        student.zero_grad(set_to_none=True)
+
+    step()  # warm-up: first-call allocations
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    per_step = (time.perf_counter() - start) / steps
+    batches = max(1, p.splits.train.num_batches(cfg.batch_size, drop_last=True))
+    val_steps = max(1, -(-len(p.splits.val) // max(1, cfg.batch_size)))
+    return TrialCost(setup, per_step * batches + per_step * val_steps / 3, cfg.epochs, footprint(recipe, p, smoke))
