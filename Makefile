@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-formats bench-baselines bench-fidelity bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv gpu
+.PHONY: demo test test-slow test-formats bench-baselines bench-fidelity bench-pamap2 bench-mapped bench-select bench-tune install clean bench-quality bench-speed bench-cv bench-parallel gpu
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,11 @@ fuzz: $(STAMP)
 
 reliability: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python scripts/reliability_figures.py --cases 1000 --seed $(SEED) --fresh-seed 2026 --faults --write-doc docs/reliability.md
+
+# --jobs 1 against the default --jobs auto: make demo's run (~8 min) and a sweep's trials (~12 min) on this machine.
+bench-parallel: $(STAMP)
+	$(BIN)/python benchmarks/parallel_seeds.py
+	$(BIN)/python benchmarks/parallel_sweep.py
 
 # Holdout vs cross-validation verdicts on two real sets and a synthetic subject set, and LOSO's cost (~40 min).
 bench-cv: $(STAMP)

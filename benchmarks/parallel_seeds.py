@@ -26,12 +26,12 @@ from pathlib import Path
 EDGEDISTILL = [str(Path(sys.executable).parent / "edgedistill")]  # the installed command, as make demo runs it
 
 
-def edgedistill(args: list[str], cache: Path) -> tuple[float, str]:
-    """One ``edgedistill run``, timed end to end: (seconds, what it printed)."""
+def edgedistill(args: list[str], cache: Path, command: str = "run") -> tuple[float, str]:
+    """One ``edgedistill run`` (or another ``command``), timed end to end: (seconds, what it printed)."""
     env = {**os.environ, "EDGEDISTILL_CACHE": str(cache)}
     env.pop("OMP_NUM_THREADS", None)  # each arm chooses its threads: torch's default, or cores // jobs in the workers
     start = time.perf_counter()
-    out = subprocess.run([*EDGEDISTILL, "run", *args, "--no-progress"], capture_output=True, text=True, env=env)
+    out = subprocess.run([*EDGEDISTILL, command, *args, "--no-progress"], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(out.stdout[-2000:] + out.stderr[-2000:])
     return time.perf_counter() - start, out.stdout
