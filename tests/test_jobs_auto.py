@@ -2,13 +2,14 @@
 folds, a sweep's grid points, a tune's trials) as memory allows, one process where workers cannot pay (a smoke run,
 short stages) or cannot run (an accelerator, a per-epoch callback), and the reason said."""
 import pytest
+import yaml
 
 from edgedistill.config import load_recipe
 from edgedistill.experiment import job_slots, parallel_seeds, sweep, tune
 from edgedistill.experiment.job_slots import Footprint
 from edgedistill.experiment.runner import plan
 from edgedistill.shipped_recipes import recipe_source
-from tests.helpers import cli_run
+from tests.helpers import TINY_RECIPE, cli_run
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,18 @@ def test_sweep_and_tune_commands_default_to_auto_and_say_what_it_chose(tmp_path,
         got = CliRunner().invoke(app, [*command, "--smoke", "--jobs", "0", "--out", str(tmp_path / "never")])
         assert got.exit_code == 2 and "--jobs: expected at least 1 (got 0)" in got.output, got.output
     assert not (tmp_path / "never").exists()
+
+
+def test_a_sweep_that_runs_one_trial_at_a_time_lets_the_trial_run_its_seeds_stages_side_by_side(tmp_path, monkeypatch):
+    """--jobs auto chose one trial at a time (one grid point): the trial's run chooses its own slots, as edgedistill
+    run's default does; with --jobs 1 given, the trial keeps to one process."""
+    from edgedistill.experiment import sweep_store
+
+    seen = []
+    monkeypatch.setattr(sweep_store, "run_trial", lambda job: seen.append(job["jobs"]) or {"error": "stop", "seconds": 0})
+    monkeypatch.setattr(sweep, "run_trial", sweep_store.run_trial)
+    recipe = tmp_path / "one.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "sweep": {"grid": {"method.terms.1.temperature": [4]}}}))
+    for jobs, expected in (("auto", "auto"), (1, 1)):
+        sweep.sweep(recipe, out=tmp_path / f"sw{jobs}", jobs=jobs, log=lambda line: None)
+    assert seen == ["auto", 1]

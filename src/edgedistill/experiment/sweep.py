@@ -73,9 +73,11 @@ class Sweep:
         self.waiting_said = False
         self.started = datetime.datetime.now()  # (naive local time, as Optuna stores a trial's end)
 
-    def use(self, jobs: int) -> None:
-        """Run ``jobs`` trials at a time, each with cores // jobs threads (unless the recipe or the grid sets them)."""
-        self.jobs, self.threads = jobs, worker_threads(self.fixed, jobs)
+    def use(self, jobs: int, auto: bool = False) -> None:
+        """Run ``jobs`` trials at a time, each with cores // jobs threads (unless the recipe or the grid sets them).
+        ``auto``: chosen by ``--jobs auto``; when that is one trial at a time (one grid point left, say), each trial's
+        run chooses its own slots for its seeds' stages (``edgedistill run``'s default)."""
+        self.jobs, self.threads, self.auto = jobs, worker_threads(self.fixed, jobs), auto
 
     # -- reading the store --------------------------------------------------------------------------------
     def _point_of(self, trial: Any) -> Optional[str]:
@@ -204,6 +206,7 @@ class Sweep:
             recipe, overrides, smoke = shared, {}, False
         return {"recipe": recipe, "overrides": overrides, "run_dir": str(run_dir), "lock": str(run_dir) + ".lock",
                 "smoke": smoke, "threads": self.threads, "metric": self.metric, "command": command,
+                "jobs": "auto" if self.auto and self.jobs == 1 else 1,
                 "progress": self.progress and self.jobs == 1, "deploy_profile": self.deploy_profile,
                 "prefix": f"[{pid}] " if self.jobs > 1 else ""}  # parallel trials' lines interleave: say whose
 
@@ -371,9 +374,9 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
         why = ""
         if auto:
             jobs, why = auto_jobs(prints, len(points) - already, len(seeds))
-            runner.use(jobs)
+            runner.use(jobs, auto)
         log(f"Sweep directory: {sweep_dir} (study '{study_name}' in {redact(storage) if storage else sweep_dir / 'study.db'})")
-        log(f"{len(points)} grid points x {len(seeds)} seed(s) {seeds}, best chosen on validation {metric}; {jobs} job(s)"
+        log(f"{len(points)} grid point(s) x {len(seeds)} seed(s) {seeds}, best chosen on validation {metric}; {jobs} job(s)"
             + (f" (--jobs auto: {why})" if why else "")
             + (f"; {already} point(s) already finished" if already else ""))
         try:

@@ -68,7 +68,8 @@ def run_trial(job: dict[str, Any]) -> dict[str, Any]:
 
         with _locked(Path(job["lock"])):  # a duplicate of this point waits here, then reads the finished run back
             summary = run(job["recipe"], job["overrides"], out=job["run_dir"], smoke=job["smoke"], progress=job["progress"],
-                          command=job["command"], deploy_profile=job.get("deploy_profile"), prefix=job.get("prefix", ""))
+                          command=job["command"], deploy_profile=job.get("deploy_profile"), prefix=job.get("prefix", ""),
+                          jobs=job.get("jobs", 1))
         return _extract(summary, job["metric"])
 
     return guarded(job, work)
