@@ -323,20 +323,19 @@ def sweep(
     """Run (or resume) the grid in ``recipe``'s ``sweep:`` section; write results.csv, results.md, heatmap.png.
     ``deploy_profile`` goes to every trial's ``runner.run`` (what ``report.profile`` calls; picklable). ``jobs``: trials
     at a time, or "auto" (``auto_jobs``: the command line's default)."""
-    requested(jobs)  # (refused before anything is read)
+    count, auto = requested(jobs)  # (refused before anything is read; "auto": chosen once the grid is checked)
     with quiet_optuna():
-        return _sweep(recipe, overrides, out=out, smoke=smoke, jobs=jobs, storage=storage, study=study, progress=progress,
-                      command=command, log=log, deploy_profile=deploy_profile)
+        return _sweep(recipe, overrides, out=out, smoke=smoke, jobs=count, auto=auto, storage=storage, study=study,
+                      progress=progress, command=command, log=log, deploy_profile=deploy_profile)
 
 
-def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[str | Path], smoke: bool, jobs: int | str,
+def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[str | Path], smoke: bool, jobs: int, auto: bool,
            storage: Optional[str], study: Optional[str], progress: bool, command: Optional[str],
            log: Callable[[str], None], deploy_profile: Optional[Callable[[Path, bool], None]] = None) -> dict[str, Any]:
     spec = read_sweep(Path(recipe), overrides)
     spec["recipe"] = str(recipe)
     points = points_of(spec)
     task, metric, prints = validate(spec, points, smoke)
-    jobs, auto = requested(jobs)
     identity_doc = {"recipe": spec["base"], "grid": spec["values"], "seeds": spec["seeds"], "metric": metric, "smoke": smoke}
     identity = hashlib.sha256(_canon(identity_doc).encode()).hexdigest()[:16]
     command = redact(command or f"edgedistill sweep {recipe}" + (" --smoke" if smoke else ""))  # no storage password

@@ -244,7 +244,7 @@ def tune(
     ``max_trials``: also stop after this many trials in this invocation (the budget still bounds them).
     ``deploy_profile`` goes to the winner's retraining run; ``latency(model, window, runs, warmup)`` times a student
     for ``max_latency_us`` (both from the deploy layer: ``edgedistill.deploy.profile``)."""
-    requested(jobs)
+    count, auto = requested(jobs)  # ("auto": chosen once a trial's cost is measured)
     if max_trials is not None and max_trials < 1:
         raise UserInputError(f"--trials: expected at least 1 (got {max_trials})")
     if max_params is not None and max_params < 1:
@@ -252,13 +252,13 @@ def tune(
     if max_latency_us is not None and not max_latency_us > 0:
         raise UserInputError(f"--max-latency-us: expected a positive latency in microseconds (got {max_latency_us})")
     with quiet_optuna():
-        return _tune(recipe, overrides, budget=parse_budget(budget), out=out, storage=storage, jobs=jobs, max_params=max_params,
+        return _tune(recipe, overrides, budget=parse_budget(budget), out=out, storage=storage, jobs=count, auto=auto, max_params=max_params,
                      max_latency_us=max_latency_us, methods=methods, include_data_free=include_data_free, max_trials=max_trials,
                      smoke=smoke, retrain=retrain, progress=progress, command=command, log=log, deploy_profile=deploy_profile,
                      latency=latency)
 
 
-def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: Any, storage: Optional[str], jobs: int | str,
+def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: Any, storage: Optional[str], jobs: int, auto: bool,
           max_params: Optional[int], max_latency_us: Optional[float], methods: Optional[list[str]], include_data_free: bool,
           max_trials: Optional[int], smoke: bool, retrain: bool, progress: bool, command: Optional[str], log: Callable[[str], None],
           deploy_profile: Optional[Callable[[Path, bool], None]],
@@ -286,8 +286,8 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
                         max_params=max_params, max_latency_us=max_latency_us, students=measured,
                         latency=latency)
     setup_s, epoch_s, epochs, fp = estimate_trial_cost(trial_base, trial_smoke)
-    asked = jobs  # (the winner's retraining over the seeds runs its stages with the same --jobs)
-    jobs, why = auto_jobs(fp, smoke, max_trials) if jobs == "auto" else (requested(jobs)[0], "")
+    asked = "auto" if auto else jobs  # (the winner's retraining over the seeds runs its stages with the same --jobs)
+    jobs, why = auto_jobs(fp, smoke, max_trials) if auto else (jobs, "")
     floor, left = setup_s + epoch_s * epochs, start + budget - time.time()
     if left < floor:  # refused before anything is written
         raise UserInputError(f"--budget {_duration(budget)}: one trial ({epochs} epochs of the distilled student) is estimated "
