@@ -85,6 +85,20 @@ def test_interrupt_says_how_to_resume(tmp_path, monkeypatch, capsys):
     assert f"resume with: edgedistill run recipe.yaml --out {tmp_path / 'r'}" in capsys.readouterr().err
 
 
+def test_the_resume_hint_can_be_pasted_back_into_a_shell(tmp_path, monkeypatch):
+    """An argument with spaces or brackets (a sweep's grid override, a folder with a space) is one word again when the
+    printed command is split the way a POSIX shell splits it."""
+    import shlex
+
+    from edgedistill.experiment.rundir import command_line, resume_command
+
+    args = ["sweep", "sweep_example", "sweep.grid={method.terms.1.temperature: [2, 4]}", "seeds=[0, 1]"]
+    monkeypatch.setattr("sys.argv", ["edgedistill", *args])
+    folder = tmp_path / "my sweeps" / "kd"
+    again = resume_command(command_line(), folder)
+    assert shlex.split(again) == ["edgedistill", *args, "--out", str(folder)]
+
+
 def test_different_config_in_an_existing_run_directory_is_refused(tmp_path):
     out = tmp_path / "run"
     assert _run(_recipe(tmp_path), "--out", out).exit_code == 0

@@ -2,6 +2,7 @@
 ``edgedistill --help`` answers at once."""
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -153,7 +154,7 @@ def sweep(
     typer.echo(f"Results: {files['markdown']}, {files['csv']}, {files['heatmap']}")
     if summary["failed"]:
         typer.echo(f"error: {summary['failed']} of {summary['total']} grid points failed (reasons in {files['markdown']}); "
-                   f"run the same command with --out {summary['sweep_dir']} to retry them", err=True)
+                   f"run the same command with --out {shlex.quote(summary['sweep_dir'])} to retry them", err=True)
         raise typer.Exit(1)
 
 

@@ -2,6 +2,7 @@
 Registered on the main app when ``edgedistill.cli`` imports this module."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
@@ -52,7 +53,7 @@ def tune(
     _table(f"{summary['name']}: trials (validation {metric})", ["trial", "state", "method", "hyperparameters", "epochs", f"val {metric}"], rows)
     files = summary["files"]
     if best is None:
-        typer.echo(f"error: no trial finished within the budget; resume with --out {summary['tune_dir']} and a larger "
+        typer.echo(f"error: no trial finished within the budget; resume with --out {shlex.quote(summary['tune_dir'])} and a larger "
                    f"--budget (trials: {files['markdown']})", err=True)
         raise typer.Exit(1)
     tie = best.get("tied_with") or []

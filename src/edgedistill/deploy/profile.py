@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -331,4 +332,4 @@ def report_profile(run_dir: Path, smoke: bool) -> None:
         print(f"report.profile: no deployment profile: {exc}", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - a profiling failure must not hide the finished run's results
         print(f"report.profile: no deployment profile ({type(exc).__name__}: {exc}); the run itself is complete; "
-              f"retry with: edgedistill profile {run_dir}", file=sys.stderr)
+              f"retry with: edgedistill profile {shlex.quote(str(run_dir))}", file=sys.stderr)

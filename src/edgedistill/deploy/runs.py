@@ -5,6 +5,7 @@ Without a seed, the seed whose student scored best on validation is taken (``pic
 ship, chosen on data the test numbers were not, and never seed 0 merely because it comes first."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -79,7 +80,7 @@ def checkpoint_path(run_dir: str | Path, seed: Optional[int] = None,
     if not ckpt.is_file():
         raise UserInputError(
             f"'{path}': no student checkpoint at {ckpt.relative_to(path)} (is the run finished? "
-            f"resume it with 'edgedistill run {path / 'config.yaml'} --out {path}')"
+            f"resume it with: edgedistill run {shlex.quote(str(path / 'config.yaml'))} --out {shlex.quote(str(path))})"
         )
     return recipe, seed, ckpt, reason
 

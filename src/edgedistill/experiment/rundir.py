@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shlex
 import socket
 import sys
 import time
@@ -139,7 +140,7 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)
 def resume_command(command: str, folder: str | Path) -> str:
     """The command that continues an interrupted run, sweep or tune: ``command`` with ``--out folder`` added unless
     it already names its output folder (without it, a rerun would start afresh in a new dated folder)."""
-    return command if "--out" in command else f"{command} --out {folder}"
+    return command if "--out" in command else f"{command} --out {shlex.quote(str(folder))}"
 
 
 def output_folder(out: Optional[str | Path], kind: str, name: str, smoke: bool) -> Path:
@@ -299,5 +300,7 @@ def cache_folder(recipe: "Recipe") -> Path:
 
 
 def command_line() -> str:
-    """The command as typed, for summary.json and the resume hint: a URL's password (``--storage``) is ``***``."""
-    return redact("edgedistill " + " ".join(sys.argv[1:]))
+    """The command as typed, for summary.json and the resume hint, quoted for a POSIX shell so that it can be pasted
+    back (an override with spaces, ``sweep.grid={a: [1, 2]}``, is one argument): a URL's password (``--storage``) is
+    ``***``."""
+    return redact("edgedistill " + shlex.join(sys.argv[1:]))

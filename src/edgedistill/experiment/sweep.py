@@ -26,7 +26,7 @@ import datetime
 import hashlib
 import itertools
 import os
-import re
+import shlex
 import socket
 import sys
 import time
@@ -198,8 +198,9 @@ class Sweep:
         point = self.by_id[pid]
         overrides = trial_overrides(self.spec, point, self.smoke)
         run_dir = inside(self.dir / "trials", pid, what="sweep point")
-        cli = " ".join(f"{k}={label(v)}" if re.fullmatch(r"[\w.+-]+", label(v)) else f"'{k}={label(v)}'" for k, v in overrides.items())
-        command = f"edgedistill run {self.spec.get('recipe', 'RECIPE')} {cli}{' --smoke' if self.smoke else ''} --out {run_dir}"
+        cli = " ".join(shlex.quote(f"{k}={label(v)}") for k, v in overrides.items())  # (pasted into a shell)
+        command = (f"edgedistill run {shlex.quote(str(self.spec.get('recipe', 'RECIPE')))} {cli}"
+                   f"{' --smoke' if self.smoke else ''} --out {shlex.quote(str(run_dir))}")
         recipe, smoke = self.spec["base"], self.smoke
         shared = _shared_smoke_recipe(self.spec, overrides, self.dir / "smoke-cache") if self.smoke else None
         if shared is not None:  # the smoke recipe itself, run as a plain run: trials share one teacher and baseline

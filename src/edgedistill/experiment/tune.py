@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shlex
 import socket
 import sys
 import time
@@ -360,7 +361,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
                 from edgedistill.experiment.runner import run
 
                 summary = run(trial_base, choice, out=final_dir, smoke=trial_smoke, progress=progress, jobs=asked,
-                              command=f"edgedistill run {tune_dir / 'best_recipe.yaml'}", deploy_profile=deploy_profile)
+                              command=f"edgedistill run {shlex.quote(str(tune_dir / 'best_recipe.yaml'))}", deploy_profile=deploy_profile)
                 final = _extract(summary, space.metric)
         else:
             log("No trial finished within the budget: no winner (a larger --budget, or the same --out again, continues)")
