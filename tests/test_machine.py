@@ -55,3 +55,27 @@ def test_no_cgroups_no_quota_and_unreadable_files_are_no_limit(cgroups, tmp_path
     assert machine.available_cores() == 16 and machine._memory_left() is None
     cgroups(["1:cpu:/"], {"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"})
     assert machine.available_cores() == 16
+
+
+def test_a_run_in_a_container_keeps_torch_threads_within_the_quota(monkeypatch):
+    """torch's default thread count follows the affinity (every host core in a container); the engine caps it at the
+    quota, and leaves a lower count, or a recipe's engine.threads, as it is."""
+    import torch
+
+    from edgedistill.config import load_recipe
+    from edgedistill.engine import distributed
+    from edgedistill.shipped_recipes import recipe_source
+
+    engine = load_recipe(recipe_source("quickstart"), []).engine
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(distributed, "available_cores", lambda: 1)
+        torch.set_num_threads(2)
+        distributed.prepare(engine)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(distributed, "available_cores", lambda: 4)
+        torch.set_num_threads(2)
+        distributed.prepare(engine)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

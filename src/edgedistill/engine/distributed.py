@@ -98,6 +98,9 @@ def prepare(cfg: EngineConfig) -> None:
     elif world_size(cfg) > 1 and accelerator(cfg) == "cpu":
         # The machine's cores shared by this machine's processes (torch would give each of them all the cores).
         torch.set_num_threads(max(1, available_cores() // cfg.devices))
+    elif torch.get_num_threads() > available_cores():
+        # torch counts the cores of the CPU affinity; a container's CPU quota may allow fewer (machine.py).
+        torch.set_num_threads(available_cores())
     if cfg.deterministic:
         # cuBLAS reads this when CUDA starts: without it, deterministic mode refuses (or warns on) some matmuls.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
