@@ -1,13 +1,12 @@
 """``--jobs auto``, the command line's default for ``run``, ``sweep`` and ``tune``: how many slots (processes side by
 side, each with cores // N torch threads) the cores and the memory allow for the work's model and data, and why.
 
-What is shared by the three: a ``Footprint`` of the work (what keeps it to one process whatever the cores, how long a
-stage trains, what a slot needs in memory), read from a built plan, and ``slots`` (one per core, at most one per
-parallel unit, as many as half the available memory holds). What differs is the unit (a run's stages or folds, a
-sweep's grid points, a tune's trials) and a few reasons of their own, which each caller adds
-(``parallel_seeds.auto_jobs``, ``sweep.sweep``, ``tune.tune``). Stages side by side rather than intra-op threads: a
-small model gains little from a second thread (benchmarks/parallel_seeds.py measures it), and independent work shares
-nothing.
+What the three share: a ``Footprint`` of the work (what keeps it to one process whatever the cores, how long a stage
+trains, what a slot needs in memory), read from a built plan, and ``slots`` (one per core, at most one per parallel
+unit, as many as half the available memory holds). What differs is the unit (a run's stages or folds, a sweep's grid
+points, a tune's trials) and a few reasons of their own, which each caller adds: ``parallel_seeds.auto_jobs``,
+``sweep.auto_jobs``, ``tune.auto_jobs``. Stages side by side rather than intra-op threads: a small model gains little
+from a second thread (benchmarks/parallel_seeds.py measures it), and independent work shares nothing.
 """
 from __future__ import annotations
 
