@@ -53,9 +53,10 @@ def _snapshot(root: Path, skip: list[Path]) -> dict[str, bytes]:
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if here / d not in skip]
+        # An empty folder counts as written too; not one that holds an allowed folder (a cache_dir a/b makes a/).
         if not filenames and not dirnames and here != root:
-            out[str(here.relative_to(root)) + "/"] = b""  # an empty folder counts as written too
+            out[str(here.relative_to(root)) + "/"] = b""
+        dirnames[:] = [d for d in dirnames if here / d not in skip]
         for f in filenames:
             p = here / f
             try:

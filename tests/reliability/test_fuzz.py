@@ -67,3 +67,14 @@ def test_the_harness_sees_a_refusal_a_run_and_a_write_outside(tmp_path, monkeypa
     assert escaped["outcome"] == "accepted" and set(escaped["flags"]) == {"silent_wrong", "data_lost", "writes_outside"}
     assert run_case(Case("probe", REFUSE, BASE, overrides=("raise",)), tmp_path, 3)["outcome"] == "traceback"
     assert run_case(Case("probe", REFUSE, BASE, overrides=("sleep",)), tmp_path, 4, limit_s=0.5)["outcome"] == "hang"
+
+
+def test_the_snapshot_counts_a_new_empty_folder_but_not_the_parents_of_an_allowed_one(tmp_path):
+    """A recipe's cache_dir a/b makes a/ on the way: a/ holds only the allowed folder, so it is not a write outside;
+    an empty folder elsewhere is."""
+    from reliability.fuzz_harness import _snapshot
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "model.pt").write_text("x")
+    (tmp_path / "stray").mkdir()
+    assert set(_snapshot(tmp_path, [tmp_path / "a" / "b"])) == {"stray/"}
