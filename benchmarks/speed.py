@@ -19,6 +19,9 @@ Also ``--pairs`` single training steps of ours and torchdistill's, alternated ca
 paired differences judge the torchdistill target, as the two steps run the same networks and differ only by
 microseconds of loss code, well below the epoch ratios' round-to-round noise.
 
+What parallel processes gain (``--jobs``: make demo's run, a sweep) is timed by whole commands, not in one process:
+benchmarks/parallel_seeds.py and benchmarks/parallel_sweep.py (``make bench-parallel``).
+
 Run: `python benchmarks/speed.py` (a few minutes on 2 idle cores); `--sizes 256 512 --ratio-n 256 --rounds 1
 --pairs 10` for a seconds-long check.
 """
