@@ -124,6 +124,9 @@ class Tuner:
         job = {"recipe": self.base, "overrides": {**overrides, **extra}, "run_dir": str(run_dir), "smoke": self.smoke,
                "threads": self.threads, "metric": self.space.metric, "study": self.study_name, "storage": self.url,
                "trial_id": trial._trial_id, "epochs": self.epochs, "deadline": self.deadline,
+               # The recipe's own setting runs whole: the reference every trial is judged against at each rung (alone
+               # at its rungs, one trial at a time never prunes it; side by side, it could be).
+               "prunable": not trial.user_attrs.get("recipe_setting"),
                "progress": self.progress and self.jobs == 1, "command": self.resume_command(),
                "prefix": f"[trial {trial.number}] " if self.jobs > 1 else "", "label": f"{name} {where}"}
         self.started += 1

@@ -48,7 +48,7 @@ def run_tune_trial(job: dict[str, Any]) -> dict[str, Any]:
                 return
             if time.time() > job["deadline"]:
                 raise _BudgetOut()
-            if epoch <= PRUNE_UNTIL * job["epochs"] and trial.should_prune():
+            if job.get("prunable", True) and epoch <= PRUNE_UNTIL * job["epochs"] and trial.should_prune():
                 raise optuna.TrialPruned()
 
         try:
