@@ -60,7 +60,8 @@ def _method_row(summary: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in summary["rows"] if r["role"] == "method")
 
 
-def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[str, Any], budget_runs: int) -> dict[str, Any]:
+def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[str, Any], budget_runs: int,
+                jobs: int | str = 1) -> dict[str, Any]:
     import edgedistill
     from edgedistill.experiment.tune import tune
 
@@ -68,7 +69,8 @@ def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[
     base["name"] = f"tune-{dataset}"
     folder = runs / dataset
     t0 = time.time()
-    kd = edgedistill.run(base, out=folder / "kd_defaults", progress=False)
+    # (KD at defaults with the tune's --jobs: the winner's retraining runs its stages at the same thread count)
+    kd = edgedistill.run(base, out=folder / f"kd_defaults{'' if jobs == 1 else f'_jobs_{jobs}'}", progress=False, jobs=jobs)
     start = time.time()  # one more full KD run of one seed, teacher and student alone cached: what a trial costs at most
     cost_dir = folder / f"kd_cost_{int(start)}"
     edgedistill.run({**base, "seeds": [seeds[0]], "baseline": False, "report": {"plots": False}}, out=cost_dir,
@@ -79,7 +81,7 @@ def run_dataset(dataset: str, seeds: list[int], div: int, runs: Path, ref: dict[
     shutil.rmtree(folder / "tune", ignore_errors=True)
     budget = budget_runs * per_run
     print(f"[{dataset}] one full KD run: {per_run:.1f} s -> tune budget {budget:.0f} s", flush=True)
-    tuned = tune(base, budget=budget, out=folder / "tune", progress=False,
+    tuned = tune(base, budget=budget, out=folder / "tune", progress=False, jobs=jobs,
                  log=lambda line: print(f"[{dataset}] {line}", flush=True) if line.startswith(("[trial", "Search", "Winner", "No ")) else None)
     final, kd_row = tuned["final"], _method_row(kd)
     kd_per = [s["acc"] for s in kd_row["per_seed_test"]]
@@ -141,6 +143,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="*", default=None, help="default: quality.json's sets with a gap")
     ap.add_argument("--runs", type=Path, default=Path("runs/tune_bench"))
     ap.add_argument("--budget-runs", type=int, default=RUNS_PER_BUDGET, help="the budget in full KD runs (the issue's: 10)")
+    ap.add_argument("--jobs", default="1", help="the tune's --jobs: 1 (trials one at a time) or auto (the command's default)")
     args = ap.parse_args()
     import torch
 
@@ -154,14 +157,17 @@ def main() -> None:
     os.environ["EDGEDISTILL_CACHE"] = str((runs / "cache").resolve())  # its own teachers: the measured cost is whole
     load_before, t0, cpu0 = os.getloadavg()[0], time.time(), quality._cpu_s()
     print(f"load average before: {load_before:.2f} on {os.cpu_count()} CPUs", flush=True)
-    results = [run_dataset(d, seeds, div, runs, refs[d], args.budget_runs) for d in datasets]
+    jobs = "auto" if args.jobs == "auto" else int(args.jobs)
+    results = [run_dataset(d, seeds, div, runs, refs[d], args.budget_runs, jobs) for d in datasets]
     meta = {"command": "python benchmarks/tune.py" + (" --quick" if args.quick else "") + (f" --datasets {' '.join(datasets)}" if args.datasets else "")
-            + (f" --budget-runs {args.budget_runs}" if args.budget_runs != RUNS_PER_BUDGET else ""),
+            + (f" --budget-runs {args.budget_runs}" if args.budget_runs != RUNS_PER_BUDGET else "")
+            + (f" --jobs {jobs}" if jobs != 1 else ""),
             "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "load_before": load_before, "load_after": os.getloadavg()[0], "minutes": (time.time() - t0) / 60,
             "cpu_min": (quality._cpu_s() - cpu0) / 60, "seeds": seeds, "div": div, "budget_runs": args.budget_runs}
     name = ("tune_quick" if args.quick else "tune") + (f"_{args.budget_runs}x" if args.budget_runs != RUNS_PER_BUDGET else "")
     name += "".join(f"_{d}" for d in args.datasets or [])  # a run on some sets never overwrites the full one
+    name += f"_jobs_{jobs}" if jobs != 1 else ""
     text = report(results, meta, args.quick)
     write_json(RESULTS / f"{name}.json", {"meta": meta, "results": results})
     write_text(RESULTS / f"{name}.md", text)
