@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 EDGEDISTILL = [str(Path(sys.executable).parent / "edgedistill")]  # the installed command, as make demo runs it
 
@@ -45,19 +46,20 @@ def slots_used(printed: str) -> int:
 
 
 def rounds(recipe: str, warm: Path, flags: dict[str, list[str]], count: int, work: Path, tag: str,
-           ) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """``count`` timed pairs of fresh runs, each arm from a copy of the ``warm`` cache, in alternating order (a slow spell
-    of a shared machine hits both arms alike): the wall times and the slots each arm used."""
+           command: str = "run", used_of: Callable[[str], Any] = slots_used) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """``count`` timed pairs of fresh ``command`` processes (``run``, or ``sweep``: benchmarks/parallel_sweep.py), each
+    arm from a copy of the ``warm`` cache into ``<work>/<tag>jobs<arm>-<round>``, in alternating order (a slow spell of a
+    shared machine hits both arms alike): the wall times, and what each arm used (``used_of`` what it printed)."""
     times: dict[str, list[float]] = {arm: [] for arm in flags}
-    used: dict[str, int] = {}
+    used: dict[str, Any] = {}
     for r in range(count):
         for arm in (list(flags) if r % 2 == 0 else list(flags)[::-1]):
             cache, out = work / f"{tag}cache-{arm}-{r}", work / f"{tag}jobs{arm}-{r}"
             shutil.copytree(warm, cache)
-            seconds, printed = edgedistill([recipe, "--out", str(out), *flags[arm]], cache)
+            seconds, printed = edgedistill([recipe, "--out", str(out), *flags[arm]], cache, command)
             times[arm].append(seconds)
-            used[arm] = slots_used(printed)
-            print(f"{tag or 'teacher cached, '}round {r + 1}, --jobs {arm} ({used[arm]} slot(s)): {seconds:.1f} s", flush=True)
+            used[arm] = used_of(printed)
+            print(f"{tag or 'teacher cached, '}round {r + 1}, --jobs {arm} (used: {used[arm]}): {seconds:.1f} s", flush=True)
     return times, used
 
 

@@ -19,7 +19,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from parallel_seeds import edgedistill, median_ratio
+from parallel_seeds import edgedistill, median_ratio, rounds
+
+
+def jobs_chosen(printed: str) -> str:
+    """What the sweep said it runs at a time, from its "...; N job(s) (--jobs auto: why)" line."""
+    found = re.search(r"; (\d+) job\(s\)( \(--jobs auto: [^)]*\))?", printed)
+    return found.group(0)[2:] if found else "?"
 
 
 def table(sweep_dir: Path) -> dict[tuple, tuple]:
@@ -46,18 +52,7 @@ def main() -> None:
         t_warm, _ = edgedistill([args.recipe, "sweep.grid={method.terms.1.temperature: [4]}", "--out", str(work / "warm")],
                                 warm, "sweep")
         flags = {"1": ["--jobs", "1"], "default": []}
-        times: dict[str, list[float]] = {arm: [] for arm in flags}
-        used: dict[str, str] = {}
-        for r in range(args.rounds):
-            for arm in (list(flags) if r % 2 == 0 else list(flags)[::-1]):
-                cache = work / f"cache-{arm}-{r}"
-                shutil.copytree(warm, cache)
-                seconds, printed = edgedistill([args.recipe, "--out", str(work / f"jobs{arm}-{r}"), *flags[arm]], cache,
-                                               "sweep")
-                times[arm].append(seconds)
-                found = re.search(r"; (\d+) job\(s\)( \(--jobs auto: [^)]*\))?", printed)
-                used[arm] = found.group(0)[2:] if found else "?"
-                print(f"round {r + 1}, --jobs {arm} ({used[arm]}): {seconds:.1f} s", flush=True)
+        times, used = rounds(args.recipe, warm, flags, args.rounds, work, "", "sweep", jobs_chosen)
         ratio, pairs = median_ratio(times["1"], times["default"])
         same = table(work / "jobs1-0") == table(work / "jobsdefault-0")
         points = len(table(work / "jobs1-0"))
