@@ -49,6 +49,11 @@ def test_v1_hierarchies_and_a_container_that_sees_its_own_cgroup_as_the_root(cgr
     assert machine._memory_left() == 2 * GiB - GiB // 2
 
 
+def test_a_path_outside_the_cgroup_namespace_reads_the_mount_root(cgroups):
+    cgroups(["0::/../../system.slice"], {"cgroup.controllers": "cpu", "cpu.max": "300000 100000"})
+    assert machine._cgroup_dirs("cpu") == [machine.CGROUP_ROOT] and machine.available_cores() == 3
+
+
 def test_no_cgroups_no_quota_and_unreadable_files_are_no_limit(cgroups, tmp_path):
     assert machine.available_cores() == 16  # (no /proc/self/cgroup: the affinity alone)
     cgroups(["0::/"], {"cgroup.controllers": "cpu", "cpu.max": "garbage", "memory.max": "-"})

@@ -65,7 +65,8 @@ def _cgroup_dirs(v1_controller: str) -> list[Path]:
             continue
         if root is None or not root.is_dir():
             continue
-        here = root / path.lstrip("/")
+        # (a path outside the process's cgroup namespace reads "/../.."; its own cgroup is then the mount's root)
+        here = root if ".." in Path(path).parts else root / path.lstrip("/")
         while True:
             if here.is_dir() and here not in found:
                 found.append(here)
