@@ -94,11 +94,12 @@ GB = 2**30
 def test_a_sweep_runs_one_grid_point_per_slot_and_keeps_short_or_smoke_grids_in_one_process(machine):
     big, small = Footprint("", 20000, GB), Footprint("", 20000, 2 * GB)
     machine(4, 64 * GB)
-    assert sweep.auto_jobs([big, small], 8, 3) == (4, "4 cores, 8 grid points")
-    assert sweep.auto_jobs([big, small], 3, 3) == (3, "4 cores, 3 grid points")  # (the points not finished yet)
+    assert sweep.auto_jobs([big, small], 8, 3) == (4, "4 cores, 8 grid points left")
+    assert sweep.auto_jobs([big, small], 3, 3) == (3, "4 cores, 3 grid points left")  # (the points not finished yet)
+    assert sweep.auto_jobs([big, small], 1, 3) == (1, "one grid point left")
     assert sweep.auto_jobs([big], 0, 3) == (1, "no grid points left")
     machine(4, 8 * GB)  # half of it holds two of the largest point's slots
-    assert sweep.auto_jobs([big, small], 8, 3) == (2, "4 cores, 8 grid points, memory for 2 (about 2.0 GB each)")
+    assert sweep.auto_jobs([big, small], 8, 3) == (2, "4 cores, 8 grid points left, memory for 2 (about 2.0 GB each)")
     assert sweep.auto_jobs([big, Footprint("a smoke run", 60, GB)], 8, 3) == (1, "a smoke run")
     tiny = Footprint("", 500, GB)  # 2 points x 3 seeds x 500: 3000 rows x epochs in the whole grid
     assert sweep.auto_jobs([tiny, tiny], 2, 3) == (1, "a short grid (3000 training rows x epochs)")

@@ -73,16 +73,17 @@ def short(work: int, what: str) -> str:
     return f"{what} ({work} training rows x epochs)" if work < SHORT_ROW_EPOCHS else ""
 
 
-def slots(units: Optional[int], unit: str, need: int) -> tuple[int, str]:
-    """One slot per core, at most one per parallel unit (``units`` of ``unit``s; None: no bound, a tune's trials), and
-    no more than half the available memory holds at ``need`` bytes each; and why."""
+def slots(units: Optional[int], unit: str, need: int, plural: Optional[str] = None) -> tuple[int, str]:
+    """One slot per core, at most one per parallel unit (``units`` of ``unit``, ``plural`` for several: ``unit`` + "s"
+    unless given; None: no bound, a tune's trials), and no more than half the available memory holds at ``need`` bytes
+    each; and why."""
     from edgedistill.machine import available_cores, available_memory
 
-    cores = available_cores()
+    cores, plural = available_cores(), plural or f"{unit}s"
     if units is not None and units < 2:
-        return 1, f"one {unit}" if units else f"no {unit}s left"
+        return 1, f"one {unit}" if units else f"no {plural}"
     free = available_memory()
     bound = cores if units is None else min(cores, units)
     fits = max(1, free // 2 // need) if free else bound
     memory = f", memory for {fits} (about {need / 2**30:.1f} GB each)" if fits < bound else ""
-    return min(bound, fits), f"{cores} cores" + (f", {units} {unit}s" if units is not None else "") + memory
+    return min(bound, fits), f"{cores} cores" + (f", {units} {plural}" if units is not None else "") + memory

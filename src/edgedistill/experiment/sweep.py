@@ -304,7 +304,7 @@ def auto_jobs(prints: list[Footprint], left: int, seeds: int) -> tuple[int, str]
     one process where a point's footprint says so (a smoke sweep, an accelerator), or where the whole grid's training
     (every point, ``seeds`` each) is too short to pay for the workers' start."""
     alone = next((f.alone for f in prints if f.alone), "") or short(sum(f.work for f in prints) * seeds, "a short grid")
-    return (1, alone) if alone else slots(left, "grid point", max(f.need for f in prints))
+    return (1, alone) if alone else slots(left, "grid point left", max(f.need for f in prints), "grid points left")
 
 
 def sweep(
