@@ -93,14 +93,15 @@ def _strategy(cfg: EngineConfig) -> Any:
 
 def prepare(cfg: EngineConfig) -> None:
     """Process-wide settings every Fabric needs before it starts: threads, and CUDA's deterministic kernels."""
+    cores = available_cores()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif world_size(cfg) > 1 and accelerator(cfg) == "cpu":
         # The machine's cores shared by this machine's processes (torch would give each of them all the cores).
-        torch.set_num_threads(max(1, available_cores() // cfg.devices))
-    elif torch.get_num_threads() > available_cores():
+        torch.set_num_threads(max(1, cores // cfg.devices))
+    elif torch.get_num_threads() > cores:
         # torch counts the cores of the CPU affinity; a container's CPU quota may allow fewer (machine.py).
-        torch.set_num_threads(available_cores())
+        torch.set_num_threads(cores)
     if cfg.deterministic:
         # cuBLAS reads this when CUDA starts: without it, deterministic mode refuses (or warns on) some matmuls.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
