@@ -32,6 +32,7 @@ def test_seeds_in_two_workers_give_the_numbers_of_one_process(tmp_path, monkeypa
     assert two.exit_code == 0, two.output
     assert "4 stage(s) in this process and 1 worker process(es), 1 thread(s) each" in two.output
     assert two.output.count("teacher seed 0: started") == 1  # trained once, before the workers start
+    assert "independent teachers" not in two.output  # (one teacher: in the run's process, with every thread)
     for seed in (0, 1):  # the workers' stages, shown by the run's process (progress.relay), named by their seed
         assert f"[seed {seed}] offline seed {seed}: started (3 epochs)" in two.output
         assert f"[seed {seed}] student seed {seed}: epoch 3/3" in two.output
@@ -40,6 +41,24 @@ def test_seeds_in_two_workers_give_the_numbers_of_one_process(tmp_path, monkeypa
     assert [r["metrics"] for r in rows[0]] == [r["metrics"] for r in rows[1]]
     again = cli_run("quickstart", *ARGS, "--out", tmp_path / "two", "--jobs", "2")  # finished: read back, nothing trained
     assert again.exit_code == 0 and "started" not in again.output, again.output
+
+
+def test_independent_teachers_train_side_by_side_to_the_numbers_of_one_process(tmp_path, monkeypatch):
+    """Three teachers no other teacher makes (multi_teacher): trained in the slots first, each once, then read back in
+    order by the run's process; every number as with --jobs 1 at the same thread count."""
+    args = ["data.name=basicmotions", "seeds=[0]", "train.epochs=2", "engine.threads=1", "report.profile=false",
+            *(f"teachers.{i}.train.epochs=2" for i in range(3))]
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache1"))
+    one = cli_run("multi_teacher", *args, "--out", tmp_path / "one", "--jobs", "1")
+    assert one.exit_code == 0, one.output
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache2"))
+    two = cli_run("multi_teacher", *args, "--out", tmp_path / "two", "--jobs", "2")
+    assert two.exit_code == 0, two.output
+    assert "--jobs 2: 3 independent teachers side by side first" in two.output
+    for name, seed in (("fcn_s0", 0), ("fcn_s1", 1), ("fcn_s2", 2)):
+        assert two.output.count(f"teacher '{name}' seed {seed}: started") == 1, two.output  # once, by a slot
+    rows = [json.loads((tmp_path / d / "summary.json").read_text())["rows"] for d in ("one", "two")]
+    assert [(r["role"], r["metrics"]) for r in rows[0]] == [(r["role"], r["metrics"]) for r in rows[1]]
 
 
 @pytest.mark.slow  # (25-65 s: a killed worker, then the whole run again; make test-slow)

@@ -2,7 +2,9 @@
 N - 1 worker processes; ``--jobs auto`` (``auto_jobs``) chooses N.
 
 The teachers are trained (or read from the model cache) first, in the run's own process and in order: a teacher shared
-by every seed is trained once, and an assistant needs its teacher. Then each remaining stage, the student alone and
+by every seed is trained once, and an assistant needs its teacher; two or more independent teachers are trained side by
+side in the slots before that (``StageWorkers.train_teachers``), so the run's process reads them. Then each remaining
+stage, the student alone and
 the distilled student of every seed, is one job for the sweep's ``Workers``: spawned processes, started when the run
 starts, and a thread of the run's process (``StageWorkers``), with cores // N torch threads each. A worker rebuilds
 the run's plan from the same recipe (the thread uses the run's), reads the teachers from the cache and trains its stage
@@ -101,6 +103,9 @@ def _stage(job: dict[str, Any]) -> dict[str, Any]:
     try:  # (the display: the run's process shows it)
         with forwarded() or StageProgress(enabled=False, prefix=job["prefix"]) as prog, shared_outputs(store):
             runner = Runner(p, run_dir, prog)
+            if job["kind"] == "teacher":  # an independent teacher, into the model cache (its summary: the run writes it)
+                runner.teacher(next(s for s in p.teachers[seed] if s.name == job["name"]))
+                return {}
             if job["kind"] == "baseline":  # (needs no teacher)
                 return runner.baseline(seed)
             teachers = runner.teachers(seed)  # from the model cache: the run's process trained them before
@@ -127,6 +132,10 @@ class StageWorkers:
         self.threads = worker_threads(self.fixed is not None, jobs)
         # Every (kind, seed) stage after the teachers, in the order a sequential run trains them.
         self.stages = [(kind, seed) for seed in p.recipe.seeds for kind in stage_kinds(p.recipe)]
+        # The teachers no other teacher makes and no file gives, once each (a teacher shared by the seeds has one seed).
+        found = {(spec.name, spec.seed): seed for seed in p.recipe.seeds for spec in p.teachers[seed]
+                 if not spec.given and not spec.distill_from}
+        self.teachers = [(name, seed) for (name, _), seed in found.items()] if len(found) > 1 else []
         self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
         self.workers.prestart(len(self.stages))
 
@@ -137,11 +146,22 @@ class StageWorkers:
         self.workers.close(kill=exc_type is not None)  # (a teacher that failed: the idle workers are not needed)
         _PLANS.clear()  # (the run's plan is not kept in this process after the run)
 
+    def train_teachers(self, say: StageProgress) -> None:
+        """Two or more independent teachers (``self.teachers``): side by side in the slots, into the model cache, from
+        which the run's process then reads them in order (and trains the assistants). One alone trains in the run's
+        process, with every thread: a single long stage gains nothing from slots beside it."""
+        if not self.teachers:
+            return
+        say.message(f"--jobs {self.jobs}: {len(self.teachers)} independent teachers side by side first")
+        self.workers.on_progress = say.relay(lambda key: "")  # (a teacher's lines name it)
+        _, failed = self.workers.run_all([((name, seed), {**self.job, "kind": "teacher", "seed": seed, "name": name,
+                                                          "threads": self.threads}) for name, seed in self.teachers],
+                                         keep=True)
+        self._refuse(failed, "teacher", lambda key: f"teacher '{key[0]}'")
+
     def run(self, say: StageProgress) -> dict[tuple[str, int], dict]:
         """Every stage, ``jobs`` at a time: their summaries by (kind, seed). Refused, naming each failed stage, if any
         failed, with the error class (exit code) the stages had."""
-        from edgedistill.experiment.workers import failure
-
         job, why, stages = self.job, self.why, self.stages
         say.message(f"--jobs {self.jobs}{f' (auto: {why})' if why else ''}: {len(stages)} stage(s) in this process and "
                     f"{self.jobs - 1} worker process(es), {self.threads or self.fixed} thread(s) each")
@@ -151,10 +171,17 @@ class StageWorkers:
             [((kind, seed), {**job, "kind": kind, "seed": seed, "threads": self.threads,
                              "prefix": f"{job['prefix']}[seed {seed}] "}) for kind, seed in stages],
             reap_later=True)  # (the workers end while this process writes the report; __exit__ waits for them)
-        if failed:
-            what = "; ".join(f"{'student alone' if k == 'baseline' else 'distilled student'} seed {s}: {e.splitlines()[0]}"
-                             for (k, s), e in sorted(failed.items(), key=lambda kv: kv[0][1]))
-            again = resume_command(job["command"], job["run_dir"])
-            raise failure(self.workers.failed_codes)(f"--jobs: {len(failed)} stage(s) failed ({what}); the finished ones "
-                                                     f"are kept; resume with: {again}")
+        self._refuse(failed, "stage", lambda key: f"{'student alone' if key[0] == 'baseline' else 'distilled student'} "
+                                                  f"seed {key[1]}")
         return done
+
+    def _refuse(self, failed: dict[Any, str], what: str, named: Any) -> None:
+        """Refused, naming each failed job (``named(key)``) and its first line, with the error class (exit code) the
+        jobs had and the command that resumes the run; nothing when none failed."""
+        from edgedistill.experiment.workers import failure
+
+        if failed:
+            lines = "; ".join(f"{named(k)}: {e.splitlines()[0]}" for k, e in sorted(failed.items(), key=lambda kv: kv[0][1]))
+            again = resume_command(self.job["command"], self.job["run_dir"])
+            raise failure(self.workers.failed_codes)(f"--jobs: {len(failed)} {what}(s) failed ({lines}); the finished "
+                                                     f"ones are kept; resume with: {again}")

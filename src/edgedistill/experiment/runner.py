@@ -29,6 +29,7 @@ from edgedistill.experiment.build import build_method, build_network, check_prec
 from edgedistill.experiment.parallel_seeds import StageWorkers, stage_kinds
 from edgedistill.experiment.smoke import smoke_recipe
 from edgedistill.experiment.teacher_cache import ModelCache, cache_key
+from edgedistill.experiment.teacher_names import teacher_dirs, teacher_key, teacher_label
 from edgedistill.experiment.workers import forwarded
 from edgedistill.experiment import rundir
 from edgedistill.io import make_dirs, read_json_record, remove_stale_temp, sha256_file, write_json, write_text
@@ -51,24 +52,6 @@ class Plan:
     teachers: dict[int, list[TeacherConfig]]  # run seed -> the teachers the method needs, in training order
     teacher_dirs: dict[tuple[int, str], str]  # (run seed, teacher name) -> its folder in the run directory
     augmenter: Optional[Augmenter] = None  # the recipe's ``augment`` section, checked against the data
-
-
-def _teacher_key(recipe: Recipe, name: str) -> str:
-    """The recipe key that names a teacher in errors."""
-    if recipe.teacher is not None:
-        return "teacher"
-    names = [t.name or f"teacher{i + 1}" for i, t in enumerate(recipe.teachers)]
-    return f"teachers[{names.index(name)}]" if name in names else f"teacher '{name}' (made by method '{recipe.method.name}')"
-
-
-def _teacher_dirs(plans: dict[int, list[TeacherConfig]]) -> dict[tuple[int, str], str]:
-    """A teacher specified the same way for every seed is one folder; one that depends on the seed gets one per seed."""
-    dirs = {}
-    for seed, specs in plans.items():
-        for spec in specs:
-            same = all(any(o.name == spec.name and o == spec for o in other) for other in plans.values())
-            dirs[(seed, spec.name)] = spec.name if same else f"{spec.name}/seed{seed}"
-    return dirs
 
 
 def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Plan:
@@ -104,10 +87,10 @@ def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Pla
             if view not in getattr(splits, name).views:
                 # The teacher is selected on validation and reported on test, on its own view.
                 raise UserInputError(
-                    f"{_teacher_key(recipe, spec.name)}.view: the {name} split has no view '{view}' (for a .npz, add "
+                    f"{teacher_key(recipe, spec.name)}.view: the {name} split has no view '{view}' (for a .npz, add "
                     f"'test_{view}'; for channel subsets, data.views); the teacher reads it in every split"
                 )
-    teachers = [TeacherNet(t.name, build_network(t, info, _teacher_key(recipe, t.name), t.view), t) for t in specs]
+    teachers = [TeacherNet(t.name, build_network(t, info, teacher_key(recipe, t.name), t.view), t) for t in specs]
     student = build_network(recipe.student, info, "student")
     augmenter = Augmenter(recipe.augment, info) if recipe.augment is not None else None
     method = build_method(recipe, student, teachers, splits, augmenter)
@@ -116,11 +99,11 @@ def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Pla
                     {t.name: size(t.model) for t in teachers if not t.config.given}, method.manual_optimization,
                     any(t.select == "swa" for ts in plans.values() for t in ts),
                     {"train.batch_size": recipe.train.batch_size,
-                     **{f"{_teacher_key(recipe, t.name)}.train.batch_size": t.train.batch_size
+                     **{f"{teacher_key(recipe, t.name)}.train.batch_size": t.train.batch_size
                         for ts in plans.values() for t in ts if not t.given}})
     dry_run(splits, student, teachers, augmenter)
     return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed, fold=the_fold), smoke,
-                student, plans, _teacher_dirs(plans), augmenter)
+                student, plans, teacher_dirs(plans), augmenter)
 
 
 def open_run_dir(out: Path, recipe: Recipe) -> Path:
@@ -203,9 +186,9 @@ class Runner:
         done: dict[str, tuple[TeacherNet, str]] = {}
         out = []
         for spec in self.p.teachers[seed]:
-            label = "teacher" if spec.name == "teacher" else f"teacher '{spec.name}'"
+            label = teacher_label(spec)
             if spec.given:  # loaded, read from outputs, or a checkpoint: evaluated (moved first) and reported, never trained
-                net = build_network(spec, info, _teacher_key(self.r, spec.name), spec.view, seed=spec.seed).to(device)
+                net = build_network(spec, info, teacher_key(self.r, spec.name), spec.view, seed=spec.seed).to(device)
                 splits = self.p.splits.view_as_x(spec.view)
                 metrics = {split: evaluate(net, getattr(splits, split), info, device) for split in ("val", "test")}
                 kind, path = next((k, getattr(spec, k)) for k in ("load", "outputs", "checkpoint") if getattr(spec, k))
@@ -215,14 +198,12 @@ class Runner:
                                  "view": spec.view})
                 # Where it came from, in words (a loaded file, its format, a stripped prefix): report.md says it.
                 source = (getattr(net, "edgedistill_loaded", None) or getattr(net, "edgedistill_outputs_only", None)
-                          or f"{_teacher_key(self.r, spec.name)}.{kind} '{path}'")
+                          or f"{teacher_key(self.r, spec.name)}.{kind} '{path}'")
                 summary = {"label": label, kind: str(path), "given": source, "cache_key": f"{kind}:{key}",
                            "val": {"best": metrics["val"], "last": metrics["val"]},
                            "test": {"best": metrics["test"], "last": metrics["test"]}}
             else:
-                parent = done[spec.distill_from] if spec.distill_from else None
-                net, summary = self._cached("teacher", label, spec, spec.train, spec.seed, spec.view, spec.train_subset, parent,
-                                            select=spec.select)
+                net, summary = self.teacher(spec, done[spec.distill_from] if spec.distill_from else None)
             t = TeacherNet(spec.name, net, spec)
             done[spec.name] = (t, summary["cache_key"])
             path = inside(self.dir, *self.p.teacher_dirs[(seed, spec.name)].split("/"), "summary.json", what="teacher name")
@@ -230,6 +211,11 @@ class Runner:
                 write_json(path, summary)  # a teacher shared by all seeds: keep the record of how this run got it
             out.append((t, summary))
         return out
+
+    def teacher(self, spec: Any, parent: Optional[tuple[TeacherNet, str]] = None) -> tuple[torch.nn.Module, dict]:
+        """A teacher that is not given, trained (from ``parent``: an assistant) or read from the model cache."""
+        return self._cached("teacher", teacher_label(spec), spec, spec.train, spec.seed, spec.view, spec.train_subset,
+                            parent, select=spec.select)
 
     def baseline(self, seed: int) -> dict:
         net, summary = self._cached("student", "student", self.r.student, self.r.train, seed, "x", augment=True)
@@ -357,6 +343,8 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
             runner = Runner(p, run_dir, prog, on_epoch)
             baselines, results, classical = [], [], []
             trained: dict[str, dict[str, tuple[TeacherNet, dict]]] = {}  # teacher name -> cache key -> (net, summary)
+            if parallel is not None:  # (two or more independent teachers: side by side first, then read in order below)
+                parallel.train_teachers(prog)
             for seed in recipe.seeds:
                 teachers = runner.teachers(seed)
                 for t, t_summary in teachers:

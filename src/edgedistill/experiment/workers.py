@@ -268,10 +268,11 @@ class Workers:
 
     def run_all(self, jobs: list[tuple[Hashable, dict[str, Any]]],
                 on_done: Optional[Callable[[Hashable, dict[str, Any]], None]] = None,
-                reap_later: bool = False) -> tuple[dict, dict]:
+                reap_later: bool = False, keep: bool = False) -> tuple[dict, dict]:
         """Every (key, job), at most ``self.jobs`` at a time, then the workers closed (killed on Ctrl-C): ({key: result},
         {key: error text}). ``on_done(key, outcome)`` hears of each job as it ends. ``reap_later``: the workers are told
-        to end but not waited for (their exit overlaps the caller's next work); a later ``close()`` waits."""
+        to end but not waited for (their exit overlaps the caller's next work); a later ``close()`` waits. ``keep``: left
+        running for the caller's next jobs once all of these have ended (closed as usual if any is still running)."""
         pending, done, failed = list(jobs), {}, {}
         try:
             while pending or self.busy:
@@ -289,7 +290,8 @@ class Workers:
             self.close(kill=True)
             raise
         finally:
-            self.close(kill=bool(self.busy), wait=not reap_later)
+            if not keep or self.busy:
+                self.close(kill=bool(self.busy), wait=not reap_later)
         return done, failed
 
     def close(self, kill: bool = False, wait: bool = True) -> None:
