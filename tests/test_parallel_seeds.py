@@ -44,8 +44,8 @@ def test_seeds_in_two_workers_give_the_numbers_of_one_process(tmp_path, monkeypa
 
 
 def test_independent_teachers_train_side_by_side_to_the_numbers_of_one_process(tmp_path, monkeypatch):
-    """Three teachers no other teacher makes (multi_teacher): trained in the slots first, each once, then read back in
-    order by the run's process; every number as with --jobs 1 at the same thread count."""
+    """Three teachers no other teacher makes (multi_teacher): two trained in the slots first, the third then by the run's
+    process, each once; every number as with --jobs 1 at the same thread count."""
     args = ["data.name=basicmotions", "seeds=[0]", "train.epochs=2", "engine.threads=1", "report.profile=false",
             *(f"teachers.{i}.train.epochs=2" for i in range(3))]
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache1"))
@@ -54,7 +54,7 @@ def test_independent_teachers_train_side_by_side_to_the_numbers_of_one_process(t
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache2"))
     two = cli_run("multi_teacher", *args, "--out", tmp_path / "two", "--jobs", "2")
     assert two.exit_code == 0, two.output
-    assert "--jobs 2: 3 independent teachers side by side first" in two.output
+    assert "--jobs 2: 2 independent teachers side by side first" in two.output  # (the third: then, with both threads)
     for name, seed in (("fcn_s0", 0), ("fcn_s1", 1), ("fcn_s2", 2)):
         assert two.output.count(f"teacher '{name}' seed {seed}: started") == 1, two.output  # once, by a slot
     rows = [json.loads((tmp_path / d / "summary.json").read_text())["rows"] for d in ("one", "two")]
@@ -93,3 +93,23 @@ def test_jobs_refusals_name_the_option(tmp_path):
     with pytest.raises(UserInputError, match="on_epoch"):
         run(quickstart, smoke=True, out=tmp_path / "b", jobs=2, on_epoch=lambda e, v: None)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_teachers_side_by_side_are_the_independent_ones_in_whole_rounds_of_the_slots():
+    from types import SimpleNamespace as NS
+
+    from edgedistill.experiment.parallel_seeds import side_by_side_teachers
+
+    def plan(names, seeds=(0, 1), **extra):  # every seed needs the same teachers (one seed each: shared), plus extra
+        specs = [NS(name=n, seed=0, given=False, distill_from=None) for n in names]
+        specs += [NS(name=n, seed=0, given=kind == "given", distill_from="a" if kind == "assistant" else None)
+                  for n, kind in extra.items()]
+        return NS(recipe=NS(seeds=list(seeds)), teachers={s: specs for s in seeds})
+
+    assert side_by_side_teachers(plan("abc"), 2) == [("a", 0), ("b", 0)]  # the third: then, with every thread
+    assert side_by_side_teachers(plan("abc"), 4) == [("a", 0), ("b", 0), ("c", 0)]
+    assert len(side_by_side_teachers(plan("abcde"), 2)) == 4
+    assert side_by_side_teachers(plan("a", ta="assistant", saved="given"), 2) == []  # one independent teacher
+    per_seed = NS(recipe=NS(seeds=[0, 1]), teachers={s: [NS(name="t", seed=s, given=False, distill_from=None)]
+                                                     for s in (0, 1)})
+    assert side_by_side_teachers(per_seed, 2) == [("t", 0), ("t", 1)]  # a teacher per seed: one job each

@@ -66,6 +66,21 @@ def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
         raise UserInputError("--jobs: a per-epoch callback (on_epoch) lives in this process; run the seeds with jobs=1")
 
 
+def side_by_side_teachers(p: Any, jobs: int) -> list[tuple[str, int]]:
+    """(name, a seed that needs it) of the teachers to train in ``jobs`` slots before the rest: those no other teacher
+    makes and no file gives, once each (a teacher shared by the seeds has one seed), two or more, in whole rounds of the
+    slots. One left over trains afterwards in the run's process with every thread rather than alone in a slot at
+    cores // jobs (3 teachers on 2 cores: 2 side by side, then 1 with both cores)."""
+    found: dict[tuple[str, int], int] = {}
+    for seed in p.recipe.seeds:
+        for spec in p.teachers[seed]:
+            if not spec.given and not spec.distill_from:
+                found.setdefault((spec.name, spec.seed), seed)
+    independent = [(name, seed) for (name, _), seed in found.items()]
+    whole = independent if len(independent) <= jobs else independent[:len(independent) // jobs * jobs]
+    return whole if len(whole) > 1 else []
+
+
 def stage_job(job: dict[str, Any]) -> dict[str, Any]:
     """A slot's stage (``workers.Workers`` target): the student alone or the distilled student of one seed."""
     from edgedistill.experiment.workers import guarded
@@ -132,10 +147,7 @@ class StageWorkers:
         self.threads = worker_threads(self.fixed is not None, jobs)
         # Every (kind, seed) stage after the teachers, in the order a sequential run trains them.
         self.stages = [(kind, seed) for seed in p.recipe.seeds for kind in stage_kinds(p.recipe)]
-        # The teachers no other teacher makes and no file gives, once each (a teacher shared by the seeds has one seed).
-        found = {(spec.name, spec.seed): seed for seed in p.recipe.seeds for spec in p.teachers[seed]
-                 if not spec.given and not spec.distill_from}
-        self.teachers = [(name, seed) for (name, _), seed in found.items()] if len(found) > 1 else []
+        self.teachers = side_by_side_teachers(p, jobs)
         self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
         self.workers.prestart(len(self.stages))
 
