@@ -124,18 +124,20 @@ def main() -> None:
         same = per_seed(work / "jobs1-0") == per_seed(work / f"jobs{other}-0")
         logs = {j: stage_logs(work / f"jobs{j}-0", work / f"cache-{j}-0", warm) for j in times}  # round 1's runs
         epochs = {j: epoch_seconds(lg) for j, lg in logs.items()}
-        profile_s = json.loads((work / "jobs1-0" / "profile.json").read_text())["seconds"]
+        profiled = work / "jobs1-0" / "profile.json"  # (a recipe without report.profile has none)
+        profile_s = json.loads(profiled.read_text())["seconds"] if profiled.is_file() else None
         serial, _ = edgedistill([args.recipe, "--out", str(work / "jobs1-0"), "--jobs", "1"], work / "cache-1-0")  # read back
         best = ceiling(times["1"][0], serial, epochs["1"], epochs[other], jobs)
         ratio, pairs = median_ratio(times["1"], times[other])
         ratio2, pairs2 = median_ratio(again["1"], again[other])
-        ratio0, pairs0 = median_ratio(empty["1"], empty[other])
+        ratio0, pairs0 = median_ratio(empty["1"], empty[other]) if args.empty_rounds else (None, [])
         arms = {j: sum(t) / len(t) for j, t in times.items()}
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         name = f"the default (auto: {jobs} slots)" if other == "default" else f"--jobs {other}"
         lines = [
-            "# Seeds in parallel: `edgedistill run` with --jobs 1 and with its default (make demo)", "",
-            f"Made by `python benchmarks/parallel_seeds.py` ({args.recipe}, {cores} cores, load {load:.2f} at start; the "
+            f"# Seeds in parallel: `edgedistill run` with --jobs 1 and with its default "
+            f"({'make demo' if args.recipe == 'quickstart' else args.recipe})", "",
+            f"Made by `python benchmarks/parallel_seeds.py{''.join(f' {a}' for a in sys.argv[1:])}` ({args.recipe}, {cores} cores, load {load:.2f} at start; the "
             f"teacher trained first in {t_teacher:.0f} s and cached; each arm a fresh process from a copy of that cache).", "",
             "| --jobs | slots (this process + workers) | cache holds | wall time per round | mean |", "|---|---|---|---|---|",
             *(f"| {j} | {used[j]} | the teacher | {', '.join(f'{x:.1f} s' for x in times[j])} | {t:.1f} s |"
@@ -143,14 +145,14 @@ def main() -> None:
             *(f"| {j} | {used[j]} | the teacher and the students alone (a second run) | "
               f"{', '.join(f'{x:.1f} s' for x in t)} | {sum(t) / len(t):.1f} s |" for j, t in again.items()),
             *(f"| {j} | {used[j]} | nothing (a first run: the teacher trains in the run) | "
-              f"{', '.join(f'{x:.1f} s' for x in t)} | {sum(t) / len(t):.1f} s |" for j, t in empty.items()), "",
+              f"{', '.join(f'{x:.1f} s' for x in t)} | {sum(t) / len(t):.1f} s |" for j, t in empty.items() if t), "",
             f"Speed-up of {name} over --jobs 1 with the teacher cached, median of the rounds' ratios "
             f"({', '.join(f'{x:.2f}' for x in pairs)}): **{ratio:.2f}x** (target: >= 1.6x on 2 cores: "
             f"{'met' if ratio >= 1.6 else 'not met'}).",
             f"On a second run (only the distilled students train: 3 stages for 2 slots): **{ratio2:.2f}x** "
             f"(rounds {', '.join(f'{x:.2f}' for x in pairs2)}).",
-            f"With an empty cache (make demo's first run; the teacher, one stage, trains before the others in both arms): "
-            f"**{ratio0:.2f}x** (rounds {', '.join(f'{x:.2f}' for x in pairs0)}).",
+            *([f"With an empty cache (a first run; the teachers train before the other stages in both arms): "
+               f"**{ratio0:.2f}x** (rounds {', '.join(f'{x:.2f}' for x in pairs0)})."] if pairs0 else []),
             f"Per-seed test numbers identical between the arms: {'yes' if same else 'no'} (--jobs 1 runs at torch's default "
             "thread count, the workers at cores // jobs; tests/test_parallel_seeds.py checks identity at equal threads).", "",
             "## Where round 1's time went", "",
@@ -159,8 +161,8 @@ def main() -> None:
             f"in {jobs} slots (cores // {jobs} threads each): intra-op threads make one stage "
             f"{epochs[other] / max(epochs['1'], 1e-9):.2f}x faster than one thread does.",
             f"- Outside every stage (the same --jobs 1 command again on its finished run: every stage read back; start, "
-            f"data, summary, report, plots and deployment profile redone): {serial:.1f} s of {times['1'][0]:.1f} s; the "
-            f"profile alone {profile_s:.1f} s.",
+            f"data, summary, report, plots and deployment profile redone): {serial:.1f} s of {times['1'][0]:.1f} s"
+            + (f"; the profile alone {profile_s:.1f} s." if profile_s is not None else "."),
             f"- The ceiling: that part kept, the stages ({times['1'][0] - serial:.1f} s) slowed as their epochs are at "
             f"cores // {jobs} threads and shared perfectly over {jobs} slots that cost nothing to start: "
             f"{times['1'][0] / best:.1f} s, **{best:.2f}x** ({'above' if best >= 1.6 else 'below'} the 1.6x target).", ""]
