@@ -37,9 +37,7 @@ def check_request(recipe: Recipe, jobs: int, teachers_only: bool) -> None:
     if teachers_only:
         raise UserInputError(f"eval.scheme: '{recipe.eval.scheme}' trains one teacher per fold; fitting one teacher "
                              "needs eval.scheme: holdout")
-    if jobs < 1:
-        raise UserInputError(f"--jobs: expected at least 1 (got {jobs})")
-    if jobs > 1 and object_models(recipe):
+    if jobs > 1 and object_models(recipe):  # (a count below 1 is refused earlier: job_slots.requested)
         raise UserInputError("--jobs: a model passed as a Python object lives in this process and cannot be sent to worker "
                              "processes; run the folds with jobs=1, or give the model by import path (docs/models.md)")
 

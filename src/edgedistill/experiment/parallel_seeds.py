@@ -61,7 +61,7 @@ def check_jobs(recipe: Recipe, jobs: int, on_epoch: Any) -> None:
     """What cannot run its seeds in worker processes, refused before anything is written."""
     from edgedistill.experiment.cross_validation import check_request
 
-    check_request(recipe, jobs, False)  # --jobs >= 1; Python-object models stay in this process
+    check_request(recipe, jobs, False)  # Python-object models stay in this process
     if jobs > 1 and on_epoch is not None:
         raise UserInputError("--jobs: a per-epoch callback (on_epoch) lives in this process; run the seeds with jobs=1")
 
@@ -82,7 +82,8 @@ def side_by_side_teachers(p: Any, jobs: int) -> list[tuple[str, int]]:
 
 
 def stage_job(job: dict[str, Any]) -> dict[str, Any]:
-    """A slot's stage (``workers.Workers`` target): the student alone or the distilled student of one seed."""
+    """A slot's stage (``workers.Workers`` target): an independent teacher, or the student alone or the distilled
+    student of one seed."""
     from edgedistill.experiment.workers import guarded
 
     return guarded(job, lambda: _stage(job))
@@ -149,7 +150,7 @@ class StageWorkers:
         self.stages = [(kind, seed) for seed in p.recipe.seeds for kind in stage_kinds(p.recipe)]
         self.teachers = side_by_side_teachers(p, jobs)
         self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
-        self.workers.prestart(len(self.stages))
+        self.workers.prestart(max(len(self.stages), len(self.teachers)))
 
     def __enter__(self) -> "StageWorkers":
         return self
