@@ -175,3 +175,25 @@ def test_ranks_started_the_way_srun_starts_them_run_as_one_job(tmp_path):
         assert p.returncode == 0, err[-3000:]
     assert _metrics(tmp_path / "s") == _metrics(tmp_path / "a")
     assert len(list((tmp_path / "cache-s" / "models").glob("*/key.json"))) == 1  # the teacher, by rank 0 alone
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
+def test_fsdp_run_trains_its_teacher_and_baseline_like_one_process(tmp_path):
+    """A whole run under FSDP on 2 processes: the teacher and the student alone are trained, then read back into
+    full-size networks (FSDP shards the module it trains in place; the run once crashed loading the cache entry into
+    it), and every number is one process's on the global batch, to float rounding."""
+    recipe = tmp_path / "r.yaml"
+    big = {**RECIPE, "teacher": {**RECIPE["teacher"], "hidden": 48}, "student": {"model": "gru", "hidden": 32},
+           "baseline": True, "train": {"epochs": 2, "batch_size": 8}}
+    big["teacher"]["train"] = {"epochs": 2, "batch_size": 8}
+    recipe.write_text(yaml.safe_dump(big))
+    sharded = _run(recipe, tmp_path / "fsdp", tmp_path / "cache-fsdp", "engine.strategy=fsdp")
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    alone = _run(recipe, tmp_path / "one", tmp_path / "cache-one", "engine.devices=1")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    rows = _metrics(tmp_path / "fsdp")
+    assert len(rows) == 3  # teacher, student alone, distilled
+    for x, y in zip(rows, _metrics(tmp_path / "one")):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k]["mean"] == pytest.approx(y[k]["mean"], rel=1e-4, abs=1e-4), k

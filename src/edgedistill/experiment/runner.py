@@ -7,6 +7,7 @@ config is resumed: finished stages are read back, an interrupted stage continues
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 import time
 from dataclasses import dataclass
@@ -160,10 +161,12 @@ class Runner:
             splits = self.p.splits.view_as_x(view)
             if subset is not None:
                 splits = splits.train_subset(subset, seed)
+            # A copy trains: FSDP shards the module it wraps in place, and ``net`` takes the full weights below.
+            trained = copy.deepcopy(net)
             if parent is None:
-                method: Any = Supervised(net, info)
+                method: Any = Supervised(trained, info)
             else:
-                method = OfflineDistillation(net, info, parent[0], cfg.terms, train=splits.train)
+                method = OfflineDistillation(trained, info, parent[0], cfg.terms, train=splits.train)
             stage = Stage(f"{label} seed {seed}", partial, seed, train_cfg, augmenter, swa=select == "swa")
             return self.trainer.fit(method, splits, stage)
 
