@@ -72,6 +72,26 @@ def test_manual_optimisation_is_refused_naming_the_method():
     check_plan(recipe, {"student": 10_000}, {}, manual=False, swa=False, batch_sizes={})  # DDP: nothing to refuse
 
 
+def test_a_regime_with_backward_passes_of_its_own_is_refused_under_fsdp_only(tmp_path):
+    """cgan_kd's warm start trains the student with its own backward passes, which Fabric's FSDP wrapper refuses
+    mid-run (it once crashed there): refused before anything is written, naming the key and what does it; without
+    the warm start, or under DDP, nothing to refuse."""
+    from edgedistill.config import load_recipe
+    from edgedistill.engine.devices import check_plan
+    from edgedistill.errors import UserInputError
+
+    out = tmp_path / "out"
+    refused = cli_run("cgan_kd_regression", "--smoke", "--out", out, "engine.devices=2", "engine.strategy=fsdp")
+    assert refused.exit_code == 2 and not out.exists(), refused.output
+    assert ("engine.strategy: fsdp, but method 'cgan_kd' trains the student on the labels alone at its first step "
+            "(method.params.warm_start)") in refused.output
+    ddp = load_recipe({**TINY_RECIPE, "engine": {"devices": 2}})
+    check_plan(ddp, {"student": 10_000}, {}, manual=False, swa=False, batch_sizes={}, own_backward="trains alone")
+    with pytest.raises(UserInputError, match="engine.strategy: fsdp, but method 'offline' trains alone"):
+        fsdp = load_recipe({**TINY_RECIPE, "engine": {"devices": 2, "strategy": "fsdp"}})
+        check_plan(fsdp, {"student": 10_000}, {}, manual=False, swa=False, batch_sizes={}, own_backward="trains alone")
+
+
 # -- a killed run ----------------------------------------------------------------------------------------------
 def _run(recipe: Path, out: Path, cache: Path, *extra: str, kill_after: int = 0) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != TEST_KILL_AFTER_EPOCH}

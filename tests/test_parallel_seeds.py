@@ -84,6 +84,37 @@ def test_a_worker_killed_mid_stage_is_named_with_its_seed_and_the_run_resumes(tm
     assert _stages(out) == _stages(tmp_path / "warm")  # the resumed stages end where uninterrupted ones did
 
 
+@pytest.mark.slow  # (a killed teacher worker, then the run again; make test-slow)
+def test_a_worker_killed_mid_teacher_is_named_and_the_teacher_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """multi_teacher with --jobs 2: of the two teachers side by side, the one in the worker process kills itself after
+    its epoch 1 (the run's own slot, a thread, is spared). The run stops naming it; run again, that teacher resumes at
+    epoch 1 from the cache's partial entry and the run ends with the numbers of an uninterrupted one."""
+    from edgedistill.engine.loop import TEST_KILL_AFTER_EPOCH
+
+    args = ["data.name=basicmotions", "seeds=[0]", "train.epochs=2", "engine.threads=1", "report.profile=false",
+            *(f"teachers.{i}.train.epochs=2" for i in range(3))]
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache-straight"))
+    straight = cli_run("multi_teacher", *args, "--out", tmp_path / "straight", "--jobs", "1")
+    assert straight.exit_code == 0, straight.output
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(TEST_KILL_AFTER_EPOCH, "1")
+    out = tmp_path / "run"
+    killed = cli_run("multi_teacher", *args, "--out", out, "--jobs", "2")
+    assert killed.exit_code == 1, killed.output
+    assert ("1 teacher(s) failed (teacher 'fcn_s1': the worker process running this teacher died (killed by "
+            "SIGKILL)") in killed.output, killed.output
+    assert "resume with:" in killed.output
+    assert not (out / "summary.json").exists()
+    assert "teacher 'fcn_s2' seed 2: started" not in killed.output  # (nothing more trains once a teacher failed)
+    monkeypatch.delenv(TEST_KILL_AFTER_EPOCH)
+    resumed = cli_run("multi_teacher", *args, "--out", out, "--jobs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert "teacher 'fcn_s1' seed 1: started (2 epochs, resuming at epoch 1/2)" in resumed.output, resumed.output
+    assert "teacher 'fcn_s0' seed 0: reused from cache" in resumed.output  # (finished in the run's slot before)
+    rows = [json.loads((d / "summary.json").read_text())["rows"] for d in (tmp_path / "straight", out)]
+    assert [(r["role"], r["metrics"]) for r in rows[0]] == [(r["role"], r["metrics"]) for r in rows[1]]
+
+
 def test_jobs_refusals_name_the_option(tmp_path):
     from edgedistill.shipped_recipes import recipe_source
 

@@ -99,10 +99,11 @@ def check_run(recipe: Recipe, *, jobs: int, on_epoch: Any, folded: bool) -> None
 
 
 def check_plan(recipe: Recipe, trained: dict[str, int], teachers: dict[str, int], manual: bool, swa: bool,
-               batch_sizes: dict[str, int]) -> None:
+               batch_sizes: dict[str, int], own_backward: str = "") -> None:
     """The regime's own limits on several devices: ``trained`` maps each network the distilled stage trains to its
     parameter count, ``teachers`` each teacher the run trains; ``manual`` is ``method.manual_optimization``, ``swa``
-    whether a teacher keeps its weight average (``select: swa``); ``batch_sizes`` every stage's by recipe key."""
+    whether a teacher keeps its weight average (``select: swa``); ``batch_sizes`` every stage's by recipe key;
+    ``own_backward`` is ``method.own_backward``."""
     cfg = recipe.engine
     world = world_size(cfg)
     if world == 1:
@@ -126,6 +127,9 @@ def check_plan(recipe: Recipe, trained: dict[str, int], teachers: dict[str, int]
                              f"{len(trained)} ({', '.join(trained)}); use strategy: ddp")
     if swa:
         raise UserInputError("engine.strategy: fsdp cannot average sharded weights (teacher select: swa); use strategy: ddp")
+    if own_backward:
+        raise UserInputError(f"engine.strategy: fsdp, but method '{name}' {own_backward} with its own backward passes, "
+                             "which FSDP's wrapper allows only through the engine; use strategy: ddp")
     for what, count in {**{f"network '{k}'": v for k, v in trained.items()}, **{f"teacher '{k}'": v for k, v in teachers.items()}}.items():
         if count < MIN_PARAMS_PER_RANK * world:
             raise UserInputError(

@@ -127,7 +127,7 @@ class Folds:
             else:
                 say.message(f"fold{i} ({self.labels[i]}): done in {outcome['seconds']:.0f} s")
 
-        workers = Workers(self.jobs, target=fold_job, on_progress=say.relay(lambda i: f"[fold{i}] "))
+        workers = Workers(self.jobs, target=fold_job, unit="fold", on_progress=say.relay(lambda i: f"[fold{i}] "))
         _, failed = workers.run_all(
             [(i, {"source": self.source, "overrides": self.overrides, "run_dir": str(self.dir / f"fold{i}"),
                   "smoke": self.smoke, "command": self.command, "fold": i, "threads": threads}) for i in self.indices],

@@ -149,7 +149,8 @@ class StageWorkers:
         # Every (kind, seed) stage after the teachers, in the order a sequential run trains them.
         self.stages = [(kind, seed) for seed in p.recipe.seeds for kind in stage_kinds(p.recipe)]
         self.teachers = side_by_side_teachers(p, jobs)
-        self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
+        self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True,
+                               unit="stage")
         self.workers.prestart(max(len(self.stages), len(self.teachers)))
 
     def __enter__(self) -> "StageWorkers":
@@ -167,6 +168,7 @@ class StageWorkers:
             return
         say.message(f"--jobs {self.jobs}: {len(self.teachers)} independent teachers side by side first")
         self.workers.on_progress = say.relay(lambda key: "")  # (a teacher's lines name it)
+        self.workers.unit = "teacher"
         _, failed = self.workers.run_all([((name, seed), {**self.job, "kind": "teacher", "seed": seed, "name": name,
                                                           "threads": self.threads}) for name, seed in self.teachers],
                                          keep=True)
@@ -180,6 +182,7 @@ class StageWorkers:
                     f"{self.jobs - 1} worker process(es), {self.threads or self.fixed} thread(s) each")
         # Each stage's bar (or its plain lines) in this process's display, named by its seed.
         self.workers.on_progress = say.relay(lambda key: f"[seed {key[1]}] ")
+        self.workers.unit = "stage"
         done, failed = self.workers.run_all(
             [((kind, seed), {**job, "kind": kind, "seed": seed, "threads": self.threads,
                              "prefix": f"{job['prefix']}[seed {seed}] "}) for kind, seed in stages],

@@ -101,7 +101,7 @@ def plan(recipe: Recipe, smoke: bool = False, fold: Optional[int] = None) -> Pla
                     any(t.select == "swa" for ts in plans.values() for t in ts),
                     {"train.batch_size": recipe.train.batch_size,
                      **{f"{teacher_key(recipe, t.name)}.train.batch_size": t.train.batch_size
-                        for ts in plans.values() for t in ts if not t.given}})
+                        for ts in plans.values() for t in ts if not t.given}}, method.own_backward)
     dry_run(splits, student, teachers, augmenter)
     return Plan(recipe, splits, dataset_fingerprint(recipe.data, seed=recipe.data.split.seed, fold=the_fold), smoke,
                 student, plans, teacher_dirs(plans), augmenter)

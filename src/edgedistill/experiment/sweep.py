@@ -239,7 +239,7 @@ class Sweep:
 
     # -- the loop ------------------------------------------------------------------------------------------
     def execute(self) -> None:
-        workers = Workers(self.jobs, target=run_trial) if self.jobs > 1 else None
+        workers = Workers(self.jobs, target=run_trial, unit="trial") if self.jobs > 1 else None
         in_flight: dict[int, tuple[Any, str]] = {}  # submission number -> (trial, grid point)
         numbers = itertools.count()
         with trials_running(self.study, self.heartbeat, workers, in_flight):

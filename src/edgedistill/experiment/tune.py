@@ -165,7 +165,7 @@ class Tuner:
         self.log(f"[trial {trial.number}] {job['label']}: {what}, {secs:.0f} s; budget left {_duration(left)}")
 
     def execute(self) -> None:
-        workers = Workers(self.jobs, target=run_tune_trial) if self.jobs > 1 else None
+        workers = Workers(self.jobs, target=run_tune_trial, unit="trial") if self.jobs > 1 else None
         failures = 0  # in a row: a recipe every trial fails on (a missing file, a bad key) stops the search, not the budget
         in_flight: dict[int, tuple[Any, dict[str, Any]]] = {}
         with trials_running(self.study, self.heartbeat, workers, in_flight):

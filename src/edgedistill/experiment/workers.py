@@ -180,11 +180,12 @@ class Workers:
 
     def __init__(self, jobs: int, target: Callable[[dict[str, Any]], dict[str, Any]],
                  on_progress: Optional[Callable[[Hashable, Any], None]] = None, preload: tuple[str, ...] = (),
-                 local: bool = False) -> None:
+                 local: bool = False, unit: str = "job") -> None:
         import multiprocessing
 
         self.ctx, self.jobs, self.target, self.preload = multiprocessing.get_context("spawn"), jobs, target, preload
         self.local = local  # one of the ``jobs`` slots is this process (a thread): one process fewer to start
+        self.unit = unit  # what a job is, in a dead worker's message: "trial", "fold", "stage", "teacher"
         self.slot: Optional[_LocalSlot] = None
         self.on_progress = on_progress  # (key, event): what a job's ``forwarded()`` display sends while it runs
         self.failed_codes: set[int] = set()  # exit codes of the jobs that failed (1 for a bug or a dead worker)
@@ -247,8 +248,8 @@ class Workers:
             else:  # the pipe closed, or the process ended, without an outcome
                 proc.join(timeout=10)
                 conn.close()
-                outcome = {"error": f"the worker process running this trial died ({_death(proc.exitcode)}); the other "
-                                    "trials go on", "seconds": time.time() - start}
+                outcome = {"error": f"the worker process running this {self.unit} died ({_death(proc.exitcode)}); the "
+                                    f"other {self.unit}s go on", "seconds": time.time() - start}
             done.append((key, outcome))
         return done
 

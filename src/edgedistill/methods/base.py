@@ -60,6 +60,10 @@ class Method:
 
     #: True for regimes that step their own optimizers inside ``training_step`` (mutual learning, GANs).
     manual_optimization: bool = False
+    #: What the regime trains outside ``training_step``'s returned loss, with backward passes of its own through a
+    #: network the engine trains (cgan_kd's warm start), in words; empty for the others. FSDP's wrapper allows a
+    #: backward pass only through the engine, so the runner refuses FSDP for such a regime, naming this.
+    own_backward: str = ""
     #: What the regime can do with an augmented batch; the runner refuses the rest before training, naming
     #: the key. "teacher_input": its teachers read ``batch["x_teacher"]`` every step (so an augmented teacher
     #: input is honoured); "soft_targets": its losses take mixed label probabilities in ``batch["y"]``.

@@ -173,6 +173,8 @@ class CGANKD(Method):
         self._train_cfg = TrainConfig()  # the recipe's, from ``optimizers`` (called before ``setup``)
         self._train: Optional[TensorData] = None
         self._device = torch.device("cpu")
+        if self.params.warm_start:
+            self.own_backward = "trains the student on the labels alone at its first step (method.params.warm_start)"
 
     def optimizers(self, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
         self._train_cfg = cfg  # the warm start trains with the recipe's settings
