@@ -95,6 +95,14 @@ def ceiling(wall_1: float, serial: float, epochs_1: float, epochs_n: float, jobs
     return wall_1 / (serial + (wall_1 - serial) * epochs_n / epochs_1 / jobs)
 
 
+def publish(lines: list[str], path: Path) -> None:
+    """The report: printed, and written (atomically) to ``path``."""
+    from edgedistill.io import write_text
+
+    print("\n".join(lines))
+    write_text(path, "\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", default="default", help="the second arm: 'default' (no --jobs: the command's auto) or a count")
@@ -166,10 +174,7 @@ def main() -> None:
             f"- The ceiling: that part kept, the stages ({times['1'][0] - serial:.1f} s) slowed as their epochs are at "
             f"cores // {jobs} threads and shared perfectly over {jobs} slots that cost nothing to start: "
             f"{times['1'][0] / best:.1f} s, **{best:.2f}x** ({'above' if best >= 1.6 else 'below'} the 1.6x target).", ""]
-        print("\n".join(lines))
-        from edgedistill.io import write_text
-
-        write_text(args.results, "\n".join(lines))
+        publish(lines, args.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from parallel_seeds import edgedistill, median_ratio, rounds
+from parallel_seeds import edgedistill, median_ratio, publish, rounds
 
 
 def jobs_chosen(printed: str) -> str:
@@ -69,10 +69,7 @@ def main() -> None:
             f"**{ratio:.2f}x**.",
             f"Every grid point's test metric identical between the arms: {'yes' if same else 'no'} (--jobs 1 trains at "
             "torch's default thread count, parallel trials at cores // jobs; set engine.threads for equal numbers).", ""]
-        print("\n".join(lines))
-        from edgedistill.io import write_text
-
-        write_text(args.results, "\n".join(lines))
+        publish(lines, args.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
