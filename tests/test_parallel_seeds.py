@@ -27,6 +27,7 @@ def test_seeds_in_two_workers_give_the_numbers_of_one_process(tmp_path, monkeypa
     one = cli_run("quickstart", *ARGS, "--out", tmp_path / "one", "--jobs", "1")
     assert one.exit_code == 0, one.output
     assert "worker processes" not in one.output
+    assert "reused from cache" not in one.output  # (the teacher it trained, read back for seed 1: nothing to say)
     monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache2"))  # an empty cache: every stage trains again
     two = cli_run("quickstart", *ARGS, "--out", tmp_path / "two", "--jobs", "2")
     assert two.exit_code == 0, two.output

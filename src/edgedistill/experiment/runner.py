@@ -123,6 +123,7 @@ class Runner:
         cache_root = run_dir / "cache" if p.smoke else default_cache_dir(self.r.cache_dir)
         self.cache = ModelCache(cache_root)
         self.trainer = Trainer(self.r.engine, progress)
+        self.read_back: set[str] = set()  # cache entries already said to be reused (each seed reads a shared teacher)
 
     # -- cached networks (teachers, assistants, the student alone) -----------------------------------
     def _cached(
@@ -178,8 +179,9 @@ class Runner:
         state, summary, cached = dist.train_once(lambda t: self.cache.get_or_train(key, parts, t), train,
                                                  lambda: fit(self.cache.entry(key).with_suffix(".partial")))
         net.load_state_dict(state)
-        if cached:
+        if cached and key not in self.read_back:
             self.progress.message(f"{label} seed {seed}: reused from cache ({self.cache.entry(key)})")
+        self.read_back.add(key)  # (one trained here is read back by the next seeds: nothing more to say)
         summary = {**summary, "cache_key": key, "cached": cached}
         return net, summary
 
