@@ -126,6 +126,8 @@ def _npz(tmp_path, name="data.npz", **arrays):
         (["method.name=ofline"], "method.name: unknown method 'ofline'"),
         (["teacher.view=x_full"], "teacher.view: the train split has no view 'x_full'"),
         (["data.params.n_subjcts=3"], "data.params.n_subjcts"),
+        (["sweep={grid: {train.lr: [0.1, 0.2]}}"], "sweep: a sweep's grid, read only by `edgedistill sweep`: run it with "
+                                                   "`edgedistill sweep .*recipe.yaml`"),
     ],
 )
 def test_bad_recipe_input_exits_2_without_a_run_directory(tmp_path, overrides, message):

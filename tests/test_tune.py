@@ -58,6 +58,20 @@ def test_budget_parsing():
             parse_budget(bad)
 
 
+def test_budget_not_given_is_a_minute_for_a_smoke_tune_and_half_an_hour_otherwise(monkeypatch):
+    """A smoke tune's trials take a second or two: the real default budget would run them by the thousand."""
+    from edgedistill.experiment import tune as tune_module
+
+    seen = []
+    monkeypatch.setattr(tune_module, "_tune", lambda *a, **kw: seen.append(kw["budget"]))
+    for smoke, budget in ((True, None), (False, None), (True, "5m")):
+        tune_module.tune(RECIPE, smoke=smoke, budget=budget)
+    assert seen == [60, 1800, 300]
+    monkeypatch.setenv("COLUMNS", "400")  # (rich wraps the help at the terminal's width)
+    command = CliRunner().invoke(app, ["tune", "--help"])
+    assert "(default 30m; 1m with --smoke)" in command.output
+
+
 def test_space_classification_filters(shared_cache):
     space = build_space(recipe(shared_cache))
     names = [c.name for c in space.candidates]

@@ -16,7 +16,7 @@ from edgedistill.errors import EdgeDistillError
 def tune(
     recipe: str = typer.Argument(..., help="Recipe YAML (or a shipped recipe's name, e.g. kd): its data, teacher(s), student and schedule; the tuner chooses the method section."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key.sub=value overrides of the recipe, e.g. train.epochs=40"),
-    budget: str = typer.Option("30m", "--budget", help="Wall-clock time for the search: 90s, 30m, 2h, 1h30m. No trial starts with less than its measured cost left; the winner's retraining over the seeds comes after it."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Wall-clock time for the search: 90s, 30m, 2h, 1h30m (default 30m; 1m with --smoke). No trial starts with less than its measured cost left; the winner's retraining over the seeds comes after it.", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", help="Tune directory (default tunes/<name>-<time>; a temporary one with --smoke); give the same one again to resume the study."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default sqlite:///<out>/study.db); one shared URL lets several machines work on one study."),
     jobs: str = typer.Option("auto", "--jobs", "-j", help="Trials at a time, each in a worker process with cores // jobs threads; the winner's retraining runs its stages with the same --jobs. auto: one per core as memory allows; 1 for a smoke tune or a GPU (docs/tune.md)."),

@@ -10,6 +10,7 @@ is ever evaluated. The one key that names code is a model's import path (``model
 from __future__ import annotations
 
 import copy
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -315,7 +316,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         if msg.startswith("@"):  # check_free_values names the sub-key: "@temperature: why"
             sub, _, msg = msg[1:].partition(": ")
             key = f"{key}.{sub}" if key else sub
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and key == "sweep":  # (a sweep recipe given to `run`, `tune`, ...)
+            path = shlex.quote(source[len("recipe '"):-1]) if source.startswith("recipe '") else "<recipe>"
+            msg = f"a sweep's grid, read only by `edgedistill sweep`: run it with `edgedistill sweep {path}`"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "finite_number":
             msg = "expected a finite number (not nan or inf)"

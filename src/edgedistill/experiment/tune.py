@@ -222,11 +222,16 @@ def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+#: The budget when none is given: a real search's, and a smoke tune's (one-epoch trials on tiny data: a minute shows
+#: the whole pipeline; the real default would run thousands of them).
+DEFAULT_BUDGET, SMOKE_BUDGET = "30m", "1m"
+
+
 def tune(
     recipe: str | Path | dict[str, Any],
     overrides: Optional[list[str]] = None,
     *,
-    budget: str | float = "30m",
+    budget: Optional[str | float] = None,
     out: Optional[str | Path] = None,
     storage: Optional[str] = None,
     jobs: int | str = 1,
@@ -243,7 +248,8 @@ def tune(
     deploy_profile: Optional[Callable[[Path, bool], None]] = None,
     latency: Optional[Callable[..., dict[str, float]]] = None,
 ) -> dict[str, Any]:
-    """Search (or resume searching) the distillation for ``recipe`` within ``budget``; retrain the winner over the
+    """Search (or resume searching) the distillation for ``recipe`` within ``budget`` (default ``DEFAULT_BUDGET``, or
+    ``SMOKE_BUDGET`` with ``smoke``); retrain the winner over the
     recipe's seeds (``retrain``) and write report.md, trials.csv and best_recipe.yaml into the tune directory.
     ``max_trials``: also stop after this many trials in this invocation (the budget still bounds them).
     ``deploy_profile`` goes to the winner's retraining run; ``latency(model, window, runs, warmup)`` times a student
@@ -256,7 +262,8 @@ def tune(
     if max_latency_us is not None and not max_latency_us > 0:
         raise UserInputError(f"--max-latency-us: expected a positive latency in microseconds (got {max_latency_us})")
     with quiet_optuna():
-        return _tune(recipe, overrides, budget=parse_budget(budget), out=out, storage=storage, jobs=count, auto=auto, max_params=max_params,
+        budget = parse_budget(budget if budget is not None else SMOKE_BUDGET if smoke else DEFAULT_BUDGET)
+        return _tune(recipe, overrides, budget=budget, out=out, storage=storage, jobs=count, auto=auto, max_params=max_params,
                      max_latency_us=max_latency_us, methods=methods, include_data_free=include_data_free, max_trials=max_trials,
                      smoke=smoke, retrain=retrain, progress=progress, command=command, log=log, deploy_profile=deploy_profile,
                      latency=latency)
