@@ -149,8 +149,7 @@ class StageWorkers:
         # Every (kind, seed) stage after the teachers, in the order a sequential run trains them.
         self.stages = [(kind, seed) for seed in p.recipe.seeds for kind in stage_kinds(p.recipe)]
         self.teachers = side_by_side_teachers(p, jobs)
-        self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True,
-                               unit="stage")
+        self.workers = Workers(jobs, target=stage_job, preload=("edgedistill.experiment.runner",), local=True)
         self.workers.prestart(max(len(self.stages), len(self.teachers)))
 
     def __enter__(self) -> "StageWorkers":

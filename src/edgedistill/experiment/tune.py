@@ -249,8 +249,8 @@ def tune(
     latency: Optional[Callable[..., dict[str, float]]] = None,
 ) -> dict[str, Any]:
     """Search (or resume searching) the distillation for ``recipe`` within ``budget`` (default ``DEFAULT_BUDGET``, or
-    ``SMOKE_BUDGET`` with ``smoke``); retrain the winner over the
-    recipe's seeds (``retrain``) and write report.md, trials.csv and best_recipe.yaml into the tune directory.
+    ``SMOKE_BUDGET`` with ``smoke``); retrain the winner over the recipe's seeds (``retrain``) and write report.md,
+    trials.csv and best_recipe.yaml into the tune directory.
     ``max_trials``: also stop after this many trials in this invocation (the budget still bounds them).
     ``deploy_profile`` goes to the winner's retraining run; ``latency(model, window, runs, warmup)`` times a student
     for ``max_latency_us`` (both from the deploy layer: ``edgedistill.deploy.profile``)."""
