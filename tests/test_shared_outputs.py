@@ -120,3 +120,22 @@ def test_a_kd_run_passes_the_teacher_over_the_training_rows_once_for_every_seed(
                   out=tmp_path / "run", progress=False)
     assert len(summary["rows"]) == 2
     assert len(sizes) == 1, sizes  # seeds 1 and 2 read seed 0's pass
+
+
+def test_a_frozen_reported_network_is_validated_once_per_run_and_a_trained_one_every_epoch():
+    """epoch_scores: the deliverable and a reported network that trains (a peer) are evaluated every epoch; a reported
+    network with nothing to train (multi_teacher's teacher ensemble) once, and its numbers are the same every epoch."""
+    from edgedistill.data.dataset import DataInfo
+    from edgedistill.engine.evaluate import epoch_scores
+
+    data, calls = _data(), {"student": 0, "peer": 0, "ensemble": 0}
+    nets = {name: tiny_net() for name in calls}
+    for name, net in nets.items():
+        net.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    nets["ensemble"].requires_grad_(False)
+    info = DataInfo(name="t", task="classification", input_shape=(3, 16), n_outputs=3)
+    with shared_outputs():
+        seen = [epoch_scores(nets["student"], {"peer": nets["peer"], "ensemble": nets["ensemble"]}, data, info,
+                             torch.device("cpu")) for _ in range(4)]
+    assert calls == {"student": 4, "peer": 4, "ensemble": 1}
+    assert all(s[1]["ensemble"] == seen[0][1]["ensemble"] for s in seen) and list(seen[0][1]) == ["peer", "ensemble"]
