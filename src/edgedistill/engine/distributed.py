@@ -25,6 +25,7 @@ from edgedistill.config import EngineConfig
 from edgedistill.engine.devices import accelerator, world_size
 from edgedistill.errors import EdgeDistillError, UserInputError
 from edgedistill.machine import available_cores
+from edgedistill.models.modes import nothing_to_train
 
 T = TypeVar("T")
 
@@ -171,7 +172,7 @@ def train_once(get_or_train: Callable[[Callable[[Path], T]], T], train: Callable
 def set_up(net: torch.nn.Module, fabric: Any) -> torch.nn.Module:
     """``net`` placed and wrapped by Fabric for training. On several processes a network with nothing to train (a frozen
     copy a regime keeps) is only moved to the device: DDP refuses to wrap a module without gradients."""
-    if fabric.world_size > 1 and not any(p.requires_grad for p in net.parameters()):
+    if fabric.world_size > 1 and nothing_to_train(net):
         return fabric.to_device(net)
     return fabric.setup_module(sync_batchnorm(net, fabric))
 

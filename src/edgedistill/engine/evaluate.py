@@ -10,7 +10,7 @@ from edgedistill.data.dataset import DataInfo, TensorData, outputs_by_batch
 from edgedistill.data.shared_outputs import outputs_once, unshared
 from edgedistill.metrics import (classification_metrics, confusion_matrix, ece, fit_temperature, macro_f1, per_class_recall,
                                  regression_metrics)
-from edgedistill.models.modes import evaluating
+from edgedistill.models.modes import evaluating, nothing_to_train
 
 
 @torch.no_grad()
@@ -43,14 +43,10 @@ def epoch_scores(deliverable: nn.Module, evaluated: dict[str, nn.Module], val: T
     reported network with nothing to train (multi_teacher's teacher ensemble) gives the same pass every epoch: it is
     shared, computed once per run instead of once per epoch (100 epochs of three FCNs over the validation rows were
     nine tenths of a multi_teacher stage's time)."""
-    others = {name: evaluate(net, val, info, device) for name, net in evaluated.items() if _frozen(net)}
+    others = {name: evaluate(net, val, info, device) for name, net in evaluated.items() if nothing_to_train(net)}
     with unshared():
         others.update({name: evaluate(net, val, info, device) for name, net in evaluated.items() if name not in others})
         return evaluate(deliverable, val, info, device), {name: others[name] for name in evaluated}
-
-
-def _frozen(net: nn.Module) -> bool:
-    return not any(p.requires_grad for p in net.parameters())
 
 
 def evaluate_val_test(model: nn.Module, val: TensorData, test: TensorData, info: DataInfo,

@@ -22,3 +22,9 @@ def evaluating(*models: Optional[nn.Module]) -> Iterator[None]:
     finally:
         for m, mode in zip(nets, modes):
             m.train(mode)
+
+
+def nothing_to_train(model: nn.Module) -> bool:
+    """No parameter of ``model`` asks for a gradient: a frozen teacher or ensemble (what DDP cannot wrap, and whose
+    outputs repeat while the networks beside it train)."""
+    return not any(p.requires_grad for p in model.parameters())
