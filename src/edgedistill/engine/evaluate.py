@@ -1,6 +1,7 @@
 """Predict over a whole split and compute the task's metrics (regression in original units)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -43,10 +44,11 @@ def epoch_scores(deliverable: nn.Module, evaluated: dict[str, nn.Module], val: T
     reported network with nothing to train (multi_teacher's teacher ensemble) gives the same pass every epoch: it is
     shared, computed once per run instead of once per epoch (100 epochs of three FCNs over the validation rows were
     nine tenths of a multi_teacher stage's time)."""
-    others = {name: evaluate(net, val, info, device) for name, net in evaluated.items() if nothing_to_train(net)}
-    with unshared():
-        others.update({name: evaluate(net, val, info, device) for name, net in evaluated.items() if name not in others})
-        return evaluate(deliverable, val, info, device), {name: others[name] for name in evaluated}
+    def scored(net: nn.Module) -> dict[str, float]:
+        with contextlib.nullcontext() if nothing_to_train(net) else unshared():
+            return evaluate(net, val, info, device)
+
+    return scored(deliverable), {name: scored(net) for name, net in evaluated.items()}
 
 
 def evaluate_val_test(model: nn.Module, val: TensorData, test: TensorData, info: DataInfo,
