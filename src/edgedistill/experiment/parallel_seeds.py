@@ -4,9 +4,9 @@ N - 1 worker processes; ``--jobs auto`` (``auto_jobs``) chooses N.
 The teachers are trained (or read from the model cache) first, in the run's own process and in order: a teacher shared
 by every seed is trained once, and an assistant needs its teacher; two or more independent teachers are trained side by
 side in the slots before that (``StageWorkers.train_teachers``), so the run's process reads them. Then each remaining
-stage, the student alone and
-the distilled student of every seed, is one job for the sweep's ``Workers``: spawned processes, started when the run
-starts, and a thread of the run's process (``StageWorkers``), with cores // N torch threads each. A worker rebuilds
+stage, the student alone and the distilled student of every seed, is one job for the sweep's ``Workers``: spawned
+processes, started when the run starts, and a thread of the run's process (``StageWorkers``), with cores // N torch
+threads each. A worker rebuilds
 the run's plan from the same recipe (the thread uses the run's), reads the teachers from the cache and trains its stage
 into the same run directory, in the folder a sequential run uses; its progress and its summary come back to the run's
 process, which shows the one and writes the run's summary and report from the others as usual. A stage seeds
