@@ -56,6 +56,35 @@ def test_bad_input_is_one_line_naming_the_key(tmp_path, override, key):
     assert key in line, line
 
 
+TORCHRUN = {"TORCHELASTIC_RUN_ID": "t", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+SRUN = {"SLURM_JOB_NAME": "job", "SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "0"}
+
+
+@pytest.mark.parametrize("launched, override, fix", [
+    (TORCHRUN, [], "set engine.devices=2 engine.num_nodes=1"),  # each rank would otherwise run the whole run alone
+    (SRUN, ["engine.devices=2"], "set engine.devices=2 engine.num_nodes=2"),
+])
+def test_processes_a_launcher_started_must_be_the_recipes(tmp_path, monkeypatch, launched, override, fix):
+    if override and (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores (engine.devices=2 is refused first)")
+    for name, value in launched.items():
+        monkeypatch.setenv(name, value)
+    line = _refused(tmp_path, *override)
+    assert line.startswith("error: engine.devices:") and fix in line, line
+
+
+def test_alone_in_a_slurm_batch_script_is_not_a_rank(tmp_path, monkeypatch):
+    """sbatch's script sees SLURM_NTASKS even where no srun started it: one process is then one process."""
+    from edgedistill.config import EngineConfig
+    from edgedistill.engine import devices
+
+    for name, value in SRUN.items():
+        monkeypatch.setenv(name, value)
+    devices.check_launched(EngineConfig())
+    with pytest.raises(Exception, match="engine.devices: 2 x engine.num_nodes: 1"):
+        devices.check_launched(EngineConfig(devices=2))
+
+
 def test_jobs_with_several_devices_is_refused(tmp_path):
     line = _refused(tmp_path, "engine.devices=2", "--jobs", "2")
     assert "--jobs" in line and "engine.devices" in line
@@ -217,3 +246,45 @@ def test_fsdp_run_trains_its_teacher_and_baseline_like_one_process(tmp_path):
         assert x.keys() == y.keys()
         for k in x:
             assert x[k]["mean"] == pytest.approx(y[k]["mean"], rel=1e-4, abs=1e-4), k
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
+def test_two_machines_without_a_shared_disk_run_as_one_job(tmp_path):
+    """Two "machines" on this one (torchrun --nnodes 2, one process each, a static rendezvous on the loopback), each
+    with its own working folder and model cache, as machines without a shared disk have. Machine 1 needs only the
+    recipe and the data: it writes nothing, and the run reaches the numbers of the one Fabric's launcher starts."""
+    import socket
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    launched = _run(recipe, tmp_path / "a", tmp_path / "cache-a")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in (TEST_KILL_AFTER_EPOCH, "EDGEDISTILL_CACHE")}
+    env["OMP_NUM_THREADS"] = "1"
+    exe = str(Path(sys.executable).with_name("edgedistill"))
+    machines = [tmp_path / f"machine{n}" for n in (0, 1)]
+    ranks = []
+    for n, home in enumerate(machines):
+        home.mkdir()
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(n),
+                    "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+        # engine.threads=1: each machine would otherwise take all of its cores, and here both share this one's.
+        ranks.append(subprocess.Popen([*torchrun, exe, "run", str(recipe), "--out", "runs/ddp", "--no-progress",
+                                       "engine.devices=1", "engine.num_nodes=2", "engine.threads=1"],
+                                      cwd=home, env={**env, "EDGEDISTILL_CACHE": str(home / "cache")},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [p.communicate(timeout=300) for p in ranks]
+    finally:
+        for p in ranks:
+            p.kill()
+    for p, (_, err) in zip(ranks, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert _metrics(machines[0] / "runs" / "ddp") == _metrics(tmp_path / "a")
+    assert len(list((machines[0] / "cache" / "models").glob("*/key.json"))) == 1  # the teacher
+    assert list(machines[1].iterdir()) == []  # nothing written on the other machine

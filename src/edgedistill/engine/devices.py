@@ -65,6 +65,32 @@ def check_engine(cfg: EngineConfig) -> None:
             f"engine.num_nodes: {cfg.num_nodes} machines, but this process was not started by a cluster launcher (no "
             "TORCHELASTIC_RUN_ID from torchrun, no SLURM_NTASKS from srun, no LOCAL_RANK/WORLD_SIZE); start the same "
             f"command on every machine with torchrun --nnodes {cfg.num_nodes} or srun (docs/scale.md), or use 1")
+    check_launched(cfg)
+
+
+def _count(name: str) -> Optional[int]:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else None  # (SLURM writes uneven nodes as "2(x3),1": not compared)
+
+
+def check_launched(cfg: EngineConfig) -> None:
+    """The processes a launcher started must be the recipe's ``engine.devices`` on each of ``engine.num_nodes``
+    machines. Otherwise Fabric stops with a traceback, or, with one device in the recipe, every process started by
+    torchrun runs the whole run alone (and they fight over one ``--out``)."""
+    world, who = world_size(cfg), cluster_launcher()
+    if who == "torchrun":
+        total, per_machine, flags = _count("WORLD_SIZE"), _count("LOCAL_WORLD_SIZE"), "--nnodes x --nproc-per-node"
+    elif who == "SLURM" and world > 1:  # (alone in a batch script, SLURM_NTASKS may count tasks it does not run)
+        total, per_machine, flags = _count("SLURM_NTASKS"), _count("SLURM_NTASKS_PER_NODE"), "--nodes x --ntasks-per-node"
+    else:
+        return
+    if total is None or (total == world and per_machine in (None, cfg.devices)):
+        return
+    nodes = f" ({per_machine} per machine)" if per_machine else ""
+    fix = (f"engine.devices={per_machine} engine.num_nodes={total // per_machine}" if per_machine and not total % per_machine
+           else f"engine.devices x engine.num_nodes = {total}")
+    raise UserInputError(f"engine.devices: {cfg.devices} x engine.num_nodes: {cfg.num_nodes} = {world} process(es), but "
+                         f"{who} started {total}{nodes}; {who}'s {flags} must equal them: set {fix}")
 
 
 def check_one_process(cfg: EngineConfig, command: str) -> None:
