@@ -43,6 +43,7 @@ def _refused(tmp_path, *args) -> str:
     ([f"engine.devices={(os.cpu_count() or 1) + 1}"], "engine.devices"),
     (["engine.strategy=deepspeed"], "engine.strategy"),
     (["engine.devices=2", "engine.num_nodes=2"], "engine.num_nodes"),
+    (["engine.accelerator=cpu", "engine.precision=16-mixed"], "engine.precision"),
     (["engine.devices=2", "engine.strategy=fsdp"], "engine.strategy"),  # cnn1d width 4: a few hundred parameters
     (["engine.devices=2", "train.batch_size=15"], "train.batch_size"),
     (["engine.devices=2", "method.terms=[{loss: crd}]"], "engine.devices"),

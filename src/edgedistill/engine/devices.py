@@ -56,6 +56,10 @@ def check_engine(cfg: EngineConfig) -> None:
                              f"use at most {torch.cuda.device_count()} (engine.num_nodes for more machines)")
     if kind == "mps" and n > 1:
         raise UserInputError(f"engine.devices: {n}, but an Apple GPU (mps) is one device; use 1")
+    if kind == "cpu" and cfg.precision == "16-mixed":
+        # Fabric would train in bf16-mixed instead, with a warning, while the run's config says 16-mixed.
+        raise UserInputError("engine.precision: '16-mixed' is float16 autocast, which needs a GPU; on the CPU use "
+                             "bf16-mixed (what Fabric would silently switch to) or 32-true")
     cores = available_cores()
     if kind == "cpu" and n > cores:
         # gloo would start them, but processes beyond the cores only take turns: slower than fewer processes.
