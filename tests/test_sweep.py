@@ -293,3 +293,28 @@ def test_heatmap_cells_with_more_than_two_axes_show_the_point_best_on_validation
     cells = sweep_report.cell_points([best_test, best_val], ["a", "b", "c"], values, "acc")
     assert cells == {(0, 0): best_val}
     assert sweep_report.cell_points([best_test, best_val], ["a", "b", "c"], values, "rmse") == {(0, 0): best_test}
+
+
+def _open_at(url: str, start: float) -> str:
+    from edgedistill.experiment.sweep_store import open_study
+
+    while time.time() < start:  # every process opens at one moment
+        pass
+    try:
+        open_study(url, "s", "maximize", {"a": [1, 2]}, "identity")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_processes_opening_one_new_sqlite_storage_at_once_all_get_the_study(tmp_path):
+    """Sweeps on one machine sharing a --storage sqlite:/// file, started together: the losers of the race to create
+    Optuna's tables got "table ... already exists" (an OperationalError, 1 round in 4 here) and stopped."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        pool.map(int, range(3))  # started and imported before the rounds
+        for round_ in range(12):
+            url = f"sqlite:///{tmp_path / f'study{round_}.db'}"
+            start = time.time() + 0.3
+            assert pool.starmap(_open_at, [(url, start)] * 3) == ["ok"] * 3

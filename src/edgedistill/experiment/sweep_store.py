@@ -119,11 +119,14 @@ def open_study(url: str, name: str, direction: str, space: dict[str, list[Any]],
                                             direction=direction, load_if_exists=True)
                 break
             except Exception as exc:  # noqa: BLE001 - sorted below
-                # Machines started together on an empty database race to create Optuna's tables: the losers get
-                # "already exists" from the server; the tables are there now, so open again.
+                # Processes started together on an empty database race to create Optuna's tables: the losers get
+                # "already exists" from the server (an OperationalError from SQLite, whose file may also be "locked"
+                # while the winner writes); the tables are there now, so open again.
                 import sqlalchemy.exc
 
-                if attempt == 3 or not isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+                lost = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or (
+                    isinstance(exc, sqlalchemy.exc.OperationalError) and ("already exists" in str(exc) or "locked" in str(exc)))
+                if attempt == 3 or not lost:
                     raise
                 time.sleep(0.5 + attempt)
     except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable server, a missing driver
