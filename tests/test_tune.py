@@ -184,6 +184,37 @@ def test_ties_are_broken_by_the_validation_loss_and_finalists_by_their_two_seed_
     assert winner(study, "maximize").number == 1  # one finalist re-checked is compared with nothing: the single-seed rule
 
 
+def test_recheck_on_a_shared_study_keeps_other_processes_rechecks_and_runs_in_this_tunes_folder(tmp_path, monkeypatch):
+    """Two tunes on one --storage: a finalist may have run in the other machine's --out, and the other process writes
+    its re-checks to the same study attribute meanwhile. Neither may be lost, and nothing is written outside --out."""
+    import types
+
+    import optuna
+
+    from edgedistill.experiment import runner, tune as tune_mod, tune_select
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.9, 0.8, 0.7):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}, user_attrs={
+            "seconds": 0.0, "choice": {}, "run_dir": str(tmp_path / "other-machine" / "trials" / "0000")}))
+    outs = []
+
+    def fake_run(base, overrides, *, out, **_):
+        outs.append(out)
+        if len(outs) == 1:  # the other process finishes its re-check of trial 2 while this one runs trial 0
+            study.set_user_attr(RECHECK, {**tune_select.rechecked(study), "2": {"seed": 1, "value": 0.5, "tiebreak": 0}})
+        return {"rows": []}
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(tune_mod, "_extract", lambda summary, metric: {"val": {"mean": 0.6}})
+    monkeypatch.setattr(tune_select, "tiebreak", lambda summary, metric: 0.0)
+    tuner = types.SimpleNamespace(dir=tmp_path / "mine", progress=False, space=types.SimpleNamespace(metric="acc"),
+                                  resume_command=lambda: "edgedistill tune ...")
+    tune_select.recheck(study, "maximize", 1, float("inf"), tune_mod._rechecker(tuner, {}, True), lambda line: None)
+    assert sorted(tune_select.rechecked(study)) == [0, 1, 2]  # 2: the other process's, kept; not run again here
+    assert outs == [tmp_path / "mine" / "trials" / "0000" / "seed1", tmp_path / "mine" / "trials" / "0001" / "seed1"]
+
+
 def test_between_equal_scores_a_documented_point_wins_over_a_proposed_one_before_the_loss_decides():
     import optuna
 

@@ -197,12 +197,14 @@ class Tuner:
                 "excluded": self.space.excluded, "student_note": self.space.student_note}
 
 
-def _rechecker(tuner: Tuner, base: dict[str, Any], smoke: bool) -> Callable[[Any, int, Path], dict[str, Any]]:
-    """``tune_select.recheck``'s runner: the finished trial's method on another seed, validation read back."""
-    def run_again(trial: Any, seed: int, out: Path) -> dict[str, Any]:
+def _rechecker(tuner: Tuner, base: dict[str, Any], smoke: bool) -> Callable[[Any, int], dict[str, Any]]:
+    """``tune_select.recheck``'s runner: the finished trial's method on another seed, validation read back, run in
+    ``<out>/trials/<number>/seed<s>`` of this tune (not the trial's ``run_dir``, which may be another machine's)."""
+    def run_again(trial: Any, seed: int) -> dict[str, Any]:
         from edgedistill.experiment.runner import run
 
         overrides = {**trial.user_attrs["choice"], "seeds": [seed], **TRIAL_REPORT}
+        out = tuner.dir / "trials" / f"{trial.number:04d}" / f"seed{seed}"
         summary = run(base, overrides, out=out, smoke=smoke, progress=tuner.progress, command=tuner.resume_command())
         return {"value": _extract(summary, tuner.space.metric)["val"]["mean"],
                 "tiebreak": tune_select.tiebreak(summary, tuner.space.metric)}

@@ -26,7 +26,6 @@ Three rules, each because a budget of a few trials on a small validation split i
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgedistill.experiment.tune_space import Space, defaults
@@ -93,21 +92,22 @@ def rechecked(study: Any) -> dict[int, dict[str, Any]]:
     return {int(k): v for k, v in (study.user_attrs.get(RECHECK) or {}).items()}
 
 
-def recheck(study: Any, direction: str, seed: int, deadline: float, run_trial: Callable[[Any, int, Path], dict[str, Any]],
+def recheck(study: Any, direction: str, seed: int, deadline: float, run_trial: Callable[[Any, int], dict[str, Any]],
             log: Callable[[str], None]) -> None:
     """Run the finalists again on ``seed`` while the budget allows (each needs its own first run's time left).
-    ``run_trial(trial, seed, out)`` runs it and returns ``{"value", "tiebreak"}``. A finalist that no longer fits
-    is skipped, not the ones after it (a cheaper one may still fit)."""
-    done = rechecked(study)
+    ``run_trial(trial, seed)`` runs it (in this process's own folder: on a shared study the trial may have run in
+    another machine's) and returns ``{"value", "tiebreak"}``. A finalist that no longer fits is skipped, not the ones
+    after it (a cheaper one may still fit). Processes sharing the study skip what another re-checked already."""
     for t in _ranked(study, direction)[:FINALISTS]:
-        if t.number in done:
+        if t.number in rechecked(study):
             continue
         need = t.user_attrs.get("seconds") or 0.0
         if deadline - time.time() < need:
             log(f"re-check: no time left to run trial {t.number} on seed {seed} ({need:.0f} s needed)")
             continue
-        got = run_trial(t, seed, Path(t.user_attrs["run_dir"]) / f"seed{seed}")
-        done[t.number] = {"seed": seed, **got}
+        got = run_trial(t, seed)
+        # Read again before writing: another process on the study may have added its re-checks meanwhile.
+        done = {**rechecked(study), t.number: {"seed": seed, **got}}
         study.set_user_attr(RECHECK, {str(k): v for k, v in done.items()})
         log(f"[trial {t.number}] re-check on seed {seed}: val {got['value']:.4f} (first seed: {t.value:.4f})")
 
