@@ -370,8 +370,9 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
 
                 classical = classical_rows(recipe, p.splits, run_dir, prog)
     except KeyboardInterrupt:
-        again = rundir.resume_command(command, run_dir)
-        print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
+        if zero:  # (Ctrl-C reaches every rank on this machine: one line, not one per rank)
+            again = rundir.resume_command(command, run_dir)
+            print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
         raise
     finally:
         torch.set_num_threads(threads)
