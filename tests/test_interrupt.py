@@ -59,3 +59,19 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     entries = [p.parent for p in (tmp_path / "cache-b" / "models").glob("*/key.json")]
     teacher_log = next(e / "metrics.jsonl" for e in entries if json.loads((e / "key.json").read_text())["role"] == "teacher")
     assert [json.loads(l)["epoch"] for l in teacher_log.read_text().splitlines()] == list(range(1, 41))
+
+
+def test_sigterm_stops_cleanly_says_how_to_resume_and_the_run_resumes(tmp_path):
+    """SIGTERM (a cluster's time limit, a pre-emption) takes Ctrl-C's way out: exit 143, the resume line, no
+    traceback; the same command then resumes the teacher from its last epoch instead of starting again."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "train": {"epochs": 2, "batch_size": 8}}))
+    cache = tmp_path / "cache"
+    stopped = subprocess.run(_cmd(recipe, tmp_path / "b"), env={**_env(cache), TEST_KILL_AFTER_EPOCH: "3:TERM"},
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "Traceback" not in stopped.stderr and "╭" not in stopped.stderr, stopped.stderr
+    assert f"resume with: edgedistill run {recipe} --out {tmp_path / 'b'}" in stopped.stderr, stopped.stderr
+    resumed = subprocess.run(_cmd(recipe, tmp_path / "b"), env=_env(cache), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at epoch 3/40" in resumed.stdout + resumed.stderr

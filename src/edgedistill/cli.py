@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -366,9 +368,34 @@ def topo_pinet(
     typer.echo(f"use it: data.topology.source=pinet data.topology.pinet={out / 'pinet.pt'}")
 
 
+_TERMINATED: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (a cluster's time limit or pre-emption, ``kill``) takes Ctrl-C's way out: the command stops at once,
+    keeps what a Ctrl-C keeps and prints how to resume, which a batch job's log then shows. A second SIGTERM ends the
+    process outright."""
+    from edgedistill.engine.distributed import forward_signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _TERMINATED.append(signum)
+    forward_signal(signum)  # (ranks this process launched)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
+    except SystemExit as exc:
+        if _TERMINATED and exc.code == 130:  # (the commands' Ctrl-C exit) a SIGTERM's is 128 + 15
+            sys.exit(128 + signal.SIGTERM)
+        raise
+    except Exception:
+        if _TERMINATED:  # told to stop: a rank whose peer stopped first fails in a collective; not a bug to show
+            sys.exit(128 + signal.SIGTERM)
+        raise
     except EdgeDistillError as exc:  # raised outside a command body (should be rare)
         from edgedistill.experiment.rundir import redact
 

@@ -34,6 +34,7 @@ T = TypeVar("T")
 TIMEOUT = timedelta(hours=2)
 
 _FABRIC: Any = None  # this process's launched Fabric: one process group per process, shared by every stage
+_LAUNCHER: Any = None  # its launcher, known before the launch ends (the ranks it starts are signalled from then on)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -112,16 +113,25 @@ def launch(cfg: EngineConfig) -> Any:
     """This process's Fabric on ``world_size(cfg)`` ranks, launched once: started alone, it starts ranks 1..N-1 by
     running the same command again (Fabric's subprocess launcher); under torchrun or SLURM every rank was started by
     them. Later calls return the same Fabric (a process group is one per process)."""
-    global _FABRIC
+    global _FABRIC, _LAUNCHER
     if _FABRIC is None:
         from lightning_fabric import Fabric
 
         prepare(cfg)
         fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                         strategy=_strategy(cfg), precision=cfg.precision)
+        _LAUNCHER = getattr(fabric.strategy, "launcher", None)
         fabric.launch()
         _FABRIC = fabric
     return _FABRIC
+
+
+def forward_signal(signum: int) -> None:
+    """Send ``signum`` to the ranks this process started (Fabric's own launcher runs them as its children; torchrun
+    and srun signal every rank themselves), so that they stop with it rather than lose their peer mid-collective."""
+    for proc in getattr(_LAUNCHER, "procs", None) or []:
+        if proc.poll() is None:
+            proc.send_signal(signum)
 
 
 def decide(fn: Callable[[], T], fabric: Any = None) -> T:

@@ -126,13 +126,15 @@ def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list
 
 #: Test-only (tests/test_interrupt.py); never set it otherwise. With ``EDGEDISTILL_TEST_KILL_AFTER_EPOCH=N`` in the
 #: environment, a training stage kills its own process with SIGKILL (no handler, no cleanup: only what was written
-#: atomically survives) right after epoch N's log line and checkpoint are written: a hard kill at a deterministic point.
+#: atomically survives) right after epoch N's log line and checkpoint are written: a hard kill at a deterministic point
+#: (``N:TERM``: SIGTERM, as a cluster's time limit sends, which the command line turns into a clean stop).
 TEST_KILL_AFTER_EPOCH = "EDGEDISTILL_TEST_KILL_AFTER_EPOCH"
 
 
 def _test_kill_after(epoch: int) -> None:  # (not in --jobs' thread slot: that would kill the run's own process)
-    if os.environ.get(TEST_KILL_AFTER_EPOCH) == str(epoch) and threading.current_thread() is threading.main_thread():
-        os.kill(os.getpid(), signal.SIGKILL)
+    at, _, name = os.environ.get(TEST_KILL_AFTER_EPOCH, "").partition(":")
+    if at == str(epoch) and threading.current_thread() is threading.main_thread():
+        os.kill(os.getpid(), signal.SIGTERM if name == "TERM" else signal.SIGKILL)
 
 
 def _FabricModule() -> type:

@@ -177,7 +177,7 @@ def quiet_optuna() -> Iterator[None]:
 @contextlib.contextmanager
 def trials_running(study: Any, heartbeat: "_Heartbeat", workers: Optional["Workers"], in_flight: dict) -> Iterator[None]:
     """A sweep's or a tune's trial loop (``in_flight``: key -> (trial, what)): the heartbeat runs; on Ctrl-C the trials
-    in flight are failed as "interrupted (Ctrl-C)" and the workers killed; at the end the heartbeat stops and the
+    in flight are failed as "interrupted (Ctrl-C or SIGTERM)" and the workers killed; at the end the heartbeat stops and the
     workers are closed (killed if any is still busy)."""
     heartbeat.start()
     try:
@@ -187,7 +187,7 @@ def trials_running(study: Any, heartbeat: "_Heartbeat", workers: Optional["Worke
 
         for trial, _ in in_flight.values():
             with contextlib.suppress(Exception):
-                trial.set_user_attr("error", "interrupted (Ctrl-C)")
+                trial.set_user_attr("error", "interrupted (Ctrl-C or SIGTERM)")
                 study.tell(trial, state=TrialState.FAIL)
         if workers is not None:
             workers.close(kill=True)
