@@ -26,15 +26,19 @@ def run(
     ``jobs``: stages at a time, this process and ``jobs - 1`` worker processes: the seeds' student-alone and distilled
     stages (teachers first, in this process), or with cross-validation (``eval.scheme``) whole folds in workers;
     ``"auto"`` chooses as ``edgedistill run`` does by default (one per core and stage as memory allows;
-    docs/scale.md). The default here, 1, keeps a call in the caller's process.
+    docs/scale.md). The default here, 1, keeps a call in the caller's process. Above 1, call it under
+    ``if __name__ == "__main__":`` in a script: the spawned workers import the script again (a script without the guard
+    is refused).
 
     Overrides are keyword arguments with dotted or double-underscore keys:
     ``edgedistill.run("kd", seeds=[0, 1], **{"train.epochs": 20})`` or ``train__epochs=20``.
     """
     from edgedistill.deploy.profile import report_profile
     from edgedistill.experiment.runner import run as _run
+    from edgedistill.experiment.workers import check_not_spawning
     from edgedistill.shipped_recipes import recipe_source
 
+    check_not_spawning()  # (a script's call outside its main guard, run again by a worker importing the script)
     if not isinstance(recipe, dict):
         recipe = recipe_source(recipe)  # a name is resolved here, as on the command line
     flat = {k.replace("__", "."): v for k, v in overrides.items()}
@@ -47,8 +51,10 @@ def tune(recipe: str | Path | dict[str, Any], *, budget: str | float = "30m", ou
     storage, jobs, max_params, max_latency_us, methods, include_data_free, max_trials, smoke, retrain."""
     from edgedistill.deploy.profile import report_profile, torch_latency
     from edgedistill.experiment.tune import tune as _tune
+    from edgedistill.experiment.workers import check_not_spawning
     from edgedistill.shipped_recipes import recipe_source
 
+    check_not_spawning()
     if not isinstance(recipe, dict):
         recipe = recipe_source(recipe)
     return _tune(recipe, budget=budget, out=out, progress=progress, deploy_profile=report_profile, latency=torch_latency,

@@ -137,6 +137,17 @@ def as_environment_problem(exc: OSError, where: Path) -> Optional[EdgeDistillErr
 _URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)(?P<secret>[^\s'\"/]*)(?P<at>@)")
 
 
+def cli_equivalent(source: Any, overrides: Optional[list[str] | dict[str, Any]], smoke: bool) -> str:
+    """The ``edgedistill run`` command that does what a Python call ``run(source, overrides)`` did: what its run
+    directory records and what an interrupted call prints as the way to resume (a recipe given as a dict has no
+    path to write, so it stays ``<dict>``)."""
+    import json
+
+    items = [f"{k}={json.dumps(v, default=str)}" for k, v in overrides.items()] if isinstance(overrides, dict) else list(overrides or [])
+    recipe = "<dict>" if isinstance(source, dict) else str(source)
+    return " ".join(["edgedistill run", shlex.quote(recipe), *map(shlex.quote, items), *(["--smoke"] if smoke else [])])
+
+
 def resume_command(command: str, folder: str | Path) -> str:
     """The command that continues an interrupted run, sweep or tune: ``command`` with ``--out folder`` added unless
     it already names its output folder (without it, a rerun would start afresh in a new dated folder)."""

@@ -288,7 +288,7 @@ def run(
     devices.check_run(recipe, jobs=jobs, on_epoch=on_epoch, folded=folded or fold is not None)
     p = plan(recipe, smoke, fold=fold if fold is not None or not folded else cross_validation.first_fold(recipe))
     jobs, why = parallel_seeds.auto_jobs(recipe, p, smoke, teachers_only, on_epoch, fold) if auto else (jobs, "")
-    command = rundir.redact(command or "edgedistill.run(" + repr(str(source) if not isinstance(source, dict) else "<dict>") + ")")
+    command = rundir.redact(command or rundir.cli_equivalent(source, overrides, smoke))
     run_dir = Path(out) if out else Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     folds = None
     if folded and fold is None:  # (checks eval.only against the data's folds: before anything is written)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -172,6 +173,39 @@ def _death(exitcode: Optional[int]) -> str:
     return f"exit code {exitcode}"
 
 
+_MAIN_GUARD = re.compile(r"""__name__\s*==\s*['"]__main__['"]|['"]__main__['"]\s*==\s*__name__""")
+
+
+def check_main_guarded(jobs: int) -> None:
+    """Spawned workers import the main script again (Python's rule for spawned processes), running whatever it does at
+    import. A script that calls ``edgedistill.run(..., jobs=2)`` outside ``if __name__ == "__main__":`` would start the
+    whole call again in every worker (which then stops on the run directory being in use, or on Python's bootstrapping
+    error): refused before any worker starts. (A script whose guard is there but leaves the call outside it is caught
+    in the worker instead: ``check_not_spawning``.)"""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return  # an interactive session or a notebook: nothing is imported again
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return
+    if not _MAIN_GUARD.search(text):
+        raise UserInputError(
+            f"jobs: {jobs} starts worker processes, and each imports your script '{path}' again (Python's spawn), "
+            "which would run its edgedistill call again; put the call under `if __name__ == \"__main__\":`, or use jobs=1")
+
+
+def check_not_spawning() -> None:
+    """Refuse an ``edgedistill`` call made while a spawned worker imports the main script again (see
+    ``check_main_guarded``), with the fix, instead of a second run colliding with the first."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # (CPython's own test in spawn.py)
+        raise UserInputError("an edgedistill call ran while a worker process was importing your script again (workers "
+                             "are spawned, and import the main script); put the call under "
+                             "`if __name__ == \"__main__\":`")
+
+
 class Workers:
     """Up to ``jobs`` spawned worker processes, one job each at a time, each on its own pipe; ``target`` (a module-level
     function, so a spawned process can import it) runs a job and returns its outcome, never raising. With ``local``,
@@ -192,12 +226,16 @@ class Workers:
         self.idle: list[tuple[Any, Any]] = []  # (process, connection)
         self.busy: dict[Any, tuple[Any, Hashable, float]] = {}  # connection -> (process, key, start time)
         self.leaving: list[tuple[Any, Any]] = []  # (process, connection): told to end, not yet waited for
+        self.spawned = False  # whether a worker process was started (the first start checks the main script)
 
     def _start(self) -> tuple[Any, Any]:
         conn, child = self.ctx.Pipe()
         if self.local and (self.slot is None or not self.slot.is_alive()):
             self.slot = _LocalSlot(child, self.target)
             return self.slot, conn
+        if not self.spawned:
+            check_main_guarded(self.jobs)
+            self.spawned = True
         # Not daemonic: a trial may start processes of its own (persistence images); close() ends workers.
         proc = self.ctx.Process(target=worker_main, args=(child, os.getpid(), self.target, self.preload),
                                 name="edgedistill-worker")
