@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import edgedistill
 from edgedistill.config import load_recipe
@@ -60,4 +61,8 @@ def test_full_precision_and_ordinary_regimes_are_not_refused():
         for precision in ("32-true", "64-true"):
             check_precision(load_recipe(_recipe(name, precision)))
     for precision in MIXED_PRECISION:  # Fabric's own backward scales the loss of a regime it optimises
+        if precision == "16-mixed" and not torch.cuda.is_available():  # float16 autocast needs a GPU: refused here
+            with pytest.raises(UserInputError, match="engine.precision: '16-mixed'.*needs a GPU"):
+                check_precision(load_recipe(_recipe("supervised", precision)))
+            continue
         check_precision(load_recipe(_recipe("supervised", precision)))

@@ -126,16 +126,15 @@ def check_precision(recipe: Recipe) -> None:
     optimizers are not set up by Fabric."""
     from edgedistill.engine.loop import check_accelerator
 
+    if recipe.engine.precision in MIXED_PRECISION:
+        cls = METHODS.get(recipe.method.name, key="method.name")
+        if getattr(cls, "manual_optimization", False):
+            raise UserInputError(
+                f"engine.precision: '{recipe.engine.precision}' is mixed precision, which method '{recipe.method.name}' "
+                "cannot train with: it calls backward() and steps its own optimizers (manual optimisation), so the loss "
+                "is never scaled; use 32-true (or 64-true)"
+            )
     check_accelerator(recipe.engine)  # (here: the one engine check every plan makes before writing)
-    if recipe.engine.precision not in MIXED_PRECISION:
-        return
-    cls = METHODS.get(recipe.method.name, key="method.name")
-    if getattr(cls, "manual_optimization", False):
-        raise UserInputError(
-            f"engine.precision: '{recipe.engine.precision}' is mixed precision, which method '{recipe.method.name}' "
-            "cannot train with: it calls backward() and steps its own optimizers (manual optimisation), so the loss "
-            "is never scaled; use 32-true (or 64-true)"
-        )
 
 
 def check_augmentation(recipe: Recipe, method: Method, has_teachers: bool, augmenter: Augmenter) -> None:
