@@ -375,11 +375,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM (a cluster's time limit or pre-emption, ``kill``) takes Ctrl-C's way out: the command stops at once,
     keeps what a Ctrl-C keeps and prints how to resume, which a batch job's log then shows. A second SIGTERM ends the
     process outright."""
-    from edgedistill.engine.distributed import forward_signal
-
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _TERMINATED.append(signum)
-    forward_signal(signum)  # (ranks this process launched)
+    distributed = sys.modules.get("edgedistill.engine.distributed")  # (not imported: no ranks were launched)
+    if distributed is not None:
+        distributed.forward_signal(signum)  # the ranks this process launched stop with it
     raise KeyboardInterrupt
 
 
@@ -389,11 +389,7 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
-        if _TERMINATED and exc.code == 130:  # (the commands' Ctrl-C exit) a SIGTERM's is 128 + 15
-            sys.exit(128 + signal.SIGTERM)
-        raise
-    except Exception:
-        if _TERMINATED:  # told to stop: a rank whose peer stopped first fails in a collective; not a bug to show
+        if _TERMINATED and exc.code:  # (130 from a command's Ctrl-C way out, 1 from click's "Aborted!")
             sys.exit(128 + signal.SIGTERM)
         raise
     except EdgeDistillError as exc:  # raised outside a command body (should be rare)
@@ -401,6 +397,10 @@ def main() -> None:
 
         typer.echo(f"error: {redact(one_line(exc))}", err=True)
         sys.exit(exc.exit_code)
+    except Exception:
+        if _TERMINATED:  # told to stop: a rank whose peer stopped first fails in a collective; not a bug to show
+            sys.exit(128 + signal.SIGTERM)
+        raise
 
 
 if __name__ == "__main__":
