@@ -140,3 +140,30 @@ def test_fsdp_trains_and_checkpoints_and_a_killed_run_resumes_on_one_process(tmp
 
 if __name__ == "__main__":
     worker(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:6])
+
+
+def test_ddp_learns_used_parameters_once_only_for_a_fixed_loss():
+    """``Method.fixed_graph`` (DDP's static_graph instead of a per-step search for unused parameters): the plain loss
+    and offline terms that run every step on the student alone; not a term that starts late, nor one with trainable
+    parts of its own (a loss module), nor a regime with its own step."""
+    from helpers import toy_splits
+
+    from edgedistill.config import TermConfig
+    from edgedistill.methods.offline import OfflineDistillation
+    from edgedistill.methods.supervised import Supervised
+    from edgedistill.registry import MODELS
+    import edgedistill.models  # noqa: F401 - registers the zoo
+
+    splits = toy_splits()
+    info = splits.info
+
+    def net() -> torch.nn.Module:
+        return MODELS.get("cnn1d")(info.input_shape[0], info.n_outputs, info.input_shape[1:], width=4, depth=2)
+
+    def offline(*terms: TermConfig) -> OfflineDistillation:
+        return OfflineDistillation(net(), info, net().eval(), list(terms), train=splits.train)
+
+    assert Supervised(net(), info).fixed_graph
+    assert offline(TermConfig(loss="ce", weight=0.5), TermConfig(loss="kd", weight=0.5)).fixed_graph
+    assert not offline(TermConfig(loss="ce"), TermConfig(loss="kd", start_epoch=2)).fixed_graph
+    assert not offline(TermConfig(loss="ce"), TermConfig(loss="fitnet")).fixed_graph  # its regressor trains too

@@ -88,9 +88,21 @@ def _strategy(cfg: EngineConfig) -> Any:
         return CpuFSDP(timeout=TIMEOUT)
     from lightning_fabric.strategies import DDPStrategy
 
-    # A regime may leave one of its trained networks out of some steps' loss (a term not started yet): DDP must then
-    # not wait for those gradients. (The search costs a pass over the graph per step, small for edge models.)
-    return DDPStrategy(timeout=TIMEOUT, find_unused_parameters=True)
+    class PerModuleDDP(DDPStrategy):  # type: ignore[misc]
+        """DDP that searches each step's graph for unused parameters unless the network is set up with ``fixed``:
+        a regime may leave one of its trained networks out of some steps' loss (a term not started yet), and DDP
+        must then not wait for those gradients; but the search costs 1.2-1.45x per step on an edge model (docs/scale.md),
+        so a network trained by a fixed loss (``Method.fixed_graph``) has its used parameters learnt once instead."""
+
+        fixed = False  # set by ``set_up`` around the wrap of one network
+
+        def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+            from torch.nn.parallel import DistributedDataParallel
+
+            kwargs = {**self._ddp_kwargs, **({"find_unused_parameters": False, "static_graph": True} if self.fixed else {})}
+            return DistributedDataParallel(module=module, device_ids=self._determine_ddp_device_ids(), **kwargs)
+
+    return PerModuleDDP(timeout=TIMEOUT, find_unused_parameters=True)
 
 
 def prepare(cfg: EngineConfig) -> None:
@@ -179,12 +191,20 @@ def train_once(get_or_train: Callable[[Callable[[Path], T]], T], train: Callable
     return fabric.broadcast(None)
 
 
-def set_up(net: torch.nn.Module, fabric: Any) -> torch.nn.Module:
+def set_up(net: torch.nn.Module, fabric: Any, fixed_graph: bool = False) -> torch.nn.Module:
     """``net`` placed and wrapped by Fabric for training. On several processes a network with nothing to train (a frozen
-    copy a regime keeps) is only moved to the device: DDP refuses to wrap a module without gradients."""
+    copy a regime keeps) is only moved to the device: DDP refuses to wrap a module without gradients. ``fixed_graph``:
+    every step's loss uses the same parameters of ``net`` (``Method.fixed_graph``), which DDP then learns once."""
     if fabric.world_size > 1 and nothing_to_train(net):
         return fabric.to_device(net)
-    return fabric.setup_module(sync_batchnorm(net, fabric))
+    strategy = fabric.strategy
+    if not hasattr(strategy, "fixed"):  # (one process, FSDP: nothing to choose)
+        return fabric.setup_module(sync_batchnorm(net, fabric))
+    strategy.fixed = fixed_graph
+    try:
+        return fabric.setup_module(sync_batchnorm(net, fabric))
+    finally:
+        strategy.fixed = False
 
 
 def sync_batchnorm(net: torch.nn.Module, fabric: Any) -> torch.nn.Module:

@@ -170,7 +170,7 @@ class Trainer:
             # Fabric wraps each trained network (device placement, precision); the wrapper's state_dict
             # is the original module's, so checkpoints stay plain.
             if not isinstance(method.networks[name], _FabricModule()):
-                method.networks[name] = dist.set_up(method.networks[name], fabric)
+                method.networks[name] = dist.set_up(method.networks[name], fabric, method.fixed_graph)
         optimizers = method.optimizers(cfg)
         base_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in optimizers.items()}
         start_epoch, best_score, best_epoch = 0, None, 0

@@ -64,6 +64,10 @@ class Method:
     #: network the engine trains (cgan_kd's warm start), in words; empty for the others. FSDP's wrapper allows a
     #: backward pass only through the engine, so the runner refuses FSDP for such a regime, naming this.
     own_backward: str = ""
+    #: True where every step's loss uses the same parameters of each trained network (a plain loss on the labels).
+    #: DDP then learns them on the first step (``static_graph``) instead of searching the graph for unused ones at
+    #: every step, which a regime whose terms start, stop or skip networks needs (docs/scale.md measures the cost).
+    fixed_graph: bool = False
     #: What the regime can do with an augmented batch; the runner refuses the rest before training, naming
     #: the key. "teacher_input": its teachers read ``batch["x_teacher"]`` every step (so an augmented teacher
     #: input is honoured); "soft_targets": its losses take mixed label probabilities in ``batch["y"]``.

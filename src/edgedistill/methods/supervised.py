@@ -21,6 +21,7 @@ class Supervised(Method):
 
     Params = SupervisedParams
     augmentation_support = frozenset({"soft_targets"})  # ce takes mixed label probabilities
+    fixed_graph = True  # one network, one loss on its output, every step
 
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         out = self.networks["student"](batch["x"])

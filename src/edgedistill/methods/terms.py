@@ -323,6 +323,13 @@ class TermsMethod(Method):
                                  f"temperature, but its terms use {sorted(temps)}; give them the same temperature")
         return temps.pop() if temps else 1.0
 
+    @property
+    def fixed_graph(self) -> bool:  # type: ignore[override]
+        """Every step runs every term on the student alone: no stages, no term starting late, no term with trainable
+        parts of its own (a loss module may skip a batch), and this class's step. (``Method.fixed_graph``.)"""
+        return (not self.stages and type(self).training_step is TermsMethod.training_step
+                and all(t.module_class is None and (t.config is None or t.config.start_epoch == 0) for t in self.terms))
+
     def training_step(self, batch: Batch, step: Step) -> dict[str, torch.Tensor]:
         for module in self.frozen_modules:  # (the engine put every network in training mode)
             module.eval()
