@@ -97,10 +97,14 @@ def _strategy(cfg: EngineConfig) -> Any:
         fixed = False  # set by ``set_up`` around the wrap of one network
 
         def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
-            from torch.nn.parallel import DistributedDataParallel
-
-            kwargs = {**self._ddp_kwargs, **({"find_unused_parameters": False, "static_graph": True} if self.fixed else {})}
-            return DistributedDataParallel(module=module, device_ids=self._determine_ddp_device_ids(), **kwargs)
+            if not self.fixed:
+                return super().setup_module(module)
+            kept = self._ddp_kwargs  # (Fabric's wrap, CUDA stream included, with these two arguments changed)
+            self._ddp_kwargs = {**kept, "find_unused_parameters": False, "static_graph": True}
+            try:
+                return super().setup_module(module)
+            finally:
+                self._ddp_kwargs = kept
 
     return PerModuleDDP(timeout=TIMEOUT, find_unused_parameters=True)
 
