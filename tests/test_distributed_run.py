@@ -13,6 +13,7 @@ import yaml
 
 from edgedistill.engine.loop import TEST_KILL_AFTER_EPOCH
 from helpers import TINY_RECIPE, cli_run, recipe_file
+from tests.test_distributed import free_port
 
 #: gru teacher and student (no BatchNorm, no dropout): one process and two compute the same steps to float rounding.
 RECIPE = {
@@ -133,6 +134,17 @@ def _run(recipe: Path, out: Path, cache: Path, *extra: str, kill_after: int = 0)
                           capture_output=True, text=True, timeout=300)
 
 
+def _all_finish(ranks: list[subprocess.Popen]) -> None:
+    """Wait for every rank (killed if one hangs past 300 s) and require each to have ended well."""
+    try:
+        outputs = [p.communicate(timeout=300) for p in ranks]
+    finally:
+        for p in ranks:
+            p.kill()
+    for p, (_, err) in zip(ranks, outputs):
+        assert p.returncode == 0, err[-3000:]
+
+
 def _metrics(out: Path) -> list:
     return [r["metrics"] for r in json.loads((out / "summary.json").read_text())["rows"]]
 
@@ -198,16 +210,12 @@ def test_ranks_started_the_way_srun_starts_them_run_as_one_job(tmp_path):
     """No SLURM here: the two ranks are started with the variables ``srun --nodes=1 --ntasks-per-node=2`` gives its
     tasks (Fabric's SLURMEnvironment reads them and launches nothing). They must form one 2-rank job: the same numbers
     as the run Fabric's own launcher starts, one summary, the teacher trained once."""
-    import socket
-
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
     launched = _run(recipe, tmp_path / "a", tmp_path / "cache-a")
     assert launched.returncode == 0, launched.stderr[-3000:]
 
-    with socket.socket() as s:  # a free port for the rendezvous (srun's jobs derive one from SLURM_JOB_ID)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # for the rendezvous (srun's jobs derive one from SLURM_JOB_ID)
     base = {k: v for k, v in os.environ.items() if k != TEST_KILL_AFTER_EPOCH}
     base.update(OMP_NUM_THREADS="1", EDGEDISTILL_CACHE=str(tmp_path / "cache-s"), SLURM_JOB_ID="4242",
                 SLURM_JOB_NAME="edgedistill-test", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_NNODES="1",
@@ -216,13 +224,7 @@ def test_ranks_started_the_way_srun_starts_them_run_as_one_job(tmp_path):
     ranks = [subprocess.Popen([exe, "run", str(recipe), "--out", str(tmp_path / "s"), "--no-progress"],
                               env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
-    try:
-        outputs = [p.communicate(timeout=300) for p in ranks]
-    finally:
-        for p in ranks:
-            p.kill()
-    for p, (_, err) in zip(ranks, outputs):
-        assert p.returncode == 0, err[-3000:]
+    _all_finish(ranks)
     assert _metrics(tmp_path / "s") == _metrics(tmp_path / "a")
     assert len(list((tmp_path / "cache-s" / "models").glob("*/key.json"))) == 1  # the teacher, by rank 0 alone
 
@@ -255,16 +257,12 @@ def test_two_machines_without_a_shared_disk_run_as_one_job(tmp_path):
     """Two "machines" on this one (torchrun --nnodes 2, one process each, a static rendezvous on the loopback), each
     with its own working folder and model cache, as machines without a shared disk have. Machine 1 needs only the
     recipe and the data: it writes nothing, and the run reaches the numbers of the one Fabric's launcher starts."""
-    import socket
-
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
     launched = _run(recipe, tmp_path / "a", tmp_path / "cache-a")
     assert launched.returncode == 0, launched.stderr[-3000:]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in (TEST_KILL_AFTER_EPOCH, "EDGEDISTILL_CACHE")}
     env["OMP_NUM_THREADS"] = "1"
     exe = str(Path(sys.executable).with_name("edgedistill"))
@@ -279,13 +277,7 @@ def test_two_machines_without_a_shared_disk_run_as_one_job(tmp_path):
                                        "engine.devices=1", "engine.num_nodes=2", "engine.threads=1"],
                                       cwd=home, env={**env, "EDGEDISTILL_CACHE": str(home / "cache")},
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outputs = [p.communicate(timeout=300) for p in ranks]
-    finally:
-        for p in ranks:
-            p.kill()
-    for p, (_, err) in zip(ranks, outputs):
-        assert p.returncode == 0, err[-3000:]
+    _all_finish(ranks)
     assert _metrics(machines[0] / "runs" / "ddp") == _metrics(tmp_path / "a")
     assert len(list((machines[0] / "cache" / "models").glob("*/key.json"))) == 1  # the teacher
     assert list(machines[1].iterdir()) == []  # nothing written on the other machine
