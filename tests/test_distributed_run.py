@@ -87,6 +87,18 @@ def test_alone_in_a_slurm_batch_script_is_not_a_rank(tmp_path, monkeypatch):
         devices.check_launched(EngineConfig(devices=2))
 
 
+def test_a_sweep_under_torchrun_is_told_to_start_without_it(monkeypatch):
+    """A sweep or tune is one process whatever its recipe says: the fix is not more devices but no torchrun."""
+    from edgedistill.config import EngineConfig
+    from edgedistill.engine import devices
+
+    for name, value in TORCHRUN.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/edgedistill", "sweep", "sweep_example"])
+    with pytest.raises(Exception, match="torchrun started 2 processes of `edgedistill sweep`.*start it without torchrun"):
+        devices.check_launched(EngineConfig())
+
+
 def test_jobs_with_several_devices_is_refused(tmp_path):
     line = _refused(tmp_path, "engine.devices=2", "--jobs", "2")
     assert "--jobs" in line and "engine.devices" in line

@@ -90,6 +90,11 @@ def check_launched(cfg: EngineConfig) -> None:
         return
     if total is None or (total == world and per_machine in (None, cfg.devices)):
         return
+    command = cli_command()
+    if command not in (None, "run"):  # (sweep, tune: one process each, whatever the recipe says)
+        raise UserInputError(f"{who} started {total} processes of `edgedistill {command}`, which runs in one process "
+                             f"(--jobs for trials side by side; --storage shares a sweep or tune between machines); start "
+                             f"it without {who}")
     nodes = f" ({per_machine} per machine)" if per_machine else ""
     fix = (f"engine.devices={per_machine} engine.num_nodes={total // per_machine}" if per_machine and not total % per_machine
            else f"engine.devices x engine.num_nodes = {total}")
@@ -120,12 +125,19 @@ def check_run(recipe: Recipe, *, jobs: int, on_epoch: Any, folded: bool) -> None
     if folded:
         raise UserInputError(f"{where} with eval.scheme '{recipe.eval.scheme}': the folds run one process each; use "
                              "engine.devices=1 (and --jobs for folds in parallel), or eval.scheme: holdout")
-    argv = sys.argv
-    cli = bool(argv) and (Path(argv[0]).name == "edgedistill" or argv[0].endswith(os.path.join("edgedistill", "__main__.py")))
-    if cluster_launcher() is None and cli and argv[1:2] != ["run"]:
+    command = cli_command()
+    if cluster_launcher() is None and command not in (None, "run"):
         # Fabric's launcher starts ranks 1..N-1 by running this process's command again: only `run` means one run.
         raise UserInputError(f"{where}: several devices are launched by `edgedistill run` (or torchrun/srun around it), "
-                             f"not by `edgedistill {' '.join(argv[1:2])}`; use engine.devices=1 here")
+                             f"not by `edgedistill {command}`; use engine.devices=1 here")
+
+
+def cli_command() -> Optional[str]:
+    """The ``edgedistill`` command this process runs (``run``, ``sweep``, ...), or None when it is not the command
+    line (a Python call)."""
+    argv = sys.argv
+    cli = bool(argv) and (Path(argv[0]).name == "edgedistill" or argv[0].endswith(os.path.join("edgedistill", "__main__.py")))
+    return (argv[1] if len(argv) > 1 else "") if cli else None
 
 
 def check_plan(recipe: Recipe, trained: dict[str, int], teachers: dict[str, int], manual: bool, swa: bool,
