@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -368,39 +366,16 @@ def topo_pinet(
     typer.echo(f"use it: data.topology.source=pinet data.topology.pinet={out / 'pinet.pt'}")
 
 
-_TERMINATED: list[int] = []
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM (a cluster's time limit or pre-emption, ``kill``) takes Ctrl-C's way out: the command stops at once,
-    keeps what a Ctrl-C keeps and prints how to resume, which a batch job's log then shows. A second SIGTERM ends the
-    process outright."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _TERMINATED.append(signum)
-    distributed = sys.modules.get("edgedistill.engine.distributed")  # (not imported: no ranks were launched)
-    if distributed is not None:
-        distributed.forward_signal(signum)  # the ranks this process launched stop with it
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    from edgedistill.cli_signals import stopping_on_sigterm
+
     try:
-        app()
-    except SystemExit as exc:
-        if _TERMINATED and exc.code:  # (130 from a command's Ctrl-C way out, 1 from click's "Aborted!")
-            sys.exit(128 + signal.SIGTERM)
-        raise
+        stopping_on_sigterm(app)
     except EdgeDistillError as exc:  # raised outside a command body (should be rare)
         from edgedistill.experiment.rundir import redact
 
         typer.echo(f"error: {redact(one_line(exc))}", err=True)
         sys.exit(exc.exit_code)
-    except Exception:
-        if _TERMINATED:  # told to stop: a rank whose peer stopped first fails in a collective; not a bug to show
-            sys.exit(128 + signal.SIGTERM)
-        raise
 
 
 if __name__ == "__main__":

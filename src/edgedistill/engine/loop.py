@@ -124,10 +124,9 @@ def _resume_state(ckdir: Path, label: str, networks: list[str], optimizers: list
         return None
 
 
-#: Test-only (tests/test_interrupt.py); never set it otherwise. With ``EDGEDISTILL_TEST_KILL_AFTER_EPOCH=N`` in the
-#: environment, a training stage kills its own process with SIGKILL (no handler, no cleanup: only what was written
-#: atomically survives) right after epoch N's log line and checkpoint are written: a hard kill at a deterministic point
-#: (``N:TERM``: SIGTERM, as a cluster's time limit sends, which the command line turns into a clean stop).
+#: Test-only (tests/test_interrupt.py). ``EDGEDISTILL_TEST_KILL_AFTER_EPOCH=N``: a stage SIGKILLs its own process (no
+#: cleanup: only atomic writes survive) right after epoch N's log line and checkpoint, a hard kill at a deterministic
+#: point; ``N:TERM`` sends SIGTERM instead (a cluster's time limit, which the command line turns into a clean stop).
 TEST_KILL_AFTER_EPOCH = "EDGEDISTILL_TEST_KILL_AFTER_EPOCH"
 
 
