@@ -146,6 +146,14 @@ def _run(recipe: Path, out: Path, cache: Path, *extra: str, kill_after: int = 0)
                           capture_output=True, text=True, timeout=300)
 
 
+def _same_to_rounding(rows: list, expected: list) -> None:
+    """Every reported metric of ``rows`` equals ``expected``'s to float rounding (several processes against one)."""
+    for x, y in zip(rows, expected):
+        assert x.keys() == y.keys()
+        for k in x:
+            assert x[k]["mean"] == pytest.approx(y[k]["mean"], rel=1e-4, abs=1e-4), k
+
+
 def _all_finish(ranks: list[subprocess.Popen]) -> None:
     """Wait for every rank (killed if one hangs past 300 s) and require each to have ended well."""
     try:
@@ -186,10 +194,7 @@ def test_killed_two_process_run_resumes_on_two_or_on_one(tmp_path):
         if not again:
             assert _metrics(tmp_path / out) == _metrics(tmp_path / "a")
         else:  # one process on the global batch: the same steps, to float rounding
-            for x, y in zip(_metrics(tmp_path / out), _metrics(tmp_path / "a")):
-                assert x.keys() == y.keys()
-                for k in x:
-                    assert x[k]["mean"] == pytest.approx(y[k]["mean"], rel=1e-4, abs=1e-4), k
+            _same_to_rounding(_metrics(tmp_path / out), _metrics(tmp_path / "a"))
 
 
 @pytest.mark.slow
@@ -257,10 +262,7 @@ def test_fsdp_run_trains_its_teacher_and_baseline_like_one_process(tmp_path):
     assert alone.returncode == 0, alone.stderr[-3000:]
     rows = _metrics(tmp_path / "fsdp")
     assert len(rows) == 3  # teacher, student alone, distilled
-    for x, y in zip(rows, _metrics(tmp_path / "one")):
-        assert x.keys() == y.keys()
-        for k in x:
-            assert x[k]["mean"] == pytest.approx(y[k]["mean"], rel=1e-4, abs=1e-4), k
+    _same_to_rounding(rows, _metrics(tmp_path / "one"))
 
 
 @pytest.mark.slow

@@ -95,11 +95,11 @@ def check_launched(cfg: EngineConfig) -> None:
         raise UserInputError(f"{who} started {total} processes of `edgedistill {command}`, which runs in one process "
                              f"(--jobs for trials side by side; --storage shares a sweep or tune between machines); start "
                              f"it without {who}")
-    nodes = f" ({per_machine} per machine)" if per_machine else ""
+    each = f" ({per_machine} per machine)" if per_machine else ""
     fix = (f"engine.devices={per_machine} engine.num_nodes={total // per_machine}" if per_machine and not total % per_machine
            else f"engine.devices x engine.num_nodes = {total}")
     raise UserInputError(f"engine.devices: {cfg.devices} x engine.num_nodes: {cfg.num_nodes} = {world} process(es), but "
-                         f"{who} started {total}{nodes}; {who}'s {flags} must equal them: set {fix}")
+                         f"{who} started {total}{each}; {who}'s {flags} must equal them: set {fix}")
 
 
 def check_one_process(cfg: EngineConfig, command: str) -> None:

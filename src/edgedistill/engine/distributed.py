@@ -91,8 +91,9 @@ def _strategy(cfg: EngineConfig) -> Any:
     class PerModuleDDP(DDPStrategy):  # type: ignore[misc]
         """DDP that searches each step's graph for unused parameters unless the network is set up with ``fixed``:
         a regime may leave one of its trained networks out of some steps' loss (a term not started yet), and DDP
-        must then not wait for those gradients; but the search costs 1.2-1.45x per step on an edge model (docs/scale.md),
-        so a network trained by a fixed loss (``Method.fixed_graph``) has its used parameters learnt once instead."""
+        must then not wait for those gradients; but the search costs 1.14x per step on the quickstart's student
+        (benchmarks/ddp_graph_search.py), so a network trained by a fixed loss (``Method.fixed_graph``) has its used
+        parameters learnt once instead."""
 
         fixed = False  # set by ``set_up`` around the wrap of one network
 
