@@ -28,7 +28,9 @@ def test_valid_recipe_and_extras():
         (["train.epochs=0"], "train.epochs: Input should be greater than or equal to 1"),
         (["train.optimizer=lbfgs"], "train.optimizer"),
         (["seeds=[]"], "seeds"),
-        (["data.path=x.npz"], "exactly one of data.name"),
+        (["data.path=x.npz"], "exactly one of data.name .*; to use your file in place of a recipe's '.*' on the command "
+                              "line, clear the name too: data.name= data.path=x.npz"),
+        (["data.name="], "exactly one of data.name \\(a bundled dataset\\) or data.path \\(.npz or .csv file\\)$"),
         (["engine.strategy=deepspeed"], "engine.strategy: Input should be 'auto', 'ddp' or 'fsdp'"),
     ],
 )

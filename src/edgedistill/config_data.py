@@ -121,5 +121,8 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _name_or_path(self) -> "DataConfig":
         if (self.name is None) == (self.path is None):
-            raise ValueError("give exactly one of data.name (a bundled dataset) or data.path (.npz or .csv file)")
+            both = self.name is not None
+            raise ValueError("give exactly one of data.name (a bundled dataset) or data.path (.npz or .csv file)" + (
+                f"; to use your file in place of a recipe's '{self.name}' on the command line, clear the name too: "
+                f"data.name= data.path={self.path}" if both else ""))
         return self
