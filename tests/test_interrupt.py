@@ -75,3 +75,37 @@ def test_sigterm_stops_cleanly_says_how_to_resume_and_the_run_resumes(tmp_path):
     resumed = subprocess.run(_cmd(recipe, tmp_path / "b"), env=_env(cache), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at epoch 3/40" in resumed.stdout + resumed.stderr
+
+
+def test_sigterm_in_a_cross_validation_says_once_how_to_resume_the_whole_of_it(tmp_path):
+    """A fold is a run of its own; stopped, the cross-validation (not the fold's run, which may be in another
+    process) says how to resume, once, with the cross-validation's command."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "eval": {"scheme": "group_kfold", "folds": 2}}))
+    stopped = subprocess.run(_cmd(recipe, tmp_path / "b") + ["--jobs", "1"],
+                             env={**_env(tmp_path / "cache"), TEST_KILL_AFTER_EPOCH: "3:TERM"},
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    assert "Traceback" not in stopped.stderr, stopped.stderr
+    assert stopped.stderr.count("Interrupted.") == 1, stopped.stderr
+    assert f"resume with: edgedistill run {recipe} --out {tmp_path / 'b'} --no-progress --jobs 1\n" in stopped.stderr, stopped.stderr
+
+
+def test_sigterm_with_folds_side_by_side_says_once_how_to_resume(tmp_path):
+    """With --jobs 2 the folds run in this process's slot and a worker process; a SIGTERM to the run's process (what
+    a scheduler's time limit sends) stops both and the cross-validation says how to resume, once (a fold's run said it
+    in each worker on Ctrl-C, and nobody on SIGTERM)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "eval": {"scheme": "group_kfold", "folds": 2}}))
+    proc = subprocess.Popen(_cmd(recipe, tmp_path / "b") + ["--jobs", "2"], env=_env(tmp_path / "cache"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # both folds' teachers are training once each has said it started
+        lines.append(line)
+        if sum("teacher seed 0: started" in seen for seen in lines) == 2:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, out
+    assert "Traceback" not in out and out.count("Interrupted.") == 1, out
+    assert f"resume with: edgedistill run {recipe} --out {tmp_path / 'b'} --no-progress --jobs 2\n" in out, out

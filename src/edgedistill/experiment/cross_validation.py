@@ -8,6 +8,7 @@ done, ``cv_report`` writes ``<run>/summary.json`` and ``report.md`` over all of 
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,10 +90,15 @@ class Folds:
                         f"seed(s), {self.jobs} at a time{f' (--jobs auto: {self.why})' if self.why else ''}; each fold is a run in "
                         f"{self.dir}/fold<i>")
             start = time.time()
-            if self.jobs == 1:
-                self._sequential()
-            else:
-                self._parallel(say)
+            try:
+                if self.jobs == 1:
+                    self._sequential()
+                else:
+                    self._parallel(say)
+            except KeyboardInterrupt:  # (Ctrl-C, or SIGTERM taken as it: said once here, not by each fold's run)
+                print(f"Interrupted. Finished folds and stages and the last finished epoch are kept; resume with: "
+                      f"{self.command}", file=sys.stderr, flush=True)
+                raise
             say.message(f"Cross-validation: {len(self.indices)} fold(s) in {time.time() - start:.0f} s")
         summaries = []
         for i in self.indices:
@@ -127,7 +133,11 @@ class Folds:
             else:
                 say.message(f"fold{i} ({self.labels[i]}): done in {outcome['seconds']:.0f} s")
 
-        workers = Workers(self.jobs, target=fold_job, unit="fold", on_progress=say.relay(lambda i: f"[fold{i}] "))
+        # One of the slots is this process (a thread), which would otherwise only wait: one process fewer to start. A
+        # fold is a whole run, but the waiting thread trains nothing, so the fold's process-wide settings (torch's
+        # threads, determinism, the seeded generators) are its own while it runs, as in a worker process.
+        workers = Workers(self.jobs, target=fold_job, unit="fold", on_progress=say.relay(lambda i: f"[fold{i}] "),
+                          local=True)
         _, failed = workers.run_all(
             [(i, {"source": self.source, "overrides": self.overrides, "run_dir": str(self.dir / f"fold{i}"),
                   "smoke": self.smoke, "command": self.command, "fold": i, "threads": threads}) for i in self.indices],

@@ -370,7 +370,8 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
 
                 classical = classical_rows(recipe, p.splits, run_dir, prog)
     except KeyboardInterrupt:
-        if zero:  # (Ctrl-C reaches every rank on this machine: one line, not one per rank)
+        if zero and not fold:  # (Ctrl-C reaches every rank on this machine: one line, not one per rank; a fold's
+            # cross-validation says it once for all its folds, which may be in other processes)
             again = rundir.resume_command(command, run_dir)
             print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
         raise
