@@ -205,3 +205,33 @@ def test_console_script_help_is_fast_and_lists(tmp_path):
     assert listed.returncode == 0 and "reverse_kd" in listed.stdout
     bad = subprocess.run([str(exe), "list", "nope"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown kind" in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "kd", "--jobz", "2"], "error: No such option: --jobz (Possible options: --jobs) (see edgedistill run --help)"),
+    (["rn"], "error: No such command 'rn'. Did you mean 'run'? (see edgedistill --help)"),
+    (["export"], "error: Missing argument 'run_dir' (see edgedistill export --help)"),
+    (["data", "prepare"], "error: Missing argument 'name' (see edgedistill data prepare --help)"),
+])
+def test_a_usage_error_is_one_line_and_exit_2(args, message):
+    """A mistyped option or command is said like every other refusal, not in click's usage box; the entry point and
+    CliRunner (the root group's class) behave alike, so the fuzz cases see what a user sees."""
+    from typer.testing import CliRunner
+
+    from edgedistill.cli import app
+
+    result = CliRunner().invoke(app, args, prog_name="edgedistill")
+    assert result.exit_code == 2 and result.output.strip() == message, result.output
+    exe = Path(sys.executable).with_name("edgedistill")
+    real = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+    assert real.returncode == 2 and real.stderr.strip() == message and real.stdout == "", real.stderr
+
+
+def test_a_command_group_given_nothing_shows_its_help_and_help_exits_0():
+    from typer.testing import CliRunner
+
+    from edgedistill.cli import app
+
+    bare, asked = CliRunner().invoke(app, ["data"]), CliRunner().invoke(app, ["data", "--help"])
+    assert bare.exit_code == 2 and "prepare" in bare.output and "error:" not in bare.output, bare.output
+    assert asked.exit_code == 0 and "prepare" in asked.output, asked.output

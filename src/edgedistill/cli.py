@@ -9,9 +9,11 @@ from typing import List, Optional
 
 import typer
 
+from edgedistill.cli_usage import OneLineUsage
 from edgedistill.errors import EdgeDistillError, UserInputError, one_line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge distillation for wearable time series and small images.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=OneLineUsage,
+                  help="Knowledge distillation for wearable time series and small images.")
 
 
 def find_recipe(name: Optional[str]) -> Path:

@@ -38,7 +38,7 @@ class EnvironmentProblem(EdgeDistillError, OSError):
     exit_code = 4
 
 
-def one_line(exc: BaseException, limit: int = MESSAGE_LIMIT) -> str:
+def one_line(exc: BaseException | str, limit: int = MESSAGE_LIMIT) -> str:
     """The message on one line (newlines become '; '), cut to ``limit`` characters with a note of how much was cut."""
     text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     if len(text) <= limit:
