@@ -92,9 +92,9 @@ def test_sigterm_in_a_cross_validation_says_once_how_to_resume_the_whole_of_it(t
 
 
 def test_sigterm_with_folds_side_by_side_says_once_how_to_resume(tmp_path):
-    """With --jobs 2 the folds run in this process's slot and a worker process; a SIGTERM to the run's process (what
-    a scheduler's time limit sends) stops both and the cross-validation says how to resume, once (a fold's run said it
-    in each worker on Ctrl-C, and nobody on SIGTERM)."""
+    """With --jobs 2 the folds run in two worker processes; a SIGTERM to the run's process (what a scheduler's time
+    limit sends) stops both and the cross-validation says how to resume, once (a fold's run said it in each worker on
+    Ctrl-C, and nobody on SIGTERM)."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({**RECIPE, "eval": {"scheme": "group_kfold", "folds": 2}}))
     proc = subprocess.Popen(_cmd(recipe, tmp_path / "b") + ["--jobs", "2"], env=_env(tmp_path / "cache"),

@@ -133,11 +133,9 @@ class Folds:
             else:
                 say.message(f"fold{i} ({self.labels[i]}): done in {outcome['seconds']:.0f} s")
 
-        # One of the slots is this process (a thread), which would otherwise only wait: one process fewer to start. A
-        # fold is a whole run, but the waiting thread trains nothing, so the fold's process-wide settings (torch's
-        # threads, determinism, the seeded generators) are its own while it runs, as in a worker process.
-        workers = Workers(self.jobs, target=fold_job, unit="fold", on_progress=say.relay(lambda i: f"[fold{i}] "),
-                          local=True)
+        # Every slot a worker process: one in this process's thread (as a run's stages have) was tried and made 2 and 4
+        # folds on 2 cores slower by under a second; the workers' starts overlap each other, so it saved nothing.
+        workers = Workers(self.jobs, target=fold_job, unit="fold", on_progress=say.relay(lambda i: f"[fold{i}] "))
         _, failed = workers.run_all(
             [(i, {"source": self.source, "overrides": self.overrides, "run_dir": str(self.dir / f"fold{i}"),
                   "smoke": self.smoke, "command": self.command, "fold": i, "threads": threads}) for i in self.indices],

@@ -210,7 +210,7 @@ class Workers:
     """Up to ``jobs`` spawned worker processes, one job each at a time, each on its own pipe; ``target`` (a module-level
     function, so a spawned process can import it) runs a job and returns its outcome, never raising. With ``local``,
     one of the ``jobs`` is a thread of this process (``_LocalSlot``) instead: for jobs that are safe to run beside the
-    dispatching thread, which only waits meanwhile (a run's stages, a cross-validation's folds)."""
+    dispatching thread (a run's stages; not whole runs, whose process-wide settings a thread would share)."""
 
     def __init__(self, jobs: int, target: Callable[[dict[str, Any]], dict[str, Any]],
                  on_progress: Optional[Callable[[Hashable, Any], None]] = None, preload: tuple[str, ...] = (),
