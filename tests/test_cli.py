@@ -212,6 +212,7 @@ def test_console_script_help_is_fast_and_lists(tmp_path):
     (["rn"], "error: No such command 'rn'. Did you mean 'run'? (see edgedistill --help)"),
     (["export"], "error: Missing argument 'run_dir' (see edgedistill export --help)"),
     (["data", "prepare"], "error: Missing argument 'name' (see edgedistill data prepare --help)"),
+    (["tune", "kd", "--budget"], "error: Option '--budget' requires an argument (see edgedistill tune --help)"),
 ])
 def test_a_usage_error_is_one_line_and_exit_2(args, message):
     """A mistyped option or command is said like every other refusal, not in click's usage box; the entry point and

@@ -16,6 +16,19 @@ class OneLineUsage(TyperGroup):
     runs without its standalone handling and this class does that part itself. A command group given nothing still
     shows its help (exit 2); ``typer.Exit(code)`` from a command, and success (0), exit as before."""
 
+    def _named(self, args: tuple, kwargs: dict) -> str:
+        """The (sub)command the arguments name, for an error click raised without its context (an option's missing
+        value): ``edgedistill tune`` for ``tune kd --budget``."""
+        words = list(args[0] if args else kwargs.get("args") or sys.argv[1:])
+        path, command = [kwargs.get("prog_name") or "edgedistill"], self
+        for word in words:
+            sub = getattr(command, "commands", {}).get(word)
+            if sub is None:
+                break
+            path.append(word)
+            command = sub
+        return " ".join(path)
+
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
@@ -25,7 +38,7 @@ class OneLineUsage(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":
                 exc.show()
             else:
-                where = getattr(getattr(exc, "ctx", None), "command_path", None) or self.name or "edgedistill"
+                where = getattr(getattr(exc, "ctx", None), "command_path", None) or self._named(args, kwargs)
                 typer.echo(f"error: {one_line(exc.format_message()).rstrip('.')} (see {where} --help)", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:  # (end of input at a prompt)
