@@ -8,7 +8,6 @@ done, ``cv_report`` writes ``<run>/summary.json`` and ``report.md`` over all of 
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from edgedistill.config import Recipe
 from edgedistill.errors import EdgeDistillError, UserInputError
 from edgedistill.experiment import cv_report
-from edgedistill.experiment.rundir import resume_command
+from edgedistill.experiment.rundir import resume_command, say_interrupted
 from edgedistill.io import read_json_record, write_json, write_text
 from edgedistill.progress import StageProgress
 
@@ -96,8 +95,7 @@ class Folds:
                 else:
                     self._parallel(say)
             except KeyboardInterrupt:  # (Ctrl-C, or SIGTERM taken as it: said once here, not by each fold's run)
-                print(f"Interrupted. Finished folds and stages and the last finished epoch are kept; resume with: "
-                      f"{self.command}", file=sys.stderr, flush=True)
+                say_interrupted("Finished folds and stages and the last finished epoch are kept", self.command, self.dir)
                 raise
             say.message(f"Cross-validation: {len(self.indices)} fold(s) in {time.time() - start:.0f} s")
         summaries = []

@@ -154,6 +154,12 @@ def resume_command(command: str, folder: str | Path) -> str:
     return command if "--out" in command else f"{command} --out {shlex.quote(str(folder))}"
 
 
+def say_interrupted(kept: str, command: str, folder: str | Path) -> None:
+    """The line an interrupted run, cross-validation, sweep or tune ends with (Ctrl-C, or SIGTERM taken as it): what
+    ``kept``, and the command that resumes it."""
+    _stderr(f"Interrupted. {kept}; resume with: {resume_command(command, folder)}")
+
+
 def output_folder(out: Optional[str | Path], kind: str, name: str, smoke: bool) -> Path:
     """Where a sweep or a tune writes: ``out``; else for a smoke one a fresh folder in the temporary directory (it is
     thrown away); else ``<kind>/<name>-<time>`` (``sweeps/``, ``tunes/``) under the working directory."""

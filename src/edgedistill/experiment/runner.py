@@ -337,8 +337,8 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     zero = dist.is_rank_zero()  # on several ranks, rank 0 alone shows progress and writes the run's files
+    fold = p.splits.info.fold  # a fold of a cross-validation: every line says which (folds may run in parallel)
     try:
-        fold = p.splits.info.fold  # a fold of a cross-validation: every line says which (folds may run in parallel)
         prefix += f"[fold{fold['index']}] " if fold else ""
         with forwarded() or StageProgress(enabled=progress and recipe.engine.progress and zero, quiet=not zero,
                                           prefix=prefix) as prog:  # (forwarded: a fold shown by the cross-validation)
@@ -372,8 +372,7 @@ def _execute(p: Plan, run_dir: Path, smoke: bool, progress: bool, command: str,
     except KeyboardInterrupt:
         if zero and not fold:  # (Ctrl-C reaches every rank on this machine: one line, not one per rank; a fold's
             # cross-validation says it once for all its folds, which may be in other processes)
-            again = rundir.resume_command(command, run_dir)
-            print(f"Interrupted. Finished stages and the last finished epoch are kept; resume with: {again}", file=sys.stderr)
+            rundir.say_interrupted("Finished stages and the last finished epoch are kept", command, run_dir)
         raise
     finally:
         torch.set_num_threads(threads)

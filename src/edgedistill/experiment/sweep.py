@@ -28,7 +28,6 @@ import itertools
 import os
 import shlex
 import socket
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -40,7 +39,8 @@ from edgedistill.experiment.sweep_report import MAXIMIZE, label
 from edgedistill.experiment.sweep_grid import (
     _canon, encode, point_id, read_sweep, points_of, trial_overrides, _shared_smoke_recipe, validate,
 )
-from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, resume_command, usable_folder
+from edgedistill.experiment.rundir import (DirLock, only_the_lock, output_folder, redact,
+                                          say_interrupted, usable_folder)
 from edgedistill.experiment.sweep_store import (
     GRACE_S, POLL_S, _locked, run_trial, open_study, _pid_alive, _Heartbeat, fail_dead, queue_point, retry_of, take,
     trials_running, quiet_optuna,
@@ -382,8 +382,7 @@ def _sweep(recipe: str | Path, overrides: Optional[list[str]], *, out: Optional[
         try:
             runner.execute()
         except KeyboardInterrupt:
-            again = resume_command(command, sweep_dir)
-            print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
+            say_interrupted("Finished trials are kept", command, sweep_dir)
             raise
         rows = runner.rows()
         info = runner.info()

@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import socket
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +30,8 @@ from typing import Any, Callable, Optional
 from edgedistill.engine.devices import check_one_process
 from edgedistill.errors import UserInputError
 from edgedistill.experiment import tune_report
-from edgedistill.experiment.rundir import DirLock, only_the_lock, output_folder, redact, resume_command, usable_folder
+from edgedistill.experiment.rundir import (DirLock, only_the_lock, output_folder, redact, resume_command,
+                                          say_interrupted, usable_folder)
 from edgedistill.experiment.sweep_grid import _canon
 from edgedistill.experiment.sweep_store import _extract, _Heartbeat, _pid_alive, open_study, quiet_optuna, trials_running
 from edgedistill.experiment.workers import Workers, worker_threads
@@ -354,8 +354,7 @@ def _tune(recipe: Any, overrides: Optional[list[str]], *, budget: float, out: An
         try:
             tuner.execute()
         except KeyboardInterrupt:
-            again = resume_command(command, tune_dir)
-            print(f"Interrupted. Finished trials are kept; resume with: {again}", file=sys.stderr)
+            say_interrupted("Finished trials are kept", command, tune_dir)
             raise
         if len(seeds) > 1:
             tune_select.recheck(study, space.direction, seeds[1], deadline, _rechecker(tuner, trial_base, trial_smoke), log)
