@@ -167,3 +167,20 @@ def test_ddp_learns_used_parameters_once_only_for_a_fixed_loss():
     assert offline(TermConfig(loss="ce", weight=0.5), TermConfig(loss="kd", weight=0.5)).fixed_graph
     assert not offline(TermConfig(loss="ce"), TermConfig(loss="kd", start_epoch=2)).fixed_graph
     assert not offline(TermConfig(loss="ce"), TermConfig(loss="fitnet")).fixed_graph  # its regressor trains too
+
+
+@pytest.mark.parametrize("users", [None, "WARNING"])
+def test_ranks_fabric_starts_log_torchs_cpp_warnings_from_error_up_unless_the_user_chose(monkeypatch, users):
+    """Rank 0 shows the C++ warnings every rank has; the ones only another rank has are its peer leaving (a SIGTERM
+    while the ranks connect: a TCPStore stack trace). A level the user set is theirs, and this process keeps its own."""
+    from edgedistill.engine.distributed import _ranks_warn_once
+
+    if users is None:
+        monkeypatch.delenv("TORCH_CPP_LOG_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("TORCH_CPP_LOG_LEVEL", users)
+    probe = [sys.executable, "-c", "import os; print(os.environ.get('TORCH_CPP_LOG_LEVEL'))"]
+    with _ranks_warn_once():  # (what Fabric's launcher does inside: start the ranks with this environment)
+        child = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    assert child == (users or "ERROR")
+    assert os.environ.get("TORCH_CPP_LOG_LEVEL") == users

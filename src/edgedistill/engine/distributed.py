@@ -138,9 +138,26 @@ def launch(cfg: EngineConfig) -> Any:
         fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
                         strategy=_strategy(cfg), precision=cfg.precision)
         _LAUNCHER = getattr(fabric.strategy, "launcher", None)
-        fabric.launch()
+        with _ranks_warn_once():
+            fabric.launch()
         _FABRIC = fabric
     return _FABRIC
+
+
+@contextlib.contextmanager
+def _ranks_warn_once() -> Iterator[None]:
+    """The ranks Fabric's launcher starts meanwhile (children of this process, given its environment) log torch's C++
+    messages from ERROR up, unless the user set ``TORCH_CPP_LOG_LEVEL``: rank 0 shows the warnings every rank has, once;
+    the ones a rank has alone are about its peer leaving (a SIGTERM while the ranks connect made the rank whose peer
+    went first print a 20-line TCPStore stack trace). This process's own level was set when it loaded torch."""
+    if "TORCH_CPP_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    try:
+        yield
+    finally:
+        os.environ.pop("TORCH_CPP_LOG_LEVEL", None)
 
 
 def forward_signal(signum: int) -> None:
