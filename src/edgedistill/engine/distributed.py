@@ -147,9 +147,10 @@ def launch(cfg: EngineConfig) -> Any:
 @contextlib.contextmanager
 def _ranks_warn_once() -> Iterator[None]:
     """The ranks Fabric's launcher starts meanwhile (children of this process, given its environment) log torch's C++
-    messages from ERROR up, unless the user set ``TORCH_CPP_LOG_LEVEL``: rank 0 shows the warnings every rank has, once;
-    the ones a rank has alone are about its peer leaving (a SIGTERM while the ranks connect made the rank whose peer
-    went first print a 20-line TCPStore stack trace). This process's own level was set when it loaded torch."""
+    messages from ERROR up, unless the user set ``TORCH_CPP_LOG_LEVEL``: every rank runs the same steps, so rank 0 shows
+    their warnings, once. The one we met that only another rank had was its peer leaving (a SIGTERM while the ranks
+    connect made the rank whose peer went first print a 20-line TCPStore stack trace). This process's own level was
+    set when it loaded torch."""
     if "TORCH_CPP_LOG_LEVEL" in os.environ:
         yield
         return
